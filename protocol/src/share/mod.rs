@@ -1,0 +1,1 @@
+//! Targets, difficulty and share validation.
