@@ -5,3 +5,7 @@
 #![deny(unsafe_code)]
 
 pub use hashshift_protocol as protocol;
+
+pub mod config;
+
+pub mod downstream;

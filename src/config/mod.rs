@@ -1,0 +1,294 @@
+//! The proxy's configuration: `config.example.toml` mapped onto typed structs.
+//!
+//! Every struct denies unknown keys, so a typo is an error that names the key instead of a
+//! silently ignored setting. [`Config::from_toml`] parses and then [`Config::validate`]s once;
+//! the rest of the proxy can rely on the invariants listed on each field.
+
+mod url;
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub use url::{PoolUrl, UpstreamProtocol};
+
+/// Why a configuration could not be used. The message always names the offending key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown key, or a value of the wrong type.
+    #[error("{0}")]
+    Parse(#[from] toml::de::Error),
+    /// A value of the right type that makes no sense.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// Dotted path of the key, e.g. `upstream[1].weight`.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listeners miners connect to. At least one.
+    pub downstream: Vec<Downstream>,
+    /// Pools, in failover order by `priority`, split by `weight`. At least one.
+    pub upstream: Vec<Upstream>,
+    /// Per-miner variable difficulty.
+    #[serde(default)]
+    pub vardiff: Vardiff,
+    /// How miners are packed onto upstream connections.
+    #[serde(default)]
+    pub aggregation: Aggregation,
+    /// Limits that protect the proxy from misbehaving peers.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// A listener for miners.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Downstream {
+    /// Wire protocol spoken on this listener.
+    pub protocol: DownstreamProtocol,
+    /// Address to listen on, e.g. `0.0.0.0:3333`.
+    pub listen: SocketAddr,
+}
+
+/// Wire protocol of a downstream listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DownstreamProtocol {
+    /// Stratum V1 (JSON lines).
+    Sv1,
+}
+
+/// A pool.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// `stratum+tcp://HOST:PORT`.
+    pub url: PoolUrl,
+    /// Pool account (and, with `worker_identity = "fixed"`, the worker every share is sent as).
+    pub user: String,
+    /// Pool password; most pools ignore it.
+    #[serde(default = "default_password")]
+    pub password: String,
+    /// Failover order: the lowest value is the primary. Pools with equal priority share the
+    /// work by `weight`.
+    #[serde(default)]
+    pub priority: u32,
+    /// Share of hashrate among pools of the same priority (relative, e.g. 70 and 30).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_password() -> String {
+    "x".to_owned()
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// Variable difficulty settings. Difficulties are SV1 pool difficulties (1 = 2^32 hashes per
+/// share); values below 1 are valid, for lab and test rigs.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vardiff {
+    /// Difficulty a new miner starts at (before any `suggest_difficulty`).
+    pub initial: f64,
+    /// Lowest difficulty ever assigned.
+    pub min: f64,
+    /// Highest difficulty ever assigned.
+    pub max: f64,
+    /// Share rate vardiff steers each miner toward.
+    pub shares_per_minute: f64,
+}
+
+impl Default for Vardiff {
+    fn default() -> Self {
+        Vardiff {
+            initial: 1024.0,
+            min: 1.0,
+            max: 1e12,
+            shares_per_minute: 20.0,
+        }
+    }
+}
+
+/// How miners share upstream connections.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Aggregation {
+    /// Bytes of the pool's extranonce2 the proxy keeps as a per-miner prefix; the miner rolls
+    /// the rest. 2 bytes = up to 65,536 miners per connection.
+    pub proxy_extranonce2_bytes: u8,
+    /// Most miners on one upstream connection; another connection opens when all are full.
+    pub max_miners_per_upstream: u32,
+    /// Which worker name goes upstream on shares.
+    pub worker_identity: WorkerIdentity,
+}
+
+impl Default for Aggregation {
+    fn default() -> Self {
+        Aggregation {
+            proxy_extranonce2_bytes: 2,
+            max_miners_per_upstream: 1024,
+            worker_identity: WorkerIdentity::Passthrough,
+        }
+    }
+}
+
+/// Which worker name the pool sees on each share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerIdentity {
+    /// Each miner's own worker name.
+    Passthrough,
+    /// The upstream's `user` for every share.
+    Fixed,
+}
+
+/// Defensive limits on peers.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Longest SV1 line accepted from a miner, in bytes.
+    pub max_line_bytes: usize,
+    /// Messages queued to one miner before it is considered stuck and dropped.
+    pub send_queue: usize,
+    /// Most simultaneous miner connections.
+    pub max_connections: usize,
+    /// Seconds a new connection may take to subscribe and authorize.
+    pub handshake_timeout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_line_bytes: 16 * 1024,
+            send_queue: 64,
+            max_connections: 100_000,
+            handshake_timeout_secs: 30,
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_toml(&text)
+    }
+
+    /// Parses and validates configuration text.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the invariants the rest of the proxy relies on.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.downstream.is_empty() {
+            return Err(invalid(
+                "downstream",
+                "at least one [[downstream]] listener is required",
+            ));
+        }
+        if self.upstream.is_empty() {
+            return Err(invalid(
+                "upstream",
+                "at least one [[upstream]] pool is required",
+            ));
+        }
+        for (i, up) in self.upstream.iter().enumerate() {
+            if up.weight == 0 {
+                return Err(invalid(
+                    format!("upstream[{i}].weight"),
+                    "must be at least 1",
+                ));
+            }
+            if up.user.is_empty() {
+                return Err(invalid(format!("upstream[{i}].user"), "must not be empty"));
+            }
+        }
+        let v = &self.vardiff;
+        for (key, value) in [
+            ("initial", v.initial),
+            ("min", v.min),
+            ("max", v.max),
+            ("shares_per_minute", v.shares_per_minute),
+        ] {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(invalid(
+                    format!("vardiff.{key}"),
+                    format!("must be a positive number, got {value}"),
+                ));
+            }
+        }
+        if v.min > v.max {
+            return Err(invalid(
+                "vardiff.min",
+                format!("{} is above vardiff.max {}", v.min, v.max),
+            ));
+        }
+        if !(v.min..=v.max).contains(&v.initial) {
+            return Err(invalid(
+                "vardiff.initial",
+                format!(
+                    "{} is outside [min, max] = [{}, {}]",
+                    v.initial, v.min, v.max
+                ),
+            ));
+        }
+        let a = &self.aggregation;
+        if !(1..=4).contains(&a.proxy_extranonce2_bytes) {
+            return Err(invalid(
+                "aggregation.proxy_extranonce2_bytes",
+                "must be 1 to 4",
+            ));
+        }
+        let capacity = 1u64 << (8 * u32::from(a.proxy_extranonce2_bytes));
+        if a.max_miners_per_upstream == 0 || u64::from(a.max_miners_per_upstream) > capacity {
+            return Err(invalid(
+                "aggregation.max_miners_per_upstream",
+                format!("must be 1 to {capacity} (256^proxy_extranonce2_bytes)"),
+            ));
+        }
+        let l = &self.limits;
+        if l.max_line_bytes < 512 {
+            return Err(invalid("limits.max_line_bytes", "must be at least 512"));
+        }
+        if l.send_queue == 0 || l.max_connections == 0 || l.handshake_timeout_secs == 0 {
+            return Err(invalid(
+                "limits",
+                "send_queue, max_connections and handshake_timeout_secs must be positive",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,3 @@
+//! Miners: listeners and per-connection sessions.
+
+pub mod vardiff;
