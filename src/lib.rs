@@ -9,3 +9,4 @@ pub use hashshift_protocol as protocol;
 pub mod config;
 
 pub mod downstream;
+pub mod upstream;

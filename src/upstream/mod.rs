@@ -1,0 +1,4 @@
+//! Pools: connections, work distribution, failover and weighted split.
+
+pub mod extranonce;
+pub mod router;
