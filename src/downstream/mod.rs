@@ -1,3 +1,4 @@
 //! Miners: listeners and per-connection sessions.
 
+pub mod listener;
 pub mod vardiff;

@@ -1,0 +1,104 @@
+//! Accepting miner connections: a connection cap, accept-error backoff, one task and one
+//! tracing span per connection, and graceful shutdown.
+//!
+//! Connection storms (a whole farm rebooting, thousands of connects in a second) are normal:
+//! each accepted socket costs one task and a few KiB until it subscribes. Above the cap, a
+//! socket is accepted and closed at once: leaving it in the kernel backlog would only make the
+//! miner time out later instead of retrying now, and would hide the overload from the logs.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, info, info_span, warn};
+
+/// A process-wide connection id, for logs and registries.
+pub type ConnId = u64;
+
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Allocates a fresh connection id.
+pub fn next_conn_id() -> ConnId {
+    NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// What a connection handler receives.
+pub struct Accepted {
+    /// The socket (Nagle off: Stratum messages are small and latency matters).
+    pub stream: TcpStream,
+    /// The miner's address.
+    pub peer: SocketAddr,
+    /// Connection id.
+    pub id: ConnId,
+    /// Cancelled when the proxy shuts down.
+    pub shutdown: CancellationToken,
+}
+
+/// Accepts connections until `shutdown` is cancelled, running `handler` for each in a task
+/// tracked by `tracker`. At most `max_connections` run at once.
+pub async fn serve<H, Fut>(
+    listener: TcpListener,
+    max_connections: usize,
+    protocol: &'static str,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    handler: H,
+) where
+    H: Fn(Accepted) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(max_connections));
+    let local = listener.local_addr().ok();
+    info!(?local, protocol, "listening for miners");
+    let mut backoff = Duration::from_millis(5);
+    let mut refused: u64 = 0;
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => {
+                backoff = Duration::from_millis(5);
+                pair
+            }
+            Err(error) => {
+                // EMFILE/ENFILE and friends: wait rather than spin; the backlog holds meanwhile.
+                warn!(%error, ?backoff, "accept failed");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            refused += 1;
+            if refused.is_power_of_two() {
+                warn!(%peer, refused, max_connections, "connection cap reached, closing new connections");
+            }
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let id = next_conn_id();
+        let span = info_span!("miner", conn = id, %peer, protocol, worker = tracing::field::Empty);
+        let conn_shutdown = shutdown.child_token();
+        let fut = handler(Accepted { stream, peer, id, shutdown: conn_shutdown });
+        tracker.spawn(
+            async move {
+                fut.await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+    info!(?local, "stopped accepting");
+}
