@@ -533,7 +533,7 @@ mod tests {
             r#"{"id":"7","result":null,"error":[24,"Unauthorized worker",null]}"#
         );
         assert_eq!(r.as_bool(), Ok(false));
-        assert_eq!(Response::ok(Id::Null, json!(5)).as_bool().is_err(), true);
+        assert!(Response::ok(Id::Null, json!(5)).as_bool().is_err());
     }
 
     #[test]
