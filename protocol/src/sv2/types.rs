@@ -3,7 +3,7 @@
 //! Fixed-size types map to Rust primitives: BOOL = `bool`, U8/U16/U32/U64 = `u8`..`u64`
 //! (little-endian), U24 = [`U24`], U256 = [`U256`] (32 raw bytes, no byte-order conversion),
 //! F32 = `f32` (IEEE-754 binary32, little-endian; the spec's type table omits it but
-//! `nominal_hash_rate` uses it and SRI encodes it this way), OPTION[T] = `Option<T>`.
+//! `nominal_hash_rate` uses it and SRI encodes it this way), `OPTION[T]` = `Option<T>`.
 //! The length-prefixed types live in [`super::bounded`].
 //!
 //! Decoding goes through [`Reader`], which checks every read against what is left of the
@@ -203,7 +203,7 @@ impl Sv2Decode for U24 {
     }
 }
 
-/// OPTION[T]: a count byte (0 or 1) followed by the value if present (spec: `SEQ0_1[T]`).
+/// `OPTION[T]`: a count byte (0 or 1) followed by the value if present (spec: `SEQ0_1[T]`).
 impl<T: Sv2Encode> Sv2Encode for Option<T> {
     fn encoded_len(&self) -> usize {
         1 + self.as_ref().map_or(0, Sv2Encode::encoded_len)
