@@ -233,6 +233,20 @@ impl Decoder for NoiseDecoder {
         }
         result
     }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, NoiseCodecError> {
+        match self.decode(src)? {
+            Some(frame) => Ok(Some(frame)),
+            // A clean close happens between frames only.
+            None if src.is_empty() && self.pending.is_none() => Ok(None),
+            None => {
+                self.failed = true;
+                Err(NoiseCodecError::Io(
+                    std::io::ErrorKind::UnexpectedEof.into(),
+                ))
+            }
+        }
+    }
 }
 
 /// Both halves in one codec, for a `Framed` socket. Use [`NoiseCodec::into_split`] for
@@ -280,6 +294,10 @@ impl Decoder for NoiseCodec {
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, NoiseCodecError> {
         self.decoder.decode(src)
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, NoiseCodecError> {
+        self.decoder.decode_eof(src)
     }
 }
 
@@ -389,6 +407,20 @@ mod tests {
         let mut rx = BytesMut::from(&wire[..ENCRYPTED_HEADER_LEN]);
         assert_eq!(b.decode(&mut rx).unwrap(), None);
         assert!(rx.capacity() <= ENCRYPTED_HEADER_LEN + MAX_CHUNK_CIPHERTEXT_LEN);
+    }
+
+    #[test]
+    fn eof_mid_frame_is_an_error() {
+        let (mut a, mut b) = pair();
+        let mut wire = BytesMut::new();
+        a.encode(frame(100), &mut wire).unwrap();
+        let mut rx = BytesMut::from(&wire[..ENCRYPTED_HEADER_LEN]);
+        assert!(matches!(
+            b.decode_eof(&mut rx),
+            Err(NoiseCodecError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof
+        ));
+        let (_, mut c) = pair();
+        assert_eq!(c.decode_eof(&mut BytesMut::new()).unwrap(), None);
     }
 
     #[test]

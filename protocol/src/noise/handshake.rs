@@ -22,6 +22,8 @@
 //!
 //! Every [`HandshakeError`] means: drop the connection. No state is reusable after an error.
 
+use std::sync::Arc;
+
 use noise_protocol::patterns::noise_nx;
 use noise_protocol::{ErrorKind, HandshakeState, U8Array};
 use noise_rust_crypto::{ChaCha20Poly1305, Sha256};
@@ -171,9 +173,13 @@ impl Initiator {
 
 /// What a server needs to answer handshakes: its authority key pair (to sign certificates),
 /// its static Noise key, and how long each certificate is valid. Build it once at startup and
-/// share it between connections.
+/// share it between connections; clones share one copy of the secrets.
 #[derive(Clone)]
 pub struct ResponderConfig {
+    inner: Arc<ConfigInner>,
+}
+
+struct ConfigInner {
     authority: AuthorityKeypair,
     static_key: SecretKey,
     static_xonly: XOnlyPublicKey,
@@ -183,8 +189,8 @@ pub struct ResponderConfig {
 impl std::fmt::Debug for ResponderConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponderConfig")
-            .field("authority", &self.authority.public_key())
-            .field("cert_validity_secs", &self.cert_validity_secs)
+            .field("authority", &self.inner.authority.public_key())
+            .field("cert_validity_secs", &self.inner.cert_validity_secs)
             .finish_non_exhaustive()
     }
 }
@@ -199,25 +205,27 @@ impl ResponderConfig {
     ) -> Self {
         let static_xonly = *static_key.public_key().x_only();
         ResponderConfig {
-            authority,
-            static_key,
-            static_xonly,
-            cert_validity_secs,
+            inner: Arc::new(ConfigInner {
+                authority,
+                static_key,
+                static_xonly,
+                cert_validity_secs,
+            }),
         }
     }
 
     /// The authority public key clients should pin.
     pub fn authority_public_key(&self) -> AuthorityPublicKey {
-        self.authority.public_key()
+        self.inner.authority.public_key()
     }
 
     /// Signs a certificate for our static key valid from `now`.
     fn certificate(&self, now: u32, aux: &[u8; 32]) -> Certificate {
         Certificate::sign(
-            &self.authority,
-            &self.static_xonly,
+            &self.inner.authority,
+            &self.inner.static_xonly,
             now,
-            now.saturating_add(self.cert_validity_secs),
+            now.saturating_add(self.inner.cert_validity_secs),
             aux,
         )
     }
@@ -241,7 +249,7 @@ impl Responder {
     /// ElligatorSwift encodings and the certificate signature from `rng`.
     pub fn new<R: CryptoRng + ?Sized>(config: &ResponderConfig, rng: &mut R) -> Self {
         let e = fresh_dh_key(rng);
-        let s = dh_key(config.static_key.inner(), rng.random());
+        let s = dh_key(config.inner.static_key.inner(), rng.random());
         let hs = HandshakeState::new(noise_nx(), false, [], Some(s), Some(e), None, None);
         Responder {
             hs,
