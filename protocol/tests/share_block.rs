@@ -13,8 +13,8 @@
 use hashshift_protocol::share::hash::sha256d;
 use hashshift_protocol::share::merkle::{merkle_branch, merkle_root};
 use hashshift_protocol::share::{
-    ExtendedJob, Job, Rejection, ShareValidator, StandardJob, SubmittedVersion, Submission,
-    Target, ValidatorConfig,
+    ExtendedJob, Job, Rejection, ShareValidator, StandardJob, Submission, SubmittedVersion, Target,
+    ValidatorConfig,
 };
 
 /// Display (big-endian) hex to internal byte order.
@@ -103,13 +103,9 @@ fn block_100000_merkle_root_from_branch() {
         to_display(&root),
         "f3e94742aca4b5ef85488dc37c06c3282295ffec960994b2c0d5ac2a25a95766"
     );
-    let header = b.job.header(
-        &b.extranonce1,
-        &b.extranonce2,
-        B100K_NTIME,
-        B100K_NONCE,
-        1,
-    );
+    let header = b
+        .job
+        .header(&b.extranonce1, &b.extranonce2, B100K_NTIME, B100K_NONCE, 1);
     assert_eq!(hex::encode(header), B100K_HEADER);
 }
 
@@ -184,7 +180,11 @@ fn block_840000_validates_with_version_rolling() {
         extranonce_size: 0,
         ..ValidatorConfig::default()
     };
-    let mut v = ShareValidator::new(config, Vec::new(), Target::from_difficulty(65536.0).unwrap());
+    let mut v = ShareValidator::new(
+        config,
+        Vec::new(),
+        Target::from_difficulty(65536.0).unwrap(),
+    );
     v.add_job(1, Job::Standard(block_840k_job()), true).unwrap();
 
     // SV2 style: the full rolled version 0x2a5fe000.

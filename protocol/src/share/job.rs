@@ -256,7 +256,14 @@ mod tests {
 
     #[test]
     fn header_layout_is_little_endian() {
-        let h = build_header(0x2000_0000, &[0xAA; 32], &[0xBB; 32], 0x6623_07b7, 0x1703_4219, 1);
+        let h = build_header(
+            0x2000_0000,
+            &[0xAA; 32],
+            &[0xBB; 32],
+            0x6623_07b7,
+            0x1703_4219,
+            1,
+        );
         assert_eq!(&h[0..4], &[0, 0, 0, 0x20]);
         assert_eq!(&h[4..36], &[0xAA; 32]);
         assert_eq!(&h[36..68], &[0xBB; 32]);

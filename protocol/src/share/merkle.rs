@@ -5,19 +5,14 @@
 //! `fold(txid, |acc, step| sha256d(acc ‖ step))`. All hashes are in internal byte order
 //! (as computed, not the reversed display form).
 
-use super::hash::sha256d_64;
+use super::hash::{sha256d_64, sha256d_pair};
 
 /// Folds `coinbase_txid` up a merkle branch: `acc = sha256d(acc ‖ step)` for each step.
 #[inline]
 pub fn merkle_root(coinbase_txid: &[u8; 32], branch: &[[u8; 32]]) -> [u8; 32] {
-    let mut pair = [0u8; 64];
-    let mut acc = *coinbase_txid;
-    for step in branch {
-        pair[..32].copy_from_slice(&acc);
-        pair[32..].copy_from_slice(step);
-        acc = sha256d_64(&pair);
-    }
-    acc
+    branch
+        .iter()
+        .fold(*coinbase_txid, |acc, step| sha256d_pair(&acc, step))
 }
 
 /// The branch for leaf 0 of a block whose other transactions are `txids` (coinbase
@@ -91,7 +86,11 @@ mod tests {
         for n in 1..=33u8 {
             let leaves: Vec<_> = (0..n).map(id).collect();
             let branch = merkle_branch(&leaves[1..]);
-            assert_eq!(merkle_root(&leaves[0], &branch), naive_root(&leaves), "n={n}");
+            assert_eq!(
+                merkle_root(&leaves[0], &branch),
+                naive_root(&leaves),
+                "n={n}"
+            );
             // depth = ceil(log2(n))
             let depth = (usize::from(n)).next_power_of_two().trailing_zeros() as usize;
             assert_eq!(branch.len(), depth, "n={n}");

@@ -26,5 +26,5 @@ pub use job::{ExtendedJob, Job, PreparedJob, StandardJob};
 pub use rejection::Rejection;
 pub use target::{Target, TargetError};
 pub use validate::{
-    AcceptedShare, JobError, ShareValidator, SubmittedVersion, Submission, ValidatorConfig,
+    AcceptedShare, JobError, ShareValidator, Submission, SubmittedVersion, ValidatorConfig,
 };

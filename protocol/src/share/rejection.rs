@@ -151,7 +151,10 @@ mod tests {
                 version: 1,
                 mask: 0x1fffe000,
             },
-            Rejection::VersionBitsOutsideMask { version: 1, mask: 0 },
+            Rejection::VersionBitsOutsideMask {
+                version: 1,
+                mask: 0,
+            },
             Rejection::WrongExtranonceSize {
                 expected: 4,
                 got: 3,

@@ -62,8 +62,8 @@ impl Target {
     pub const ZERO: Target = Target([0; 32]);
     /// The difficulty-1 target `0x00000000FFFF0000000000000000000000000000000000000000000000000000`.
     pub const DIFF1: Target = Target([
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0,
-        0, 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF,
+        0, 0, 0, 0,
     ]);
 
     /// Wraps 32 little-endian bytes (the SV2 `U256` wire form).
@@ -315,7 +315,10 @@ mod tests {
     #[test]
     fn tiny_difficulty_clamps_to_max() {
         assert_eq!(Target::from_difficulty(1e-12).unwrap(), Target::MAX);
-        assert_eq!(Target::from_difficulty(f64::MIN_POSITIVE).unwrap(), Target::MAX);
+        assert_eq!(
+            Target::from_difficulty(f64::MIN_POSITIVE).unwrap(),
+            Target::MAX
+        );
         assert_eq!(Target::from_difficulty(5e-324).unwrap(), Target::MAX);
         // 2^-32: diff1 << 32 = 0xFFFF << 240 still fits.
         assert_eq!(

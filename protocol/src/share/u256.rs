@@ -61,13 +61,17 @@ pub(crate) fn shr<const N: usize>(value: &[u64; N], shift: u32) -> [u64; N] {
     let mut out = [0u64; N];
     let limb_shift = (shift / 64) as usize;
     let bit_shift = shift % 64;
-    for i in 0..N.saturating_sub(limb_shift) {
+    for (i, slot) in out
+        .iter_mut()
+        .enumerate()
+        .take(N.saturating_sub(limb_shift))
+    {
         let src = i + limb_shift;
         let mut word = value[src] >> bit_shift;
         if bit_shift != 0 && src + 1 < N {
             word |= value[src + 1] << (64 - bit_shift);
         }
-        out[i] = word;
+        *slot = word;
     }
     out
 }
@@ -98,7 +102,10 @@ pub(crate) fn cmp(a: &Limbs256, b: &Limbs256) -> core::cmp::Ordering {
 /// Nearest-ish `f64` value (each limb rounds once; error is a few ulps, enough for accounting).
 pub(crate) fn to_f64(limbs: &Limbs256) -> f64 {
     const TWO_64: f64 = 18_446_744_073_709_551_616.0;
-    limbs.iter().rev().fold(0.0, |acc, limb| acc * TWO_64 + *limb as f64)
+    limbs
+        .iter()
+        .rev()
+        .fold(0.0, |acc, limb| acc * TWO_64 + *limb as f64)
 }
 
 #[cfg(test)]
