@@ -9,4 +9,7 @@ pub use hashshift_protocol as protocol;
 pub mod config;
 
 pub mod downstream;
+pub mod proxy;
+pub mod sys;
+pub mod telemetry;
 pub mod upstream;

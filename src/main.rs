@@ -22,6 +22,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the proxy.
+    Run {
+        /// The TOML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Validate a configuration file and print the effective configuration.
     CheckConfig {
         /// The TOML file.
@@ -38,6 +44,22 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Run { config } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("hashshift: {}: {e}", config.display());
+                    return ExitCode::from(2);
+                }
+            };
+            match runtime().and_then(|rt| rt.block_on(run(config))) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("hashshift: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(config) => match toml::to_string_pretty(&config) {
                 Ok(text) => {
@@ -55,4 +77,25 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Runs the proxy until SIGINT or SIGTERM, then shuts down gracefully.
+async fn run(config: Config) -> anyhow::Result<()> {
+    use anyhow::Context;
+    hashshift::sys::raise_fd_limit();
+    let proxy = hashshift::proxy::Proxy::start(&config)
+        .await
+        .context("starting the proxy")?;
+    for addr in proxy.listen_addrs() {
+        tracing::info!(%addr, "hashshift is up");
+    }
+    hashshift::sys::shutdown_signal().await;
+    proxy.shutdown(std::time::Duration::from_secs(10)).await;
+    Ok(())
 }

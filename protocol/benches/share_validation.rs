@@ -29,7 +29,7 @@ const ROTATE_EVERY: u32 = 4096;
 fn extended_job(ntime: u32) -> Job {
     // ~250-byte coinbase: 90-byte prefix, 4-byte extranonce prefix, 8-byte extranonce,
     // 150-byte suffix; 12-step merkle branch (a block of ~2,000-4,000 transactions).
-    Job::Extended(ExtendedJob {
+    Job::from(ExtendedJob {
         version: 0x2000_0000,
         prev_hash: [0x11; 32],
         coinbase_prefix: (0..90u8).collect(),

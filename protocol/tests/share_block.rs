@@ -118,7 +118,7 @@ fn block_100000_validates_as_a_block() {
     };
     let mut v = ShareValidator::new(config, b.extranonce1.clone(), Target::DIFF1);
     v.set_upstream_target(Target::from_difficulty(1000.0).unwrap());
-    v.add_job(7, Job::Extended(b.job.clone()), true).unwrap();
+    v.add_job(7, Job::from(b.job.clone()), true).unwrap();
 
     let share = Submission {
         job_id: 7,

@@ -114,7 +114,7 @@ fn arb_job() -> impl Strategy<Value = Job> {
         any::<u32>(),
     )
         .prop_map(|(version, prefix, suffix, branch, nbits, ntime)| {
-            Job::Extended(ExtendedJob {
+            Job::from(ExtendedJob {
                 version,
                 prev_hash: [9; 32],
                 coinbase_prefix: prefix,

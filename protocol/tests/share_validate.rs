@@ -9,7 +9,7 @@ const NTIME: u32 = 1_700_000_000;
 const MASK: u32 = 0x1fff_e000;
 
 fn job(nbits: u32) -> Job {
-    Job::Extended(ExtendedJob {
+    Job::from(ExtendedJob {
         version: 0x2000_0000,
         prev_hash: [3; 32],
         coinbase_prefix: vec![1; 70],

@@ -62,6 +62,32 @@ pub struct Config {
     /// Limits that protect the proxy from misbehaving peers.
     #[serde(default)]
     pub limits: Limits,
+    /// Pool health and failover timing.
+    #[serde(default)]
+    pub failover: Failover,
+}
+
+/// Pool health and failover timing.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Failover {
+    /// A pool that sends no new job for this long is treated as down (pools normally send
+    /// one every 30–60 s).
+    pub no_work_timeout_secs: f64,
+    /// A recovered higher-priority pool gets miners back after being healthy this long.
+    pub failback_after_secs: f64,
+    /// How often the weighted split may move one miner between pools of equal priority.
+    pub rebalance_every_secs: f64,
+}
+
+impl Default for Failover {
+    fn default() -> Self {
+        Failover {
+            no_work_timeout_secs: 120.0,
+            failback_after_secs: 30.0,
+            rebalance_every_secs: 10.0,
+        }
+    }
 }
 
 /// A listener for miners.
@@ -278,6 +304,19 @@ impl Config {
                 "aggregation.max_miners_per_upstream",
                 format!("must be 1 to {capacity} (256^proxy_extranonce2_bytes)"),
             ));
+        }
+        let f = &self.failover;
+        for (key, value) in [
+            ("no_work_timeout_secs", f.no_work_timeout_secs),
+            ("failback_after_secs", f.failback_after_secs),
+            ("rebalance_every_secs", f.rebalance_every_secs),
+        ] {
+            if !(value.is_finite() && value > 0.0 && value < 86_400.0) {
+                return Err(invalid(
+                    format!("failover.{key}"),
+                    "must be between 0 and 86400 seconds",
+                ));
+            }
         }
         let l = &self.limits;
         if l.max_line_bytes < 512 {

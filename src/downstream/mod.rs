@@ -1,4 +1,6 @@
 //! Miners: listeners and per-connection sessions.
 
 pub mod listener;
+pub mod registry;
+pub mod sv1;
 pub mod vardiff;

@@ -1,4 +1,7 @@
 //! Pools: connections, work distribution, failover and weighted split.
 
 pub mod extranonce;
+pub mod manager;
 pub mod router;
+pub mod sv1;
+pub mod work;

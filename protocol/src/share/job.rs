@@ -58,8 +58,9 @@ pub struct StandardJob {
 /// A job of either kind.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Job {
-    /// Coinbase rebuilt per share.
-    Extended(ExtendedJob),
+    /// Coinbase rebuilt per share. Shared: a proxy hands the same job to thousands of
+    /// miners, each with its own validator, and must not copy the coinbase for each.
+    Extended(std::sync::Arc<ExtendedJob>),
     /// Merkle root fixed by the pool.
     Standard(StandardJob),
 }
@@ -92,7 +93,7 @@ impl Job {
 
 impl From<ExtendedJob> for Job {
     fn from(job: ExtendedJob) -> Self {
-        Job::Extended(job)
+        Job::Extended(std::sync::Arc::new(job))
     }
 }
 

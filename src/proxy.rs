@@ -1,0 +1,138 @@
+//! The proxy assembled: listeners, miner sessions, pool connections, the pool manager, and
+//! graceful shutdown.
+//!
+//! [`Proxy::start`] binds every listener before returning (so a caller, a test or the demo,
+//! knows the addresses), then runs until [`Proxy::shutdown`]: stop accepting, let sessions
+//! relay the verdicts of shares already sent upstream within a grace period, then stop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+use crate::config::{Config, DownstreamProtocol};
+use crate::downstream::listener;
+use crate::downstream::sv1::{self as sv1_session, SessionSettings};
+use crate::downstream::vardiff::VardiffSettings;
+use crate::upstream::manager::{ManagerSettings, PoolManager, PoolSnapshot};
+
+/// A running proxy.
+pub struct Proxy {
+    listeners: Vec<SocketAddr>,
+    manager: Arc<PoolManager>,
+    accept_stop: CancellationToken,
+    sessions_stop: CancellationToken,
+    upstream_stop: CancellationToken,
+    sessions: TaskTracker,
+    upstream: TaskTracker,
+}
+
+impl Proxy {
+    /// Binds the listeners and starts everything.
+    pub async fn start(config: &Config) -> std::io::Result<Proxy> {
+        Self::start_with(config, ManagerSettings::from_config(config)).await
+    }
+
+    /// Like [`Proxy::start`] with explicit failover timings (tests shorten them).
+    pub async fn start_with(
+        config: &Config,
+        manager_settings: ManagerSettings,
+    ) -> std::io::Result<Proxy> {
+        let upstream_stop = CancellationToken::new();
+        let upstream = TaskTracker::new();
+        let manager = PoolManager::start(
+            config,
+            manager_settings,
+            upstream_stop.clone(),
+            upstream.clone(),
+        );
+        upstream.spawn(manager.clone().run());
+
+        let settings = Arc::new(SessionSettings {
+            vardiff: VardiffSettings {
+                min: config.vardiff.min,
+                max: config.vardiff.max,
+                shares_per_minute: config.vardiff.shares_per_minute,
+            },
+            initial_difficulty: config.vardiff.initial,
+            max_line_bytes: config.limits.max_line_bytes,
+            handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs),
+            write_timeout: Duration::from_secs(10),
+            drain_grace: Duration::from_secs(5),
+        });
+        let accept_stop = CancellationToken::new();
+        let sessions_stop = CancellationToken::new();
+        let sessions = TaskTracker::new();
+        let mut listeners = Vec::new();
+        for d in &config.downstream {
+            let listener = TcpListener::bind(d.listen).await?;
+            listeners.push(listener.local_addr()?);
+            match d.protocol {
+                DownstreamProtocol::Sv1 => {
+                    let settings = settings.clone();
+                    let manager = manager.clone();
+                    let stop = accept_stop.clone();
+                    let session_stop = sessions_stop.clone();
+                    let tracker = sessions.clone();
+                    let max = config.limits.max_connections;
+                    sessions.spawn(async move {
+                        listener::serve(listener, max, "sv1", stop, tracker, move |mut accepted| {
+                            // Sessions end on the session token, not the accept token, so that
+                            // shutdown can stop accepting first and drain sessions after.
+                            accepted.shutdown = session_stop.child_token();
+                            sv1_session::serve(accepted, settings.clone(), manager.clone())
+                        })
+                        .await
+                    });
+                }
+            }
+        }
+        Ok(Proxy {
+            listeners,
+            manager,
+            accept_stop,
+            sessions_stop,
+            upstream_stop,
+            sessions,
+            upstream,
+        })
+    }
+
+    /// Addresses of the downstream listeners, in config order.
+    pub fn listen_addrs(&self) -> &[SocketAddr] {
+        &self.listeners
+    }
+
+    /// The pool manager (for reports).
+    pub fn manager(&self) -> &Arc<PoolManager> {
+        &self.manager
+    }
+
+    /// Pools as operators see them.
+    pub fn pools(&self) -> Vec<PoolSnapshot> {
+        self.manager.pools()
+    }
+
+    /// Stops accepting, lets sessions finish (relaying verdicts of shares in flight) within
+    /// `grace`, then closes the pool connections.
+    pub async fn shutdown(self, grace: Duration) {
+        info!("shutting down: no new miners");
+        self.accept_stop.cancel();
+        self.sessions_stop.cancel();
+        self.sessions.close();
+        if tokio::time::timeout(grace, self.sessions.wait())
+            .await
+            .is_err()
+        {
+            info!("grace period over with sessions still open");
+        }
+        self.upstream_stop.cancel();
+        self.upstream.close();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.upstream.wait()).await;
+        info!("shutdown complete");
+    }
+}

@@ -1,0 +1,488 @@
+//! The pool manager: which upstream connection each miner is on.
+//!
+//! It owns the pool connections (one per pool from the start, so every backup is a hot
+//! standby; more per pool as miners fill them), the extranonce prefix allocators, and the
+//! [`Router`] policy. Sessions call [`PoolManager::assign`] and [`PoolManager::release`];
+//! a ticker task ([`PoolManager::run`]) watches pool health and moves miners by sending
+//! them [`Control::Reassign`].
+//!
+//! State sits behind one `std::sync::Mutex`: every critical section is short and never
+//! awaits (sends to sessions use `try_send`), so a blocking mutex is both correct and cheaper
+//! than an async one.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use super::extranonce::PrefixAllocator;
+use super::router::{MinerLoad, PoolId, Router};
+use super::sv1::{self, ConnStatus, ConnectionHandle, ConnectionParams};
+use crate::config::Config;
+use crate::downstream::listener::ConnId;
+use crate::downstream::registry::MinerShared;
+
+/// A miner's place: a connection and an extranonce prefix on it.
+#[derive(Clone, Debug)]
+pub struct Assignment {
+    /// The pool.
+    pub pool: PoolId,
+    /// The connection.
+    pub conn: ConnectionHandle,
+    /// The prefix slot on that connection.
+    pub slot: u32,
+    /// Bytes of extranonce2 the proxy keeps.
+    pub prefix_bytes: usize,
+}
+
+/// Messages from the manager to a miner session.
+#[derive(Debug)]
+pub enum Control {
+    /// Move to another connection (failover, failback, rebalancing).
+    Reassign(Assignment),
+    /// Disconnect (operator action).
+    Kick,
+}
+
+/// Tuning of failover and rebalancing.
+#[derive(Clone, Debug)]
+pub struct ManagerSettings {
+    /// A pool that sent no job for this long counts as down.
+    pub no_work_timeout: Duration,
+    /// A recovered higher-priority pool is used again after being healthy this long.
+    pub failback_after: Duration,
+    /// How often the weighted split moves a miner.
+    pub rebalance_every: Duration,
+}
+
+impl ManagerSettings {
+    /// The settings a configuration asks for.
+    pub fn from_config(config: &Config) -> Self {
+        let f = &config.failover;
+        ManagerSettings {
+            no_work_timeout: Duration::from_secs_f64(f.no_work_timeout_secs),
+            failback_after: Duration::from_secs_f64(f.failback_after_secs),
+            rebalance_every: Duration::from_secs_f64(f.rebalance_every_secs),
+        }
+    }
+}
+
+struct ConnEntry {
+    handle: ConnectionHandle,
+    alloc: PrefixAllocator,
+}
+
+struct PoolEntry {
+    params: ConnectionParams,
+    conns: Vec<ConnEntry>,
+}
+
+struct MinerEntry {
+    pool: PoolId,
+    conn: usize,
+    slot: u32,
+    control: mpsc::Sender<Control>,
+    shared: Arc<MinerShared>,
+    credited: f64,
+    hashrate: f64,
+}
+
+struct Inner {
+    router: Router,
+    pools: Vec<PoolEntry>,
+    miners: HashMap<ConnId, MinerEntry>,
+    last_rebalance: Instant,
+}
+
+/// See the module docs.
+pub struct PoolManager {
+    inner: Mutex<Inner>,
+    settings: ManagerSettings,
+    prefix_bytes: usize,
+    max_miners: u32,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// A pool as reported to operators.
+#[derive(Clone, Debug)]
+pub struct PoolSnapshot {
+    /// Index in the config.
+    pub pool: PoolId,
+    /// URL.
+    pub url: String,
+    /// Priority.
+    pub priority: u32,
+    /// Weight.
+    pub weight: u32,
+    /// Healthy and in the active tier.
+    pub active: bool,
+    /// Any connection up.
+    pub up: bool,
+    /// Upstream connections open or opening.
+    pub connections: usize,
+    /// Miners on it.
+    pub miners: usize,
+    /// Shares as the pool judged them, over all its connections.
+    pub shares: crate::telemetry::ShareSnapshot,
+}
+
+impl PoolManager {
+    /// Starts one connection per configured pool.
+    pub fn start(
+        config: &Config,
+        settings: ManagerSettings,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Arc<Self> {
+        let pools: Vec<PoolEntry> = config
+            .upstream
+            .iter()
+            .enumerate()
+            .map(|(i, up)| {
+                let params = ConnectionParams {
+                    pool: i,
+                    url: up.url.clone(),
+                    user: up.user.clone(),
+                    password: up.password.clone(),
+                    identity: config.aggregation.worker_identity,
+                    max_line_bytes: 1 << 20,
+                    connect_timeout: Duration::from_secs(10),
+                    max_backoff: Duration::from_secs(30),
+                    submit_timeout: Duration::from_secs(30),
+                };
+                PoolEntry {
+                    params,
+                    conns: Vec::new(),
+                }
+            })
+            .collect();
+        let router = Router::new(
+            config.upstream.iter().map(|u| (u.priority, u.weight)),
+            settings.failback_after,
+        );
+        let manager = Arc::new(PoolManager {
+            inner: Mutex::new(Inner {
+                router,
+                pools,
+                miners: HashMap::new(),
+                last_rebalance: Instant::now(),
+            }),
+            settings,
+            prefix_bytes: usize::from(config.aggregation.proxy_extranonce2_bytes),
+            max_miners: config.aggregation.max_miners_per_upstream,
+            shutdown,
+            tracker,
+        });
+        {
+            let mut inner = manager.lock();
+            for pool in 0..inner.pools.len() {
+                manager.open_connection(&mut inner, pool);
+            }
+        }
+        manager
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave `Inner` half-updated in a way that
+        // matters more than stopping the proxy would; keep serving.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn open_connection(&self, inner: &mut Inner, pool: PoolId) -> usize {
+        let Some(entry) = inner.pools.get_mut(pool) else {
+            return 0;
+        };
+        let handle = sv1::spawn(
+            entry.params.clone(),
+            self.shutdown.child_token(),
+            &self.tracker,
+        );
+        entry.conns.push(ConnEntry {
+            handle,
+            alloc: PrefixAllocator::new(self.prefix_bytes, self.max_miners),
+        });
+        info!(
+            pool,
+            connections = entry.conns.len(),
+            "opened upstream connection"
+        );
+        entry.conns.len() - 1
+    }
+
+    /// Finds a place for a new miner; `None` when no pool is usable right now.
+    pub fn assign(
+        &self,
+        id: ConnId,
+        control: mpsc::Sender<Control>,
+        shared: Arc<MinerShared>,
+    ) -> Option<Assignment> {
+        let mut inner = self.lock();
+        inner.router.update(Instant::now());
+        let (loads, average) = pool_loads(&inner);
+        let pool = inner.router.pick(&loads, average)?;
+        let (conn, slot) = self.allocate(&mut inner, pool)?;
+        let assignment = self.assignment(&inner, pool, conn, slot)?;
+        shared.set_pool(pool);
+        inner.miners.insert(
+            id,
+            MinerEntry {
+                pool,
+                conn,
+                slot,
+                control,
+                shared,
+                credited: 0.0,
+                hashrate: 0.0,
+            },
+        );
+        Some(assignment)
+    }
+
+    /// Forgets a miner and frees its prefix.
+    pub fn release(&self, id: ConnId) {
+        let mut inner = self.lock();
+        if let Some(m) = inner.miners.remove(&id) {
+            if let Some(c) = inner
+                .pools
+                .get_mut(m.pool)
+                .and_then(|p| p.conns.get_mut(m.conn))
+            {
+                c.alloc.release(m.slot);
+            }
+        }
+    }
+
+    fn allocate(&self, inner: &mut Inner, pool: PoolId) -> Option<(usize, u32)> {
+        let entry = inner.pools.get_mut(pool)?;
+        // Prefer a connection that is up; open another when all are full.
+        let mut order: Vec<usize> = (0..entry.conns.len()).collect();
+        order.sort_by_key(|&i| *entry.conns[i].handle.status.borrow() != ConnStatus::Up);
+        for i in order {
+            if let Some(slot) = entry.conns[i].alloc.allocate() {
+                return Some((i, slot));
+            }
+        }
+        let conn = self.open_connection(inner, pool);
+        let slot = inner
+            .pools
+            .get_mut(pool)?
+            .conns
+            .get_mut(conn)?
+            .alloc
+            .allocate()?;
+        Some((conn, slot))
+    }
+
+    fn assignment(
+        &self,
+        inner: &Inner,
+        pool: PoolId,
+        conn: usize,
+        slot: u32,
+    ) -> Option<Assignment> {
+        let c = inner.pools.get(pool)?.conns.get(conn)?;
+        Some(Assignment {
+            pool,
+            conn: c.handle.clone(),
+            slot,
+            prefix_bytes: self.prefix_bytes,
+        })
+    }
+
+    /// Pools as operators see them.
+    pub fn pools(&self) -> Vec<PoolSnapshot> {
+        let inner = self.lock();
+        inner
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let mut shares = crate::telemetry::ShareSnapshot::default();
+                for c in &p.conns {
+                    let s = c.handle.counters.snapshot();
+                    shares.accepted += s.accepted;
+                    shares.rejected += s.rejected;
+                    shares.lost += s.lost;
+                    shares.accepted_difficulty += s.accepted_difficulty;
+                    shares.blocks += s.blocks;
+                }
+                PoolSnapshot {
+                    pool: i,
+                    url: p.params.url.to_string(),
+                    priority: 0,
+                    weight: 0,
+                    active: inner.router.is_active(i),
+                    up: p
+                        .conns
+                        .iter()
+                        .any(|c| *c.handle.status.borrow() == ConnStatus::Up),
+                    connections: p.conns.len(),
+                    miners: inner.miners.values().filter(|m| m.pool == i).count(),
+                    shares,
+                }
+            })
+            .collect()
+    }
+
+    /// Miners' shared state, for reports.
+    pub fn miners(&self) -> Vec<Arc<MinerShared>> {
+        self.lock()
+            .miners
+            .values()
+            .map(|m| m.shared.clone())
+            .collect()
+    }
+
+    /// Watches health and moves miners until shutdown.
+    pub async fn run(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = Instant::now();
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let now = Instant::now();
+            let dt = now.duration_since(last).as_secs_f64();
+            last = now;
+            self.tick(now, dt);
+        }
+    }
+
+    fn tick(&self, now: Instant, dt: f64) {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        for (i, p) in inner.pools.iter().enumerate() {
+            let healthy = p.conns.iter().any(|c| {
+                let up = *c.handle.status.borrow() == ConnStatus::Up;
+                let fresh = c.handle.work.borrow().job.as_ref().is_some_and(|j| {
+                    now.saturating_duration_since(j.received_at) < self.settings.no_work_timeout
+                });
+                up && fresh
+            });
+            let was = inner.router.is_active(i)
+                || matches!(inner.router.health(i), Some(super::router::Health::Up(_)));
+            if was && !healthy {
+                warn!(pool = i, "pool unhealthy (down or no work)");
+            }
+            inner.router.set_health(i, healthy, now);
+        }
+        let before = inner.router.active().collect::<Vec<_>>();
+        inner.router.update(now);
+        let after = inner.router.active().collect::<Vec<_>>();
+        if before != after {
+            info!(?before, ?after, "active pools changed");
+        }
+        // Credit work done since the last tick, and update hashrate estimates (EWMA, ~60 s).
+        let alpha = (dt / 60.0).clamp(0.0, 1.0);
+        for m in inner.miners.values_mut() {
+            let total = m.shared.counters.accepted_difficulty.get();
+            let delta = (total - m.credited).max(0.0);
+            m.credited = total;
+            inner.router.credit(m.pool, delta);
+            if dt > 0.0 {
+                let rate = delta * 4_294_967_296.0 / dt;
+                m.hashrate = if m.hashrate == 0.0 {
+                    rate
+                } else {
+                    m.hashrate + alpha * (rate - m.hashrate)
+                };
+            }
+        }
+        let weighted_due =
+            now.duration_since(inner.last_rebalance) >= self.settings.rebalance_every;
+        let loads: Vec<MinerLoad<ConnId>> = inner
+            .miners
+            .iter()
+            .map(|(&key, m)| MinerLoad {
+                key,
+                pool: m.pool,
+                hashrate: m.hashrate,
+                movable: m.shared.is_movable(),
+            })
+            .collect();
+        let mut moves = inner.router.rebalance(&loads);
+        if !weighted_due {
+            // Between rebalance rounds only failover moves (off inactive pools) are made.
+            moves.retain(|(key, _)| {
+                inner
+                    .miners
+                    .get(key)
+                    .is_some_and(|m| !inner.router.is_active(m.pool))
+            });
+        } else {
+            inner.last_rebalance = now;
+        }
+        for (key, to) in moves {
+            self.move_miner(inner, key, to);
+        }
+    }
+
+    fn move_miner(&self, inner: &mut Inner, key: ConnId, to: PoolId) {
+        let Some((conn, slot)) = self.allocate(inner, to) else {
+            return;
+        };
+        let Some(assignment) = self.assignment(inner, to, conn, slot) else {
+            return;
+        };
+        let Some(m) = inner.miners.get_mut(&key) else {
+            return;
+        };
+        if m.control.try_send(Control::Reassign(assignment)).is_err() {
+            // The session is gone or stuck; give the slot back and leave it be.
+            if let Some(c) = inner.pools.get_mut(to).and_then(|p| p.conns.get_mut(conn)) {
+                c.alloc.release(slot);
+            }
+            return;
+        }
+        let (old_pool, old_conn, old_slot) = (m.pool, m.conn, m.slot);
+        m.pool = to;
+        m.conn = conn;
+        m.slot = slot;
+        m.shared.set_pool(to);
+        if let Some(c) = inner
+            .pools
+            .get_mut(old_pool)
+            .and_then(|p| p.conns.get_mut(old_conn))
+        {
+            c.alloc.release(old_slot);
+        }
+    }
+}
+
+/// Hashrate per pool, and the hashrate assumed for a miner without an estimate yet.
+///
+/// New miners have no estimate; they count as an average miner so that a burst of connects
+/// is spread by weight instead of all landing on one pool.
+fn pool_loads(inner: &Inner) -> (Vec<f64>, f64) {
+    let known: Vec<f64> = inner
+        .miners
+        .values()
+        .map(|m| m.hashrate)
+        .filter(|h| *h > 0.0)
+        .collect();
+    let average = if known.is_empty() {
+        1.0
+    } else {
+        known.iter().sum::<f64>() / known.len() as f64
+    };
+    let mut loads = vec![0.0; inner.pools.len()];
+    for m in inner.miners.values() {
+        if let Some(l) = loads.get_mut(m.pool) {
+            *l += if m.hashrate > 0.0 {
+                m.hashrate
+            } else {
+                average
+            };
+        }
+    }
+    (loads, average)
+}

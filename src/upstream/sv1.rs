@@ -1,0 +1,587 @@
+//! One Stratum V1 connection to a pool, kept alive with backoff, publishing work to the miners
+//! on it and carrying their shares up.
+//!
+//! The task owns the socket and its state. It speaks to the rest of the proxy through:
+//! * a `watch` of [`WorkState`] (job, extranonce, pool target, mask) that miners read;
+//! * a bounded `mpsc` of [`UpstreamSubmit`], each with a oneshot for the pool's verdict;
+//! * a `watch` of [`ConnStatus`] the pool manager reads for failover.
+//!
+//! Every share sent up is answered: accepted, rejected with the pool's own error, or
+//! [`SubmitOutcome::Lost`] when the connection dies or the pool never answers. Nothing is
+//! dropped silently.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use hashshift_protocol::share::Target;
+use hashshift_protocol::sv1::{
+    Authorize, ClientCodec, ClientMessage, ClientRequest, Configure, Id, Response, ServerMessage,
+    ServerNotification, StratumError, Submit, Subscribe,
+};
+use rand::Rng;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::router::PoolId;
+use super::work::{UpstreamJob, WorkState};
+use crate::config::{PoolUrl, WorkerIdentity};
+use crate::telemetry::ShareCounters;
+
+/// Version-rolling mask the proxy asks pools for (BIP320 general-purpose bits).
+pub const REQUESTED_VERSION_MASK: u32 = 0x1fff_e000;
+
+/// Process-wide upstream session numbers (see [`WorkState::session`]).
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// Settings of one pool connection.
+#[derive(Clone, Debug)]
+pub struct ConnectionParams {
+    /// Pool index in the config.
+    pub pool: PoolId,
+    /// Pool name for logs (its URL).
+    pub url: PoolUrl,
+    /// Account.
+    pub user: String,
+    /// Password.
+    pub password: String,
+    /// Which worker names shares go up under.
+    pub identity: WorkerIdentity,
+    /// Longest line accepted from the pool.
+    pub max_line_bytes: usize,
+    /// Time allowed to connect and subscribe.
+    pub connect_timeout: Duration,
+    /// Longest wait between reconnect attempts.
+    pub max_backoff: Duration,
+    /// Time the pool has to answer a share.
+    pub submit_timeout: Duration,
+}
+
+/// A share going to the pool.
+#[derive(Debug)]
+pub struct UpstreamSubmit {
+    /// Worker name it is submitted under (passthrough mode; ignored in fixed mode).
+    pub worker: Arc<str>,
+    /// The job it solves.
+    pub job: Arc<UpstreamJob>,
+    /// The pool-sized extranonce2 (the proxy's prefix, padding, then the miner's part).
+    pub extranonce2: Vec<u8>,
+    /// Header time.
+    pub ntime: u32,
+    /// Nonce.
+    pub nonce: u32,
+    /// Rolled version bits, if version rolling is in use.
+    pub version_bits: Option<u32>,
+    /// The pool's difficulty for this share (for accounting).
+    pub difficulty: f64,
+    /// Where the verdict goes.
+    pub reply: oneshot::Sender<SubmitOutcome>,
+}
+
+/// The pool's verdict on a share.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SubmitOutcome {
+    /// Accepted by the pool.
+    Accepted,
+    /// Rejected by the pool, with its error.
+    Rejected(StratumError),
+    /// Never answered: the connection went away or the pool timed out.
+    Lost(&'static str),
+}
+
+/// Connection state for the pool manager.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnStatus {
+    /// Connecting or subscribing.
+    Connecting,
+    /// Subscribed, with work.
+    Up,
+    /// Down; reconnecting after a backoff.
+    Down,
+}
+
+/// What the rest of the proxy holds of a connection.
+#[derive(Clone, Debug)]
+pub struct ConnectionHandle {
+    /// The pool.
+    pub pool: PoolId,
+    /// Current work.
+    pub work: watch::Receiver<Arc<WorkState>>,
+    /// Shares to the pool.
+    pub submit: mpsc::Sender<UpstreamSubmit>,
+    /// Connection state.
+    pub status: watch::Receiver<ConnStatus>,
+    /// Shares as the pool judged them.
+    pub counters: Arc<ShareCounters>,
+}
+
+/// Starts a connection task; it runs until `shutdown`.
+pub fn spawn(
+    params: ConnectionParams,
+    shutdown: CancellationToken,
+    tracker: &tokio_util::task::TaskTracker,
+) -> ConnectionHandle {
+    let initial = WorkState {
+        session: 0,
+        extranonce1: bytes::Bytes::new(),
+        extranonce2_size: 0,
+        difficulty: 1.0,
+        target: Target::DIFF1,
+        version_mask: 0,
+        job: None,
+    };
+    let (work_tx, work_rx) = watch::channel(Arc::new(initial));
+    let (submit_tx, submit_rx) = mpsc::channel(4096);
+    let (status_tx, status_rx) = watch::channel(ConnStatus::Connecting);
+    let counters = Arc::new(ShareCounters::default());
+    let pool = params.pool;
+    let span = info_span!("pool", pool, url = %params.url);
+    let task = Task {
+        params,
+        work_tx,
+        status_tx,
+        submit_rx,
+        counters: counters.clone(),
+        shutdown,
+    };
+    tracker.spawn(task.run().instrument(span));
+    ConnectionHandle {
+        pool,
+        work: work_rx,
+        submit: submit_tx,
+        status: status_rx,
+        counters,
+    }
+}
+
+struct Task {
+    params: ConnectionParams,
+    work_tx: watch::Sender<Arc<WorkState>>,
+    status_tx: watch::Sender<ConnStatus>,
+    submit_rx: mpsc::Receiver<UpstreamSubmit>,
+    counters: Arc<ShareCounters>,
+    shutdown: CancellationToken,
+}
+
+/// Why a session with the pool ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionEnd {
+    #[error("connect failed: {0}")]
+    Connect(std::io::Error),
+    #[error("timed out connecting or subscribing")]
+    Timeout,
+    #[error("connection closed by the pool")]
+    Closed,
+    #[error("I/O error: {0}")]
+    Io(std::io::Error),
+    #[error("pool refused the subscription: {0}")]
+    Refused(String),
+    #[error("pool asked us to reconnect")]
+    Reconnect,
+    #[error("shutting down")]
+    Shutdown,
+}
+
+enum Call {
+    Configure,
+    Subscribe,
+    ExtranonceSubscribe,
+    Authorize(Arc<str>),
+    Submit {
+        reply: oneshot::Sender<SubmitOutcome>,
+        difficulty: f64,
+        sent: Instant,
+    },
+}
+
+impl Task {
+    async fn run(mut self) {
+        let mut failures: u32 = 0;
+        loop {
+            let _ = self.status_tx.send(ConnStatus::Connecting);
+            let started = Instant::now();
+            let end = self.session().await;
+            let _ = self.status_tx.send(ConnStatus::Down);
+            if matches!(end, SessionEnd::Shutdown) {
+                break;
+            }
+            // A session that lasted a while resets the backoff: the pool was healthy.
+            if started.elapsed() > Duration::from_secs(30) {
+                failures = 0;
+            }
+            failures = failures.saturating_add(1);
+            let base = Duration::from_millis(250)
+                .saturating_mul(1u32 << failures.min(8))
+                .min(self.params.max_backoff);
+            let jitter = rand::rng().random_range(0.5..1.5);
+            let wait = base.mul_f64(jitter);
+            warn!(error = %end, retry_in = ?wait, "pool session ended");
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        // Fail whatever is still queued so no miner waits forever.
+        self.submit_rx.close();
+        while let Ok(s) = self.submit_rx.try_recv() {
+            let _ = s.reply.send(SubmitOutcome::Lost("proxy shutting down"));
+        }
+    }
+
+    async fn session(&mut self) -> SessionEnd {
+        let p = self.params.clone();
+        let connect = async {
+            let stream = TcpStream::connect(p.url.authority())
+                .await
+                .map_err(SessionEnd::Connect)?;
+            let _ = stream.set_nodelay(true);
+            Ok::<_, SessionEnd>(stream)
+        };
+        let stream = tokio::select! {
+            _ = self.shutdown.cancelled() => return SessionEnd::Shutdown,
+            r = tokio::time::timeout(p.connect_timeout, connect) => match r {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return e,
+                Err(_) => return SessionEnd::Timeout,
+            },
+        };
+        let mut framed = Framed::new(stream, ClientCodec::with_max_line_len(p.max_line_bytes));
+        let mut state = SessionState::default();
+        let mut calls: HashMap<u64, Call> = HashMap::new();
+        let mut next_id: u64 = 1;
+        let mut authorized: HashSet<Arc<str>> = HashSet::new();
+
+        // Pipeline the handshake: configure, subscribe, extranonce.subscribe, authorize.
+        let configure = ClientRequest::Configure(Configure {
+            extensions: vec!["version-rolling".into()],
+            version_rolling_mask: Some(REQUESTED_VERSION_MASK),
+            version_rolling_min_bit_count: Some(2),
+            minimum_difficulty: None,
+            other_params: Default::default(),
+        });
+        let subscribe = ClientRequest::Subscribe(Subscribe {
+            user_agent: Some(concat!("hashshift/", env!("CARGO_PKG_VERSION")).into()),
+            session_id: None,
+        });
+        let user: Arc<str> = p.user.as_str().into();
+        let mut opening = vec![
+            (configure, Call::Configure),
+            (subscribe, Call::Subscribe),
+            (
+                ClientRequest::ExtranonceSubscribe,
+                Call::ExtranonceSubscribe,
+            ),
+        ];
+        opening.push((
+            ClientRequest::Authorize(Authorize {
+                user: p.user.clone(),
+                password: Some(p.password.clone()),
+            }),
+            Call::Authorize(user.clone()),
+        ));
+        authorized.insert(user);
+        for (request, call) in opening {
+            let id = next_id;
+            next_id += 1;
+            calls.insert(id, call);
+            if let Err(e) = framed
+                .send(ClientMessage::Request {
+                    id: Id::from(id),
+                    request,
+                })
+                .await
+            {
+                return SessionEnd::Io(e);
+            }
+        }
+
+        let deadline = tokio::time::Instant::now() + p.connect_timeout;
+        let mut sweep = tokio::time::interval(Duration::from_secs(1));
+        let end = loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break SessionEnd::Shutdown,
+                _ = tokio::time::sleep_until(deadline), if state.session == 0 => break SessionEnd::Timeout,
+                _ = sweep.tick() => {
+                    let now = Instant::now();
+                    let timeout = p.submit_timeout;
+                    let expired: Vec<u64> = calls.iter().filter_map(|(id, c)| match c {
+                        Call::Submit { sent, .. } if now.duration_since(*sent) > timeout => Some(*id),
+                        _ => None,
+                    }).collect();
+                    for id in expired {
+                        if let Some(Call::Submit { reply, .. }) = calls.remove(&id) {
+                            self.counters.lose();
+                            let _ = reply.send(SubmitOutcome::Lost("pool did not answer"));
+                        }
+                    }
+                }
+                share = self.submit_rx.recv(), if state.session != 0 => {
+                    let Some(share) = share else { break SessionEnd::Shutdown };
+                    if share.job.session != state.session {
+                        // The job's extranonce1 belongs to an earlier session: the pool would
+                        // reject it as a stale or invalid share.
+                        self.counters.lose();
+                        let _ = share.reply.send(SubmitOutcome::Lost("job from a previous pool session"));
+                        continue;
+                    }
+                    let worker: Arc<str> = match p.identity {
+                        WorkerIdentity::Fixed => p.user.as_str().into(),
+                        WorkerIdentity::Passthrough => share.worker.clone(),
+                    };
+                    if !authorized.contains(&worker) && authorized.len() < 100_000 {
+                        let id = next_id;
+                        next_id += 1;
+                        calls.insert(id, Call::Authorize(worker.clone()));
+                        authorized.insert(worker.clone());
+                        let request = ClientRequest::Authorize(Authorize { user: worker.to_string(), password: Some(p.password.clone()) });
+                        if let Err(e) = framed.feed(ClientMessage::Request { id: Id::from(id), request }).await {
+                            let _ = share.reply.send(SubmitOutcome::Lost("pool connection failed"));
+                            break SessionEnd::Io(e);
+                        }
+                    }
+                    let id = next_id;
+                    next_id += 1;
+                    let request = ClientRequest::Submit(Submit {
+                        worker: worker.to_string(),
+                        job_id: share.job.pool_job_id.clone(),
+                        extranonce2: share.extranonce2,
+                        ntime: share.ntime,
+                        nonce: share.nonce,
+                        version_bits: share.version_bits,
+                    });
+                    calls.insert(id, Call::Submit { reply: share.reply, difficulty: share.difficulty, sent: Instant::now() });
+                    if let Err(e) = framed.send(ClientMessage::Request { id: Id::from(id), request }).await {
+                        break SessionEnd::Io(e);
+                    }
+                }
+                msg = framed.next() => {
+                    let msg = match msg {
+                        None => break SessionEnd::Closed,
+                        Some(Err(e)) => break SessionEnd::Io(e),
+                        Some(Ok(Err(e))) => {
+                            // One bad line from a pool is logged and skipped; pools do send junk.
+                            warn!(error = %e, "unparseable line from pool");
+                            continue;
+                        }
+                        Some(Ok(Ok(m))) => m,
+                    };
+                    match msg {
+                        ServerMessage::Response(r) => {
+                            if let Err(end) = self.on_response(r, &mut calls, &mut state) {
+                                break end;
+                            }
+                        }
+                        ServerMessage::Notification { id, notification } => {
+                            if let Err(end) = self.on_notification(id, notification, &mut state, &mut framed).await {
+                                break end;
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        for (_, call) in calls.drain() {
+            if let Call::Submit { reply, .. } = call {
+                self.counters.lose();
+                let _ = reply.send(SubmitOutcome::Lost("pool connection lost"));
+            }
+        }
+        end
+    }
+
+    fn on_response(
+        &self,
+        r: Response,
+        calls: &mut HashMap<u64, Call>,
+        state: &mut SessionState,
+    ) -> Result<(), SessionEnd> {
+        let Some(call) = r.id.as_u64().and_then(|id| calls.remove(&id)) else {
+            debug!(id = ?r.id, "response to no request");
+            return Ok(());
+        };
+        match call {
+            Call::Configure => {
+                state.version_mask = r
+                    .configure_result()
+                    .ok()
+                    .and_then(|c| c.negotiated_mask())
+                    .unwrap_or(0)
+                    & REQUESTED_VERSION_MASK;
+                debug!(
+                    mask = format_args!("{:08x}", state.version_mask),
+                    "version rolling negotiated"
+                );
+                self.publish(state);
+            }
+            Call::Subscribe => {
+                let result = r.subscribe_result().map_err(|e| {
+                    SessionEnd::Refused(
+                        r.error
+                            .as_ref()
+                            .map_or_else(|| e.to_string(), |err| err.message.clone()),
+                    )
+                })?;
+                state.session = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+                state.extranonce1 = result.extranonce1.into();
+                state.extranonce2_size = result.extranonce2_size;
+                info!(extranonce1 = %hex::encode(&state.extranonce1), extranonce2_size = state.extranonce2_size, "subscribed");
+                self.publish(state);
+            }
+            Call::ExtranonceSubscribe => {}
+            Call::Authorize(worker) => {
+                if r.as_bool() != Ok(true) {
+                    warn!(%worker, error = ?r.error, "pool refused a worker");
+                }
+            }
+            Call::Submit {
+                reply, difficulty, ..
+            } => {
+                let outcome = match (r.as_bool(), r.error) {
+                    (Ok(true), _) => {
+                        self.counters.accept(difficulty);
+                        SubmitOutcome::Accepted
+                    }
+                    (_, Some(e)) => {
+                        self.counters.reject();
+                        SubmitOutcome::Rejected(e)
+                    }
+                    (_, None) => {
+                        self.counters.reject();
+                        SubmitOutcome::Rejected(StratumError::with_message(
+                            hashshift_protocol::sv1::ErrorCode::Other,
+                            "rejected by pool",
+                        ))
+                    }
+                };
+                let _ = reply.send(outcome);
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_notification(
+        &self,
+        id: Id,
+        n: ServerNotification,
+        state: &mut SessionState,
+        framed: &mut Framed<TcpStream, ClientCodec>,
+    ) -> Result<(), SessionEnd> {
+        match n {
+            ServerNotification::Notify(notify) => {
+                if state.session == 0 {
+                    // Work before the subscribe result: keep it until we know our extranonce.
+                    state.pending_notify = Some(notify);
+                    return Ok(());
+                }
+                let job = UpstreamJob::from_notify(
+                    &notify,
+                    state.session,
+                    Instant::now(),
+                    state.difficulty,
+                );
+                debug!(pool_job = %notify.job_id, job = job.id, clean = notify.clean_jobs, "new job");
+                state.job = Some(Arc::new(job));
+                self.publish(state);
+            }
+            ServerNotification::SetDifficulty(d) => {
+                state.difficulty = d;
+                // Like miners, apply it from the next job on (that job records it).
+            }
+            ServerNotification::SetExtranonce(e) => {
+                state.session = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+                state.extranonce1 = e.extranonce1.into();
+                state.extranonce2_size = e.extranonce2_size;
+                // Jobs of the old session are void; miners wait for the next notify.
+                state.job = None;
+                info!(extranonce1 = %hex::encode(&state.extranonce1), "pool changed our extranonce");
+                self.publish(state);
+            }
+            ServerNotification::SetVersionMask(mask) => {
+                state.version_mask = mask & REQUESTED_VERSION_MASK;
+                self.publish(state);
+            }
+            ServerNotification::Reconnect(r) => {
+                info!(host = ?r.host, port = ?r.port, "pool asked for a reconnect; reconnecting to the configured address");
+                return Err(SessionEnd::Reconnect);
+            }
+            ServerNotification::ShowMessage(m) => info!(message = %m, "message from pool"),
+            ServerNotification::GetVersion => {
+                let reply = Response::ok(
+                    id,
+                    serde_json::Value::String(
+                        concat!("hashshift/", env!("CARGO_PKG_VERSION")).into(),
+                    ),
+                );
+                framed
+                    .send(ClientMessage::Response(reply))
+                    .await
+                    .map_err(SessionEnd::Io)?;
+            }
+            ServerNotification::Unknown { method, .. } => {
+                debug!(%method, "unknown notification from pool")
+            }
+            _ => {}
+        }
+        if state.session != 0 {
+            if let Some(notify) = state.pending_notify.take() {
+                state.job = Some(Arc::new(UpstreamJob::from_notify(
+                    &notify,
+                    state.session,
+                    Instant::now(),
+                    state.difficulty,
+                )));
+                self.publish(state);
+            }
+        }
+        Ok(())
+    }
+
+    fn publish(&self, state: &SessionState) {
+        let ready = state.session != 0 && state.job.is_some();
+        let target = Target::from_difficulty(state.difficulty).unwrap_or(Target::DIFF1);
+        let work = WorkState {
+            session: state.session,
+            extranonce1: state.extranonce1.clone(),
+            extranonce2_size: state.extranonce2_size,
+            difficulty: state.difficulty,
+            target,
+            version_mask: state.version_mask,
+            job: state.job.clone(),
+        };
+        self.work_tx.send_replace(Arc::new(work));
+        let _ = self.status_tx.send(if ready {
+            ConnStatus::Up
+        } else {
+            ConnStatus::Connecting
+        });
+    }
+}
+
+struct SessionState {
+    session: u64,
+    extranonce1: bytes::Bytes,
+    extranonce2_size: usize,
+    difficulty: f64,
+    version_mask: u32,
+    job: Option<Arc<UpstreamJob>>,
+    pending_notify: Option<hashshift_protocol::sv1::Notify>,
+}
+
+impl Default for SessionState {
+    fn default() -> Self {
+        SessionState {
+            session: 0,
+            extranonce1: bytes::Bytes::new(),
+            extranonce2_size: 0,
+            difficulty: 1.0,
+            version_mask: 0,
+            job: None,
+            pending_notify: None,
+        }
+    }
+}

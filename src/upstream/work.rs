@@ -1,0 +1,141 @@
+//! What an upstream connection publishes to the miners on it: the current job, the pool's
+//! share target, the extranonce space and the version-rolling mask.
+//!
+//! Published through a `tokio::sync::watch` channel: latest wins, readers never block the
+//! connection, and a miner that wakes up late sees the newest state rather than a backlog.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use hashshift_protocol::share::{ExtendedJob, Target};
+use hashshift_protocol::sv1::{Notify, ServerMessage, ServerNotification, Sv1Message};
+
+/// Process-wide downstream job ids. Every upstream job gets one, shared by every miner it is
+/// sent to, so the `mining.notify` line can be encoded once and written to thousands of
+/// sockets; a per-miner re-issue (after a difficulty change) takes a fresh id.
+static NEXT_JOB_ID: AtomicU32 = AtomicU32::new(1);
+
+/// A fresh downstream job id.
+pub fn next_job_id() -> u32 {
+    NEXT_JOB_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// One job from a pool, ready to hand to miners.
+#[derive(Debug)]
+pub struct UpstreamJob {
+    /// Downstream job id (`format!("{:x}")` on the wire).
+    pub id: u32,
+    /// The pool's job id, used when submitting upstream.
+    pub pool_job_id: String,
+    /// The job as the share validator needs it.
+    pub job: Arc<ExtendedJob>,
+    /// Whether miners must drop older work.
+    pub clean: bool,
+    /// When the pool's notify arrived.
+    pub received_at: Instant,
+    /// The upstream session (connection epoch) the job belongs to; its extranonce1 is only
+    /// valid within that session.
+    pub session: u64,
+    /// The pool's share difficulty in force when the job arrived (pools apply a
+    /// `mining.set_difficulty` from the next job on).
+    pub pool_difficulty: f64,
+    /// Target for `pool_difficulty`: shares meeting it go up.
+    pub pool_target: Target,
+    /// The `mining.notify` line for miners, with `id` as job id, encoded once.
+    pub notify_line: Bytes,
+}
+
+impl UpstreamJob {
+    /// Builds a job from a pool's notify, assigning a downstream id.
+    pub fn from_notify(
+        n: &Notify,
+        session: u64,
+        received_at: Instant,
+        pool_difficulty: f64,
+    ) -> UpstreamJob {
+        let id = next_job_id();
+        let job = Arc::new(ExtendedJob {
+            version: n.version,
+            prev_hash: n.prev_hash,
+            coinbase_prefix: n.coinb1.clone(),
+            coinbase_suffix: n.coinb2.clone(),
+            merkle_branch: n.merkle_branch.clone(),
+            nbits: n.nbits,
+            ntime: n.ntime,
+        });
+        let notify_line = encode_notify(&job, id, n.clean_jobs);
+        let pool_target = Target::from_difficulty(pool_difficulty).unwrap_or(Target::DIFF1);
+        UpstreamJob {
+            id,
+            pool_job_id: n.job_id.clone(),
+            job,
+            clean: n.clean_jobs,
+            received_at,
+            session,
+            pool_difficulty,
+            pool_target,
+            notify_line,
+        }
+    }
+
+    /// The same job under a new downstream id (for one miner, after a difficulty change).
+    pub fn reissue(&self, clean: bool) -> (u32, Bytes) {
+        let id = next_job_id();
+        (id, encode_notify(&self.job, id, clean))
+    }
+}
+
+/// Encodes a `mining.notify` line for `job` under downstream id `id`.
+pub fn encode_notify(job: &ExtendedJob, id: u32, clean: bool) -> Bytes {
+    let notify = Notify {
+        job_id: format!("{id:x}"),
+        prev_hash: job.prev_hash,
+        coinb1: job.coinbase_prefix.clone(),
+        coinb2: job.coinbase_suffix.clone(),
+        merkle_branch: job.merkle_branch.clone(),
+        version: job.version,
+        nbits: job.nbits,
+        ntime: job.ntime,
+        clean_jobs: clean,
+    };
+    let mut buf = bytes::BytesMut::with_capacity(
+        256 + 2 * (job.coinbase_prefix.len() + job.coinbase_suffix.len())
+            + 67 * job.merkle_branch.len(),
+    );
+    if let Err(error) =
+        ServerMessage::notification(ServerNotification::Notify(notify)).encode_line(&mut buf)
+    {
+        // Encoding owned values into memory cannot fail in practice; never send half a line.
+        tracing::error!(%error, "cannot encode mining.notify");
+        return Bytes::new();
+    }
+    buf.freeze()
+}
+
+/// Everything a miner on a connection needs; replaced as a whole on every change.
+#[derive(Clone, Debug)]
+pub struct WorkState {
+    /// Upstream session: bumps on every (re)subscribe, and on `mining.set_extranonce`.
+    pub session: u64,
+    /// The pool's extranonce1 for this session.
+    pub extranonce1: Bytes,
+    /// The pool's extranonce2 size for this session.
+    pub extranonce2_size: usize,
+    /// The pool's share difficulty.
+    pub difficulty: f64,
+    /// The pool's share target (from `difficulty`).
+    pub target: Target,
+    /// Version-rolling mask granted by the pool (0: no rolling).
+    pub version_mask: u32,
+    /// The newest job, if any arrived in this session.
+    pub job: Option<Arc<UpstreamJob>>,
+}
+
+impl WorkState {
+    /// Whether miners can be given work from this state.
+    pub fn is_ready(&self) -> bool {
+        self.job.is_some() && self.extranonce2_size > 0
+    }
+}
