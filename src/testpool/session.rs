@@ -372,3 +372,139 @@ pub(crate) fn rejection_reason(rejection: &Rejection) -> &'static str {
         _ => reason::OTHER,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::testpool::job::JobFactory;
+    use hashshift_protocol::sv1::{Authorize, Subscribe};
+
+    fn work(factory: &mut JobFactory, clean: bool, difficulty: f64, mask: u32) -> Work {
+        Work {
+            job: factory.next_job(clean, difficulty, 1_700_000_000),
+            version_mask: mask,
+        }
+    }
+
+    fn request(id: u64, request: ClientRequest) -> Result<ClientMessage, Sv1Error> {
+        Ok(ClientMessage::Request {
+            id: Id::from(id),
+            request,
+        })
+    }
+
+    fn lines(out: &mut Vec<Bytes>) -> Vec<String> {
+        out.drain(..)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn jobs_flow_only_after_subscribe_and_authorize_then_in_order() {
+        let mut f = JobFactory::new(1e15, 2, 12, "t").unwrap();
+        let stats = StatsRecorder::default();
+        let now = Instant::now();
+        let mut s = Session::new(1, vec![0, 0, 0, 1], 8);
+        let mut out = Vec::new();
+        let w1 = work(&mut f, false, 2.0, 0x1fff_e000);
+        let auth = ClientRequest::Authorize(Authorize {
+            user: "a".into(),
+            password: None,
+        });
+        assert_eq!(
+            s.handle(request(1, auth), &w1, &stats, now, &mut out),
+            Flow::Continue
+        );
+        s.on_work(&w1, &mut out);
+        assert_eq!(lines(&mut out).len(), 1, "only the authorize answer");
+        let sub = ClientRequest::Subscribe(Subscribe::default());
+        s.handle(request(2, sub), &w1, &stats, now, &mut out);
+        let l = lines(&mut out);
+        assert_eq!(l.len(), 3, "{l:?}");
+        assert!(l[1].contains("mining.set_difficulty") && l[1].contains("[2.0]"));
+        assert!(l[2].contains("mining.notify") && l[2].ends_with("true]}\n"));
+        s.on_work(&w1, &mut out);
+        assert!(out.is_empty(), "the same work is not sent twice");
+        let w2 = work(&mut f, false, 2.0, 0x1fff_e000);
+        s.on_work(&w2, &mut out);
+        let l = lines(&mut out);
+        assert_eq!(l.len(), 1, "no set_difficulty when it did not change");
+        assert!(l[0].ends_with("false]}\n"));
+        // A clean job this session never saw still moves it to the new block.
+        let _missed = work(&mut f, true, 2.0, 0x1fff_e000);
+        let w4 = work(&mut f, false, 2.0, 0x1fff_e000);
+        s.on_work(&w4, &mut out);
+        assert!(lines(&mut out)[0].ends_with("true]}\n"));
+    }
+
+    #[test]
+    fn version_rolling_grant_follows_the_pool_mask() {
+        let mut f = JobFactory::new(1e15, 0, 12, "t").unwrap();
+        let stats = StatsRecorder::default();
+        let mut s = Session::new(1, vec![1; 4], 8);
+        let mut out = Vec::new();
+        let w = work(&mut f, false, 1.0, 0x1fff_e000);
+        let configure = ClientRequest::Configure(Configure {
+            extensions: vec!["version-rolling".into(), "info".into()],
+            version_rolling_mask: Some(0x00ff_ff00),
+            ..Configure::default()
+        });
+        s.handle(request(1, configure), &w, &stats, Instant::now(), &mut out);
+        let l = lines(&mut out);
+        assert!(
+            l[0].contains("\"version-rolling.mask\":\"00ffe000\""),
+            "{l:?}"
+        );
+        assert!(l[0].contains("\"info\":false"), "{l:?}");
+        for (id, r) in [
+            (2, ClientRequest::Subscribe(Subscribe::default())),
+            (
+                3,
+                ClientRequest::Authorize(Authorize {
+                    user: "a".into(),
+                    password: None,
+                }),
+            ),
+        ] {
+            s.handle(request(id, r), &w, &stats, Instant::now(), &mut out);
+        }
+        out.clear();
+        let w2 = Work {
+            job: Arc::clone(&w.job),
+            version_mask: 0x0000_e000,
+        };
+        s.on_work(&w2, &mut out);
+        let l = lines(&mut out);
+        assert_eq!(l.len(), 1, "mask only, same job: {l:?}");
+        assert!(l[0].contains("mining.set_version_mask") && l[0].contains("0000e000"));
+    }
+
+    #[test]
+    fn garbage_is_tolerated_up_to_a_limit_and_long_lines_close() {
+        let mut f = JobFactory::new(1e15, 0, 12, "t").unwrap();
+        let stats = StatsRecorder::default();
+        let w = work(&mut f, false, 1.0, 0);
+        let mut s = Session::new(1, vec![1; 4], 8);
+        let mut out = Vec::new();
+        let junk = || Err(Sv1Error::InvalidJson("x".into()));
+        for _ in 0..MAX_BAD_LINES {
+            assert_eq!(
+                s.handle(junk(), &w, &stats, Instant::now(), &mut out),
+                Flow::Continue
+            );
+        }
+        assert_eq!(
+            s.handle(junk(), &w, &stats, Instant::now(), &mut out),
+            Flow::Close
+        );
+        assert!(out.is_empty(), "no reply without an id");
+        let long = Err(Sv1Error::LineTooLong { max: 10 });
+        let mut s = Session::new(2, vec![1; 4], 8);
+        assert_eq!(
+            s.handle(long, &w, &stats, Instant::now(), &mut out),
+            Flow::Close
+        );
+    }
+}
