@@ -2,14 +2,24 @@
 //!
 //! The wire formats and share arithmetic live in the `hashshift-protocol` crate; this crate
 //! moves bytes between sockets and those state machines.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`config`] | the configuration file, typed and validated |
+//! | [`downstream`] | miners: listener, SV1 sessions, vardiff, the shared per-miner record |
+//! | [`upstream`] | pools: connections, work, extranonce splitting, the failover/split router and manager |
+//! | [`proxy`] | the whole proxy assembled, with graceful shutdown |
+//! | [`testpool`] | an embedded SV1 pool that validates shares itself (demo, tests, load generator) |
+//! | [`telemetry`] | counters shared between tasks and reports |
+//! | [`sys`] | signals and OS limits |
 #![deny(unsafe_code)]
 
 pub use hashshift_protocol as protocol;
 
 pub mod config;
-
 pub mod downstream;
 pub mod proxy;
 pub mod sys;
 pub mod telemetry;
+pub mod testpool;
 pub mod upstream;
