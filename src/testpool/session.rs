@@ -337,7 +337,7 @@ impl Session {
         // Job ids are the low 32 bits of the sequence, as in the notify's job id.
         if let Err(error) =
             self.validator
-                .add_job(job.seq as u32, Job::Extended(job.job.clone()), clean)
+                .add_job(job.seq as u32, Job::from(job.job.clone()), clean)
         {
             warn!(%error, "job refused by the validator, not sent");
             return;
