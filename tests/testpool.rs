@@ -3,267 +3,31 @@
 //! pool must accept exactly the valid ones, reject the rest with the right code, and count
 //! everything.
 
-use std::collections::VecDeque;
-use std::future::Future;
-use std::net::SocketAddr;
+mod support;
+
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result};
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::codec::Encoder;
 
-use hashshift::protocol::share::hash::{sha256d, sha256d_80};
-use hashshift::protocol::share::job::build_header;
-use hashshift::protocol::share::merkle::merkle_root;
-use hashshift::protocol::share::{ExtendedJob, Target};
 use hashshift::protocol::sv1::{
-    Authorize, ClientCodec, ClientMessage, ClientRequest, Configure, Id, Notify, Response,
-    ServerMessage, ServerNotification, Submit, Subscribe,
+    ClientMessage, ClientRequest, Configure, Id, ServerMessage, ServerNotification, Subscribe,
 };
 use hashshift::testpool::{TestPool, TestPoolConfig, job_tag, reason};
+use support::miner::{Miner, Share, within};
 
 /// Share difficulty for tests: 2^32 × 1e-6 ≈ 4300 hashes per share on average. A debug build
 /// does about 100k sha256d per second, so 1e-4 (430k hashes) would take seconds per share.
 const DIFF: f64 = 1e-6;
-/// Bound on any single wait for the pool.
-const STEP: Duration = Duration::from_secs(10);
-
-async fn within<T>(what: &str, fut: impl Future<Output = T>) -> Result<T> {
-    tokio::time::timeout(STEP, fut)
-        .await
-        .map_err(|_| anyhow!("timed out: {what}"))
-}
-
 fn config() -> TestPoolConfig {
     TestPoolConfig {
         difficulty: DIFF,
         name: "pool-t".into(),
         ..TestPoolConfig::default()
     }
-}
-
-/// A minimal SV1 miner.
-struct Miner {
-    stream: TcpStream,
-    codec: ClientCodec,
-    buf: BytesMut,
-    next_id: u64,
-    /// Notifications received while waiting for responses, in order.
-    notes: VecDeque<ServerNotification>,
-    extranonce1: Vec<u8>,
-    extranonce2_size: usize,
-    difficulty: f64,
-}
-
-impl Miner {
-    async fn connect(addr: SocketAddr) -> Result<Miner> {
-        let stream = within("connect", TcpStream::connect(addr)).await??;
-        Ok(Miner {
-            stream,
-            codec: ClientCodec::new(),
-            buf: BytesMut::new(),
-            next_id: 1,
-            notes: VecDeque::new(),
-            extranonce1: Vec::new(),
-            extranonce2_size: 0,
-            difficulty: 0.0,
-        })
-    }
-
-    async fn send(&mut self, request: ClientRequest) -> Result<Id> {
-        let id = Id::from(self.next_id);
-        self.next_id += 1;
-        let mut out = BytesMut::new();
-        self.codec.encode(
-            ClientMessage::Request {
-                id: id.clone(),
-                request,
-            },
-            &mut out,
-        )?;
-        self.stream.write_all(&out).await?;
-        Ok(id)
-    }
-
-    /// The next message, or `None` when the pool closed the connection.
-    async fn recv(&mut self) -> Result<Option<ServerMessage>> {
-        loop {
-            if let Some(item) = self.codec.decode(&mut self.buf)? {
-                return Ok(Some(item?));
-            }
-            match self.stream.read_buf(&mut self.buf).await {
-                Ok(0) => return Ok(None),
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(None),
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    async fn call(&mut self, request: ClientRequest) -> Result<Response> {
-        let id = self.send(request).await?;
-        within("response", async {
-            loop {
-                match self
-                    .recv()
-                    .await?
-                    .context("closed while waiting for a response")?
-                {
-                    ServerMessage::Response(r) if r.id == id => return Ok(r),
-                    ServerMessage::Response(r) => bail!("unexpected response {r:?}"),
-                    ServerMessage::Notification { notification, .. } => {
-                        self.notes.push_back(notification)
-                    }
-                }
-            }
-        })
-        .await?
-    }
-
-    async fn next_note(&mut self) -> Result<ServerNotification> {
-        if let Some(n) = self.notes.pop_front() {
-            return Ok(n);
-        }
-        within("notification", async {
-            match self.recv().await?.context("closed while waiting")? {
-                ServerMessage::Notification { notification, .. } => Ok(notification),
-                ServerMessage::Response(r) => bail!("unexpected response {r:?}"),
-            }
-        })
-        .await?
-    }
-
-    /// The next job, applying any difficulty change before it.
-    async fn next_job(&mut self) -> Result<Notify> {
-        loop {
-            match self.next_note().await? {
-                ServerNotification::SetDifficulty(d) => self.difficulty = d,
-                ServerNotification::Notify(n) => return Ok(n),
-                _ => {}
-            }
-        }
-    }
-
-    /// configure (optional version rolling), subscribe, authorize `worker`; returns the
-    /// granted mask and the first job.
-    async fn handshake(&mut self, worker: &str, mask: Option<u32>) -> Result<(u32, Notify)> {
-        let mut granted = 0;
-        if let Some(mask) = mask {
-            let r = self
-                .call(ClientRequest::Configure(Configure {
-                    extensions: vec!["version-rolling".into()],
-                    version_rolling_mask: Some(mask),
-                    ..Configure::default()
-                }))
-                .await?;
-            granted = r
-                .configure_result()?
-                .negotiated_mask()
-                .context("no rolling")?;
-        }
-        let sub = self
-            .call(ClientRequest::Subscribe(Subscribe::default()))
-            .await?
-            .subscribe_result()?;
-        self.extranonce1 = sub.extranonce1;
-        self.extranonce2_size = sub.extranonce2_size;
-        assert!(self.authorize(worker).await?);
-        // The first thing after authorize is set_difficulty, then a clean job.
-        match self.next_note().await? {
-            ServerNotification::SetDifficulty(d) => self.difficulty = d,
-            other => bail!("expected set_difficulty first, got {other:?}"),
-        }
-        let job = self.next_job().await?;
-        assert!(job.clean_jobs, "the first job is clean");
-        Ok((granted, job))
-    }
-
-    async fn authorize(&mut self, worker: &str) -> Result<bool> {
-        let r = self
-            .call(ClientRequest::Authorize(Authorize {
-                user: worker.into(),
-                password: Some("x".into()),
-            }))
-            .await?;
-        Ok(r.as_bool()?)
-    }
-
-    /// Submits and returns `Ok(())` for `true`, or the error code.
-    async fn submit(&mut self, share: &Share, worker: &str) -> Result<Result<(), i64>> {
-        let r = self
-            .call(ClientRequest::Submit(Submit {
-                worker: worker.into(),
-                job_id: share.job_id.clone(),
-                extranonce2: share.extranonce2.clone(),
-                ntime: share.ntime,
-                nonce: share.nonce,
-                version_bits: share.version_bits,
-            }))
-            .await?;
-        Ok(match r.error {
-            Some(e) => Err(e.code),
-            None if r.as_bool()? => Ok(()),
-            None => Err(0),
-        })
-    }
-
-    /// Searches nonces for a share of the current difficulty on `job`.
-    fn find_share(&self, job: &Notify, en2_seed: u64, version_bits: Option<u32>) -> Share {
-        self.search(job, en2_seed, version_bits, true)
-    }
-
-    /// A nonce whose hash does not meet the difficulty.
-    fn bad_share(&self, job: &Notify) -> Share {
-        self.search(job, 0xbad, None, false)
-    }
-
-    fn search(&self, job: &Notify, seed: u64, bits: Option<u32>, want: bool) -> Share {
-        let mut extranonce2 = vec![0u8; self.extranonce2_size];
-        let seed = seed.to_le_bytes();
-        let n = seed.len().min(extranonce2.len());
-        extranonce2[..n].copy_from_slice(&seed[..n]);
-        // Independent of the validator's midstate path: the plain coinbase, then headers.
-        let ext = ExtendedJob {
-            version: job.version,
-            prev_hash: job.prev_hash,
-            coinbase_prefix: job.coinb1.clone(),
-            coinbase_suffix: job.coinb2.clone(),
-            merkle_branch: job.merkle_branch.clone(),
-            nbits: job.nbits,
-            ntime: job.ntime,
-        };
-        let root = merkle_root(
-            &sha256d(&ext.coinbase(&self.extranonce1, &extranonce2)),
-            &job.merkle_branch,
-        );
-        let version = bits.map_or(job.version, |b| job.version | b);
-        let target = Target::from_difficulty(self.difficulty).expect("difficulty");
-        let nonce = (0..=u32::MAX)
-            .find(|nonce| {
-                let header =
-                    build_header(version, &job.prev_hash, &root, job.ntime, job.nbits, *nonce);
-                target.is_met_by(&sha256d_80(&header)) == want
-            })
-            .expect("a nonce");
-        Share {
-            job_id: job.job_id.clone(),
-            extranonce2,
-            ntime: job.ntime,
-            nonce,
-            version_bits: bits,
-        }
-    }
-}
-
-#[derive(Clone)]
-struct Share {
-    job_id: String,
-    extranonce2: Vec<u8>,
-    ntime: u32,
-    nonce: u32,
-    version_bits: Option<u32>,
 }
 
 #[tokio::test]
