@@ -9,4 +9,5 @@ pub use hashshift_protocol as protocol;
 pub mod config;
 
 pub mod downstream;
+pub mod sim;
 pub mod upstream;

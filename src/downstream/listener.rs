@@ -91,7 +91,12 @@ pub async fn serve<H, Fut>(
         let id = next_conn_id();
         let span = info_span!("miner", conn = id, %peer, protocol, worker = tracing::field::Empty);
         let conn_shutdown = shutdown.child_token();
-        let fut = handler(Accepted { stream, peer, id, shutdown: conn_shutdown });
+        let fut = handler(Accepted {
+            stream,
+            peer,
+            id,
+            shutdown: conn_shutdown,
+        });
         tracker.spawn(
             async move {
                 fut.await;
