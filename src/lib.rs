@@ -9,6 +9,7 @@
 //! | [`downstream`] | miners: listener, SV1 sessions, vardiff, the shared per-miner record |
 //! | [`upstream`] | pools: connections, work, extranonce splitting, the failover/split router and manager |
 //! | [`proxy`] | the whole proxy assembled, with graceful shutdown |
+//! | [`sim`] | simulated ASICs that speak SV1 like real firmware and really hash |
 //! | [`testpool`] | an embedded SV1 pool that validates shares itself (demo, tests, load generator) |
 //! | [`telemetry`] | counters shared between tasks and reports |
 //! | [`sys`] | signals and OS limits |
@@ -21,5 +22,6 @@ pub mod downstream;
 pub mod proxy;
 pub mod sys;
 pub mod telemetry;
+pub mod sim;
 pub mod testpool;
 pub mod upstream;
