@@ -18,10 +18,11 @@
 pub use hashshift_protocol as protocol;
 
 pub mod config;
+pub mod demo;
 pub mod downstream;
 pub mod proxy;
+pub mod sim;
 pub mod sys;
 pub mod telemetry;
-pub mod sim;
 pub mod testpool;
 pub mod upstream;

@@ -22,6 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// A whole mining site on this machine: test pools, the proxy, simulated rigs.
+    Demo(hashshift::demo::DemoArgs),
     /// Run the proxy.
     Run {
         /// The TOML configuration file.
@@ -38,12 +40,21 @@ enum Command {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter())),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Demo(args) => {
+            match runtime().and_then(|rt| rt.block_on(hashshift::demo::run(args))) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("hashshift demo: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run { config } => {
             let config = match Config::load(&config) {
                 Ok(c) => c,
@@ -98,4 +109,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
     hashshift::sys::shutdown_signal().await;
     proxy.shutdown(std::time::Duration::from_secs(10)).await;
     Ok(())
+}
+
+/// The demo prints its own summary; keep the proxy's logs to warnings there unless RUST_LOG
+/// says otherwise.
+fn default_filter() -> &'static str {
+    if std::env::args().nth(1).as_deref() == Some("demo") {
+        "warn"
+    } else {
+        "info"
+    }
 }
