@@ -10,4 +10,5 @@ pub mod config;
 
 pub mod downstream;
 pub mod sim;
+pub mod testpool;
 pub mod upstream;

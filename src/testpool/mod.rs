@@ -1,0 +1,436 @@
+//! An embedded Stratum V1 pool for demos, end-to-end tests and load generation.
+//!
+//! As far as a proxy can tell it is a real pool: it hands out realistic jobs (a BIP34
+//! coinbase with a P2WPKH payout and a witness commitment, random merkle branches, nBits from
+//! a network difficulty, advancing ntime and prevhash) and validates every share itself with
+//! [`ShareValidator`](hashshift_protocol::share::ShareValidator) (real double SHA-256). In
+//! tests, "accepted upstream" therefore means "valid by an independent check".
+//!
+//! | file | holds |
+//! |---|---|
+//! | `mod.rs` | [`TestPoolConfig`], the [`TestPool`] handle and its controls |
+//! | `job.rs` | job making, the coinbase layout, [`job_tag`] |
+//! | `session.rs` | one connection's protocol state (sans-IO) |
+//! | `conn.rs` | the accept loop and the per-connection task |
+//! | `stats.rs` | [`PoolStats`], [`WorkerStats`], reject [`reason`]s |
+//!
+//! # Behaviour
+//! - `mining.configure`: version-rolling granted as `requested & version_mask`;
+//!   minimum-difficulty and `mining.suggest_difficulty` set a per-connection floor (the
+//!   difficulty sent is `max(pool difficulty, floor)`, from the next job); subscribe-extranonce
+//!   accepted (the pool never changes extranonce1). Unknown extensions get `false`.
+//! - `mining.subscribe` gives a unique extranonce1 per connection; `mining.authorize` accepts
+//!   any name, and several names per connection. Shares are credited to the worker named in
+//!   `mining.submit`, which must have been authorized on that connection (error 24 otherwise,
+//!   as real pools do).
+//! - After subscribe and authorize: `mining.set_difficulty`, then the current job (clean).
+//!   Later jobs arrive every `job_interval`, new blocks every `block_interval` (and right after
+//!   a share meets the network target). The last 8 jobs of a block stay valid.
+//! - Unknown methods get error 20 and the connection stays.
+//! - Each connection has a bounded send queue; a peer that stops reading is first no longer
+//!   read from, then dropped after `send_timeout`, never allowed to hold up others. Lines
+//!   are limited to 16 KiB.
+//!
+//! # Controls
+//! [`TestPool::stall`] stops all job traffic (connections stay open; new subscribers still
+//! get the job current when the stall began, as a stuck pool would); changes made while
+//! stalled ([`TestPool::set_difficulty`], [`TestPool::new_job`]) take effect with the fresh
+//! job sent on resume. [`TestPool::kill`] closes the listener and every connection at once;
+//! [`TestPool::revive`] listens again on the same address.
+
+mod conn;
+mod job;
+mod session;
+mod stats;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, info, info_span, warn};
+
+use hashshift_protocol::sv1::{MAX_EXTRANONCE_LEN, MAX_MERKLE_BRANCH};
+
+pub use job::job_tag;
+pub use stats::{MAX_TRACKED_WORKERS, OTHER_WORKERS, PoolStats, WorkerStats, reason};
+
+use job::{JobFactory, PoolJob, Work};
+use stats::StatsRecorder;
+
+/// How many job send times [`TestPool::job_sent_at`] remembers.
+const SENT_AT_KEPT: usize = 65_536;
+/// Largest extranonce1 this pool hands out.
+const MAX_EXTRANONCE1_LEN: usize = 16;
+
+/// Configuration of a [`TestPool`].
+#[derive(Debug, Clone)]
+pub struct TestPoolConfig {
+    /// Address to listen on (default `127.0.0.1:0`: an ephemeral port).
+    pub listen: SocketAddr,
+    /// Share difficulty sent with `mining.set_difficulty` (values below 1 allowed).
+    pub difficulty: f64,
+    /// Extranonce1 length in bytes (1..=16, default 4); unique per connection.
+    pub extranonce1_len: usize,
+    /// Extranonce2 size in bytes (1..=32, default 8).
+    pub extranonce2_size: usize,
+    /// Version bits offered for rolling in `mining.configure` (default `0x1fffe000`).
+    pub version_mask: u32,
+    /// A new non-clean job this often (default 30 s).
+    pub job_interval: Duration,
+    /// A new prevhash (clean job) this often (default 600 s).
+    pub block_interval: Duration,
+    /// Merkle branch length (random txids; default 12, at most 32).
+    pub merkle_branch_len: usize,
+    /// Network difficulty: the job's nBits is derived from it, and shares meeting it are
+    /// blocks (default 1e15, far above anything a test reaches).
+    pub network_difficulty: f64,
+    /// Name for logs, stats and the coinbase tag, e.g. `"pool-a"`.
+    pub name: String,
+    /// How long a connection may accept none of our data (its send queue stays full, or a
+    /// write makes no progress) before it is dropped as "not reading" (default 10 s).
+    pub send_timeout: Duration,
+}
+
+impl Default for TestPoolConfig {
+    fn default() -> Self {
+        TestPoolConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            difficulty: 1.0,
+            extranonce1_len: 4,
+            extranonce2_size: 8,
+            version_mask: 0x1fff_e000,
+            job_interval: Duration::from_secs(30),
+            block_interval: Duration::from_secs(600),
+            merkle_branch_len: 12,
+            network_difficulty: 1e15,
+            name: "testpool".to_owned(),
+            send_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl TestPoolConfig {
+    fn validate(&self) -> Result<(), String> {
+        if !(self.difficulty.is_finite() && self.difficulty > 0.0) {
+            return Err(format!("difficulty {} must be positive", self.difficulty));
+        }
+        if !(1..=MAX_EXTRANONCE1_LEN).contains(&self.extranonce1_len) {
+            return Err(format!("extranonce1_len must be 1..={MAX_EXTRANONCE1_LEN}"));
+        }
+        if !(1..=MAX_EXTRANONCE_LEN).contains(&self.extranonce2_size) {
+            return Err(format!("extranonce2_size must be 1..={MAX_EXTRANONCE_LEN}"));
+        }
+        if self.job_interval.is_zero() || self.block_interval.is_zero() {
+            return Err("job_interval and block_interval must be positive".to_owned());
+        }
+        if self.send_timeout.is_zero() {
+            return Err("send_timeout must be positive".to_owned());
+        }
+        if self.merkle_branch_len > MAX_MERKLE_BRANCH {
+            return Err(format!(
+                "merkle_branch_len must be at most {MAX_MERKLE_BRANCH}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A running test pool. Cheap to clone; the pool stops when [`TestPool::shutdown`] is called
+/// or the last clone is dropped.
+#[derive(Clone)]
+pub struct TestPool {
+    inner: Arc<Inner>,
+    _stop_on_drop: Arc<DropGuard>,
+}
+
+impl std::fmt::Debug for TestPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestPool")
+            .field("name", &self.inner.config.name)
+            .field("addr", &self.inner.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// State shared by the handle, the timers and the connection tasks.
+pub(crate) struct Inner {
+    config: TestPoolConfig,
+    addr: SocketAddr,
+    stats: StatsRecorder,
+    state: Mutex<PoolState>,
+    /// Latest-wins work for every connection: a job and its difficulty travel together, so
+    /// set_difficulty and notify can never be reordered or split.
+    work: watch::Sender<Work>,
+    /// Source of unique extranonce1 values (starts at a random value).
+    next_extranonce1: AtomicU64,
+    root: CancellationToken,
+    tasks: TaskTracker,
+    /// The listener and its connections, while the pool is alive.
+    life: Mutex<Option<Life>>,
+}
+
+/// One "life" of the pool between start/revive and kill.
+struct Life {
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// Job-making state, behind a std mutex held only for synchronous updates.
+struct PoolState {
+    factory: JobFactory,
+    current: Arc<PoolJob>,
+    difficulty: f64,
+    version_mask: u32,
+    stalled: bool,
+    sent_at: BTreeMap<u64, Instant>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here is a few assignments: a panic in one leaves nothing
+    // half-updated that matters, so a poisoned lock is reused.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn unix_now() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+}
+
+impl Inner {
+    /// Makes and publishes a job unless stalled. Publishing happens under the state lock so
+    /// that two publishers cannot reorder their jobs.
+    fn publish_job(&self, clean: bool) {
+        let mut state = lock(&self.state);
+        if state.stalled {
+            return;
+        }
+        Self::publish_locked(&mut state, &self.work, clean);
+    }
+
+    fn publish_locked(state: &mut PoolState, work: &watch::Sender<Work>, clean: bool) {
+        let job = state.factory.next_job(clean, state.difficulty, unix_now());
+        state.sent_at.insert(job.seq, Instant::now());
+        while state.sent_at.len() > SENT_AT_KEPT {
+            state.sent_at.pop_first();
+        }
+        state.current = Arc::clone(&job);
+        work.send_replace(Work {
+            job,
+            version_mask: state.version_mask,
+        });
+    }
+
+    fn current_work(&self) -> Work {
+        self.work.borrow().clone()
+    }
+
+    /// A share met the network target: the chain moves on.
+    fn block_found(&self) {
+        self.publish_job(true);
+    }
+}
+
+impl TestPool {
+    /// Binds `config.listen` and starts serving.
+    ///
+    /// # Errors
+    /// The bind error, or `InvalidInput` for an unusable configuration.
+    pub async fn start(config: TestPoolConfig) -> std::io::Result<TestPool> {
+        let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+        config.validate().map_err(invalid)?;
+        let mut factory = JobFactory::new(
+            config.network_difficulty,
+            config.merkle_branch_len,
+            config.extranonce1_len + config.extranonce2_size,
+            &config.name,
+        )
+        .map_err(invalid)?;
+        let listener = TcpListener::bind(config.listen).await?;
+        let addr = listener.local_addr()?;
+        let first = factory.next_job(true, config.difficulty, unix_now());
+        let mut sent_at = BTreeMap::new();
+        sent_at.insert(first.seq, Instant::now());
+        let (work, _) = watch::channel(Work {
+            job: Arc::clone(&first),
+            version_mask: config.version_mask,
+        });
+        let root = CancellationToken::new();
+        let inner = Arc::new(Inner {
+            state: Mutex::new(PoolState {
+                factory,
+                current: first,
+                difficulty: config.difficulty,
+                version_mask: config.version_mask,
+                stalled: false,
+                sent_at,
+            }),
+            addr,
+            stats: StatsRecorder::default(),
+            work,
+            next_extranonce1: AtomicU64::new(rand::random()),
+            root: root.clone(),
+            tasks: TaskTracker::new(),
+            life: Mutex::new(None),
+            config,
+        });
+        info!(pool = %inner.config.name, %addr, difficulty = inner.config.difficulty, "test pool started");
+        let span = info_span!("testpool", pool = %inner.config.name);
+        inner
+            .tasks
+            .spawn(run_timers(Arc::clone(&inner)).instrument(span));
+        let pool = TestPool {
+            inner,
+            _stop_on_drop: Arc::new(root.drop_guard()),
+        };
+        pool.go_live(listener);
+        Ok(pool)
+    }
+
+    fn go_live(&self, listener: TcpListener) {
+        let life = Life {
+            cancel: self.inner.root.child_token(),
+            tracker: TaskTracker::new(),
+        };
+        let span = info_span!("testpool", pool = %self.inner.config.name);
+        life.tracker.spawn(
+            conn::accept_loop(
+                Arc::clone(&self.inner),
+                listener,
+                life.cancel.clone(),
+                life.tracker.clone(),
+            )
+            .instrument(span),
+        );
+        *lock(&self.inner.life) = Some(life);
+    }
+
+    /// The address the pool listens on (the same after [`TestPool::revive`]).
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// The pool's name.
+    pub fn name(&self) -> &str {
+        &self.inner.config.name
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> PoolStats {
+        self.inner.stats.snapshot()
+    }
+
+    /// Stops (`true`) or resumes (`false`) sending jobs. Connections stay open. Resuming
+    /// sends a fresh job at once.
+    pub fn stall(&self, stalled: bool) {
+        let mut state = lock(&self.inner.state);
+        let resume = state.stalled && !stalled;
+        state.stalled = stalled;
+        if resume {
+            Inner::publish_locked(&mut state, &self.inner.work, false);
+        }
+        info!(pool = %self.inner.config.name, stalled, "stall");
+    }
+
+    /// The pool dies: stops accepting and closes every connection at once. Returns when the
+    /// listening socket and all connections are closed. Does nothing if already dead.
+    pub async fn kill(&self) {
+        let life = lock(&self.inner.life).take();
+        if let Some(life) = life {
+            life.cancel.cancel();
+            life.tracker.close();
+            life.tracker.wait().await;
+            info!(pool = %self.inner.config.name, "killed");
+        }
+    }
+
+    /// Listens again on the same address after [`TestPool::kill`]. Does nothing if alive.
+    ///
+    /// # Errors
+    /// The bind error (e.g. the port was taken meanwhile).
+    pub async fn revive(&self) -> std::io::Result<()> {
+        if lock(&self.inner.life).is_some() {
+            return Ok(());
+        }
+        let listener = TcpListener::bind(self.inner.addr).await?;
+        if lock(&self.inner.life).is_some() {
+            return Ok(()); // revived concurrently; this listener is dropped
+        }
+        self.go_live(listener);
+        info!(pool = %self.inner.config.name, addr = %self.inner.addr, "revived");
+        Ok(())
+    }
+
+    /// Sets the share difficulty: every connection gets `mining.set_difficulty` and then a
+    /// new job (shares of earlier jobs keep their difficulty). Non-positive or non-finite
+    /// values are ignored.
+    pub fn set_difficulty(&self, difficulty: f64) {
+        if !(difficulty.is_finite() && difficulty > 0.0) {
+            warn!(pool = %self.inner.config.name, difficulty, "ignoring invalid difficulty");
+            return;
+        }
+        lock(&self.inner.state).difficulty = difficulty;
+        self.inner.publish_job(false);
+    }
+
+    /// Changes the pool's version-rolling mask; connections that negotiated rolling get
+    /// `mining.set_version_mask` with their new grant (`requested & mask`).
+    pub fn set_version_mask(&self, mask: u32) {
+        let mut state = lock(&self.inner.state);
+        state.version_mask = mask;
+        self.inner.work.send_replace(Work {
+            job: Arc::clone(&state.current),
+            version_mask: mask,
+        });
+    }
+
+    /// Sends a new job now; `clean` starts a new block (earlier jobs become stale).
+    pub fn new_job(&self, clean: bool) {
+        self.inner.publish_job(clean);
+    }
+
+    /// When the job with this tag ([`job_tag`]) was first sent.
+    pub fn job_sent_at(&self, tag: u64) -> Option<Instant> {
+        lock(&self.inner.state).sent_at.get(&tag).copied()
+    }
+
+    /// The tag of the current job.
+    pub fn current_job_tag(&self) -> u64 {
+        self.inner.current_work().job.seq
+    }
+
+    /// Stops everything: the listener, every connection and the job timers.
+    pub async fn shutdown(self) {
+        self.kill().await;
+        self.inner.root.cancel();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+}
+
+/// New jobs and new blocks on their intervals until the pool shuts down.
+async fn run_timers(inner: Arc<Inner>) {
+    use tokio::time::{Instant as TokioInstant, MissedTickBehavior, interval_at};
+    let start = TokioInstant::now();
+    let mut jobs = interval_at(start + inner.config.job_interval, inner.config.job_interval);
+    let mut blocks = interval_at(
+        start + inner.config.block_interval,
+        inner.config.block_interval,
+    );
+    jobs.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    blocks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        // All branches are cancel-safe (`tick` and `cancelled`).
+        tokio::select! {
+            _ = inner.root.cancelled() => break,
+            _ = blocks.tick() => inner.publish_job(true),
+            _ = jobs.tick() => inner.publish_job(false),
+        }
+    }
+}
