@@ -8,6 +8,7 @@ pub use hashshift_protocol as protocol;
 
 pub mod config;
 
+pub mod bench;
 pub mod downstream;
 pub mod sim;
 pub mod testpool;

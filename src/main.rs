@@ -27,17 +27,26 @@ enum Command {
         /// The TOML file.
         file: PathBuf,
     },
+    /// Load-test a proxy (or, with --direct, the embedded test pool) with many SV1 miners.
+    Bench(#[command(flatten)] hashshift::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The bench prints its own progress; per-connection logs of its embedded pool would
+    // drown it.
+    let default_filter = match cli.command {
+        Command::Bench(_) => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     match cli.command {
+        Command::Bench(args) => hashshift::bench::main(args),
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(config) => match toml::to_string_pretty(&config) {
                 Ok(text) => {
