@@ -467,7 +467,7 @@ async fn bench_direct_mode_reports_shares_and_sane_percentiles() -> Result<()> {
         "--share-rate",
         "5",
         "--jobs-every",
-        "1",
+        "0.5",
         "--quiet",
     ])?;
     let report = timeout(Duration::from_secs(60), run(args))
@@ -594,4 +594,47 @@ mod against_the_test_pool {
         shutdown.cancel();
         Ok(())
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_against_a_given_address_reports_process_figures() -> Result<()> {
+    use clap::Parser;
+    use hashshift::testpool::{TestPool, TestPoolConfig};
+    // The "proxy" is a test pool in this process; its pid is ours, so the RSS and CPU
+    // probes have something real to read.
+    let pool = TestPool::start(TestPoolConfig {
+        difficulty: 1e-12,
+        ..TestPoolConfig::default()
+    })
+    .await?;
+    let pid = std::process::id().to_string();
+    let addr = pool.addr().to_string();
+    let args = hashshift::bench::BenchArgs::try_parse_from([
+        "bench",
+        "--proxy",
+        &addr,
+        "--proxy-pid",
+        &pid,
+        "--miners",
+        "20",
+        "--duration",
+        "2",
+        "--share-rate",
+        "10",
+        "--quiet",
+    ])?;
+    let report = timeout(Duration::from_secs(60), hashshift::bench::run(args))
+        .await
+        .context("bench did not finish")??;
+    pool.shutdown().await;
+    assert_eq!(report.mode, "proxy");
+    assert_eq!(report.miners_ready, 20);
+    assert!(report.shares_answered > 0);
+    assert_eq!(report.fanout_us.count, 0, "no embedded pool, no fan-out");
+    let proxy = report.proxy.context("figures for the given pid")?;
+    assert!(proxy.rss_before_kib.is_some_and(|k| k > 0));
+    assert!(proxy.rss_idle_kib.is_some() && proxy.rss_load_kib.is_some());
+    assert!(proxy.kib_per_idle_miner.is_some());
+    assert!(proxy.cpu_us_per_share.is_some());
+    Ok(())
 }
