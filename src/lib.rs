@@ -5,7 +5,9 @@
 //!
 //! | module | what it holds |
 //! |---|---|
+//! | [`bench`] | the load generator (`hashshift bench`) |
 //! | [`config`] | the configuration file, typed and validated |
+//! | [`demo`] | `hashshift demo`: test pools, the proxy and simulated rigs on one machine |
 //! | [`downstream`] | miners: listener, SV1 sessions, vardiff, the shared per-miner record |
 //! | [`upstream`] | pools: connections, work, extranonce splitting, the failover/split router and manager |
 //! | [`proxy`] | the whole proxy assembled, with graceful shutdown |
@@ -17,6 +19,7 @@
 
 pub use hashshift_protocol as protocol;
 
+pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod downstream;

@@ -35,17 +35,26 @@ enum Command {
         /// The TOML file.
         file: PathBuf,
     },
+    /// Load-test a proxy (or, with --direct, the embedded test pool) with many SV1 miners.
+    Bench(#[command(flatten)] hashshift::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The bench and the demo print their own progress; per-connection logs of their embedded
+    // pools would drown it.
+    let default_filter = match cli.command {
+        Command::Bench(_) | Command::Demo(_) => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter())),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     match cli.command {
+        Command::Bench(args) => hashshift::bench::main(args),
         Command::Demo(args) => {
             match runtime().and_then(|rt| rt.block_on(hashshift::demo::run(args))) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -109,14 +118,4 @@ async fn run(config: Config) -> anyhow::Result<()> {
     hashshift::sys::shutdown_signal().await;
     proxy.shutdown(std::time::Duration::from_secs(10)).await;
     Ok(())
-}
-
-/// The demo prints its own summary; keep the proxy's logs to warnings there unless RUST_LOG
-/// says otherwise.
-fn default_filter() -> &'static str {
-    if std::env::args().nth(1).as_deref() == Some("demo") {
-        "warn"
-    } else {
-        "info"
-    }
 }

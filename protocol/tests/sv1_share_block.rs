@@ -78,8 +78,7 @@ fn validator_for(
         ntime: notify.ntime,
     };
     let id = u32::from_str_radix(&notify.job_id, 16).unwrap();
-    v.add_job(id, Job::from(job), notify.clean_jobs)
-        .unwrap();
+    v.add_job(id, Job::from(job), notify.clean_jobs).unwrap();
     v
 }
 
