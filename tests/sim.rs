@@ -113,17 +113,11 @@ fn job(seq: u32) -> ExtendedJob {
 }
 
 fn notify(id: &str, job: &ExtendedJob) -> ServerMessage {
-    ServerMessage::notification(ServerNotification::Notify(Notify {
-        job_id: id.to_owned(),
-        prev_hash: job.prev_hash,
-        coinb1: job.coinbase_prefix.clone(),
-        coinb2: job.coinbase_suffix.clone(),
-        merkle_branch: job.merkle_branch.clone(),
-        version: job.version,
-        nbits: job.nbits,
-        ntime: job.ntime,
-        clean_jobs: true,
-    }))
+    ServerMessage::notification(ServerNotification::Notify(Notify::from_job(
+        id.to_owned(),
+        job,
+        true,
+    )))
 }
 
 /// One connection of the scripted pool: answers the handshake, sends a job after

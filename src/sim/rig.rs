@@ -22,7 +22,7 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use super::hasher::{self, FoundShare, Work};
 use super::{FIRMWARE_VERSION_MASK, Firmware, RigConfig, RigStats};
-use crate::protocol::share::{ExtendedJob, PreparedJob, Target};
+use crate::protocol::share::{PreparedJob, Target};
 use crate::protocol::sv1::{
     Authorize, ClientCodec, ClientMessage, ClientRequest, Configure, Id, Notify, Response,
     ServerMessage, ServerNotification, Submit, Subscribe, extension,
@@ -505,15 +505,8 @@ impl<'a> Session<'a> {
                 return;
             }
         };
-        let job = ExtendedJob {
-            version: notify.version,
-            prev_hash: notify.prev_hash,
-            coinbase_prefix: notify.coinb1,
-            coinbase_suffix: notify.coinb2,
-            merkle_branch: notify.merkle_branch,
-            nbits: notify.nbits,
-            ntime: notify.ntime,
-        };
+        let (job_id, clean_jobs) = (notify.job_id.clone(), notify.clean_jobs);
+        let job = notify.into_job();
         let prepared = match PreparedJob::new(job.into(), &extranonce1) {
             Ok(p) => p,
             Err(e) => {
@@ -522,11 +515,11 @@ impl<'a> Session<'a> {
             }
         };
         self.generation += 1;
-        if notify.clean_jobs {
+        if clean_jobs {
             self.min_generation = self.generation;
         }
         self.work.send_replace(Some(Work {
-            job_id: notify.job_id,
+            job_id,
             job: Arc::new(prepared),
             extranonce2_size: self.extranonce2_size,
             target,

@@ -201,17 +201,7 @@ impl JobFactory {
 }
 
 fn encode_notify(seq: u64, job: &ExtendedJob, clean_jobs: bool) -> Bytes {
-    let notify = Notify {
-        job_id: PoolJob::job_id(seq),
-        prev_hash: job.prev_hash,
-        coinb1: job.coinbase_prefix.clone(),
-        coinb2: job.coinbase_suffix.clone(),
-        merkle_branch: job.merkle_branch.clone(),
-        version: job.version,
-        nbits: job.nbits,
-        ntime: job.ntime,
-        clean_jobs,
-    };
+    let notify = Notify::from_job(PoolJob::job_id(seq), job, clean_jobs);
     let mut buf = BytesMut::with_capacity(1024);
     // Serialising owned JSON values into memory cannot fail.
     let _ = ServerMessage::notification(ServerNotification::Notify(notify)).encode_line(&mut buf);

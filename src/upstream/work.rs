@@ -56,15 +56,7 @@ impl UpstreamJob {
         pool_difficulty: f64,
     ) -> UpstreamJob {
         let id = next_job_id();
-        let job = Arc::new(ExtendedJob {
-            version: n.version,
-            prev_hash: n.prev_hash,
-            coinbase_prefix: n.coinb1.clone(),
-            coinbase_suffix: n.coinb2.clone(),
-            merkle_branch: n.merkle_branch.clone(),
-            nbits: n.nbits,
-            ntime: n.ntime,
-        });
+        let job = Arc::new(n.clone().into_job());
         let notify_line = encode_notify(&job, id, n.clean_jobs);
         let pool_target = Target::from_difficulty(pool_difficulty).unwrap_or(Target::DIFF1);
         UpstreamJob {
@@ -89,17 +81,7 @@ impl UpstreamJob {
 
 /// Encodes a `mining.notify` line for `job` under downstream id `id`.
 pub fn encode_notify(job: &ExtendedJob, id: u32, clean: bool) -> Bytes {
-    let notify = Notify {
-        job_id: format!("{id:x}"),
-        prev_hash: job.prev_hash,
-        coinb1: job.coinbase_prefix.clone(),
-        coinb2: job.coinbase_suffix.clone(),
-        merkle_branch: job.merkle_branch.clone(),
-        version: job.version,
-        nbits: job.nbits,
-        ntime: job.ntime,
-        clean_jobs: clean,
-    };
+    let notify = Notify::from_job(format!("{id:x}"), job, clean);
     let mut buf = bytes::BytesMut::with_capacity(
         256 + 2 * (job.coinbase_prefix.len() + job.coinbase_suffix.len())
             + 67 * job.merkle_branch.len(),

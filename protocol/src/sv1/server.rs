@@ -16,6 +16,7 @@ use super::fields::{
     u32_hex_value, u32_to_hex,
 };
 use super::method;
+use crate::share::ExtendedJob;
 
 /// Largest coinbase part accepted in `mining.notify`, in bytes. A whole block is at most
 /// 4 MB; the codec's line limit is usually far lower anyway.
@@ -179,6 +180,36 @@ pub(crate) fn extranonce2_size(size: u64) -> Result<usize, FieldError> {
 }
 
 impl Notify {
+    /// The notify for `job` under `job_id`. The fields map one to one: both types use header
+    /// byte order for `prev_hash` and plain `u32` values, so no conversion happens here.
+    pub fn from_job(job_id: String, job: &ExtendedJob, clean_jobs: bool) -> Notify {
+        Notify {
+            job_id,
+            prev_hash: job.prev_hash,
+            coinb1: job.coinbase_prefix.clone(),
+            coinb2: job.coinbase_suffix.clone(),
+            merkle_branch: job.merkle_branch.clone(),
+            version: job.version,
+            nbits: job.nbits,
+            ntime: job.ntime,
+            clean_jobs,
+        }
+    }
+
+    /// The job this notify describes, in the share module's terms (the inverse of
+    /// [`Notify::from_job`]; `job_id` and `clean_jobs` are not part of a job).
+    pub fn into_job(self) -> ExtendedJob {
+        ExtendedJob {
+            version: self.version,
+            prev_hash: self.prev_hash,
+            coinbase_prefix: self.coinb1,
+            coinbase_suffix: self.coinb2,
+            merkle_branch: self.merkle_branch,
+            nbits: self.nbits,
+            ntime: self.ntime,
+        }
+    }
+
     fn parse(params: &Value) -> Result<Self, FieldError> {
         let p = Params::new(params)?;
         let branch = as_array(p.required(4, "merkle_branch")?, "merkle_branch")?;
