@@ -14,7 +14,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use hashshift_protocol::share::{
@@ -34,7 +34,7 @@ use tracing::{debug, info, warn};
 use super::listener::Accepted;
 use super::registry::MinerShared;
 use super::vardiff::{Vardiff, VardiffSettings};
-use crate::upstream::extranonce::{MAX_MINER_EXTRANONCE2, MIN_MINER_EXTRANONCE2};
+use crate::upstream::extranonce::MinerExtranonce;
 use crate::upstream::manager::{Assignment, Control, PoolManager};
 use crate::upstream::sv1::{SubmitOutcome, UpstreamSubmit};
 use crate::upstream::work::{UpstreamJob, WorkState};
@@ -89,34 +89,24 @@ enum End {
     Shutdown,
 }
 
-/// Extranonce layout of a miner on one upstream session.
+/// A miner's extranonces on one upstream session.
 #[derive(Clone, Debug, PartialEq)]
 struct Layout {
     session: u64,
-    /// The miner's extranonce1: pool extranonce1 ‖ prefix ‖ zero padding.
-    extranonce1: Bytes,
-    /// What goes before the miner's extranonce2 in the pool's extranonce2.
-    upstream_prefix: Vec<u8>,
-    extranonce2_size: usize,
+    extranonce: MinerExtranonce,
 }
 
 impl Layout {
     fn new(work: &WorkState, a: &Assignment) -> Option<Layout> {
-        let room = work.extranonce2_size.checked_sub(a.prefix_bytes)?;
-        if room < MIN_MINER_EXTRANONCE2 {
-            return None;
-        }
-        let miner = room.min(MAX_MINER_EXTRANONCE2);
-        let mut upstream_prefix = a.slot.to_be_bytes()[4 - a.prefix_bytes..].to_vec();
-        upstream_prefix.resize(work.extranonce2_size - miner, 0);
-        let mut en1 = BytesMut::with_capacity(work.extranonce1.len() + upstream_prefix.len());
-        en1.extend_from_slice(&work.extranonce1);
-        en1.extend_from_slice(&upstream_prefix);
+        let extranonce = MinerExtranonce::new(
+            &work.extranonce1,
+            work.extranonce2_size,
+            a.prefix_bytes,
+            a.slot,
+        )?;
         Some(Layout {
             session: work.session,
-            extranonce1: en1.freeze(),
-            upstream_prefix,
-            extranonce2_size: miner,
+            extranonce,
         })
     }
 }
@@ -394,13 +384,14 @@ impl Session<'_> {
                     return Err(End::NoPool);
                 };
                 self.validator
-                    .set_extranonce_prefix(layout.extranonce1.to_vec());
-                self.validator.set_extranonce_size(layout.extranonce2_size);
+                    .set_extranonce_prefix(layout.extranonce.extranonce1.to_vec());
+                self.validator
+                    .set_extranonce_size(layout.extranonce.extranonce2_size);
                 let sid = format!("{:x}", self.shared.id);
                 let result = SubscribeResult::standard(
                     &sid,
-                    layout.extranonce1.to_vec(),
-                    layout.extranonce2_size,
+                    layout.extranonce.extranonce1.to_vec(),
+                    layout.extranonce.extranonce2_size,
                 );
                 self.layout = Some(layout);
                 self.subscribed = true;
@@ -585,13 +576,14 @@ impl Session<'_> {
             return Err(End::Reconnected);
         }
         self.validator
-            .set_extranonce_prefix(layout.extranonce1.to_vec());
-        self.validator.set_extranonce_size(layout.extranonce2_size);
+            .set_extranonce_prefix(layout.extranonce.extranonce1.to_vec());
+        self.validator
+            .set_extranonce_size(layout.extranonce.extranonce2_size);
         self.validator.retire_all();
         self.jobs.clear();
         let set = SetExtranonce {
-            extranonce1: layout.extranonce1.to_vec(),
-            extranonce2_size: layout.extranonce2_size,
+            extranonce1: layout.extranonce.extranonce1.to_vec(),
+            extranonce2_size: layout.extranonce.extranonce2_size,
         };
         self.layout = Some(layout);
         self.send(&ServerMessage::notification(
@@ -684,8 +676,12 @@ impl Session<'_> {
             let mut shown = accepted.hash;
             shown.reverse();
             info!(hash = %hex::encode(shown), pool_job = %job.pool_job_id, "BLOCK FOUND");
+            self.shared
+                .counters
+                .blocks
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        let mut extranonce2 = layout.upstream_prefix.clone();
+        let mut extranonce2 = layout.extranonce.upstream_prefix.clone();
         extranonce2.extend_from_slice(&submit.extranonce2);
         let (reply_tx, reply_rx) = oneshot::channel();
         let up = UpstreamSubmit {

@@ -86,21 +86,47 @@ impl PrefixAllocator {
             self.freed.push_back(slot);
         }
     }
+}
 
-    /// The miner's extranonce1: the pool's extranonce1 followed by the slot, big-endian.
-    pub fn miner_extranonce1(&self, pool_extranonce1: &[u8], slot: u32) -> Bytes {
-        let mut out = BytesMut::with_capacity(pool_extranonce1.len() + self.prefix_bytes);
-        out.put_slice(pool_extranonce1);
-        let be = slot.to_be_bytes();
-        out.put_slice(&be[4 - self.prefix_bytes..]);
-        out.freeze()
-    }
+/// One miner's extranonces on one pool session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MinerExtranonce {
+    /// The miner's extranonce1: pool extranonce1 ‖ slot (big-endian) ‖ zero padding.
+    pub extranonce1: Bytes,
+    /// What precedes the miner's extranonce2 in the pool's extranonce2 (slot ‖ padding).
+    pub upstream_prefix: Vec<u8>,
+    /// The miner's extranonce2 size.
+    pub extranonce2_size: usize,
+}
 
-    /// The extranonce2 size left to miners for a pool's `extranonce2_size`, or `None` if the
-    /// pool leaves too little room to split.
-    pub fn miner_extranonce2_size(&self, pool_extranonce2_size: usize) -> Option<usize> {
-        let left = pool_extranonce2_size.checked_sub(self.prefix_bytes)?;
-        (left >= MIN_MINER_EXTRANONCE2).then_some(left.min(MAX_MINER_EXTRANONCE2))
+impl MinerExtranonce {
+    /// The layout for `slot` (of `prefix_bytes` bytes, 1..=4) on a pool session with
+    /// `pool_extranonce1` and `pool_extranonce2_size`, or `None` if the pool leaves too little
+    /// room to split. The miner rolls at most [`MAX_MINER_EXTRANONCE2`] bytes; whatever the pool
+    /// allows beyond that is filled with zeros, as part of the miner's extranonce1.
+    pub fn new(
+        pool_extranonce1: &[u8],
+        pool_extranonce2_size: usize,
+        prefix_bytes: usize,
+        slot: u32,
+    ) -> Option<Self> {
+        let prefix_bytes = prefix_bytes.clamp(1, 4);
+        let room = pool_extranonce2_size.checked_sub(prefix_bytes)?;
+        if room < MIN_MINER_EXTRANONCE2 {
+            return None;
+        }
+        let extranonce2_size = room.min(MAX_MINER_EXTRANONCE2);
+        let mut upstream_prefix = slot.to_be_bytes()[4 - prefix_bytes..].to_vec();
+        upstream_prefix.resize(pool_extranonce2_size - extranonce2_size, 0);
+        let mut extranonce1 =
+            BytesMut::with_capacity(pool_extranonce1.len() + upstream_prefix.len());
+        extranonce1.put_slice(pool_extranonce1);
+        extranonce1.put_slice(&upstream_prefix);
+        Some(MinerExtranonce {
+            extranonce1: extranonce1.freeze(),
+            upstream_prefix,
+            extranonce2_size,
+        })
     }
 }
 
@@ -125,17 +151,21 @@ mod tests {
 
     #[test]
     fn extranonce_layout() {
-        let a = PrefixAllocator::new(2, 10);
+        let m = MinerExtranonce::new(&[0xaa, 0xbb], 8, 2, 0x0102).unwrap();
+        assert_eq!(&m.extranonce1[..], &[0xaa, 0xbb, 0x01, 0x02]);
+        assert_eq!(m.extranonce2_size, 6);
+        assert_eq!(m.upstream_prefix, [0x01, 0x02]);
+        assert_eq!(MinerExtranonce::new(&[0xaa, 0xbb], 3, 2, 1), None);
+        let wide = MinerExtranonce::new(&[0xaa, 0xbb], 16, 2, 0x0102).unwrap();
         assert_eq!(
-            &a.miner_extranonce1(&[0xaa, 0xbb], 0x0102)[..],
-            &[0xaa, 0xbb, 0x01, 0x02]
-        );
-        assert_eq!(a.miner_extranonce2_size(8), Some(6));
-        assert_eq!(a.miner_extranonce2_size(3), None);
-        assert_eq!(
-            a.miner_extranonce2_size(16),
-            Some(8),
+            wide.extranonce2_size, 8,
             "capped for cgminer-based firmware"
         );
+        assert_eq!(
+            wide.upstream_prefix,
+            [0x01, 0x02, 0, 0, 0, 0, 0, 0],
+            "the rest is padding"
+        );
+        assert_eq!(wide.extranonce1.len(), 2 + 8);
     }
 }
