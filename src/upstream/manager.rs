@@ -78,6 +78,8 @@ struct ConnEntry {
 
 struct PoolEntry {
     params: ConnectionParams,
+    priority: u32,
+    weight: u32,
     conns: Vec<ConnEntry>,
 }
 
@@ -157,6 +159,8 @@ impl PoolManager {
                 };
                 PoolEntry {
                     params,
+                    priority: up.priority,
+                    weight: up.weight,
                     conns: Vec::new(),
                 }
             })
@@ -316,8 +320,8 @@ impl PoolManager {
                 PoolSnapshot {
                     pool: i,
                     url: p.params.url.to_string(),
-                    priority: 0,
-                    weight: 0,
+                    priority: p.priority,
+                    weight: p.weight,
                     active: inner.router.is_active(i),
                     up: p
                         .conns
