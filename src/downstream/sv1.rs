@@ -34,9 +34,9 @@ use tracing::{debug, info, warn};
 use super::listener::Accepted;
 use super::registry::MinerShared;
 use super::vardiff::{Vardiff, VardiffSettings};
+use crate::upstream::connection::{SubmitOutcome, UpstreamSubmit};
 use crate::upstream::extranonce::MinerExtranonce;
 use crate::upstream::manager::{Assignment, Control, PoolManager};
-use crate::upstream::sv1::{SubmitOutcome, UpstreamSubmit};
 use crate::upstream::work::{UpstreamJob, WorkState};
 
 /// Settings every SV1 session shares.

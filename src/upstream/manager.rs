@@ -19,9 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use super::connection::{self, ConnStatus, ConnectionHandle, ConnectionParams};
 use super::extranonce::PrefixAllocator;
 use super::router::{MinerLoad, PoolId, Router};
-use super::sv1::{self, ConnStatus, ConnectionHandle, ConnectionParams};
 use crate::config::Config;
 use crate::downstream::listener::ConnId;
 use crate::downstream::registry::MinerShared;
@@ -203,7 +203,7 @@ impl PoolManager {
         let Some(entry) = inner.pools.get_mut(pool) else {
             return 0;
         };
-        let handle = sv1::spawn(
+        let handle = connection::spawn(
             entry.params.clone(),
             self.shutdown.child_token(),
             &self.tracker,

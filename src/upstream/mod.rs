@@ -1,5 +1,6 @@
 //! Pools: connections, work distribution, failover and weighted split.
 
+pub mod connection;
 pub mod extranonce;
 pub mod manager;
 pub mod router;

@@ -12,7 +12,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -28,97 +27,13 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::router::PoolId;
-use super::work::{UpstreamJob, WorkState};
-use crate::config::{PoolUrl, WorkerIdentity};
+use super::connection::{
+    ConnStatus, ConnectionHandle, ConnectionParams, REQUESTED_VERSION_MASK, SubmitOutcome,
+    UpstreamSubmit,
+};
+use super::work::{UpstreamJob, WorkState, next_session};
+use crate::config::WorkerIdentity;
 use crate::telemetry::ShareCounters;
-
-/// Version-rolling mask the proxy asks pools for (BIP320 general-purpose bits).
-pub const REQUESTED_VERSION_MASK: u32 = 0x1fff_e000;
-
-/// Process-wide upstream session numbers (see [`WorkState::session`]).
-static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
-
-/// Settings of one pool connection.
-#[derive(Clone, Debug)]
-pub struct ConnectionParams {
-    /// Pool index in the config.
-    pub pool: PoolId,
-    /// Pool name for logs (its URL).
-    pub url: PoolUrl,
-    /// Account.
-    pub user: String,
-    /// Password.
-    pub password: String,
-    /// Which worker names shares go up under.
-    pub identity: WorkerIdentity,
-    /// Longest line accepted from the pool.
-    pub max_line_bytes: usize,
-    /// Time allowed to connect and subscribe.
-    pub connect_timeout: Duration,
-    /// Longest wait between reconnect attempts.
-    pub max_backoff: Duration,
-    /// Time the pool has to answer a share.
-    pub submit_timeout: Duration,
-}
-
-/// A share going to the pool.
-#[derive(Debug)]
-pub struct UpstreamSubmit {
-    /// Worker name it is submitted under (passthrough mode; ignored in fixed mode).
-    pub worker: Arc<str>,
-    /// The job it solves.
-    pub job: Arc<UpstreamJob>,
-    /// The pool-sized extranonce2 (the proxy's prefix, padding, then the miner's part).
-    pub extranonce2: Vec<u8>,
-    /// Header time.
-    pub ntime: u32,
-    /// Nonce.
-    pub nonce: u32,
-    /// Rolled version bits, if version rolling is in use.
-    pub version_bits: Option<u32>,
-    /// The pool's difficulty for this share (for accounting).
-    pub difficulty: f64,
-    /// Where the verdict goes.
-    pub reply: oneshot::Sender<SubmitOutcome>,
-}
-
-/// The pool's verdict on a share.
-#[derive(Clone, Debug, PartialEq)]
-pub enum SubmitOutcome {
-    /// Accepted by the pool.
-    Accepted,
-    /// Rejected by the pool, with its error.
-    Rejected(StratumError),
-    /// Never answered: the connection went away or the pool timed out.
-    Lost(&'static str),
-}
-
-/// Connection state for the pool manager.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConnStatus {
-    /// Connecting or subscribing.
-    Connecting,
-    /// Subscribed, with work.
-    Up,
-    /// Down; reconnecting after a backoff.
-    Down,
-}
-
-/// What the rest of the proxy holds of a connection.
-#[derive(Clone, Debug)]
-pub struct ConnectionHandle {
-    /// The pool.
-    pub pool: PoolId,
-    /// Current work.
-    pub work: watch::Receiver<Arc<WorkState>>,
-    /// Shares to the pool.
-    pub submit: mpsc::Sender<UpstreamSubmit>,
-    /// Connection state.
-    pub status: watch::Receiver<ConnStatus>,
-    /// Shares as the pool judged them.
-    pub counters: Arc<ShareCounters>,
-}
 
 /// Starts a connection task; it runs until `shutdown`.
 pub fn spawn(
@@ -426,7 +341,7 @@ impl Task {
                             .map_or_else(|| e.to_string(), |err| err.message.clone()),
                     )
                 })?;
-                state.session = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+                state.session = next_session();
                 state.extranonce1 = result.extranonce1.into();
                 state.extranonce2_size = result.extranonce2_size;
                 info!(extranonce1 = %hex::encode(&state.extranonce1), extranonce2_size = state.extranonce2_size, "subscribed");
@@ -493,7 +408,7 @@ impl Task {
                 // Like miners, apply it from the next job on (that job records it).
             }
             ServerNotification::SetExtranonce(e) => {
-                state.session = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+                state.session = next_session();
                 state.extranonce1 = e.extranonce1.into();
                 state.extranonce2_size = e.extranonce2_size;
                 // Jobs of the old session are void; miners wait for the next notify.

@@ -5,7 +5,7 @@
 //! connection, and a miner that wakes up late sees the newest state rather than a backlog.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -16,6 +16,14 @@ use hashshift_protocol::sv1::{Notify, ServerMessage, ServerNotification, Sv1Mess
 /// sent to, so the `mining.notify` line can be encoded once and written to thousands of
 /// sockets; a per-miner re-issue (after a difficulty change) takes a fresh id.
 static NEXT_JOB_ID: AtomicU32 = AtomicU32::new(1);
+
+/// Process-wide upstream session numbers (see [`WorkState::session`]).
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh upstream session number (never 0, which means "no session yet").
+pub fn next_session() -> u64 {
+    NEXT_SESSION.fetch_add(1, Ordering::Relaxed)
+}
 
 /// A fresh downstream job id.
 pub fn next_job_id() -> u32 {
@@ -55,18 +63,41 @@ impl UpstreamJob {
         received_at: Instant,
         pool_difficulty: f64,
     ) -> UpstreamJob {
-        let id = next_job_id();
-        let job = Arc::new(n.clone().into_job());
-        let notify_line = encode_notify(&job, id, n.clean_jobs);
         let pool_target = Target::from_difficulty(pool_difficulty).unwrap_or(Target::DIFF1);
+        let mut job = UpstreamJob::new(
+            n.clone().into_job(),
+            n.job_id.clone(),
+            n.clean_jobs,
+            session,
+            received_at,
+            pool_target,
+        );
+        // Keep the pool's own figure for accounting, not one round-tripped through a target.
+        job.pool_difficulty = pool_difficulty;
+        job
+    }
+
+    /// Builds a job from any protocol's job, assigning a downstream id and encoding the
+    /// `mining.notify` line once. Shares meeting `pool_target` go up.
+    pub fn new(
+        job: ExtendedJob,
+        pool_job_id: String,
+        clean: bool,
+        session: u64,
+        received_at: Instant,
+        pool_target: Target,
+    ) -> UpstreamJob {
+        let id = next_job_id();
+        let job = Arc::new(job);
+        let notify_line = encode_notify(&job, id, clean);
         UpstreamJob {
             id,
-            pool_job_id: n.job_id.clone(),
+            pool_job_id,
             job,
-            clean: n.clean_jobs,
+            clean,
             received_at,
             session,
-            pool_difficulty,
+            pool_difficulty: pool_target.to_difficulty(),
             pool_target,
             notify_line,
         }

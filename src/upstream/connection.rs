@@ -1,0 +1,112 @@
+//! What the rest of the proxy sees of a pool connection, whatever protocol it speaks: a
+//! [`ConnectionHandle`] with the current work (`watch`), a bounded queue of shares going up,
+//! each answered through its own oneshot, and the connection's status for failover.
+//!
+//! Each protocol (`sv1`, ...) implements the connection task behind [`spawn`]; the pool
+//! manager and the miner sessions only use the types here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hashshift_protocol::sv1::StratumError;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::router::PoolId;
+use super::work::{UpstreamJob, WorkState};
+use crate::config::{PoolUrl, WorkerIdentity};
+use crate::telemetry::ShareCounters;
+
+/// Version-rolling mask the proxy asks pools for (BIP320 general-purpose bits).
+pub const REQUESTED_VERSION_MASK: u32 = 0x1fff_e000;
+
+/// Settings of one pool connection.
+#[derive(Clone, Debug)]
+pub struct ConnectionParams {
+    /// Pool index in the config.
+    pub pool: PoolId,
+    /// Pool name for logs (its URL).
+    pub url: PoolUrl,
+    /// Account.
+    pub user: String,
+    /// Password.
+    pub password: String,
+    /// Which worker names shares go up under.
+    pub identity: WorkerIdentity,
+    /// Longest line accepted from the pool.
+    pub max_line_bytes: usize,
+    /// Time allowed to connect and subscribe.
+    pub connect_timeout: Duration,
+    /// Longest wait between reconnect attempts.
+    pub max_backoff: Duration,
+    /// Time the pool has to answer a share.
+    pub submit_timeout: Duration,
+}
+
+/// A share going to the pool.
+#[derive(Debug)]
+pub struct UpstreamSubmit {
+    /// Worker name it is submitted under (passthrough mode; ignored in fixed mode).
+    pub worker: Arc<str>,
+    /// The job it solves.
+    pub job: Arc<UpstreamJob>,
+    /// The pool-sized extranonce2 (the proxy's prefix, padding, then the miner's part).
+    pub extranonce2: Vec<u8>,
+    /// Header time.
+    pub ntime: u32,
+    /// Nonce.
+    pub nonce: u32,
+    /// Rolled version bits, if version rolling is in use.
+    pub version_bits: Option<u32>,
+    /// The pool's difficulty for this share (for accounting).
+    pub difficulty: f64,
+    /// Where the verdict goes.
+    pub reply: oneshot::Sender<SubmitOutcome>,
+}
+
+/// The pool's verdict on a share.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SubmitOutcome {
+    /// Accepted by the pool.
+    Accepted,
+    /// Rejected by the pool, with its error.
+    Rejected(StratumError),
+    /// Never answered: the connection went away or the pool timed out.
+    Lost(&'static str),
+}
+
+/// Connection state for the pool manager.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnStatus {
+    /// Connecting or subscribing.
+    Connecting,
+    /// Subscribed, with work.
+    Up,
+    /// Down; reconnecting after a backoff.
+    Down,
+}
+
+/// What the rest of the proxy holds of a connection.
+#[derive(Clone, Debug)]
+pub struct ConnectionHandle {
+    /// The pool.
+    pub pool: PoolId,
+    /// Current work.
+    pub work: watch::Receiver<Arc<WorkState>>,
+    /// Shares to the pool.
+    pub submit: mpsc::Sender<UpstreamSubmit>,
+    /// Connection state.
+    pub status: watch::Receiver<ConnStatus>,
+    /// Shares as the pool judged them.
+    pub counters: Arc<ShareCounters>,
+}
+
+/// Starts the connection task for `params.url`'s protocol; it runs until `shutdown`.
+pub fn spawn(
+    params: ConnectionParams,
+    shutdown: CancellationToken,
+    tracker: &TaskTracker,
+) -> ConnectionHandle {
+    super::sv1::spawn(params, shutdown, tracker)
+}
