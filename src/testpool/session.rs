@@ -82,6 +82,9 @@ impl Session {
             max_jobs: JOBS_KEPT,
             extranonce_size: extranonce2_size,
             version_rolling_mask: 0,
+            // One connection may carry a whole farm through a proxy: keep enough shares per
+            // job for duplicate detection at tens of thousands of shares per second.
+            max_shares_per_job: 1 << 18,
             ..ValidatorConfig::default()
         };
         Session {
