@@ -20,6 +20,9 @@ use crate::downstream::sv1::{self as sv1_session, SessionSettings};
 use crate::downstream::vardiff::VardiffSettings;
 use crate::upstream::manager::{ManagerSettings, PoolManager, PoolSnapshot};
 
+/// Bytes of send buffer per `limits.send_queue` entry (a `mining.notify` is 0.3–2 KiB).
+const SEND_QUEUE_ENTRY_BYTES: usize = 2048;
+
 /// A running proxy.
 pub struct Proxy {
     listeners: Vec<SocketAddr>,
@@ -60,6 +63,10 @@ impl Proxy {
             },
             initial_difficulty: config.vardiff.initial,
             max_line_bytes: config.limits.max_line_bytes,
+            max_outbox_bytes: config
+                .limits
+                .send_queue
+                .saturating_mul(SEND_QUEUE_ENTRY_BYTES),
             handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs),
             write_timeout: Duration::from_secs(10),
             drain_grace: Duration::from_secs(5),

@@ -71,6 +71,12 @@ pub struct BenchArgs {
     /// Seconds between new jobs from the embedded pool (0: none during the run).
     #[arg(long, default_value_t = 5.0)]
     pub jobs_every: f64,
+    /// Fraction of shares that also meet the pool's target and go upstream (spawn mode; the
+    /// pool difficulty is set so random shares meet it with this probability). 1: every
+    /// share is forwarded, the worst case; a real farm forwards roughly 1 in N for N miners
+    /// per upstream connection.
+    #[arg(long, default_value_t = 1.0)]
+    pub upstream_fraction: f64,
     /// Print the report as one JSON line.
     #[arg(long)]
     pub json: bool,
@@ -93,6 +99,12 @@ impl BenchArgs {
                 bail!("{name} must be a positive number");
             }
         }
+        if !(self.upstream_fraction > 0.0 && self.upstream_fraction <= 1.0) {
+            bail!("--upstream-fraction must be in (0, 1]");
+        }
+        if self.upstream_fraction < 1.0 && (self.direct || self.proxy.is_some()) {
+            bail!("--upstream-fraction applies to the default spawn mode only");
+        }
         if !(self.jobs_every.is_finite() && self.jobs_every >= 0.0) {
             bail!("--jobs-every must be zero or positive");
         }
@@ -105,6 +117,16 @@ impl BenchArgs {
             );
         }
         Ok(())
+    }
+}
+
+/// The pool difficulty that a uniformly random hash meets with probability `fraction`:
+/// P(hash ≤ diff1 / d) = 0xffff·2^208 / (d·2^256), so d = 0xffff / (2^48 · fraction).
+fn pool_difficulty(fraction: f64) -> f64 {
+    if fraction >= 1.0 {
+        TINY_DIFFICULTY
+    } else {
+        65_535.0 / (2f64.powi(48) * fraction)
     }
 }
 
@@ -161,7 +183,7 @@ pub async fn run(args: BenchArgs) -> Result<Report> {
         Some(_) => None,
         None => Some(
             TestPool::start(TestPoolConfig {
-                difficulty: TINY_DIFFICULTY,
+                difficulty: pool_difficulty(args.upstream_fraction),
                 // Jobs come from the bench loop, so their send times fall in the load phase.
                 job_interval: Duration::from_secs(86_400),
                 block_interval: Duration::from_secs(86_400),

@@ -201,7 +201,8 @@ pub enum WorkerIdentity {
 pub struct Limits {
     /// Longest SV1 line accepted from a miner, in bytes.
     pub max_line_bytes: usize,
-    /// Messages queued to one miner before it is considered stuck and dropped.
+    /// Messages that may wait for one miner (counted as 2 KiB each: its send buffer is capped
+    /// at `send_queue × 2 KiB`); a miner that lets more pile up is not reading and is dropped.
     pub send_queue: usize,
     /// Most simultaneous miner connections.
     pub max_connections: usize,

@@ -3,6 +3,10 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+mod reject;
+
+pub use reject::{RejectCounts, RejectReason};
+
 /// An `f64` accumulator on an `AtomicU64` (compare-and-swap on the bit pattern). Used for
 /// accepted difficulty, which is fractional when difficulties are below 1.
 #[derive(Debug, Default)]
@@ -48,6 +52,8 @@ pub struct ShareCounters {
     pub accepted_difficulty: AtomicF64,
     /// Blocks found.
     pub blocks: AtomicU64,
+    /// Rejected and lost shares by reason.
+    pub reasons: RejectCounts,
 }
 
 impl ShareCounters {
@@ -58,13 +64,15 @@ impl ShareCounters {
     }
 
     /// Counts a rejected share.
-    pub fn reject(&self) {
+    pub fn reject(&self, reason: RejectReason) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
+        self.reasons.add(reason);
     }
 
     /// Counts a share lost in flight.
     pub fn lose(&self) {
         self.lost.fetch_add(1, Ordering::Relaxed);
+        self.reasons.add(RejectReason::Lost);
     }
 
     /// A plain snapshot.

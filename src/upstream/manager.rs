@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -24,6 +23,7 @@ use super::extranonce::PrefixAllocator;
 use super::router::{MinerLoad, PoolId, Router};
 use crate::config::Config;
 use crate::downstream::listener::ConnId;
+use crate::downstream::mailbox::MailboxSender;
 use crate::downstream::registry::MinerShared;
 
 /// A miner's place: a connection and an extranonce prefix on it.
@@ -87,7 +87,7 @@ struct MinerEntry {
     pool: PoolId,
     conn: usize,
     slot: u32,
-    control: mpsc::Sender<Control>,
+    control: MailboxSender,
     shared: Arc<MinerShared>,
     credited: f64,
     hashrate: f64,
@@ -224,7 +224,7 @@ impl PoolManager {
     pub fn assign(
         &self,
         id: ConnId,
-        control: mpsc::Sender<Control>,
+        control: MailboxSender,
         shared: Arc<MinerShared>,
     ) -> Option<Assignment> {
         let mut inner = self.lock();
@@ -440,7 +440,7 @@ impl PoolManager {
         let Some(m) = inner.miners.get_mut(&key) else {
             return;
         };
-        if m.control.try_send(Control::Reassign(assignment)).is_err() {
+        if m.control.send(Control::Reassign(assignment)).is_err() {
             // The session is gone or stuck; give the slot back and leave it be.
             if let Some(c) = inner.pools.get_mut(to).and_then(|p| p.conns.get_mut(conn)) {
                 c.alloc.release(slot);

@@ -33,7 +33,7 @@ use super::connection::{
 };
 use super::work::{UpstreamJob, WorkState, next_session};
 use crate::config::WorkerIdentity;
-use crate::telemetry::ShareCounters;
+use crate::telemetry::{RejectReason, ShareCounters};
 
 /// Starts a connection task; it runs until `shutdown`.
 pub fn spawn(
@@ -362,11 +362,11 @@ impl Task {
                         SubmitOutcome::Accepted
                     }
                     (_, Some(e)) => {
-                        self.counters.reject();
+                        self.counters.reject(RejectReason::from_sv1_code(e.code));
                         SubmitOutcome::Rejected(e)
                     }
                     (_, None) => {
-                        self.counters.reject();
+                        self.counters.reject(RejectReason::Other);
                         SubmitOutcome::Rejected(StratumError::with_message(
                             hashshift_protocol::sv1::ErrorCode::Other,
                             "rejected by pool",

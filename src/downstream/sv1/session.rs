@@ -1,78 +1,100 @@
-//! One Stratum V1 miner: handshake, work, share validation, vardiff, moves between pools.
+//! The state of one SV1 miner and its synchronous event handlers.
 //!
-//! The session task owns everything about its miner and writes to its socket itself, so the
-//! order of what the miner sees is the order the task decided it in: `mining.set_difficulty`
-//! always precedes the `mining.notify` it applies to. Work arrives through the upstream
-//! connection's `watch` (latest wins); the `mining.notify` line is encoded once per upstream
-//! job and the same bytes are written to every miner.
-//!
-//! Shares are validated here against the miner's own target; those that also meet the
-//! pool's target go up and the miner's answer waits for the pool's verdict, so an upstream
-//! reject is never turned into an "accepted".
+//! Handlers take an event (a line, new work, a verdict, a tick) and append what the miner
+//! must see to the [`Outbox`]; none of them awaits, so one event is handled completely before
+//! the next and the order of output is the order of decisions. Shares are validated here
+//! against the miner's own target; those that also meet the pool's target go up, and the
+//! miner's answer waits for the pool's verdict, so an upstream reject is never turned into
+//! an "accepted".
 
 use std::collections::{HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use hashshift_protocol::share::{
     Job, Rejection, ShareValidator, Submission, SubmittedVersion, Target, ValidatorConfig,
 };
 use hashshift_protocol::sv1::{
     ClientMessage, ClientRequest, ConfigureResult, ErrorCode, ExtensionResult, Id, Response,
-    ServerCodec, ServerMessage, ServerNotification, SetExtranonce, StratumError, Submit,
-    SubscribeResult, Sv1Error, Sv1Message,
+    ServerMessage, ServerNotification, SetExtranonce, StratumError, Submit, SubscribeResult,
+    Sv1Error, Sv1Message,
 };
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::WriteHalf;
-use tokio::sync::{mpsc, oneshot, watch};
-use tokio_util::codec::FramedRead;
+use tokio::sync::{oneshot, watch};
 use tracing::{debug, info, warn};
 
-use super::listener::Accepted;
-use super::registry::MinerShared;
-use super::vardiff::{Vardiff, VardiffSettings};
+use super::SessionSettings;
+use crate::downstream::mailbox::MailboxSender;
+use crate::downstream::outbox::{Outbox, Overflow};
+use crate::downstream::registry::MinerShared;
+use crate::downstream::vardiff::Vardiff;
+use crate::telemetry::RejectReason;
 use crate::upstream::connection::{SubmitOutcome, UpstreamSubmit};
 use crate::upstream::extranonce::MinerExtranonce;
-use crate::upstream::manager::{Assignment, Control, PoolManager};
+use crate::upstream::manager::{Assignment, PoolManager};
 use crate::upstream::work::{UpstreamJob, WorkState};
-
-/// Settings every SV1 session shares.
-#[derive(Clone, Debug)]
-pub struct SessionSettings {
-    /// Vardiff bounds and rate.
-    pub vardiff: VardiffSettings,
-    /// Starting difficulty.
-    pub initial_difficulty: f64,
-    /// Longest line accepted.
-    pub max_line_bytes: usize,
-    /// Time to subscribe and authorize.
-    pub handshake_timeout: Duration,
-    /// A write that cannot complete in this time means the miner stopped reading.
-    pub write_timeout: Duration,
-    /// How long shutdown waits for shares in flight.
-    pub drain_grace: Duration,
-}
 
 /// Consecutive bad lines or rejected shares after which a miner is dropped.
 const MAX_CONSECUTIVE_ERRORS: u32 = 500;
 /// Jobs a miner may still submit to (older ones are stale).
 const JOBS_KEPT: usize = 8;
+/// Worker names one connection may authorize.
+const MAX_WORKERS: usize = 16;
 
-type Pending =
-    std::pin::Pin<Box<dyn std::future::Future<Output = (Id, SubmitOutcome, f64)> + Send>>;
+/// A share sent to the pool, waiting for its verdict.
+pub(super) struct PendingShare {
+    id: Option<Id>,
+    credited: f64,
+    reply: oneshot::Receiver<SubmitOutcome>,
+}
+
+/// A pool's verdict on one forwarded share.
+pub(super) struct Verdict {
+    id: Id,
+    outcome: SubmitOutcome,
+    credited: f64,
+}
+
+impl Future for PendingShare {
+    type Output = Verdict;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Verdict> {
+        let outcome = match Pin::new(&mut self.reply).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(r) => r.unwrap_or(SubmitOutcome::Lost("pool connection ended")),
+        };
+        Poll::Ready(Verdict {
+            id: self.id.take().unwrap_or(Id::Null),
+            outcome,
+            credited: self.credited,
+        })
+    }
+}
+
+/// Waits for new work on the miner's connection (forever when it has none).
+pub(super) async fn work_changed(
+    work: &mut Option<watch::Receiver<Arc<WorkState>>>,
+) -> Result<(), watch::error::RecvError> {
+    match work.as_mut() {
+        Some(w) => w.changed().await,
+        None => std::future::pending().await,
+    }
+}
 
 /// Why a session ended, for the log line.
 #[derive(Debug, thiserror::Error)]
-enum End {
+pub(super) enum End {
     #[error("miner closed the connection")]
     Closed,
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
-    #[error("miner stopped reading (write timed out)")]
+    #[error("miner stopped reading (nothing written for the write timeout)")]
     Stuck,
+    #[error(transparent)]
+    Overflow(#[from] Overflow),
     #[error("line longer than {0} bytes")]
     LineTooLong(usize),
     #[error("too many consecutive errors")]
@@ -87,6 +109,16 @@ enum End {
     Kicked,
     #[error("proxy shutting down")]
     Shutdown,
+}
+
+impl End {
+    /// Whether verdicts of shares in flight can still reach the miner.
+    pub(super) fn relays_pending(&self) -> bool {
+        !matches!(
+            self,
+            End::Closed | End::Io(_) | End::Stuck | End::Overflow(_)
+        )
+    }
 }
 
 /// A miner's extranonces on one upstream session.
@@ -111,13 +143,13 @@ impl Layout {
     }
 }
 
-struct Session<'a> {
-    settings: &'a SessionSettings,
+/// One miner's state.
+pub(super) struct Session {
+    settings: Arc<SessionSettings>,
     shared: Arc<MinerShared>,
-    writer: WriteHalf<'a>,
-    scratch: BytesMut,
     assignment: Option<Assignment>,
-    work: Option<watch::Receiver<Arc<WorkState>>>,
+    /// The current pool connection's work (read by the I/O loop for change notifications).
+    pub(super) work: Option<watch::Receiver<Arc<WorkState>>>,
     layout: Option<Layout>,
     subscribed: bool,
     extranonce_subscribed: bool,
@@ -128,132 +160,59 @@ struct Session<'a> {
     jobs: VecDeque<(u32, Arc<UpstreamJob>)>,
     vardiff: Vardiff,
     sent_difficulty: Option<f64>,
-    pending: FuturesUnordered<Pending>,
+    /// Shares forwarded to the pool, waiting for its verdict.
+    pub(super) pending: FuturesUnordered<PendingShare>,
     consecutive_errors: u32,
 }
 
-/// Runs one miner connection to its end.
-pub async fn serve(
-    mut accepted: Accepted,
-    settings: Arc<SessionSettings>,
-    manager: Arc<PoolManager>,
-) {
-    let shared = Arc::new(MinerShared::new(accepted.id, accepted.peer));
-    let (control_tx, mut control_rx) = mpsc::channel(4);
-    let (read, writer) = accepted.stream.split();
-    // A small initial buffer: an idle miner should cost little memory; it grows if needed.
-    let mut reader = FramedRead::with_capacity(
-        read,
-        ServerCodec::with_max_line_len(settings.max_line_bytes),
-        256,
-    );
-    let now = Instant::now();
-    let mut s = Session {
-        settings: &settings,
-        shared: shared.clone(),
-        writer,
-        scratch: BytesMut::new(),
-        assignment: None,
-        work: None,
-        layout: None,
-        subscribed: false,
-        extranonce_subscribed: false,
-        workers: HashSet::new(),
-        requested_mask: None,
-        granted_mask: 0,
-        validator: ShareValidator::new(
+impl Session {
+    pub(super) fn new(settings: Arc<SessionSettings>, shared: Arc<MinerShared>) -> Self {
+        let validator = ShareValidator::new(
             ValidatorConfig {
                 max_jobs: JOBS_KEPT,
                 ..ValidatorConfig::default()
             },
             Vec::new(),
             Target::from_difficulty(settings.initial_difficulty).unwrap_or(Target::DIFF1),
-        ),
-        jobs: VecDeque::new(),
-        vardiff: Vardiff::new(settings.vardiff, settings.initial_difficulty, now),
-        sent_difficulty: None,
-        pending: FuturesUnordered::new(),
-        consecutive_errors: 0,
-    };
-    let handshake_deadline = tokio::time::Instant::now() + settings.handshake_timeout;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-
-    let end: End = loop {
-        let ready = s.is_working();
-        tokio::select! {
-            _ = accepted.shutdown.cancelled() => break End::Shutdown,
-            _ = tokio::time::sleep_until(handshake_deadline), if !ready => break End::HandshakeTimeout,
-            control = control_rx.recv() => match control {
-                Some(Control::Reassign(a)) => {
-                    if let Err(end) = s.reassign(a).await { break end; }
-                }
-                Some(Control::Kick) | None => break End::Kicked,
-            },
-            changed = async { match s.work.as_mut() { Some(w) => w.changed().await, None => std::future::pending().await } } => {
-                if changed.is_err() {
-                    // The connection task ended (shutdown): nothing more will come.
-                    s.work = None;
-                    continue;
-                }
-                if let Err(end) = s.on_work().await { break end; }
-            }
-            Some((id, outcome, credited)) = s.pending.next(), if !s.pending.is_empty() => {
-                if let Err(end) = s.on_upstream_verdict(id, outcome, credited).await { break end; }
-            }
-            line = reader.next() => {
-                let message = match line {
-                    None => break End::Closed,
-                    Some(Err(e)) => break End::Io(e),
-                    Some(Ok(Err(Sv1Error::LineTooLong { max }))) => break End::LineTooLong(max),
-                    Some(Ok(Err(e))) => {
-                        warn!(error = %e, "bad line from miner");
-                        if let Some(id) = e.request_id().cloned() {
-                            let err = StratumError::with_message(ErrorCode::Other, e.to_string());
-                            if let Err(end) = s.send(&ServerMessage::Response(Response::error(id, err))).await { break end; }
-                        }
-                        if s.count_error() { break End::TooManyErrors; }
-                        continue;
-                    }
-                    Some(Ok(Ok(m))) => m,
-                };
-                if let Err(end) = s.on_message(message, &manager, &control_tx).await { break end; }
-            }
-            _ = tick.tick() => {
-                if let Err(end) = s.on_tick().await { break end; }
-            }
-        }
-    };
-
-    // Shares already sent to the pool still get their verdict relayed, within a grace period.
-    if !s.pending.is_empty() && !matches!(end, End::Closed | End::Io(_) | End::Stuck) {
-        let grace = tokio::time::sleep(settings.drain_grace);
-        tokio::pin!(grace);
-        loop {
-            tokio::select! {
-                _ = &mut grace => break,
-                next = s.pending.next() => match next {
-                    Some((id, outcome, credited)) => { if s.on_upstream_verdict(id, outcome, credited).await.is_err() { break; } }
-                    None => break,
-                },
-            }
+        );
+        let vardiff = Vardiff::new(
+            settings.vardiff,
+            settings.initial_difficulty,
+            Instant::now(),
+        );
+        Session {
+            settings,
+            shared,
+            assignment: None,
+            work: None,
+            layout: None,
+            subscribed: false,
+            extranonce_subscribed: false,
+            workers: HashSet::new(),
+            requested_mask: None,
+            granted_mask: 0,
+            validator,
+            jobs: VecDeque::new(),
+            vardiff,
+            sent_difficulty: None,
+            pending: FuturesUnordered::new(),
+            consecutive_errors: 0,
         }
     }
-    manager.release(shared.id);
-    let snapshot = shared.counters.snapshot();
-    match end {
-        End::Closed | End::Shutdown | End::Reconnected => {
-            info!(reason = %end, accepted = snapshot.accepted, rejected = snapshot.rejected, "miner disconnected")
-        }
-        _ => {
-            warn!(reason = %end, accepted = snapshot.accepted, rejected = snapshot.rejected, "miner dropped")
-        }
-    }
-}
 
-impl Session<'_> {
-    fn is_working(&self) -> bool {
+    /// Subscribed and authorized: jobs flow.
+    pub(super) fn is_working(&self) -> bool {
         self.subscribed && !self.workers.is_empty()
+    }
+
+    /// Has a place on a pool connection.
+    pub(super) fn is_assigned(&self) -> bool {
+        self.assignment.is_some()
+    }
+
+    /// The connection's work channel closed (proxy shutting down).
+    pub(super) fn drop_work(&mut self) {
+        self.work = None;
     }
 
     fn count_error(&mut self) -> bool {
@@ -261,26 +220,17 @@ impl Session<'_> {
         self.consecutive_errors >= MAX_CONSECUTIVE_ERRORS
     }
 
-    async fn write(&mut self, bytes: &[u8]) -> Result<(), End> {
-        match tokio::time::timeout(self.settings.write_timeout, self.writer.write_all(bytes)).await
-        {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(End::Io(e)),
-            Err(_) => Err(End::Stuck),
+    fn send(&mut self, out: &mut Outbox, message: &ServerMessage) -> Result<(), End> {
+        if let Err(error) = message.encode_line(out.buf_mut()) {
+            // Encoding owned values into memory does not fail in practice; say so if it does.
+            warn!(%error, "cannot encode a message for the miner");
         }
+        Ok(out.check()?)
     }
 
-    async fn send(&mut self, message: &ServerMessage) -> Result<(), End> {
-        self.scratch.clear();
-        if message.encode_line(&mut self.scratch).is_err() {
-            return Ok(());
-        }
-        let line = self.scratch.split().freeze();
-        self.write(&line).await
-    }
-
-    async fn reply(
+    fn reply(
         &mut self,
+        out: &mut Outbox,
         id: Id,
         result: Result<serde_json::Value, StratumError>,
     ) -> Result<(), End> {
@@ -288,14 +238,31 @@ impl Session<'_> {
             Ok(v) => Response::ok(id, v),
             Err(e) => Response::error(id, e),
         };
-        self.send(&ServerMessage::Response(response)).await
+        self.send(out, &ServerMessage::Response(response))
+    }
+
+    fn reply_true(&mut self, out: &mut Outbox, id: Id) -> Result<(), End> {
+        self.reply(out, id, Ok(serde_json::Value::Bool(true)))
+    }
+
+    /// A line that did not decode: an error reply where it had an id.
+    pub(super) fn on_bad_line(&mut self, e: &Sv1Error, out: &mut Outbox) -> Result<(), End> {
+        warn!(error = %e, "bad line from miner");
+        if let Some(id) = e.request_id().cloned() {
+            let err = StratumError::with_message(ErrorCode::Other, e.to_string());
+            self.reply(out, id, Err(err))?;
+        }
+        if self.count_error() {
+            return Err(End::TooManyErrors);
+        }
+        Ok(())
     }
 
     /// Takes a place on a pool, waiting briefly if none is ready (pools still connecting).
-    async fn ensure_assigned(
+    pub(super) async fn ensure_assigned(
         &mut self,
         manager: &PoolManager,
-        control: &mpsc::Sender<Control>,
+        control: &MailboxSender,
     ) -> Result<(), End> {
         if self.assignment.is_some() {
             return Ok(());
@@ -329,11 +296,12 @@ impl Session<'_> {
         self.work.as_ref().map(|w| w.borrow().clone())
     }
 
-    async fn on_message(
+    /// One request from the miner. Configure and subscribe expect [`Session::ensure_assigned`]
+    /// to have run.
+    pub(super) fn on_message(
         &mut self,
         message: ClientMessage,
-        manager: &PoolManager,
-        control: &mpsc::Sender<Control>,
+        out: &mut Outbox,
     ) -> Result<(), End> {
         let (id, request) = match message {
             ClientMessage::Request { id, request } => (id, request),
@@ -344,7 +312,6 @@ impl Session<'_> {
         };
         match request {
             ClientRequest::Configure(c) => {
-                self.ensure_assigned(manager, control).await?;
                 let upstream_mask = self.current_work().map_or(0, |w| w.version_mask);
                 let mut result = ConfigureResult::default();
                 if c.has_extension("version-rolling") {
@@ -369,10 +336,9 @@ impl Session<'_> {
                     self.set_extranonce_subscribed();
                     result.subscribe_extranonce = Some(ExtensionResult::Accepted);
                 }
-                self.reply(id, Ok(result.to_result())).await
+                self.reply(out, id, Ok(result.to_result()))
             }
             ClientRequest::Subscribe(_) => {
-                self.ensure_assigned(manager, control).await?;
                 let (Some(work), Some(a)) = (self.current_work(), self.assignment.clone()) else {
                     return Err(End::NoPool);
                 };
@@ -395,35 +361,35 @@ impl Session<'_> {
                 );
                 self.layout = Some(layout);
                 self.subscribed = true;
-                self.reply(id, Ok(result.to_result())).await?;
-                self.maybe_start().await
+                self.reply(out, id, Ok(result.to_result()))?;
+                self.maybe_start(out)
             }
             ClientRequest::Authorize(auth) => {
-                if self.workers.len() < 16 {
+                if self.workers.len() < MAX_WORKERS {
                     if self.workers.is_empty() {
                         tracing::Span::current().record("worker", auth.user.as_str());
                         self.shared.set_worker(&auth.user);
                     }
                     self.workers.insert(auth.user);
                 }
-                self.reply(id, Ok(serde_json::Value::Bool(true))).await?;
-                self.maybe_start().await
+                self.reply_true(out, id)?;
+                self.maybe_start(out)
             }
             ClientRequest::ExtranonceSubscribe => {
                 self.set_extranonce_subscribed();
-                self.reply(id, Ok(serde_json::Value::Bool(true))).await
+                self.reply_true(out, id)
             }
             ClientRequest::SuggestDifficulty(d) => {
                 let changed = self.vardiff.suggest(d, Instant::now());
                 if !id.is_null() {
-                    self.reply(id, Ok(serde_json::Value::Bool(true))).await?;
+                    self.reply_true(out, id)?;
                 }
                 if changed.is_some() && self.sent_difficulty.is_some() {
-                    self.retarget().await?;
+                    self.retarget(out)?;
                 }
                 Ok(())
             }
-            ClientRequest::Submit(submit) => self.on_submit(id, submit).await,
+            ClientRequest::Submit(submit) => self.on_submit(id, submit, out),
             other => {
                 debug!(method = other.method(), "unsupported method");
                 if id.is_null() {
@@ -433,7 +399,7 @@ impl Session<'_> {
                     ErrorCode::Other,
                     format!("unsupported method {}", other.method()),
                 );
-                self.reply(id, Err(err)).await
+                self.reply(out, id, Err(err))
             }
         }
     }
@@ -444,31 +410,27 @@ impl Session<'_> {
     }
 
     /// Starts sending work once subscribed and authorized.
-    async fn maybe_start(&mut self) -> Result<(), End> {
+    fn maybe_start(&mut self, out: &mut Outbox) -> Result<(), End> {
         if self.is_working() && self.sent_difficulty.is_none() {
-            self.send_current_job(true).await?;
+            self.send_current_job(out, true)?;
         }
         Ok(())
     }
 
     /// Sends difficulty (if changed) then the newest job.
-    async fn send_current_job(&mut self, clean: bool) -> Result<(), End> {
-        let Some(work) = self.current_work() else {
+    fn send_current_job(&mut self, out: &mut Outbox, clean: bool) -> Result<(), End> {
+        let Some(job) = self.current_work().and_then(|w| w.job.clone()) else {
             return Ok(());
         };
-        let Some(job) = work.job.clone() else {
-            return Ok(());
-        };
-        self.send_difficulty_if_changed().await?;
-        let line = if clean == job.clean && !self.jobs.iter().any(|(id, _)| *id == job.id) {
+        self.send_difficulty_if_changed(out)?;
+        if clean == job.clean && !self.jobs.iter().any(|(id, _)| *id == job.id) {
             self.add_job(job.id, &job, clean);
-            job.notify_line.clone()
+            Ok(out.push(&job.notify_line)?)
         } else {
             let (id, line) = job.reissue(clean);
             self.add_job(id, &job, clean);
-            line
-        };
-        self.write(&line).await
+            Ok(out.push(&line)?)
+        }
     }
 
     fn add_job(&mut self, id: u32, job: &Arc<UpstreamJob>, clean: bool) {
@@ -489,59 +451,60 @@ impl Session<'_> {
         }
     }
 
-    async fn send_difficulty_if_changed(&mut self) -> Result<(), End> {
+    fn send_difficulty_if_changed(&mut self, out: &mut Outbox) -> Result<(), End> {
         let d = self.vardiff.difficulty();
         if self.sent_difficulty != Some(d) {
             self.validator
                 .set_miner_target(Target::from_difficulty(d).unwrap_or(Target::DIFF1));
             self.shared.difficulty.set(d);
             self.sent_difficulty = Some(d);
-            self.send(&ServerMessage::notification(
-                ServerNotification::SetDifficulty(d),
-            ))
-            .await?;
+            self.send(
+                out,
+                &ServerMessage::notification(ServerNotification::SetDifficulty(d)),
+            )?;
         }
         Ok(())
     }
 
     /// A new difficulty: announce it and re-issue the current job under a new id, so the
     /// miner's next shares are judged at the new target and older ones at the old one.
-    async fn retarget(&mut self) -> Result<(), End> {
+    fn retarget(&mut self, out: &mut Outbox) -> Result<(), End> {
         if !self.is_working() {
             return Ok(());
         }
-        self.send_difficulty_if_changed().await?;
+        self.send_difficulty_if_changed(out)?;
         let Some(job) = self.current_work().and_then(|w| w.job.clone()) else {
             return Ok(());
         };
         let (id, line) = job.reissue(false);
         self.add_job(id, &job, false);
-        self.write(&line).await
+        Ok(out.push(&line)?)
     }
 
-    async fn on_work(&mut self) -> Result<(), End> {
+    /// The pool connection published new work.
+    pub(super) fn on_work(&mut self, out: &mut Outbox) -> Result<(), End> {
         let Some(work) = self.work.as_mut().map(|w| w.borrow_and_update().clone()) else {
             return Ok(());
         };
-        if let Some(layout) = &self.layout {
-            if layout.session != work.session {
-                // The pool gave this connection a new extranonce1 (reconnect or
-                // mining.set_extranonce): this miner's extranonce must change too.
-                if work.extranonce2_size == 0 {
-                    return Ok(()); // not subscribed yet upstream; wait
-                }
-                return self.change_extranonce(&work).await;
+        if let Some(layout) = &self.layout
+            && layout.session != work.session
+        {
+            // The pool gave this connection a new extranonce1 (reconnect or
+            // mining.set_extranonce): this miner's extranonce must change too.
+            if work.extranonce2_size == 0 {
+                return Ok(()); // not subscribed yet upstream; wait
             }
+            return self.change_extranonce(&work, out);
         }
-        if work.version_mask & self.granted_mask != self.granted_mask {
-            if let Some(requested) = self.requested_mask {
-                self.granted_mask = requested & work.version_mask;
-                self.validator.set_version_rolling_mask(self.granted_mask);
-                self.send(&ServerMessage::notification(
-                    ServerNotification::SetVersionMask(self.granted_mask),
-                ))
-                .await?;
-            }
+        if work.version_mask & self.granted_mask != self.granted_mask
+            && let Some(requested) = self.requested_mask
+        {
+            self.granted_mask = requested & work.version_mask;
+            self.validator.set_version_rolling_mask(self.granted_mask);
+            self.send(
+                out,
+                &ServerMessage::notification(ServerNotification::SetVersionMask(self.granted_mask)),
+            )?;
         }
         if !self.is_working() || self.sent_difficulty.is_none() {
             return Ok(());
@@ -552,12 +515,12 @@ impl Session<'_> {
         if self.jobs.back().is_some_and(|(_, j)| Arc::ptr_eq(j, &job)) {
             return Ok(());
         }
-        self.send_current_job(job.clean).await
+        self.send_current_job(out, job.clean)
     }
 
     /// Applies a new extranonce: `mining.set_extranonce` for miners that subscribed to it,
     /// `client.reconnect` (back to this proxy) for the rest.
-    async fn change_extranonce(&mut self, work: &WorkState) -> Result<(), End> {
+    fn change_extranonce(&mut self, work: &WorkState, out: &mut Outbox) -> Result<(), End> {
         let Some(a) = self.assignment.clone() else {
             return Ok(());
         };
@@ -569,10 +532,10 @@ impl Session<'_> {
             return Ok(());
         }
         if !self.extranonce_subscribed {
-            self.send(&ServerMessage::notification(ServerNotification::Reconnect(
-                Default::default(),
-            )))
-            .await?;
+            self.send(
+                out,
+                &ServerMessage::notification(ServerNotification::Reconnect(Default::default())),
+            )?;
             return Err(End::Reconnected);
         }
         self.validator
@@ -586,20 +549,21 @@ impl Session<'_> {
             extranonce2_size: layout.extranonce.extranonce2_size,
         };
         self.layout = Some(layout);
-        self.send(&ServerMessage::notification(
-            ServerNotification::SetExtranonce(set),
-        ))
-        .await?;
+        self.send(
+            out,
+            &ServerMessage::notification(ServerNotification::SetExtranonce(set)),
+        )?;
         // Re-send difficulty with the first job of the new session, as firmware expects.
         self.sent_difficulty = None;
         if self.is_working() {
-            self.send_current_job(true).await
+            self.send_current_job(out, true)
         } else {
             Ok(())
         }
     }
 
-    async fn reassign(&mut self, a: Assignment) -> Result<(), End> {
+    /// The manager moved this miner to another connection.
+    pub(super) fn reassign(&mut self, a: Assignment) {
         let mut work = a.conn.work.clone();
         work.mark_changed();
         self.assignment = Some(a);
@@ -608,25 +572,31 @@ impl Session<'_> {
         if let Some(layout) = self.layout.as_mut() {
             layout.session = 0;
         }
-        Ok(())
     }
 
-    async fn on_submit(&mut self, id: Id, submit: Submit) -> Result<(), End> {
+    fn reject(
+        &mut self,
+        out: &mut Outbox,
+        id: Id,
+        reason: RejectReason,
+        error: StratumError,
+    ) -> Result<(), End> {
+        self.shared.counters.reject(reason);
+        self.reply(out, id, Err(error))
+    }
+
+    fn on_submit(&mut self, id: Id, submit: Submit, out: &mut Outbox) -> Result<(), End> {
         if !self.subscribed {
-            return self
-                .reply(id, Err(StratumError::new(ErrorCode::NotSubscribed)))
-                .await;
+            let e = StratumError::new(ErrorCode::NotSubscribed);
+            return self.reject(out, id, RejectReason::NotSubscribed, e);
         }
         if !self.workers.contains(&submit.worker) {
-            return self
-                .reply(id, Err(StratumError::new(ErrorCode::UnauthorizedWorker)))
-                .await;
+            let e = StratumError::new(ErrorCode::UnauthorizedWorker);
+            return self.reject(out, id, RejectReason::Unauthorized, e);
         }
         let Ok(job_id) = u32::from_str_radix(&submit.job_id, 16) else {
-            self.shared.counters.reject();
-            return self
-                .reply(id, Err(StratumError::new(ErrorCode::JobNotFound)))
-                .await;
+            let e = StratumError::new(ErrorCode::JobNotFound);
+            return self.reject(out, id, RejectReason::UnknownJob, e);
         };
         let version = match submit.version_bits {
             Some(bits) => SubmittedVersion::RolledBits(bits),
@@ -642,7 +612,6 @@ impl Session<'_> {
         let accepted = match self.validator.validate(&share) {
             Ok(a) => a,
             Err(rejection) => {
-                self.shared.counters.reject();
                 debug!(%rejection, "share rejected");
                 let err = StratumError {
                     code: i64::from(rejection.sv1_code()),
@@ -650,7 +619,7 @@ impl Session<'_> {
                 };
                 let too_many =
                     !matches!(rejection, Rejection::StaleJob { .. }) && self.count_error();
-                self.reply(id, Err(err)).await?;
+                self.reject(out, id, RejectReason::from(&rejection), err)?;
                 return if too_many {
                     Err(End::TooManyErrors)
                 } else {
@@ -669,8 +638,8 @@ impl Session<'_> {
         let (Some(job), Some(a), Some(layout)) =
             (upstream, self.assignment.as_ref(), self.layout.as_ref())
         else {
-            self.accept(credited);
-            return self.reply(id, Ok(serde_json::Value::Bool(true))).await;
+            self.reply_true(out, id)?;
+            return self.accept(credited, out);
         };
         if accepted.is_block {
             let mut shown = accepted.hash;
@@ -696,57 +665,55 @@ impl Session<'_> {
         };
         // The pool connection has a deep queue; if even that is full the pool is not keeping
         // up and the share is reported lost rather than blocking this miner.
-        if let Err(e) = a.conn.submit.try_send(up) {
-            let (tokio::sync::mpsc::error::TrySendError::Full(up)
-            | tokio::sync::mpsc::error::TrySendError::Closed(up)) = e;
-            drop(up);
+        if a.conn.submit.try_send(up).is_err() {
             self.shared.counters.lose();
             let err = StratumError::with_message(ErrorCode::Other, "pool connection unavailable");
-            return self.reply(id, Err(err)).await;
+            return self.reply(out, id, Err(err));
         }
-        self.pending.push(Box::pin(async move {
-            let outcome = reply_rx
-                .await
-                .unwrap_or(SubmitOutcome::Lost("pool connection ended"));
-            (id, outcome, credited)
-        }));
+        self.pending.push(PendingShare {
+            id: Some(id),
+            credited,
+            reply: reply_rx,
+        });
         Ok(())
     }
 
-    fn accept(&mut self, credited: f64) {
+    /// Credits an accepted share; vardiff may retarget at once (a flooding miner).
+    fn accept(&mut self, credited: f64, out: &mut Outbox) -> Result<(), End> {
         self.shared.counters.accept(credited);
         self.shared.touch();
         self.vardiff.on_share(credited);
+        self.on_tick(out)
     }
 
-    async fn on_upstream_verdict(
-        &mut self,
-        id: Id,
-        outcome: SubmitOutcome,
-        credited: f64,
-    ) -> Result<(), End> {
-        match outcome {
+    /// Relays the pool's verdict on a forwarded share.
+    pub(super) fn on_upstream_verdict(&mut self, v: Verdict, out: &mut Outbox) -> Result<(), End> {
+        match v.outcome {
             SubmitOutcome::Accepted => {
-                self.accept(credited);
-                self.reply(id, Ok(serde_json::Value::Bool(true))).await
+                // The answer goes first: a retarget's set_difficulty applies to later shares.
+                self.reply_true(out, v.id)?;
+                self.accept(v.credited, out)
             }
             SubmitOutcome::Rejected(e) => {
-                self.shared.counters.reject();
                 debug!(code = e.code, message = %e.message, "pool rejected share");
-                self.reply(id, Err(e)).await
+                self.reject(out, v.id, RejectReason::from_sv1_code(e.code), e)
             }
             SubmitOutcome::Lost(why) => {
                 self.shared.counters.lose();
                 warn!(why, "share lost upstream");
-                self.reply(id, Err(StratumError::with_message(ErrorCode::Other, why)))
-                    .await
+                self.reply(
+                    out,
+                    v.id,
+                    Err(StratumError::with_message(ErrorCode::Other, why)),
+                )
             }
         }
     }
 
-    async fn on_tick(&mut self) -> Result<(), End> {
+    /// Periodic (and per-share) vardiff check.
+    pub(super) fn on_tick(&mut self, out: &mut Outbox) -> Result<(), End> {
         if self.sent_difficulty.is_some() && self.vardiff.poll(Instant::now()).is_some() {
-            self.retarget().await?;
+            self.retarget(out)?;
         }
         Ok(())
     }

@@ -1,0 +1,121 @@
+//! The pool manager's commands to one miner session: a latest-wins mailbox.
+//!
+//! A session only ever needs the newest command (a newer reassignment supersedes an older
+//! one; a kick supersedes everything), so one slot and a `Notify` do the job of a channel at
+//! a fraction of its memory: a tokio `mpsc` allocates a block of 32 slots per channel, which
+//! at 10k idle miners is tens of megabytes for messages that almost never come.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::Notify;
+
+use crate::upstream::manager::Control;
+
+#[derive(Debug, Default)]
+struct Slot {
+    next: Mutex<SlotState>,
+    notify: Notify,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    command: Option<Control>,
+    closed: bool,
+}
+
+/// The manager's side; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct MailboxSender(Arc<Slot>);
+
+/// The session's side. Dropping it closes the mailbox.
+#[derive(Debug)]
+pub struct Mailbox(Arc<Slot>);
+
+/// The session is gone: the command was not delivered.
+#[derive(Debug, thiserror::Error)]
+#[error("miner session has ended")]
+pub struct Closed;
+
+/// A new mailbox.
+pub fn mailbox() -> (MailboxSender, Mailbox) {
+    let slot = Arc::new(Slot::default());
+    (MailboxSender(slot.clone()), Mailbox(slot))
+}
+
+impl MailboxSender {
+    /// Leaves `command` for the session, replacing an undelivered one unless that was a
+    /// kick (a kick is final). Never blocks.
+    pub fn send(&self, command: Control) -> Result<(), Closed> {
+        {
+            let mut state = self.0.next.lock().unwrap_or_else(PoisonError::into_inner);
+            if state.closed {
+                return Err(Closed);
+            }
+            if !matches!(state.command, Some(Control::Kick)) {
+                state.command = Some(command);
+            }
+        }
+        // Stores a permit if the session is not waiting right now: no lost wake-up.
+        self.0.notify.notify_one();
+        Ok(())
+    }
+}
+
+impl Mailbox {
+    /// The next command. Cancel-safe: a command is only taken out of the slot by the call
+    /// that returns it.
+    pub async fn recv(&mut self) -> Control {
+        loop {
+            if let Some(c) = self.try_recv() {
+                return c;
+            }
+            self.0.notify.notified().await;
+        }
+    }
+
+    /// The pending command, if any.
+    pub fn try_recv(&mut self) -> Option<Control> {
+        self.0
+            .next
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .command
+            .take()
+    }
+}
+
+impl Drop for Mailbox {
+    fn drop(&mut self) {
+        self.0
+            .next
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .closed = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn latest_wins_and_kick_is_final() {
+        let (tx, mut rx) = mailbox();
+        assert!(rx.try_recv().is_none());
+        tx.send(Control::Kick).unwrap();
+        // A later command cannot replace a pending kick.
+        tx.send(Control::Kick).unwrap();
+        assert!(matches!(rx.recv().await, Control::Kick));
+        assert!(rx.try_recv().is_none());
+        drop(rx);
+        assert!(tx.send(Control::Kick).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_command_sent_before_waiting_is_not_lost() {
+        let (tx, mut rx) = mailbox();
+        tx.send(Control::Kick).unwrap();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(1), rx.recv()).await;
+        assert!(matches!(got, Ok(Control::Kick)));
+    }
+}

@@ -1,0 +1,151 @@
+//! Bytes waiting to go to one miner, written without blocking the session.
+//!
+//! Handlers append whole messages; the session flushes after each batch of events with
+//! non-blocking writes (usually one `write` for several replies), and only when the socket
+//! is full does it wait for writability. The buffer is bounded: a miner that stops reading
+//! fills it and is dropped, and one that reads too slowly for `write_timeout` is dropped too,
+//! so a stuck miner costs at most `limit` bytes and never delays anyone else. An empty outbox
+//! holds no memory.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::net::tcp::WriteHalf;
+use tokio::time::Instant;
+
+/// The miner is not reading fast enough.
+#[derive(Debug, thiserror::Error)]
+#[error("send buffer over {limit} bytes: the miner is not reading")]
+pub struct Overflow {
+    /// The configured bound.
+    pub limit: usize,
+}
+
+/// One connection's pending output.
+#[derive(Debug)]
+pub struct Outbox {
+    buf: BytesMut,
+    limit: usize,
+    /// When output last made progress while some was waiting (None: empty).
+    waiting_since: Option<Instant>,
+}
+
+impl Outbox {
+    /// An empty outbox holding at most `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Outbox {
+            buf: BytesMut::new(),
+            limit,
+            waiting_since: None,
+        }
+    }
+
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Bytes waiting.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The buffer, for encoders that write into it; call [`Outbox::check`] after.
+    pub fn buf_mut(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
+    /// Appends a whole message.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<(), Overflow> {
+        self.buf.extend_from_slice(bytes);
+        self.check()
+    }
+
+    /// Fails when more than the bound is waiting.
+    pub fn check(&self) -> Result<(), Overflow> {
+        if self.buf.len() > self.limit {
+            Err(Overflow { limit: self.limit })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Writes as much as the socket takes now, without waiting.
+    pub fn flush_now(&mut self, writer: &WriteHalf<'_>) -> io::Result<()> {
+        let mut progressed = false;
+        while !self.buf.is_empty() {
+            match writer.try_write(&self.buf) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.buf.advance(n);
+                    progressed = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if self.buf.is_empty() {
+            // Give the memory back: most miners are idle between jobs.
+            self.buf = BytesMut::new();
+            self.waiting_since = None;
+        } else if progressed || self.waiting_since.is_none() {
+            self.waiting_since = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    /// When the miner counts as stuck if nothing more is written (None: nothing waiting).
+    pub fn deadline(&self, write_timeout: Duration) -> Option<Instant> {
+        self.waiting_since.map(|t| t + write_timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    #[tokio::test]
+    async fn flushes_in_order_and_frees_memory() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let (_, writer) = server.split();
+        let mut out = Outbox::new(1024);
+        out.push(b"one\n").unwrap();
+        out.push(b"two\n").unwrap();
+        writer.writable().await.unwrap();
+        out.flush_now(&writer).unwrap();
+        assert!(out.is_empty());
+        assert_eq!(out.buf.capacity(), 0);
+        assert!(out.deadline(Duration::from_secs(1)).is_none());
+        let mut got = [0u8; 8];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"one\ntwo\n");
+    }
+
+    #[tokio::test]
+    async fn a_miner_that_does_not_read_overflows_the_bound() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = TcpStream::connect(addr).await.unwrap(); // never reads
+        let (mut server, _) = listener.accept().await.unwrap();
+        let (_, writer) = server.split();
+        let mut out = Outbox::new(64 * 1024);
+        let chunk = vec![b'x'; 16 * 1024];
+        let overflowed = (0..10_000).any(|_| {
+            let full = out.push(&chunk).is_err();
+            out.flush_now(&writer).unwrap();
+            full
+        });
+        assert!(
+            overflowed,
+            "kernel buffers are finite; the outbox must fill"
+        );
+        assert!(out.deadline(Duration::from_secs(1)).is_some());
+    }
+}

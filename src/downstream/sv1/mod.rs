@@ -1,0 +1,193 @@
+//! One Stratum V1 miner connection: the I/O loop around its [`session::Session`].
+//!
+//! The task owns the socket and the session state. Events (lines from the miner, new work
+//! from the pool connection, the pool's verdicts on forwarded shares, the manager's
+//! commands, a slow tick for vardiff) are handled synchronously by the session, which only
+//! appends bytes to its [`Outbox`]; after each batch of events the outbox is flushed with
+//! non-blocking writes. So the order the miner sees is the order the session decided
+//! (`mining.set_difficulty` always before the `mining.notify` it applies to), several replies
+//! share one `write`, and a miner that stops reading is dropped when its bounded outbox
+//! fills or stops draining, never blocking anyone.
+//!
+//! Work arrives through the upstream connection's `watch` (latest wins); the
+//! `mining.notify` line is encoded once per upstream job and the same bytes go to every miner.
+
+mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{FutureExt, StreamExt};
+use hashshift_protocol::sv1::{ClientMessage, ClientRequest, ServerCodec, Sv1Error};
+use tokio_util::codec::FramedRead;
+use tracing::{info, warn};
+
+use super::listener::Accepted;
+use super::mailbox::mailbox;
+use super::outbox::Outbox;
+use super::registry::MinerShared;
+use super::vardiff::VardiffSettings;
+use crate::upstream::manager::{Control, PoolManager};
+use session::{End, Session};
+
+/// Settings every SV1 session shares.
+#[derive(Clone, Debug)]
+pub struct SessionSettings {
+    /// Vardiff bounds and rate.
+    pub vardiff: VardiffSettings,
+    /// Starting difficulty.
+    pub initial_difficulty: f64,
+    /// Longest line accepted.
+    pub max_line_bytes: usize,
+    /// Most bytes waiting for one miner before it is dropped as not reading.
+    pub max_outbox_bytes: usize,
+    /// Time to subscribe and authorize.
+    pub handshake_timeout: Duration,
+    /// Output waiting this long without any of it being written means the miner stopped
+    /// reading.
+    pub write_timeout: Duration,
+    /// How long shutdown waits for shares in flight.
+    pub drain_grace: Duration,
+}
+
+/// Lines handled per wake-up before output is flushed and other events get a turn.
+const LINES_PER_BATCH: usize = 64;
+/// How often an idle miner's vardiff is checked (it is also checked on every share).
+const VARDIFF_TICK: Duration = Duration::from_secs(5);
+
+/// Runs one miner connection to its end.
+pub async fn serve(
+    mut accepted: Accepted,
+    settings: Arc<SessionSettings>,
+    manager: Arc<PoolManager>,
+) {
+    let shared = Arc::new(MinerShared::new(accepted.id, accepted.peer));
+    let (control_tx, mut control_rx) = mailbox();
+    let (read, writer) = accepted.stream.split();
+    // A small initial buffer: an idle miner should cost little memory; it grows if needed.
+    let mut reader = FramedRead::with_capacity(
+        read,
+        ServerCodec::with_max_line_len(settings.max_line_bytes),
+        256,
+    );
+    let mut s = Session::new(settings.clone(), shared.clone());
+    let mut out = Outbox::new(settings.max_outbox_bytes);
+    let handshake_deadline = tokio::time::Instant::now() + settings.handshake_timeout;
+    let mut tick = tokio::time::interval(VARDIFF_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    let end: End = loop {
+        let ready = s.is_working();
+        let write_deadline = out.deadline(settings.write_timeout);
+        let step: Result<(), End> = tokio::select! {
+            _ = accepted.shutdown.cancelled() => Err(End::Shutdown),
+            _ = async { tokio::time::sleep_until(handshake_deadline).await }, if !ready => Err(End::HandshakeTimeout),
+            _ = async { match write_deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => Err(End::Stuck),
+            writable = writer.writable(), if !out.is_empty() => writable.map_err(End::Io),
+            control = control_rx.recv() => match control {
+                Control::Reassign(a) => { s.reassign(a); Ok(()) }
+                Control::Kick => Err(End::Kicked),
+            },
+            changed = session::work_changed(&mut s.work) => match changed {
+                Ok(()) => s.on_work(&mut out),
+                // The connection task ended (shutdown): nothing more will come.
+                Err(_) => { s.drop_work(); Ok(()) }
+            },
+            Some(verdict) = s.pending.next(), if !s.pending.is_empty() => s.on_upstream_verdict(verdict, &mut out),
+            line = reader.next() => {
+                let mut result = Ok(());
+                let mut next = line;
+                for _ in 0..LINES_PER_BATCH {
+                    result = match next {
+                        None => Err(End::Closed),
+                        Some(item) => on_line(&mut s, item, &manager, &control_tx, &mut out).await,
+                    };
+                    if result.is_err() { break; }
+                    // More complete lines already read? Handle them before writing.
+                    match reader.next().now_or_never() {
+                        Some(item) => next = item,
+                        None => break,
+                    }
+                }
+                result
+            }
+            _ = tick.tick() => s.on_tick(&mut out),
+        };
+        if let Err(end) = step {
+            break end;
+        }
+        if let Err(e) = out.flush_now(&writer) {
+            break End::Io(e);
+        }
+    };
+
+    if end.relays_pending() {
+        // Shares already sent to the pool still get their verdict relayed, within a grace
+        // period; then whatever is still buffered (a last reply, a client.reconnect) gets a
+        // short, bounded chance to reach the miner.
+        if !s.pending.is_empty() {
+            let grace = tokio::time::sleep(settings.drain_grace);
+            tokio::pin!(grace);
+            loop {
+                tokio::select! {
+                    _ = &mut grace => break,
+                    verdict = s.pending.next() => match verdict {
+                        Some(v) => {
+                            if s.on_upstream_verdict(v, &mut out).is_err() { break; }
+                            if out.flush_now(&writer).is_err() { break; }
+                        }
+                        None => break,
+                    },
+                }
+            }
+        }
+        let flush = async {
+            while out.flush_now(&writer).is_ok() && !out.is_empty() {
+                if writer.writable().await.is_err() {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(settings.write_timeout.min(Duration::from_secs(2)), flush)
+            .await;
+    }
+    manager.release(shared.id);
+    let snapshot = shared.counters.snapshot();
+    match end {
+        End::Closed | End::Shutdown | End::Reconnected => {
+            info!(reason = %end, accepted = snapshot.accepted, rejected = snapshot.rejected, "miner disconnected")
+        }
+        _ => {
+            warn!(reason = %end, accepted = snapshot.accepted, rejected = snapshot.rejected, "miner dropped")
+        }
+    }
+}
+
+/// One decoded line (or decode error) from the miner.
+async fn on_line(
+    s: &mut Session,
+    item: Result<Result<ClientMessage, Sv1Error>, std::io::Error>,
+    manager: &Arc<PoolManager>,
+    control: &super::mailbox::MailboxSender,
+    out: &mut Outbox,
+) -> Result<(), End> {
+    let message = match item {
+        Err(e) => return Err(End::Io(e)),
+        Ok(Err(Sv1Error::LineTooLong { max })) => return Err(End::LineTooLong(max)),
+        Ok(Err(e)) => return s.on_bad_line(&e, out),
+        Ok(Ok(m)) => m,
+    };
+    // Configure and subscribe need a pool; waiting for one is the only slow step, and a
+    // rare one, so it lives in its own boxed future (the session's future stays small).
+    if matches!(
+        &message,
+        ClientMessage::Request {
+            request: ClientRequest::Configure(_) | ClientRequest::Subscribe(_),
+            ..
+        }
+    ) && !s.is_assigned()
+    {
+        Box::pin(s.ensure_assigned(manager, control)).await?;
+    }
+    s.on_message(message, out)
+}
