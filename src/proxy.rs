@@ -90,7 +90,7 @@ impl Proxy {
                         listener::serve(listener, max, "sv1", stop, tracker, move |mut accepted| {
                             // Sessions end on the session token, not the accept token, so that
                             // shutdown can stop accepting first and drain sessions after.
-                            accepted.shutdown = session_stop.child_token();
+                            accepted.shutdown = session_stop.clone();
                             sv1_session::serve(accepted, settings.clone(), manager.clone())
                         })
                         .await

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
@@ -38,6 +38,11 @@ pub struct Accepted {
     pub id: ConnId,
     /// Cancelled when the proxy shuts down.
     pub shutdown: CancellationToken,
+    /// This connection's place under the connection cap, freed when the handler drops it.
+    /// Held by the handler's own future rather than by a wrapper around it: a wrapping async
+    /// block would store the handler's future twice (captured, then awaited), doubling the
+    /// task's size for every connection.
+    pub permit: OwnedSemaphorePermit,
 }
 
 /// Accepts connections until `shutdown` is cancelled, running `handler` for each in a task
@@ -90,20 +95,14 @@ pub async fn serve<H, Fut>(
         let _ = stream.set_nodelay(true);
         let id = next_conn_id();
         let span = info_span!("miner", conn = id, %peer, protocol, worker = tracing::field::Empty);
-        let conn_shutdown = shutdown.child_token();
         let fut = handler(Accepted {
             stream,
             peer,
             id,
-            shutdown: conn_shutdown,
+            shutdown: shutdown.clone(),
+            permit,
         });
-        tracker.spawn(
-            async move {
-                fut.await;
-                drop(permit);
-            }
-            .instrument(span),
-        );
+        tracker.spawn(fut.instrument(span));
     }
     info!(?local, "stopped accepting");
 }

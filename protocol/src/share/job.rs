@@ -172,7 +172,6 @@ impl StandardJob {
 #[derive(Clone, Debug)]
 pub struct PreparedJob {
     job: Job,
-    network_target: Target,
     /// SHA-256 state after `coinb1 ‖ extranonce_prefix` (extended jobs only).
     coinbase_midstate: Sha256Engine,
 }
@@ -181,7 +180,9 @@ impl PreparedJob {
     /// Precomputes `job` for a channel whose extranonce prefix (SV1 extranonce1) is
     /// `extranonce_prefix`. Fails if the job's nBits is not a valid target.
     pub fn new(job: Job, extranonce_prefix: &[u8]) -> Result<Self, TargetError> {
-        let network_target = Target::from_compact(job.nbits())?;
+        // Checked here so that `network_target` cannot fail later; not stored, since a
+        // validator keeps a prepared job per miner per job and 32 bytes each add up.
+        Target::from_compact(job.nbits())?;
         let mut coinbase_midstate = Sha256Engine::new();
         if let Job::Extended(ext) = &job {
             coinbase_midstate.update(&ext.coinbase_prefix);
@@ -189,7 +190,6 @@ impl PreparedJob {
         }
         Ok(PreparedJob {
             job,
-            network_target,
             coinbase_midstate,
         })
     }
@@ -201,7 +201,8 @@ impl PreparedJob {
 
     /// The network target decoded from the job's nBits.
     pub fn network_target(&self) -> Target {
-        self.network_target
+        // nBits was checked in `new`; ZERO (met by no hash) is unreachable.
+        Target::from_compact(self.job.nbits()).unwrap_or(Target::ZERO)
     }
 
     /// Re-absorbs the coinbase prefix for a new extranonce prefix (SV2

@@ -256,6 +256,9 @@ impl ShareValidator {
             }
         }
         self.retired.retain(|id| *id != job_id);
+        // Grow one slot at a time: a slot is ~270 bytes and an idle miner holds few jobs, so
+        // doubling growth would cost every connection up to a kilobyte it never uses.
+        self.jobs.reserve_exact(1);
         self.jobs.push_back(JobSlot {
             id: job_id,
             prepared,

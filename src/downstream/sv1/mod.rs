@@ -12,22 +12,25 @@
 //! Work arrives through the upstream connection's `watch` (latest wins); the
 //! `mining.notify` line is encoded once per upstream job and the same bytes go to every miner.
 
+mod reader;
 mod session;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{FutureExt, StreamExt};
-use hashshift_protocol::sv1::{ClientMessage, ClientRequest, ServerCodec, Sv1Error};
-use tokio_util::codec::FramedRead;
+use futures_util::StreamExt;
+use hashshift_protocol::sv1::{ClientMessage, ClientRequest, Sv1Error};
+use tokio::net::tcp::ReadHalf;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::listener::Accepted;
-use super::mailbox::mailbox;
+use super::mailbox::{MailboxSender, mailbox};
 use super::outbox::Outbox;
 use super::registry::MinerShared;
 use super::vardiff::VardiffSettings;
 use crate::upstream::manager::{Control, PoolManager};
+use reader::{Fill, LineReader};
 use session::{End, Session};
 
 /// Settings every SV1 session shares.
@@ -50,8 +53,6 @@ pub struct SessionSettings {
     pub drain_grace: Duration,
 }
 
-/// Lines handled per wake-up before output is flushed and other events get a turn.
-const LINES_PER_BATCH: usize = 64;
 /// How often an idle miner's vardiff is checked (it is also checked on every share).
 const VARDIFF_TICK: Duration = Duration::from_secs(5);
 
@@ -63,26 +64,43 @@ pub async fn serve(
 ) {
     let shared = Arc::new(MinerShared::new(accepted.id, accepted.peer));
     let (control_tx, mut control_rx) = mailbox();
-    let (read, writer) = accepted.stream.split();
-    // A small initial buffer: an idle miner should cost little memory; it grows if needed.
-    let mut reader = FramedRead::with_capacity(
-        read,
-        ServerCodec::with_max_line_len(settings.max_line_bytes),
-        256,
-    );
+    let (mut read, writer) = accepted.stream.split();
+    let mut reader = LineReader::new(settings.max_line_bytes);
     let mut s = Session::new(settings.clone(), shared.clone());
     let mut out = Outbox::new(settings.max_outbox_bytes);
-    let handshake_deadline = tokio::time::Instant::now() + settings.handshake_timeout;
-    let mut tick = tokio::time::interval(VARDIFF_TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One timer serves three deadlines (handshake, stuck writer, vardiff tick): each timer
+    // costs memory in every connection's task, and only the earliest matters.
+    let handshake_deadline = Instant::now() + settings.handshake_timeout;
+    let mut next_tick = Instant::now() + VARDIFF_TICK;
+    let timer = tokio::time::sleep_until(handshake_deadline);
+    tokio::pin!(timer);
 
     let end: End = loop {
-        let ready = s.is_working();
+        let working = s.is_working();
         let write_deadline = out.deadline(settings.write_timeout);
+        let mut deadline = next_tick;
+        if !working {
+            deadline = deadline.min(handshake_deadline);
+        }
+        if let Some(d) = write_deadline {
+            deadline = deadline.min(d);
+        }
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
         let step: Result<(), End> = tokio::select! {
             _ = accepted.shutdown.cancelled() => Err(End::Shutdown),
-            _ = async { tokio::time::sleep_until(handshake_deadline).await }, if !ready => Err(End::HandshakeTimeout),
-            _ = async { match write_deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => Err(End::Stuck),
+            () = &mut timer => {
+                let now = Instant::now();
+                if !working && now >= handshake_deadline {
+                    Err(End::HandshakeTimeout)
+                } else if write_deadline.is_some_and(|d| now >= d) {
+                    Err(End::Stuck)
+                } else {
+                    next_tick = now + VARDIFF_TICK;
+                    s.on_tick(&mut out)
+                }
+            }
             writable = writer.writable(), if !out.is_empty() => writable.map_err(End::Io),
             control = control_rx.recv() => match control {
                 Control::Reassign(a) => { s.reassign(a); Ok(()) }
@@ -94,24 +112,10 @@ pub async fn serve(
                 Err(_) => { s.drop_work(); Ok(()) }
             },
             Some(verdict) = s.pending.next(), if !s.pending.is_empty() => s.on_upstream_verdict(verdict, &mut out),
-            line = reader.next() => {
-                let mut result = Ok(());
-                let mut next = line;
-                for _ in 0..LINES_PER_BATCH {
-                    result = match next {
-                        None => Err(End::Closed),
-                        Some(item) => on_line(&mut s, item, &manager, &control_tx, &mut out).await,
-                    };
-                    if result.is_err() { break; }
-                    // More complete lines already read? Handle them before writing.
-                    match reader.next().now_or_never() {
-                        Some(item) => next = item,
-                        None => break,
-                    }
-                }
-                result
-            }
-            _ = tick.tick() => s.on_tick(&mut out),
+            readable = read.readable() => match readable {
+                Err(e) => Err(End::Io(e)),
+                Ok(()) => on_readable(&mut s, &mut reader, &mut read, &manager, &control_tx, &mut out).await,
+            },
         };
         if let Err(end) = step {
             break end;
@@ -148,8 +152,8 @@ pub async fn serve(
                 }
             }
         };
-        let _ = tokio::time::timeout(settings.write_timeout.min(Duration::from_secs(2)), flush)
-            .await;
+        let _ =
+            tokio::time::timeout(settings.write_timeout.min(Duration::from_secs(2)), flush).await;
     }
     manager.release(shared.id);
     let snapshot = shared.counters.snapshot();
@@ -163,19 +167,40 @@ pub async fn serve(
     }
 }
 
+/// Reads what the miner sent and handles every complete line in it.
+async fn on_readable(
+    s: &mut Session,
+    reader: &mut LineReader,
+    read: &mut ReadHalf<'_>,
+    manager: &Arc<PoolManager>,
+    control: &MailboxSender,
+    out: &mut Outbox,
+) -> Result<(), End> {
+    let fill = reader.fill(read).map_err(End::Io)?;
+    while let Some(item) = reader.next_line() {
+        on_line(s, item, manager, control, out).await?;
+    }
+    if fill == Fill::Eof {
+        if let Some(item) = reader.last_line() {
+            on_line(s, item, manager, control, out).await?;
+        }
+        return Err(End::Closed);
+    }
+    Ok(())
+}
+
 /// One decoded line (or decode error) from the miner.
 async fn on_line(
     s: &mut Session,
-    item: Result<Result<ClientMessage, Sv1Error>, std::io::Error>,
+    item: Result<ClientMessage, Sv1Error>,
     manager: &Arc<PoolManager>,
-    control: &super::mailbox::MailboxSender,
+    control: &MailboxSender,
     out: &mut Outbox,
 ) -> Result<(), End> {
     let message = match item {
-        Err(e) => return Err(End::Io(e)),
-        Ok(Err(Sv1Error::LineTooLong { max })) => return Err(End::LineTooLong(max)),
-        Ok(Err(e)) => return s.on_bad_line(&e, out),
-        Ok(Ok(m)) => m,
+        Err(Sv1Error::LineTooLong { max }) => return Err(End::LineTooLong(max)),
+        Err(e) => return s.on_bad_line(&e, out),
+        Ok(m) => m,
     };
     // Configure and subscribe need a pool; waiting for one is the only slow step, and a
     // rare one, so it lives in its own boxed future (the session's future stays small).
