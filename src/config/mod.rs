@@ -112,7 +112,8 @@ pub enum DownstreamProtocol {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
-    /// `stratum+tcp://HOST:PORT`.
+    /// `stratum+tcp://HOST:PORT` or `stratum2+tcp://HOST:PORT/AUTHORITY_PUBKEY` (see
+    /// [`PoolUrl`]).
     pub url: PoolUrl,
     /// Pool account (and, with `worker_identity = "fixed"`, the worker every share is sent as).
     pub user: String,

@@ -1,4 +1,5 @@
-//! An embedded Stratum V1 pool for demos, end-to-end tests and load generation.
+//! An embedded Stratum V1 (or, with [`TestPool::start_sv2`], Stratum V2) pool for demos,
+//! end-to-end tests and load generation.
 //!
 //! As far as a proxy can tell it is a real pool: it hands out realistic jobs (a BIP34
 //! coinbase with a P2WPKH payout and a witness commitment, random merkle branches, nBits from
@@ -13,6 +14,7 @@
 //! | `session.rs` | one connection's protocol state (sans-IO) |
 //! | `conn.rs` | the accept loop and the per-connection task |
 //! | `stats.rs` | [`PoolStats`], [`WorkerStats`], reject [`reason`]s |
+//! | `sv2.rs` | the Stratum V2 mode: Noise responder, extended channels (see its docs) |
 //!
 //! # Behaviour
 //! - `mining.configure`: version-rolling granted as `requested & version_mask`;
@@ -42,6 +44,7 @@ mod conn;
 mod job;
 mod session;
 mod stats;
+mod sv2;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -55,6 +58,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
+use hashshift_protocol::noise::{AuthorityKeypair, AuthorityPublicKey, ResponderConfig, SecretKey};
 use hashshift_protocol::sv1::{MAX_EXTRANONCE_LEN, MAX_MERKLE_BRANCH};
 
 pub use job::job_tag;
@@ -116,6 +120,15 @@ impl Default for TestPoolConfig {
 }
 
 impl TestPoolConfig {
+    /// Defaults for [`TestPool::start_sv2`]: like SRI's pool, a 4-byte extranonce prefix and
+    /// 16 rollable extranonce bytes per channel.
+    pub fn sv2() -> Self {
+        TestPoolConfig {
+            extranonce2_size: 16,
+            ..TestPoolConfig::default()
+        }
+    }
+
     fn validate(&self) -> Result<(), String> {
         if !(self.difficulty.is_finite() && self.difficulty > 0.0) {
             return Err(format!("difficulty {} must be positive", self.difficulty));
@@ -173,6 +186,8 @@ pub(crate) struct Inner {
     tasks: TaskTracker,
     /// The listener and its connections, while the pool is alive.
     life: Mutex<Option<Life>>,
+    /// Noise keys in SV2 mode; `None` for an SV1 pool.
+    sv2: Option<ResponderConfig>,
 }
 
 /// One "life" of the pool between start/revive and kill.
@@ -243,6 +258,30 @@ impl TestPool {
     /// # Errors
     /// The bind error, or `InvalidInput` for an unusable configuration.
     pub async fn start(config: TestPoolConfig) -> std::io::Result<TestPool> {
+        Self::start_with(config, None).await
+    }
+
+    /// Binds `config.listen` and starts serving Stratum V2 (Noise, extended channels; see
+    /// `sv2.rs`) under a freshly generated authority key, valid for a day. In this mode
+    /// `extranonce1_len` is the channel's extranonce prefix and `extranonce2_size` the
+    /// rollable extranonce size (see [`TestPoolConfig::sv2`]).
+    ///
+    /// # Errors
+    /// The bind error, or `InvalidInput` for an unusable configuration.
+    pub async fn start_sv2(config: TestPoolConfig) -> std::io::Result<TestPool> {
+        let mut rng = rand::rng();
+        let noise = ResponderConfig::new(
+            AuthorityKeypair::generate(&mut rng),
+            SecretKey::generate(&mut rng),
+            86_400,
+        );
+        Self::start_with(config, Some(noise)).await
+    }
+
+    async fn start_with(
+        config: TestPoolConfig,
+        sv2: Option<ResponderConfig>,
+    ) -> std::io::Result<TestPool> {
         let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
         config.validate().map_err(invalid)?;
         let mut factory = JobFactory::new(
@@ -279,6 +318,7 @@ impl TestPool {
             tasks: TaskTracker::new(),
             life: Mutex::new(None),
             config,
+            sv2,
         });
         info!(pool = %inner.config.name, %addr, difficulty = inner.config.difficulty, "test pool started");
         let span = info_span!("testpool", pool = %inner.config.name);
@@ -299,21 +339,38 @@ impl TestPool {
             tracker: TaskTracker::new(),
         };
         let span = info_span!("testpool", pool = %self.inner.config.name);
-        life.tracker.spawn(
-            conn::accept_loop(
-                Arc::clone(&self.inner),
-                listener,
-                life.cancel.clone(),
-                life.tracker.clone(),
-            )
-            .instrument(span),
+        let (inner, cancel, tracker) = (
+            Arc::clone(&self.inner),
+            life.cancel.clone(),
+            life.tracker.clone(),
         );
+        if self.inner.sv2.is_some() {
+            life.tracker
+                .spawn(sv2::accept_loop(inner, listener, cancel, tracker).instrument(span));
+        } else {
+            life.tracker
+                .spawn(conn::accept_loop(inner, listener, cancel, tracker).instrument(span));
+        }
         *lock(&self.inner.life) = Some(life);
     }
 
     /// The address the pool listens on (the same after [`TestPool::revive`]).
     pub fn addr(&self) -> SocketAddr {
         self.inner.addr
+    }
+
+    /// The authority public key clients must pin (SV2 mode only).
+    pub fn authority_public_key(&self) -> Option<AuthorityPublicKey> {
+        self.inner.sv2.as_ref().map(|c| c.authority_public_key())
+    }
+
+    /// The URL a proxy config uses for this pool: `stratum+tcp://ADDR`, or in SV2 mode
+    /// `stratum2+tcp://ADDR/AUTHORITY_PUBKEY`.
+    pub fn url(&self) -> String {
+        match self.authority_public_key() {
+            Some(key) => format!("stratum2+tcp://{}/{key}", self.inner.addr),
+            None => format!("stratum+tcp://{}", self.inner.addr),
+        }
     }
 
     /// The pool's name.

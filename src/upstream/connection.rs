@@ -2,7 +2,7 @@
 //! [`ConnectionHandle`] with the current work (`watch`), a bounded queue of shares going up,
 //! each answered through its own oneshot, and the connection's status for failover.
 //!
-//! Each protocol (`sv1`, ...) implements the connection task behind [`spawn`]; the pool
+//! Each protocol (`sv1`, `sv2`) implements the connection task behind [`spawn`]; the pool
 //! manager and the miner sessions only use the types here.
 
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use super::router::PoolId;
 use super::work::{UpstreamJob, WorkState};
-use crate::config::{PoolUrl, WorkerIdentity};
+use crate::config::{PoolUrl, UpstreamProtocol, WorkerIdentity};
 use crate::telemetry::ShareCounters;
 
 /// Version-rolling mask the proxy asks pools for (BIP320 general-purpose bits).
@@ -32,7 +32,8 @@ pub struct ConnectionParams {
     pub user: String,
     /// Password.
     pub password: String,
-    /// Which worker names shares go up under.
+    /// Which worker names shares go up under. SV2 has no per-share worker name: SV2 pools
+    /// always get shares under `user`, whatever this says.
     pub identity: WorkerIdentity,
     /// Longest line accepted from the pool.
     pub max_line_bytes: usize,
@@ -108,5 +109,8 @@ pub fn spawn(
     shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) -> ConnectionHandle {
-    super::sv1::spawn(params, shutdown, tracker)
+    match params.url.protocol {
+        UpstreamProtocol::Sv1 => super::sv1::spawn(params, shutdown, tracker),
+        UpstreamProtocol::Sv2 { .. } => super::sv2::spawn(params, shutdown, tracker),
+    }
 }

@@ -5,4 +5,5 @@ pub mod extranonce;
 pub mod manager;
 pub mod router;
 pub mod sv1;
+pub mod sv2;
 pub mod work;

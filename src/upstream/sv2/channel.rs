@@ -1,0 +1,390 @@
+//! One extended mining channel with an SV2 pool, without I/O: pool messages in, work and
+//! share verdicts out (sv2-spec 05 §5.3.4, §5.3.11–§5.3.21).
+//!
+//! The connection task ([`super`]) feeds it the channel's messages and the proxy's shares;
+//! it turns them into what the SV1 side of the proxy understands:
+//! - `extranonce_prefix` / `extranonce_size` become the session's `extranonce1` /
+//!   `extranonce2_size`, so the per-miner split of `upstream::extranonce` applies unchanged;
+//! - a future `NewExtendedMiningJob` plus the `SetNewPrevHash` naming it become a clean
+//!   [`UpstreamJob`]; a non-future job on the current prevhash becomes a non-clean one;
+//! - each share gets the next sequence number and waits in order until the pool answers:
+//!   `SubmitShares.Success` acknowledges every pending share up to `last_sequence_number`
+//!   (pools batch acknowledgements), `SubmitShares.Error` rejects exactly one.
+//!
+//! Invariants: every share handed to [`Channel::submit`] comes back exactly once as a
+//! [`Verdict`] (from `submit` itself, an answer, [`Channel::expire`] or
+//! [`Channel::fail_all`]); pending shares and future jobs are bounded.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hashshift_protocol::share::{ExtendedJob, Target};
+use hashshift_protocol::sv1::{ErrorCode, StratumError};
+use hashshift_protocol::sv2::constants::error_code::submit_shares as code;
+use hashshift_protocol::sv2::{
+    B032, NewExtendedMiningJob, OpenExtendedMiningChannelSuccess, SetNewPrevHash,
+    SubmitSharesError, SubmitSharesExtended, SubmitSharesSuccess,
+};
+use tokio::sync::oneshot;
+use tracing::{debug, warn};
+
+use crate::upstream::connection::{REQUESTED_VERSION_MASK, SubmitOutcome, UpstreamSubmit};
+use crate::upstream::work::{UpstreamJob, WorkState, next_session};
+
+/// Future jobs kept while waiting for their `SetNewPrevHash` (pools send one or two).
+const MAX_FUTURE_JOBS: usize = 16;
+/// Shares waiting for the pool's verdict on one channel; beyond this a share is lost at once
+/// rather than growing memory for a pool that stopped answering.
+pub const MAX_PENDING: usize = 65_536;
+
+/// A share's final outcome, to be sent through its oneshot by the caller.
+#[derive(Debug)]
+pub struct Verdict {
+    /// Where it goes.
+    pub reply: oneshot::Sender<SubmitOutcome>,
+    /// What the pool said (or why it never will).
+    pub outcome: SubmitOutcome,
+    /// The pool difficulty of the share, for the accepted-work counters.
+    pub difficulty: f64,
+}
+
+#[derive(Debug)]
+struct Pending {
+    seq: u32,
+    reply: oneshot::Sender<SubmitOutcome>,
+    difficulty: f64,
+    sent: Instant,
+}
+
+/// The chain tip from the last `SetNewPrevHash`.
+#[derive(Clone, Copy, Debug)]
+struct Tip {
+    prev_hash: [u8; 32],
+    nbits: u32,
+}
+
+/// State of one open extended channel.
+#[derive(Debug)]
+pub struct Channel {
+    channel_id: u32,
+    group_channel_id: u32,
+    session: u64,
+    extranonce_prefix: Bytes,
+    extranonce_size: usize,
+    target: Target,
+    version_rolling: bool,
+    tip: Option<Tip>,
+    future_jobs: VecDeque<NewExtendedMiningJob>,
+    current: Option<Arc<UpstreamJob>>,
+    next_seq: u32,
+    pending: VecDeque<Pending>,
+}
+
+impl Channel {
+    /// The channel the pool granted, in a fresh upstream session.
+    pub fn open(granted: &OpenExtendedMiningChannelSuccess) -> Channel {
+        Channel {
+            channel_id: granted.channel_id,
+            group_channel_id: granted.group_channel_id,
+            session: next_session(),
+            extranonce_prefix: Bytes::copy_from_slice(granted.extranonce_prefix.as_bytes()),
+            extranonce_size: usize::from(granted.extranonce_size),
+            target: Target::from_le_bytes(granted.target),
+            version_rolling: true,
+            tip: None,
+            future_jobs: VecDeque::new(),
+            current: None,
+            next_seq: 0,
+            pending: VecDeque::new(),
+        }
+    }
+
+    /// The pool's channel id.
+    pub fn id(&self) -> u32 {
+        self.channel_id
+    }
+
+    /// Whether a message addressed to `channel_id` is for this channel (directly or through
+    /// its group).
+    pub fn addresses(&self, channel_id: u32) -> bool {
+        channel_id == self.channel_id || channel_id == self.group_channel_id
+    }
+
+    /// Shares waiting for the pool's verdict.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether miners can be given work.
+    pub fn has_job(&self) -> bool {
+        self.current.is_some()
+    }
+
+    /// What miners on this connection see now.
+    pub fn work_state(&self) -> WorkState {
+        WorkState {
+            session: self.session,
+            extranonce1: self.extranonce_prefix.clone(),
+            extranonce2_size: self.extranonce_size,
+            difficulty: self.target.to_difficulty(),
+            target: self.target,
+            // SV2 has no mask negotiation: a job either allows the BIP320 bits or not.
+            version_mask: if self.version_rolling {
+                REQUESTED_VERSION_MASK
+            } else {
+                0
+            },
+            job: self.current.clone(),
+        }
+    }
+
+    /// `SetTarget`: applies to jobs built from now on (each job keeps the target it was
+    /// issued at, as the spec has non-future jobs keep theirs).
+    pub fn set_target(&mut self, target: [u8; 32]) {
+        self.target = Target::from_le_bytes(target);
+    }
+
+    /// `SetExtranoncePrefix`: a new upstream session (miners get a new extranonce1). The
+    /// current job is re-issued under the new session so miners keep working; shares of the
+    /// old session are refused locally as stale.
+    pub fn set_extranonce_prefix(&mut self, prefix: &[u8], now: Instant) {
+        self.session = next_session();
+        self.extranonce_prefix = Bytes::copy_from_slice(prefix);
+        if let Some(old) = self.current.take() {
+            let job = UpstreamJob::new(
+                (*old.job).clone(),
+                old.pool_job_id.clone(),
+                true,
+                self.session,
+                now,
+                old.pool_target,
+            );
+            self.current = Some(Arc::new(job));
+        }
+    }
+
+    /// `NewExtendedMiningJob`. Returns whether the current work changed.
+    pub fn on_new_job(&mut self, job: NewExtendedMiningJob, now: Instant) -> bool {
+        let Some(min_ntime) = job.min_ntime else {
+            // A future job: wait for the SetNewPrevHash that names it.
+            if self.future_jobs.len() >= MAX_FUTURE_JOBS {
+                self.future_jobs.pop_front();
+            }
+            self.future_jobs.retain(|j| j.job_id != job.job_id);
+            self.future_jobs.push_back(job);
+            return false;
+        };
+        let Some(tip) = self.tip else {
+            debug!(
+                job_id = job.job_id,
+                "job before any SetNewPrevHash, ignored"
+            );
+            return false;
+        };
+        self.activate(job, tip, min_ntime, false, now);
+        true
+    }
+
+    /// `SetNewPrevHash`: activates the future job it names as a clean job. Returns whether
+    /// the current work changed (it always does: without the named job, miners get no work
+    /// until the next job, since the old prevhash is stale).
+    pub fn on_prev_hash(&mut self, p: &SetNewPrevHash, now: Instant) -> bool {
+        let tip = Tip {
+            prev_hash: p.prev_hash,
+            nbits: p.nbits,
+        };
+        self.tip = Some(tip);
+        let pos = self.future_jobs.iter().position(|j| j.job_id == p.job_id);
+        match pos.and_then(|i| self.future_jobs.remove(i)) {
+            Some(job) => self.activate(job, tip, p.min_ntime, true, now),
+            None => {
+                warn!(
+                    job_id = p.job_id,
+                    "SetNewPrevHash for a job we never got; waiting for the next job"
+                );
+                self.current = None;
+            }
+        }
+        // Future jobs announced before this tip may be activated by a later SetNewPrevHash;
+        // they stay (bounded).
+        true
+    }
+
+    fn activate(
+        &mut self,
+        j: NewExtendedMiningJob,
+        tip: Tip,
+        ntime: u32,
+        clean: bool,
+        now: Instant,
+    ) {
+        self.version_rolling = j.version_rolling_allowed;
+        let job = ExtendedJob {
+            version: j.version,
+            prev_hash: tip.prev_hash,
+            coinbase_prefix: j.coinbase_tx_prefix.into_vec(),
+            coinbase_suffix: j.coinbase_tx_suffix.into_vec(),
+            merkle_branch: j.merkle_path.into_vec(),
+            nbits: tip.nbits,
+            ntime,
+        };
+        let job = UpstreamJob::new(
+            job,
+            j.job_id.to_string(),
+            clean,
+            self.session,
+            now,
+            self.target,
+        );
+        debug!(pool_job = j.job_id, job = job.id, clean, "new job");
+        self.current = Some(Arc::new(job));
+    }
+
+    /// Turns a share into `SubmitSharesExtended` and remembers it until the pool answers,
+    /// or returns its verdict at once when it cannot go up.
+    pub fn submit(
+        &mut self,
+        share: UpstreamSubmit,
+        now: Instant,
+    ) -> Result<SubmitSharesExtended, Verdict> {
+        let lost = |share: UpstreamSubmit, why: &'static str| Verdict {
+            reply: share.reply,
+            outcome: SubmitOutcome::Lost(why),
+            difficulty: share.difficulty,
+        };
+        if share.job.session != self.session {
+            // The job's extranonce prefix belongs to an earlier session: stale for the pool.
+            return Err(lost(share, "job from a previous pool session"));
+        }
+        let Ok(job_id) = share.job.pool_job_id.parse::<u32>() else {
+            return Err(lost(share, "job is not from this SV2 pool"));
+        };
+        if self.pending.len() >= MAX_PENDING {
+            return Err(lost(share, "pool is not answering shares"));
+        }
+        let Ok(extranonce) = B032::try_from(share.extranonce2.as_slice()) else {
+            return Err(lost(share, "extranonce longer than 32 bytes"));
+        };
+        let job_version = share.job.job.version;
+        // SV2 submits the full version; SV1 miners send only the rolled bits.
+        let version = match share.version_bits {
+            Some(bits) => (job_version & !REQUESTED_VERSION_MASK) | (bits & REQUESTED_VERSION_MASK),
+            None => job_version,
+        };
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        self.pending.push_back(Pending {
+            seq,
+            reply: share.reply,
+            difficulty: share.difficulty,
+            sent: now,
+        });
+        Ok(SubmitSharesExtended {
+            channel_id: self.channel_id,
+            sequence_number: seq,
+            job_id,
+            nonce: share.nonce,
+            ntime: share.ntime,
+            version,
+            extranonce,
+        })
+    }
+
+    /// `SubmitShares.Success`: every pending share up to `last_sequence_number` is accepted
+    /// (errors for any of them came first, pools answer in order).
+    pub fn on_success(&mut self, s: &SubmitSharesSuccess) -> Vec<Verdict> {
+        let mut out = Vec::new();
+        while let Some(p) = self.pending.front() {
+            // Sequence numbers wrap: "up to" is a wrapping comparison.
+            if (s.last_sequence_number.wrapping_sub(p.seq) as i32) < 0 {
+                break;
+            }
+            if let Some(p) = self.pending.pop_front() {
+                out.push(Verdict {
+                    reply: p.reply,
+                    outcome: SubmitOutcome::Accepted,
+                    difficulty: p.difficulty,
+                });
+            }
+        }
+        if out.len() != s.new_submits_accepted_count as usize {
+            debug!(
+                acknowledged = out.len(),
+                count = s.new_submits_accepted_count,
+                "pool's accepted count differs from the shares it covers"
+            );
+        }
+        out
+    }
+
+    /// `SubmitShares.Error`: the share with that sequence number is rejected.
+    pub fn on_error(&mut self, e: &SubmitSharesError) -> Option<Verdict> {
+        let pos = self.pending.iter().position(|p| p.seq == e.sequence_number);
+        let Some(p) = pos.and_then(|i| self.pending.remove(i)) else {
+            debug!(
+                seq = e.sequence_number,
+                "error for a share we are not waiting for"
+            );
+            return None;
+        };
+        Some(Verdict {
+            reply: p.reply,
+            outcome: SubmitOutcome::Rejected(stratum_error(&e.error_code.to_string_lossy())),
+            difficulty: p.difficulty,
+        })
+    }
+
+    /// Shares the pool has not answered within `timeout` are lost.
+    pub fn expire(&mut self, now: Instant, timeout: Duration) -> Vec<Verdict> {
+        let mut out = Vec::new();
+        while let Some(p) = self.pending.front() {
+            if now.saturating_duration_since(p.sent) <= timeout {
+                break;
+            }
+            if let Some(p) = self.pending.pop_front() {
+                out.push(Verdict {
+                    reply: p.reply,
+                    outcome: SubmitOutcome::Lost("pool did not answer"),
+                    difficulty: p.difficulty,
+                });
+            }
+        }
+        out
+    }
+
+    /// Every pending share is lost (the connection ended).
+    pub fn fail_all(&mut self, why: &'static str) -> Vec<Verdict> {
+        self.pending
+            .drain(..)
+            .map(|p| Verdict {
+                reply: p.reply,
+                outcome: SubmitOutcome::Lost(why),
+                difficulty: p.difficulty,
+            })
+            .collect()
+    }
+}
+
+/// The SV1 error an SV1 miner gets for an SV2 `SubmitShares.Error` code: the conventional
+/// stratum code for the reason, and the pool's own code string in the message.
+pub fn stratum_error(sv2_code: &str) -> StratumError {
+    let kind = match sv2_code {
+        code::STALE_SHARE | code::INVALID_JOB_ID => ErrorCode::JobNotFound,
+        code::DUPLICATE_SHARE => ErrorCode::DuplicateShare,
+        code::DIFFICULTY_TOO_LOW => ErrorCode::LowDifficulty,
+        _ => ErrorCode::Other,
+    };
+    // The code comes from the pool: keep it printable and short.
+    let shown: String = sv2_code
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect();
+    StratumError::with_message(kind, format!("{} (pool: {shown})", kind.message()))
+}
+
+#[cfg(test)]
+#[path = "channel_tests.rs"]
+mod tests;

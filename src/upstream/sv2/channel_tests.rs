@@ -1,0 +1,211 @@
+//! Unit tests of the sans-IO SV2 channel.
+
+use super::*;
+use hashshift_protocol::sv2::{B064K, Seq0255, Str0255};
+
+fn granted() -> OpenExtendedMiningChannelSuccess {
+    OpenExtendedMiningChannelSuccess {
+        request_id: 1,
+        channel_id: 7,
+        target: Target::DIFF1.to_le_bytes(),
+        extranonce_size: 16,
+        extranonce_prefix: B032::try_from(&[1u8, 2, 3, 4][..]).unwrap(),
+        group_channel_id: 9,
+    }
+}
+
+fn job(id: u32, min_ntime: Option<u32>) -> NewExtendedMiningJob {
+    NewExtendedMiningJob {
+        channel_id: 7,
+        job_id: id,
+        min_ntime,
+        version: 0x2000_0000,
+        version_rolling_allowed: true,
+        merkle_path: Seq0255::try_from(vec![[5u8; 32]]).unwrap(),
+        coinbase_tx_prefix: B064K::try_from(vec![1u8, 2]).unwrap(),
+        coinbase_tx_suffix: B064K::try_from(vec![3u8]).unwrap(),
+    }
+}
+
+fn prev(id: u32) -> SetNewPrevHash {
+    SetNewPrevHash {
+        channel_id: 7,
+        job_id: id,
+        prev_hash: [8; 32],
+        min_ntime: 1_700_000_000,
+        nbits: 0x1703_0000,
+    }
+}
+
+fn share(
+    job: &Arc<UpstreamJob>,
+    bits: Option<u32>,
+) -> (UpstreamSubmit, oneshot::Receiver<SubmitOutcome>) {
+    let (tx, rx) = oneshot::channel();
+    let s = UpstreamSubmit {
+        worker: "w".into(),
+        job: Arc::clone(job),
+        extranonce2: vec![0; 16],
+        ntime: 1_700_000_001,
+        nonce: 42,
+        version_bits: bits,
+        difficulty: 1.0,
+        reply: tx,
+    };
+    (s, rx)
+}
+
+fn send(vs: Vec<Verdict>) -> usize {
+    let n = vs.len();
+    for v in vs {
+        let _ = v.reply.send(v.outcome);
+    }
+    n
+}
+
+#[test]
+fn grant_maps_to_extranonce1_and_size() {
+    let ch = Channel::open(&granted());
+    let w = ch.work_state();
+    assert_eq!(&w.extranonce1[..], &[1, 2, 3, 4]);
+    assert_eq!(w.extranonce2_size, 16);
+    assert!(w.job.is_none() && !w.is_ready());
+    assert!(ch.addresses(7) && ch.addresses(9) && !ch.addresses(8));
+    // The proxy's per-miner split gives an SV1 miner at most 8 of the 16 bytes.
+    let m = crate::upstream::extranonce::MinerExtranonce::new(&w.extranonce1, 16, 2, 3).unwrap();
+    assert_eq!(m.extranonce2_size, 8);
+    assert_eq!(m.upstream_prefix.len() + m.extranonce2_size, 16);
+}
+
+#[test]
+fn future_job_becomes_clean_work_on_its_prevhash_then_non_future_jobs_follow() {
+    let mut ch = Channel::open(&granted());
+    let now = Instant::now();
+    assert!(!ch.on_new_job(job(1, Some(5)), now), "no tip yet");
+    assert!(!ch.on_new_job(job(2, None), now), "future job waits");
+    assert!(!ch.has_job());
+    assert!(ch.on_prev_hash(&prev(2), now));
+    let w = ch.work_state();
+    let j = w.job.clone().unwrap();
+    assert!(j.clean);
+    assert_eq!(j.pool_job_id, "2");
+    assert_eq!(j.job.prev_hash, [8; 32]);
+    assert_eq!(j.job.ntime, 1_700_000_000);
+    assert_eq!(j.job.nbits, 0x1703_0000);
+    assert_eq!(j.job.coinbase_prefix, vec![1, 2]);
+    assert_eq!(j.session, w.session);
+    assert_eq!(w.version_mask, REQUESTED_VERSION_MASK);
+    // Target changes apply to the next job.
+    ch.set_target(Target::from_difficulty(4.0).unwrap().to_le_bytes());
+    assert!(ch.on_new_job(job(3, Some(1_700_000_100)), now));
+    let j3 = ch.work_state().job.unwrap();
+    assert!(!j3.clean);
+    assert_eq!(j3.job.ntime, 1_700_000_100);
+    assert!((j3.pool_difficulty - 4.0).abs() < 1e-6);
+    assert!((j.pool_difficulty - 1.0).abs() < 1e-6);
+    // A prevhash for an unknown job leaves miners without work.
+    assert!(ch.on_prev_hash(&prev(99), now));
+    assert!(!ch.has_job());
+}
+
+#[test]
+fn shares_get_sequence_numbers_full_versions_and_batched_verdicts() {
+    let mut ch = Channel::open(&granted());
+    let now = Instant::now();
+    ch.on_new_job(job(2, None), now);
+    ch.on_prev_hash(&prev(2), now);
+    let j = ch.work_state().job.unwrap();
+    let mut rxs = Vec::new();
+    for (i, bits) in [None, Some(0x0000_6000), Some(0xffff_ffff)]
+        .into_iter()
+        .enumerate()
+    {
+        let (s, rx) = share(&j, bits);
+        let m = ch.submit(s, now).unwrap();
+        assert_eq!(m.sequence_number, i as u32);
+        assert_eq!((m.channel_id, m.job_id, m.nonce), (7, 2, 42));
+        assert_eq!(m.extranonce.as_bytes(), &[0; 16]);
+        let want = match bits {
+            None => 0x2000_0000,
+            Some(b) => 0x2000_0000 | (b & REQUESTED_VERSION_MASK),
+        };
+        assert_eq!(m.version, want);
+        rxs.push(rx);
+    }
+    assert_eq!(ch.pending(), 3);
+    // The pool rejects #1, then acknowledges up to #2 in one batch.
+    let e = SubmitSharesError {
+        channel_id: 7,
+        sequence_number: 1,
+        error_code: Str0255::try_from("stale-share").unwrap(),
+    };
+    let v = ch.on_error(&e).unwrap();
+    let _ = v.reply.send(v.outcome);
+    let s = SubmitSharesSuccess {
+        channel_id: 7,
+        last_sequence_number: 2,
+        new_submits_accepted_count: 2,
+        new_shares_sum: 2,
+    };
+    assert_eq!(send(ch.on_success(&s)), 2);
+    assert_eq!(ch.pending(), 0);
+    let got: Vec<_> = rxs.into_iter().map(|mut r| r.try_recv().unwrap()).collect();
+    assert_eq!(got[0], SubmitOutcome::Accepted);
+    match &got[1] {
+        SubmitOutcome::Rejected(e) => {
+            assert_eq!(e.code, 21);
+            assert!(e.message.contains("stale-share"), "{}", e.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(got[2], SubmitOutcome::Accepted);
+}
+
+#[test]
+fn old_sessions_timeouts_and_disconnects_are_lost_never_silent() {
+    let mut ch = Channel::open(&granted());
+    let now = Instant::now();
+    ch.on_new_job(job(2, None), now);
+    ch.on_prev_hash(&prev(2), now);
+    let old = ch.work_state().job.unwrap();
+    ch.set_extranonce_prefix(&[9, 9, 9, 9], now);
+    let w = ch.work_state();
+    assert_eq!(&w.extranonce1[..], &[9, 9, 9, 9]);
+    let reissued = w.job.unwrap();
+    assert_ne!(
+        reissued.session, old.session,
+        "current job re-issued in the new session"
+    );
+    let (s, _rx) = share(&old, None);
+    let v = ch.submit(s, now).unwrap_err();
+    assert!(matches!(v.outcome, SubmitOutcome::Lost(_)));
+    let (s, _rx1) = share(&reissued, None);
+    ch.submit(s, now).unwrap();
+    assert!(ch.expire(now, Duration::from_secs(30)).is_empty());
+    assert_eq!(
+        send(ch.expire(now + Duration::from_secs(31), Duration::from_secs(30))),
+        1
+    );
+    let (s, _rx2) = share(&reissued, None);
+    ch.submit(s, now).unwrap();
+    let v = ch.fail_all("gone");
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0].outcome, SubmitOutcome::Lost("gone"));
+}
+
+#[test]
+fn sv2_codes_map_to_sv1_codes_keeping_the_pool_string() {
+    for (c, want) in [
+        ("stale-share", 21),
+        ("invalid-job-id", 21),
+        ("duplicate-share", 22),
+        ("difficulty-too-low", 23),
+        ("invalid-non-rollable-version-bit", 20),
+        ("something-new\n", 20),
+    ] {
+        let e = stratum_error(c);
+        assert_eq!(e.code, want, "{c}");
+        assert!(e.message.contains(c.trim()), "{}", e.message);
+        assert!(!e.message.contains('\n'));
+    }
+}

@@ -1,0 +1,472 @@
+//! One Stratum V2 connection to a pool, kept alive with backoff, publishing work to the miners
+//! on it and carrying their shares up. The SV2 counterpart of [`super::sv1`], with the same
+//! contract towards the rest of the proxy (see [`super::connection`]).
+//!
+//! A session, in order (sv2-spec 04, 03 §3.6, 05 §5.3):
+//! 1. TCP connect, then the Noise NX handshake as initiator. The pool's certificate must be
+//!    signed by the authority key pinned in the URL and be within its validity window; any
+//!    failure is logged as an error naming the pinned key and the session ends. There is no
+//!    plaintext fallback.
+//! 2. `SetupConnection` (Mining protocol, version 2, `REQUIRES_VERSION_ROLLING`: SV1 miners
+//!    behind the proxy roll the BIP320 bits).
+//! 3. `OpenExtendedMiningChannel` as the configured user, asking for
+//!    [`MIN_EXTRANONCE_SIZE`] bytes; the pool decides (SRI grants 16). The granted prefix and
+//!    size become the session's extranonce1 / extranonce2 size, which the proxy splits per
+//!    miner (`upstream::extranonce`, at most 8 bytes per SV1 miner).
+//! 4. Jobs, targets and share verdicts, through the sans-IO [`channel::Channel`].
+//!
+//! Worker names: SV2 has no per-share worker, so in `passthrough` mode shares still go up
+//! under the channel's user (the configured `user`); the proxy's own counters keep the
+//! per-miner split.
+//!
+//! Every share is answered: accepted when a `SubmitShares.Success` covers it, rejected with
+//! the pool's error code, or lost when the connection ends or the pool does not answer within
+//! `submit_timeout`. Pools may batch acknowledgements (SRI sends one every
+//! `share_batch_size` shares): a share waits until a later acknowledgement covers it.
+
+pub mod channel;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use hashshift_protocol::noise::{
+    HandshakeError, Initiator, NoiseCodec, NoiseCodecError, RESPONDER_MESSAGE_LEN,
+};
+use hashshift_protocol::share::Target;
+use hashshift_protocol::sv2::constants::setup_flags;
+use hashshift_protocol::sv2::{
+    Message, OpenExtendedMiningChannel, Protocol, SetupConnection, Str0255, Sv2Error,
+};
+use rand::Rng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use self::channel::{Channel, Verdict};
+use super::connection::{
+    ConnStatus, ConnectionHandle, ConnectionParams, SubmitOutcome, UpstreamSubmit,
+};
+use super::work::WorkState;
+use crate::telemetry::ShareCounters;
+
+/// Extranonce bytes asked for: enough for the proxy's per-miner prefix (up to 4 bytes) and a
+/// miner's own space, and small enough for any pool to grant. Pools usually give more.
+pub const MIN_EXTRANONCE_SIZE: u16 = 8;
+/// Hash rate announced when opening the channel (h/s). The proxy cannot know the farm's
+/// size in advance; pools start from it and adjust their target to the shares they get.
+pub const NOMINAL_HASH_RATE: f32 = 100e12;
+/// Largest SV2 payload accepted from a pool (a job with a big coinbase is a few KiB).
+const MAX_PAYLOAD: usize = 1 << 20;
+/// Request id of our one `OpenExtendedMiningChannel`.
+const OPEN_REQUEST_ID: u32 = 1;
+
+type Conn = Framed<TcpStream, NoiseCodec>;
+
+/// Starts a connection task; it runs until `shutdown`.
+pub fn spawn(
+    params: ConnectionParams,
+    shutdown: CancellationToken,
+    tracker: &tokio_util::task::TaskTracker,
+) -> ConnectionHandle {
+    let initial = WorkState {
+        session: 0,
+        extranonce1: bytes::Bytes::new(),
+        extranonce2_size: 0,
+        difficulty: 1.0,
+        target: Target::DIFF1,
+        version_mask: 0,
+        job: None,
+    };
+    let (work_tx, work_rx) = watch::channel(Arc::new(initial));
+    let (submit_tx, submit_rx) = mpsc::channel(4096);
+    let (status_tx, status_rx) = watch::channel(ConnStatus::Connecting);
+    let counters = Arc::new(ShareCounters::default());
+    let pool = params.pool;
+    let span = info_span!("pool", pool, url = %params.url, protocol = "sv2");
+    let task = Task {
+        params,
+        work_tx,
+        status_tx,
+        submit_rx,
+        counters: counters.clone(),
+        shutdown,
+    };
+    tracker.spawn(task.run().instrument(span));
+    ConnectionHandle {
+        pool,
+        work: work_rx,
+        submit: submit_tx,
+        status: status_rx,
+        counters,
+    }
+}
+
+struct Task {
+    params: ConnectionParams,
+    work_tx: watch::Sender<Arc<WorkState>>,
+    status_tx: watch::Sender<ConnStatus>,
+    submit_rx: mpsc::Receiver<UpstreamSubmit>,
+    counters: Arc<ShareCounters>,
+    shutdown: CancellationToken,
+}
+
+/// Why a session with the pool ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionEnd {
+    #[error("connect failed: {0}")]
+    Connect(std::io::Error),
+    #[error("timed out connecting, authenticating or opening the channel")]
+    Timeout,
+    #[error("the pool failed authentication: {0}")]
+    Handshake(HandshakeError),
+    #[error("the URL is not a stratum2+tcp:// URL with an authority key")]
+    NotSv2,
+    #[error("connection closed by the pool")]
+    Closed,
+    #[error("transport error: {0}")]
+    Transport(NoiseCodecError),
+    #[error("I/O error: {0}")]
+    Io(std::io::Error),
+    #[error("malformed {what} from the pool: {error}")]
+    Malformed { what: &'static str, error: Sv2Error },
+    #[error("pool refused {what}: {code}")]
+    Refused { what: &'static str, code: String },
+    #[error("pool closed our channel: {0}")]
+    ChannelClosed(String),
+    #[error("pool asked us to reconnect")]
+    Reconnect,
+    #[error("shutting down")]
+    Shutdown,
+}
+
+/// Where the session is between the handshake and an open channel.
+enum Phase {
+    Setup,
+    Opening,
+    Open(Box<Channel>),
+}
+
+fn unix_now() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+}
+
+/// A `STR0_255` from a local string, cut at 255 bytes (on a character boundary).
+fn str255(s: &str) -> Str0255 {
+    let mut end = s.len().min(Str0255::MAX_LEN);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    Str0255::try_from(&s[..end]).unwrap_or_default()
+}
+
+impl Task {
+    async fn run(mut self) {
+        let mut failures: u32 = 0;
+        loop {
+            let _ = self.status_tx.send(ConnStatus::Connecting);
+            let started = Instant::now();
+            let end = self.session().await;
+            let _ = self.status_tx.send(ConnStatus::Down);
+            if matches!(end, SessionEnd::Shutdown) {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                failures = 0;
+            }
+            failures = failures.saturating_add(1);
+            let base = Duration::from_millis(250)
+                .saturating_mul(1u32 << failures.min(8))
+                .min(self.params.max_backoff);
+            let wait = base.mul_f64(rand::rng().random_range(0.5..1.5));
+            match &end {
+                SessionEnd::Handshake(e) => error!(
+                    error = %e,
+                    pinned_authority_key = ?self.params.url.authority_key(),
+                    retry_in = ?wait,
+                    "pool failed Noise authentication (wrong authority key in the URL, expired \
+                     certificate, or not an SV2 pool); not using it"
+                ),
+                other => warn!(error = %other, retry_in = ?wait, "pool session ended"),
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        self.submit_rx.close();
+        while let Ok(s) = self.submit_rx.try_recv() {
+            let _ = s.reply.send(SubmitOutcome::Lost("proxy shutting down"));
+        }
+    }
+
+    fn deliver(&self, verdicts: Vec<Verdict>) {
+        for v in verdicts {
+            self.deliver_one(v);
+        }
+    }
+
+    fn deliver_one(&self, v: Verdict) {
+        match &v.outcome {
+            SubmitOutcome::Accepted => self.counters.accept(v.difficulty),
+            SubmitOutcome::Rejected(_) => self.counters.reject(),
+            SubmitOutcome::Lost(_) => self.counters.lose(),
+        }
+        let _ = v.reply.send(v.outcome);
+    }
+
+    /// TCP connect and Noise handshake, pinned to the URL's authority key.
+    async fn connect(&self) -> Result<Conn, SessionEnd> {
+        let p = &self.params;
+        let authority = p.url.authority_key().ok_or(SessionEnd::NotSv2)?;
+        let mut stream = TcpStream::connect(p.url.authority())
+            .await
+            .map_err(SessionEnd::Connect)?;
+        let _ = stream.set_nodelay(true);
+        // The RNG is not `Send`: use it before the first await.
+        let mut initiator = Initiator::new(Some(authority), &mut rand::rng());
+        let hello = initiator.step_0().map_err(SessionEnd::Handshake)?;
+        stream.write_all(&hello).await.map_err(SessionEnd::Io)?;
+        let mut reply = [0u8; RESPONDER_MESSAGE_LEN];
+        stream.read_exact(&mut reply).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                SessionEnd::Closed
+            } else {
+                SessionEnd::Io(e)
+            }
+        })?;
+        let (transport, cert) = initiator
+            .step_2(&reply, unix_now())
+            .map_err(SessionEnd::Handshake)?;
+        debug!(
+            valid_from = cert.valid_from,
+            not_valid_after = cert.not_valid_after,
+            "pool authenticated"
+        );
+        Ok(Framed::new(
+            stream,
+            NoiseCodec::new(transport).with_max_payload(MAX_PAYLOAD),
+        ))
+    }
+
+    async fn session(&mut self) -> SessionEnd {
+        let p = self.params.clone();
+        let mut conn = tokio::select! {
+            _ = self.shutdown.cancelled() => return SessionEnd::Shutdown,
+            r = tokio::time::timeout(p.connect_timeout, self.connect()) => match r {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => return e,
+                Err(_) => return SessionEnd::Timeout,
+            },
+        };
+        let setup = SetupConnection {
+            protocol: Protocol::Mining,
+            min_version: 2,
+            max_version: 2,
+            flags: setup_flags::REQUIRES_VERSION_ROLLING,
+            endpoint_host: str255(&p.url.host),
+            endpoint_port: p.url.port,
+            vendor: str255("hashshift"),
+            hardware_version: str255("proxy"),
+            firmware: str255(concat!("hashshift/", env!("CARGO_PKG_VERSION"))),
+            device_id: Str0255::default(),
+        };
+        if let Err(e) = conn.send(Message::from(setup).to_frame()).await {
+            return SessionEnd::Transport(e);
+        }
+        let mut phase = Phase::Setup;
+        let deadline = tokio::time::Instant::now() + p.connect_timeout;
+        let mut sweep = tokio::time::interval(Duration::from_secs(1));
+        let end = loop {
+            let open = matches!(phase, Phase::Open(_));
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break SessionEnd::Shutdown,
+                _ = tokio::time::sleep_until(deadline), if !open => break SessionEnd::Timeout,
+                _ = sweep.tick() => {
+                    if let Phase::Open(ch) = &mut phase {
+                        self.deliver(ch.expire(Instant::now(), p.submit_timeout));
+                    }
+                }
+                share = self.submit_rx.recv(), if open => {
+                    let Some(share) = share else { break SessionEnd::Shutdown };
+                    let Phase::Open(ch) = &mut phase else { continue };
+                    match ch.submit(share, Instant::now()) {
+                        Ok(msg) => {
+                            if let Err(e) = conn.send(Message::from(msg).to_frame()).await {
+                                break SessionEnd::Transport(e);
+                            }
+                        }
+                        Err(verdict) => self.deliver_one(verdict),
+                    }
+                }
+                frame = conn.next() => {
+                    let frame = match frame {
+                        None => break SessionEnd::Closed,
+                        Some(Err(e)) => break SessionEnd::Transport(e),
+                        Some(Ok(f)) => f,
+                    };
+                    let msg = match Message::from_frame(&frame) {
+                        Ok(m) => m,
+                        Err(e) if e.is_ignorable() => {
+                            debug!(error = %e, "ignoring a message we do not speak");
+                            continue;
+                        }
+                        Err(error) => break SessionEnd::Malformed { what: "message", error },
+                    };
+                    match self.on_message(msg, &mut phase, &mut conn, &p).await {
+                        Ok(()) => {}
+                        Err(end) => break end,
+                    }
+                }
+            }
+        };
+        if let Phase::Open(ch) = &mut phase {
+            self.deliver(ch.fail_all("pool connection lost"));
+        }
+        end
+    }
+
+    async fn on_message(
+        &self,
+        msg: Message,
+        phase: &mut Phase,
+        conn: &mut Conn,
+        p: &ConnectionParams,
+    ) -> Result<(), SessionEnd> {
+        let now = Instant::now();
+        match (msg, &mut *phase) {
+            (Message::SetupConnectionSuccess(s), Phase::Setup) => {
+                debug!(
+                    version = s.used_version,
+                    flags = s.flags,
+                    "connection set up"
+                );
+                let open = OpenExtendedMiningChannel {
+                    request_id: OPEN_REQUEST_ID,
+                    user_identity: str255(&p.user),
+                    nominal_hash_rate: NOMINAL_HASH_RATE,
+                    max_target: Target::MAX.to_le_bytes(),
+                    min_extranonce_size: MIN_EXTRANONCE_SIZE,
+                };
+                conn.send(Message::from(open).to_frame())
+                    .await
+                    .map_err(SessionEnd::Transport)?;
+                *phase = Phase::Opening;
+            }
+            (Message::SetupConnectionError(e), _) => {
+                return Err(SessionEnd::Refused {
+                    what: "the connection",
+                    code: e.error_code.to_string(),
+                });
+            }
+            (Message::OpenExtendedMiningChannelSuccess(s), Phase::Opening) => {
+                if s.request_id != OPEN_REQUEST_ID {
+                    debug!(
+                        request_id = s.request_id,
+                        "answer to a request we did not make"
+                    );
+                    return Ok(());
+                }
+                let ch = Box::new(Channel::open(&s));
+                info!(
+                    channel = s.channel_id,
+                    extranonce_prefix = %hex::encode(s.extranonce_prefix.as_bytes()),
+                    extranonce_size = s.extranonce_size,
+                    difficulty = Target::from_le_bytes(s.target).to_difficulty(),
+                    "channel open"
+                );
+                *phase = Phase::Open(ch);
+                self.publish(phase);
+            }
+            (Message::OpenMiningChannelError(e), Phase::Opening) => {
+                return Err(SessionEnd::Refused {
+                    what: "the channel",
+                    code: e.error_code.to_string(),
+                });
+            }
+            (Message::Reconnect(r), _) => {
+                info!(host = %r.new_host, port = r.new_port, "pool asked for a reconnect; reconnecting to the configured address");
+                return Err(SessionEnd::Reconnect);
+            }
+            (msg, Phase::Open(ch)) => {
+                if let Some(id) = msg.channel_id() {
+                    if !ch.addresses(id) {
+                        debug!(
+                            channel = id,
+                            msg = msg.name(),
+                            "message for another channel"
+                        );
+                        return Ok(());
+                    }
+                }
+                if self.on_channel_message(msg, ch, now)? {
+                    self.publish(phase);
+                }
+            }
+            (msg, _) => debug!(
+                msg = msg.name(),
+                "unexpected message before the channel is open"
+            ),
+        }
+        Ok(())
+    }
+
+    fn on_channel_message(
+        &self,
+        msg: Message,
+        ch: &mut Channel,
+        now: Instant,
+    ) -> Result<bool, SessionEnd> {
+        // Whether miners' work changed: only then is it republished.
+        let mut changed = false;
+        match msg {
+            Message::NewExtendedMiningJob(j) => changed = ch.on_new_job(j, now),
+            Message::SetNewPrevHash(p) => changed = ch.on_prev_hash(&p, now),
+            Message::SetTarget(t) => {
+                // Applies from the next job on, which carries it.
+                ch.set_target(t.maximum_target);
+                debug!(
+                    difficulty = Target::from_le_bytes(t.maximum_target).to_difficulty(),
+                    "pool target"
+                );
+            }
+            Message::SetExtranoncePrefix(e) => {
+                ch.set_extranonce_prefix(e.extranonce_prefix.as_bytes(), now);
+                changed = true;
+                info!(extranonce_prefix = %hex::encode(e.extranonce_prefix.as_bytes()), "pool changed our extranonce prefix");
+            }
+            Message::SubmitSharesSuccess(s) => self.deliver(ch.on_success(&s)),
+            Message::SubmitSharesError(e) => {
+                if let Some(v) = ch.on_error(&e) {
+                    debug!(seq = e.sequence_number, code = %e.error_code, "pool rejected a share");
+                    self.deliver_one(v);
+                }
+            }
+            Message::CloseChannel(c) if c.channel_id == ch.id() => {
+                return Err(SessionEnd::ChannelClosed(c.reason_code.to_string()));
+            }
+            Message::UpdateChannelError(e) => {
+                warn!(code = %e.error_code, "pool refused a channel update")
+            }
+            other => debug!(msg = other.name(), "ignored message from pool"),
+        }
+        Ok(changed)
+    }
+
+    fn publish(&self, phase: &Phase) {
+        let Phase::Open(ch) = phase else { return };
+        self.work_tx.send_replace(Arc::new(ch.work_state()));
+        let status = if ch.has_job() {
+            ConnStatus::Up
+        } else {
+            ConnStatus::Connecting
+        };
+        self.status_tx
+            .send_if_modified(|s| std::mem::replace(s, status) != status);
+    }
+}
