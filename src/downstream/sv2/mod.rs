@@ -6,6 +6,7 @@
 //! | [`handshake`] | Noise NX responder, authority key loading, certificate validity |
 //! | [`session`] | one connection's task: `SetupConnection`, channel management, shares |
 //! | [`channel`] | one channel's state (sans-IO): extranonce, jobs, validation, vardiff, acks |
+//! | [`events`] | per-channel work and manager commands merged into one event stream |
 //!
 //! What a miner sees: a Noise handshake whose certificate is signed by the configured
 //! authority key; `SetupConnection` for the Mining protocol (version 2; flags
@@ -21,6 +22,7 @@
 //! miner, and is moved with `SetExtranoncePrefix` when the manager reassigns it.
 
 pub mod channel;
+pub mod events;
 pub mod handshake;
 pub mod session;
 

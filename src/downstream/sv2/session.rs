@@ -34,19 +34,17 @@ use hashshift_protocol::sv2::{
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::{mpsc, watch};
 use tokio_util::codec::{Encoder, FramedRead};
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::Sv2Settings;
 use super::channel::{Channel, ChannelKind, ShareResult, SubmittedShare};
+use super::events::{Event, assign, control_stream, work_stream};
 use super::handshake;
 use crate::downstream::listener::{Accepted, next_conn_id};
 use crate::downstream::registry::MinerShared;
 use crate::upstream::connection::SubmitOutcome;
-use crate::upstream::manager::{Assignment, Control, PoolManager};
-use crate::upstream::work::WorkState;
+use crate::upstream::manager::{Control, PoolManager};
 
 /// The group channel every channel of a connection belongs to (reported in `Open*Success`;
 /// jobs are always sent per channel, so no group job is ever sent on it).
@@ -88,50 +86,12 @@ enum End {
     Shutdown,
 }
 
-/// What a channel's merged streams deliver.
-enum Event {
-    /// New work on the channel's connection, for the channel's `generation`.
-    Work(u64, Arc<WorkState>),
-    /// A command from the pool manager.
-    Control(Control),
-}
-
 /// A pool's answer on a share that went up, with what is needed to relay it.
 struct Verdict {
     channel: u32,
     sequence_number: u32,
     outcome: SubmitOutcome,
     credited: f64,
-}
-
-/// Takes an extranonce slot for a new channel, waiting (up to `wait`) for a pool that is up
-/// and has work. The manager holds the channel's control sender. (A free function: the
-/// connection state is not `Sync` and must not be borrowed across this wait.)
-async fn assign(
-    manager: &PoolManager,
-    shared: &Arc<MinerShared>,
-    wait: Duration,
-) -> Option<(Assignment, mpsc::Receiver<Control>, Arc<WorkState>)> {
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let (tx, rx) = mpsc::channel(4);
-        if let Some(a) = manager.assign(shared.id, tx, shared.clone()) {
-            let mut work = a.conn.work.clone();
-            let ready = tokio::time::timeout_at(deadline, work.wait_for(|w| w.is_ready()))
-                .await
-                .is_ok_and(|r| r.is_ok());
-            if !ready {
-                manager.release(shared.id);
-                return None;
-            }
-            let current = work.borrow().clone();
-            return Some((a, rx, current));
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 type Pending = Pin<Box<dyn std::future::Future<Output = Verdict> + Send>>;
@@ -275,37 +235,6 @@ fn upstream_reject_code(code: i64) -> &'static str {
         23 => submit_shares::DIFFICULTY_TOO_LOW,
         _ => submit_shares::INVALID_SHARE,
     }
-}
-
-/// A channel's work updates until `stop` (the channel moved or closed) or the upstream
-/// connection ends. The value current now counts as seen.
-fn work_stream(
-    channel: u32,
-    generation: u64,
-    mut rx: watch::Receiver<Arc<WorkState>>,
-    stop: CancellationToken,
-) -> BoxStream<'static, (u32, Event)> {
-    rx.borrow_and_update();
-    futures_util::stream::unfold((rx, stop), move |(mut rx, stop)| async move {
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => None,
-            changed = rx.changed() => {
-                changed.ok()?;
-                let work = rx.borrow_and_update().clone();
-                Some(((channel, Event::Work(generation, work)), (rx, stop)))
-            }
-        }
-    })
-    .boxed()
-}
-
-fn control_stream(channel: u32, rx: mpsc::Receiver<Control>) -> BoxStream<'static, (u32, Event)> {
-    futures_util::stream::unfold(rx, move |mut rx| async move {
-        let c = rx.recv().await?;
-        Some(((channel, Event::Control(c)), rx))
-    })
-    .boxed()
 }
 
 impl Conn {
