@@ -8,7 +8,8 @@
 //! | [`bench`] | the load generator (`hashshift bench`) |
 //! | [`config`] | the configuration file, typed and validated |
 //! | [`demo`] | `hashshift demo`: test pools, the proxy and simulated rigs on one machine |
-//! | [`downstream`] | miners: listener, SV1 sessions, vardiff, the shared per-miner record |
+//! | [`downstream`] | miners: listener, SV1 and SV2 sessions, vardiff, the shared per-miner record |
+//! | [`keyfile`] | the SV2 authority key file (`hashshift keygen`) |
 //! | [`upstream`] | pools: connections, work, extranonce splitting, the failover/split router and manager |
 //! | [`proxy`] | the whole proxy assembled, with graceful shutdown |
 //! | [`sim`] | simulated ASICs that speak SV1 like real firmware and really hash |
@@ -23,6 +24,7 @@ pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod downstream;
+pub mod keyfile;
 pub mod proxy;
 pub mod sim;
 pub mod sys;

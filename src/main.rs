@@ -35,6 +35,13 @@ enum Command {
         /// The TOML file.
         file: PathBuf,
     },
+    /// Write a new SV2 authority key pair to FILE (mode 0600, never overwritten) and print its
+    /// public key, the string SV2 miners and translators pin (SRI: `authority_pubkey`).
+    Keygen {
+        /// The key file to create; point a `[[downstream]]` `authority_key_file` at it.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Load-test a proxy (or, with --direct, the embedded test pool) with many SV1 miners.
     Bench(#[command(flatten)] hashshift::bench::BenchArgs),
 }
@@ -80,6 +87,20 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Keygen { out } => match hashshift::keyfile::generate(&out) {
+            Ok(public) => {
+                println!("{public}");
+                eprintln!(
+                    "hashshift: wrote {}; give miners the public key above",
+                    out.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("hashshift keygen: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(config) => match toml::to_string_pretty(&config) {
                 Ok(text) => {

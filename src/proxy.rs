@@ -17,6 +17,7 @@ use tracing::info;
 use crate::config::{Config, DownstreamProtocol};
 use crate::downstream::listener;
 use crate::downstream::sv1::{self as sv1_session, SessionSettings};
+use crate::downstream::sv2::{self as sv2_session, Sv2Settings, channel::ChannelSettings};
 use crate::downstream::vardiff::VardiffSettings;
 use crate::upstream::manager::{ManagerSettings, PoolManager, PoolSnapshot};
 
@@ -35,7 +36,8 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Binds the listeners and starts everything.
+    /// Binds the listeners and starts everything. SV2 listeners load their authority key
+    /// file here; an unreadable or invalid one fails the start (as an `io::Error`).
     pub async fn start(config: &Config) -> std::io::Result<Proxy> {
         Self::start_with(config, ManagerSettings::from_config(config)).await
     }
@@ -92,6 +94,41 @@ impl Proxy {
                             // shutdown can stop accepting first and drain sessions after.
                             accepted.shutdown = session_stop.clone();
                             sv1_session::serve(accepted, settings.clone(), manager.clone())
+                        })
+                        .await
+                    });
+                }
+                DownstreamProtocol::Sv2 => {
+                    let key_file = d.authority_key_file.as_deref().ok_or_else(|| {
+                        std::io::Error::other("SV2 listener without authority_key_file")
+                    })?;
+                    let noise =
+                        sv2_session::handshake::responder_config(key_file, d.cert_validity_secs)
+                            .map_err(std::io::Error::other)?;
+                    info!(authority = %noise.authority_public_key(), listen = %d.listen, "SV2 listener certified by authority key");
+                    let sv2_settings = Arc::new(Sv2Settings {
+                        noise,
+                        channel: ChannelSettings {
+                            vardiff: settings.vardiff,
+                            initial_difficulty: settings.initial_difficulty,
+                        },
+                        handshake_timeout: settings.handshake_timeout,
+                        write_timeout: settings.write_timeout,
+                        drain_grace: settings.drain_grace,
+                        max_frame_bytes: d.max_frame_bytes,
+                        max_channels: d.max_channels_per_connection,
+                        ack_delay: Duration::from_millis(100),
+                        ack_batch: 32,
+                    });
+                    let manager = manager.clone();
+                    let stop = accept_stop.clone();
+                    let session_stop = sessions_stop.clone();
+                    let tracker = sessions.clone();
+                    let max = config.limits.max_connections;
+                    sessions.spawn(async move {
+                        listener::serve(listener, max, "sv2", stop, tracker, move |mut accepted| {
+                            accepted.shutdown = session_stop.child_token();
+                            sv2_session::serve(accepted, sv2_settings.clone(), manager.clone())
                         })
                         .await
                     });

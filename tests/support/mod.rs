@@ -2,3 +2,4 @@
 #![allow(dead_code)]
 
 pub mod miner;
+pub mod sv2_miner;

@@ -1,0 +1,511 @@
+//! SV2 miners through the proxy, end to end over 127.0.0.1: a test SV2 miner built on the
+//! Stratum Reference Implementation's crates → hashshift's SV2 listener → the embedded SV1
+//! test pool, which validates every share with its own hashing.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use hashshift::config::Config;
+use hashshift::protocol::noise::AuthorityPublicKey;
+use hashshift::proxy::Proxy;
+use hashshift::testpool::{TestPool, TestPoolConfig};
+use hashshift::upstream::manager::ManagerSettings;
+use support::miner::within;
+use support::sv2_miner::{REQUIRES_STANDARD_JOBS, REQUIRES_WORK_SELECTION, Received, Sv2Miner};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Share difficulty of the pool and the proxy's vardiff: ~4,300 hashes a share.
+const DIFF: f64 = 1e-6;
+
+/// A fresh authority key file, removed on drop.
+struct KeyFile {
+    path: PathBuf,
+    public: AuthorityPublicKey,
+}
+
+impl KeyFile {
+    fn new() -> Result<KeyFile> {
+        let path = std::env::temp_dir().join(format!(
+            "hashshift-sv2-test-{}-{}.key",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let public = hashshift::keyfile::generate(&path)?;
+        Ok(KeyFile { path, public })
+    }
+}
+
+impl Drop for KeyFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+struct Setup {
+    pool: TestPool,
+    proxy: Proxy,
+    key: KeyFile,
+}
+
+impl Setup {
+    async fn start(extra: &str) -> Result<Setup> {
+        Self::start_with(&[], extra).await
+    }
+
+    /// Pool "a" (priority 0) and the given standby pools (priorities 1, 2, ...).
+    async fn start_with(standby: &[&TestPool], extra: &str) -> Result<Setup> {
+        let pool = TestPool::start(TestPoolConfig {
+            difficulty: DIFF,
+            name: "a".into(),
+            ..TestPoolConfig::default()
+        })
+        .await?;
+        let key = KeyFile::new()?;
+        let mut upstreams = format!(
+            "[[upstream]]\nurl = \"stratum+tcp://{}\"\nuser = \"farm\"\n",
+            pool.addr()
+        );
+        for (i, p) in standby.iter().enumerate() {
+            upstreams += &format!(
+                "[[upstream]]\nurl = \"stratum+tcp://{}\"\nuser = \"farm\"\npriority = {}\n",
+                p.addr(),
+                i + 1
+            );
+        }
+        let text = format!(
+            "[[downstream]]\nprotocol = \"sv2\"\nlisten = \"127.0.0.1:0\"\nauthority_key_file = {:?}\n\
+             {upstreams}\
+             [vardiff]\ninitial = {DIFF}\nmin = 1e-9\nmax = 1.0\nshares_per_minute = 600.0\n{extra}",
+            key.path.display().to_string(),
+        );
+        let config = Config::from_toml(&text)?;
+        let proxy = Proxy::start_with(
+            &config,
+            ManagerSettings {
+                no_work_timeout: Duration::from_secs(30),
+                failback_after: Duration::from_millis(500),
+                rebalance_every: Duration::from_secs(1),
+            },
+        )
+        .await?;
+        Ok(Setup { pool, proxy, key })
+    }
+
+    async fn miner(&self) -> Result<Sv2Miner> {
+        Sv2Miner::connect(self.proxy.listen_addrs()[0], self.key.public.to_bytes()).await
+    }
+
+    async fn stop(self) {
+        self.proxy.shutdown(Duration::from_secs(2)).await;
+        self.pool.shutdown().await;
+    }
+}
+
+/// Waits (bounded) until the pool has accepted `n` shares.
+async fn pool_accepts(pool: &TestPool, n: u64) -> Result<()> {
+    within("pool accepting the shares", async {
+        while pool.stats().accepted < n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn standard_channel_shares_reach_the_pool() -> Result<()> {
+    let s = Setup::start("").await?;
+    let mut m = s.miner().await?;
+    assert!(matches!(
+        m.setup(REQUIRES_STANDARD_JOBS).await?,
+        Received::SetupSuccess {
+            used_version: 2,
+            ..
+        }
+    ));
+    m.open_standard(7, "farm.std1", 0.0).await?;
+    let (channel, target, prefix) = match m.recv().await? {
+        Some(Received::OpenStandardSuccess {
+            request_id: 7,
+            channel_id,
+            target,
+            extranonce_prefix,
+            group_channel_id,
+        }) => {
+            assert_ne!(group_channel_id, channel_id);
+            (channel_id, target, extranonce_prefix)
+        }
+        other => bail!("expected OpenStandardMiningChannel.Success, got {other:?}"),
+    };
+    assert_eq!(
+        prefix.len(),
+        4 + 8,
+        "a standard channel's whole extranonce is fixed: pool extranonce1 + extranonce2"
+    );
+    let job = m.first_job(channel).await?;
+    for seed in 0..3 {
+        // Roll version bits inside BIP320's mask, as ASICs do.
+        let version = job.version | (0x2000 << seed);
+        let share = job.find(&[], Vec::new(), version, &target, seed, false);
+        let seq = m.submit(channel, &share, false).await?;
+        assert_eq!(m.verdict(channel, seq).await?, Ok(()), "share {seed}");
+    }
+    pool_accepts(&s.pool, 3).await?;
+    let stats = s.pool.stats();
+    assert_eq!(
+        stats.accepted, 3,
+        "every share met the pool's target and was valid there"
+    );
+    assert_eq!(
+        stats.workers["farm.std1"].accepted, 3,
+        "user_identity goes up as the worker"
+    );
+    s.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn extended_channel_shares_reach_the_pool() -> Result<()> {
+    let s = Setup::start("").await?;
+    let mut m = s.miner().await?;
+    assert!(matches!(m.setup(0).await?, Received::SetupSuccess { .. }));
+    m.open_extended(1, "farm.ext1", 4).await?;
+    let (channel, target, prefix, size) = match m.recv().await? {
+        Some(Received::OpenExtendedSuccess {
+            request_id: 1,
+            channel_id,
+            target,
+            extranonce_size,
+            extranonce_prefix,
+            ..
+        }) => (channel_id, target, extranonce_prefix, extranonce_size),
+        other => bail!("expected OpenExtendedMiningChannel.Success, got {other:?}"),
+    };
+    assert_eq!(
+        prefix.len(),
+        4 + 2,
+        "pool extranonce1 + the proxy's 2-byte slot"
+    );
+    assert_eq!(
+        size,
+        8 - 2,
+        "the rest of the pool's extranonce2 is the miner's"
+    );
+    let job = m.first_job(channel).await?;
+    assert!(job.merkle_root.is_none() && !job.coinbase_prefix.is_empty());
+    for seed in 0..3u32 {
+        let extranonce = (0..size as u8).map(|b| b ^ seed as u8).collect();
+        let share = job.find(
+            &prefix,
+            extranonce,
+            job.version | 0x4000,
+            &target,
+            seed,
+            false,
+        );
+        let seq = m.submit(channel, &share, true).await?;
+        assert_eq!(m.verdict(channel, seq).await?, Ok(()), "share {seed}");
+    }
+    pool_accepts(&s.pool, 3).await?;
+    assert_eq!(s.pool.stats().workers["farm.ext1"].accepted, 3);
+    s.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn invalid_shares_get_the_spec_error_codes() -> Result<()> {
+    let s = Setup::start("").await?;
+    let mut m = s.miner().await?;
+    m.setup(0).await?;
+    m.open_extended(1, "w", 0).await?;
+    let (channel, target, prefix, size) = match m.recv().await? {
+        Some(Received::OpenExtendedSuccess {
+            channel_id,
+            target,
+            extranonce_prefix,
+            extranonce_size,
+            ..
+        }) => (
+            channel_id,
+            target,
+            extranonce_prefix,
+            extranonce_size as usize,
+        ),
+        other => bail!("expected OpenExtendedMiningChannel.Success, got {other:?}"),
+    };
+    let job = m.first_job(channel).await?;
+    let good = job.find(&prefix, vec![1; size], job.version, &target, 1, false);
+    let seq = m.submit(channel, &good, true).await?;
+    assert_eq!(m.verdict(channel, seq).await?, Ok(()));
+
+    let mut cases = vec![(good.clone(), "duplicate-share")];
+    cases.push((
+        job.find(&prefix, vec![2; size], job.version, &target, 2, true),
+        "difficulty-too-low",
+    ));
+    let mut unknown = good.clone();
+    unknown.job_id = job.job_id.wrapping_add(1_000_000);
+    cases.push((unknown, "invalid-job-id"));
+    let mut short = good.clone();
+    short.extranonce.pop();
+    cases.push((short, "bad-extranonce-size"));
+    let mut outside = good.clone();
+    outside.version ^= 0x0000_0001;
+    cases.push((outside, "invalid-non-rollable-version-bit"));
+    for (share, code) in cases {
+        let seq = m.submit(channel, &share, true).await?;
+        assert_eq!(
+            m.verdict(channel, seq).await?,
+            Err(code.to_owned()),
+            "{code}"
+        );
+    }
+    let seq = m.submit(channel + 100, &good, true).await?;
+    assert_eq!(
+        m.verdict(channel + 100, seq).await?,
+        Err("invalid-channel-id".to_owned())
+    );
+    assert_eq!(s.pool.stats().accepted, 1, "nothing invalid went up");
+    s.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn setup_connection_is_checked() -> Result<()> {
+    let s = Setup::start("").await?;
+    let mut m = s.miner().await?;
+    assert_eq!(
+        m.setup(REQUIRES_WORK_SELECTION).await?,
+        Received::SetupError {
+            flags: REQUIRES_WORK_SELECTION,
+            code: "unsupported-feature-flags".into()
+        }
+    );
+    assert_eq!(m.recv().await?, None, "closed after the error");
+
+    let mut m = s.miner().await?;
+    assert_eq!(
+        m.setup_protocol(common_messages_sv2::Protocol::JobDeclarationProtocol, 0)
+            .await?,
+        Received::SetupError {
+            flags: 0,
+            code: "unsupported-protocol".into()
+        }
+    );
+
+    // Standard-jobs-only connections cannot open extended channels.
+    let mut m = s.miner().await?;
+    m.setup(REQUIRES_STANDARD_JOBS).await?;
+    m.open_extended(3, "w", 0).await?;
+    assert_eq!(
+        m.recv().await?,
+        Some(Received::OpenError {
+            request_id: 3,
+            code: "extended-channels-not-supported-for-standard-jobs".into()
+        })
+    );
+    s.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn update_channel_moves_the_target() -> Result<()> {
+    let s = Setup::start("").await?;
+    let mut m = s.miner().await?;
+    m.setup(REQUIRES_STANDARD_JOBS).await?;
+    m.open_standard(1, "w", 0.0).await?;
+    let channel = match m.recv().await? {
+        Some(Received::OpenStandardSuccess { channel_id, .. }) => channel_id,
+        other => bail!("expected OpenStandardMiningChannel.Success, got {other:?}"),
+    };
+    let first = m.first_job(channel).await?;
+    // 100 kH/s at 600 shares/min: difficulty 1e5 * 0.1 / 2^32 ≈ 2.3e-6.
+    m.update_channel(channel, 1e5, [0xff; 32]).await?;
+    let target = m
+        .expect("SetTarget", |r| match r {
+            Received::SetTarget { channel_id, target } if *channel_id == channel => Some(*target),
+            _ => None,
+        })
+        .await?;
+    let difficulty = hashshift::protocol::share::Target::from_le_bytes(target).to_difficulty();
+    assert!((difficulty / 2.328e-6 - 1.0).abs() < 0.01, "{difficulty}");
+    // The current job is re-issued under a new id, active at once.
+    let (job_id, min_ntime) = m
+        .expect("re-issued job", |r| match r {
+            Received::NewMiningJob {
+                job_id, min_ntime, ..
+            } => Some((*job_id, *min_ntime)),
+            _ => None,
+        })
+        .await?;
+    assert_ne!(job_id, first.job_id);
+    assert_eq!(min_ntime, Some(first.ntime));
+    // A maximum target the proxy cannot honour is refused.
+    m.update_channel(channel, 0.0, [0; 32]).await?;
+    assert_eq!(
+        m.expect("UpdateChannel.Error", |r| match r {
+            Received::UpdateChannelError { code, .. } => Some(code.clone()),
+            _ => None,
+        })
+        .await?,
+        "max-target-out-of-range"
+    );
+    s.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn failover_moves_every_channel_with_set_extranonce_prefix() -> Result<()> {
+    let b = TestPool::start(TestPoolConfig {
+        difficulty: DIFF,
+        name: "b".into(),
+        ..TestPoolConfig::default()
+    })
+    .await?;
+    let s = Setup::start_with(&[&b], "").await?;
+    let mut m = s.miner().await?;
+    m.setup(0).await?;
+    // Two channels on one connection: one standard, one extended.
+    m.open_standard(1, "std", 0.0).await?;
+    let (std_channel, std_target) = match m.recv().await? {
+        Some(Received::OpenStandardSuccess {
+            channel_id, target, ..
+        }) => (channel_id, target),
+        other => bail!("expected OpenStandardMiningChannel.Success, got {other:?}"),
+    };
+    m.first_job(std_channel).await?;
+    m.open_extended(2, "ext", 0).await?;
+    let (ext_channel, ext_target, ext_size) = match m.recv().await? {
+        Some(Received::OpenExtendedSuccess {
+            channel_id,
+            target,
+            extranonce_size,
+            ..
+        }) => (channel_id, target, extranonce_size as usize),
+        other => bail!("expected OpenExtendedMiningChannel.Success, got {other:?}"),
+    };
+    m.first_job(ext_channel).await?;
+    assert_ne!(std_channel, ext_channel);
+
+    s.pool.kill().await;
+    for (channel, target, extended) in [
+        (std_channel, std_target, false),
+        (ext_channel, ext_target, true),
+    ] {
+        let prefix = m
+            .expect("SetExtranoncePrefix", |r| match r {
+                Received::SetExtranoncePrefix { channel_id, prefix } if *channel_id == channel => {
+                    Some(prefix.clone())
+                }
+                _ => None,
+            })
+            .await?;
+        let job = m.next_future_job(channel).await?;
+        let share = if extended {
+            job.find(&prefix, vec![5; ext_size], job.version, &target, 3, false)
+        } else {
+            job.find(&[], Vec::new(), job.version, &target, 3, false)
+        };
+        let seq = m.submit(channel, &share, extended).await?;
+        assert_eq!(m.verdict(channel, seq).await?, Ok(()), "channel {channel}");
+    }
+    pool_accepts(&b, 2).await?;
+    let stats = b.stats();
+    assert_eq!(
+        stats.workers["std"].accepted, 1,
+        "the standard channel moved to b"
+    );
+    assert_eq!(
+        stats.workers["ext"].accepted, 1,
+        "the extended channel moved to b"
+    );
+    s.stop().await;
+    b.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_miner_pinning_another_authority_fails_the_handshake() -> Result<()> {
+    let s = Setup::start("").await?;
+    let other = KeyFile::new()?;
+    let result = Sv2Miner::connect(s.proxy.listen_addrs()[0], other.public.to_bytes()).await;
+    let Err(e) = result else {
+        bail!("the handshake must fail with the wrong authority key");
+    };
+    assert!(e.to_string().contains("rejected the handshake"), "{e}");
+    s.stop().await;
+    Ok(())
+}
+
+/// Reads until the peer closes; errors if it does not within the bound.
+async fn closed_by_proxy(stream: &mut TcpStream) -> Result<()> {
+    let mut buf = [0u8; 512];
+    within("the proxy closing the connection", async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn stalled_and_garbage_handshakes_are_dropped_without_harming_others() -> Result<()> {
+    let s = Setup::start(
+        "[limits]\nmax_line_bytes = 16384\nsend_queue = 64\nmax_connections = 1000\nhandshake_timeout_secs = 1\n",
+    ).await?;
+    let mut good = s.miner().await?;
+    good.setup(REQUIRES_STANDARD_JOBS).await?;
+    good.open_standard(1, "good", 0.0).await?;
+    let (channel, target) = match good.recv().await? {
+        Some(Received::OpenStandardSuccess {
+            channel_id, target, ..
+        }) => (channel_id, target),
+        other => bail!("expected OpenStandardMiningChannel.Success, got {other:?}"),
+    };
+    let job = good.first_job(channel).await?;
+
+    let addr = s.proxy.listen_addrs()[0];
+    // Stalls half-way through the first handshake message.
+    let mut stalled = TcpStream::connect(addr).await?;
+    stalled.write_all(&[0x42; 10]).await?;
+    // Completes the key exchange with random bytes, then sends garbage instead of frames.
+    let mut garbage = TcpStream::connect(addr).await?;
+    garbage.write_all(&[0x17; 64]).await?;
+    let mut reply = [0u8; 234];
+    within("handshake reply", garbage.read_exact(&mut reply)).await??;
+    garbage.write_all(&[0xAB; 200]).await?;
+    closed_by_proxy(&mut garbage).await?;
+    // Never sends anything after connecting.
+    let mut silent = TcpStream::connect(addr).await?;
+    closed_by_proxy(&mut stalled).await?;
+    closed_by_proxy(&mut silent).await?;
+
+    // The good miner, past the handshake timeout, is unaffected.
+    let share = job.find(&[], Vec::new(), job.version, &target, 9, false);
+    let seq = good.submit(channel, &share, false).await?;
+    assert_eq!(good.verdict(channel, seq).await?, Ok(()));
+    pool_accepts(&s.pool, 1).await?;
+    s.stop().await;
+    Ok(())
+}
+
+#[test]
+fn sv2_listeners_need_an_authority_key_file() {
+    let text = "[[downstream]]\nprotocol = \"sv2\"\nlisten = \"127.0.0.1:0\"\n\
+                [[upstream]]\nurl = \"stratum+tcp://127.0.0.1:1\"\nuser = \"u\"\n";
+    let e = Config::from_toml(text).unwrap_err().to_string();
+    assert!(e.contains("authority_key_file"), "{e}");
+    let e = Config::from_toml(&text.replace("\"sv2\"", "\"sv1\"").replace(
+        "listen = \"127.0.0.1:0\"\n",
+        "listen = \"127.0.0.1:0\"\nauthority_key_file = \"k\"\n",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("only SV2"), "{e}");
+}
