@@ -127,7 +127,7 @@ impl Proxy {
                     let max = config.limits.max_connections;
                     sessions.spawn(async move {
                         listener::serve(listener, max, "sv2", stop, tracker, move |mut accepted| {
-                            accepted.shutdown = session_stop.child_token();
+                            accepted.shutdown = session_stop.clone();
                             sv2_session::serve(accepted, sv2_settings.clone(), manager.clone())
                         })
                         .await

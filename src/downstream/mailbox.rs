@@ -20,12 +20,39 @@ struct Slot {
 #[derive(Debug, Default)]
 struct SlotState {
     command: Option<Control>,
+    /// The session is gone.
     closed: bool,
+    /// Live senders; at zero, `recv` reports the end.
+    senders: usize,
 }
 
 /// The manager's side; cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct MailboxSender(Arc<Slot>);
+
+impl Clone for MailboxSender {
+    fn clone(&self) -> Self {
+        lock(&self.0).senders += 1;
+        MailboxSender(self.0.clone())
+    }
+}
+
+impl Drop for MailboxSender {
+    fn drop(&mut self) {
+        let last = {
+            let mut state = lock(&self.0);
+            state.senders -= 1;
+            state.senders == 0
+        };
+        if last {
+            self.0.notify.notify_one();
+        }
+    }
+}
+
+fn lock(slot: &Slot) -> std::sync::MutexGuard<'_, SlotState> {
+    slot.next.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// The session's side. Dropping it closes the mailbox.
 #[derive(Debug)]
@@ -39,6 +66,7 @@ pub struct Closed;
 /// A new mailbox.
 pub fn mailbox() -> (MailboxSender, Mailbox) {
     let slot = Arc::new(Slot::default());
+    lock(&slot).senders = 1;
     (MailboxSender(slot.clone()), Mailbox(slot))
 }
 
@@ -47,7 +75,7 @@ impl MailboxSender {
     /// kick (a kick is final). Never blocks.
     pub fn send(&self, command: Control) -> Result<(), Closed> {
         {
-            let mut state = self.0.next.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut state = lock(&self.0);
             if state.closed {
                 return Err(Closed);
             }
@@ -62,12 +90,18 @@ impl MailboxSender {
 }
 
 impl Mailbox {
-    /// The next command. Cancel-safe: a command is only taken out of the slot by the call
-    /// that returns it.
-    pub async fn recv(&mut self) -> Control {
+    /// The next command; `None` once every sender is gone and nothing is pending.
+    /// Cancel-safe: a command is only taken out of the slot by the call that returns it.
+    pub async fn recv(&mut self) -> Option<Control> {
         loop {
-            if let Some(c) = self.try_recv() {
-                return c;
+            {
+                let mut state = lock(&self.0);
+                if let Some(c) = state.command.take() {
+                    return Some(c);
+                }
+                if state.senders == 0 {
+                    return None;
+                }
             }
             self.0.notify.notified().await;
         }
@@ -75,22 +109,13 @@ impl Mailbox {
 
     /// The pending command, if any.
     pub fn try_recv(&mut self) -> Option<Control> {
-        self.0
-            .next
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .command
-            .take()
+        lock(&self.0).command.take()
     }
 }
 
 impl Drop for Mailbox {
     fn drop(&mut self) {
-        self.0
-            .next
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .closed = true;
+        lock(&self.0).closed = true;
     }
 }
 
@@ -105,7 +130,7 @@ mod tests {
         tx.send(Control::Kick).unwrap();
         // A later command cannot replace a pending kick.
         tx.send(Control::Kick).unwrap();
-        assert!(matches!(rx.recv().await, Control::Kick));
+        assert!(matches!(rx.recv().await, Some(Control::Kick)));
         assert!(rx.try_recv().is_none());
         drop(rx);
         assert!(tx.send(Control::Kick).is_err());
@@ -116,6 +141,19 @@ mod tests {
         let (tx, mut rx) = mailbox();
         tx.send(Control::Kick).unwrap();
         let got = tokio::time::timeout(std::time::Duration::from_secs(1), rx.recv()).await;
-        assert!(matches!(got, Ok(Control::Kick)));
+        assert!(matches!(got, Ok(Some(Control::Kick))));
+    }
+
+    #[tokio::test]
+    async fn recv_ends_when_every_sender_is_gone() {
+        let (tx, mut rx) = mailbox();
+        let tx2 = tx.clone();
+        drop(tx);
+        tx2.send(Control::Kick).unwrap();
+        drop(tx2);
+        // A command sent before the last sender went is still delivered, then the end.
+        assert!(matches!(rx.recv().await, Some(Control::Kick)));
+        let end = tokio::time::timeout(std::time::Duration::from_secs(1), rx.recv()).await;
+        assert!(matches!(end, Ok(None)));
     }
 }

@@ -103,8 +103,8 @@ pub async fn serve(
             }
             writable = writer.writable(), if !out.is_empty() => writable.map_err(End::Io),
             control = control_rx.recv() => match control {
-                Control::Reassign(a) => { s.reassign(a); Ok(()) }
-                Control::Kick => Err(End::Kicked),
+                Some(Control::Reassign(a)) => { s.reassign(a); Ok(()) }
+                Some(Control::Kick) | None => Err(End::Kicked),
             },
             changed = session::work_changed(&mut s.work) => match changed {
                 Ok(()) => s.on_work(&mut out),

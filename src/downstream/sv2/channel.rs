@@ -43,6 +43,7 @@ use tracing::warn;
 
 use crate::downstream::registry::MinerShared;
 use crate::downstream::vardiff::{Vardiff, VardiffSettings};
+use crate::telemetry::RejectReason;
 use crate::upstream::connection::{SubmitOutcome, UpstreamSubmit};
 use crate::upstream::extranonce::MinerExtranonce;
 use crate::upstream::manager::Assignment;
@@ -517,7 +518,7 @@ impl Channel {
         let accepted = match self.validator.validate(&submission) {
             Ok(a) => a,
             Err(r) => {
-                self.shared.counters.reject();
+                self.shared.counters.reject(RejectReason::from(&r));
                 return ShareResult::Rejected(r);
             }
         };

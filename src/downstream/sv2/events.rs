@@ -1,5 +1,5 @@
 //! What a connection's task waits on besides its socket: each channel's upstream work
-//! (`watch`) and pool-manager commands (`mpsc`), merged into one stream of [`Event`]s tagged
+//! (`watch`) and pool-manager commands (a [`Mailbox`]), merged into one stream of [`Event`]s tagged
 //! with the channel id, and the initial slot assignment of a new channel.
 //!
 //! A channel's work stream ends when its `stop` token is cancelled (the channel moved to
@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::downstream::mailbox::{Mailbox, mailbox};
 use crate::downstream::registry::MinerShared;
 use crate::upstream::manager::{Assignment, Control, PoolManager};
 use crate::upstream::work::WorkState;
@@ -49,10 +50,7 @@ pub fn work_stream(
     .boxed()
 }
 
-pub fn control_stream(
-    channel: u32,
-    rx: mpsc::Receiver<Control>,
-) -> BoxStream<'static, (u32, Event)> {
+pub fn control_stream(channel: u32, rx: Mailbox) -> BoxStream<'static, (u32, Event)> {
     futures_util::stream::unfold(rx, move |mut rx| async move {
         let c = rx.recv().await?;
         Some(((channel, Event::Control(c)), rx))
@@ -67,10 +65,10 @@ pub async fn assign(
     manager: &PoolManager,
     shared: &Arc<MinerShared>,
     wait: Duration,
-) -> Option<(Assignment, mpsc::Receiver<Control>, Arc<WorkState>)> {
+) -> Option<(Assignment, Mailbox, Arc<WorkState>)> {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        let (tx, rx) = mpsc::channel(4);
+        let (tx, rx) = mailbox();
         if let Some(a) = manager.assign(shared.id, tx, shared.clone()) {
             let mut work = a.conn.work.clone();
             let ready = tokio::time::timeout_at(deadline, work.wait_for(|w| w.is_ready()))

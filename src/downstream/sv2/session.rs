@@ -43,6 +43,7 @@ use super::events::{Event, assign, control_stream, work_stream};
 use super::handshake;
 use crate::downstream::listener::{Accepted, next_conn_id};
 use crate::downstream::registry::MinerShared;
+use crate::telemetry::RejectReason;
 use crate::upstream::connection::SubmitOutcome;
 use crate::upstream::manager::{Control, PoolManager};
 
@@ -684,7 +685,9 @@ impl Conn {
                 self.schedule_ack(v.channel);
             }
             SubmitOutcome::Rejected(e) => {
-                ch.shared.counters.reject();
+                ch.shared
+                    .counters
+                    .reject(RejectReason::from_sv1_code(e.code));
                 debug!(code = e.code, message = %e.message, "pool rejected share");
                 self.share_error(v.channel, v.sequence_number, upstream_reject_code(e.code));
             }

@@ -51,7 +51,7 @@ use super::connection::{
     ConnStatus, ConnectionHandle, ConnectionParams, SubmitOutcome, UpstreamSubmit,
 };
 use super::work::WorkState;
-use crate::telemetry::ShareCounters;
+use crate::telemetry::{RejectReason, ShareCounters};
 
 /// Extranonce bytes asked for: enough for the proxy's per-miner prefix (up to 4 bytes) and a
 /// miner's own space, and small enough for any pool to grant. Pools usually give more.
@@ -214,7 +214,7 @@ impl Task {
     fn deliver_one(&self, v: Verdict) {
         match &v.outcome {
             SubmitOutcome::Accepted => self.counters.accept(v.difficulty),
-            SubmitOutcome::Rejected(_) => self.counters.reject(),
+            SubmitOutcome::Rejected(e) => self.counters.reject(RejectReason::from_sv1_code(e.code)),
             SubmitOutcome::Lost(_) => self.counters.lose(),
         }
         let _ = v.reply.send(v.outcome);
