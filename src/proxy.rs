@@ -61,7 +61,7 @@ impl Proxy {
             initial_difficulty: config.vardiff.initial,
             max_line_bytes: config.limits.max_line_bytes,
             handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs),
-            write_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(config.limits.write_timeout_secs),
             drain_grace: Duration::from_secs(5),
         });
         let accept_stop = CancellationToken::new();
