@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
@@ -69,7 +68,7 @@ impl Proxy {
         let sessions = TaskTracker::new();
         let mut listeners = Vec::new();
         for d in &config.downstream {
-            let listener = TcpListener::bind(d.listen).await?;
+            let listener = listener::bind(d.listen)?;
             listeners.push(listener.local_addr()?);
             match d.protocol {
                 DownstreamProtocol::Sv1 => {
