@@ -4,3 +4,4 @@
 pub mod honest;
 pub mod miner;
 pub mod site;
+pub mod wire;
