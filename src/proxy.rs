@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
@@ -70,7 +69,7 @@ impl Proxy {
                 .send_queue
                 .saturating_mul(SEND_QUEUE_ENTRY_BYTES),
             handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs),
-            write_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(config.limits.write_timeout_secs),
             drain_grace: Duration::from_secs(5),
         });
         let accept_stop = CancellationToken::new();
@@ -78,7 +77,7 @@ impl Proxy {
         let sessions = TaskTracker::new();
         let mut listeners = Vec::new();
         for d in &config.downstream {
-            let listener = TcpListener::bind(d.listen).await?;
+            let listener = listener::bind(d.listen)?;
             listeners.push(listener.local_addr()?);
             match d.protocol {
                 DownstreamProtocol::Sv1 => {

@@ -280,6 +280,14 @@ pub struct Limits {
     pub max_connections: usize,
     /// Seconds a new connection may take to subscribe and authorize.
     pub handshake_timeout_secs: u64,
+    /// Seconds a write to a miner may take before the miner counts as not reading and is
+    /// dropped (it must never hold up the others). Optional, default 10.
+    #[serde(default = "default_write_timeout_secs")]
+    pub write_timeout_secs: u64,
+}
+
+fn default_write_timeout_secs() -> u64 {
+    10
 }
 
 impl Default for Limits {
@@ -289,6 +297,7 @@ impl Default for Limits {
             send_queue: 64,
             max_connections: 100_000,
             handshake_timeout_secs: 30,
+            write_timeout_secs: default_write_timeout_secs(),
         }
     }
 }
@@ -398,10 +407,14 @@ impl Config {
         if l.max_line_bytes < 512 {
             return Err(invalid("limits.max_line_bytes", "must be at least 512"));
         }
-        if l.send_queue == 0 || l.max_connections == 0 || l.handshake_timeout_secs == 0 {
+        if l.send_queue == 0
+            || l.max_connections == 0
+            || l.handshake_timeout_secs == 0
+            || l.write_timeout_secs == 0
+        {
             return Err(invalid(
                 "limits",
-                "send_queue, max_connections and handshake_timeout_secs must be positive",
+                "send_queue, max_connections, handshake_timeout_secs and write_timeout_secs must be positive",
             ));
         }
         Ok(())

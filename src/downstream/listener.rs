@@ -5,6 +5,9 @@
 //! each accepted socket costs one task and a few KiB until it subscribes. Above the cap, a
 //! socket is accepted and closed at once: leaving it in the kernel backlog would only make the
 //! miner time out later instead of retrying now, and would hide the overload from the logs.
+//! For the same reason the listen backlog is deep ([`bind`]): with the usual 128, a storm
+//! overflows the kernel's accept queue, and those miners wait for SYN-ACK retransmits (1 s,
+//! 3 s, …) or, with SYN cookies, believe they are connected while the proxy never sees them.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,11 +15,29 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
+
+/// Connections the kernel may hold for us before `accept` (capped by `net.core.somaxconn`).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener for miners with a backlog deep enough for a connection storm
+/// ([`TcpListener::bind`] uses 128).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted proxy can listen again at once.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// A process-wide connection id, for logs and registries.
 pub type ConnId = u64;

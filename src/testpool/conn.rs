@@ -4,6 +4,11 @@
 //! and decodes lines, follows the pool's work through a `watch`, drives the sans-IO
 //! [`Session`]) and the writer (drains a bounded queue to the socket).
 //!
+//! Held answers ([`super::TestPool::set_answer_delay`]): a submit is handled when read (and
+//! counted in the stats then), but its answer is queued with a "not before" instant that the
+//! writer waits for; lines queued behind it wait too, so answers keep their order, while
+//! reading goes on (a held verdict never stops the pool from taking the next share).
+//!
 //! Backpressure: the session queues each answer before reading the next request, so a peer
 //! that does not read its answers soon stops being read (TCP pushes back on it). A peer whose
 //! queue stays full, or whose socket accepts nothing, for `send_timeout` is dropped: it can
@@ -26,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use hashshift_protocol::sv1::ServerCodec;
+use hashshift_protocol::sv1::{ClientMessage, ClientRequest, ServerCodec, Sv1Error};
 
 use super::Inner;
 use super::session::{Flow, Session};
@@ -37,6 +42,9 @@ const SEND_QUEUE: usize = 256;
 const MAX_LINE: usize = 16 * 1024;
 /// Bytes gathered into one write.
 const WRITE_BATCH: usize = 64 * 1024;
+
+/// A line for the writer, and the instant before which it must not be written (held answers).
+type Outgoing = (Bytes, Option<tokio::time::Instant>);
 
 /// Accepts connections until `cancel`, spawning each on `tracker`.
 pub(super) async fn accept_loop(
@@ -101,7 +109,7 @@ async fn serve(
     let timeout = inner.config.send_timeout;
     let why = tokio::join!(
         session_loop(&inner, session, reader, tx, &cancel),
-        write_loop(writer, rx, timeout, &cancel),
+        write_loop(&inner, writer, rx, timeout, &cancel),
     )
     .0;
     inner.stats.disconnected();
@@ -114,7 +122,7 @@ async fn session_loop(
     inner: &Inner,
     mut session: Session,
     mut reader: OwnedReadHalf,
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Outgoing>,
     cancel: &CancellationToken,
 ) -> &'static str {
     let mut work_rx = inner.work.subscribe();
@@ -140,7 +148,7 @@ async fn session_loop(
                 // Clone out of the borrow: holding it would block the publisher.
                 let work = work_rx.borrow_and_update().clone();
                 session.on_work(&work, &mut out);
-                if let Err(why) = flush(&tx, &mut out, inner.config.send_timeout, cancel).await {
+                if let Err(why) = flush(inner, &tx, &mut out, None, cancel).await {
                     break 'conn (why, false);
                 }
             }
@@ -156,11 +164,17 @@ async fn session_loop(
                 Ok(None) => break,
                 Err(_) => break 'conn ("read error", false),
             };
+            let hold = match inner.answer_delay() {
+                delay if is_submit(&item) && !delay.is_zero() => {
+                    Some(tokio::time::Instant::now() + delay)
+                }
+                _ => None,
+            };
             let work = inner.current_work();
             let flow = session.handle(item, &work, &inner.stats, Instant::now(), &mut out);
             // Answer before reading on: this is where a peer that does not read is slowed
             // down, then dropped.
-            if let Err(why) = flush(&tx, &mut out, inner.config.send_timeout, cancel).await {
+            if let Err(why) = flush(inner, &tx, &mut out, hold, cancel).await {
                 break 'conn (why, false);
             }
             match flow {
@@ -179,22 +193,42 @@ async fn session_loop(
     why
 }
 
-/// Queues the outbox, waiting at most `timeout` per line for room: a queue that stays full
-/// means the peer does not read.
+fn is_submit(item: &Result<ClientMessage, Sv1Error>) -> bool {
+    matches!(
+        item,
+        Ok(ClientMessage::Request {
+            request: ClientRequest::Submit(_),
+            ..
+        })
+    )
+}
+
+/// Queues the outbox, each line to be written no earlier than `hold`, waiting at most
+/// `send_timeout` per line for room: a queue that stays full means the peer does not read.
 async fn flush(
-    tx: &mpsc::Sender<Bytes>,
+    inner: &Inner,
+    tx: &mpsc::Sender<Outgoing>,
     out: &mut Vec<Bytes>,
-    timeout: Duration,
+    hold: Option<tokio::time::Instant>,
     cancel: &CancellationToken,
 ) -> Result<(), &'static str> {
+    let timeout = inner.config.send_timeout;
     for line in out.drain(..) {
+        if hold.is_some() {
+            // Counted back down by the writer once written (or dropped with the connection).
+            inner.held_answers.fetch_add(1, Ordering::Relaxed);
+        }
         let sent = tokio::select! {
-            _ = cancel.cancelled() => return Err("closed by the pool or a failed write"),
-            r = tx.send_timeout(line, timeout) => r,
+            _ = cancel.cancelled() => None,
+            r = tx.send_timeout((line, hold), timeout) => Some(r),
         };
+        if !matches!(sent, Some(Ok(()))) && hold.is_some() {
+            inner.held_answers.fetch_sub(1, Ordering::Relaxed);
+        }
         match sent {
-            Ok(()) => {}
-            Err(SendTimeoutError::Timeout(_)) => {
+            None => return Err("closed by the pool or a failed write"),
+            Some(Ok(())) => {}
+            Some(Err(SendTimeoutError::Timeout(_))) => {
                 warn!(
                     queue = SEND_QUEUE,
                     ?timeout,
@@ -202,48 +236,91 @@ async fn flush(
                 );
                 return Err("peer not reading");
             }
-            Err(SendTimeoutError::Closed(_)) => return Err("write error"),
+            Some(Err(SendTimeoutError::Closed(_))) => return Err("write error"),
         }
     }
     Ok(())
 }
 
-/// Writes queued lines until the queue closes (after draining it) or `cancel`.
+/// Writes queued lines, each no earlier than its hold instant, until the queue closes (after
+/// draining it) or `cancel`.
 async fn write_loop(
+    inner: &Inner,
     mut writer: OwnedWriteHalf,
-    mut rx: mpsc::Receiver<Bytes>,
+    mut rx: mpsc::Receiver<Outgoing>,
     timeout: Duration,
     cancel: &CancellationToken,
 ) {
     let mut batch = BytesMut::with_capacity(4096);
+    // A held line taken off the queue while batching, to be written after this batch.
+    let mut carry: Option<Outgoing> = None;
+    // Held answers in `batch`, no longer held once it is written.
+    let mut held_in_batch = 0usize;
+    let mut cancelled = false;
     loop {
-        let first = tokio::select! {
-            _ = cancel.cancelled() => return,
-            line = rx.recv() => match line {
-                Some(line) => line,
-                None => break,
+        let (first, hold) = match carry.take() {
+            Some(item) => item,
+            None => tokio::select! {
+                _ = cancel.cancelled() => { cancelled = true; break; }
+                line = rx.recv() => match line {
+                    Some(item) => item,
+                    None => break,
+                },
             },
         };
+        if let Some(at) = hold {
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    carry = Some((first, hold));
+                    cancelled = true;
+                    break;
+                }
+                _ = tokio::time::sleep_until(at) => held_in_batch += 1,
+            }
+        }
         batch.extend_from_slice(&first);
         while batch.len() < WRITE_BATCH {
             match rx.try_recv() {
-                Ok(line) => batch.extend_from_slice(&line),
+                Ok((line, Some(at))) if at > tokio::time::Instant::now() => {
+                    carry = Some((line, Some(at)));
+                    break;
+                }
+                Ok((line, hold)) => {
+                    held_in_batch += usize::from(hold.is_some());
+                    batch.extend_from_slice(&line);
+                }
                 Err(_) => break,
             }
         }
         // Not cancel-safe, and need not be: if cancelled mid-write the connection is closed.
         let written = tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => { cancelled = true; break; }
             r = tokio::time::timeout(timeout, writer.write_all(&batch)) => r,
         };
         match written {
-            Ok(Ok(())) => batch.clear(),
+            Ok(Ok(())) => {
+                batch.clear();
+                inner
+                    .held_answers
+                    .fetch_sub(held_in_batch, Ordering::Relaxed);
+                held_in_batch = 0;
+            }
             Ok(Err(_)) => break,
             Err(_) => {
                 warn!(?timeout, "write stalled, peer is not reading");
                 break;
             }
         }
+    }
+    // Held answers that will never be written are no longer held.
+    let mut unwritten = held_in_batch + carry.map_or(0, |(_, hold)| usize::from(hold.is_some()));
+    rx.close();
+    while let Ok((_, hold)) = rx.try_recv() {
+        unwritten += usize::from(hold.is_some());
+    }
+    inner.held_answers.fetch_sub(unwritten, Ordering::Relaxed);
+    if cancelled {
+        return;
     }
     // Either the session ended (queue closed and drained) or writing failed: make sure the
     // session loop stops as well.

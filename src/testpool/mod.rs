@@ -38,7 +38,9 @@
 //! get the job current when the stall began, as a stuck pool would); changes made while
 //! stalled ([`TestPool::set_difficulty`], [`TestPool::new_job`]) take effect with the fresh
 //! job sent on resume. [`TestPool::kill`] closes the listener and every connection at once;
-//! [`TestPool::revive`] listens again on the same address.
+//! [`TestPool::revive`] listens again on the same address. [`TestPool::set_answer_delay`]
+//! holds every `mining.submit` verdict back (as a slow or distant pool would), so tests can
+//! have shares in flight; [`TestPool::held_answers`] counts the submits waiting meanwhile.
 
 mod conn;
 mod job;
@@ -48,7 +50,7 @@ mod sv2;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -188,6 +190,10 @@ pub(crate) struct Inner {
     life: Mutex<Option<Life>>,
     /// Noise keys in SV2 mode; `None` for an SV1 pool.
     sv2: Option<ResponderConfig>,
+    /// How long each submit's verdict is held back, in milliseconds (0: answer at once).
+    answer_delay_ms: AtomicU64,
+    /// Submits received whose verdict is being held back now.
+    held_answers: AtomicUsize,
 }
 
 /// One "life" of the pool between start/revive and kill.
@@ -240,6 +246,11 @@ impl Inner {
             job,
             version_mask: state.version_mask,
         });
+    }
+
+    /// How long to hold a submit's verdict back.
+    fn answer_delay(&self) -> Duration {
+        Duration::from_millis(self.answer_delay_ms.load(Ordering::Relaxed))
     }
 
     fn current_work(&self) -> Work {
@@ -317,6 +328,8 @@ impl TestPool {
             root: root.clone(),
             tasks: TaskTracker::new(),
             life: Mutex::new(None),
+            answer_delay_ms: AtomicU64::new(0),
+            held_answers: AtomicUsize::new(0),
             config,
             sv2,
         });
@@ -450,6 +463,22 @@ impl TestPool {
     /// Sends a new job now; `clean` starts a new block (earlier jobs become stale).
     pub fn new_job(&self, clean: bool) {
         self.inner.publish_job(clean);
+    }
+
+    /// Holds the verdict of every `mining.submit` back by `delay` from when it was read, as a
+    /// slow or distant pool would (zero, the default, answers at once). The share is judged
+    /// and counted in [`TestPool::stats`] when read; only the answer waits, and answers on one
+    /// connection keep their order (those queued behind a held one wait for it). Reading goes
+    /// on meanwhile, so several shares can be in flight at once.
+    pub fn set_answer_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.inner.answer_delay_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Submit answers being held back by [`TestPool::set_answer_delay`] right now: shares the
+    /// pool has received and judged but not yet answered.
+    pub fn held_answers(&self) -> usize {
+        self.inner.held_answers.load(Ordering::Relaxed)
     }
 
     /// When the job with this tag ([`job_tag`]) was first sent.

@@ -48,7 +48,12 @@ pub struct Miner {
 impl Miner {
     pub async fn connect(addr: SocketAddr) -> Result<Miner> {
         let stream = within("connect", TcpStream::connect(addr)).await??;
-        Ok(Miner {
+        Ok(Miner::from_stream(stream))
+    }
+
+    /// A miner on a socket the caller connected (e.g. with a small receive buffer).
+    pub fn from_stream(stream: TcpStream) -> Miner {
+        Miner {
             stream,
             codec: ClientCodec::new(),
             buf: BytesMut::new(),
@@ -57,7 +62,7 @@ impl Miner {
             extranonce1: Vec::new(),
             extranonce2_size: 0,
             difficulty: 0.0,
-        })
+        }
     }
 
     pub async fn send(&mut self, request: ClientRequest) -> Result<Id> {

@@ -1,5 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod honest;
 pub mod miner;
+pub mod site;
 pub mod sv2_miner;
+pub mod wire;

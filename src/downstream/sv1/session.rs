@@ -585,18 +585,35 @@ impl Session {
         self.reply(out, id, Err(error))
     }
 
+    /// A reject that counts toward the consecutive-error limit (everything but stale shares,
+    /// which honest miners send after every block).
+    fn reject_counted(
+        &mut self,
+        out: &mut Outbox,
+        id: Id,
+        reason: RejectReason,
+        error: StratumError,
+    ) -> Result<(), End> {
+        let too_many = self.count_error();
+        self.reject(out, id, reason, error)?;
+        if too_many {
+            return Err(End::TooManyErrors);
+        }
+        Ok(())
+    }
+
     fn on_submit(&mut self, id: Id, submit: Submit, out: &mut Outbox) -> Result<(), End> {
         if !self.subscribed {
             let e = StratumError::new(ErrorCode::NotSubscribed);
-            return self.reject(out, id, RejectReason::NotSubscribed, e);
+            return self.reject_counted(out, id, RejectReason::NotSubscribed, e);
         }
         if !self.workers.contains(&submit.worker) {
             let e = StratumError::new(ErrorCode::UnauthorizedWorker);
-            return self.reject(out, id, RejectReason::Unauthorized, e);
+            return self.reject_counted(out, id, RejectReason::Unauthorized, e);
         }
         let Ok(job_id) = u32::from_str_radix(&submit.job_id, 16) else {
             let e = StratumError::new(ErrorCode::JobNotFound);
-            return self.reject(out, id, RejectReason::UnknownJob, e);
+            return self.reject_counted(out, id, RejectReason::UnknownJob, e);
         };
         let version = match submit.version_bits {
             Some(bits) => SubmittedVersion::RolledBits(bits),
@@ -617,14 +634,11 @@ impl Session {
                     code: i64::from(rejection.sv1_code()),
                     message: rejection.sv1_message().to_owned(),
                 };
-                let too_many =
-                    !matches!(rejection, Rejection::StaleJob { .. }) && self.count_error();
-                self.reject(out, id, RejectReason::from(&rejection), err)?;
-                return if too_many {
-                    Err(End::TooManyErrors)
-                } else {
-                    Ok(())
-                };
+                let reason = RejectReason::from(&rejection);
+                if matches!(rejection, Rejection::StaleJob { .. }) {
+                    return self.reject(out, id, reason, err);
+                }
+                return self.reject_counted(out, id, reason, err);
             }
         };
         self.consecutive_errors = 0;
