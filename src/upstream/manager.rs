@@ -20,11 +20,16 @@ use tracing::{info, warn};
 
 use super::connection::{self, ConnStatus, ConnectionHandle, ConnectionParams};
 use super::extranonce::PrefixAllocator;
-use super::router::{MinerLoad, PoolId, Router};
+use super::router::{HASHES_PER_DIFFICULTY, MinerLoad, PoolId, Router};
 use crate::config::Config;
 use crate::downstream::listener::ConnId;
 use crate::downstream::mailbox::MailboxSender;
 use crate::downstream::registry::MinerShared;
+
+/// The split works off accumulated error over this many rebalance intervals (its horizon).
+const HORIZON_REBALANCES: u32 = 10;
+/// Seconds of history in a miner's hashrate estimate, once it has that much.
+const ESTIMATE_WINDOW: f64 = 60.0;
 
 /// A miner's place: a connection and an extranonce prefix on it.
 #[derive(Clone, Debug)]
@@ -55,7 +60,8 @@ pub struct ManagerSettings {
     pub no_work_timeout: Duration,
     /// A recovered higher-priority pool is used again after being healthy this long.
     pub failback_after: Duration,
-    /// How often the weighted split moves a miner.
+    /// How often the weighted split may move a miner (one move per interval); accumulated
+    /// split error is worked off over ten intervals.
     pub rebalance_every: Duration,
 }
 
@@ -89,14 +95,20 @@ struct MinerEntry {
     slot: u32,
     control: MailboxSender,
     shared: Arc<MinerShared>,
+    /// Accepted difficulty already counted into `hashrate`.
     credited: f64,
+    /// Estimated hashrate (H/s); 0 until the first share.
     hashrate: f64,
+    /// When the miner joined, for the estimator's warm-up.
+    joined: Instant,
 }
 
 struct Inner {
     router: Router,
     pools: Vec<PoolEntry>,
     miners: HashMap<ConnId, MinerEntry>,
+    /// Per pool, the accepted difficulty (all its connections) already credited to the router.
+    credited_seen: Vec<f64>,
     last_rebalance: Instant,
 }
 
@@ -168,12 +180,15 @@ impl PoolManager {
         let router = Router::new(
             config.upstream.iter().map(|u| (u.priority, u.weight)),
             settings.failback_after,
-        );
+        )
+        .with_horizon(settings.rebalance_every * HORIZON_REBALANCES);
+        let credited_seen = vec![0.0; pools.len()];
         let manager = Arc::new(PoolManager {
             inner: Mutex::new(Inner {
                 router,
                 pools,
                 miners: HashMap::new(),
+                credited_seen,
                 last_rebalance: Instant::now(),
             }),
             settings,
@@ -244,6 +259,7 @@ impl PoolManager {
                 shared,
                 credited: 0.0,
                 hashrate: 0.0,
+                joined: Instant::now(),
             },
         );
         Some(assignment)
@@ -385,20 +401,32 @@ impl PoolManager {
         if before != after {
             info!(?before, ?after, "active pools changed");
         }
-        // Credit work done since the last tick, and update hashrate estimates (EWMA, ~60 s).
-        let alpha = (dt / 60.0).clamp(0.0, 1.0);
+        // The split is judged on what the pools accepted (their verdicts on every connection),
+        // which is what they pay for; not on what the proxy accepted from miners.
+        for (i, p) in inner.pools.iter().enumerate() {
+            let total: f64 = p
+                .conns
+                .iter()
+                .map(|c| c.handle.counters.accepted_difficulty.get())
+                .sum();
+            if let Some(seen) = inner.credited_seen.get_mut(i) {
+                let delta = (total - *seen).max(0.0);
+                *seen = total;
+                inner.router.credit(i, delta * HASHES_PER_DIFFICULTY);
+            }
+        }
+        // Hashrate estimates from the difficulty each miner got accepted: the running mean
+        // since it joined, then an EWMA over `ESTIMATE_WINDOW`. A plain EWMA would start from
+        // one tick's luck and take minutes to forget it.
         for m in inner.miners.values_mut() {
             let total = m.shared.counters.accepted_difficulty.get();
             let delta = (total - m.credited).max(0.0);
             m.credited = total;
-            inner.router.credit(m.pool, delta);
             if dt > 0.0 {
-                let rate = delta * 4_294_967_296.0 / dt;
-                m.hashrate = if m.hashrate == 0.0 {
-                    rate
-                } else {
-                    m.hashrate + alpha * (rate - m.hashrate)
-                };
+                let rate = delta * HASHES_PER_DIFFICULTY / dt;
+                let age = now.saturating_duration_since(m.joined).as_secs_f64();
+                let alpha = (dt / age.clamp(dt, ESTIMATE_WINDOW)).clamp(0.0, 1.0);
+                m.hashrate += alpha * (rate - m.hashrate);
             }
         }
         let weighted_due =

@@ -136,9 +136,22 @@ impl Task {
             let jitter = rand::rng().random_range(0.5..1.5);
             let wait = base.mul_f64(jitter);
             warn!(error = %end, retry_in = ?wait, "pool session ended");
-            tokio::select! {
-                _ = self.shutdown.cancelled() => break,
-                _ = tokio::time::sleep(wait) => {}
+            // Shares queued now belong to the ended session and can never be submitted: answer
+            // them at once instead of leaving their miners waiting out the backoff.
+            let backoff = tokio::time::sleep(wait);
+            tokio::pin!(backoff);
+            loop {
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => break,
+                    _ = &mut backoff => break,
+                    Some(s) = self.submit_rx.recv() => {
+                        self.counters.lose();
+                        let _ = s.reply.send(SubmitOutcome::Lost("pool connection down"));
+                    }
+                }
+            }
+            if self.shutdown.is_cancelled() {
+                break;
             }
         }
         // Fail whatever is still queued so no miner waits forever.
