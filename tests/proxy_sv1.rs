@@ -261,3 +261,27 @@ async fn aggregation_opens_a_second_connection_when_the_first_is_full() -> Resul
     proxy.shutdown(Duration::from_secs(2)).await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_miner_is_never_given_more_than_the_pools_difficulty() -> Result<()> {
+    let a = pool("a").await?;
+    // Vardiff would start the miner at 1000× the pool's difficulty.
+    let text = format!(
+        "[[downstream]]\nprotocol = \"sv1\"\nlisten = \"127.0.0.1:0\"\n\
+         [[upstream]]\nurl = \"stratum+tcp://{}\"\nuser = \"farm\"\n\
+         [vardiff]\ninitial = {}\nmin = 1e-9\nmax = 1.0\nshares_per_minute = 6.0\n",
+        a.addr(),
+        DIFF * 1000.0
+    );
+    let proxy = start(&Config::from_toml(&text)?).await?;
+    let mut m = Miner::connect(proxy.listen_addrs()[0]).await?;
+    let (_, job) = m.handshake("farm.capped", None).await?;
+    assert_eq!(
+        m.difficulty, DIFF,
+        "capped at the pool's difficulty, so the pool credits every share at its true worth"
+    );
+    let share = m.find_share(&job, 7, None);
+    assert_eq!(m.submit(&share, "farm.capped").await?, Ok(()));
+    assert_eq!(a.stats().accepted, 1);
+    Ok(())
+}

@@ -451,8 +451,19 @@ impl Session {
         }
     }
 
-    fn send_difficulty_if_changed(&mut self, out: &mut Outbox) -> Result<(), End> {
+    /// The difficulty to give the miner: vardiff's, but never above the pool's. Above it,
+    /// every share would meet the pool target and the pool would credit each at its own
+    /// (lower) difficulty, under-counting the miner's work.
+    fn effective_difficulty(&self) -> f64 {
         let d = self.vardiff.difficulty();
+        match self.current_work().map(|w| w.difficulty) {
+            Some(pool) if pool.is_finite() && pool > 0.0 => d.min(pool),
+            _ => d,
+        }
+    }
+
+    fn send_difficulty_if_changed(&mut self, out: &mut Outbox) -> Result<(), End> {
+        let d = self.effective_difficulty();
         if self.sent_difficulty != Some(d) {
             self.validator
                 .set_miner_target(Target::from_difficulty(d).unwrap_or(Target::DIFF1));
@@ -469,7 +480,8 @@ impl Session {
     /// A new difficulty: announce it and re-issue the current job under a new id, so the
     /// miner's next shares are judged at the new target and older ones at the old one.
     fn retarget(&mut self, out: &mut Outbox) -> Result<(), End> {
-        if !self.is_working() {
+        // Vardiff may want more than the pool's difficulty allows: then nothing changes.
+        if !self.is_working() || self.sent_difficulty == Some(self.effective_difficulty()) {
             return Ok(());
         }
         self.send_difficulty_if_changed(out)?;
