@@ -2,40 +2,34 @@
 //!
 //! Handlers take an event (a line, new work, a verdict, a tick) and append what the miner
 //! must see to the [`Outbox`]; none of them awaits, so one event is handled completely before
-//! the next and the order of output is the order of decisions. Shares are validated here
-//! against the miner's own target; those that also meet the pool's target go up, and the
-//! miner's answer waits for the pool's verdict, so an upstream reject is never turned into
-//! an "accepted".
+//! the next and the order of output is the order of decisions. Shares and the pool's verdicts
+//! on them are handled in [`shares`].
 
 use std::collections::{HashSet, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::stream::FuturesUnordered;
-use hashshift_protocol::share::{
-    Job, Rejection, ShareValidator, Submission, SubmittedVersion, Target, ValidatorConfig,
-};
+use hashshift_protocol::share::{Job, ShareValidator, Target, ValidatorConfig};
 use hashshift_protocol::sv1::{
     ClientMessage, ClientRequest, ConfigureResult, ErrorCode, ExtensionResult, Id, Response,
-    ServerMessage, ServerNotification, SetExtranonce, StratumError, Submit, SubscribeResult,
-    Sv1Error, Sv1Message,
+    ServerMessage, ServerNotification, SetExtranonce, StratumError, SubscribeResult, Sv1Error,
+    Sv1Message,
 };
-use tokio::sync::{oneshot, watch};
-use tracing::{debug, info, warn};
+use tokio::sync::watch;
+use tracing::{debug, warn};
 
 use super::SessionSettings;
 use crate::downstream::mailbox::MailboxSender;
 use crate::downstream::outbox::{Outbox, Overflow};
 use crate::downstream::registry::MinerShared;
 use crate::downstream::vardiff::Vardiff;
-use crate::telemetry::RejectReason;
-use crate::upstream::connection::{SubmitOutcome, UpstreamSubmit};
 use crate::upstream::extranonce::MinerExtranonce;
 use crate::upstream::manager::{Assignment, PoolManager};
 use crate::upstream::work::{UpstreamJob, WorkState};
+pub(super) use shares::PendingShare;
+
+mod shares;
 
 /// Consecutive bad lines or rejected shares after which a miner is dropped.
 const MAX_CONSECUTIVE_ERRORS: u32 = 500;
@@ -43,36 +37,6 @@ const MAX_CONSECUTIVE_ERRORS: u32 = 500;
 const JOBS_KEPT: usize = 8;
 /// Worker names one connection may authorize.
 const MAX_WORKERS: usize = 16;
-
-/// A share sent to the pool, waiting for its verdict.
-pub(super) struct PendingShare {
-    id: Option<Id>,
-    credited: f64,
-    reply: oneshot::Receiver<SubmitOutcome>,
-}
-
-/// A pool's verdict on one forwarded share.
-pub(super) struct Verdict {
-    id: Id,
-    outcome: SubmitOutcome,
-    credited: f64,
-}
-
-impl Future for PendingShare {
-    type Output = Verdict;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Verdict> {
-        let outcome = match Pin::new(&mut self.reply).poll(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(r) => r.unwrap_or(SubmitOutcome::Lost("pool connection ended")),
-        };
-        Poll::Ready(Verdict {
-            id: self.id.take().unwrap_or(Id::Null),
-            outcome,
-            credited: self.credited,
-        })
-    }
-}
 
 /// Waits for new work on the miner's connection (forever when it has none).
 pub(super) async fn work_changed(
@@ -583,156 +547,6 @@ impl Session {
         // Force the extranonce path in on_work: the new connection has its own session.
         if let Some(layout) = self.layout.as_mut() {
             layout.session = 0;
-        }
-    }
-
-    fn reject(
-        &mut self,
-        out: &mut Outbox,
-        id: Id,
-        reason: RejectReason,
-        error: StratumError,
-    ) -> Result<(), End> {
-        self.shared.counters.reject(reason);
-        self.reply(out, id, Err(error))
-    }
-
-    /// A reject that counts toward the consecutive-error limit (everything but stale shares,
-    /// which honest miners send after every block).
-    fn reject_counted(
-        &mut self,
-        out: &mut Outbox,
-        id: Id,
-        reason: RejectReason,
-        error: StratumError,
-    ) -> Result<(), End> {
-        let too_many = self.count_error();
-        self.reject(out, id, reason, error)?;
-        if too_many {
-            return Err(End::TooManyErrors);
-        }
-        Ok(())
-    }
-
-    fn on_submit(&mut self, id: Id, submit: Submit, out: &mut Outbox) -> Result<(), End> {
-        if !self.subscribed {
-            let e = StratumError::new(ErrorCode::NotSubscribed);
-            return self.reject_counted(out, id, RejectReason::NotSubscribed, e);
-        }
-        if !self.workers.contains(&submit.worker) {
-            let e = StratumError::new(ErrorCode::UnauthorizedWorker);
-            return self.reject_counted(out, id, RejectReason::Unauthorized, e);
-        }
-        let Ok(job_id) = u32::from_str_radix(&submit.job_id, 16) else {
-            let e = StratumError::new(ErrorCode::JobNotFound);
-            return self.reject_counted(out, id, RejectReason::UnknownJob, e);
-        };
-        let version = match submit.version_bits {
-            Some(bits) => SubmittedVersion::RolledBits(bits),
-            None => SubmittedVersion::Job,
-        };
-        let share = Submission {
-            job_id,
-            extranonce: &submit.extranonce2,
-            ntime: submit.ntime,
-            nonce: submit.nonce,
-            version,
-        };
-        let accepted = match self.validator.validate(&share) {
-            Ok(a) => a,
-            Err(rejection) => {
-                debug!(%rejection, "share rejected");
-                let err = StratumError {
-                    code: i64::from(rejection.sv1_code()),
-                    message: rejection.sv1_message().to_owned(),
-                };
-                let reason = RejectReason::from(&rejection);
-                if matches!(rejection, Rejection::StaleJob { .. }) {
-                    return self.reject(out, id, reason, err);
-                }
-                return self.reject_counted(out, id, reason, err);
-            }
-        };
-        self.consecutive_errors = 0;
-        let credited = accepted.credited_difficulty;
-        let job = self
-            .jobs
-            .iter()
-            .find(|(j, _)| *j == job_id)
-            .map(|(_, j)| j.clone());
-        let upstream = job.filter(|j| accepted.is_block || j.pool_target.is_met_by(&accepted.hash));
-        let (Some(job), Some(a), Some(layout)) =
-            (upstream, self.assignment.as_ref(), self.layout.as_ref())
-        else {
-            self.reply_true(out, id)?;
-            return self.accept(credited, out);
-        };
-        if accepted.is_block {
-            let mut shown = accepted.hash;
-            shown.reverse();
-            info!(hash = %hex::encode(shown), pool_job = %job.pool_job_id, "BLOCK FOUND");
-            self.shared
-                .counters
-                .blocks
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        let mut extranonce2 = layout.extranonce.upstream_prefix.clone();
-        extranonce2.extend_from_slice(&submit.extranonce2);
-        let (reply_tx, reply_rx) = oneshot::channel();
-        let up = UpstreamSubmit {
-            worker: submit.worker.as_str().into(),
-            job: job.clone(),
-            extranonce2,
-            ntime: submit.ntime,
-            nonce: submit.nonce,
-            version_bits: submit.version_bits.map(|b| b & self.granted_mask),
-            difficulty: job.pool_difficulty,
-            reply: reply_tx,
-        };
-        // The pool connection has a deep queue; if even that is full the pool is not keeping
-        // up and the share is reported lost rather than blocking this miner.
-        if a.conn.submit.try_send(up).is_err() {
-            self.shared.counters.lose();
-            let err = StratumError::with_message(ErrorCode::Other, "pool connection unavailable");
-            return self.reply(out, id, Err(err));
-        }
-        self.pending.push(PendingShare {
-            id: Some(id),
-            credited,
-            reply: reply_rx,
-        });
-        Ok(())
-    }
-
-    /// Credits an accepted share; vardiff may retarget at once (a flooding miner).
-    fn accept(&mut self, credited: f64, out: &mut Outbox) -> Result<(), End> {
-        self.shared.counters.accept(credited);
-        self.shared.touch();
-        self.vardiff.on_share(credited);
-        self.on_tick(out)
-    }
-
-    /// Relays the pool's verdict on a forwarded share.
-    pub(super) fn on_upstream_verdict(&mut self, v: Verdict, out: &mut Outbox) -> Result<(), End> {
-        match v.outcome {
-            SubmitOutcome::Accepted => {
-                // The answer goes first: a retarget's set_difficulty applies to later shares.
-                self.reply_true(out, v.id)?;
-                self.accept(v.credited, out)
-            }
-            SubmitOutcome::Rejected(e) => {
-                debug!(code = e.code, message = %e.message, "pool rejected share");
-                self.reject(out, v.id, RejectReason::from_sv1_code(e.code), e)
-            }
-            SubmitOutcome::Lost(why) => {
-                self.shared.counters.lose();
-                warn!(why, "share lost upstream");
-                self.reply(
-                    out,
-                    v.id,
-                    Err(StratumError::with_message(ErrorCode::Other, why)),
-                )
-            }
         }
     }
 
