@@ -114,3 +114,46 @@ pub fn spawn(
         UpstreamProtocol::Sv2 { .. } => super::sv2::spawn(params, shutdown, tracker),
     }
 }
+
+/// How long to wait before reconnecting after `failures` consecutive failed sessions:
+/// exponential from 250 ms up to `max`, with ±50% jitter so a fleet of proxies does not
+/// reconnect to a recovering pool in step.
+pub(super) fn reconnect_delay(failures: u32, max: Duration) -> Duration {
+    use rand::Rng;
+    let base = Duration::from_millis(250)
+        .saturating_mul(1u32 << failures.min(8))
+        .min(max);
+    base.mul_f64(rand::rng().random_range(0.5..1.5))
+}
+
+/// Waits out a reconnect delay. Shares queued meanwhile belong to the ended session and can
+/// never be submitted: they are answered at once instead of leaving their miners waiting.
+/// Returns false when `shutdown` ended the wait.
+pub(super) async fn wait_to_reconnect(
+    wait: Duration,
+    shutdown: &CancellationToken,
+    submit_rx: &mut mpsc::Receiver<UpstreamSubmit>,
+    counters: &ShareCounters,
+) -> bool {
+    let backoff = tokio::time::sleep(wait);
+    tokio::pin!(backoff);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = &mut backoff => return true,
+            Some(s) = submit_rx.recv() => {
+                counters.lose();
+                let _ = s.reply.send(SubmitOutcome::Lost("pool connection down"));
+            }
+        }
+    }
+}
+
+/// Closes the share queue of a connection task that is ending and fails what is still in
+/// it, so no miner waits forever.
+pub(super) fn fail_queued(submit_rx: &mut mpsc::Receiver<UpstreamSubmit>) {
+    submit_rx.close();
+    while let Ok(s) = submit_rx.try_recv() {
+        let _ = s.reply.send(SubmitOutcome::Lost("proxy shutting down"));
+    }
+}

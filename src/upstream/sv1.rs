@@ -20,7 +20,6 @@ use hashshift_protocol::sv1::{
     Authorize, ClientCodec, ClientMessage, ClientRequest, Configure, Id, Response, ServerMessage,
     ServerNotification, StratumError, Submit, Subscribe,
 };
-use rand::Rng;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::codec::Framed;
@@ -29,7 +28,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::connection::{
     ConnStatus, ConnectionHandle, ConnectionParams, REQUESTED_VERSION_MASK, SubmitOutcome,
-    UpstreamSubmit,
+    UpstreamSubmit, fail_queued, reconnect_delay, wait_to_reconnect,
 };
 use super::work::{UpstreamJob, WorkState, next_session};
 use crate::config::WorkerIdentity;
@@ -130,35 +129,13 @@ impl Task {
                 failures = 0;
             }
             failures = failures.saturating_add(1);
-            let base = Duration::from_millis(250)
-                .saturating_mul(1u32 << failures.min(8))
-                .min(self.params.max_backoff);
-            let jitter = rand::rng().random_range(0.5..1.5);
-            let wait = base.mul_f64(jitter);
+            let wait = reconnect_delay(failures, self.params.max_backoff);
             warn!(error = %end, retry_in = ?wait, "pool session ended");
-            // Shares queued now belong to the ended session and can never be submitted: answer
-            // them at once instead of leaving their miners waiting out the backoff.
-            let backoff = tokio::time::sleep(wait);
-            tokio::pin!(backoff);
-            loop {
-                tokio::select! {
-                    _ = self.shutdown.cancelled() => break,
-                    _ = &mut backoff => break,
-                    Some(s) = self.submit_rx.recv() => {
-                        self.counters.lose();
-                        let _ = s.reply.send(SubmitOutcome::Lost("pool connection down"));
-                    }
-                }
-            }
-            if self.shutdown.is_cancelled() {
+            if !wait_to_reconnect(wait, &self.shutdown, &mut self.submit_rx, &self.counters).await {
                 break;
             }
         }
-        // Fail whatever is still queued so no miner waits forever.
-        self.submit_rx.close();
-        while let Ok(s) = self.submit_rx.try_recv() {
-            let _ = s.reply.send(SubmitOutcome::Lost("proxy shutting down"));
-        }
+        fail_queued(&mut self.submit_rx);
     }
 
     async fn session(&mut self) -> SessionEnd {

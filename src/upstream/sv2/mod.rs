@@ -38,7 +38,6 @@ use hashshift_protocol::sv2::constants::setup_flags;
 use hashshift_protocol::sv2::{
     Message, OpenExtendedMiningChannel, Protocol, SetupConnection, Str0255, Sv2Error,
 };
-use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -48,7 +47,8 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use self::channel::{Channel, Verdict};
 use super::connection::{
-    ConnStatus, ConnectionHandle, ConnectionParams, SubmitOutcome, UpstreamSubmit,
+    ConnStatus, ConnectionHandle, ConnectionParams, SubmitOutcome, UpstreamSubmit, fail_queued,
+    reconnect_delay, wait_to_reconnect,
 };
 use super::work::WorkState;
 use crate::telemetry::{RejectReason, ShareCounters};
@@ -180,10 +180,7 @@ impl Task {
                 failures = 0;
             }
             failures = failures.saturating_add(1);
-            let base = Duration::from_millis(250)
-                .saturating_mul(1u32 << failures.min(8))
-                .min(self.params.max_backoff);
-            let wait = base.mul_f64(rand::rng().random_range(0.5..1.5));
+            let wait = reconnect_delay(failures, self.params.max_backoff);
             match &end {
                 SessionEnd::Handshake(e) => error!(
                     error = %e,
@@ -194,15 +191,11 @@ impl Task {
                 ),
                 other => warn!(error = %other, retry_in = ?wait, "pool session ended"),
             }
-            tokio::select! {
-                _ = self.shutdown.cancelled() => break,
-                _ = tokio::time::sleep(wait) => {}
+            if !wait_to_reconnect(wait, &self.shutdown, &mut self.submit_rx, &self.counters).await {
+                break;
             }
         }
-        self.submit_rx.close();
-        while let Ok(s) = self.submit_rx.try_recv() {
-            let _ = s.reply.send(SubmitOutcome::Lost("proxy shutting down"));
-        }
+        fail_queued(&mut self.submit_rx);
     }
 
     fn deliver(&self, verdicts: Vec<Verdict>) {
