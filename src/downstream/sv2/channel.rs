@@ -25,21 +25,16 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use hashshift_protocol::share::hash::sha256d;
-use hashshift_protocol::share::merkle::merkle_root;
 use hashshift_protocol::share::target::difficulty_for_hashrate;
 use hashshift_protocol::share::{
-    Job, Rejection, ShareValidator, StandardJob, Submission, SubmittedVersion, Target,
-    ValidatorConfig,
+    Rejection, ShareValidator, Submission, SubmittedVersion, Target, ValidatorConfig,
 };
 use hashshift_protocol::sv2::constants::error_code::{open_mining_channel, update_channel};
 use hashshift_protocol::sv2::{
-    B032, B064K, Message, NewExtendedMiningJob, NewMiningJob, Seq0255, SetExtranoncePrefix,
-    SetNewPrevHash, SetTarget, SubmitSharesSuccess, U256,
+    B032, Message, SetExtranoncePrefix, SetTarget, SubmitSharesSuccess, U256,
 };
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
 
 use crate::downstream::registry::MinerShared;
 use crate::downstream::vardiff::{Vardiff, VardiffSettings};
@@ -47,7 +42,11 @@ use crate::telemetry::RejectReason;
 use crate::upstream::connection::{SubmitOutcome, UpstreamSubmit};
 use crate::upstream::extranonce::MinerExtranonce;
 use crate::upstream::manager::Assignment;
-use crate::upstream::work::{UpstreamJob, WorkState, next_job_id};
+use crate::upstream::work::{UpstreamJob, WorkState};
+
+mod jobs;
+
+pub use jobs::GroupJob;
 
 /// Jobs a channel may still submit to (older ones are stale).
 const JOBS_KEPT: usize = 8;
@@ -300,15 +299,17 @@ impl Channel {
     }
 
     /// Brings the channel up to date with its connection's work: a new extranonce after a
-    /// session change (`SetExtranoncePrefix`), a new job.
+    /// session change (`SetExtranoncePrefix`), the version mask. Returns the job the channel
+    /// has not been given yet, for the caller to send on the channel ([`Channel::send_job`])
+    /// or to its group ([`Channel::join_group_job`]).
     pub fn on_work(
         &mut self,
         work: &WorkState,
         out: &mut Vec<Message>,
-    ) -> Result<(), ExtranonceUnavailable> {
+    ) -> Result<Option<Arc<UpstreamJob>>, ExtranonceUnavailable> {
         if work.session != self.session {
             if !work.is_ready() {
-                return Ok(()); // not subscribed upstream yet: wait
+                return Ok(None); // not subscribed upstream yet: wait
             }
             self.change_session(work, out)?;
         }
@@ -317,17 +318,21 @@ impl Channel {
             self.validator.set_version_rolling_mask(work.version_mask);
         }
         let Some(job) = work.job.clone() else {
-            return Ok(());
+            return Ok(None);
         };
         if self
             .last_upstream
             .as_ref()
             .is_some_and(|j| Arc::ptr_eq(j, &job))
         {
-            return Ok(());
+            return Ok(None);
         }
-        self.send_job(&job, job.clean, out);
-        Ok(())
+        Ok(Some(job))
+    }
+
+    /// The upstream session the channel's extranonce belongs to.
+    pub fn session(&self) -> u64 {
+        self.session
     }
 
     fn change_session(
@@ -373,92 +378,11 @@ impl Channel {
         self.work_stop = CancellationToken::new();
     }
 
-    /// Sends `job` under a fresh id: future job + `SetNewPrevHash` on a new previous hash,
-    /// an active job otherwise; `SetTarget` first if the difficulty changed.
-    fn send_job(&mut self, up: &Arc<UpstreamJob>, clean: bool, out: &mut Vec<Message>) {
-        self.send_target_if_changed(Some(up), out);
-        let job_id = next_job_id();
-        let ext = &up.job;
-        let future = self.prev_hash != Some(ext.prev_hash);
-        let min_ntime = (!future).then_some(ext.ntime);
-        let (validator_job, message) = match self.kind {
-            ChannelKind::Standard => {
-                let coinbase = ext.coinbase(&self.extranonce.prefix, &[]);
-                let root = merkle_root(&sha256d(&coinbase), &ext.merkle_branch);
-                let job = StandardJob {
-                    version: ext.version,
-                    prev_hash: ext.prev_hash,
-                    merkle_root: root,
-                    nbits: ext.nbits,
-                    ntime: ext.ntime,
-                };
-                let message = Message::NewMiningJob(NewMiningJob {
-                    channel_id: self.id,
-                    job_id,
-                    min_ntime,
-                    version: ext.version,
-                    merkle_root: root,
-                });
-                (Job::Standard(job), message)
-            }
-            ChannelKind::Extended => {
-                let (Ok(path), Ok(prefix), Ok(suffix)) = (
-                    Seq0255::try_from(ext.merkle_branch.clone()),
-                    B064K::try_from(ext.coinbase_prefix.clone()),
-                    B064K::try_from(ext.coinbase_suffix.clone()),
-                ) else {
-                    warn!(
-                        channel = self.id,
-                        "upstream job does not fit an SV2 extended job; not sent"
-                    );
-                    return;
-                };
-                let message = Message::NewExtendedMiningJob(NewExtendedMiningJob {
-                    channel_id: self.id,
-                    job_id,
-                    min_ntime,
-                    version: ext.version,
-                    version_rolling_allowed: self.version_mask != 0,
-                    merkle_path: path,
-                    coinbase_tx_prefix: prefix,
-                    coinbase_tx_suffix: suffix,
-                });
-                (Job::Extended(ext.clone()), message)
-            }
-        };
-        if self
-            .validator
-            .add_job(job_id, validator_job, future || clean)
-            .is_err()
-        {
-            warn!(
-                channel = self.id,
-                "upstream job has invalid nbits; not sent"
-            );
-            return;
-        }
-        if future || clean {
-            self.jobs.clear();
-        }
-        self.jobs.push_back((job_id, up.clone()));
-        while self.jobs.len() > JOBS_KEPT {
-            self.jobs.pop_front();
-        }
-        self.last_upstream = Some(up.clone());
-        out.push(message);
-        if future {
-            self.prev_hash = Some(ext.prev_hash);
-            out.push(Message::SetNewPrevHash(SetNewPrevHash {
-                channel_id: self.id,
-                job_id,
-                prev_hash: ext.prev_hash,
-                min_ntime: ext.ntime,
-                nbits: ext.nbits,
-            }));
-        }
-    }
-
-    fn send_target_if_changed(&mut self, job: Option<&UpstreamJob>, out: &mut Vec<Message>) {
+    pub(super) fn send_target_if_changed(
+        &mut self,
+        job: Option<&UpstreamJob>,
+        out: &mut Vec<Message>,
+    ) {
         let d = capped(self.vardiff.difficulty(), job, self.floor);
         if d == self.sent_difficulty {
             return;

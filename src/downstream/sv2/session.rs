@@ -38,7 +38,7 @@ use tokio_util::codec::{Encoder, FramedRead};
 use tracing::{debug, info, warn};
 
 use super::Sv2Settings;
-use super::channel::{Channel, ChannelKind, ShareResult, SubmittedShare};
+use super::channel::{Channel, ChannelKind, GroupJob, ShareResult, SubmittedShare};
 use super::events::{Event, assign, control_stream, work_stream};
 use super::handshake;
 use crate::downstream::listener::{Accepted, next_conn_id};
@@ -46,9 +46,11 @@ use crate::downstream::registry::MinerShared;
 use crate::telemetry::RejectReason;
 use crate::upstream::connection::SubmitOutcome;
 use crate::upstream::manager::{Control, PoolManager};
+use crate::upstream::work::UpstreamJob;
 
-/// The group channel every channel of a connection belongs to (reported in `Open*Success`;
-/// jobs are always sent per channel, so no group job is ever sent on it).
+/// The group channel every channel of a connection belongs to (reported in `Open*Success`).
+/// Jobs go to it when the miner did not set `REQUIRES_STANDARD_JOBS` and all its channels are
+/// on the same upstream job; otherwise each channel gets its own.
 pub const GROUP_CHANNEL_ID: u32 = 1;
 /// The only protocol version there is.
 const SV2_VERSION: u16 = 2;
@@ -542,11 +544,15 @@ impl Conn {
             }
         };
         self.outbox.push(success);
-        // The first job: future job + SetNewPrevHash (the channel has no previous hash yet).
-        if ch.on_work(&work, &mut self.outbox).is_err() {
-            // Unreachable: `open` already fitted the extranonce on this very work.
-            self.manager.release(shared.id);
-            return Ok(());
+        // The first job, on the channel: future job + SetNewPrevHash (no previous hash yet).
+        match ch.on_work(&work, &mut self.outbox) {
+            Ok(Some(job)) => ch.send_job(&job, job.clean, &mut self.outbox),
+            Ok(None) => {}
+            Err(_) => {
+                // Unreachable: `open` already fitted the extranonce on this very work.
+                self.manager.release(shared.id);
+                return Ok(());
+            }
         }
         info!(
             channel = id,
@@ -592,12 +598,19 @@ impl Conn {
         };
         match event {
             Event::Work(generation, work) => {
-                if generation == ch.generation && ch.on_work(&work, &mut self.outbox).is_err() {
-                    warn!(
-                        channel,
-                        "new upstream session leaves no room for this channel's extranonce"
-                    );
-                    self.close_channel(channel, Some("extranonce-unavailable"));
+                if generation != ch.generation {
+                    return Ok(());
+                }
+                match ch.on_work(&work, &mut self.outbox) {
+                    Ok(Some(job)) => self.give_job(channel, job, work.version_mask != 0),
+                    Ok(None) => {}
+                    Err(_) => {
+                        warn!(
+                            channel,
+                            "new upstream session leaves no room for this channel's extranonce"
+                        );
+                        self.close_channel(channel, Some("extranonce-unavailable"));
+                    }
                 }
                 Ok(())
             }
@@ -622,6 +635,40 @@ impl Conn {
                 Ok(())
             }
             Event::Control(Control::Kick) => Err(End::Kicked),
+        }
+    }
+
+    /// Gives `leader` (the channel whose work brought it) a new upstream job: to the whole
+    /// group in one message when the miner takes group jobs and every channel of the
+    /// connection is on that same job (a group job reaches every channel in the group, so it
+    /// must be right for all of them), else on the channel alone.
+    fn give_job(&mut self, leader: u32, job: Arc<UpstreamJob>, version_rolling: bool) {
+        let takes_group_jobs = self
+            .setup
+            .is_some_and(|f| f & setup_flags::REQUIRES_STANDARD_JOBS == 0);
+        let Some(ch) = self.channels.get(&leader) else {
+            return;
+        };
+        if takes_group_jobs && self.channels.len() > 1 {
+            let group = GroupJob::new(job.clone(), ch);
+            let all = self
+                .channels
+                .iter_mut()
+                .all(|(&id, c)| id == leader || c.ready_for(&group));
+            if all {
+                let mut joined = true;
+                for c in self.channels.values_mut() {
+                    joined &= c.join_group_job(&group, &mut self.outbox);
+                }
+                if joined {
+                    self.outbox
+                        .extend(group.messages(GROUP_CHANNEL_ID, version_rolling));
+                }
+                return;
+            }
+        }
+        if let Some(ch) = self.channels.get_mut(&leader) {
+            ch.send_job(&job, job.clean, &mut self.outbox);
         }
     }
 

@@ -1,0 +1,112 @@
+//! An SV2 test site: the embedded SV1 test pool, a fresh authority key and the proxy with an
+//! SV2 listener in front of it, for tests that drive SV2 miners (`sv2_miner`) through it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use hashshift::config::Config;
+use hashshift::protocol::noise::AuthorityPublicKey;
+use hashshift::proxy::Proxy;
+use hashshift::testpool::{TestPool, TestPoolConfig};
+use hashshift::upstream::manager::ManagerSettings;
+
+use super::miner::within;
+use super::sv2_miner::Sv2Miner;
+
+/// Share difficulty of the pool and the proxy's vardiff: ~4,300 hashes a share.
+pub const DIFF: f64 = 1e-6;
+
+/// A fresh authority key file, removed on drop.
+pub struct KeyFile {
+    pub path: PathBuf,
+    pub public: AuthorityPublicKey,
+}
+
+impl KeyFile {
+    pub fn new() -> Result<KeyFile> {
+        let path = std::env::temp_dir().join(format!(
+            "hashshift-sv2-test-{}-{}.key",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let public = hashshift::keyfile::generate(&path)?;
+        Ok(KeyFile { path, public })
+    }
+}
+
+impl Drop for KeyFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+pub struct Setup {
+    pub pool: TestPool,
+    pub proxy: Proxy,
+    pub key: KeyFile,
+}
+
+impl Setup {
+    pub async fn start(extra: &str) -> Result<Setup> {
+        Self::start_with(&[], extra).await
+    }
+
+    /// Pool "a" (priority 0) and the given standby pools (priorities 1, 2, ...).
+    pub async fn start_with(standby: &[&TestPool], extra: &str) -> Result<Setup> {
+        let pool = TestPool::start(TestPoolConfig {
+            difficulty: DIFF,
+            name: "a".into(),
+            ..TestPoolConfig::default()
+        })
+        .await?;
+        let key = KeyFile::new()?;
+        let mut upstreams = format!(
+            "[[upstream]]\nurl = \"stratum+tcp://{}\"\nuser = \"farm\"\n",
+            pool.addr()
+        );
+        for (i, p) in standby.iter().enumerate() {
+            upstreams += &format!(
+                "[[upstream]]\nurl = \"stratum+tcp://{}\"\nuser = \"farm\"\npriority = {}\n",
+                p.addr(),
+                i + 1
+            );
+        }
+        let text = format!(
+            "[[downstream]]\nprotocol = \"sv2\"\nlisten = \"127.0.0.1:0\"\nauthority_key_file = {:?}\n\
+             {upstreams}\
+             [vardiff]\ninitial = {DIFF}\nmin = 1e-9\nmax = 1.0\nshares_per_minute = 600.0\n{extra}",
+            key.path.display().to_string(),
+        );
+        let config = Config::from_toml(&text)?;
+        let proxy = Proxy::start_with(
+            &config,
+            ManagerSettings {
+                no_work_timeout: Duration::from_secs(30),
+                failback_after: Duration::from_millis(500),
+                rebalance_every: Duration::from_secs(1),
+            },
+        )
+        .await?;
+        Ok(Setup { pool, proxy, key })
+    }
+
+    pub async fn miner(&self) -> Result<Sv2Miner> {
+        Sv2Miner::connect(self.proxy.listen_addrs()[0], self.key.public.to_bytes()).await
+    }
+
+    pub async fn stop(self) {
+        self.proxy.shutdown(Duration::from_secs(2)).await;
+        self.pool.shutdown().await;
+    }
+}
+
+/// Waits (bounded) until the pool has accepted `n` shares.
+pub async fn pool_accepts(pool: &TestPool, n: u64) -> Result<()> {
+    within("pool accepting the shares", async {
+        while pool.stats().accepted < n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
