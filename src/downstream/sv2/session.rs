@@ -11,42 +11,39 @@
 //! buffered; a decrypt failure, a malformed message or a protocol violation ends this
 //! connection only. Share rejections are answered; a run of them drops the miner.
 
+mod channels;
+mod shares;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use futures_util::StreamExt;
 use futures_util::stream::{BoxStream, FuturesUnordered, SelectAll};
-use futures_util::{FutureExt, StreamExt};
 use hashshift_protocol::noise::NoiseCodec;
 use hashshift_protocol::noise::codec::NoiseEncoder;
-use hashshift_protocol::share::Rejection;
 use hashshift_protocol::sv2::constants::error_code::{
-    open_mining_channel, setup_connection, submit_shares, update_channel,
+    open_mining_channel, setup_connection, update_channel,
 };
 use hashshift_protocol::sv2::constants::setup_flags;
 use hashshift_protocol::sv2::{
-    B032, CloseChannel, Frame, Message, OpenExtendedMiningChannelSuccess, OpenMiningChannelError,
-    OpenStandardMiningChannelSuccess, Protocol, SetupConnection, SetupConnectionError,
-    SetupConnectionSuccess, Str0255, SubmitSharesError, U256, UpdateChannelError,
+    Frame, Message, Protocol, SetupConnection, SetupConnectionError, SetupConnectionSuccess,
+    Str0255, UpdateChannelError,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio_util::codec::{Encoder, FramedRead};
 use tracing::{debug, info, warn};
 
+use self::shares::Pending;
 use super::Sv2Settings;
-use super::channel::{Channel, ChannelKind, GroupJob, ShareResult, SubmittedShare};
-use super::events::{Event, assign, control_stream, work_stream};
+use super::channel::{Channel, ChannelKind, SubmittedShare};
+use super::events::{Event, work_stream};
 use super::handshake;
-use crate::downstream::listener::{Accepted, next_conn_id};
-use crate::downstream::registry::MinerShared;
-use crate::telemetry::RejectReason;
-use crate::upstream::connection::SubmitOutcome;
+use crate::downstream::listener::Accepted;
 use crate::upstream::manager::{Control, PoolManager};
-use crate::upstream::work::UpstreamJob;
 
 /// The group channel every channel of a connection belongs to (reported in `Open*Success`).
 /// Jobs go to it when the miner did not set `REQUIRES_STANDARD_JOBS` and all its channels are
@@ -88,16 +85,6 @@ enum End {
     #[error("proxy shutting down")]
     Shutdown,
 }
-
-/// A pool's answer on a share that went up, with what is needed to relay it.
-struct Verdict {
-    channel: u32,
-    sequence_number: u32,
-    outcome: SubmitOutcome,
-    credited: f64,
-}
-
-type Pending = Pin<Box<dyn std::future::Future<Output = Verdict> + Send>>;
 
 struct Conn {
     settings: Arc<Sv2Settings>,
@@ -230,16 +217,6 @@ fn str0255(s: &str) -> Str0255 {
     Str0255::try_from(s).unwrap_or_default()
 }
 
-/// The SV2 code for a pool's SV1 rejection (codes 21-23 of the de-facto stratum table).
-fn upstream_reject_code(code: i64) -> &'static str {
-    match code {
-        21 => submit_shares::STALE_SHARE,
-        22 => submit_shares::DUPLICATE_SHARE,
-        23 => submit_shares::DIFFICULTY_TOO_LOW,
-        _ => submit_shares::INVALID_SHARE,
-    }
-}
-
 impl Conn {
     fn count_error(&mut self) -> Result<(), End> {
         self.consecutive_errors += 1;
@@ -265,47 +242,6 @@ impl Conn {
             Ok(Err(e)) => Err(End::Io(e)),
             Err(_) => Err(End::Stuck),
         }
-    }
-
-    fn flush_acks(&mut self) {
-        self.flush_at = None;
-        for ch in self.channels.values_mut() {
-            if let Some(m) = ch.take_batch() {
-                self.outbox.push(m);
-            }
-        }
-    }
-
-    /// Sends a channel's batch now if it is full, else makes sure a flush is scheduled.
-    fn schedule_ack(&mut self, channel: u32) {
-        let Some(ch) = self.channels.get_mut(&channel) else {
-            return;
-        };
-        if ch.batched() >= self.settings.ack_batch {
-            if let Some(m) = ch.take_batch() {
-                self.outbox.push(m);
-            }
-        } else if ch.batched() > 0 && self.flush_at.is_none() {
-            self.flush_at = Some(tokio::time::Instant::now() + self.settings.ack_delay);
-        }
-    }
-
-    /// `SubmitShares.Error`, after the channel's pending acknowledgements (so the miner sees
-    /// answers roughly in sequence order).
-    fn share_error(&mut self, channel: u32, sequence_number: u32, code: &str) {
-        if let Some(m) = self
-            .channels
-            .get_mut(&channel)
-            .and_then(Channel::take_batch)
-        {
-            self.outbox.push(m);
-        }
-        self.outbox
-            .push(Message::SubmitSharesError(SubmitSharesError {
-                channel_id: channel,
-                sequence_number,
-                error_code: str0255(code),
-            }));
     }
 
     async fn on_frame(&mut self, frame: Frame) -> Result<(), End> {
@@ -452,146 +388,6 @@ impl Conn {
         Ok(())
     }
 
-    fn open_error(&mut self, request_id: u32, code: &str) {
-        self.outbox
-            .push(Message::OpenMiningChannelError(OpenMiningChannelError {
-                request_id,
-                error_code: str0255(code),
-            }));
-    }
-
-    /// Opens a channel: an extranonce slot on a pool with work, `Open*Success` (or
-    /// `OpenMiningChannel.Error`), then the first job.
-    async fn open(
-        &mut self,
-        kind: ChannelKind,
-        request_id: u32,
-        user_identity: &Str0255,
-        nominal_hash_rate: f32,
-        max_target: &U256,
-        min_extranonce_size: u16,
-    ) -> Result<(), End> {
-        if self.channels.len() >= self.settings.max_channels {
-            self.open_error(request_id, open_mining_channel::CHANNEL_CAPACITY_EXHAUSTED);
-            return self.count_error();
-        }
-        let worker: Arc<str> = user_identity.to_string_lossy().into();
-        if !self.opened_any {
-            tracing::Span::current().record("worker", &*worker);
-        }
-        let shared = Arc::new(MinerShared::new(next_conn_id(), self.peer));
-        shared.set_worker(&worker);
-        // SV2 channels can always be moved: SetExtranoncePrefix exists for that.
-        shared.set_movable(true);
-        let Some((assignment, control, work)) =
-            assign(&self.manager, &shared, self.settings.handshake_timeout).await
-        else {
-            warn!("no pool with work for a new channel");
-            // No code says "no upstream"; this is the closest the spec has.
-            self.open_error(request_id, open_mining_channel::CHANNEL_CAPACITY_EXHAUSTED);
-            return Ok(());
-        };
-        let id = self.next_channel_id;
-        let mut ch = match Channel::open(
-            id,
-            kind,
-            worker.clone(),
-            shared.clone(),
-            assignment,
-            &work,
-            &self.settings.channel,
-            nominal_hash_rate,
-            max_target,
-            min_extranonce_size,
-            Instant::now(),
-        ) {
-            Ok(ch) => ch,
-            Err(code) => {
-                self.manager.release(shared.id);
-                self.open_error(request_id, code);
-                return Ok(());
-            }
-        };
-        self.next_channel_id = self
-            .next_channel_id
-            .wrapping_add(1)
-            .max(GROUP_CHANNEL_ID + 1);
-        let Ok(prefix) = B032::try_from(ch.extranonce().prefix.as_slice()) else {
-            // `fit` guarantees at most 32 bytes.
-            self.manager.release(shared.id);
-            self.open_error(request_id, open_mining_channel::CHANNEL_CAPACITY_EXHAUSTED);
-            return Ok(());
-        };
-        let success = match kind {
-            ChannelKind::Standard => {
-                Message::OpenStandardMiningChannelSuccess(OpenStandardMiningChannelSuccess {
-                    request_id,
-                    channel_id: id,
-                    target: ch.target(),
-                    extranonce_prefix: prefix,
-                    group_channel_id: GROUP_CHANNEL_ID,
-                })
-            }
-            ChannelKind::Extended => {
-                Message::OpenExtendedMiningChannelSuccess(OpenExtendedMiningChannelSuccess {
-                    request_id,
-                    channel_id: id,
-                    target: ch.target(),
-                    extranonce_size: ch.extranonce().size as u16,
-                    extranonce_prefix: prefix,
-                    group_channel_id: GROUP_CHANNEL_ID,
-                })
-            }
-        };
-        self.outbox.push(success);
-        // The first job, on the channel: future job + SetNewPrevHash (no previous hash yet).
-        match ch.on_work(&work, &mut self.outbox) {
-            Ok(Some(job)) => ch.send_job(&job, job.clean, &mut self.outbox),
-            Ok(None) => {}
-            Err(_) => {
-                // Unreachable: `open` already fitted the extranonce on this very work.
-                self.manager.release(shared.id);
-                return Ok(());
-            }
-        }
-        info!(
-            channel = id,
-            ?kind,
-            worker = &*worker,
-            difficulty = shared.difficulty.get(),
-            "channel opened"
-        );
-        self.events.push(work_stream(
-            id,
-            ch.generation,
-            ch.assignment.conn.work.clone(),
-            ch.work_stop.clone(),
-        ));
-        self.events.push(control_stream(id, control));
-        self.channels.insert(id, ch);
-        self.opened_any = true;
-        Ok(())
-    }
-
-    /// Closes a channel (the miner's request, or ours with a reason sent to the miner).
-    fn close_channel(&mut self, channel: u32, reason: Option<&str>) {
-        let Some(mut ch) = self.channels.remove(&channel) else {
-            return;
-        };
-        if let Some(m) = ch.take_batch() {
-            self.outbox.push(m);
-        }
-        if let Some(reason) = reason {
-            self.outbox.push(Message::CloseChannel(CloseChannel {
-                channel_id: channel,
-                reason_code: str0255(reason),
-            }));
-        }
-        // Dropping the manager's entry drops the control sender: the control stream ends.
-        self.manager.release(ch.shared.id);
-        ch.work_stop.cancel();
-    }
-
     fn on_event(&mut self, channel: u32, event: Event) -> Result<(), End> {
         let Some(ch) = self.channels.get_mut(&channel) else {
             return Ok(()); // closed meanwhile
@@ -635,115 +431,6 @@ impl Conn {
                 Ok(())
             }
             Event::Control(Control::Kick) => Err(End::Kicked),
-        }
-    }
-
-    /// Gives `leader` (the channel whose work brought it) a new upstream job: to the whole
-    /// group in one message when the miner takes group jobs and every channel of the
-    /// connection is on that same job (a group job reaches every channel in the group, so it
-    /// must be right for all of them), else on the channel alone.
-    fn give_job(&mut self, leader: u32, job: Arc<UpstreamJob>, version_rolling: bool) {
-        let takes_group_jobs = self
-            .setup
-            .is_some_and(|f| f & setup_flags::REQUIRES_STANDARD_JOBS == 0);
-        let Some(ch) = self.channels.get(&leader) else {
-            return;
-        };
-        if takes_group_jobs && self.channels.len() > 1 {
-            let group = GroupJob::new(job.clone(), ch);
-            let all = self
-                .channels
-                .iter_mut()
-                .all(|(&id, c)| id == leader || c.ready_for(&group));
-            if all {
-                let mut joined = true;
-                for c in self.channels.values_mut() {
-                    joined &= c.join_group_job(&group, &mut self.outbox);
-                }
-                if joined {
-                    self.outbox
-                        .extend(group.messages(GROUP_CHANNEL_ID, version_rolling));
-                }
-                return;
-            }
-        }
-        if let Some(ch) = self.channels.get_mut(&leader) {
-            ch.send_job(&job, job.clean, &mut self.outbox);
-        }
-    }
-
-    fn on_submit(&mut self, channel: u32, share: SubmittedShare<'_>) -> Result<(), End> {
-        let seq = share.sequence_number;
-        let Some(ch) = self.channels.get_mut(&channel) else {
-            self.share_error(channel, seq, submit_shares::INVALID_CHANNEL_ID);
-            return self.count_error();
-        };
-        match ch.submit(&share) {
-            ShareResult::Rejected(rejection) => {
-                debug!(channel, %rejection, "share rejected");
-                self.share_error(channel, seq, rejection.sv2_error_code());
-                if matches!(rejection, Rejection::StaleJob { .. }) {
-                    Ok(())
-                } else {
-                    self.count_error()
-                }
-            }
-            ShareResult::Accepted => {
-                self.consecutive_errors = 0;
-                self.schedule_ack(channel);
-                Ok(())
-            }
-            ShareResult::Upstream {
-                submit,
-                verdict,
-                credited,
-            } => {
-                self.consecutive_errors = 0;
-                // The pool connection has a deep queue; if even that is full the pool is not
-                // keeping up and the share is reported lost rather than blocking this miner.
-                if ch.assignment.conn.submit.try_send(submit).is_err() {
-                    ch.shared.counters.lose();
-                    self.share_error(channel, seq, submit_shares::STALE_SHARE);
-                    return Ok(());
-                }
-                self.pending.push(
-                    verdict
-                        .map(move |outcome| Verdict {
-                            channel,
-                            sequence_number: seq,
-                            outcome: outcome
-                                .unwrap_or(SubmitOutcome::Lost("pool connection ended")),
-                            credited,
-                        })
-                        .boxed(),
-                );
-                Ok(())
-            }
-        }
-    }
-
-    fn on_verdict(&mut self, v: Verdict) {
-        let Some(ch) = self.channels.get_mut(&v.channel) else {
-            return;
-        };
-        match v.outcome {
-            SubmitOutcome::Accepted => {
-                ch.accept(v.sequence_number, v.credited);
-                self.schedule_ack(v.channel);
-            }
-            SubmitOutcome::Rejected(e) => {
-                ch.shared
-                    .counters
-                    .reject(RejectReason::from_sv1_code(e.code));
-                debug!(code = e.code, message = %e.message, "pool rejected share");
-                self.share_error(v.channel, v.sequence_number, upstream_reject_code(e.code));
-            }
-            SubmitOutcome::Lost(why) => {
-                ch.shared.counters.lose();
-                warn!(why, "share lost upstream");
-                // SV2 has no "unknown outcome" code; the share will not be credited.
-                self.share_error(v.channel, v.sequence_number, submit_shares::STALE_SHARE);
-            }
         }
     }
 
