@@ -84,13 +84,12 @@ async fn extended_channel_shares_reach_the_pool() -> Result<()> {
     };
     assert_eq!(
         prefix.len(),
-        4 + 2,
-        "pool extranonce1 + the proxy's 2-byte slot"
+        4 + 4,
+        "pool extranonce1 + the proxy's 2-byte slot and zero padding up to the miner's part"
     );
     assert_eq!(
-        size,
-        8 - 2,
-        "the rest of the pool's extranonce2 is the miner's"
+        size, 4,
+        "what the miner asked for: the smaller it is, the more pools it fits on failover"
     );
     let job = m.first_job(channel).await?;
     assert!(job.merkle_root.is_none() && !job.coinbase_prefix.is_empty());

@@ -80,6 +80,11 @@ pub struct ChannelExtranonce {
     pub size: usize,
 }
 
+/// Rollable extranonce bytes an extended channel gets unless it asks for more: 2^32
+/// coinbases per job, each with the whole nonce and version-rolling space, is more than any
+/// device or translator behind one channel can exhaust.
+pub const EXTENDED_EXTRANONCE_BYTES: usize = 4;
+
 impl ChannelExtranonce {
     /// Fits a channel that rolls `size` bytes onto a miner slot's `layout` (whose slot takes
     /// `prefix_bytes` of the pool's extranonce2). The miner's part may be smaller or larger
@@ -231,7 +236,14 @@ impl Channel {
         .ok_or(open_mining_channel::CHANNEL_CAPACITY_EXHAUSTED)?;
         let size = match kind {
             ChannelKind::Standard => 0,
-            ChannelKind::Extended => layout.extranonce2_size.max(min_extranonce_size.into()),
+            ChannelKind::Extended => {
+                // What the miner asked for, or a few bytes if it asked for less: the smaller
+                // the channel's rollable part, the more pools it still fits after a failover
+                // (its size cannot change, SetExtranoncePrefix only moves the prefix).
+                let room = (layout.upstream_prefix.len() + layout.extranonce2_size)
+                    .saturating_sub(assignment.prefix_bytes.clamp(1, 4));
+                usize::from(min_extranonce_size).max(EXTENDED_EXTRANONCE_BYTES.min(room))
+            }
         };
         let extranonce = ChannelExtranonce::fit(&layout, assignment.prefix_bytes, size)
             .ok_or(open_mining_channel::MIN_EXTRANONCE_SIZE_TOO_LARGE)?;
