@@ -416,3 +416,83 @@ fn sv2_listeners_need_an_authority_key_file() {
     .to_string();
     assert!(e.contains("only SV2"), "{e}");
 }
+
+/// A raw Noise session with the proxy, through our own protocol crate: the test can then
+/// encrypt whatever bytes it likes.
+async fn raw_session(
+    addr: std::net::SocketAddr,
+    authority: hashshift::protocol::noise::AuthorityPublicKey,
+) -> Result<(TcpStream, hashshift::protocol::noise::transport::CipherHalf)> {
+    use hashshift::protocol::noise::{Initiator, RESPONDER_MESSAGE_LEN};
+    let mut stream = TcpStream::connect(addr).await?;
+    let mut initiator = Initiator::new(Some(authority), &mut rand::rng());
+    stream.write_all(&initiator.step_0()?).await?;
+    let mut reply = [0u8; RESPONDER_MESSAGE_LEN];
+    within("handshake reply", stream.read_exact(&mut reply)).await??;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as u32;
+    let (transport, _) = initiator.step_2(&reply, now)?;
+    let (send, _recv) = transport.split();
+    Ok((stream, send))
+}
+
+/// `plain` encrypted as one Noise transport message.
+fn seal(cipher: &mut hashshift::protocol::noise::transport::CipherHalf, plain: &[u8]) -> Vec<u8> {
+    let mut buf = plain.to_vec();
+    buf.extend_from_slice(&[0u8; 16]);
+    cipher.encrypt_in_place(&mut buf).expect("fresh cipher");
+    buf
+}
+
+#[tokio::test]
+async fn oversized_and_tampered_frames_close_only_their_connection() -> Result<()> {
+    use hashshift::protocol::sv2::frame::Header;
+    // A long handshake timeout: a close within it is the frame check, not the timer.
+    let s = Setup::start(
+        "[limits]\nmax_line_bytes = 16384\nsend_queue = 64\nmax_connections = 1000\nhandshake_timeout_secs = 60\n",
+    )
+    .await?;
+    let mut good = s.miner().await?;
+    good.setup(REQUIRES_STANDARD_JOBS).await?;
+    good.open_standard(1, "good", 0.0).await?;
+    let (channel, target) = match good.recv().await? {
+        Some(Received::OpenStandardSuccess {
+            channel_id, target, ..
+        }) => (channel_id, target),
+        other => bail!("expected OpenStandardMiningChannel.Success, got {other:?}"),
+    };
+    let job = good.first_job(channel).await?;
+    let addr = s.proxy.listen_addrs()[0];
+
+    // A header announcing 16 MiB (the limit is 16 KiB): refused on the header, before any
+    // of the payload is sent, let alone buffered.
+    let (mut big, mut cipher) = raw_session(addr, s.key.public).await?;
+    let header = Header {
+        extension_type: 0,
+        channel_msg: false,
+        msg_type: 0x00,
+        msg_length: (1 << 24) - 1,
+    };
+    big.write_all(&seal(&mut cipher, &header.encode())).await?;
+    closed_by_proxy(&mut big).await?;
+
+    // A frame whose ciphertext was tampered with: the MAC fails, the connection closes.
+    let (mut tampered, mut cipher) = raw_session(addr, s.key.public).await?;
+    let header = Header {
+        msg_length: 0,
+        ..header
+    };
+    let mut sealed = seal(&mut cipher, &header.encode());
+    sealed[3] ^= 0x01;
+    tampered.write_all(&sealed).await?;
+    closed_by_proxy(&mut tampered).await?;
+
+    // The good miner is unaffected.
+    let share = job.find(&[], Vec::new(), job.version, &target, 5, false);
+    let seq = good.submit(channel, &share, false).await?;
+    assert_eq!(good.verdict(channel, seq).await?, Ok(()));
+    pool_accepts(&s.pool, 1).await?;
+    s.stop().await;
+    Ok(())
+}
