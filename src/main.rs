@@ -42,6 +42,8 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Talk to a running proxy's admin socket: rigs, pools, drain/resume, power, events.
+    Ctl(#[command(flatten)] hashshift::control::admin::ctl::CtlArgs),
     /// Load-test a proxy (or, with --direct, the embedded test pool) with many SV1 miners.
     Bench(#[command(flatten)] hashshift::bench::BenchArgs),
 }
@@ -51,7 +53,7 @@ fn main() -> ExitCode {
     // The bench and the demo print their own progress; per-connection logs of their embedded
     // pools would drown it.
     let default_filter = match cli.command {
-        Command::Bench(_) | Command::Demo(_) => "warn",
+        Command::Bench(_) | Command::Demo(_) | Command::Ctl(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Bench(args) => hashshift::bench::main(args),
+        Command::Ctl(args) => hashshift::control::admin::ctl::main(args),
         Command::Demo(args) => {
             match runtime().and_then(|rt| rt.block_on(hashshift::demo::run(args))) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -14,6 +14,9 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 
 use crate::config::{Config, DownstreamProtocol};
+use crate::control::admin::server::AdminSocket;
+use crate::control::audit::AuditLog;
+use crate::control::plane::ControlPlane;
 use crate::downstream::listener;
 use crate::downstream::sv1::{self as sv1_session, SessionSettings};
 use crate::downstream::sv2::{self as sv2_session, Sv2Settings, channel::ChannelSettings};
@@ -26,6 +29,9 @@ const SEND_QUEUE_ENTRY_BYTES: usize = 2048;
 /// A running proxy.
 pub struct Proxy {
     listeners: Vec<SocketAddr>,
+    control: Option<Arc<ControlPlane>>,
+    admin_stop: CancellationToken,
+    admin: TaskTracker,
     manager: Arc<PoolManager>,
     accept_stop: CancellationToken,
     sessions_stop: CancellationToken,
@@ -134,8 +140,32 @@ impl Proxy {
                 }
             }
         }
+        let admin_stop = CancellationToken::new();
+        let admin = TaskTracker::new();
+        let control = match &config.admin {
+            None => None,
+            Some(a) => {
+                let audit = match &a.state_dir {
+                    Some(dir) => AuditLog::open(dir)?,
+                    None => AuditLog::in_memory(),
+                };
+                admin.spawn(audit.clone().run_writer(admin_stop.clone()));
+                let plane = ControlPlane::new(manager.clone(), audit);
+                let socket = AdminSocket::bind(&a.socket).await?;
+                admin.spawn(socket.serve(
+                    plane.clone(),
+                    a.allowed_uids.clone(),
+                    admin_stop.clone(),
+                    admin.clone(),
+                ));
+                Some(plane)
+            }
+        };
         Ok(Proxy {
             listeners,
+            control,
+            admin_stop,
+            admin,
             manager,
             accept_stop,
             sessions_stop,
@@ -148,6 +178,11 @@ impl Proxy {
     /// Addresses of the downstream listeners, in config order.
     pub fn listen_addrs(&self) -> &[SocketAddr] {
         &self.listeners
+    }
+
+    /// The control plane, when `[admin]` is configured.
+    pub fn control(&self) -> Option<&Arc<ControlPlane>> {
+        self.control.as_ref()
     }
 
     /// The pool manager (for reports).
@@ -176,6 +211,10 @@ impl Proxy {
         self.upstream_stop.cancel();
         self.upstream.close();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.upstream.wait()).await;
+        // Last, so the audit log gets everything the shutdown did.
+        self.admin_stop.cancel();
+        self.admin.close();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.admin.wait()).await;
         info!("shutdown complete");
     }
 }

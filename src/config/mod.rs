@@ -65,6 +65,26 @@ pub struct Config {
     /// Pool health and failover timing.
     #[serde(default)]
     pub failover: Failover,
+    /// The admin socket (`hashshift ctl`). Absent: no control plane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<Admin>,
+}
+
+/// The admin socket and where the control plane keeps its durable state.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Path of the Unix socket (created with mode 0660; a stale one is replaced).
+    pub socket: std::path::PathBuf,
+    /// UIDs besides the proxy's own that may use the socket (the kernel reports each
+    /// client's UID; others get one error line).
+    #[serde(default)]
+    pub allowed_uids: Vec<u32>,
+    /// Directory for the audit log and the persisted power state (drained rigs, grants,
+    /// curtailment), so a restart never re-energises rigs by itself. Absent: the audit log is
+    /// kept in memory only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// Pool health and failover timing.

@@ -122,6 +122,17 @@ pub struct PoolManager {
     tracker: TaskTracker,
 }
 
+/// A miner as the pool manager sees it.
+#[derive(Clone, Debug)]
+pub struct MinerReport {
+    /// Its shared record.
+    pub shared: Arc<MinerShared>,
+    /// The pool it is on.
+    pub pool: PoolId,
+    /// Estimated hashrate (H/s) from the difficulty it got accepted; 0 before its first share.
+    pub hashrate: f64,
+}
+
 /// A pool as reported to operators.
 #[derive(Clone, Debug)]
 pub struct PoolSnapshot {
@@ -349,6 +360,27 @@ impl PoolManager {
                 }
             })
             .collect()
+    }
+
+    /// Every miner with the manager's view of it, for the control plane.
+    pub fn miner_reports(&self) -> Vec<MinerReport> {
+        self.lock()
+            .miners
+            .values()
+            .map(|m| MinerReport {
+                shared: m.shared.clone(),
+                pool: m.pool,
+                hashrate: m.hashrate,
+            })
+            .collect()
+    }
+
+    /// Disconnects a miner (SV2: its whole connection). False if it is gone.
+    pub fn kick(&self, id: ConnId) -> bool {
+        self.lock()
+            .miners
+            .get(&id)
+            .is_some_and(|m| m.control.send(Control::Kick).is_ok())
     }
 
     /// Miners' shared state, for reports.
