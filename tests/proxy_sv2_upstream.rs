@@ -341,3 +341,68 @@ async fn the_channel_announces_the_hashrate_its_miners_really_have() -> Result<(
     a.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_reconnect_is_followed_only_to_a_host_with_the_same_authority() -> Result<()> {
+    let authority = AuthorityKeypair::generate(&mut rand::rng());
+    let node = |name: &str| TestPoolConfig {
+        difficulty: DIFF,
+        name: name.into(),
+        ..TestPoolConfig::sv2()
+    };
+    let a = TestPool::start_sv2_node(node("a"), authority.clone()).await?;
+    let a2 = TestPool::start_sv2_node(node("a2"), authority).await?;
+    let impostor = sv2_pool("impostor", 0x1fff_e000).await?;
+    let proxy = start(&config(&[a.url()])?).await?;
+    let mut m = Miner::connect(proxy.listen_addrs()[0]).await?;
+    m.handshake("rig", None).await?;
+    assert!(
+        m.call(ClientRequest::ExtranonceSubscribe)
+            .await?
+            .as_bool()?
+    );
+    async fn connected(pool: &TestPool, n: usize) -> Result<()> {
+        within("the proxy's connection", async {
+            while pool.stats().connections != n {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+    }
+    connected(&a, 1).await?;
+
+    // Another node of the same pool: followed, and it proves the pinned authority.
+    a.redirect(a2.addr());
+    connected(&a2, 1).await?;
+    connected(&a, 0).await?;
+    // The new session's extranonce, then its work.
+    let mut moved = false;
+    let job = within("work from the new node", async {
+        loop {
+            match m.next_note().await? {
+                ServerNotification::SetExtranonce(e) => {
+                    m.extranonce1 = e.extranonce1;
+                    m.extranonce2_size = e.extranonce2_size;
+                    moved = true;
+                }
+                ServerNotification::Notify(n) if moved => return Ok::<_, anyhow::Error>(n),
+                _ => {}
+            }
+        }
+    })
+    .await??;
+    assert_eq!(m.submit(&m.find_share(&job, 1, None), "rig").await?, Ok(()));
+    assert_eq!(a2.stats().accepted, 1);
+
+    // A host signed by another authority: refused, back to the configured address.
+    a2.redirect(impostor.addr());
+    connected(&a, 1).await?;
+    let tried = impostor.stats();
+    assert_eq!(tried.connects_total, 1, "the redirect was tried once");
+    assert_eq!(
+        tried.announced_hashrate, 0.0,
+        "no channel opened: the Noise handshake failed on our side"
+    );
+    proxy.shutdown(Duration::from_secs(2)).await;
+    Ok(())
+}

@@ -194,6 +194,8 @@ pub(crate) struct Inner {
     answer_delay_ms: AtomicU64,
     /// Submits received whose verdict is being held back now.
     held_answers: AtomicUsize,
+    /// SV2 mode: where connections are told to go (`Reconnect`), bumped on each redirect.
+    redirect: watch::Sender<Option<SocketAddr>>,
 }
 
 /// One "life" of the pool between start/revive and kill.
@@ -280,12 +282,18 @@ impl TestPool {
     /// # Errors
     /// The bind error, or `InvalidInput` for an unusable configuration.
     pub async fn start_sv2(config: TestPoolConfig) -> std::io::Result<TestPool> {
-        let mut rng = rand::rng();
-        let noise = ResponderConfig::new(
-            AuthorityKeypair::generate(&mut rng),
-            SecretKey::generate(&mut rng),
-            86_400,
-        );
+        let authority = AuthorityKeypair::generate(&mut rand::rng());
+        Self::start_sv2_node(config, authority).await
+    }
+
+    /// An SV2 pool whose certificates `authority` signs: several nodes of one pool operator
+    /// share it (so a client pinned to it accepts a `Reconnect` to any of them).
+    pub async fn start_sv2_node(
+        config: TestPoolConfig,
+        authority: AuthorityKeypair,
+    ) -> std::io::Result<TestPool> {
+        let static_key = SecretKey::generate(&mut rand::rng());
+        let noise = ResponderConfig::new(authority, static_key, 86_400);
         Self::start_with(config, Some(noise)).await
     }
 
@@ -329,6 +337,7 @@ impl TestPool {
             tasks: TaskTracker::new(),
             life: Mutex::new(None),
             answer_delay_ms: AtomicU64::new(0),
+            redirect: watch::Sender::new(None),
             held_answers: AtomicUsize::new(0),
             config,
             sv2,
@@ -463,6 +472,11 @@ impl TestPool {
     /// Sends a new job now; `clean` starts a new block (earlier jobs become stale).
     pub fn new_job(&self, clean: bool) {
         self.inner.publish_job(clean);
+    }
+
+    /// SV2 mode: sends `Reconnect` to `to` on every open connection (SV1 mode: no effect).
+    pub fn redirect(&self, to: SocketAddr) {
+        self.inner.redirect.send_replace(Some(to));
     }
 
     /// Holds the verdict of every `mining.submit` back by `delay` from when it was read, as a

@@ -33,9 +33,9 @@ use hashshift_protocol::share::{
 use hashshift_protocol::sv2::constants::error_code::{open_mining_channel, setup_connection};
 use hashshift_protocol::sv2::{
     B032, B064K, Message, NewExtendedMiningJob, OpenExtendedMiningChannel,
-    OpenExtendedMiningChannelSuccess, OpenMiningChannelError, Protocol, Seq0255, SetNewPrevHash,
-    SetTarget, SetupConnectionError, SetupConnectionSuccess, Str0255, SubmitSharesError,
-    SubmitSharesExtended, SubmitSharesSuccess,
+    OpenExtendedMiningChannelSuccess, OpenMiningChannelError, Protocol, Reconnect, Seq0255,
+    SetNewPrevHash, SetTarget, SetupConnectionError, SetupConnectionSuccess, Str0255,
+    SubmitSharesError, SubmitSharesExtended, SubmitSharesSuccess,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -153,6 +153,8 @@ async fn run(
         inner.config.extranonce2_size,
     );
     let mut work_rx = inner.work.subscribe();
+    let mut redirect_rx = inner.redirect.subscribe();
+    redirect_rx.borrow_and_update();
     let mut out: Vec<Message> = Vec::new();
     loop {
         let mut flow = Flow::Continue;
@@ -175,6 +177,17 @@ async fn run(
                         debug!(%error, "malformed message");
                         return "protocol violation";
                     }
+                }
+            }
+            changed = redirect_rx.changed() => {
+                if changed.is_err() {
+                    return "pool stopped";
+                }
+                if let Some(to) = *redirect_rx.borrow_and_update() {
+                    out.push(Message::from(Reconnect {
+                        new_host: Str0255::try_from(to.ip().to_string().as_str()).unwrap_or_default(),
+                        new_port: to.port(),
+                    }));
                 }
             }
             changed = work_rx.changed() => {

@@ -83,6 +83,7 @@ pub fn spawn(
         counters: ends.counters,
         hashrate: ends.hashrate,
         shutdown,
+        redirect: None,
     };
     tracker.spawn(task.run().instrument(span));
     handle
@@ -96,6 +97,9 @@ struct Task {
     counters: Arc<ShareCounters>,
     hashrate: Arc<Hashrate>,
     shutdown: CancellationToken,
+    /// Where a `Reconnect` sent us, for the next session only: when that session ends for
+    /// any other reason, the configured address is next.
+    redirect: Option<String>,
 }
 
 /// Why a session with the pool ended.
@@ -121,8 +125,8 @@ enum SessionEnd {
     Refused { what: &'static str, code: String },
     #[error("pool closed our channel: {0}")]
     ChannelClosed(String),
-    #[error("pool asked us to reconnect")]
-    Reconnect,
+    #[error("pool asked us to reconnect to {0}")]
+    Reconnect(String),
     #[error("shutting down")]
     Shutdown,
 }
@@ -163,6 +167,12 @@ impl Task {
             if matches!(end, SessionEnd::Shutdown) {
                 break;
             }
+            // A redirect holds for the next session only; it goes through the usual backoff,
+            // so hosts that keep redirecting to each other cannot make us spin.
+            self.redirect = match &end {
+                SessionEnd::Reconnect(to) => Some(to.clone()),
+                _ => None,
+            };
             if started.elapsed() > Duration::from_secs(30) {
                 failures = 0;
             }
@@ -204,7 +214,8 @@ impl Task {
     async fn connect(&self) -> Result<Conn, SessionEnd> {
         let p = &self.params;
         let authority = p.url.authority_key().ok_or(SessionEnd::NotSv2)?;
-        let mut stream = TcpStream::connect(p.url.authority())
+        let address = self.redirect.clone().unwrap_or_else(|| p.url.authority());
+        let mut stream = TcpStream::connect(address)
             .await
             .map_err(SessionEnd::Connect)?;
         let _ = stream.set_nodelay(true);
@@ -378,8 +389,24 @@ impl Task {
                 });
             }
             (Message::Reconnect(r), _) => {
-                info!(host = %r.new_host, port = r.new_port, "pool asked for a reconnect; reconnecting to the configured address");
-                return Err(SessionEnd::Reconnect);
+                let host = r.new_host.to_string_lossy();
+                let host = if host.is_empty() {
+                    p.url.host.as_str()
+                } else {
+                    &host
+                };
+                let port = if r.new_port == 0 {
+                    p.url.port
+                } else {
+                    r.new_port
+                };
+                let to = if host.contains(':') {
+                    format!("[{host}]:{port}")
+                } else {
+                    format!("{host}:{port}")
+                };
+                info!(to = %to, "pool redirects us; the new host must prove the same authority key");
+                return Err(SessionEnd::Reconnect(to));
             }
             (msg, Phase::Open(ch)) => {
                 if let Some(id) = msg.channel_id() {
