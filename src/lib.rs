@@ -7,6 +7,7 @@
 //! |---|---|
 //! | [`bench`] | the load generator (`hashshift bench`) |
 //! | [`config`] | the configuration file, typed and validated |
+//! | [`control`] | the control plane: the sans-IO power arbiter (mining vs GPU under one cap) |
 //! | [`demo`] | `hashshift demo`: test pools, the proxy and simulated rigs on one machine |
 //! | [`downstream`] | miners: listener, SV1 and SV2 sessions, vardiff, the shared per-miner record |
 //! | [`keyfile`] | the SV2 authority key file (`hashshift keygen`) |
@@ -22,6 +23,7 @@ pub use hashshift_protocol as protocol;
 
 pub mod bench;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod downstream;
 pub mod keyfile;
