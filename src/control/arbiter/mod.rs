@@ -201,7 +201,10 @@ impl Arbiter {
     pub fn poll_event(&mut self) -> Option<AuditEvent> {
         if self.dropped_events > 0 {
             let count = std::mem::take(&mut self.dropped_events);
-            return Some(AuditEvent { at: self.now, event: Event::EventsDropped { count } });
+            return Some(AuditEvent {
+                at: self.now,
+                event: Event::EventsDropped { count },
+            });
         }
         self.events.pop_front()
     }
@@ -253,15 +256,32 @@ impl Arbiter {
                 Observed::Mining => (RigState::Mining, None, None),
                 // Not put to sleep by us: never re-energise it on our own.
                 Observed::Asleep => (RigState::Asleep, None, Some(found_asleep_pin())),
-                Observed::Unknown => {
-                    (RigState::Unknown, Some(now + self.settings.confirm_deadline), None)
-                }
+                Observed::Unknown => (
+                    RigState::Unknown,
+                    Some(now + self.settings.confirm_deadline),
+                    None,
+                ),
             };
-            self.event(now, Event::RigAdded { info: info.clone(), state });
+            self.event(
+                now,
+                Event::RigAdded {
+                    info: info.clone(),
+                    state,
+                },
+            );
             if pin.is_some() {
                 self.event(now, Event::PinnedAsleep { rig: id.clone() });
             }
-            self.rigs.insert(id, Rig { info, state, pin, deadline, escalated: false });
+            self.rigs.insert(
+                id,
+                Rig {
+                    info,
+                    state,
+                    pin,
+                    deadline,
+                    escalated: false,
+                },
+            );
         }
         self.replan(now);
         Ok(())
@@ -309,7 +329,12 @@ impl Arbiter {
     /// A grid curtailment starts (or replaces the one in force).
     pub fn handle_curtailment(&mut self, now: Duration, curtailment: Curtailment) {
         let now = self.tick(now);
-        self.event(now, Event::CurtailmentSet { curtailment: curtailment.clone() });
+        self.event(
+            now,
+            Event::CurtailmentSet {
+                curtailment: curtailment.clone(),
+            },
+        );
         self.curtailment = Some(curtailment);
         self.replan(now);
     }
@@ -324,10 +349,19 @@ impl Arbiter {
     }
 
     /// New settings (cap, headroom, stagger, deadline, hysteresis).
-    pub fn handle_settings(&mut self, now: Duration, settings: Settings) -> Result<(), ArbiterError> {
+    pub fn handle_settings(
+        &mut self,
+        now: Duration,
+        settings: Settings,
+    ) -> Result<(), ArbiterError> {
         let now = self.tick(now);
         settings.validate()?;
-        self.event(now, Event::SettingsChanged { settings: settings.clone() });
+        self.event(
+            now,
+            Event::SettingsChanged {
+                settings: settings.clone(),
+            },
+        );
         self.settings = settings;
         self.replan(now);
         Ok(())
@@ -343,7 +377,10 @@ impl Arbiter {
     ) -> Result<Vec<RigId>, ArbiterError> {
         let now = self.tick(now);
         let rigs = self.operator_rigs(&command)?;
-        let reason = Reason::Operator { who: by.who.clone(), why: by.why.clone() };
+        let reason = Reason::Operator {
+            who: by.who.clone(),
+            why: by.why.clone(),
+        };
         let pin = matches!(
             command,
             OperatorCommand::DrainRig { .. }
@@ -352,7 +389,9 @@ impl Arbiter {
         );
         let mut touched = Vec::new();
         for id in rigs {
-            let Some(rig) = self.rigs.get_mut(&id) else { continue };
+            let Some(rig) = self.rigs.get_mut(&id) else {
+                continue;
+            };
             if pin {
                 if rig.pin.is_none() {
                     rig.pin = Some(by.clone());
@@ -367,7 +406,14 @@ impl Arbiter {
                 touched.push(id);
             }
         }
-        self.event(now, Event::Operator { by, command, rigs: touched.clone() });
+        self.event(
+            now,
+            Event::Operator {
+                by,
+                command,
+                rigs: touched.clone(),
+            },
+        );
         self.replan(now);
         Ok(touched)
     }
@@ -407,13 +453,20 @@ impl Arbiter {
     }
 
     pub(crate) fn action(&mut self, at: Duration, action: Action) {
-        self.event(at, Event::Action { action: action.clone() });
+        self.event(
+            at,
+            Event::Action {
+                action: action.clone(),
+            },
+        );
         self.actions.push_back(action);
     }
 
     /// Applies a confirmation to a known rig (no replan).
     fn apply_confirmation(&mut self, now: Duration, id: &RigId, confirmation: Confirmation) {
-        let Some(rig) = self.rigs.get_mut(id) else { return };
+        let Some(rig) = self.rigs.get_mut(id) else {
+            return;
+        };
         let from = rig.state;
         let mut escalate = false;
         let mut pinned_asleep = false;
@@ -442,19 +495,34 @@ impl Arbiter {
             }
         }
         let to = rig.state;
-        self.event(now, Event::Confirmed { rig: id.clone(), confirmation, from, to });
+        self.event(
+            now,
+            Event::Confirmed {
+                rig: id.clone(),
+                confirmation,
+                from,
+                to,
+            },
+        );
         if pinned_asleep {
             self.event(now, Event::PinnedAsleep { rig: id.clone() });
         }
         if escalate {
-            let action = Action::Escalate { rig: id.clone(), state: from, reason: Reason::CommandFailed };
+            let action = Action::Escalate {
+                rig: id.clone(),
+                state: from,
+                reason: Reason::CommandFailed,
+            };
             self.action(now, action);
         }
         // A pinned rig confirmed awake (woken by hand or rebooted): the operator still wants it
         // asleep.
         if to == RigState::Mining && self.rigs.get(id).is_some_and(|r| r.pin.is_some()) {
             let reason = match self.rigs.get(id).and_then(|r| r.pin.clone()) {
-                Some(op) => Reason::Operator { who: op.who, why: op.why },
+                Some(op) => Reason::Operator {
+                    who: op.who,
+                    why: op.why,
+                },
                 None => Reason::OverCap,
             };
             self.command_sleep(now, id, reason);

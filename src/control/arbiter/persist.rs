@@ -47,7 +47,11 @@ impl PersistedState {
             rigs: arbiter
                 .rigs
                 .values()
-                .map(|r| PersistedRig { info: r.info.clone(), state: r.state, pin: r.pin.clone() })
+                .map(|r| PersistedRig {
+                    info: r.info.clone(),
+                    state: r.state,
+                    pin: r.pin.clone(),
+                })
                 .collect(),
             granted: arbiter.granted,
             demand: arbiter.demand,
@@ -107,7 +111,13 @@ pub(super) fn restore(
         arbiter.recent_wakes.push_back(now);
     }
     let rigs = arbiter.rigs.len();
-    arbiter.event(now, Event::Restored { rigs, granted: state.granted });
+    arbiter.event(
+        now,
+        Event::Restored {
+            rigs,
+            granted: state.granted,
+        },
+    );
     arbiter.replan(now);
     Ok(arbiter)
 }

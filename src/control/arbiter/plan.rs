@@ -89,7 +89,13 @@ impl Arbiter {
             let shed = self.granted - room;
             let reason = self.cap_reason();
             self.set_grant(now, room, reason.clone());
-            self.action(now, Action::AskGpuShed { amount: shed, reason });
+            self.action(
+                now,
+                Action::AskGpuShed {
+                    amount: shed,
+                    reason,
+                },
+            );
         }
 
         let target = min(want, room);
@@ -118,7 +124,12 @@ impl Arbiter {
 
     /// Ends a curtailment whose time is up; escalates rigs past their deadline (once).
     fn expire(&mut self, now: Duration) {
-        if self.curtailment.as_ref().and_then(|c| c.until).is_some_and(|u| u <= now) {
+        if self
+            .curtailment
+            .as_ref()
+            .and_then(|c| c.until)
+            .is_some_and(|u| u <= now)
+        {
             self.curtailment = None;
             self.event(now, Event::CurtailmentEnded { early: false });
         }
@@ -132,7 +143,11 @@ impl Arbiter {
             if let Some(rig) = self.rigs.get_mut(&id) {
                 rig.escalated = true;
             }
-            let action = Action::Escalate { rig: id, state, reason: Reason::NoConfirmation };
+            let action = Action::Escalate {
+                rig: id,
+                state,
+                reason: Reason::NoConfirmation,
+            };
             self.action(now, action);
         }
     }
@@ -140,7 +155,13 @@ impl Arbiter {
     fn set_grant(&mut self, now: Duration, grant: Watts, reason: Reason) {
         if grant != self.granted {
             self.granted = grant;
-            self.action(now, Action::SetGpuBudget { budget: grant, reason });
+            self.action(
+                now,
+                Action::SetGpuBudget {
+                    budget: grant,
+                    reason,
+                },
+            );
         }
     }
 
@@ -193,11 +214,17 @@ impl Arbiter {
             return;
         }
         asleep.sort_by(|a, b| drain_cmp(b, a, avg));
-        let order: Vec<(RigId, Watts)> =
-            asleep.into_iter().map(|r| (r.info.id.clone(), r.info.power)).collect();
+        let order: Vec<(RigId, Watts)> = asleep
+            .into_iter()
+            .map(|r| (r.info.id.clone(), r.info.power))
+            .collect();
 
         let window = self.settings.resume_interval;
-        while self.recent_wakes.front().is_some_and(|&t| t + window <= now) {
+        while self
+            .recent_wakes
+            .front()
+            .is_some_and(|&t| t + window <= now)
+        {
             self.recent_wakes.pop_front();
         }
         for (id, power) in order {
@@ -235,7 +262,13 @@ impl Arbiter {
             rig.state = RigState::Draining;
             rig.deadline = Some(deadline);
             rig.escalated = false;
-            self.action(now, Action::Sleep { rig: id.clone(), reason });
+            self.action(
+                now,
+                Action::Sleep {
+                    rig: id.clone(),
+                    reason,
+                },
+            );
         }
     }
 
@@ -245,7 +278,13 @@ impl Arbiter {
             rig.state = RigState::Waking;
             rig.deadline = Some(deadline);
             rig.escalated = false;
-            self.action(now, Action::Wake { rig: id.clone(), reason: Reason::PowerAvailable });
+            self.action(
+                now,
+                Action::Wake {
+                    rig: id.clone(),
+                    reason: Reason::PowerAvailable,
+                },
+            );
         }
     }
 }

@@ -68,14 +68,18 @@ fn budgets(actions: &[Action]) -> Vec<Watts> {
 }
 
 fn demand(wanted_kw: f64) -> GpuDemand {
-    GpuDemand { wanted: kw(wanted_kw), in_use: Watts::ZERO }
+    GpuDemand {
+        wanted: kw(wanted_kw),
+        in_use: Watts::ZERO,
+    }
 }
 
 /// Four 3 kW rigs of different efficiencies in one group, cap exactly their sum.
 fn fleet() -> Arbiter {
     let mut a = Arbiter::new(settings(12.0), t(0)).unwrap();
     for (id, eff) in [("a", 17.5), ("b", 34.0), ("c", 21.5), ("d", 13.5)] {
-        a.handle_rig(t(0), info(id, "g", 0, 3.0, Some(eff)), Observed::Mining).unwrap();
+        a.handle_rig(t(0), info(id, "g", 0, 3.0, Some(eff)), Observed::Mining)
+            .unwrap();
     }
     assert!(actions(&mut a).is_empty());
     a
@@ -83,7 +87,8 @@ fn fleet() -> Arbiter {
 
 fn confirm(a: &mut Arbiter, now: u64, ids: &[String], c: Confirmation) {
     for id in ids {
-        a.handle_confirmation(t(now), &RigId(id.clone()), c).unwrap();
+        a.handle_confirmation(t(now), &RigId(id.clone()), c)
+            .unwrap();
     }
 }
 
@@ -94,7 +99,10 @@ fn gpu_demand_drains_least_efficient_first_and_grants_only_after_confirmation() 
     let out = actions(&mut a);
     // 5 kW needs two 3 kW rigs: the worst two (b 34, c 21.5), no more.
     assert_eq!(sleeps(&out), ["b", "c"]);
-    assert!(budgets(&out).is_empty(), "break before make: nothing granted yet: {out:?}");
+    assert!(
+        budgets(&out).is_empty(),
+        "break before make: nothing granted yet: {out:?}"
+    );
     assert_eq!(a.snapshot().gpu_pending, kw(5.0));
     confirm(&mut a, 2, &["b".into()], Confirmation::Asleep);
     // 3 kW is free by a confirmed-asleep rig: grant it, not more.
@@ -102,13 +110,17 @@ fn gpu_demand_drains_least_efficient_first_and_grants_only_after_confirmation() 
     confirm(&mut a, 3, &["c".into()], Confirmation::Asleep);
     assert_eq!(budgets(&actions(&mut a)), [kw(5.0)]);
     let snap = a.snapshot();
-    assert_eq!((snap.mining, snap.gpu_granted, snap.gpu_pending), (kw(6.0), kw(5.0), Watts::ZERO));
+    assert_eq!(
+        (snap.mining, snap.gpu_granted, snap.gpu_pending),
+        (kw(6.0), kw(5.0), Watts::ZERO)
+    );
 }
 
 #[test]
 fn free_budget_is_granted_at_once_without_draining() {
     let mut a = Arbiter::new(settings(20.0), t(0)).unwrap();
-    a.handle_rig(t(0), info("a", "g", 0, 3.0, Some(20.0)), Observed::Mining).unwrap();
+    a.handle_rig(t(0), info("a", "g", 0, 3.0, Some(20.0)), Observed::Mining)
+        .unwrap();
     a.handle_gpu_demand(t(1), demand(10.0));
     let out = actions(&mut a);
     assert_eq!(budgets(&out), [kw(10.0)]);
@@ -118,9 +130,24 @@ fn free_budget_is_granted_at_once_without_draining() {
 #[test]
 fn group_priority_comes_before_efficiency() {
     let mut a = Arbiter::new(settings(9.0), t(0)).unwrap();
-    a.handle_rig(t(0), info("old-vip", "vip", 5, 3.0, Some(40.0)), Observed::Mining).unwrap();
-    a.handle_rig(t(0), info("new", "bulk", 0, 3.0, Some(13.5)), Observed::Mining).unwrap();
-    a.handle_rig(t(0), info("mid", "bulk", 0, 3.0, Some(21.5)), Observed::Mining).unwrap();
+    a.handle_rig(
+        t(0),
+        info("old-vip", "vip", 5, 3.0, Some(40.0)),
+        Observed::Mining,
+    )
+    .unwrap();
+    a.handle_rig(
+        t(0),
+        info("new", "bulk", 0, 3.0, Some(13.5)),
+        Observed::Mining,
+    )
+    .unwrap();
+    a.handle_rig(
+        t(0),
+        info("mid", "bulk", 0, 3.0, Some(21.5)),
+        Observed::Mining,
+    )
+    .unwrap();
     a.handle_gpu_demand(t(1), demand(5.0));
     // Low priority group first (worst J/TH within it), the important group untouched.
     assert_eq!(sleeps(&actions(&mut a)), ["mid", "new"]);
@@ -129,9 +156,20 @@ fn group_priority_comes_before_efficiency() {
 #[test]
 fn unknown_efficiency_ranks_as_the_fleet_average() {
     let mut a = Arbiter::new(settings(9.0), t(0)).unwrap();
-    a.handle_rig(t(0), info("worst", "g", 0, 3.0, Some(34.0)), Observed::Mining).unwrap();
-    a.handle_rig(t(0), info("best", "g", 0, 3.0, Some(13.5)), Observed::Mining).unwrap();
-    a.handle_rig(t(0), info("unknown", "g", 0, 3.0, None), Observed::Mining).unwrap();
+    a.handle_rig(
+        t(0),
+        info("worst", "g", 0, 3.0, Some(34.0)),
+        Observed::Mining,
+    )
+    .unwrap();
+    a.handle_rig(
+        t(0),
+        info("best", "g", 0, 3.0, Some(13.5)),
+        Observed::Mining,
+    )
+    .unwrap();
+    a.handle_rig(t(0), info("unknown", "g", 0, 3.0, None), Observed::Mining)
+        .unwrap();
     a.handle_gpu_demand(t(1), demand(5.0));
     assert_eq!(sleeps(&actions(&mut a)), ["worst", "unknown"]);
 }
@@ -142,40 +180,79 @@ fn curtailment_sheds_mining_first_and_keeps_the_gpu_grant_when_mining_covers_it(
     a.handle_gpu_demand(t(0), demand(3.0));
     assert_eq!(budgets(&actions(&mut a)), [kw(3.0)]);
     for id in ["a", "b", "c", "d"] {
-        a.handle_rig(t(0), info(id, "g", 0, 3.0, Some(20.0)), Observed::Mining).unwrap();
+        a.handle_rig(t(0), info(id, "g", 0, 3.0, Some(20.0)), Observed::Mining)
+            .unwrap();
     }
     let until = Some(t(600));
-    a.handle_curtailment(t(1), Curtailment { cap: kw(10.0), until, source: "grid".into() });
+    a.handle_curtailment(
+        t(1),
+        Curtailment {
+            cap: kw(10.0),
+            until,
+            source: "grid".into(),
+        },
+    );
     let out = actions(&mut a);
     // 12 + 3 > 10: two rigs (6 kW) cover the 5 kW; the GPU keeps its 3 kW.
     assert_eq!(sleeps(&out).len(), 2);
-    assert!(out.iter().all(|x| matches!(x, Action::Sleep { reason: Reason::Curtailment, .. })));
+    assert!(out.iter().all(|x| matches!(
+        x,
+        Action::Sleep {
+            reason: Reason::Curtailment,
+            ..
+        }
+    )));
     assert_eq!(a.gpu_granted(), kw(3.0));
 }
 
 #[test]
 fn curtailment_below_what_mining_can_cover_cuts_the_gpu_for_the_remainder_only() {
     let mut a = Arbiter::new(settings(15.0), t(0)).unwrap();
-    a.handle_rig(t(0), info("a", "g", 0, 3.0, Some(20.0)), Observed::Mining).unwrap();
-    a.handle_rig(t(0), info("u", "g", 0, 2.0, Some(20.0)), Observed::Unknown).unwrap();
+    a.handle_rig(t(0), info("a", "g", 0, 3.0, Some(20.0)), Observed::Mining)
+        .unwrap();
+    a.handle_rig(t(0), info("u", "g", 0, 2.0, Some(20.0)), Observed::Unknown)
+        .unwrap();
     a.handle_gpu_demand(t(0), demand(8.0));
     assert_eq!(budgets(&actions(&mut a)), [kw(8.0)]);
-    a.handle_curtailment(t(1), Curtailment { cap: kw(6.0), until: None, source: "grid".into() });
+    a.handle_curtailment(
+        t(1),
+        Curtailment {
+            cap: kw(6.0),
+            until: None,
+            source: "grid".into(),
+        },
+    );
     let out = actions(&mut a);
     // The unknown rig (2 kW) cannot be shed by a Sleep: the grant is cut to 4 kW at once, the
     // GPU asked to shed 4 kW, and the mining rig drained.
     assert_eq!(sleeps(&out), ["a"]);
     assert_eq!(budgets(&out), [kw(4.0)]);
-    assert!(out.contains(&Action::AskGpuShed { amount: kw(4.0), reason: Reason::Curtailment }));
-    let shed_at = out.iter().position(|x| matches!(x, Action::AskGpuShed { .. })).unwrap();
-    let set_at = out.iter().position(|x| matches!(x, Action::SetGpuBudget { .. })).unwrap();
+    assert!(out.contains(&Action::AskGpuShed {
+        amount: kw(4.0),
+        reason: Reason::Curtailment
+    }));
+    let shed_at = out
+        .iter()
+        .position(|x| matches!(x, Action::AskGpuShed { .. }))
+        .unwrap();
+    let set_at = out
+        .iter()
+        .position(|x| matches!(x, Action::SetGpuBudget { .. }))
+        .unwrap();
     assert!(set_at < shed_at, "budget cut before the shed request");
 }
 
 #[test]
 fn curtailment_ends_on_time_and_rigs_resume_staggered() {
     let mut a = fleet();
-    a.handle_curtailment(t(0), Curtailment { cap: kw(1.0), until: Some(t(100)), source: "x".into() });
+    a.handle_curtailment(
+        t(0),
+        Curtailment {
+            cap: kw(1.0),
+            until: Some(t(100)),
+            source: "x".into(),
+        },
+    );
     let out = actions(&mut a);
     assert_eq!(sleeps(&out).len(), 4);
     confirm(&mut a, 10, &sleeps(&out), Confirmation::Asleep);
@@ -195,7 +272,14 @@ fn curtailment_ends_on_time_and_rigs_resume_staggered() {
 #[test]
 fn curtailment_cleared_early_frees_power() {
     let mut a = fleet();
-    a.handle_curtailment(t(0), Curtailment { cap: kw(6.0), until: None, source: "x".into() });
+    a.handle_curtailment(
+        t(0),
+        Curtailment {
+            cap: kw(6.0),
+            until: None,
+            source: "x".into(),
+        },
+    );
     let s = sleeps(&actions(&mut a));
     confirm(&mut a, 1, &s, Confirmation::Asleep);
     a.handle_curtailment_cleared(t(2));
@@ -213,7 +297,13 @@ fn falling_demand_shrinks_the_grant_at_once_then_mining_resumes() {
     let out = actions(&mut a);
     assert_eq!(budgets(&out), [Watts::ZERO]);
     assert_eq!(wakes(&out), ["c", "b"], "most efficient first");
-    assert!(matches!(out[0], Action::SetGpuBudget { reason: Reason::GpuDemandFell, .. }));
+    assert!(matches!(
+        out[0],
+        Action::SetGpuBudget {
+            reason: Reason::GpuDemandFell,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -221,7 +311,13 @@ fn grant_never_shrinks_below_what_the_gpu_uses_when_demand_falls() {
     let mut a = Arbiter::new(settings(20.0), t(0)).unwrap();
     a.handle_gpu_demand(t(0), demand(10.0));
     actions(&mut a);
-    a.handle_gpu_demand(t(1), GpuDemand { wanted: kw(2.0), in_use: kw(7.0) });
+    a.handle_gpu_demand(
+        t(1),
+        GpuDemand {
+            wanted: kw(2.0),
+            in_use: kw(7.0),
+        },
+    );
     assert_eq!(budgets(&actions(&mut a)), [kw(7.0)]);
 }
 
@@ -245,7 +341,14 @@ fn wake_only_when_the_rig_fits_under_the_cap_and_the_owed_gpu_power() {
 #[test]
 fn hysteresis_keeps_a_small_demand_rise_from_draining_a_just_woken_rig() {
     let mut a = fleet();
-    a.handle_settings(t(0), Settings { hysteresis: kw(0.5), ..settings(12.0) }).unwrap();
+    a.handle_settings(
+        t(0),
+        Settings {
+            hysteresis: kw(0.5),
+            ..settings(12.0)
+        },
+    )
+    .unwrap();
     a.handle_gpu_demand(t(0), demand(6.0));
     let s = sleeps(&actions(&mut a));
     confirm(&mut a, 1, &s, Confirmation::Asleep);
@@ -281,7 +384,10 @@ fn an_unconfirmed_rig_counts_as_drawing_forever_and_is_escalated_once() {
     a.handle_timeout(t(1000));
     let later = actions(&mut a);
     assert_eq!(
-        later.iter().filter(|x| matches!(x, Action::Escalate { rig, .. } if rig.0 == "b")).count(),
+        later
+            .iter()
+            .filter(|x| matches!(x, Action::Escalate { rig, .. } if rig.0 == "b"))
+            .count(),
         0,
         "escalated once"
     );
@@ -301,7 +407,13 @@ fn a_failed_command_escalates_at_once_and_the_rig_counts_as_drawing() {
     actions(&mut a);
     confirm(&mut a, 1, &["b".into()], Confirmation::CommandFailed);
     let out = actions(&mut a);
-    assert!(matches!(&out[0], Action::Escalate { reason: Reason::CommandFailed, .. }));
+    assert!(matches!(
+        &out[0],
+        Action::Escalate {
+            reason: Reason::CommandFailed,
+            ..
+        }
+    ));
     assert_eq!(sleeps(&out), ["c"]);
     assert_eq!(a.rig(&"b".into()).unwrap().state, RigState::Fault);
     assert_eq!(a.snapshot().mining, kw(12.0));
@@ -310,34 +422,70 @@ fn a_failed_command_escalates_at_once_and_the_rig_counts_as_drawing() {
 #[test]
 fn operator_drain_pins_and_pinned_rigs_are_never_resumed_automatically() {
     let mut a = fleet();
-    let op = Operator { who: "noc".into(), why: "fan noise".into() };
-    let pinned = a.handle_operator(t(0), op, OperatorCommand::DrainRig { rig: "d".into() }).unwrap();
+    let op = Operator {
+        who: "noc".into(),
+        why: "fan noise".into(),
+    };
+    let pinned = a
+        .handle_operator(t(0), op, OperatorCommand::DrainRig { rig: "d".into() })
+        .unwrap();
     assert_eq!(pinned, [RigId::from("d")]);
     let out = actions(&mut a);
-    assert!(matches!(&out[..], [Action::Sleep { reason: Reason::Operator { .. }, .. }]));
+    assert!(matches!(
+        &out[..],
+        [Action::Sleep {
+            reason: Reason::Operator { .. },
+            ..
+        }]
+    ));
     confirm(&mut a, 1, &["d".into()], Confirmation::Asleep);
     a.handle_timeout(t(1000));
-    assert!(actions(&mut a).is_empty(), "pinned: no wake although power is free");
+    assert!(
+        actions(&mut a).is_empty(),
+        "pinned: no wake although power is free"
+    );
     // GPU may use the power freed by the pinned rig.
     a.handle_gpu_demand(t(1001), demand(3.0));
     assert_eq!(budgets(&actions(&mut a)), [kw(3.0)]);
     a.handle_gpu_demand(t(1002), demand(0.0));
-    let op = Operator { who: "noc".into(), why: "fixed".into() };
-    a.handle_operator(t(1003), op, OperatorCommand::ResumeRig { rig: "d".into() }).unwrap();
+    let op = Operator {
+        who: "noc".into(),
+        why: "fixed".into(),
+    };
+    a.handle_operator(t(1003), op, OperatorCommand::ResumeRig { rig: "d".into() })
+        .unwrap();
     assert_eq!(wakes(&actions(&mut a)), ["d"]);
 }
 
 #[test]
 fn operator_drain_group_and_power() {
     let mut a = fleet();
-    let op = Operator { who: "noc".into(), why: "test".into() };
-    a.handle_operator(t(0), op.clone(), OperatorCommand::DrainPower { amount: kw(4.0) }).unwrap();
+    let op = Operator {
+        who: "noc".into(),
+        why: "test".into(),
+    };
+    a.handle_operator(
+        t(0),
+        op.clone(),
+        OperatorCommand::DrainPower { amount: kw(4.0) },
+    )
+    .unwrap();
     assert_eq!(sleeps(&actions(&mut a)), ["b", "c"]);
-    let drained = a.handle_operator(t(0), op.clone(), OperatorCommand::DrainGroup { group: "g".into() });
+    let drained = a.handle_operator(
+        t(0),
+        op.clone(),
+        OperatorCommand::DrainGroup { group: "g".into() },
+    );
     // Only the newly pinned rigs are listed.
     assert_eq!(drained.unwrap().len(), 2);
     assert_eq!(sleeps(&actions(&mut a)), ["a", "d"]);
-    let err = a.handle_operator(t(0), op, OperatorCommand::DrainGroup { group: "nope".into() });
+    let err = a.handle_operator(
+        t(0),
+        op,
+        OperatorCommand::DrainGroup {
+            group: "nope".into(),
+        },
+    );
     assert_eq!(err, Err(ArbiterError::UnknownGroup("nope".into())));
     assert_eq!(a.snapshot().rigs.pinned, 4);
 }
@@ -346,7 +494,8 @@ fn operator_drain_group_and_power() {
 fn a_rig_found_asleep_without_our_command_is_pinned() {
     let mut a = fleet();
     confirm(&mut a, 1, &["a".into()], Confirmation::Asleep);
-    a.handle_rig(t(1), info("e", "g", 0, 3.0, Some(20.0)), Observed::Asleep).unwrap();
+    a.handle_rig(t(1), info("e", "g", 0, 3.0, Some(20.0)), Observed::Asleep)
+        .unwrap();
     a.handle_timeout(t(1000));
     assert!(wakes(&actions(&mut a)).is_empty());
     assert!(a.rig(&"a".into()).unwrap().pinned.is_some());
@@ -356,12 +505,19 @@ fn a_rig_found_asleep_without_our_command_is_pinned() {
 #[test]
 fn an_unknown_rig_counts_as_drawing_and_is_escalated_after_the_deadline() {
     let mut a = Arbiter::new(settings(10.0), t(0)).unwrap();
-    a.handle_rig(t(0), info("u", "g", 0, 3.0, None), Observed::Unknown).unwrap();
+    a.handle_rig(t(0), info("u", "g", 0, 3.0, None), Observed::Unknown)
+        .unwrap();
     a.handle_gpu_demand(t(0), demand(10.0));
     assert_eq!(budgets(&actions(&mut a)), [kw(7.0)]);
     a.handle_timeout(t(60));
     let out = actions(&mut a);
-    assert!(matches!(&out[..], [Action::Escalate { state: RigState::Unknown, .. }]));
+    assert!(matches!(
+        &out[..],
+        [Action::Escalate {
+            state: RigState::Unknown,
+            ..
+        }]
+    ));
 }
 
 #[test]
@@ -370,8 +526,12 @@ fn restart_keeps_the_plan_and_wakes_nothing_on_its_own() {
     a.handle_gpu_demand(t(0), demand(5.0));
     let s = sleeps(&actions(&mut a));
     confirm(&mut a, 1, &s[..1], Confirmation::Asleep); // b asleep, c still draining
-    let op = Operator { who: "noc".into(), why: "x".into() };
-    a.handle_operator(t(1), op, OperatorCommand::DrainRig { rig: "d".into() }).unwrap();
+    let op = Operator {
+        who: "noc".into(),
+        why: "x".into(),
+    };
+    a.handle_operator(t(1), op, OperatorCommand::DrainRig { rig: "d".into() })
+        .unwrap();
     confirm(&mut a, 2, &["d".into()], Confirmation::Asleep);
     actions(&mut a);
     let json = serde_json::to_string(&a.persist()).unwrap();
@@ -397,12 +557,39 @@ fn restart_keeps_the_plan_and_wakes_nothing_on_its_own() {
 
 #[test]
 fn inputs_are_validated() {
-    assert!(Arbiter::new(Settings { resume_batch: 0, ..settings(1.0) }, t(0)).is_err());
-    assert!(Arbiter::new(Settings { headroom: kw(2.0), ..settings(1.0) }, t(0)).is_err());
+    assert!(
+        Arbiter::new(
+            Settings {
+                resume_batch: 0,
+                ..settings(1.0)
+            },
+            t(0)
+        )
+        .is_err()
+    );
+    assert!(
+        Arbiter::new(
+            Settings {
+                headroom: kw(2.0),
+                ..settings(1.0)
+            },
+            t(0)
+        )
+        .is_err()
+    );
     let mut a = fleet();
     let err = a.handle_confirmation(t(0), &"zz".into(), Confirmation::Asleep);
     assert_eq!(err, Err(ArbiterError::UnknownRig("zz".into())));
-    assert!(a.handle_settings(t(0), Settings { confirm_deadline: t(0), ..settings(1.0) }).is_err());
+    assert!(
+        a.handle_settings(
+            t(0),
+            Settings {
+                confirm_deadline: t(0),
+                ..settings(1.0)
+            }
+        )
+        .is_err()
+    );
     assert_eq!(Watts::from_kw(f64::NAN), Watts::ZERO);
     assert_eq!(Watts::from_kw(-3.0), Watts::ZERO);
 }
@@ -410,9 +597,22 @@ fn inputs_are_validated() {
 #[test]
 fn lowering_the_cap_by_settings_and_headroom_sheds() {
     let mut a = fleet();
-    a.handle_settings(t(0), Settings { headroom: kw(2.0), ..settings(12.0) }).unwrap();
+    a.handle_settings(
+        t(0),
+        Settings {
+            headroom: kw(2.0),
+            ..settings(12.0)
+        },
+    )
+    .unwrap();
     let out = actions(&mut a);
-    assert!(matches!(&out[..], [Action::Sleep { reason: Reason::OverCap, .. }]));
+    assert!(matches!(
+        &out[..],
+        [Action::Sleep {
+            reason: Reason::OverCap,
+            ..
+        }]
+    ));
 }
 
 #[test]
@@ -433,7 +633,11 @@ fn every_action_is_in_the_audit_stream_with_its_time() {
     assert_eq!(logged, out);
     assert!(events.iter().all(|e| e.at == t(5)));
     // The stream serializes (the integrator logs it as JSON lines).
-    assert!(serde_json::to_string(&events).unwrap().contains("\"action\":\"sleep\""));
+    assert!(
+        serde_json::to_string(&events)
+            .unwrap()
+            .contains("\"action\":\"sleep\"")
+    );
 }
 
 #[test]

@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 /// Electrical power in watts. Integer so the cap arithmetic is exact (no float rounding can
 /// let `mining + gpu` creep over the cap); [`Watts::from_kw`] and [`Watts::kw`] convert at the
 /// edges. Subtraction saturates at zero.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Watts(pub u64);
 
@@ -146,16 +148,24 @@ impl Settings {
     /// Checks the settings make sense (done by [`super::Arbiter::new`] and `handle_settings`).
     pub fn validate(&self) -> Result<(), ArbiterError> {
         if self.resume_batch == 0 {
-            return Err(ArbiterError::InvalidSettings("resume_batch must be at least 1"));
+            return Err(ArbiterError::InvalidSettings(
+                "resume_batch must be at least 1",
+            ));
         }
         if self.resume_interval.is_zero() {
-            return Err(ArbiterError::InvalidSettings("resume_interval must be non-zero"));
+            return Err(ArbiterError::InvalidSettings(
+                "resume_interval must be non-zero",
+            ));
         }
         if self.confirm_deadline.is_zero() {
-            return Err(ArbiterError::InvalidSettings("confirm_deadline must be non-zero"));
+            return Err(ArbiterError::InvalidSettings(
+                "confirm_deadline must be non-zero",
+            ));
         }
         if self.headroom >= self.site_cap {
-            return Err(ArbiterError::InvalidSettings("headroom must be below site_cap"));
+            return Err(ArbiterError::InvalidSettings(
+                "headroom must be below site_cap",
+            ));
         }
         Ok(())
     }
