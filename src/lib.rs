@@ -7,7 +7,7 @@
 //! |---|---|
 //! | [`bench`] | the load generator (`hashshift bench`) |
 //! | [`config`] | the configuration file, typed and validated |
-//! | [`control`] | the control plane: admin socket and `hashshift ctl` |
+//! | [`control`] | the control plane: admin socket and `hashshift ctl`, the power arbiter, audit log |
 //! | [`demo`] | `hashshift demo`: test pools, the proxy and simulated rigs on one machine |
 //! | [`downstream`] | miners: listener, SV1 and SV2 sessions, vardiff, the shared per-miner record |
 //! | [`keyfile`] | the SV2 authority key file (`hashshift keygen`) |

@@ -1,9 +1,10 @@
 //! The control plane: what NOC staff and automation use to see the farm and move power
 //! between mining and the GPU cluster. The admin socket and `hashshift ctl` ([`admin`]), the
-//! audit log ([`audit`]), the rig inventory ([`inventory`]) and what answers the socket
-//! ([`plane`]).
+//! power arbiter ([`arbiter`]), the audit log ([`audit`]), the rig inventory ([`inventory`])
+//! and what answers the socket ([`plane`]).
 
 pub mod admin;
+pub mod arbiter;
 pub mod audit;
 pub mod inventory;
 pub mod plane;

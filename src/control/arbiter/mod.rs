@@ -1,0 +1,588 @@
+//! The power arbiter: a sans-IO state machine deciding which rigs sleep or wake and how much
+//! power the GPU cluster is granted, under one site cap.
+//!
+//! No sockets, no clock, no RNG (quinn-proto style): every input is a `handle_*` call taking
+//! `now` (a [`Duration`] on a clock the caller chooses; the integrator passes wall-clock time
+//! since the Unix epoch so persisted deadlines stay meaningful across a restart); outputs are
+//! [`Action`]s ([`Arbiter::poll_action`]) and [`AuditEvent`]s ([`Arbiter::poll_event`]); the
+//! caller calls [`Arbiter::handle_timeout`] at [`Arbiter::poll_timeout`]. The caller must poll
+//! actions after every input. `now` going backwards is treated as the last `now` seen.
+//!
+//! # Invariants (enforced by construction, checked by the tests)
+//! Let *budget* = effective cap − headroom, where the effective cap is the site cap or the
+//! curtailment cap if lower; *drawing* = the power of every rig **not confirmed asleep**
+//! (mining, draining, waking, fault and unknown all count); *grant* = the GPU budget in force.
+//! 1. The arbiter never raises `drawing + grant` above the budget: a `Wake` is sent only if the
+//!    rig's power fits (`drawing + grant + rig ≤ budget`), and the grant grows only if
+//!    `drawing + new grant ≤ budget`. Only outside events (a cap cut, a rig waking or growing
+//!    on its own, a rig appearing) can put the site over, and then the arbiter sheds at once.
+//! 2. Break before make: since draining rigs count as drawing, the grant grows only into power
+//!    freed by rigs *confirmed* asleep (or budget nobody uses). When the budget falls, mining
+//!    is shed first (`Sleep` to enough rigs); the grant is cut at once, with `AskGpuShed`,
+//!    only by what the rigs the arbiter cannot shed (waking or unconfirmed ones excluded from
+//!    draining, fault, unknown, escalated) leave uncovered.
+//! 3. Drain order: lowest group priority first, then highest J/TH (least efficient), then
+//!    highest power, then id. Only as many rigs as needed (the last one may overshoot by less
+//!    than its own power). Resume is the reverse order and needs `hysteresis` spare on top of
+//!    the rig, so a rig is not drained again by a small demand rise right after it woke.
+//! 4. Resume is staggered: at most `resume_batch` `Wake`s in any `resume_interval`, and only
+//!    while the budget left after what the GPU side is owed covers them. GPU demand falling
+//!    shrinks the grant at once, which frees power back to mining.
+//! 5. A rig that never confirms counts as drawing forever (until confirmed) and is escalated
+//!    once (`Escalate`) after `confirm_deadline`; a failed command escalates at once. From
+//!    then on it is treated as a load the arbiter cannot shed, so others are drained instead.
+//! 6. Restart safety: [`Arbiter::persist`]/[`Arbiter::restore`] keep rig states, pins, the
+//!    grant, the demand and the curtailment. Rigs with a command in flight come back
+//!    `Unknown` (drawing). The restored plan is the pre-restart plan, so nothing wakes unless
+//!    it calls for it, and the first wake waits one `resume_interval` (time for the integrator
+//!    to confirm rig states and GPU demand). Pinned rigs are never woken by the arbiter, and a
+//!    rig found asleep without a sleep command from us (relay trip, another tool) is pinned.
+//!
+//! The target grant is `min(max(wanted, in_use), budget − unsheddable)`: the GPU side has
+//! priority over mining (mining is the interruptible load).
+
+mod persist;
+mod plan;
+mod types;
+
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+pub use persist::PersistedState;
+pub use types::{
+    Action, ArbiterError, AuditEvent, Confirmation, Curtailment, Event, GpuDemand, GroupId,
+    Observed, Operator, OperatorCommand, PowerSnapshot, Reason, RigCounts, RigId, RigInfo,
+    RigState, RigView, Settings, Watts,
+};
+
+/// Most rigs the inventory holds (bounds memory and the cost of a replan).
+pub const MAX_RIGS: usize = 100_000;
+/// Most audit events kept unpolled; older ones are dropped and counted (`EventsDropped`).
+pub const MAX_PENDING_EVENTS: usize = 65_536;
+
+/// One rig's record.
+#[derive(Debug, Clone)]
+pub(crate) struct Rig {
+    pub(crate) info: RigInfo,
+    pub(crate) state: RigState,
+    pub(crate) pin: Option<Operator>,
+    /// When the pending command (or the unknown state) times out.
+    pub(crate) deadline: Option<Duration>,
+    /// Escalated for the current command already.
+    pub(crate) escalated: bool,
+}
+
+impl Rig {
+    /// Counts as drawing its power.
+    pub(crate) fn drawing(&self) -> bool {
+        self.state != RigState::Asleep
+    }
+}
+
+/// The power arbiter. See the module doc for its rules.
+#[derive(Debug)]
+pub struct Arbiter {
+    pub(crate) settings: Settings,
+    pub(crate) rigs: BTreeMap<RigId, Rig>,
+    pub(crate) granted: Watts,
+    pub(crate) demand: GpuDemand,
+    pub(crate) curtailment: Option<Curtailment>,
+    /// Times of the recent `Wake`s (at most `resume_batch`), for the stagger window.
+    pub(crate) recent_wakes: VecDeque<Duration>,
+    /// When a throttled resume may go on (set while rigs wait for a stagger slot).
+    pub(crate) resume_at: Option<Duration>,
+    pub(crate) actions: VecDeque<Action>,
+    pub(crate) events: VecDeque<AuditEvent>,
+    pub(crate) dropped_events: u64,
+    pub(crate) now: Duration,
+}
+
+impl Arbiter {
+    /// A new arbiter with no rigs, no GPU demand and no grant.
+    pub fn new(settings: Settings, now: Duration) -> Result<Arbiter, ArbiterError> {
+        settings.validate()?;
+        Ok(Arbiter {
+            settings,
+            rigs: BTreeMap::new(),
+            granted: Watts::ZERO,
+            demand: GpuDemand::default(),
+            curtailment: None,
+            recent_wakes: VecDeque::new(),
+            resume_at: None,
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+            dropped_events: 0,
+            now,
+        })
+    }
+
+    // ---- getters ------------------------------------------------------------------------
+
+    /// The settings in force.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The GPU grant in force.
+    pub fn gpu_granted(&self) -> Watts {
+        self.granted
+    }
+
+    /// One rig.
+    pub fn rig(&self, id: &RigId) -> Option<RigView> {
+        self.rigs.get(id).map(view)
+    }
+
+    /// All rigs, by id.
+    pub fn rigs(&self) -> impl Iterator<Item = RigView> + '_ {
+        self.rigs.values().map(view)
+    }
+
+    /// The power picture for operators.
+    pub fn snapshot(&self) -> PowerSnapshot {
+        let mut counts = RigCounts::default();
+        let (mut mining, mut draining, mut asleep) = (Watts::ZERO, Watts::ZERO, Watts::ZERO);
+        for rig in self.rigs.values() {
+            match rig.state {
+                RigState::Mining => counts.mining += 1,
+                RigState::Draining => {
+                    counts.draining += 1;
+                    draining = draining + rig.info.power;
+                }
+                RigState::Asleep => counts.asleep += 1,
+                RigState::Waking => counts.waking += 1,
+                RigState::Fault => counts.fault += 1,
+                RigState::Unknown => counts.unknown += 1,
+            }
+            if rig.pin.is_some() {
+                counts.pinned += 1;
+            }
+            if rig.escalated {
+                counts.escalated += 1;
+            }
+            if rig.drawing() {
+                mining = mining + rig.info.power;
+            } else {
+                asleep = asleep + rig.info.power;
+            }
+        }
+        let target = self.target_grant();
+        PowerSnapshot {
+            at: self.now,
+            site_cap: self.settings.site_cap,
+            effective_cap: self.effective_cap(),
+            headroom: self.settings.headroom,
+            budget: self.budget(),
+            mining,
+            draining,
+            asleep,
+            gpu_granted: self.granted,
+            gpu_wanted: self.demand.wanted,
+            gpu_in_use: self.demand.in_use,
+            gpu_pending: target - self.granted,
+            curtailment: self.curtailment.clone(),
+            rigs: counts,
+        }
+    }
+
+    // ---- outputs ------------------------------------------------------------------------
+
+    /// The next action to carry out, in order.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The next audit event (log it durably).
+    pub fn poll_event(&mut self) -> Option<AuditEvent> {
+        if self.dropped_events > 0 {
+            let count = std::mem::take(&mut self.dropped_events);
+            return Some(AuditEvent {
+                at: self.now,
+                event: Event::EventsDropped { count },
+            });
+        }
+        self.events.pop_front()
+    }
+
+    /// When [`Arbiter::handle_timeout`] must be called next (a confirmation deadline, the end
+    /// of a curtailment, a stagger slot), if ever.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        let deadlines = self
+            .rigs
+            .values()
+            .filter(|r| !r.escalated)
+            .filter_map(|r| r.deadline);
+        let until = self.curtailment.as_ref().and_then(|c| c.until);
+        deadlines.chain(until).chain(self.resume_at).min()
+    }
+
+    // ---- inputs -------------------------------------------------------------------------
+
+    /// Time passed: escalates overdue rigs, ends a curtailment whose time is up, goes on with
+    /// a staggered resume.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        let now = self.tick(now);
+        self.replan(now);
+    }
+
+    /// A rig appeared (or its figures changed: same id). A new rig starts in the observed
+    /// state; for a known rig, an `Observed::Mining`/`Asleep` counts as a confirmation and
+    /// `Unknown` keeps its state. Only its figures are updated otherwise.
+    pub fn handle_rig(
+        &mut self,
+        now: Duration,
+        info: RigInfo,
+        observed: Observed,
+    ) -> Result<(), ArbiterError> {
+        let now = self.tick(now);
+        let id = info.id.clone();
+        if let Some(rig) = self.rigs.get_mut(&id) {
+            rig.info = info;
+            match observed {
+                Observed::Mining => self.apply_confirmation(now, &id, Confirmation::Awake),
+                Observed::Asleep => self.apply_confirmation(now, &id, Confirmation::Asleep),
+                Observed::Unknown => {}
+            }
+        } else {
+            if self.rigs.len() >= MAX_RIGS {
+                return Err(ArbiterError::TooManyRigs(MAX_RIGS));
+            }
+            let (state, deadline, pin) = match observed {
+                Observed::Mining => (RigState::Mining, None, None),
+                // Not put to sleep by us: never re-energise it on our own.
+                Observed::Asleep => (RigState::Asleep, None, Some(found_asleep_pin())),
+                Observed::Unknown => (
+                    RigState::Unknown,
+                    Some(now + self.settings.confirm_deadline),
+                    None,
+                ),
+            };
+            self.event(
+                now,
+                Event::RigAdded {
+                    info: info.clone(),
+                    state,
+                },
+            );
+            if pin.is_some() {
+                self.event(now, Event::PinnedAsleep { rig: id.clone() });
+            }
+            self.rigs.insert(
+                id,
+                Rig {
+                    info,
+                    state,
+                    pin,
+                    deadline,
+                    escalated: false,
+                },
+            );
+        }
+        self.replan(now);
+        Ok(())
+    }
+
+    /// A rig left the inventory for good (decommissioned, removed from the config): its power
+    /// no longer counts. Not for a mere Stratum disconnect: a disconnected miner may still
+    /// draw power (it fails over to a backup pool).
+    pub fn handle_rig_removed(&mut self, now: Duration, rig: &RigId) -> Result<(), ArbiterError> {
+        let now = self.tick(now);
+        if self.rigs.remove(rig).is_none() {
+            return Err(ArbiterError::UnknownRig(rig.clone()));
+        }
+        self.event(now, Event::RigRemoved { rig: rig.clone() });
+        self.replan(now);
+        Ok(())
+    }
+
+    /// The firmware side confirmed a rig's state (or reported its command failed).
+    pub fn handle_confirmation(
+        &mut self,
+        now: Duration,
+        rig: &RigId,
+        confirmation: Confirmation,
+    ) -> Result<(), ArbiterError> {
+        let now = self.tick(now);
+        if !self.rigs.contains_key(rig) {
+            return Err(ArbiterError::UnknownRig(rig.clone()));
+        }
+        self.apply_confirmation(now, rig, confirmation);
+        self.replan(now);
+        Ok(())
+    }
+
+    /// The GPU side's demand changed.
+    pub fn handle_gpu_demand(&mut self, now: Duration, demand: GpuDemand) {
+        let now = self.tick(now);
+        if demand != self.demand {
+            self.demand = demand;
+            self.event(now, Event::GpuDemand { demand });
+        }
+        self.replan(now);
+    }
+
+    /// A grid curtailment starts (or replaces the one in force).
+    pub fn handle_curtailment(&mut self, now: Duration, curtailment: Curtailment) {
+        let now = self.tick(now);
+        self.event(
+            now,
+            Event::CurtailmentSet {
+                curtailment: curtailment.clone(),
+            },
+        );
+        self.curtailment = Some(curtailment);
+        self.replan(now);
+    }
+
+    /// The curtailment is cleared early (no-op without one).
+    pub fn handle_curtailment_cleared(&mut self, now: Duration) {
+        let now = self.tick(now);
+        if self.curtailment.take().is_some() {
+            self.event(now, Event::CurtailmentEnded { early: true });
+        }
+        self.replan(now);
+    }
+
+    /// New settings (cap, headroom, stagger, deadline, hysteresis).
+    pub fn handle_settings(
+        &mut self,
+        now: Duration,
+        settings: Settings,
+    ) -> Result<(), ArbiterError> {
+        let now = self.tick(now);
+        settings.validate()?;
+        self.event(
+            now,
+            Event::SettingsChanged {
+                settings: settings.clone(),
+            },
+        );
+        self.settings = settings;
+        self.replan(now);
+        Ok(())
+    }
+
+    /// A manual operator action. Returns the rigs it pinned or unpinned (already-pinned or
+    /// already-unpinned rigs are not listed). Errors change nothing.
+    pub fn handle_operator(
+        &mut self,
+        now: Duration,
+        by: Operator,
+        command: OperatorCommand,
+    ) -> Result<Vec<RigId>, ArbiterError> {
+        let now = self.tick(now);
+        let rigs = self.operator_rigs(&command)?;
+        let reason = Reason::Operator {
+            who: by.who.clone(),
+            why: by.why.clone(),
+        };
+        let pin = matches!(
+            command,
+            OperatorCommand::DrainRig { .. }
+                | OperatorCommand::DrainGroup { .. }
+                | OperatorCommand::DrainPower { .. }
+        );
+        let mut touched = Vec::new();
+        for id in rigs {
+            let Some(rig) = self.rigs.get_mut(&id) else {
+                continue;
+            };
+            if pin {
+                if rig.pin.is_none() {
+                    rig.pin = Some(by.clone());
+                    touched.push(id.clone());
+                }
+                // Any state but asleep/draining: the operator asked explicitly, so even a rig in
+                // fault or unknown state is told to sleep.
+                if !matches!(rig.state, RigState::Asleep | RigState::Draining) {
+                    self.command_sleep(now, &id, reason.clone());
+                }
+            } else if rig.pin.take().is_some() {
+                touched.push(id);
+            }
+        }
+        self.event(
+            now,
+            Event::Operator {
+                by,
+                command,
+                rigs: touched.clone(),
+            },
+        );
+        self.replan(now);
+        Ok(touched)
+    }
+
+    // ---- persistence --------------------------------------------------------------------
+
+    /// The state to persist (serde) so a restarted proxy resumes the same plan.
+    pub fn persist(&self) -> PersistedState {
+        PersistedState::capture(self)
+    }
+
+    /// Rebuilds an arbiter from a persisted state (see the module doc, rule 6).
+    pub fn restore(
+        settings: Settings,
+        state: PersistedState,
+        now: Duration,
+    ) -> Result<Arbiter, ArbiterError> {
+        persist::restore(settings, state, now)
+    }
+
+    // ---- internals ----------------------------------------------------------------------
+
+    /// Monotonic `now`.
+    pub(crate) fn tick(&mut self, now: Duration) -> Duration {
+        if now > self.now {
+            self.now = now;
+        }
+        self.now
+    }
+
+    pub(crate) fn event(&mut self, at: Duration, event: Event) {
+        if self.events.len() >= MAX_PENDING_EVENTS {
+            self.events.pop_front();
+            self.dropped_events += 1;
+        }
+        self.events.push_back(AuditEvent { at, event });
+    }
+
+    pub(crate) fn action(&mut self, at: Duration, action: Action) {
+        self.event(
+            at,
+            Event::Action {
+                action: action.clone(),
+            },
+        );
+        self.actions.push_back(action);
+    }
+
+    /// Applies a confirmation to a known rig (no replan).
+    fn apply_confirmation(&mut self, now: Duration, id: &RigId, confirmation: Confirmation) {
+        let Some(rig) = self.rigs.get_mut(id) else {
+            return;
+        };
+        let from = rig.state;
+        let mut escalate = false;
+        let mut pinned_asleep = false;
+        match confirmation {
+            Confirmation::Asleep => {
+                // Asleep without our sleep command (relay trip, another tool): pin it, so it
+                // is never re-energised on our own.
+                if from != RigState::Draining && from != RigState::Asleep && rig.pin.is_none() {
+                    rig.pin = Some(found_asleep_pin());
+                    pinned_asleep = true;
+                }
+                rig.state = RigState::Asleep;
+                rig.deadline = None;
+                rig.escalated = false;
+            }
+            Confirmation::Awake => {
+                rig.state = RigState::Mining;
+                rig.deadline = None;
+                rig.escalated = false;
+            }
+            Confirmation::CommandFailed => {
+                rig.state = RigState::Fault;
+                rig.deadline = None;
+                escalate = !rig.escalated;
+                rig.escalated = true;
+            }
+        }
+        let to = rig.state;
+        self.event(
+            now,
+            Event::Confirmed {
+                rig: id.clone(),
+                confirmation,
+                from,
+                to,
+            },
+        );
+        if pinned_asleep {
+            self.event(now, Event::PinnedAsleep { rig: id.clone() });
+        }
+        if escalate {
+            let action = Action::Escalate {
+                rig: id.clone(),
+                state: from,
+                reason: Reason::CommandFailed,
+            };
+            self.action(now, action);
+        }
+        // A pinned rig confirmed awake (woken by hand or rebooted): the operator still wants it
+        // asleep.
+        if to == RigState::Mining && self.rigs.get(id).is_some_and(|r| r.pin.is_some()) {
+            let reason = match self.rigs.get(id).and_then(|r| r.pin.clone()) {
+                Some(op) => Reason::Operator {
+                    who: op.who,
+                    why: op.why,
+                },
+                None => Reason::OverCap,
+            };
+            self.command_sleep(now, id, reason);
+        }
+    }
+
+    /// The rigs an operator command applies to.
+    fn operator_rigs(&self, command: &OperatorCommand) -> Result<Vec<RigId>, ArbiterError> {
+        match command {
+            OperatorCommand::DrainRig { rig } | OperatorCommand::ResumeRig { rig } => {
+                if self.rigs.contains_key(rig) {
+                    Ok(vec![rig.clone()])
+                } else {
+                    Err(ArbiterError::UnknownRig(rig.clone()))
+                }
+            }
+            OperatorCommand::DrainGroup { group } | OperatorCommand::ResumeGroup { group } => {
+                let rigs: Vec<RigId> = self
+                    .rigs
+                    .values()
+                    .filter(|r| &r.info.group == group)
+                    .map(|r| r.info.id.clone())
+                    .collect();
+                if rigs.is_empty() {
+                    Err(ArbiterError::UnknownGroup(group.clone()))
+                } else {
+                    Ok(rigs)
+                }
+            }
+            OperatorCommand::DrainPower { amount } => {
+                let mut picked = Vec::new();
+                let mut sum = Watts::ZERO;
+                for id in self.drain_order() {
+                    if sum >= *amount {
+                        break;
+                    }
+                    if let Some(rig) = self.rigs.get(&id) {
+                        sum = sum + rig.info.power;
+                    }
+                    picked.push(id);
+                }
+                Ok(picked)
+            }
+        }
+    }
+}
+
+fn view(rig: &Rig) -> RigView {
+    RigView {
+        info: rig.info.clone(),
+        state: rig.state,
+        pinned: rig.pin.clone(),
+        escalated: rig.escalated,
+        deadline: rig.deadline,
+    }
+}
+
+fn found_asleep_pin() -> Operator {
+    Operator {
+        who: "arbiter".to_owned(),
+        why: "found asleep without a sleep command from us (relay trip or another tool)".to_owned(),
+    }
+}
