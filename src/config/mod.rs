@@ -4,6 +4,7 @@
 //! silently ignored setting. [`Config::from_toml`] parses and then [`Config::validate`]s once;
 //! the rest of the proxy can rely on the invariants listed on each field.
 
+mod site;
 mod url;
 
 use std::net::SocketAddr;
@@ -11,6 +12,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use site::{Cidr, Power, Rig, RigGroup, glob_match};
 pub use url::{PoolUrl, UpstreamProtocol};
 
 /// Why a configuration could not be used. The message always names the offending key.
@@ -68,6 +70,15 @@ pub struct Config {
     /// The admin socket (`hashshift ctl`). Absent: no control plane.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<Admin>,
+    /// The site's power budget. Absent: no power control (rigs are only listed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power: Option<Power>,
+    /// Groups of rigs: model, efficiency, management API, membership.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rig_group: Vec<RigGroup>,
+    /// Per-rig overrides.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rig: Vec<Rig>,
 }
 
 /// The admin socket and where the control plane keeps its durable state.
@@ -435,6 +446,13 @@ impl Config {
             return Err(invalid(
                 "limits",
                 "send_queue, max_connections, handshake_timeout_secs and write_timeout_secs must be positive",
+            ));
+        }
+        site::validate(self.power.as_ref(), &self.rig_group, &self.rig)?;
+        if self.power.is_some() && self.admin.is_none() {
+            return Err(invalid(
+                "power",
+                "needs [admin] (its state_dir keeps drained rigs across restarts)",
             ));
         }
         Ok(())

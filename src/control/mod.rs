@@ -8,3 +8,4 @@ pub mod arbiter;
 pub mod audit;
 pub mod inventory;
 pub mod plane;
+pub mod power;

@@ -1,0 +1,308 @@
+//! The site's power configuration: the cap (`[power]`), the rigs' groups and models
+//! (`[[rig_group]]`), per-rig overrides (`[[rig]]`). The GPU scheduler is `[gpu_scheduler]`.
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigError, invalid};
+
+/// The power budget shared by mining and the GPU cluster.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Power {
+    /// The site's cap (mining + GPU), kW.
+    pub site_cap_kw: f64,
+    /// Kept free under the cap at all times (metering error, auxiliary loads), kW.
+    #[serde(default)]
+    pub headroom_kw: f64,
+    /// At most this many rigs are woken per `resume_interval_secs`, so the site never makes
+    /// its own ramp event.
+    #[serde(default = "default_resume_batch")]
+    pub resume_batch: u32,
+    /// See `resume_batch`.
+    #[serde(default = "default_resume_interval_secs")]
+    pub resume_interval_secs: f64,
+    /// A rig that does not confirm a sleep or wake within this is reported (escalated).
+    #[serde(default = "default_confirm_deadline_secs")]
+    pub confirm_deadline_secs: f64,
+    /// A rig is woken only if this much stays free after it (no flapping), kW.
+    #[serde(default = "default_hysteresis_kw")]
+    pub hysteresis_kw: f64,
+    /// How often each rig's management API is asked for its state and power.
+    #[serde(default = "default_status_poll_secs")]
+    pub status_poll_secs: f64,
+    /// A rig is confirmed asleep only once its firmware says so **and** no share of it was
+    /// accepted for this long (a rig whose API lies keeps hashing).
+    #[serde(default = "default_quiet_secs")]
+    pub quiet_secs: f64,
+}
+
+fn default_resume_batch() -> u32 {
+    10
+}
+fn default_resume_interval_secs() -> f64 {
+    30.0
+}
+fn default_confirm_deadline_secs() -> f64 {
+    120.0
+}
+fn default_hysteresis_kw() -> f64 {
+    1.0
+}
+fn default_status_poll_secs() -> f64 {
+    30.0
+}
+fn default_quiet_secs() -> f64 {
+    10.0
+}
+
+/// A group of rigs: model, efficiency, how to reach their management API, and which
+/// connected miners belong to it.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RigGroup {
+    /// Name (for `ctl drain --group`).
+    pub name: String,
+    /// Higher = more important: drained later, resumed earlier.
+    #[serde(default)]
+    pub priority: i32,
+    /// Model, for reports (`S19 XP`).
+    #[serde(default)]
+    pub model: String,
+    /// Nameplate power (W): the estimate of last resort.
+    pub rated_w: f64,
+    /// Efficiency (J/TH): power estimate from live hashrate, and the drain order (least
+    /// efficient first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub j_per_th: Option<f64>,
+    /// Management API kind (`luxos`, ...); absent: these rigs cannot be slept by hashshift
+    /// (their power still counts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<String>,
+    /// Port of the management API on the rig's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_port: Option<u16>,
+    /// Management API user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Environment variable holding the management API password (never the password
+    /// itself in the file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// Worker-name patterns of its rigs (`*` matches any run of characters).
+    #[serde(default)]
+    pub workers: Vec<String>,
+    /// Address ranges of its rigs (CIDR, `10.0.1.0/24`).
+    #[serde(default)]
+    pub addresses: Vec<String>,
+}
+
+/// One rig's overrides.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rig {
+    /// Its worker name (its id).
+    pub worker: String,
+    /// Its group (by name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Its management API address, when it is not the Stratum peer address + `api_port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub management: Option<SocketAddr>,
+    /// Its nameplate power (W), overriding the group's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rated_w: Option<f64>,
+}
+
+/// An address range: `10.0.1.0/24`, or one address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    net: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `ADDR/PREFIX` or `ADDR`.
+    pub fn parse(text: &str) -> Option<Cidr> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p.parse::<u8>().ok()?)),
+            None => (text, None),
+        };
+        let net: IpAddr = addr.parse().ok()?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(Cidr { net, prefix })
+    }
+
+    /// Whether `ip` is in the range.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Whether `name` matches `pattern`, where `*` matches any run of characters.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty(); // no `*`: exact match
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+impl RigGroup {
+    /// Whether a miner with this worker name and address belongs to the group.
+    pub fn matches(&self, worker: Option<&str>, ip: IpAddr) -> bool {
+        let by_worker = worker.is_some_and(|w| self.workers.iter().any(|p| glob_match(p, w)));
+        let by_address = self
+            .addresses
+            .iter()
+            .filter_map(|c| Cidr::parse(c))
+            .any(|c| c.contains(ip));
+        by_worker || by_address
+    }
+}
+
+pub(super) fn validate(
+    power: Option<&Power>,
+    groups: &[RigGroup],
+    rigs: &[Rig],
+) -> Result<(), ConfigError> {
+    if let Some(p) = power {
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        if !positive(p.site_cap_kw) {
+            return Err(invalid("power.site_cap_kw", "must be > 0"));
+        }
+        if !(p.headroom_kw.is_finite() && p.headroom_kw >= 0.0 && p.headroom_kw < p.site_cap_kw) {
+            return Err(invalid(
+                "power.headroom_kw",
+                "must be >= 0 and below site_cap_kw",
+            ));
+        }
+        if p.resume_batch == 0 {
+            return Err(invalid("power.resume_batch", "must be at least 1"));
+        }
+        for (key, v) in [
+            ("resume_interval_secs", p.resume_interval_secs),
+            ("confirm_deadline_secs", p.confirm_deadline_secs),
+            ("status_poll_secs", p.status_poll_secs),
+        ] {
+            if !positive(v) {
+                return Err(invalid(format!("power.{key}"), "must be > 0"));
+            }
+        }
+        for (key, v) in [
+            ("hysteresis_kw", p.hysteresis_kw),
+            ("quiet_secs", p.quiet_secs),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(invalid(format!("power.{key}"), "must be >= 0"));
+            }
+        }
+    }
+    for (i, g) in groups.iter().enumerate() {
+        let key = |k: &str| format!("rig_group[{i}].{k}");
+        if g.name.is_empty() || groups[..i].iter().any(|o| o.name == g.name) {
+            return Err(invalid(key("name"), "must be non-empty and unique"));
+        }
+        if !(g.rated_w.is_finite() && g.rated_w > 0.0) {
+            return Err(invalid(key("rated_w"), "must be > 0"));
+        }
+        if g.j_per_th.is_some_and(|j| !(j.is_finite() && j > 0.0)) {
+            return Err(invalid(key("j_per_th"), "must be > 0"));
+        }
+        if let Some(bad) = g.addresses.iter().find(|c| Cidr::parse(c).is_none()) {
+            return Err(invalid(
+                key("addresses"),
+                format!("{bad:?} is not ADDR/PREFIX"),
+            ));
+        }
+        if g.firmware.is_some() && g.api_port.is_none() {
+            return Err(invalid(key("api_port"), "required with firmware"));
+        }
+    }
+    for (i, r) in rigs.iter().enumerate() {
+        if let Some(g) = &r.group {
+            if !groups.iter().any(|o| &o.name == g) {
+                return Err(invalid(
+                    format!("rig[{i}].group"),
+                    format!("no rig_group {g:?}"),
+                ));
+            }
+        }
+        if rigs[..i].iter().any(|o| o.worker == r.worker) {
+            return Err(invalid(format!("rig[{i}].worker"), "listed twice"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_runs_of_characters() {
+        assert!(glob_match("farm.s19-*", "farm.s19-017"));
+        assert!(glob_match("*", "anything"));
+        assert!(glob_match("a*b*c", "a-x-b-y-c"));
+        assert!(glob_match("exact", "exact"));
+        assert!(!glob_match("exact", "exactly"));
+        assert!(!glob_match("farm.s19-*", "farm.s21-001"));
+        assert!(!glob_match("a*bc", "abc-bc-x"));
+        assert!(glob_match("a*bc", "abc-bc"));
+    }
+
+    #[test]
+    fn cidrs_contain_their_addresses() {
+        let c = Cidr::parse("10.0.1.0/24").unwrap();
+        assert!(c.contains("10.0.1.17".parse().unwrap()));
+        assert!(!c.contains("10.0.2.1".parse().unwrap()));
+        assert!(c.contains("::ffff:10.0.1.5".parse().unwrap()), "v4-mapped");
+        assert!(
+            Cidr::parse("127.0.0.1")
+                .unwrap()
+                .contains("127.0.0.1".parse().unwrap())
+        );
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        assert!(Cidr::parse("10.0.0.0/33").is_none());
+        assert!(
+            Cidr::parse("fd00::/8")
+                .unwrap()
+                .contains("fd12::1".parse().unwrap())
+        );
+    }
+}

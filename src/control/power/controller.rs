@@ -1,0 +1,498 @@
+//! The power controller's loop: one task owns the [`Arbiter`], feeds it what happens (rigs
+//! connecting, firmware confirmations, GPU demand, operator commands, curtailments, time) and
+//! carries out its actions (firmware commands, GPU budget, shed requests, escalations), logs
+//! every decision in the audit log and persists the plan after every change.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::ops::{self, Done, Op};
+use super::persist;
+use super::ports::{FirmwareState, GpuControl};
+use super::rigs::{Registry, changed_enough};
+use super::{PowerView, Request, RigPower};
+use crate::control::arbiter::{
+    Action, Arbiter, Confirmation, GpuDemand, Observed, OperatorCommand, RigId, RigState, Watts,
+};
+use crate::control::audit::{AuditEvent, AuditLog, unix_ms};
+use crate::upstream::manager::PoolManager;
+
+/// Status polls in flight at once (bounds sockets and load on a big site).
+const MAX_STATUS_POLLS: usize = 64;
+/// GPU demand is polled this often.
+const DEMAND_EVERY: Duration = Duration::from_secs(2);
+/// Timeout of one status call or GPU call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The plan is written to disk at most this often (and at shutdown).
+const PERSIST_EVERY: Duration = Duration::from_millis(200);
+/// The operator view is rebuilt at most this often (and after every request).
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+
+/// Wall-clock time as the arbiter's `now` (persisted deadlines survive a restart).
+pub fn wall_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+pub(super) struct Controller {
+    pub arbiter: Arbiter,
+    pub registry: Registry,
+    pub manager: Arc<PoolManager>,
+    pub gpu: Arc<dyn GpuControl>,
+    pub budget_tx: watch::Sender<Option<f64>>,
+    pub audit: Arc<AuditLog>,
+    pub state_file: Option<PathBuf>,
+    pub view_tx: watch::Sender<Arc<PowerView>>,
+    pub confirm_deadline: Duration,
+    pub status_every: Duration,
+    pub quiet: Duration,
+    pub ops: FuturesUnordered<Op>,
+    pub status_in_flight: usize,
+    pub last_status: HashMap<RigId, Instant>,
+    pub last_demand: Option<Instant>,
+    pub last_persisted: Option<String>,
+    pub last_persist_at: Option<Instant>,
+    pub last_publish_at: Option<Instant>,
+    /// Whether the GPU side reports its own demand (else it comes through `gpu-request`).
+    pub polled_demand: bool,
+}
+
+impl Controller {
+    pub async fn run(mut self, mut requests: mpsc::Receiver<Request>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let wake_at = self.arbiter.poll_timeout().map(|at| {
+                let from_now = at.saturating_sub(wall_now());
+                tokio::time::Instant::now() + from_now
+            });
+            let mut answered = false;
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = requests.recv() => match r {
+                    Some(r) => { self.on_request(r); answered = true; }
+                    None => break,
+                },
+                Some(done) = self.ops.next(), if !self.ops.is_empty() => self.on_done(done),
+                _ = tick.tick() => self.on_tick(),
+                _ = async { if let Some(t) = wake_at { tokio::time::sleep_until(t).await } }, if wake_at.is_some() => {
+                    self.arbiter.handle_timeout(wall_now());
+                }
+            }
+            self.carry_out();
+            self.persist(false);
+            self.publish(answered);
+        }
+        self.carry_out();
+        self.persist(true);
+    }
+
+    fn on_request(&mut self, request: Request) {
+        let now = wall_now();
+        match request {
+            Request::Operator {
+                command,
+                operator,
+                reply,
+            } => {
+                let r = self
+                    .arbiter
+                    .handle_operator(now, operator, command)
+                    .map_err(|e| e.to_string());
+                let _ = reply.send(r);
+            }
+            Request::Curtail { curtailment } => self.arbiter.handle_curtailment(now, curtailment),
+            Request::CurtailClear => self.arbiter.handle_curtailment_cleared(now),
+            Request::GpuRequest { kw } => {
+                let granted = self.arbiter.gpu_granted();
+                let wanted = Watts::from_kw(kw);
+                self.arbiter.handle_gpu_demand(
+                    now,
+                    GpuDemand {
+                        wanted,
+                        in_use: wanted.min(granted),
+                    },
+                );
+            }
+            Request::ResumeAll { operator, reply } => {
+                let pinned: Vec<RigId> = self
+                    .arbiter
+                    .rigs()
+                    .filter(|r| r.pinned.is_some())
+                    .map(|r| r.info.id)
+                    .collect();
+                let mut touched = Vec::new();
+                for rig in pinned {
+                    if let Ok(t) = self.arbiter.handle_operator(
+                        now,
+                        operator.clone(),
+                        OperatorCommand::ResumeRig { rig },
+                    ) {
+                        touched.extend(t);
+                    }
+                }
+                let _ = reply.send(Ok(touched));
+            }
+            Request::View { reply } => {
+                self.last_publish_at = None;
+                let _ = reply.send(self.build_view());
+            }
+        }
+    }
+
+    fn confirm(&mut self, rig: &RigId, c: Confirmation) {
+        if let Err(e) = self.arbiter.handle_confirmation(wall_now(), rig, c) {
+            debug!(rig = %rig, error = %e, "late confirmation");
+        }
+    }
+
+    fn on_done(&mut self, done: Done) {
+        match done {
+            Done::Slept(rig, Ok(())) | Done::QuietCheck(rig) => self.confirm_quiet(&rig),
+            Done::Slept(rig, Err(e)) | Done::Woke(rig, Err(e)) => {
+                warn!(rig = %rig, error = %e, "firmware command failed");
+                self.audit.record(AuditEvent::now(
+                    "firmware",
+                    "command-failed",
+                    rig.0.clone(),
+                    Some(e),
+                ));
+                self.confirm(&rig, Confirmation::CommandFailed);
+            }
+            Done::Woke(rig, Ok(())) => self.confirm(&rig, Confirmation::Awake),
+            Done::Status(rig, r) => {
+                self.status_in_flight = self.status_in_flight.saturating_sub(1);
+                let Ok(status) = r else { return };
+                let state = self.arbiter.rig(&rig).map(|v| v.state);
+                if let Some(entry) = self.registry.rigs.get_mut(&rig) {
+                    if let Some(w) = status.power_w.filter(|w| w.is_finite() && *w >= 0.0) {
+                        entry.firmware_power = Some((w, Instant::now()));
+                    }
+                }
+                // Only settled states are news: a rig found asleep that we did not put to
+                // sleep (relay trip, another tool) or awake when we think it sleeps.
+                let observed = match (status.state, state) {
+                    (FirmwareState::Sleeping, Some(RigState::Mining | RigState::Unknown)) => {
+                        Some(Observed::Asleep)
+                    }
+                    (FirmwareState::Mining, Some(RigState::Asleep | RigState::Unknown)) => {
+                        Some(Observed::Mining)
+                    }
+                    _ => None,
+                };
+                if let (Some(observed), Some(entry)) = (observed, self.registry.rigs.get(&rig)) {
+                    let info = self.registry.info(entry, Instant::now());
+                    let _ = self.arbiter.handle_rig(wall_now(), info, observed);
+                }
+            }
+            Done::Demand(Ok(Some(load))) => self.arbiter.handle_gpu_demand(
+                wall_now(),
+                GpuDemand {
+                    wanted: Watts::from_kw(load.wanted_kw),
+                    in_use: Watts::from_kw(load.in_use_kw),
+                },
+            ),
+            Done::Demand(Ok(None)) => self.polled_demand = false,
+            Done::Demand(Err(e)) => {
+                warn!(error = %e, gpu = %self.gpu.describe(), "GPU demand poll failed")
+            }
+            Done::Shed(kw, r) => self.audit.record(AuditEvent::now(
+                "gpu",
+                "shed-result",
+                format!(
+                    "{kw:.1} kW: {}",
+                    r.as_ref().map_or_else(|e| e.as_str(), |_| "done")
+                ),
+                None,
+            )),
+        }
+    }
+
+    /// The firmware says the rig sleeps: it counts as asleep once its shares stopped too.
+    fn confirm_quiet(&mut self, rig: &RigId) {
+        let Some(entry) = self.registry.rigs.get(rig) else {
+            return;
+        };
+        let last = entry.last_share_unix_ms;
+        let age = Duration::from_millis(unix_ms().saturating_sub(last));
+        if last > 0 && age < self.quiet {
+            self.ops
+                .push(ops::quiet_check(rig.clone(), self.quiet - age));
+            return;
+        }
+        // Asleep: stop giving it work (it has stopped asking anyway).
+        for conn in &entry.conns {
+            self.manager.kick(*conn);
+        }
+        self.confirm(rig, Confirmation::Asleep);
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        self.registry.sync(&self.manager.miner_reports());
+        // New rigs, and figures that moved.
+        let mut updates = Vec::new();
+        for entry in self.registry.rigs.values() {
+            let info = self.registry.info(entry, now);
+            match &entry.announced {
+                None => updates.push((info, true)),
+                Some(old) if changed_enough(old, &info) => updates.push((info, false)),
+                Some(_) => {}
+            }
+        }
+        for (info, new) in updates {
+            let id = info.id.clone();
+            let known = self.arbiter.rig(&id).is_some();
+            // A rig we have never seen mines (it connected); one restored from disk or
+            // already known keeps its state until its firmware says otherwise.
+            let observed = if new && !known {
+                Observed::Mining
+            } else {
+                Observed::Unknown
+            };
+            match self.arbiter.handle_rig(wall_now(), info.clone(), observed) {
+                Ok(()) => {
+                    if let Some(e) = self.registry.rigs.get_mut(&id) {
+                        e.announced = Some(info);
+                    }
+                }
+                Err(e) => warn!(rig = %id, error = %e, "rig not taken by the arbiter"),
+            }
+        }
+        // Status polls, spread out and bounded.
+        let due: Vec<_> = self
+            .registry
+            .rigs
+            .values()
+            .filter_map(|e| Some((e.id.clone(), e.control.clone()?)))
+            .filter(|(id, _)| {
+                self.last_status
+                    .get(id)
+                    .is_none_or(|t| now.saturating_duration_since(*t) >= self.status_every)
+            })
+            .collect();
+        for (id, control) in due {
+            if self.status_in_flight >= MAX_STATUS_POLLS {
+                break;
+            }
+            self.status_in_flight += 1;
+            self.last_status.insert(id.clone(), now);
+            self.ops.push(ops::status(id, control, CALL_TIMEOUT));
+        }
+        if self.polled_demand
+            && self
+                .last_demand
+                .is_none_or(|t| now.saturating_duration_since(t) >= DEMAND_EVERY)
+        {
+            self.last_demand = Some(now);
+            self.ops.push(ops::demand(self.gpu.clone(), CALL_TIMEOUT));
+        }
+        self.arbiter.handle_timeout(wall_now());
+    }
+
+    /// Carries out the arbiter's actions and logs its events.
+    fn carry_out(&mut self) {
+        while let Some(action) = self.arbiter.poll_action() {
+            match action {
+                Action::Sleep { ref rig, .. } | Action::Wake { ref rig, .. } => {
+                    let sleep = matches!(action, Action::Sleep { .. });
+                    let rig = rig.clone();
+                    let control = self.registry.rigs.get(&rig).and_then(|e| e.control.clone());
+                    match control {
+                        Some(c) => {
+                            self.ops
+                                .push(ops::command(rig, c, sleep, self.confirm_deadline))
+                        }
+                        None => {
+                            self.audit.record(AuditEvent::now(
+                                "drain",
+                                "no-management-api",
+                                rig.0.clone(),
+                                Some("the rig's group has no firmware adapter configured".into()),
+                            ));
+                            self.confirm(&rig, Confirmation::CommandFailed);
+                        }
+                    }
+                }
+                Action::SetGpuBudget { budget, .. } => {
+                    self.budget_tx.send_replace(Some(budget.kw()));
+                }
+                Action::AskGpuShed { amount, reason } => {
+                    self.ops.push(ops::shed(
+                        self.gpu.clone(),
+                        amount.kw(),
+                        format!("{reason:?}"),
+                        CALL_TIMEOUT,
+                    ));
+                }
+                Action::Escalate { rig, state, .. } => {
+                    warn!(rig = %rig, ?state, "rig did not confirm: needs a person (no PDU adapter configured)");
+                }
+            }
+        }
+        while let Some(event) = self.arbiter.poll_event() {
+            let (what, detail) = describe(&event.event);
+            self.audit
+                .record(AuditEvent::now("arbiter", what, detail, None));
+        }
+    }
+
+    fn persist(&mut self, force: bool) {
+        let Some(path) = &self.state_file else { return };
+        let now = Instant::now();
+        if !force
+            && self
+                .last_persist_at
+                .is_some_and(|t| now.saturating_duration_since(t) < PERSIST_EVERY)
+        {
+            return;
+        }
+        let Ok(text) = serde_json::to_string(&self.arbiter.persist()) else {
+            return;
+        };
+        // `saved_at` changes every time: compare without it by writing only on change of
+        // anything else would need a second serialisation; the rate limit bounds the cost.
+        if self.last_persisted.as_deref() == Some(text.as_str()) {
+            return;
+        }
+        self.last_persist_at = Some(now);
+        match persist::write_atomically(path, text.as_bytes()) {
+            Ok(()) => self.last_persisted = Some(text),
+            Err(e) => warn!(error = %e, path = %path.display(), "cannot persist the power plan"),
+        }
+    }
+
+    fn publish(&mut self, force: bool) {
+        let now = Instant::now();
+        if !force
+            && self
+                .last_publish_at
+                .is_some_and(|t| now.saturating_duration_since(t) < PUBLISH_EVERY)
+        {
+            return;
+        }
+        self.last_publish_at = Some(now);
+        self.view_tx.send_replace(self.build_view());
+    }
+
+    fn build_view(&self) -> Arc<PowerView> {
+        let now = Instant::now();
+        let rigs = self
+            .arbiter
+            .rigs()
+            .map(|v| {
+                let entry = self.registry.rigs.get(&v.info.id);
+                let (power_w, source, age) = match entry {
+                    Some(e) => {
+                        let (w, s, a) = self.registry.power(e, now);
+                        (w, Some(s), a)
+                    }
+                    None => (v.info.power.0 as f64, None, None),
+                };
+                let group = entry
+                    .and_then(|e| e.group)
+                    .and_then(|g| self.registry.groups().get(g));
+                (
+                    v.info.id.clone(),
+                    RigPower {
+                        state: v.state,
+                        group: v.info.group.0.clone(),
+                        model: group.map(|g| g.model.clone()).filter(|m| !m.is_empty()),
+                        power_w,
+                        power_source: source,
+                        power_age_secs: age.map(|a| a.as_secs_f64()),
+                        pinned: v.pinned.map(|p| format!("{}: {}", p.who, p.why)),
+                        escalated: v.escalated,
+                        management: entry.and_then(|e| e.control.as_ref()).map(|c| c.describe()),
+                    },
+                )
+            })
+            .collect();
+        Arc::new(PowerView {
+            snapshot: self.arbiter.snapshot(),
+            rigs,
+        })
+    }
+}
+
+/// An arbiter event as an audit verb and detail.
+fn describe(event: &crate::control::arbiter::Event) -> (String, String) {
+    let json = serde_json::to_value(event).unwrap_or_default();
+    let what = json
+        .get("event")
+        .and_then(|v| v.as_str())
+        .unwrap_or("event")
+        .replace('_', "-");
+    let mut detail = json;
+    if let Some(map) = detail.as_object_mut() {
+        map.remove("event");
+    }
+    (what, detail.to_string())
+}
+
+/// Applies the GPU budget the arbiter decided, latest value wins, retrying failures.
+pub(super) async fn apply_budgets(
+    gpu: Arc<dyn GpuControl>,
+    mut budget: watch::Receiver<Option<f64>>,
+    audit: Arc<AuditLog>,
+    shutdown: CancellationToken,
+) {
+    let mut applied: Option<f64> = None;
+    loop {
+        let target = *budget.borrow_and_update();
+        if let Some(kw) = target.filter(|kw| Some(*kw) != applied) {
+            let result = tokio::time::timeout(CALL_TIMEOUT, gpu.set_budget_kw(kw))
+                .await
+                .unwrap_or_else(|_| Err("timed out".to_owned()));
+            match result {
+                Ok(()) => {
+                    info!(kw, gpu = %gpu.describe(), "GPU budget set");
+                    audit.record(AuditEvent::now(
+                        "gpu",
+                        "budget-applied",
+                        format!("{kw:.1} kW"),
+                        None,
+                    ));
+                    applied = Some(kw);
+                }
+                Err(e) => {
+                    warn!(kw, error = %e, "GPU budget not applied; retrying in 1 s");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = budget.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// `reply` for operator commands.
+pub(super) type Reply = oneshot::Sender<Result<Vec<RigId>, String>>;
+
+/// The persisted plan, if any.
+pub(super) fn restore_state(
+    path: &std::path::Path,
+) -> Option<crate::control::arbiter::PersistedState> {
+    let text = std::fs::read_to_string(path).ok()?;
+    match serde_json::from_str(&text) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!(error = %e, path = %path.display(), "power state unreadable; starting with every rig unknown");
+            None
+        }
+    }
+}

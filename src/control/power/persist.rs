@@ -1,0 +1,39 @@
+//! Writing the power plan so that a crash at any instant leaves either the old file or the
+//! new one, never half of one: write a temporary file beside it, `fsync` it, rename it over
+//! the old one, `fsync` the directory.
+
+use std::io::Write;
+use std::path::Path;
+
+/// The plan's file name inside the state directory.
+pub const FILE_NAME: &str = "power.json";
+
+/// Replaces `path` with `bytes` atomically and durably.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("json.tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_the_file_whole() {
+        let dir = std::env::temp_dir().join(format!("hashshift-persist-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(FILE_NAME);
+        write_atomically(&path, b"{\"a\":1}").unwrap();
+        write_atomically(&path, b"{\"a\":2}").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":2}");
+        assert!(!path.with_extension("json.tmp").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
