@@ -29,13 +29,19 @@ die() { printf 'slurm-up: ERROR: %s\n' "$*" >&2; exit 1; }
 
 node_state() { sinfo -h -n "$NODE" -o '%T' 2>/dev/null | head -n1 || true; }
 has_license() { scontrol show license 2>/dev/null | grep -q "LicenseName=power_kw"; }
+pid_alive() { local pid; pid="$(cat "$1" 2>/dev/null || true)"; [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; }
+# slurmctld keeps calling a node idle for SlurmdTimeout after its slurmd died: check the daemons.
+daemons_alive() {
+    pid_alive /run/slurm/slurmctld.pid && pid_alive /run/slurm/slurmd.pid \
+        && munge -n 2>/dev/null | unmunge >/dev/null 2>&1
+}
 
 # Already up? A second run is a no-op.
 if command -v sinfo >/dev/null 2>&1 && [ -f "$CONF" ]; then
     st="$(node_state)"
     case "$st" in
         idle* | mixed* | allocated* | completing*)
-            if has_license; then
+            if has_license && daemons_alive; then
                 log "already up (node $NODE is $st); nothing to do"
                 exit 0
             fi

@@ -463,3 +463,52 @@ impl SlurmScheduler {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_scontrol_would_parse_are_refused() {
+        let ok = SlurmConfig {
+            nodes: Some("gpu[01-16],dgx-1".into()),
+            ..SlurmConfig::default()
+        };
+        assert!(SlurmScheduler::new(ok).is_ok());
+        for bad in ["power_kw Flags=MAINT", "a=b", "", "x\ny"] {
+            let c = SlurmConfig {
+                hold_reservation: bad.into(),
+                ..SlurmConfig::default()
+            };
+            assert!(
+                matches!(SlurmScheduler::new(c), Err(GpuError::Config(_))),
+                "{bad:?}"
+            );
+        }
+        let c = SlurmConfig {
+            command_timeout_ms: 0,
+            ..SlurmConfig::default()
+        };
+        assert!(SlurmScheduler::new(c).is_err());
+    }
+
+    #[tokio::test]
+    async fn missing_tools_are_typed_errors() {
+        let c = SlurmConfig {
+            scontrol: "/nonexistent/scontrol".into(),
+            squeue: "/nonexistent/squeue".into(),
+            ..SlurmConfig::default()
+        };
+        let s = SlurmScheduler::new(c).expect("valid");
+        assert!(matches!(
+            s.set_budget_kw(1.0).await,
+            Err(GpuError::Spawn { .. })
+        ));
+        assert!(matches!(s.demand().await, Err(GpuError::Spawn { .. })));
+        assert!(matches!(
+            s.set_budget_kw(-1.0).await,
+            Err(GpuError::InvalidKw { .. })
+        ));
+        assert!(matches!(s.drain_nodes("x").await, Err(GpuError::Config(_))));
+    }
+}
