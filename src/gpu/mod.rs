@@ -1,0 +1,334 @@
+//! The GPU scheduler side of the power arbiter: how hashshift hands power to, and takes it back
+//! from, the GPU cluster that shares the site's budget with the ASICs.
+//!
+//! Three adapters behind one [`GpuScheduler`] enum:
+//!
+//! | kind | budget knob ([`GpuScheduler::set_budget_kw`]) | demand ([`GpuScheduler::demand`]) | shed ([`GpuScheduler::shed`]) |
+//! |---|---|---|---|
+//! | [`slurm`] | a license-only reservation holding `total - budget` licenses | `squeue --json`: pending and running jobs' licenses | requeue (or suspend) the newest running jobs holding licenses |
+//! | [`webhook`] | `POST {"event":"budget",..}` with bounded retries | last [`GpuScheduler::report_demand`] | `POST {"event":"shed",..}` |
+//! | [`command`] | runs a program with `HASHSHIFT_GPU_*` env | last [`GpuScheduler::report_demand`] | runs the program with `HASHSHIFT_GPU_EVENT=shed` |
+//!
+//! Invariants the integrator relies on:
+//! - Every call is bounded in time (subprocess and HTTP timeouts, bounded retries) and returns a
+//!   typed [`GpuError`]; nothing here panics on what a subprocess or a peer sends.
+//! - The adapters never decide *when* power moves: the arbiter calls `set_budget_kw` to grow the
+//!   GPU budget only after mining power is confirmed down (break before make), or to shrink it.
+//! - Calls on one scheduler are meant to come from one task (the arbiter's); they take `&self`
+//!   and hold no lock across `.await`, so overlapping calls are memory-safe but may interleave
+//!   their subprocesses.
+//! - Kilowatts are `f64`; Slurm licenses are integers, so a budget is rounded *down* (the GPU
+//!   side never gets more than it was granted).
+
+pub mod command;
+mod http;
+mod process;
+pub mod slurm;
+pub mod webhook;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use command::{CommandConfig, CommandScheduler};
+pub use slurm::{ShedMode, SlurmConfig, SlurmScheduler};
+pub use webhook::{WebhookConfig, WebhookScheduler};
+
+/// What the GPU side wants and uses, in kW.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[non_exhaustive]
+pub struct GpuDemand {
+    /// Power the GPU side is waiting for: pending work that would start if granted.
+    pub requested_kw: f64,
+    /// Power held by work that is running now.
+    pub running_kw: f64,
+    /// Power held by suspended work (Slurm keeps a suspended job's licenses; it draws little
+    /// until resumed). Always 0 for adapters that only know what was reported.
+    pub suspended_kw: f64,
+}
+
+impl GpuDemand {
+    /// A demand with nothing suspended (what an admin-socket report carries).
+    pub fn new(requested_kw: f64, running_kw: f64) -> Self {
+        Self {
+            requested_kw,
+            running_kw,
+            suspended_kw: 0.0,
+        }
+    }
+}
+
+/// What one job (or the external system) did in a [`GpuScheduler::shed`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ShedAction {
+    /// The Slurm job was requeued: killed, back to PENDING (Slurm delays its eligibility by
+    /// about two minutes, reason `BeginTime`), its licenses returned.
+    Requeued { job_id: u64, kw: f64 },
+    /// The Slurm job was suspended (SIGSTOP); it keeps its licenses until resumed.
+    Suspended { job_id: u64, kw: f64 },
+    /// The Slurm job ended by itself before it could be shed (its power is free anyway).
+    AlreadyEnded { job_id: u64, kw: f64 },
+    /// `scontrol` refused to shed this job; the message is Slurm's.
+    Failed { job_id: u64, kw: f64, error: String },
+    /// The request went to an external system (webhook or command), which acknowledged it; what
+    /// it frees shows up in later demand reports.
+    Notified,
+}
+
+/// The result of a [`GpuScheduler::shed`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ShedOutcome {
+    /// The kW that were asked for.
+    pub requested_kw: f64,
+    /// The kW known to be freed (jobs requeued/suspended/ended); 0 for webhook and command,
+    /// which cannot know.
+    pub freed_kw: f64,
+    /// True when every shed job was seen out of the running state before the deadline
+    /// (Slurm). Always false for webhook and command: only later demand reports confirm.
+    pub confirmed: bool,
+    /// The GPU budget left after the shed, when the adapter lowered it (Slurm).
+    pub budget_kw: Option<f64>,
+    /// What was done, job by job.
+    pub actions: Vec<ShedAction>,
+    /// Wall time the shed took, subprocesses and confirmation included.
+    pub took: Duration,
+}
+
+/// Errors from the GPU scheduler adapters. Each says which side failed: the local
+/// subprocess/tool, the remote endpoint, or our own input.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GpuError {
+    /// A kW figure that is negative, NaN or infinite (our caller's bug; nothing was sent).
+    #[error("invalid power figure {kw} kW (must be finite and >= 0)")]
+    InvalidKw { kw: f64 },
+    /// The configuration is unusable (e.g. a Slurm name with characters scontrol would parse).
+    #[error("invalid GPU scheduler configuration: {0}")]
+    Config(String),
+    /// The program could not be started (not installed, not executable).
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    /// I/O with a running subprocess failed.
+    #[error("I/O with {program}: {source}")]
+    Io {
+        program: String,
+        source: std::io::Error,
+    },
+    /// The program or request did not finish in time (the subprocess was killed).
+    #[error("{what} timed out after {after:?}")]
+    Timeout { what: String, after: Duration },
+    /// The program printed more than we accept.
+    #[error("{program} printed more than {limit} bytes")]
+    OutputTooLarge { program: String, limit: usize },
+    /// The program exited unsuccessfully; `stderr` is its (truncated) message.
+    #[error("{program} exited with {code:?}: {stderr}")]
+    Exit {
+        program: String,
+        code: Option<i32>,
+        stderr: String,
+    },
+    /// The program's output does not have the shape we parse (never guessed around).
+    #[error("unexpected output from {what}: {detail}")]
+    Parse { what: &'static str, detail: String },
+    /// Slurm does not know the configured license.
+    #[error("Slurm has no license named {0} (scontrol show license)")]
+    NoSuchLicense(String),
+    /// The webhook URL is not a plain `http://host[:port]/path` URL.
+    #[error("unsupported webhook URL {url}: {detail}")]
+    Url { url: String, detail: String },
+    /// The webhook could not be reached or answered garbage, after every attempt.
+    #[error("webhook {url}: {detail} (after {attempts} attempts)")]
+    Http {
+        url: String,
+        detail: String,
+        attempts: u32,
+    },
+    /// The webhook answered a non-2xx status; `attempts` made (4xx other than 408/429 is not
+    /// retried).
+    #[error("webhook {url} answered HTTP {status} (after {attempts} attempts)")]
+    HttpStatus {
+        url: String,
+        status: u16,
+        attempts: u32,
+    },
+    /// This adapter does not take demand reports (Slurm reads its own queue).
+    #[error("the {0} adapter does not take demand reports")]
+    Unsupported(&'static str),
+}
+
+/// `[gpu_scheduler]` as it appears in the config file: `kind = "slurm" | "webhook" | "command"`
+/// plus that kind's settings (see [`SlurmConfig`], [`WebhookConfig`], [`CommandConfig`]).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum GpuSchedulerConfig {
+    /// A Slurm cluster driven through `scontrol`/`squeue` on this machine.
+    Slurm(SlurmConfig),
+    /// An HTTP endpoint that receives budget/shed events.
+    Webhook(WebhookConfig),
+    /// A local program run on each budget/shed event.
+    Command(CommandConfig),
+}
+
+/// The GPU scheduler the arbiter talks to: one of the adapters.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum GpuScheduler {
+    /// See [`SlurmScheduler`].
+    Slurm(SlurmScheduler),
+    /// See [`WebhookScheduler`].
+    Webhook(WebhookScheduler),
+    /// See [`CommandScheduler`].
+    Command(CommandScheduler),
+}
+
+impl GpuScheduler {
+    /// Builds the adapter a config describes (validates it; does no I/O).
+    pub fn from_config(config: GpuSchedulerConfig) -> Result<Self, GpuError> {
+        Ok(match config {
+            GpuSchedulerConfig::Slurm(c) => Self::Slurm(SlurmScheduler::new(c)?),
+            GpuSchedulerConfig::Webhook(c) => Self::Webhook(WebhookScheduler::new(c)?),
+            GpuSchedulerConfig::Command(c) => Self::Command(CommandScheduler::new(c)?),
+        })
+    }
+
+    /// `"slurm"`, `"webhook"` or `"command"` (for logs and `ctl power`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Slurm(_) => "slurm",
+            Self::Webhook(_) => "webhook",
+            Self::Command(_) => "command",
+        }
+    }
+
+    /// Sets the power the GPU cluster may use now. Call it to grow the budget only after the
+    /// mining power it replaces is confirmed down (break before make), or to shrink it.
+    pub async fn set_budget_kw(&self, kw: f64) -> Result<(), GpuError> {
+        match self {
+            Self::Slurm(s) => s.set_budget_kw(kw).await,
+            Self::Webhook(w) => w.set_budget_kw(kw).await,
+            Self::Command(c) => c.set_budget_kw(kw).await,
+        }
+    }
+
+    /// What the GPU side wants and uses now.
+    pub async fn demand(&self) -> Result<GpuDemand, GpuError> {
+        match self {
+            Self::Slurm(s) => s.demand().await,
+            Self::Webhook(w) => Ok(w.demand()),
+            Self::Command(c) => Ok(c.demand()),
+        }
+    }
+
+    /// Asks the GPU side to give `kw` back now (grid curtailment that shedding mining alone
+    /// cannot meet). See each adapter for exactly what it does and how long it takes.
+    pub async fn shed(&self, kw: f64, reason: &str) -> Result<ShedOutcome, GpuError> {
+        match self {
+            Self::Slurm(s) => s.shed(kw, reason).await,
+            Self::Webhook(w) => w.shed(kw, reason).await,
+            Self::Command(c) => c.shed(kw, reason).await,
+        }
+    }
+
+    /// Records what the GPU side reported through the admin socket (webhook and command
+    /// adapters; Slurm reads its own queue and answers [`GpuError::Unsupported`]).
+    pub fn report_demand(&self, demand: GpuDemand) -> Result<(), GpuError> {
+        check_kw(demand.requested_kw)?;
+        check_kw(demand.running_kw)?;
+        check_kw(demand.suspended_kw)?;
+        match self {
+            Self::Slurm(_) => Err(GpuError::Unsupported("slurm")),
+            Self::Webhook(w) => {
+                w.report_demand(demand);
+                Ok(())
+            }
+            Self::Command(c) => {
+                c.report_demand(demand);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Rejects kW figures that would make no sense on the wire.
+pub(crate) fn check_kw(kw: f64) -> Result<f64, GpuError> {
+    if kw.is_finite() && kw >= 0.0 {
+        Ok(kw)
+    } else {
+        Err(GpuError::InvalidKw { kw })
+    }
+}
+
+/// The last demand an external GPU side reported (webhook and command adapters).
+#[derive(Debug, Default)]
+pub(crate) struct ReportedDemand(Mutex<GpuDemand>);
+
+impl ReportedDemand {
+    pub(crate) fn get(&self) -> GpuDemand {
+        // A poisoned lock only means a panic elsewhere mid-copy of a Copy value: keep going.
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn set(&self, d: GpuDemand) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = d;
+    }
+}
+
+/// Reasons go into argv elements and JSON only, never a shell; this keeps them one short line.
+pub(crate) fn clean_reason(reason: &str) -> String {
+    reason
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(200)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_kinds_parse_from_toml() {
+        let c: GpuSchedulerConfig = toml::from_str(
+            "kind = \"slurm\"\nlicense = \"power_kw\"\nhold_reservation = \"h\"\nnodes = \"gpu[1-4]\"\n",
+        )
+        .expect("slurm config");
+        let GpuSchedulerConfig::Slurm(s) = c else {
+            panic!("not slurm: {c:?}")
+        };
+        assert_eq!(s.hold_reservation, "h");
+        assert_eq!(s.nodes.as_deref(), Some("gpu[1-4]"));
+        assert_eq!(s.total_licenses, None);
+
+        let c: GpuSchedulerConfig = toml::from_str(
+            "kind = \"webhook\"\nurl = \"http://127.0.0.1:9/x\"\nmax_attempts = 2\n",
+        )
+        .expect("webhook config");
+        assert!(matches!(c, GpuSchedulerConfig::Webhook(ref w) if w.max_attempts == 2));
+
+        let c: GpuSchedulerConfig = toml::from_str(
+            "kind = \"command\"\nprogram = \"/bin/true\"\nargs = [\"a\"]\n[env]\nX = \"1\"\n",
+        )
+        .expect("command config");
+        assert!(matches!(c, GpuSchedulerConfig::Command(ref c) if c.args == ["a"]));
+
+        assert!(toml::from_str::<GpuSchedulerConfig>("kind = \"slurm\"\nbogus = 1\n").is_err());
+        assert!(toml::from_str::<GpuSchedulerConfig>("kind = \"pbs\"\n").is_err());
+    }
+
+    #[test]
+    fn kw_checks_and_reasons() {
+        assert!(check_kw(0.0).is_ok());
+        assert!(check_kw(-1.0).is_err());
+        assert!(check_kw(f64::NAN).is_err());
+        assert!(check_kw(f64::INFINITY).is_err());
+        assert_eq!(clean_reason("grid\nevent\0x"), "grid event x");
+        assert_eq!(clean_reason(&"a".repeat(500)).len(), 200);
+    }
+}

@@ -1,0 +1,249 @@
+//! The webhook adapter: budget and shed events are POSTed as JSON to a configured URL; the
+//! GPU side reports its demand back through the admin socket ([`WebhookScheduler::report_demand`]).
+//!
+//! Body (one JSON object, `Content-Type: application/json`):
+//! ```json
+//! {"event":"budget","kw":12.0,"reason":null,"at":"2026-11-22T01:02:03.456Z","seq":7,"source":"hashshift"}
+//! {"event":"shed","kw":5.0,"reason":"grid curtailment","at":"...","seq":8,"source":"hashshift"}
+//! ```
+//! - `event`: `"budget"` (the power the GPU cluster may use from now on, absolute, in kW) or
+//!   `"shed"` (give this many kW back now).
+//! - `at`: when hashshift decided (RFC 3339, UTC); `seq`: increases with every event this
+//!   process sends, so a receiver can drop a stale event that a retry delivered late.
+//!
+//! Delivery: any 2xx is success. Connect errors, timeouts, 5xx, 408 and 429 are retried up to
+//! `max_attempts` in all, with exponential backoff (`backoff_initial_ms` doubling up to
+//! `backoff_max_ms`); other 4xx fail at once (retrying would not help). Worst case per call:
+//! `max_attempts × timeout_ms + backoffs`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+
+use super::http::{self, HttpUrl};
+use super::{GpuDemand, GpuError, ReportedDemand, ShedAction, ShedOutcome, check_kw, clean_reason};
+
+/// `[gpu_scheduler] kind = "webhook"` settings.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct WebhookConfig {
+    /// `http://host[:port]/path` (plain HTTP; see the module doc of the client for why).
+    pub url: String,
+    /// Sent as the `Authorization` header when set (e.g. `Bearer <token>`).
+    pub authorization: Option<String>,
+    /// Timeout of one attempt (connect, send, status line), in ms.
+    pub timeout_ms: u64,
+    /// Attempts in all, the first included (≥ 1).
+    pub max_attempts: u32,
+    /// Wait before the first retry, in ms; doubles each retry.
+    pub backoff_initial_ms: u64,
+    /// The longest wait between attempts, in ms.
+    pub backoff_max_ms: u64,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            authorization: None,
+            timeout_ms: 5_000,
+            max_attempts: 4,
+            backoff_initial_ms: 250,
+            backoff_max_ms: 4_000,
+        }
+    }
+}
+
+impl WebhookConfig {
+    /// Defaults with this URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// The webhook adapter. See the module doc.
+#[derive(Debug)]
+pub struct WebhookScheduler {
+    cfg: WebhookConfig,
+    url: HttpUrl,
+    seq: AtomicU64,
+    reported: ReportedDemand,
+}
+
+impl WebhookScheduler {
+    /// Validates the config (URL, attempts; no I/O).
+    pub fn new(cfg: WebhookConfig) -> Result<Self, GpuError> {
+        let url = HttpUrl::parse(&cfg.url).map_err(|detail| GpuError::Url {
+            url: cfg.url.clone(),
+            detail,
+        })?;
+        if cfg.max_attempts == 0 || cfg.timeout_ms == 0 {
+            return Err(GpuError::Config(
+                "webhook max_attempts and timeout_ms must be > 0".into(),
+            ));
+        }
+        if let Some(a) = &cfg.authorization
+            && a.chars().any(|c| c.is_control())
+        {
+            return Err(GpuError::Config(
+                "webhook authorization has control characters".into(),
+            ));
+        }
+        Ok(Self {
+            cfg,
+            url,
+            seq: AtomicU64::new(0),
+            reported: ReportedDemand::default(),
+        })
+    }
+
+    /// POSTs `{"event":"budget","kw":kw,..}`; Ok once the endpoint answered 2xx.
+    pub async fn set_budget_kw(&self, kw: f64) -> Result<(), GpuError> {
+        let kw = check_kw(kw)?;
+        self.send("budget", kw, None).await
+    }
+
+    /// POSTs `{"event":"shed","kw":kw,"reason":..}`. The outcome is `Notified`, unconfirmed:
+    /// what the GPU side frees shows in its next demand report.
+    pub async fn shed(&self, kw: f64, reason: &str) -> Result<ShedOutcome, GpuError> {
+        let kw = check_kw(kw)?;
+        let started = std::time::Instant::now();
+        self.send("shed", kw, Some(&clean_reason(reason))).await?;
+        Ok(ShedOutcome {
+            requested_kw: kw,
+            freed_kw: 0.0,
+            confirmed: false,
+            budget_kw: None,
+            actions: vec![ShedAction::Notified],
+            took: started.elapsed(),
+        })
+    }
+
+    /// The demand last reported through [`Self::report_demand`] (zero until then).
+    pub fn demand(&self) -> GpuDemand {
+        self.reported.get()
+    }
+
+    /// Records what the GPU side reported (the admin socket calls this).
+    pub fn report_demand(&self, demand: GpuDemand) {
+        self.reported.set(demand);
+    }
+
+    async fn send(&self, event: &str, kw: f64, reason: Option<&str>) -> Result<(), GpuError> {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let body = serde_json::json!({
+            "event": event,
+            "kw": kw,
+            "reason": reason,
+            "at": rfc3339(SystemTime::now()),
+            "seq": seq,
+            "source": "hashshift",
+        })
+        .to_string();
+        let timeout = Duration::from_millis(self.cfg.timeout_ms);
+        let mut backoff = Duration::from_millis(self.cfg.backoff_initial_ms);
+        let max_backoff = Duration::from_millis(self.cfg.backoff_max_ms);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let sent = tokio::time::timeout(
+                timeout,
+                http::post_json(
+                    &self.url,
+                    body.as_bytes(),
+                    self.cfg.authorization.as_deref(),
+                ),
+            )
+            .await;
+            let (retryable, err) = match sent {
+                Ok(Ok(status)) if (200..300).contains(&status) => {
+                    tracing::info!(event, kw, seq, attempt, "GPU webhook delivered");
+                    return Ok(());
+                }
+                Ok(Ok(status)) => (
+                    status >= 500 || status == 408 || status == 429,
+                    GpuError::HttpStatus {
+                        url: self.cfg.url.clone(),
+                        status,
+                        attempts: attempt,
+                    },
+                ),
+                Ok(Err(detail)) => (
+                    true,
+                    GpuError::Http {
+                        url: self.cfg.url.clone(),
+                        detail,
+                        attempts: attempt,
+                    },
+                ),
+                Err(_) => (
+                    true,
+                    GpuError::Http {
+                        url: self.cfg.url.clone(),
+                        detail: format!("timed out after {timeout:?}"),
+                        attempts: attempt,
+                    },
+                ),
+            };
+            tracing::warn!(event, seq, attempt, error = %err, "GPU webhook attempt failed");
+            if !retryable || attempt >= self.cfg.max_attempts {
+                return Err(err);
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(max_backoff);
+        }
+    }
+}
+
+/// RFC 3339 UTC with milliseconds, without a date crate (civil-from-days, H. Hinnant).
+fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_known_instants() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(951_782_400_123); // leap day 2000
+        assert_eq!(rfc3339(t), "2000-02-29T00:00:00.123Z");
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_309_323);
+        assert_eq!(rfc3339(t), "2026-11-22T01:02:03.000Z");
+    }
+
+    #[test]
+    fn config_is_validated() {
+        assert!(WebhookScheduler::new(WebhookConfig::new("https://x/")).is_err());
+        let zero = WebhookConfig {
+            max_attempts: 0,
+            ..WebhookConfig::new("http://127.0.0.1:1/")
+        };
+        assert!(WebhookScheduler::new(zero).is_err());
+        assert!(WebhookScheduler::new(WebhookConfig::new("http://127.0.0.1:1/")).is_ok());
+    }
+}
