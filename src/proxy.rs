@@ -150,7 +150,19 @@ impl Proxy {
                     None => AuditLog::in_memory(),
                 };
                 admin.spawn(audit.clone().run_writer(admin_stop.clone()));
-                let plane = ControlPlane::new(manager.clone(), audit);
+                let gpu = crate::control::power::adapters::gpu(config)
+                    .map_err(|e| std::io::Error::other(format!("[gpu_scheduler]: {e}")))?;
+                let power = crate::control::power::start(
+                    config,
+                    manager.clone(),
+                    audit.clone(),
+                    crate::control::power::firmware_factory(),
+                    gpu,
+                    admin_stop.clone(),
+                    &admin,
+                )
+                .map_err(|e| std::io::Error::other(format!("[power]: {e}")))?;
+                let plane = ControlPlane::new(manager.clone(), audit, power);
                 let socket = AdminSocket::bind(&a.socket).await?;
                 admin.spawn(socket.serve(
                     plane.clone(),

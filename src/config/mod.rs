@@ -79,6 +79,11 @@ pub struct Config {
     /// Per-rig overrides.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rig: Vec<Rig>,
+    /// The GPU scheduler power is handed to (`kind = "slurm" | "webhook" | "command"`).
+    /// Absent: GPU demand arrives through the admin socket (`ctl gpu-request`) and grants are
+    /// only recorded in the audit log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_scheduler: Option<crate::gpu::GpuSchedulerConfig>,
 }
 
 /// The admin socket and where the control plane keeps its durable state.

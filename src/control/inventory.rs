@@ -6,22 +6,27 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use crate::control::arbiter::RigId;
+use crate::control::power::{PowerView, RigPower};
 use crate::downstream::listener::ConnId;
 use crate::upstream::manager::{MinerReport, PoolSnapshot};
 
 /// One rig as `ctl rigs` shows it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct RigView {
     /// Rig id: the worker name (or `conn-N` before it authorizes).
     pub id: String,
-    /// Stratum connection id.
-    pub conn: ConnId,
+    /// Stratum connection id (`None`: not connected, e.g. asleep).
+    pub conn: Option<ConnId>,
     /// Worker name.
     pub worker: Option<String>,
     /// Address it connects from.
-    pub address: SocketAddr,
+    pub address: Option<SocketAddr>,
+    /// Power state (`mining`, `draining`, `asleep`, `waking`, `fault`, `unknown`); `None`
+    /// without power control.
+    pub state: Option<String>,
     /// Pool it mines on (URL).
     pub pool: Option<String>,
     /// Live hashrate from the difficulty it got accepted (TH/s).
@@ -36,16 +41,29 @@ pub struct RigView {
     pub last_share_age_secs: Option<f64>,
     /// Seconds connected.
     pub connected_secs: f64,
+    /// The power side (group, model, power figure and its source and age, pin).
+    #[serde(flatten)]
+    pub power: Option<RigPower>,
 }
 
-/// Rigs from the manager's miners, with unique ids, sorted by id.
-pub fn rigs(miners: &[MinerReport], pools: &[PoolSnapshot], now_unix_ms: u64) -> Vec<RigView> {
+/// Rigs from the manager's miners, with unique ids, and (with power control) the rigs the
+/// arbiter knows that are not connected (asleep ones), sorted by id.
+pub fn rigs(
+    miners: &[MinerReport],
+    pools: &[PoolSnapshot],
+    power: Option<&PowerView>,
+    now_unix_ms: u64,
+) -> Vec<RigView> {
     let mut per_name: HashMap<String, usize> = HashMap::new();
     for m in miners {
         if let Some(w) = m.shared.worker() {
             *per_name.entry(w).or_default() += 1;
         }
     }
+    let power_of = |worker: &Option<String>| {
+        let p = power?.rigs.get(&RigId(worker.clone()?))?;
+        Some(p.clone())
+    };
     let mut out: Vec<RigView> = miners
         .iter()
         .map(|m| {
@@ -58,11 +76,12 @@ pub fn rigs(miners: &[MinerReport], pools: &[PoolSnapshot], now_unix_ms: u64) ->
             };
             let counters = s.counters.snapshot();
             let last = s.last_share_unix_ms();
+            let power = power_of(&worker);
             RigView {
                 id,
-                conn: s.id,
-                worker,
-                address: s.peer,
+                conn: Some(s.id),
+                address: Some(s.peer),
+                state: power.as_ref().map(state_name),
                 pool: pools.get(m.pool).map(|p| p.url.clone()),
                 hashrate_ths: m.hashrate / 1e12,
                 difficulty: s.difficulty.get(),
@@ -71,9 +90,40 @@ pub fn rigs(miners: &[MinerReport], pools: &[PoolSnapshot], now_unix_ms: u64) ->
                 last_share_age_secs: (last > 0)
                     .then(|| now_unix_ms.saturating_sub(last) as f64 / 1000.0),
                 connected_secs: s.connected_at.elapsed().as_secs_f64(),
+                worker,
+                power,
             }
         })
         .collect();
+    if let Some(view) = power {
+        for (id, p) in &view.rigs {
+            if per_name.contains_key(&id.0) {
+                continue;
+            }
+            out.push(RigView {
+                id: id.0.clone(),
+                conn: None,
+                worker: Some(id.0.clone()),
+                address: None,
+                state: Some(state_name(p)),
+                pool: None,
+                hashrate_ths: 0.0,
+                difficulty: 0.0,
+                accepted: 0,
+                rejected: 0,
+                last_share_age_secs: None,
+                connected_secs: 0.0,
+                power: Some(p.clone()),
+            });
+        }
+    }
     out.sort_by(|a, b| a.id.cmp(&b.id));
     out
+}
+
+fn state_name(p: &RigPower) -> String {
+    serde_json::to_value(p.state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }

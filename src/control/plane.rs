@@ -7,22 +7,39 @@ use std::sync::Arc;
 
 use serde_json::json;
 
+use super::admin::protocol::Target;
 use super::admin::protocol::{Command, Request, Response};
 use super::admin::server::{Caller, Handler};
+use super::arbiter::{GroupId, Operator, OperatorCommand, RigId, Watts};
 use super::audit::{AuditEvent, AuditLog, unix_ms};
 use super::inventory::{self, RigView};
+use super::power::PowerHandle;
 use crate::upstream::manager::PoolManager;
 
 /// What the admin socket talks to.
 pub struct ControlPlane {
     manager: Arc<PoolManager>,
     audit: Arc<AuditLog>,
+    power: Option<PowerHandle>,
 }
 
 impl ControlPlane {
-    /// A control plane over the proxy's pool manager.
-    pub fn new(manager: Arc<PoolManager>, audit: Arc<AuditLog>) -> Arc<Self> {
-        Arc::new(ControlPlane { manager, audit })
+    /// A control plane over the proxy's pool manager, with power control if configured.
+    pub fn new(
+        manager: Arc<PoolManager>,
+        audit: Arc<AuditLog>,
+        power: Option<PowerHandle>,
+    ) -> Arc<Self> {
+        Arc::new(ControlPlane {
+            manager,
+            audit,
+            power,
+        })
+    }
+
+    /// Power control, when configured.
+    pub fn power(&self) -> Option<&PowerHandle> {
+        self.power.as_ref()
     }
 
     /// The audit log.
@@ -32,9 +49,11 @@ impl ControlPlane {
 
     /// Every rig now.
     pub fn rigs(&self) -> Vec<RigView> {
+        let view = self.power.as_ref().map(|p| p.view());
         inventory::rigs(
             &self.manager.miner_reports(),
             &self.manager.pools(),
+            view.as_deref(),
             unix_ms(),
         )
     }
@@ -71,27 +90,161 @@ impl ControlPlane {
                 let Some(rig) = self.rigs().into_iter().find(|r| r.id == id) else {
                     return Response::error(format!("no rig {id:?}"));
                 };
-                if !self.manager.kick(rig.conn) {
-                    return Response::error(format!("rig {id:?} disconnected meanwhile"));
+                if !rig.conn.is_some_and(|c| self.manager.kick(c)) {
+                    return Response::error(format!("rig {id:?} is not connected"));
                 }
                 self.audit.record(AuditEvent::now(
                     caller.to_string(),
                     "kick",
-                    format!("{id} ({})", rig.address),
+                    format!(
+                        "{id} ({})",
+                        rig.address
+                            .map_or_else(|| "?".to_owned(), |a| a.to_string())
+                    ),
                     None,
                 ));
                 Response::ok(json!({"kicked": id}))
             }
-            Command::Drain { .. }
-            | Command::Resume { .. }
-            | Command::Power
-            | Command::Curtail { .. }
-            | Command::CurtailClear { .. }
-            | Command::GpuRequest { .. } => {
-                Response::error("power control is not configured (no [power] section)")
+            command => {
+                let Some(power) = &self.power else {
+                    return Response::error("power control is not configured (no [power] section)");
+                };
+                self.power_command(power, command, caller).await
             }
         }
     }
+
+    async fn power_command(
+        &self,
+        power: &PowerHandle,
+        command: Command,
+        caller: Caller,
+    ) -> Response {
+        let operator = |why: &Option<String>| Operator {
+            who: caller.to_string(),
+            why: why.clone().unwrap_or_else(|| "no reason given".to_owned()),
+        };
+        let record = |what: &str, detail: String, why: &Option<String>| {
+            self.audit.record(AuditEvent::now(
+                caller.to_string(),
+                what,
+                detail,
+                why.clone(),
+            ));
+        };
+        let result = match command {
+            Command::Drain { target, reason } => {
+                let command = match &target {
+                    Target::Rig(r) => OperatorCommand::DrainRig {
+                        rig: RigId(r.clone()),
+                    },
+                    Target::Group(g) => OperatorCommand::DrainGroup {
+                        group: GroupId(g.clone()),
+                    },
+                    Target::Kw(kw) => OperatorCommand::DrainPower {
+                        amount: Watts::from_kw(*kw),
+                    },
+                    Target::All => return Response::error("drain takes a rig, --group or --kw"),
+                };
+                record("drain", format!("{target:?}"), &reason);
+                power
+                    .operator(command, operator(&reason))
+                    .await
+                    .map(|rigs| json!({"accepted": true, "rigs": rigs}))
+            }
+            Command::Resume { target, reason } => {
+                record("resume", format!("{target:?}"), &reason);
+                let done = match &target {
+                    Target::Rig(r) => {
+                        power
+                            .operator(
+                                OperatorCommand::ResumeRig {
+                                    rig: RigId(r.clone()),
+                                },
+                                operator(&reason),
+                            )
+                            .await
+                    }
+                    Target::Group(g) => {
+                        power
+                            .operator(
+                                OperatorCommand::ResumeGroup {
+                                    group: GroupId(g.clone()),
+                                },
+                                operator(&reason),
+                            )
+                            .await
+                    }
+                    Target::All => power.resume_all(operator(&reason)).await,
+                    Target::Kw(_) => {
+                        return Response::error("resume takes a rig, --group or --all");
+                    }
+                };
+                done.map(|rigs| json!({"accepted": true, "rigs": rigs}))
+            }
+            Command::Power => power.fresh_view().await.map(|v| power_json(&v.snapshot)),
+            Command::Curtail {
+                kw,
+                until_unix,
+                reason,
+            } => {
+                if !(kw.is_finite() && kw >= 0.0) {
+                    return Response::error("curtail: kw must be >= 0");
+                }
+                record("curtail", format!("{kw:.1} kW until {until_unix}"), &reason);
+                power
+                    .curtail(kw, until_unix, caller.to_string())
+                    .await
+                    .map(|()| json!({"accepted": true}))
+            }
+            Command::CurtailClear { reason } => {
+                record("curtail-clear", String::new(), &reason);
+                power
+                    .curtail_clear()
+                    .await
+                    .map(|()| json!({"accepted": true}))
+            }
+            Command::GpuRequest { kw, reason } => {
+                if !(kw.is_finite() && kw >= 0.0) {
+                    return Response::error("gpu-request: kw must be >= 0");
+                }
+                record("gpu-request", format!("{kw:.1} kW"), &reason);
+                power
+                    .gpu_request(kw)
+                    .await
+                    .map(|()| json!({"accepted": true}))
+            }
+            _ => return Response::error("unexpected command"),
+        };
+        match result {
+            Ok(v) => Response::ok(v),
+            Err(e) => Response::error(e.to_string()),
+        }
+    }
+}
+
+/// `ctl power`, in kW.
+fn power_json(s: &super::arbiter::PowerSnapshot) -> serde_json::Value {
+    json!({
+        "site_cap_kw": s.site_cap.kw(),
+        "effective_cap_kw": s.effective_cap.kw(),
+        "headroom_kw": s.headroom.kw(),
+        "budget_kw": s.budget.kw(),
+        "mining_kw": s.mining.kw(),
+        "draining_kw": s.draining.kw(),
+        "asleep_kw": s.asleep.kw(),
+        "gpu_granted_kw": s.gpu_granted.kw(),
+        "gpu_wanted_kw": s.gpu_wanted.kw(),
+        "gpu_in_use_kw": s.gpu_in_use.kw(),
+        "gpu_pending_kw": s.gpu_pending.kw(),
+        "free_kw": s.budget.kw() - s.mining.kw() - s.gpu_granted.kw(),
+        "curtailment": s.curtailment.as_ref().map(|c| json!({
+            "cap_kw": c.cap.kw(),
+            "until_unix": c.until.map(|u| u.as_secs()),
+            "source": c.source,
+        })),
+        "rigs": s.rigs,
+    })
 }
 
 impl Handler for ControlPlane {

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::process;
 use super::{GpuDemand, GpuError, ReportedDemand, ShedAction, ShedOutcome, check_kw, clean_reason};
@@ -25,7 +25,7 @@ use super::{GpuDemand, GpuError, ReportedDemand, ShedAction, ShedOutcome, check_
 const MAX_OUTPUT: usize = 64 * 1024;
 
 /// `[gpu_scheduler] kind = "command"` settings.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct CommandConfig {

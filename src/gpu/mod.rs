@@ -29,7 +29,7 @@ pub mod webhook;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use command::{CommandConfig, CommandScheduler};
 pub use slurm::{ShedMode, SlurmConfig, SlurmScheduler};
@@ -164,7 +164,7 @@ pub enum GpuError {
 
 /// `[gpu_scheduler]` as it appears in the config file: `kind = "slurm" | "webhook" | "command"`
 /// plus that kind's settings (see [`SlurmConfig`], [`WebhookConfig`], [`CommandConfig`]).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum GpuSchedulerConfig {

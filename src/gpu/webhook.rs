@@ -19,13 +19,13 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::http::{self, HttpUrl};
 use super::{GpuDemand, GpuError, ReportedDemand, ShedAction, ShedOutcome, check_kw, clean_reason};
 
 /// `[gpu_scheduler] kind = "webhook"` settings.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct WebhookConfig {

@@ -246,7 +246,7 @@ fn check(
     while a.poll_event().is_some() {}
 
     let snap = a.snapshot();
-    let (drawing, sheddable, fixed) = sums(&a);
+    let (drawing, sheddable, fixed) = sums(a);
     prop_assert_eq!(snap.mining, drawing, "every state but asleep counts");
     let grant = a.gpu_granted();
     let budget = snap.budget;

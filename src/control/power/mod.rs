@@ -10,6 +10,7 @@
 //! channel, the operator view (`ctl power`, the power columns of `ctl rigs`) through a
 //! `watch`.
 
+pub mod adapters;
 pub mod controller;
 pub mod ops;
 pub mod persist;
@@ -19,7 +20,7 @@ pub mod rigs;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::stream::FuturesUnordered;
 use serde::Serialize;
@@ -42,7 +43,8 @@ use crate::upstream::manager::PoolManager;
 /// A rig's power side, for `ctl rigs`.
 #[derive(Clone, Debug, Serialize)]
 pub struct RigPower {
-    /// The arbiter's state.
+    /// The arbiter's state (shown as the rig's `state`).
+    #[serde(skip)]
     pub state: RigState,
     /// Group name.
     pub group: String,
@@ -270,8 +272,13 @@ pub fn start(
         shutdown.clone(),
     ));
     tracker.spawn(controller.run(requests, shutdown));
-    let _ = Instant::now();
     Ok(Some(PowerHandle { tx, view }))
+}
+
+/// Management API clients for rig groups: none yet (every sleep is reported as needing a
+/// person) until the firmware adapters are wired in.
+pub fn firmware_factory() -> ControlFactory {
+    Arc::new(|_group, _addr| None)
 }
 
 /// Whether `path` holds a persisted plan (for tests and tools).

@@ -27,14 +27,14 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::process::{self, Output};
 use super::{GpuDemand, GpuError, ShedAction, ShedOutcome, check_kw, clean_reason};
 use parse::JobPhase;
 
 /// What [`SlurmScheduler::shed`] does to running jobs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ShedMode {
     /// `scontrol requeue`: the job is killed (SIGTERM, SIGKILL after Slurm's `KillWait`) and
@@ -48,7 +48,7 @@ pub enum ShedMode {
 }
 
 /// `[gpu_scheduler] kind = "slurm"` settings.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct SlurmConfig {
