@@ -8,6 +8,7 @@
 //! | [`bench`] | the load generator (`hashshift bench`) |
 //! | [`config`] | the configuration file, typed and validated |
 //! | [`demo`] | `hashshift demo`: test pools, the proxy and simulated rigs on one machine |
+//! | [`firmware`] | rig management APIs (LuxOS, Braiins OS+): sleep, wake, status; protocol-faithful fakes |
 //! | [`downstream`] | miners: listener, SV1 and SV2 sessions, vardiff, the shared per-miner record |
 //! | [`keyfile`] | the SV2 authority key file (`hashshift keygen`) |
 //! | [`upstream`] | pools: connections, work, extranonce splitting, the failover/split router and manager |
@@ -24,6 +25,7 @@ pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod downstream;
+pub mod firmware;
 pub mod keyfile;
 pub mod proxy;
 pub mod sim;
