@@ -175,6 +175,38 @@ async fn luxos_malformed_replies_are_errors() -> Result<()> {
     .await
 }
 
+#[tokio::test]
+async fn stuck_rigs_acknowledge_but_keep_mining() -> Result<()> {
+    bounded(async {
+        let c = client();
+        let lux = FakeLuxos::start(FakeLuxosConfig {
+            profile: quick_profile(),
+            ..FakeLuxosConfig::default()
+        })
+        .await?;
+        let bos = FakeBraiins::start(FakeBraiinsConfig {
+            profile: quick_profile(),
+            ..FakeBraiinsConfig::default()
+        })
+        .await?;
+        lux.set_stuck(true);
+        bos.set_stuck(true);
+        for ep in [lux.endpoint(), bos.endpoint()] {
+            c.sleep(&ep).await?;
+        }
+        // Well past the sleep delay, the firmware still reports mining at full power: the
+        // command's Ok alone must never be taken as confirmation.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        for ep in [lux.endpoint(), bos.endpoint()] {
+            let s = c.status(&ep).await?;
+            assert_eq!(s.state, RigState::Mining, "{s:?}");
+            assert!(s.power_w.is_some_and(|w| w > 3000.0), "{s:?}");
+        }
+        Ok(())
+    })
+    .await
+}
+
 /// A one-connection-at-a-time server that answers every connection with `reply` and closes.
 async fn canned_server(reply: Vec<u8>) -> Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;

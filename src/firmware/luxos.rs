@@ -210,9 +210,12 @@ pub async fn status(
     client: &FirmwareClient,
     endpoint: &Endpoint,
 ) -> Result<RigStatus, FirmwareError> {
-    let config = read(client, endpoint, "config").await?;
-    let power = read(client, endpoint, "power").await?;
-    let summary = read(client, endpoint, "summary").await?;
+    // Three independent read-only requests, each on its own connection: in parallel.
+    let (config, power, summary) = tokio::try_join!(
+        read(client, endpoint, "config"),
+        read(client, endpoint, "power"),
+        read(client, endpoint, "summary"),
+    )?;
     let curtail_mode = config
         .get("CONFIG")
         .and_then(|c| c.get(0))

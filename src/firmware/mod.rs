@@ -41,9 +41,9 @@
 //! - **Errors.** Everything is `anyhow`; "session in use", "login refused", "timed out" and
 //!   "the rig said no" are not distinguishable, so no retry policy can be built on them (0.6
 //!   even turns a failed pause into `Ok(false)`).
-//! - **Weight.** With only the `luxminer` and `braiins` features it resolves to ~216 crates
-//!   (reqwest 0.13 with rustls on aws-lc-rs, a C/cmake build), against the few hundred lines
-//!   the two protocols need here; 0.6.2 also fails to resolve offline (a yanked `chacha20`).
+//! - **Weight.** With only the `luxminer` and `braiins` features it resolves to 196 (0.6.2)
+//!   or 216 (0.8.6) crates — reqwest 0.13 with rustls on aws-lc-rs (a C build) among them —
+//!   against the few hundred lines the two protocols need here.
 //!
 //! What we took from it are facts, checked against its fixtures: LuxOS reports its curtail
 //! state as `CurtailMode` in `config`, refuses a redundant curtail with "Miner is already in
@@ -189,7 +189,10 @@ pub struct RigStatus {
     pub hashrate_ths: Option<f64>,
 }
 
-/// Bounds on each network step.
+/// Bounds on each network step. One call makes a few requests (LuxOS sleep: `logon`,
+/// `curtail`, `logoff`, twice when the session expired; Braiins: login and the action, again
+/// after a refused token), so a call is bounded by a small multiple of `connect + request`;
+/// callers wanting one deadline per rig wrap the call in `tokio::time::timeout`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
     /// TCP connect.

@@ -152,6 +152,11 @@ impl FakeBraiins {
         self.shared.faults.set_malformed(on);
     }
 
+    /// Acknowledge sleep/wake but leave the rig as it is (tests confirmation deadlines).
+    pub fn set_stuck(&self, on: bool) {
+        self.shared.faults.set_stuck(on);
+    }
+
     /// Stop serving and wait for open connections to end.
     pub async fn shutdown(&self) {
         self.server.shutdown().await;
@@ -245,11 +250,15 @@ fn answer(shared: &Shared, req: &Request) -> (u16, Value, bool) {
     }
     match route.as_str() {
         "PUT /api/v1/actions/pause" => {
-            inner.rig.sleep(now);
+            if !shared.faults.stuck() {
+                inner.rig.sleep(now);
+            }
             (200, json!({}), false)
         }
         "PUT /api/v1/actions/resume" => {
-            inner.rig.wake(now);
+            if !shared.faults.stuck() {
+                inner.rig.wake(now);
+            }
             (200, json!({}), false)
         }
         "GET /api/v1/miner/details" => {

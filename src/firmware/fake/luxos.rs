@@ -165,6 +165,11 @@ impl FakeLuxos {
         self.shared.faults.set_malformed(on);
     }
 
+    /// Acknowledge sleep/wake but leave the rig as it is (tests confirmation deadlines).
+    pub fn set_stuck(&self, on: bool) {
+        self.shared.faults.set_stuck(on);
+    }
+
     /// Stop serving and wait for open connections to end.
     pub async fn shutdown(&self) {
         self.server.shutdown().await;
@@ -301,9 +306,10 @@ fn answer(shared: &Shared, request: &Value) -> String {
                 inner.session = None;
                 return json!({ "STATUS": status_obj("S", 308, "Logoff"), "id": 1 }).to_string();
             }
+            let stuck = shared.faults.stuck();
             let accepted = match arg {
-                "sleep" => inner.rig.sleep(now),
-                "wakeup" => inner.rig.wake(now),
+                "sleep" => stuck || inner.rig.sleep(now),
+                "wakeup" => stuck || inner.rig.wake(now),
                 _ => return error(14, "Invalid curtail mode"),
             };
             match (accepted, arg) {

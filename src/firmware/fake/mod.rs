@@ -12,7 +12,8 @@
 //!
 //! Both expose their state to tests ([`FakeLuxos::snapshot`], command counters) and fault
 //! switches: [`Faults::silent`] (accept, read, never answer), [`Faults::malformed`] (broken
-//! replies). They stop when dropped or on `shutdown()`.
+//! replies), [`Faults::stuck`] (commands acknowledged, rig unchanged). They stop when dropped
+//! or on `shutdown()`.
 //!
 //! Each fake keeps its state behind one `std::sync::Mutex`, never held across an `.await`:
 //! the fakes are per-rig, so there is no contention between rigs.
@@ -48,6 +49,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Faults {
     silent: AtomicBool,
     malformed: AtomicBool,
+    stuck: AtomicBool,
 }
 
 impl Faults {
@@ -59,6 +61,16 @@ impl Faults {
     /// Answer with broken replies (truncated JSON).
     pub fn malformed(&self) -> bool {
         self.malformed.load(Ordering::Relaxed)
+    }
+
+    /// Acknowledge sleep/wake commands but leave the rig as it is (a firmware that lies, a
+    /// rig fed around its control board): what a confirmation deadline must catch.
+    pub fn stuck(&self) -> bool {
+        self.stuck.load(Ordering::Relaxed)
+    }
+
+    fn set_stuck(&self, on: bool) {
+        self.stuck.store(on, Ordering::Relaxed);
     }
 
     fn set_silent(&self, on: bool) {
