@@ -10,6 +10,7 @@
 //! | [`control`] | the control plane: admin socket and `hashshift ctl`, the power arbiter, audit log |
 //! | [`demo`] | `hashshift demo`: test pools, the proxy and simulated rigs on one machine |
 //! | [`downstream`] | miners: listener, SV1 and SV2 sessions, vardiff, the shared per-miner record |
+//! | [`firmware`] | rig management APIs (LuxOS, Braiins OS+): sleep, wake, status; protocol-faithful fakes |
 //! | [`gpu`] | GPU scheduler adapters (Slurm license reservation, webhook, command hook) |
 //! | [`keyfile`] | the SV2 authority key file (`hashshift keygen`) |
 //! | [`upstream`] | pools: connections, work, extranonce splitting, the failover/split router and manager |
@@ -27,6 +28,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod downstream;
+pub mod firmware;
 pub mod gpu;
 pub mod keyfile;
 pub mod proxy;

@@ -1,0 +1,200 @@
+//! Braiins OS+ REST API (≥ 25.07, port 80): pause and resume mining, read its state.
+//!
+//! - `POST /api/v1/auth/login` with `{"username":..,"password":..}` → `{"token":..}`; the token
+//!   goes as-is in the `Authorization` header of later requests. 401/403 on login →
+//!   [`FirmwareError::LoginRefused`].
+//! - `PUT /api/v1/actions/pause` / `resume` → 2xx. A 401 means the token expired: log in once
+//!   more, then [`FirmwareError::SessionExpired`].
+//! - `GET /api/v1/miner/details` → `status` (1 not started, 2 normal, 3 paused, 4 suspended,
+//!   5 restricted); `GET /api/v1/miner/stats` → `power_stats.approximated_consumption.watt`,
+//!   `miner_stats.real_hashrate.last_5s.gigahash_per_second`.
+//!
+//! Each call logs in afresh (one more small request) instead of caching tokens: no state
+//! shared between tasks, and no stale-token bookkeeping across thousands of rigs.
+
+use serde_json::Value;
+
+use super::http::{self, Response};
+use super::{Endpoint, FirmwareClient, FirmwareError, RigState, RigStatus};
+
+/// The two mining actions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// `PUT /api/v1/actions/pause`.
+    Pause,
+    /// `PUT /api/v1/actions/resume`.
+    Resume,
+}
+
+impl Action {
+    fn path(self) -> &'static str {
+        match self {
+            Action::Pause => "/api/v1/actions/pause",
+            Action::Resume => "/api/v1/actions/resume",
+        }
+    }
+}
+
+/// Braiins OS+ `MinerStatus` plus hashrate → [`RigState`]:
+/// 2 (normal) and hashing → `Mining`, 2 not hashing yet or 1 (not started) → `Waking`,
+/// 3 (paused) / 4 (suspended) → `Sleeping` once hashrate is zero, `Stopping` before;
+/// anything else → `Unknown`.
+pub fn derive_state(status: Option<u64>, hashrate_ths: Option<f64>) -> RigState {
+    let hashing = hashrate_ths.is_some_and(|h| h > 0.0);
+    match status {
+        Some(2) if hashing => RigState::Mining,
+        Some(1) | Some(2) => RigState::Waking,
+        Some(3) | Some(4) if hashing => RigState::Stopping,
+        Some(3) | Some(4) => RigState::Sleeping,
+        _ => RigState::Unknown,
+    }
+}
+
+fn short(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+    // Braiins reports errors as {"message": ".."}; fall back to the raw text.
+    serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| text.into_owned())
+}
+
+fn rejected(endpoint: &Endpoint, command: &str, resp: &Response) -> FirmwareError {
+    FirmwareError::Rejected {
+        addr: endpoint.addr,
+        command: command.to_owned(),
+        detail: format!("HTTP {}: {}", resp.status, short(&resp.body)),
+        retryable: resp.status >= 500 || resp.status == 429 || resp.status == 408,
+    }
+}
+
+fn json(endpoint: &Endpoint, command: &str, body: &[u8]) -> Result<Value, FirmwareError> {
+    serde_json::from_slice(body).map_err(|e| FirmwareError::Malformed {
+        addr: endpoint.addr,
+        command: command.to_owned(),
+        detail: format!("not JSON: {e}"),
+    })
+}
+
+async fn login(client: &FirmwareClient, endpoint: &Endpoint) -> Result<String, FirmwareError> {
+    let body = serde_json::json!({
+        "username": endpoint.credentials.user,
+        "password": endpoint.credentials.password(),
+    })
+    .to_string();
+    let path = "/api/v1/auth/login";
+    let resp = http::exchange(client, endpoint.addr, "POST", path, None, body.as_bytes()).await?;
+    match resp.status {
+        200..=299 => {}
+        401 | 403 => {
+            return Err(FirmwareError::LoginRefused {
+                addr: endpoint.addr,
+                detail: format!("HTTP {}: {}", resp.status, short(&resp.body)),
+            });
+        }
+        _ => return Err(rejected(endpoint, "POST /api/v1/auth/login", &resp)),
+    }
+    let v = json(endpoint, "POST /api/v1/auth/login", &resp.body)?;
+    match v.get("token").and_then(Value::as_str) {
+        // The token becomes a header value: refuse one that could break the request.
+        Some(t) if !t.is_empty() && t.len() <= 4096 && t.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(t.to_owned())
+        }
+        _ => Err(FirmwareError::Malformed {
+            addr: endpoint.addr,
+            command: "POST /api/v1/auth/login".into(),
+            detail: "no usable token".into(),
+        }),
+    }
+}
+
+/// An authenticated request, logging in again once if the token is refused.
+async fn authed(
+    client: &FirmwareClient,
+    endpoint: &Endpoint,
+    method: &str,
+    path: &str,
+    token: &mut String,
+) -> Result<Response, FirmwareError> {
+    let command = format!("{method} {path}");
+    for attempt in 0..2 {
+        let resp = http::exchange(client, endpoint.addr, method, path, Some(token), b"").await?;
+        match resp.status {
+            200..=299 => return Ok(resp),
+            401 if attempt == 0 => *token = login(client, endpoint).await?,
+            401 => {
+                return Err(FirmwareError::SessionExpired {
+                    addr: endpoint.addr,
+                    detail: format!("{command}: token refused right after login"),
+                });
+            }
+            _ => return Err(rejected(endpoint, &command, &resp)),
+        }
+    }
+    // Unreachable in practice (the loop returns on its second pass); a typed error is
+    // cheaper than a panic path.
+    Err(FirmwareError::SessionExpired {
+        addr: endpoint.addr,
+        detail: command,
+    })
+}
+
+/// Pause or resume mining.
+pub async fn action(
+    client: &FirmwareClient,
+    endpoint: &Endpoint,
+    action: Action,
+) -> Result<(), FirmwareError> {
+    let mut token = login(client, endpoint).await?;
+    authed(client, endpoint, "PUT", action.path(), &mut token).await?;
+    Ok(())
+}
+
+/// State, power and hashrate from `miner/details` and `miner/stats`.
+pub async fn status(
+    client: &FirmwareClient,
+    endpoint: &Endpoint,
+) -> Result<RigStatus, FirmwareError> {
+    let mut token = login(client, endpoint).await?;
+    let details_path = "/api/v1/miner/details";
+    let stats_path = "/api/v1/miner/stats";
+    let details = authed(client, endpoint, "GET", details_path, &mut token).await?;
+    let details = json(endpoint, details_path, &details.body)?;
+    let stats = authed(client, endpoint, "GET", stats_path, &mut token).await?;
+    let stats = json(endpoint, stats_path, &stats.body)?;
+    let finite = |v: Option<&Value>| v.and_then(Value::as_f64).filter(|x| x.is_finite());
+    let power_w = finite(stats.pointer("/power_stats/approximated_consumption/watt"));
+    let hashrate_ths =
+        finite(stats.pointer("/miner_stats/real_hashrate/last_5s/gigahash_per_second"))
+            .map(|ghs| ghs / 1000.0);
+    let state = derive_state(details.get("status").and_then(Value::as_u64), hashrate_ths);
+    Ok(RigStatus {
+        state,
+        power_w,
+        hashrate_ths,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states() {
+        assert_eq!(derive_state(Some(2), Some(140.0)), RigState::Mining);
+        assert_eq!(derive_state(Some(2), Some(0.0)), RigState::Waking);
+        assert_eq!(derive_state(Some(1), None), RigState::Waking);
+        assert_eq!(derive_state(Some(3), Some(0.0)), RigState::Sleeping);
+        assert_eq!(derive_state(Some(4), None), RigState::Sleeping);
+        assert_eq!(derive_state(Some(3), Some(50.0)), RigState::Stopping);
+        assert_eq!(derive_state(Some(5), Some(0.0)), RigState::Unknown);
+        assert_eq!(derive_state(None, Some(1.0)), RigState::Unknown);
+    }
+
+    #[test]
+    fn error_bodies() {
+        assert_eq!(short(br#"{"message":"bad password"}"#), "bad password");
+        assert_eq!(short(b"oops"), "oops");
+        assert_eq!(short(&[0xff; 300]).chars().count(), 200);
+    }
+}

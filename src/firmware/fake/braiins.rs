@@ -1,0 +1,297 @@
+//! A fake Braiins OS+ rig: the REST API (HTTP/1.1, JSON) with token login and pause/resume.
+//!
+//! Routes: `POST /api/v1/auth/login` (`{"username","password"}` → `{"token","timeout_s"}`, 401
+//! on bad credentials), `PUT /api/v1/actions/pause` and `/resume` (token in `Authorization`;
+//! 401 without a valid one; idempotent like the real API), `GET /api/v1/miner/details`
+//! (`status`: 2 normal, 3 paused, 1 not started while waking) and `GET /api/v1/miner/stats`
+//! (power and hashrate). Replies close the connection; GETs use chunked encoding.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::rig::{FakePhase, RigModel, RigProfile, RigSnapshot};
+use super::{Counters, Faults, READ_TIMEOUT, Server};
+use crate::firmware::http::{self, Request};
+use crate::firmware::{Credentials, Endpoint, FirmwareKind};
+
+/// Largest request body the fake reads.
+const MAX_BODY: usize = 16 * 1024;
+/// Tokens remembered at once (older ones are forgotten: the client logs in again).
+const MAX_TOKENS: usize = 1024;
+
+/// How a [`FakeBraiins`] behaves.
+#[derive(Clone, Debug)]
+pub struct FakeBraiinsConfig {
+    /// The simulated rig.
+    pub profile: RigProfile,
+    /// Accepted login.
+    pub credentials: Credentials,
+}
+
+impl Default for FakeBraiinsConfig {
+    fn default() -> Self {
+        FakeBraiinsConfig {
+            profile: RigProfile {
+                hashrate_ths: 140.0,
+                mining_power_w: 3010.0,
+                sleep_power_w: 15.0,
+                ..RigProfile::default()
+            },
+            credentials: Credentials::new("root", "root"),
+        }
+    }
+}
+
+struct Inner {
+    rig: RigModel,
+    tokens: HashSet<String>,
+    next_token: u64,
+    doom_next: u32,
+    counters: Counters,
+}
+
+struct Shared {
+    config: FakeBraiinsConfig,
+    inner: Mutex<Inner>,
+    faults: Faults,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A fake Braiins OS+ rig listening on `127.0.0.1:<ephemeral>`.
+pub struct FakeBraiins {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    server: Server,
+}
+
+impl FakeBraiins {
+    /// Start a fake with this config.
+    pub async fn start(config: FakeBraiinsConfig) -> std::io::Result<FakeBraiins> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                rig: RigModel::new(config.profile),
+                tokens: HashSet::new(),
+                next_token: 1,
+                doom_next: 0,
+                counters: Counters::default(),
+            }),
+            config,
+            faults: Faults::default(),
+        });
+        let s = shared.clone();
+        let server = Server::spawn(listener, move |stream, cancel| {
+            serve(stream, s.clone(), cancel)
+        });
+        Ok(FakeBraiins {
+            addr,
+            shared,
+            server,
+        })
+    }
+
+    /// The API's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// An [`Endpoint`] for this rig with the credentials it accepts.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint::new(
+            FirmwareKind::Braiins,
+            self.addr,
+            self.shared.config.credentials.clone(),
+        )
+    }
+
+    /// The simulated rig now.
+    pub fn snapshot(&self) -> RigSnapshot {
+        self.shared.lock().rig.snapshot(Instant::now())
+    }
+
+    /// The simulated rig's phase now.
+    pub fn phase(&self) -> FakePhase {
+        self.snapshot().phase
+    }
+
+    /// Requests received so far, by `METHOD path`.
+    pub fn counters(&self) -> Counters {
+        self.shared.lock().counters.clone()
+    }
+
+    /// Invalidate every token handed out so far (as a firmware restart does).
+    pub fn expire_tokens(&self) {
+        self.shared.lock().tokens.clear();
+    }
+
+    /// The next `n` tokens handed out are refused on first use.
+    pub fn expire_next_tokens(&self, n: u32) {
+        self.shared.lock().doom_next = n;
+    }
+
+    /// Hang: read requests, never answer.
+    pub fn set_silent(&self, on: bool) {
+        self.shared.faults.set_silent(on);
+    }
+
+    /// Answer every request with a truncated JSON body.
+    pub fn set_malformed(&self, on: bool) {
+        self.shared.faults.set_malformed(on);
+    }
+
+    /// Acknowledge sleep/wake but leave the rig as it is (tests confirmation deadlines).
+    pub fn set_stuck(&self, on: bool) {
+        self.shared.faults.set_stuck(on);
+    }
+
+    /// Stop serving and wait for open connections to end.
+    pub async fn shutdown(&self) {
+        self.server.shutdown().await;
+    }
+}
+
+async fn serve(mut stream: TcpStream, shared: Arc<Shared>, cancel: CancellationToken) {
+    let request = match tokio::time::timeout(READ_TIMEOUT, read_request(&mut stream)).await {
+        Ok(Some(r)) => r,
+        _ => return,
+    };
+    if shared.faults.silent() {
+        cancel.cancelled().await;
+        return;
+    }
+    let reply = if shared.faults.malformed() {
+        http::encode_response(200, b"{\"status\": 2, \"sticker_hash", false)
+    } else {
+        let (status, body, chunked) = answer(&shared, &request);
+        http::encode_response(status, body.to_string().as_bytes(), chunked)
+    };
+    let _ = stream.write_all(&reply).await;
+    let _ = stream.shutdown().await;
+}
+
+async fn read_request(stream: &mut TcpStream) -> Option<Request> {
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 2048];
+    loop {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 || buf.len() + n > MAX_BODY + http::MAX_HEAD_BYTES {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        match http::parse_request(&buf, MAX_BODY) {
+            Ok(Some(r)) => return Some(r),
+            Ok(None) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+fn unauthorized() -> (u16, Value, bool) {
+    (401, json!({ "message": "Unauthorized" }), false)
+}
+
+fn answer(shared: &Shared, req: &Request) -> (u16, Value, bool) {
+    let now = Instant::now();
+    let route = format!("{} {}", req.method, req.path);
+    let mut inner = shared.lock();
+    let known = matches!(
+        route.as_str(),
+        "POST /api/v1/auth/login"
+            | "PUT /api/v1/actions/pause"
+            | "PUT /api/v1/actions/resume"
+            | "GET /api/v1/miner/details"
+            | "GET /api/v1/miner/stats"
+    );
+    inner.counters.bump(if known { &route } else { "<other>" });
+    if route == "POST /api/v1/auth/login" {
+        let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
+            return (400, json!({ "message": "invalid JSON" }), false);
+        };
+        let creds = &shared.config.credentials;
+        if body.get("username").and_then(Value::as_str) != Some(creds.user.as_str())
+            || body.get("password").and_then(Value::as_str) != Some(creds.password())
+        {
+            return (401, json!({ "message": "Invalid credentials" }), false);
+        }
+        let token = format!(
+            "tok{:016x}",
+            inner.next_token.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        );
+        inner.next_token += 1;
+        if inner.doom_next > 0 {
+            inner.doom_next -= 1;
+        } else {
+            if inner.tokens.len() >= MAX_TOKENS {
+                inner.tokens.clear();
+            }
+            inner.tokens.insert(token.clone());
+        }
+        return (200, json!({ "token": token, "timeout_s": 3600 }), false);
+    }
+    if !known {
+        return (404, json!({ "message": "Not found" }), false);
+    }
+    match req.header("authorization") {
+        Some(t) if inner.tokens.contains(t) => {}
+        _ => return unauthorized(),
+    }
+    match route.as_str() {
+        "PUT /api/v1/actions/pause" => {
+            if !shared.faults.stuck() {
+                inner.rig.sleep(now);
+            }
+            (200, json!({}), false)
+        }
+        "PUT /api/v1/actions/resume" => {
+            if !shared.faults.stuck() {
+                inner.rig.wake(now);
+            }
+            (200, json!({}), false)
+        }
+        "GET /api/v1/miner/details" => {
+            let snap = inner.rig.snapshot(now);
+            let status = match snap.phase {
+                FakePhase::Mining => 2,
+                FakePhase::Stopping | FakePhase::Sleeping => 3,
+                FakePhase::Waking => 1,
+            };
+            let sticker = inner.rig.profile().hashrate_ths * 1000.0;
+            let body = json!({
+                "hostname": "fake-braiins",
+                "miner_identity": { "name": "Antminer S19 XP (fake)" },
+                "status": status,
+                "sticker_hashrate": { "gigahash_per_second": sticker },
+            });
+            (200, body, true)
+        }
+        _ => {
+            let snap = inner.rig.snapshot(now);
+            (200, stats(snap), true)
+        }
+    }
+}
+
+fn stats(snap: RigSnapshot) -> Value {
+    let ghs = snap.hashrate_ths * 1000.0;
+    json!({
+        "miner_stats": {
+            "real_hashrate": { "last_5s": { "gigahash_per_second": ghs } },
+        },
+        "power_stats": {
+            "approximated_consumption": { "watt": snap.power_w.round() as i64 },
+        },
+    })
+}

@@ -1,0 +1,163 @@
+//! Protocol-faithful fakes of the firmware APIs, for tests and `hashshift demo`.
+//!
+//! Each fake is a real server on `127.0.0.1:0` in this process, speaking the firmware's wire
+//! protocol (not a mock of our adapter), over a simulated rig ([`RigModel`]) whose power and
+//! hashrate follow the commands with configurable delays:
+//! - [`FakeLuxos`]: the LuxOS 4028 JSON API — one request per connection, `logon` sessions that
+//!   expire when idle, "session in use" while another session holds the rig, `curtail`,
+//!   `config`/`power`/`summary`/`session`/`logoff`, replies with cgminer's quirks (trailing NUL,
+//!   `inf`/`nan`, `}{`).
+//! - [`FakeBraiins`]: the Braiins OS+ REST API — token login, `actions/pause`/`resume`,
+//!   `miner/details`/`miner/stats`, chunked and Content-Length bodies.
+//!
+//! Both expose their state to tests ([`FakeLuxos::snapshot`], command counters) and fault
+//! switches: [`Faults::silent`] (accept, read, never answer), [`Faults::malformed`] (broken
+//! replies), [`Faults::stuck`] (commands acknowledged, rig unchanged). They stop when dropped
+//! or on `shutdown()`.
+//!
+//! Each fake keeps its state behind one `std::sync::Mutex`, never held across an `.await`:
+//! the fakes are per-rig, so there is no contention between rigs.
+
+mod braiins;
+mod luxos;
+mod rig;
+
+pub use braiins::{FakeBraiins, FakeBraiinsConfig};
+pub use luxos::{FakeLuxos, FakeLuxosConfig};
+pub use rig::{FakePhase, RigModel, RigProfile, RigSnapshot};
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Most connections a fake serves at once; more wait in the accept queue (a fake is one rig,
+/// and a real rig's API serves a handful).
+const MAX_CONNECTIONS: usize = 64;
+
+/// How long a fake waits for a complete request before dropping the connection.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Fault switches shared by the fakes (set from tests at any time).
+#[derive(Debug, Default)]
+pub struct Faults {
+    silent: AtomicBool,
+    malformed: AtomicBool,
+    stuck: AtomicBool,
+}
+
+impl Faults {
+    /// Accept connections and read requests but never answer (a hung rig).
+    pub fn silent(&self) -> bool {
+        self.silent.load(Ordering::Relaxed)
+    }
+
+    /// Answer with broken replies (truncated JSON).
+    pub fn malformed(&self) -> bool {
+        self.malformed.load(Ordering::Relaxed)
+    }
+
+    /// Acknowledge sleep/wake commands but leave the rig as it is (a firmware that lies, a
+    /// rig fed around its control board): what a confirmation deadline must catch.
+    pub fn stuck(&self) -> bool {
+        self.stuck.load(Ordering::Relaxed)
+    }
+
+    fn set_stuck(&self, on: bool) {
+        self.stuck.store(on, Ordering::Relaxed);
+    }
+
+    fn set_silent(&self, on: bool) {
+        self.silent.store(on, Ordering::Relaxed);
+    }
+
+    fn set_malformed(&self, on: bool) {
+        self.malformed.store(on, Ordering::Relaxed);
+    }
+}
+
+/// Counts of commands a fake received, by command name (LuxOS command or `METHOD path`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters(BTreeMap<String, u64>);
+
+impl Counters {
+    /// How many times `command` was received.
+    pub fn get(&self, command: &str) -> u64 {
+        self.0.get(command).copied().unwrap_or(0)
+    }
+
+    fn bump(&mut self, command: &str) {
+        // Bounded: only names the fake knows are counted individually.
+        *self.0.entry(command.to_owned()).or_insert(0) += 1;
+    }
+
+    /// All counts.
+    pub fn all(&self) -> &BTreeMap<String, u64> {
+        &self.0
+    }
+}
+
+/// The accept loop and task bookkeeping every fake shares.
+struct Server {
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Server {
+    /// Serve `listener` until cancelled, one task per connection running `handle`.
+    fn spawn<F, Fut>(listener: TcpListener, handle: F) -> Server
+    where
+        F: Fn(TcpStream, CancellationToken) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let (c, t) = (cancel.clone(), tracker.clone());
+        tracker.spawn(async move {
+            loop {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
+                let accepted = tokio::select! {
+                    () = c.cancelled() => return,
+                    r = listener.accept() => r,
+                };
+                match accepted {
+                    Ok((stream, _)) => {
+                        let conn = handle(stream, c.clone());
+                        let c = c.clone();
+                        t.spawn(async move {
+                            tokio::select! {
+                                () = c.cancelled() => {}
+                                () = conn => {}
+                            }
+                            drop(permit);
+                        });
+                    }
+                    // Out of descriptors and the like: back off instead of spinning.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                }
+            }
+        });
+        tracker.close();
+        Server { cancel, tracker }
+    }
+
+    async fn shutdown(&self) {
+        self.cancel.cancel();
+        self.tracker.wait().await;
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
