@@ -156,7 +156,7 @@ impl Proxy {
                     config,
                     manager.clone(),
                     audit.clone(),
-                    crate::control::power::firmware_factory(),
+                    crate::control::power::adapters::firmware_factory(),
                     gpu,
                     admin_stop.clone(),
                     &admin,

@@ -76,11 +76,12 @@ pub struct RigGroup {
     /// efficient first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub j_per_th: Option<f64>,
-    /// Management API kind (`luxos`, ...); absent: these rigs cannot be slept by hashshift
-    /// (their power still counts).
+    /// Management API kind (`luxos`, `braiins`); absent: these rigs cannot be slept by
+    /// hashshift (their power still counts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub firmware: Option<String>,
-    /// Port of the management API on the rig's address.
+    pub firmware: Option<crate::firmware::FirmwareKind>,
+    /// Port of the management API on the rig's address (default: the firmware's own, 4028
+    /// for LuxOS, 80 for Braiins OS+).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_port: Option<u16>,
     /// Management API user.
@@ -246,8 +247,13 @@ pub(super) fn validate(
                 format!("{bad:?} is not ADDR/PREFIX"),
             ));
         }
-        if g.firmware.is_some() && g.api_port.is_none() {
-            return Err(invalid(key("api_port"), "required with firmware"));
+        if let Some(var) = &g.password_env {
+            if var.is_empty() {
+                return Err(invalid(
+                    key("password_env"),
+                    "must name an environment variable",
+                ));
+            }
         }
     }
     for (i, r) in rigs.iter().enumerate() {

@@ -70,6 +70,11 @@ impl Honest {
         Ok(all)
     }
 
+    /// Whether it is still mining (not stopped, not disconnected).
+    pub fn is_running(&self) -> bool {
+        !self.task.is_finished()
+    }
+
     /// Shares accepted so far.
     pub fn accepted(&self) -> u64 {
         self.accepted.load(Ordering::Relaxed)

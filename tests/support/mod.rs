@@ -3,6 +3,7 @@
 
 pub mod honest;
 pub mod miner;
+pub mod rig;
 pub mod site;
 pub mod sv2_miner;
 pub mod sv2_site;

@@ -1,10 +1,85 @@
-//! The real world behind [`super::ports`]: the GPU scheduler adapters of [`crate::gpu`], and
-//! the admin socket as the GPU side when no scheduler is configured.
+//! The real world behind [`super::ports`]: the firmware adapters of [`crate::firmware`], the
+//! GPU scheduler adapters of [`crate::gpu`], and the admin socket as the GPU side when no
+//! scheduler is configured.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::ports::{BoxFuture, GpuControl, GpuLoad};
+use super::ports::{BoxFuture, FirmwareState, FirmwareStatus, GpuControl, GpuLoad, RigControl};
+use super::rigs::ControlFactory;
+use crate::config::RigGroup;
+use crate::firmware::{Credentials, Endpoint, FirmwareClient, RigState};
 use crate::gpu::GpuScheduler;
+
+/// A rig's management API through [`crate::firmware`].
+pub struct Firmware {
+    client: FirmwareClient,
+    endpoint: Endpoint,
+}
+
+impl RigControl for Firmware {
+    fn sleep(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            self.client
+                .sleep(&self.endpoint)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn wake(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            self.client
+                .wake(&self.endpoint)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn status(&self) -> BoxFuture<'_, Result<FirmwareStatus, String>> {
+        Box::pin(async move {
+            let s = self
+                .client
+                .status(&self.endpoint)
+                .await
+                .map_err(|e| e.to_string())?;
+            let state = match s.state {
+                RigState::Mining => FirmwareState::Mining,
+                RigState::Sleeping => FirmwareState::Sleeping,
+                RigState::Waking => FirmwareState::Waking,
+                // Stopping still hashes at full power: not asleep yet.
+                _ => FirmwareState::Unknown,
+            };
+            Ok(FirmwareStatus {
+                state,
+                power_w: s.power_w,
+            })
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("{} {}", self.endpoint.kind, self.endpoint.addr)
+    }
+}
+
+/// Management API clients for rig groups with a `firmware`: the password comes from the
+/// group's `password_env` when the client is made (so a rotated secret is picked up by the
+/// next rig that connects).
+pub fn firmware_factory() -> ControlFactory {
+    Arc::new(|group: &RigGroup, addr: SocketAddr| {
+        let kind = group.firmware?;
+        let password = group
+            .password_env
+            .as_deref()
+            .and_then(|v| std::env::var(v).ok())
+            .unwrap_or_default();
+        let user = group.username.clone().unwrap_or_else(|| "root".to_owned());
+        Some(Arc::new(Firmware {
+            client: FirmwareClient::default(),
+            endpoint: Endpoint::new(kind, addr, Credentials::new(user, password)),
+        }) as Arc<dyn RigControl>)
+    })
+}
 
 impl GpuControl for GpuScheduler {
     fn set_budget_kw(&self, kw: f64) -> BoxFuture<'_, Result<(), String>> {

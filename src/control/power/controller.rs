@@ -68,6 +68,15 @@ pub(super) struct Controller {
 
 impl Controller {
     pub async fn run(mut self, mut requests: mpsc::Receiver<Request>, shutdown: CancellationToken) {
+        // Rigs restored from disk are not connected (asleep ones never will be until woken):
+        // their management API comes from the config.
+        let known: Vec<RigId> = self.arbiter.rigs().map(|r| r.info.id).collect();
+        for id in known {
+            self.registry.ensure(&id);
+            if let (Some(e), Some(v)) = (self.registry.rigs.get_mut(&id), self.arbiter.rig(&id)) {
+                e.announced = Some(v.info);
+            }
+        }
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -173,9 +182,13 @@ impl Controller {
                 self.status_in_flight = self.status_in_flight.saturating_sub(1);
                 let Ok(status) = r else { return };
                 let state = self.arbiter.rig(&rig).map(|v| v.state);
+                // The figure the arbiter needs is the rig's draw when mining: a reading taken
+                // asleep or waking would make waking it look free.
                 if let Some(entry) = self.registry.rigs.get_mut(&rig) {
-                    if let Some(w) = status.power_w.filter(|w| w.is_finite() && *w >= 0.0) {
-                        entry.firmware_power = Some((w, Instant::now()));
+                    if status.state == FirmwareState::Mining {
+                        if let Some(w) = status.power_w.filter(|w| w.is_finite() && *w > 0.0) {
+                            entry.firmware_power = Some((w, Instant::now()));
+                        }
                     }
                 }
                 // Only settled states are news: a rig found asleep that we did not put to

@@ -275,12 +275,6 @@ pub fn start(
     Ok(Some(PowerHandle { tx, view }))
 }
 
-/// Management API clients for rig groups: none yet (every sleep is reported as needing a
-/// person) until the firmware adapters are wired in.
-pub fn firmware_factory() -> ControlFactory {
-    Arc::new(|_group, _addr| None)
-}
-
 /// Whether `path` holds a persisted plan (for tests and tools).
 pub fn has_state(dir: &Path) -> bool {
     dir.join(persist::FILE_NAME).exists()

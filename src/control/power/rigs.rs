@@ -161,6 +161,43 @@ impl Registry {
         }
     }
 
+    /// Makes sure a rig known by id only (restored from disk, not connected) has an entry,
+    /// with its management API if the config gives its address.
+    pub fn ensure(&mut self, id: &RigId) {
+        if self.rigs.contains_key(id) {
+            return;
+        }
+        let group = match self.overrides.get(&id.0).and_then(|o| o.group.as_ref()) {
+            Some(name) => self.groups.iter().position(|g| &g.name == name),
+            None => self.groups.iter().position(|g| {
+                g.workers
+                    .iter()
+                    .any(|p| crate::config::glob_match(p, &id.0))
+            }),
+        };
+        let control = match (
+            group.and_then(|g| self.groups.get(g)),
+            self.overrides.get(&id.0).and_then(|o| o.management),
+        ) {
+            (Some(g), Some(addr)) => (self.factory)(g, addr),
+            _ => None,
+        };
+        self.rigs.insert(
+            id.clone(),
+            RigEntry {
+                id: id.clone(),
+                group,
+                conns: Vec::new(),
+                address: None,
+                control,
+                hashrate: 0.0,
+                last_share_unix_ms: 0,
+                firmware_power: None,
+                announced: None,
+            },
+        );
+    }
+
     /// A rig's management API address: its override, else its Stratum address with the
     /// group's API port.
     fn management_address(
@@ -172,7 +209,8 @@ impl Registry {
         if let Some(addr) = self.overrides.get(worker).and_then(|o| o.management) {
             return Some(addr);
         }
-        let port = group.and_then(|g| self.groups.get(g))?.api_port?;
+        let g = group.and_then(|g| self.groups.get(g))?;
+        let port = g.api_port.or(g.firmware.map(|k| k.default_port()))?;
         Some(SocketAddr::new(peer.ip(), port))
     }
 

@@ -1,0 +1,111 @@
+//! A simulated rig with a management API: a fake LuxOS controller (`firmware::fake`) and an
+//! honest SV1 miner that mines only while the fake says the rig hashes. When the rig falls
+//! asleep its miner stops (shares stop, as on a real rig); when it wakes, a new miner
+//! connects, as firmware reconnecting after a wake does.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Result;
+use hashshift::firmware::fake::{FakeLuxos, FakeLuxosConfig, FakePhase, RigProfile};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::honest::Honest;
+
+/// A running simulated rig.
+pub struct SimRig {
+    pub worker: String,
+    pub firmware: Arc<FakeLuxos>,
+    /// Times its miner connected (1 at start, +1 per wake).
+    pub connects: Arc<AtomicU64>,
+    stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl SimRig {
+    /// A rig named `worker` whose management API is up; it mines once [`SimRig::mine`] says
+    /// where.
+    pub async fn new(worker: &str, profile: RigProfile) -> Result<SimRig> {
+        let firmware = Arc::new(
+            FakeLuxos::start(FakeLuxosConfig {
+                profile,
+                ..FakeLuxosConfig::default()
+            })
+            .await?,
+        );
+        Ok(SimRig {
+            worker: worker.to_owned(),
+            firmware,
+            connects: Arc::new(AtomicU64::new(0)),
+            stop: CancellationToken::new(),
+            task: None,
+        })
+    }
+
+    /// Starts mining into the proxy at `proxy` (whenever the firmware says it hashes).
+    pub fn mine(&mut self, proxy: SocketAddr) {
+        self.task = Some(tokio::spawn(run(
+            proxy,
+            self.worker.clone(),
+            self.firmware.clone(),
+            self.connects.clone(),
+            self.stop.clone(),
+        )));
+    }
+
+    /// The fake's phase.
+    pub fn phase(&self) -> FakePhase {
+        self.firmware.phase()
+    }
+
+    /// Stops the rig's miner (the fake stays up until dropped).
+    pub async fn stop(self) {
+        self.stop.cancel();
+        if let Some(t) = self.task {
+            let _ = t.await;
+        }
+    }
+}
+
+async fn run(
+    proxy: SocketAddr,
+    worker: String,
+    firmware: Arc<FakeLuxos>,
+    connects: Arc<AtomicU64>,
+    stop: CancellationToken,
+) {
+    let mut miner: Option<Honest> = None;
+    loop {
+        let hashing = matches!(firmware.phase(), FakePhase::Mining | FakePhase::Stopping);
+        match (&miner, hashing) {
+            (None, true) => {
+                if let Ok(m) = Honest::start(proxy, &worker).await {
+                    connects.fetch_add(1, Ordering::Relaxed);
+                    miner = Some(m);
+                }
+            }
+            (Some(_), false) => {
+                if let Some(m) = miner.take() {
+                    let _ = m.stop().await;
+                }
+            }
+            // Disconnected while hashing (kicked, proxy restart): reconnect, as firmware does.
+            (Some(m), true) if !m.is_running() => {
+                if let Some(m) = miner.take() {
+                    let _ = m.stop().await;
+                }
+            }
+            _ => {}
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+    if let Some(m) = miner {
+        let _ = m.stop().await;
+    }
+}
