@@ -9,106 +9,16 @@
 //! by suspend → node drain/resume. It uses its own reservation (`hashshift_test_hold`) and job
 //! name, cleans both up before and after, and is bounded in time, so it can run twice.
 
-use std::process::Stdio;
+mod support;
+
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use hashshift::gpu::{GpuDemand, GpuScheduler, ShedAction, ShedMode, SlurmConfig, SlurmScheduler};
-use tokio::process::Command;
+use support::slurm::{enabled, sbatch, sh, wait_job};
 
 const JOB_NAME: &str = "hashshift-gpu-test";
 const RESERVATION: &str = "hashshift_test_hold";
-
-fn enabled() -> bool {
-    std::env::var("HASHSHIFT_SLURM").is_ok_and(|v| v == "1")
-}
-
-async fn sh(program: &str, args: &[&str]) -> Result<String> {
-    let out = tokio::time::timeout(
-        Duration::from_secs(15),
-        Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .with_context(|| format!("{program} {args:?} timed out"))?
-    .with_context(|| format!("cannot run {program}"))?;
-    ensure!(
-        out.status.success(),
-        "{program} {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-/// Submits `sleep secs` needing `kw` power licenses; returns the job id.
-async fn sbatch(kw: u32, secs: u32) -> Result<u64> {
-    let lic = format!("power_kw:{kw}");
-    let wrap = format!("sleep {secs}");
-    let id = sh(
-        "sbatch",
-        &[
-            "--parsable",
-            "-J",
-            JOB_NAME,
-            "-L",
-            &lic,
-            "-o",
-            "/dev/null",
-            "--chdir",
-            "/tmp",
-            "--wrap",
-            &wrap,
-        ],
-    )
-    .await?;
-    id.split(';')
-        .next()
-        .unwrap_or("")
-        .parse()
-        .with_context(|| format!("sbatch printed {id:?}"))
-}
-
-/// `(state, reason)` of a job, `None` once Slurm forgot it.
-async fn job(id: u64) -> Result<Option<(String, String)>> {
-    let out = sh(
-        "squeue",
-        &["-h", "-t", "all", "-j", &id.to_string(), "-o", "%T|%r"],
-    )
-    .await;
-    let out = match out {
-        Ok(o) => o,
-        Err(e) if e.to_string().contains("Invalid job id") => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    Ok(out
-        .split_once('|')
-        .map(|(s, r)| (s.to_owned(), r.to_owned())))
-}
-
-/// Polls `job(id)` every 100 ms until `pred` holds, at most `within`.
-async fn wait_job(
-    id: u64,
-    within: Duration,
-    pred: impl Fn(&str, &str) -> bool,
-) -> Result<(String, String)> {
-    let deadline = Instant::now() + within;
-    loop {
-        let now = job(id)
-            .await?
-            .unwrap_or_else(|| ("GONE".into(), String::new()));
-        if pred(&now.0, &now.1) {
-            return Ok(now);
-        }
-        if Instant::now() > deadline {
-            bail!("job {id} still {now:?} after {within:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 async fn wait_demand(
     s: &GpuScheduler,
@@ -174,7 +84,7 @@ async fn scenario() -> Result<()> {
     // Budget 0: the hold reservation takes every license; a 10 kW job pends on Licenses.
     sched.set_budget_kw(0.0).await?;
     ensure!(slurm.held_licenses().await? == Some(total));
-    let j1 = sbatch(10, 2).await?;
+    let j1 = sbatch(JOB_NAME, 10, 2).await?;
     let (st, why) = wait_job(j1, Duration::from_secs(20), |_, r| r != "None").await?;
     ensure!(
         st == "PENDING" && why == "Licenses",
@@ -207,7 +117,7 @@ async fn scenario() -> Result<()> {
 
     // Shed 5 kW by requeue: the running 10 kW job is requeued (10 kW freed), the budget drops
     // to running - shed = 5 kW, so the requeued job (10 kW) cannot restart.
-    let j2 = sbatch(10, 120).await?;
+    let j2 = sbatch(JOB_NAME, 10, 120).await?;
     wait_job(j2, Duration::from_secs(15), |s, _| s == "RUNNING").await?;
     let d = sched.demand().await?;
     ensure!(d.running_kw == 10.0, "demand while running {d:?}");
@@ -243,7 +153,7 @@ async fn scenario() -> Result<()> {
     // Shed by suspend: the job stops but keeps its licenses; resume continues it.
     let susp = SlurmScheduler::new(config(ShedMode::Suspend))?;
     susp.set_budget_kw(10.0).await?;
-    let j3 = sbatch(10, 120).await?;
+    let j3 = sbatch(JOB_NAME, 10, 120).await?;
     wait_job(j3, Duration::from_secs(15), |s, _| s == "RUNNING").await?;
     let out = susp.shed(10.0, "test: suspend").await?;
     println!("shed (suspend): {out:?}");

@@ -3,8 +3,10 @@
 
 pub mod honest;
 pub mod miner;
+pub mod power_site;
 pub mod rig;
 pub mod site;
+pub mod slurm;
 pub mod sv2_miner;
 pub mod sv2_site;
 pub mod wire;

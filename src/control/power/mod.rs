@@ -233,7 +233,9 @@ pub fn start(
         None => Arbiter::new(settings, now)?,
     };
     let (tx, requests) = mpsc::channel(256);
-    let (budget_tx, budget_rx) = watch::channel(None);
+    // The grant in force (0, or the persisted one) is applied at once: until then the
+    // scheduler may hand out power mining is using.
+    let (budget_tx, budget_rx) = watch::channel(Some(arbiter.gpu_granted().kw()));
     let (view_tx, view) = watch::channel(Arc::new(PowerView {
         snapshot: arbiter.snapshot(),
         rigs: HashMap::new(),
