@@ -36,7 +36,8 @@
 //!    `Unknown` (drawing). The restored plan is the pre-restart plan, so nothing wakes unless
 //!    it calls for it, and the first wake waits one `resume_interval` (time for the integrator
 //!    to confirm rig states and GPU demand). Pinned rigs are never woken by the arbiter, and a
-//!    rig found asleep without a sleep command from us (relay trip, another tool) is pinned.
+//!    rig found asleep without a sleep command from us (a new rig observed asleep, a mining rig
+//!    confirmed asleep: relay trip, another tool) is pinned.
 //!
 //! The target grant is `min(max(wanted, in_use), budget − unsheddable)`: the GPU side has
 //! priority over mining (mining is the interruptible load).
@@ -472,9 +473,11 @@ impl Arbiter {
         let mut pinned_asleep = false;
         match confirmation {
             Confirmation::Asleep => {
-                // Asleep without our sleep command (relay trip, another tool): pin it, so it
-                // is never re-energised on our own.
-                if from != RigState::Draining && from != RigState::Asleep && rig.pin.is_none() {
+                // A rig we believed hashing fell asleep without our command (relay trip,
+                // another tool): pin it, so it is never re-energised on our own. From waking,
+                // fault or unknown, our own command history explains it (a wake that did not
+                // take, a sleep whose reply was lost, a command in flight across a restart).
+                if from == RigState::Mining && rig.pin.is_none() {
                     rig.pin = Some(found_asleep_pin());
                     pinned_asleep = true;
                 }

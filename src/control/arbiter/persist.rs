@@ -82,7 +82,12 @@ pub(super) fn restore(
         return Err(ArbiterError::TooManyRigs(MAX_RIGS));
     }
     let mut arbiter = Arbiter::new(settings, now)?;
-    let deadline = now + arbiter.settings.confirm_deadline;
+    // The command in flight may have been a wake: give it the longer of the two deadlines.
+    let deadline = now
+        + arbiter
+            .settings
+            .confirm_deadline
+            .max(arbiter.settings.wake_deadline);
     for r in state.rigs {
         let (rig_state, rig_deadline) = match r.state {
             RigState::Asleep => (RigState::Asleep, None),

@@ -273,7 +273,7 @@ impl Arbiter {
     }
 
     fn command_wake(&mut self, now: Duration, id: &RigId) {
-        let deadline = now + self.settings.confirm_deadline;
+        let deadline = now + self.settings.wake_deadline;
         if let Some(rig) = self.rigs.get_mut(id) {
             rig.state = RigState::Waking;
             rig.deadline = Some(deadline);

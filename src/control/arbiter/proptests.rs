@@ -83,6 +83,7 @@ fn settings(cap: u16, headroom: u16) -> Settings {
         resume_batch: 3,
         resume_interval: Duration::from_secs(20),
         confirm_deadline: Duration::from_secs(60),
+        wake_deadline: Duration::from_secs(200),
         hysteresis: Watts(300),
     }
 }
@@ -274,8 +275,9 @@ fn check(
         match action {
             Action::Wake { rig, .. } => {
                 let prev = &before[rig];
-                // Asleep, or confirmed asleep by this very step.
-                prop_assert!(matches!(prev.state, RigState::Asleep | RigState::Draining));
+                // Asleep, or confirmed asleep by this very step; never a rig we believed
+                // mining (found asleep on its own: pinned).
+                prop_assert!(prev.state != RigState::Mining);
                 // Pinned now (the step may be the operator's resume that unpinned it).
                 let pinned = a.rig(rig).is_some_and(|r| r.pinned.is_some());
                 prop_assert!(!pinned, "woke a pinned rig");

@@ -29,6 +29,7 @@ fn settings(cap_kw: f64) -> Settings {
         resume_batch: 2,
         resume_interval: t(30),
         confirm_deadline: t(60),
+        wake_deadline: t(300),
         hysteresis: Watts::ZERO,
     }
 }

@@ -123,8 +123,13 @@ pub struct Settings {
     pub resume_batch: u32,
     /// The window of `resume_batch`.
     pub resume_interval: Duration,
-    /// A sleep/wake command not confirmed within this is escalated (once). Non-zero.
+    /// A sleep command (or a rig in unknown state) not confirmed within this is escalated
+    /// (once). Non-zero. Sleeps confirm in seconds; this bounds how long a silent rig delays a
+    /// shed (others are drained in its place once it is escalated).
     pub confirm_deadline: Duration,
+    /// A wake command not confirmed within this is escalated (once). Non-zero. Longer than
+    /// `confirm_deadline`: a wake ramps like a reboot (minutes).
+    pub wake_deadline: Duration,
     /// Resume hysteresis: a rig is woken only if, after it, at least this much of the budget
     /// stays free for what the GPU side is owed; so a small rise in GPU demand right after a
     /// resume does not drain the rig again (no flapping).
@@ -133,14 +138,15 @@ pub struct Settings {
 
 impl Settings {
     /// Settings with the given cap and documented defaults: no headroom, 10 wakes per 30 s,
-    /// 120 s confirmation deadline, 1 kW hysteresis.
+    /// 90 s sleep confirmation deadline, 600 s wake deadline, 1 kW hysteresis.
     pub fn new(site_cap: Watts) -> Settings {
         Settings {
             site_cap,
             headroom: Watts::ZERO,
             resume_batch: 10,
             resume_interval: Duration::from_secs(30),
-            confirm_deadline: Duration::from_secs(120),
+            confirm_deadline: Duration::from_secs(90),
+            wake_deadline: Duration::from_secs(600),
             hysteresis: Watts(1000),
         }
     }
@@ -160,6 +166,11 @@ impl Settings {
         if self.confirm_deadline.is_zero() {
             return Err(ArbiterError::InvalidSettings(
                 "confirm_deadline must be non-zero",
+            ));
+        }
+        if self.wake_deadline.is_zero() {
+            return Err(ArbiterError::InvalidSettings(
+                "wake_deadline must be non-zero",
             ));
         }
         if self.headroom >= self.site_cap {
@@ -330,6 +341,7 @@ pub enum Reason {
 /// input and carry them out in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Action {
     /// Command the rig to sleep; report the outcome with `handle_confirmation`.
     Sleep {

@@ -1,0 +1,562 @@
+//! 24 hours of a site at accelerated time: the power arbiter driving 300 rigs of mixed models
+//! (FIELD-NOTES typical rigs) against random GPU demand, random grid curtailments and firmware
+//! that confirms after random delays, sometimes fails and sometimes never answers.
+//!
+//! A discrete-event simulation (no sockets, no sleeping): the clock jumps from one event to
+//! the next, so a simulated day takes well under a second of real time. After every input to
+//! the arbiter the invariants are checked (cap never raised over by the arbiter, break before
+//! make, mining shed before the GPU, staggered resume, escalation of every overdue rig), and
+//! the figures are printed (`cargo test --test arbiter_sim -- --nocapture`).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::time::{Duration, Instant};
+
+use hashshift::control::arbiter::{
+    Action, Arbiter, Confirmation, Curtailment, GpuDemand, GroupId, Observed, RigId, RigInfo,
+    RigState, Settings, Watts,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+const RIGS: usize = 300;
+/// 40 DGX H100 nodes at 10.2 kW.
+const GPU_NODE_W: u64 = 10_200;
+const GPU_NODES: u64 = 40;
+
+/// (model, watts, J/TH, group, priority, share of the fleet in %).
+const MODELS: [(&str, u64, f64, &str, i32, usize); 4] = [
+    ("S19", 3250, 34.0, "legacy", 0, 30),
+    ("S19XP", 3010, 21.5, "main", 1, 30),
+    ("S21", 3500, 17.5, "main", 1, 27),
+    ("S21XP", 3645, 13.5, "flagship", 2, 13),
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Ev {
+    /// The firmware answers command `seq` of rig `rig`.
+    Firmware {
+        rig: usize,
+        seq: u64,
+        confirmation: ConfirmationKey,
+    },
+    /// GPU demand changes.
+    GpuChange,
+    /// The GPU scheduler reports its demand (jobs started/stopped after a budget change).
+    GpuReport,
+    /// A grid curtailment starts.
+    GridEvent,
+    /// An operator clears the curtailment early.
+    GridClear { id: u64 },
+}
+
+/// `Confirmation` is not `Ord`; the heap needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum ConfirmationKey {
+    Asleep,
+    Awake,
+    Failed,
+}
+
+impl From<ConfirmationKey> for Confirmation {
+    fn from(k: ConfirmationKey) -> Confirmation {
+        match k {
+            ConfirmationKey::Asleep => Confirmation::Asleep,
+            ConfirmationKey::Awake => Confirmation::Awake,
+            ConfirmationKey::Failed => Confirmation::CommandFailed,
+        }
+    }
+}
+
+#[derive(Default, Debug)]
+struct Figures {
+    inputs: u64,
+    sleeps: u64,
+    wakes: u64,
+    escalations: u64,
+    gpu_budget_changes: u64,
+    gpu_shed_requests: u64,
+    curtailments: u64,
+    never_confirmed: u64,
+    /// Arbiter-caused: a wake or a bigger grant with drawing + grant over the budget.
+    cap_violations: u64,
+    /// A grant grown while not covered by confirmed-asleep power.
+    bbm_violations: u64,
+    /// GPU asked to shed while mining could still shed.
+    shed_order_violations: u64,
+    /// More wakes than the batch in one interval.
+    stagger_violations: u64,
+    /// A rig past its deadline, not escalated.
+    escalation_violations: u64,
+    /// Over the budget because of an outside event (curtailment): how long until back under.
+    shed_latencies: Vec<Duration>,
+    /// From a GPU demand rise to the grant reaching the target.
+    grant_latencies: Vec<Duration>,
+    /// max (drawing + grant) / budget while not shedding.
+    max_utilisation: f64,
+    /// Time-weighted mean of (drawing + grant) / budget.
+    utilisation_area: f64,
+    max_gpu_granted: Watts,
+}
+
+struct Sim {
+    rng: StdRng,
+    now: Duration,
+    arbiter: Arbiter,
+    ids: Vec<RigId>,
+    /// Per rig: the sequence number of its latest command (stale answers are dropped, as the
+    /// integrator correlates answers with commands).
+    seq: Vec<u64>,
+    /// Per rig: whether its latest command was a sleep.
+    last_was_sleep: Vec<bool>,
+    heap: BinaryHeap<Reverse<(Duration, u64, Ev)>>,
+    tiebreak: u64,
+    gpu_wanted: Watts,
+    gpu_want_since: Option<Duration>,
+    curtail_id: u64,
+    wake_times: VecDeque<Duration>,
+    over_since: Option<Duration>,
+    last_sample: Duration,
+    figures: Figures,
+    settings: Settings,
+}
+
+impl Sim {
+    fn new(seed: u64) -> Sim {
+        let settings = Settings {
+            site_cap: Watts::from_kw(1100.0),
+            headroom: Watts::from_kw(20.0),
+            resume_batch: 10,
+            resume_interval: Duration::from_secs(30),
+            confirm_deadline: Duration::from_secs(90),
+            wake_deadline: Duration::from_secs(420),
+            hysteresis: Watts::from_kw(2.0),
+        };
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut arbiter = Arbiter::new(settings.clone(), Duration::ZERO).expect("settings");
+        let mut ids = Vec::new();
+        for i in 0..RIGS {
+            let pick = i * 100 / RIGS;
+            let mut acc = 0;
+            let model = MODELS
+                .iter()
+                .find(|m| {
+                    acc += m.5;
+                    pick < acc
+                })
+                .unwrap_or(&MODELS[0]);
+            // Power figures vary ±5% around nameplate; 5% of rigs have no known efficiency.
+            let power = Watts((model.1 as f64 * rng.random_range(0.95..1.05)) as u64);
+            let efficiency = (!rng.random_bool(0.05)).then_some(model.2);
+            let id = RigId(format!("{}-{i:03}", model.0));
+            let info = RigInfo {
+                id: id.clone(),
+                group: GroupId(model.3.to_owned()),
+                priority: model.4,
+                power,
+                efficiency,
+            };
+            arbiter
+                .handle_rig(Duration::ZERO, info, Observed::Mining)
+                .expect("rig");
+            ids.push(id);
+        }
+        let mut sim = Sim {
+            rng,
+            now: Duration::ZERO,
+            arbiter,
+            seq: vec![0; ids.len()],
+            last_was_sleep: vec![false; ids.len()],
+            ids,
+            heap: BinaryHeap::new(),
+            tiebreak: 0,
+            gpu_wanted: Watts::ZERO,
+            gpu_want_since: None,
+            curtail_id: 0,
+            wake_times: VecDeque::new(),
+            over_since: None,
+            last_sample: Duration::ZERO,
+            figures: Figures::default(),
+            settings,
+        };
+        sim.drain_outputs(Watts::ZERO);
+        sim.at(Duration::from_secs(60), Ev::GpuChange);
+        let first_grid = sim.exp(Duration::from_secs(2 * 3600));
+        sim.at(first_grid, Ev::GridEvent);
+        sim
+    }
+
+    fn at(&mut self, delay: Duration, ev: Ev) {
+        self.tiebreak += 1;
+        self.heap
+            .push(Reverse((self.now + delay, self.tiebreak, ev)));
+    }
+
+    /// An exponentially distributed delay with this mean.
+    fn exp(&mut self, mean: Duration) -> Duration {
+        let u: f64 = self.rng.random_range(f64::EPSILON..1.0);
+        mean.mul_f64(-u.ln())
+    }
+
+    fn secs(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(self.rng.random_range(lo * 1000..hi * 1000))
+    }
+
+    fn run(mut self) -> Figures {
+        loop {
+            let next_ev = self.heap.peek().map(|Reverse((t, _, _))| *t);
+            let next_timeout = self.arbiter.poll_timeout();
+            let next = match (next_ev, next_timeout) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => a.or(b).expect("the GPU and grid processes never stop"),
+            };
+            if next > DAY {
+                break;
+            }
+            self.sample(next);
+            self.now = next;
+            let grant_before = self.arbiter.gpu_granted();
+            if next_timeout == Some(next) {
+                self.arbiter.handle_timeout(next);
+                self.drain_outputs(grant_before);
+                continue;
+            }
+            let Some(Reverse((_, _, ev))) = self.heap.pop() else {
+                break;
+            };
+            self.dispatch(ev);
+            self.drain_outputs(grant_before);
+        }
+        self.figures
+    }
+
+    fn dispatch(&mut self, ev: Ev) {
+        match ev {
+            Ev::Firmware {
+                rig,
+                seq,
+                confirmation,
+            } => {
+                if self.seq[rig] != seq {
+                    return; // superseded by a newer command
+                }
+                let id = self.ids[rig].clone();
+                self.arbiter
+                    .handle_confirmation(self.now, &id, confirmation.into())
+                    .expect("known");
+                // A failed command: the integrator polls the rig's status a minute later and
+                // finds it unchanged.
+                if confirmation == ConfirmationKey::Failed {
+                    let unchanged = if self.last_was_sleep[rig] {
+                        ConfirmationKey::Awake
+                    } else {
+                        ConfirmationKey::Asleep
+                    };
+                    let ev = Ev::Firmware {
+                        rig,
+                        seq,
+                        confirmation: unchanged,
+                    };
+                    self.at(Duration::from_secs(60), ev);
+                }
+            }
+            Ev::GpuChange => {
+                // A random walk over whole DGX nodes, sometimes jumping to idle or full.
+                let nodes = self.gpu_wanted.0 / GPU_NODE_W;
+                let nodes = match self.rng.random_range(0..10) {
+                    0 => 0,
+                    1 => GPU_NODES,
+                    _ => {
+                        let step = self.rng.random_range(0..=8);
+                        if self.rng.random_bool(0.5) {
+                            (nodes + step).min(GPU_NODES)
+                        } else {
+                            nodes.saturating_sub(step)
+                        }
+                    }
+                };
+                let wanted = Watts(nodes * GPU_NODE_W);
+                // Grant latency is measured outside curtailments (during one the GPU side may
+                // not get what it wants at all).
+                let curtailed = self.arbiter.snapshot().curtailment.is_some();
+                if wanted > self.gpu_wanted && !curtailed {
+                    self.gpu_want_since = Some(self.now);
+                }
+                self.gpu_wanted = wanted;
+                self.report_gpu();
+                let next = self.exp(Duration::from_secs(20 * 60));
+                self.at(next, Ev::GpuChange);
+            }
+            Ev::GpuReport => self.report_gpu(),
+            Ev::GridEvent => {
+                self.curtail_id += 1;
+                self.figures.curtailments += 1;
+                self.gpu_want_since = None;
+                let cap = Watts::from_kw(self.rng.random_range(250.0..950.0));
+                let duration = self.secs(10 * 60, 120 * 60);
+                let until = Some(self.now + duration);
+                let c = Curtailment {
+                    cap,
+                    until,
+                    source: "grid".into(),
+                };
+                self.arbiter.handle_curtailment(self.now, c);
+                if self.rng.random_bool(0.3) {
+                    let early = duration.mul_f64(self.rng.random_range(0.2..0.9));
+                    self.at(
+                        early,
+                        Ev::GridClear {
+                            id: self.curtail_id,
+                        },
+                    );
+                }
+                let next = self.exp(Duration::from_secs(2 * 3600));
+                self.at(next, Ev::GridEvent);
+            }
+            Ev::GridClear { id } => {
+                if id == self.curtail_id {
+                    self.arbiter.handle_curtailment_cleared(self.now);
+                }
+            }
+        }
+    }
+
+    /// The GPU scheduler runs what its budget allows.
+    fn report_gpu(&mut self) {
+        let in_use = self.gpu_wanted.min(self.arbiter.gpu_granted());
+        let demand = GpuDemand {
+            wanted: self.gpu_wanted,
+            in_use,
+        };
+        self.arbiter.handle_gpu_demand(self.now, demand);
+    }
+
+    /// Carries out the arbiter's actions (scheduling firmware answers), then checks the
+    /// invariants.
+    fn drain_outputs(&mut self, grant_before: Watts) {
+        self.figures.inputs += 1;
+        let mut woke = false;
+        let mut asked_shed = false;
+        let mut grant_changed = false;
+        while let Some(action) = self.arbiter.poll_action() {
+            match action {
+                Action::Sleep { rig, .. } => {
+                    self.figures.sleeps += 1;
+                    self.command(&rig, true);
+                }
+                Action::Wake { rig, .. } => {
+                    self.figures.wakes += 1;
+                    woke = true;
+                    self.wake_times.push_back(self.now);
+                    self.command(&rig, false);
+                }
+                Action::SetGpuBudget { budget, .. } => {
+                    self.figures.gpu_budget_changes += 1;
+                    self.figures.max_gpu_granted = self.figures.max_gpu_granted.max(budget);
+                    grant_changed = true;
+                }
+                Action::AskGpuShed { .. } => {
+                    self.figures.gpu_shed_requests += 1;
+                    asked_shed = true;
+                }
+                Action::Escalate { rig, state, .. } => {
+                    self.figures.escalations += 1;
+                    // The integrator power-cycles an unconfirmed sleep through the PDU; half
+                    // the time that works and is confirmed (outlet current) 10 s later.
+                    if state == RigState::Draining && self.rng.random_bool(0.5) {
+                        if let Some(i) = self.ids.iter().position(|id| *id == rig) {
+                            let seq = self.seq[i];
+                            let confirmation = ConfirmationKey::Asleep;
+                            self.at(
+                                Duration::from_secs(10),
+                                Ev::Firmware {
+                                    rig: i,
+                                    seq,
+                                    confirmation,
+                                },
+                            );
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        while self.arbiter.poll_event().is_some() {}
+        if grant_changed {
+            // Jobs start/stop a few seconds after the budget moves (Slurm: ~3 s).
+            let delay = self.secs(1, 4);
+            self.at(delay, Ev::GpuReport);
+        }
+        self.check(grant_before, woke, asked_shed);
+    }
+
+    /// Schedules the firmware's answer to a sleep (`true`) or wake command.
+    fn command(&mut self, rig: &RigId, sleep: bool) {
+        let Some(i) = self.ids.iter().position(|id| id == rig) else {
+            return;
+        };
+        self.seq[i] += 1;
+        self.last_was_sleep[i] = sleep;
+        let seq = self.seq[i];
+        let roll: f64 = self.rng.random_range(0.0..1.0);
+        if roll < 0.02 {
+            self.figures.never_confirmed += 1;
+            return; // never answers
+        }
+        let (delay, confirmation) = if roll < 0.03 {
+            (self.secs(1, 10), ConfirmationKey::Failed)
+        } else if sleep {
+            (self.secs(2, 60), ConfirmationKey::Asleep)
+        } else {
+            // A wake ramps like a reboot.
+            (self.secs(60, 300), ConfirmationKey::Awake)
+        };
+        self.at(
+            delay,
+            Ev::Firmware {
+                rig: i,
+                seq,
+                confirmation,
+            },
+        );
+    }
+
+    /// Accumulates the time-weighted utilisation up to `next`.
+    fn sample(&mut self, next: Duration) {
+        let snap = self.arbiter.snapshot();
+        let used = (snap.mining + snap.gpu_granted).0 as f64;
+        let dt = next.saturating_sub(self.last_sample).as_secs_f64();
+        self.figures.utilisation_area += used / snap.budget.0.max(1) as f64 * dt;
+        self.last_sample = next;
+    }
+
+    fn check(&mut self, grant_before: Watts, woke: bool, asked_shed: bool) {
+        let snap = self.arbiter.snapshot();
+        let grant = snap.gpu_granted;
+        let load = snap.mining + grant;
+        let f = &mut self.figures;
+        if woke && load > snap.budget {
+            f.cap_violations += 1;
+        }
+        if grant > grant_before && load > snap.budget {
+            f.cap_violations += 1;
+            f.bbm_violations += 1;
+        }
+        let sheddable: Watts = self
+            .arbiter
+            .rigs()
+            .filter(|r| matches!(r.state, RigState::Mining | RigState::Waking))
+            .map(|r| r.info.power)
+            .sum();
+        if asked_shed && sheddable > Watts::ZERO {
+            f.shed_order_violations += 1;
+        }
+        let window = self.settings.resume_interval;
+        while self
+            .wake_times
+            .front()
+            .is_some_and(|&t| t + window <= self.now)
+        {
+            self.wake_times.pop_front();
+        }
+        if self.wake_times.len() > self.settings.resume_batch as usize {
+            f.stagger_violations += 1;
+        }
+        for r in self.arbiter.rigs() {
+            if r.deadline.is_some_and(|d| d <= self.now) && !r.escalated {
+                f.escalation_violations += 1;
+            }
+        }
+        match (load > snap.budget, self.over_since) {
+            (true, None) => self.over_since = Some(self.now),
+            (false, Some(since)) => {
+                f.shed_latencies.push(self.now - since);
+                self.over_since = None;
+            }
+            (false, None) => {
+                let u = load.0 as f64 / snap.budget.0.max(1) as f64;
+                f.max_utilisation = f.max_utilisation.max(u);
+            }
+            (true, Some(_)) => {}
+        }
+        if let Some(since) = self.gpu_want_since {
+            if snap.gpu_pending == Watts::ZERO
+                && snap.gpu_granted >= self.gpu_wanted.min(snap.budget)
+            {
+                f.grant_latencies.push(self.now - since);
+                self.gpu_want_since = None;
+            }
+        }
+    }
+}
+
+fn stats(v: &mut [Duration]) -> String {
+    if v.is_empty() {
+        return "n/a".into();
+    }
+    v.sort();
+    let mean = v.iter().sum::<Duration>() / v.len() as u32;
+    let p95 = v[(v.len() * 95 / 100).min(v.len() - 1)];
+    let max = v[v.len() - 1];
+    format!(
+        "n={} mean={:.1}s p95={:.1}s max={:.1}s",
+        v.len(),
+        mean.as_secs_f64(),
+        p95.as_secs_f64(),
+        max.as_secs_f64()
+    )
+}
+
+#[test]
+fn a_simulated_day_never_exceeds_the_cap_nor_breaks_before_make() {
+    for seed in [1u64, 2] {
+        let started = Instant::now();
+        let mut f = Sim::new(seed).run();
+        let real = started.elapsed();
+        println!("--- arbiter 24 h simulation, seed {seed}, {RIGS} rigs, real time {real:.2?}");
+        println!(
+            "inputs {} sleeps {} wakes {} escalations {} (never-answered commands {}) \
+             gpu budget changes {} gpu shed requests {} curtailments {}",
+            f.inputs,
+            f.sleeps,
+            f.wakes,
+            f.escalations,
+            f.never_confirmed,
+            f.gpu_budget_changes,
+            f.gpu_shed_requests,
+            f.curtailments
+        );
+        println!(
+            "max utilisation of budget (outside shed transients) {:.3}, mean {:.3}, max GPU grant {}",
+            f.max_utilisation,
+            f.utilisation_area / DAY.as_secs_f64(),
+            f.max_gpu_granted
+        );
+        println!(
+            "shed latency (over budget by an outside event -> back under): {}",
+            stats(&mut f.shed_latencies)
+        );
+        println!(
+            "GPU grant latency (demand rise -> fully granted): {}",
+            stats(&mut f.grant_latencies)
+        );
+        println!(
+            "violations: cap {} break-before-make {} shed order {} stagger {} escalation {}",
+            f.cap_violations,
+            f.bbm_violations,
+            f.shed_order_violations,
+            f.stagger_violations,
+            f.escalation_violations
+        );
+        assert_eq!(f.cap_violations, 0);
+        assert_eq!(f.bbm_violations, 0);
+        assert_eq!(f.shed_order_violations, 0);
+        assert_eq!(f.stagger_violations, 0);
+        assert_eq!(f.escalation_violations, 0);
+        // The day was eventful: the invariants were tested, not vacuous.
+        assert!(f.sleeps > 100 && f.wakes > 100, "{f:?}");
+        assert!(f.escalations > 0 && f.curtailments > 0 && f.gpu_budget_changes > 10);
+        assert!(f.max_utilisation <= 1.0);
+    }
+}
