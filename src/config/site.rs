@@ -23,9 +23,13 @@ pub struct Power {
     /// See `resume_batch`.
     #[serde(default = "default_resume_interval_secs")]
     pub resume_interval_secs: f64,
-    /// A rig that does not confirm a sleep or wake within this is reported (escalated).
+    /// A rig that does not confirm a sleep within this is reported (escalated), and other
+    /// rigs are drained in its place.
     #[serde(default = "default_confirm_deadline_secs")]
     pub confirm_deadline_secs: f64,
+    /// The same for a wake, which ramps like a reboot (minutes on real rigs).
+    #[serde(default = "default_wake_deadline_secs")]
+    pub wake_deadline_secs: f64,
     /// A rig is woken only if this much stays free after it (no flapping), kW.
     #[serde(default = "default_hysteresis_kw")]
     pub hysteresis_kw: f64,
@@ -45,7 +49,10 @@ fn default_resume_interval_secs() -> f64 {
     30.0
 }
 fn default_confirm_deadline_secs() -> f64 {
-    120.0
+    90.0
+}
+fn default_wake_deadline_secs() -> f64 {
+    600.0
 }
 fn default_hysteresis_kw() -> f64 {
     1.0
@@ -215,6 +222,7 @@ pub(super) fn validate(
         for (key, v) in [
             ("resume_interval_secs", p.resume_interval_secs),
             ("confirm_deadline_secs", p.confirm_deadline_secs),
+            ("wake_deadline_secs", p.wake_deadline_secs),
             ("status_poll_secs", p.status_poll_secs),
         ] {
             if !positive(v) {

@@ -53,6 +53,7 @@ pub(super) struct Controller {
     pub state_file: Option<PathBuf>,
     pub view_tx: watch::Sender<Arc<PowerView>>,
     pub confirm_deadline: Duration,
+    pub wake_deadline: Duration,
     pub status_every: Duration,
     pub quiet: Duration,
     pub ops: FuturesUnordered<Op>,
@@ -322,8 +323,12 @@ impl Controller {
                     let control = self.registry.rigs.get(&rig).and_then(|e| e.control.clone());
                     match control {
                         Some(c) => {
-                            self.ops
-                                .push(ops::command(rig, c, sleep, self.confirm_deadline))
+                            let deadline = if sleep {
+                                self.confirm_deadline
+                            } else {
+                                self.wake_deadline
+                            };
+                            self.ops.push(ops::command(rig, c, sleep, deadline));
                         }
                         None => {
                             self.audit.record(AuditEvent::now(

@@ -192,6 +192,7 @@ pub fn settings(p: &crate::config::Power) -> Settings {
         resume_batch: p.resume_batch,
         resume_interval: Duration::from_secs_f64(p.resume_interval_secs),
         confirm_deadline: Duration::from_secs_f64(p.confirm_deadline_secs),
+        wake_deadline: Duration::from_secs_f64(p.wake_deadline_secs),
         hysteresis: Watts::from_kw(p.hysteresis_kw),
     }
 }
@@ -256,6 +257,7 @@ pub fn start(
         state_file,
         view_tx,
         confirm_deadline: Duration::from_secs_f64(p.confirm_deadline_secs),
+        wake_deadline: Duration::from_secs_f64(p.wake_deadline_secs),
         status_every: Duration::from_secs_f64(p.status_poll_secs),
         quiet: Duration::from_secs_f64(p.quiet_secs),
         ops: FuturesUnordered::new(),
