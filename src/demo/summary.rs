@@ -1,0 +1,111 @@
+//! The demo's periodic report: rigs (firmware style, power state, difficulty, hashrate,
+//! shares), pools (state, miners, shares as the pools judged them) and the power budget.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use super::DemoRig;
+use crate::control::power::PowerView;
+use crate::proxy::Proxy;
+use crate::testpool::TestPool;
+
+/// One report.
+pub fn summary(
+    t: Duration,
+    rigs: &[DemoRig],
+    proxy: &Proxy,
+    pools: &[&TestPool],
+    power: Option<&PowerView>,
+) -> String {
+    let secs = t.as_secs_f64().max(1.0);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "── t = {:>4}s ─────────────────────────────────────────────────────────────",
+        t.as_secs()
+    );
+    let _ = writeln!(
+        out,
+        "{:<26} {:<10} {:<9} {:>10} {:>12} {:>9} {:>9}",
+        "worker", "firmware", "power", "difficulty", "hashrate", "accepted", "rejected"
+    );
+    for rig in rigs {
+        let s = rig.stats();
+        let hashrate = s.accepted_difficulty * 4_294_967_296.0 / secs;
+        let state = power
+            .and_then(|p| {
+                p.rigs
+                    .get(&crate::control::arbiter::RigId(rig.worker.clone()))
+            })
+            .map_or("-".to_owned(), |r| format!("{:?}", r.state).to_lowercase());
+        let _ = writeln!(
+            out,
+            "{:<26} {:<10} {:<9} {:>10.6} {:>12} {:>9} {:>9}{}",
+            rig.worker,
+            rig.kind,
+            state,
+            s.difficulty,
+            human_rate(hashrate),
+            s.accepted,
+            s.rejected,
+            if rig.hashing() && !s.connected {
+                "  (reconnecting)"
+            } else {
+                ""
+            }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{:<26} {:<10} {:>6} {:>16} {:>16} {:>7}",
+        "pool", "state", "miners", "accepted (pool)", "rejected (pool)", "blocks"
+    );
+    for (snapshot, pool) in proxy.pools().iter().zip(pools) {
+        let s = pool.stats();
+        let state = match (snapshot.up, snapshot.active) {
+            (true, true) => "active",
+            (true, false) => "standby",
+            (false, _) => "DOWN",
+        };
+        let _ = writeln!(
+            out,
+            "{:<26} {:<10} {:>6} {:>16} {:>16} {:>7}",
+            format!("{} {}", pool.name(), pool.addr()),
+            state,
+            snapshot.miners,
+            s.accepted,
+            s.rejected_total(),
+            s.blocks
+        );
+    }
+    if let Some(p) = power {
+        let s = &p.snapshot;
+        let _ = writeln!(
+            out,
+            "power: cap {:.2} kW{} | mining {:.2} kW ({} asleep) | GPU granted {:.2} kW, wants {:.2} kW | free {:.2} kW",
+            s.effective_cap.kw(),
+            if s.curtailment.is_some() {
+                " (curtailed)"
+            } else {
+                ""
+            },
+            s.mining.kw(),
+            s.rigs.asleep,
+            s.gpu_granted.kw(),
+            s.gpu_wanted.kw(),
+            (s.budget.kw() - s.mining.kw() - s.gpu_granted.kw()).max(0.0),
+        );
+    }
+    out.push('\n');
+    out
+}
+
+fn human_rate(hs: f64) -> String {
+    if hs >= 1e9 {
+        format!("{:.2} GH/s", hs / 1e9)
+    } else if hs >= 1e6 {
+        format!("{:.2} MH/s", hs / 1e6)
+    } else {
+        format!("{:.1} kH/s", hs / 1e3)
+    }
+}
