@@ -48,3 +48,33 @@ fn fractional_difficulties_are_accepted() {
     let c = Config::from_toml(&format!("{BASE}{vardiff}")).unwrap();
     assert_eq!(c.vardiff.min, 0.0001);
 }
+
+#[test]
+fn the_example_describes_a_whole_site() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
+    let config = Config::from_toml(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let power = config.power.as_ref().unwrap();
+    assert_eq!(power.site_cap_kw, 1000.0);
+    assert_eq!(config.rig_group.len(), 2);
+    assert!(config.rig_group[0].matches(Some("farm.s19-003"), "10.9.9.9".parse().unwrap()));
+    assert!(config.rig_group[1].matches(None, "10.0.2.44".parse().unwrap()));
+    assert!(!config.rig_group[1].matches(Some("farm.s19-003"), "10.0.1.4".parse().unwrap()));
+    assert!(config.gpu_scheduler.is_some());
+}
+
+#[test]
+fn power_mistakes_name_their_key() {
+    let admin = "\n[admin]\nsocket = \"/tmp/x.sock\"\n";
+    let power = "\n[power]\nsite_cap_kw = 100.0\n";
+    assert!(error_of(&format!("{BASE}{power}")).contains("needs [admin]"));
+    assert!(
+        error_of(&format!("{BASE}{admin}\n[power]\nsite_cap_kw = 10.0\nheadroom_kw = 10.0\n"))
+            .contains("power.headroom_kw")
+    );
+    let group = "\n[[rig_group]]\nname = \"a\"\nrated_w = 3000.0\naddresses = [\"10.0.0.0/40\"]\n";
+    assert!(error_of(&format!("{BASE}{admin}{power}{group}")).contains("rig_group[0].addresses"));
+    let rig = "\n[[rig]]\nworker = \"w\"\ngroup = \"nope\"\n";
+    assert!(error_of(&format!("{BASE}{admin}{power}{rig}")).contains("rig[0].group"));
+    let fw = "\n[[rig_group]]\nname = \"a\"\nrated_w = 3000.0\nfirmware = \"whatsminer\"\n";
+    assert!(error_of(&format!("{BASE}{admin}{power}{fw}")).contains("whatsminer"));
+}
