@@ -19,6 +19,7 @@
 //! | [`testpool`] | an embedded SV1 pool that validates shares itself (demo, tests, load generator) |
 //! | [`telemetry`] | counters shared between tasks and reports |
 //! | [`sys`] | signals and OS limits |
+//! | [`web`] | the HTTP server: JSON API (grid curtailment signal, GPU requests, status) |
 #![deny(unsafe_code)]
 
 pub use hashshift_protocol as protocol;
@@ -37,3 +38,4 @@ pub mod sys;
 pub mod telemetry;
 pub mod testpool;
 pub mod upstream;
+pub mod web;

@@ -29,6 +29,7 @@ const SEND_QUEUE_ENTRY_BYTES: usize = 2048;
 /// A running proxy.
 pub struct Proxy {
     listeners: Vec<SocketAddr>,
+    web: Option<SocketAddr>,
     control: Option<Arc<ControlPlane>>,
     admin_stop: CancellationToken,
     admin: TaskTracker,
@@ -173,8 +174,15 @@ impl Proxy {
                 Some(plane)
             }
         };
+        let mut web = None;
+        if let (Some(h), Some(plane)) = (&config.http, &control) {
+            let server = crate::web::WebServer::bind(h, plane.clone()).await?;
+            web = Some(server.local_addr()?);
+            admin.spawn(server.serve(admin_stop.clone()));
+        }
         Ok(Proxy {
             listeners,
+            web,
             control,
             admin_stop,
             admin,
@@ -190,6 +198,11 @@ impl Proxy {
     /// Addresses of the downstream listeners, in config order.
     pub fn listen_addrs(&self) -> &[SocketAddr] {
         &self.listeners
+    }
+
+    /// The HTTP API's address, when `[http]` is configured.
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web
     }
 
     /// The control plane, when `[admin]` is configured.

@@ -68,8 +68,10 @@ fn power_mistakes_name_their_key() {
     let power = "\n[power]\nsite_cap_kw = 100.0\n";
     assert!(error_of(&format!("{BASE}{power}")).contains("needs [admin]"));
     assert!(
-        error_of(&format!("{BASE}{admin}\n[power]\nsite_cap_kw = 10.0\nheadroom_kw = 10.0\n"))
-            .contains("power.headroom_kw")
+        error_of(&format!(
+            "{BASE}{admin}\n[power]\nsite_cap_kw = 10.0\nheadroom_kw = 10.0\n"
+        ))
+        .contains("power.headroom_kw")
     );
     let group = "\n[[rig_group]]\nname = \"a\"\nrated_w = 3000.0\naddresses = [\"10.0.0.0/40\"]\n";
     assert!(error_of(&format!("{BASE}{admin}{power}{group}")).contains("rig_group[0].addresses"));

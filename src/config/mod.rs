@@ -70,6 +70,9 @@ pub struct Config {
     /// The admin socket (`hashshift ctl`). Absent: no control plane.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<Admin>,
+    /// The HTTP API (grid curtailment signal, GPU requests, status). Needs `[admin]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<Http>,
     /// The site's power budget. Absent: no power control (rigs are only listed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub power: Option<Power>,
@@ -84,6 +87,21 @@ pub struct Config {
     /// only recorded in the audit log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_scheduler: Option<crate::gpu::GpuSchedulerConfig>,
+}
+
+/// The HTTP API.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http {
+    /// Address to listen on (keep it on a management network).
+    pub listen: SocketAddr,
+    /// Environment variable holding the bearer token that changes (`POST`) need.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// Or a file holding it (e.g. a Docker secret); surrounding whitespace is ignored.
+    /// Neither (or an empty token): changes are refused, reads still work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 /// The admin socket and where the control plane keeps its durable state.
@@ -454,6 +472,12 @@ impl Config {
             ));
         }
         site::validate(self.power.as_ref(), &self.rig_group, &self.rig)?;
+        if self.http.is_some() && self.admin.is_none() {
+            return Err(invalid(
+                "http",
+                "needs [admin] (the control plane it serves)",
+            ));
+        }
         if self.power.is_some() && self.admin.is_none() {
             return Err(invalid(
                 "power",

@@ -31,22 +31,38 @@ const MAX_BAD_LINES: u32 = 16;
 /// A client idle this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Who sent a request: the kernel's UID for the connection and the name the client claims.
+/// How a request reached the control plane, as far as it can be trusted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The admin socket: the kernel's word on the client.
+    Socket {
+        /// UID of the connecting process (`SO_PEERCRED`).
+        uid: u32,
+        /// Process id, when the kernel reports it.
+        pid: Option<i32>,
+    },
+    /// The HTTP API, with a valid token, from this address.
+    Http {
+        /// The client's address.
+        peer: std::net::SocketAddr,
+    },
+}
+
+/// Who sent a request: where it came from and the name the client claims.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Caller {
-    /// UID of the connecting process (`SO_PEERCRED`).
-    pub uid: u32,
-    /// Process id, when the kernel reports it.
-    pub pid: Option<i32>,
+    /// How it reached us.
+    pub origin: Origin,
     /// Operator name claimed in the request (`by`), unverified.
     pub claimed: Option<String>,
 }
 
 impl std::fmt::Display for Caller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.claimed {
-            Some(name) => write!(f, "{name} (uid {})", self.uid),
-            None => write!(f, "uid {}", self.uid),
+        let name = self.claimed.as_deref().unwrap_or("anonymous");
+        match &self.origin {
+            Origin::Socket { uid, .. } => write!(f, "{name} (uid {uid})"),
+            Origin::Http { peer } => write!(f, "{name} (http {})", peer.ip()),
         }
     }
 }
@@ -201,8 +217,7 @@ async fn client(
             Ok(request) => {
                 bad_lines = 0;
                 let caller = Caller {
-                    uid,
-                    pid,
+                    origin: Origin::Socket { uid, pid },
                     claimed: request.by.clone(),
                 };
                 handler.handle(request, caller).await

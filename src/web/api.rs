@@ -1,0 +1,212 @@
+//! `/api`: the control plane over HTTP, for the grid operator's signal and for automation.
+//!
+//! | route | body | what |
+//! |---|---|---|
+//! | `GET /api/power` | | the power picture (as `ctl power`) |
+//! | `GET /api/rigs` | | every rig (as `ctl rigs`) |
+//! | `GET /api/events?limit=N` | | the audit log |
+//! | `POST /api/curtail` | `{"kw":N,"until_unix":T}` or `{"kw":N,"minutes":M}`, `"reason"` | grid curtailment |
+//! | `POST /api/curtail/clear` | `{"reason":..}` (optional) | end it |
+//! | `POST /api/gpu-request` | `{"kw":N,"reason":..}` | GPU power wanted now |
+//!
+//! Answers are the admin socket's (`{"ok":true,"result":..}` / `{"ok":false,"error":..}`) with
+//! HTTP 200, 400 (refused), 401 (no or wrong token) or 403 (no token configured).
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::AppState;
+use crate::control::admin::protocol::{Command, Request, Response};
+use crate::control::admin::server::{Caller, Handler, Origin};
+
+/// The routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/power", get(power))
+        .route("/api/rigs", get(rigs))
+        .route("/api/events", get(events))
+        .route("/api/curtail", post(curtail))
+        .route("/api/curtail/clear", post(curtail_clear))
+        .route("/api/gpu-request", post(gpu_request))
+}
+
+type Answer = (StatusCode, Json<Response>);
+
+async fn run(state: &AppState, peer: SocketAddr, command: Command, by: Option<String>) -> Answer {
+    let caller = Caller {
+        origin: Origin::Http { peer },
+        claimed: by.clone(),
+    };
+    let r = state.plane.handle(Request { command, by }, caller).await;
+    let status = if r.ok {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    (status, Json(r))
+}
+
+/// Checks the bearer token (in constant time).
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Answer> {
+    let Some(token) = &state.token else {
+        return Err((
+            StatusCode::FORBIDDEN,
+            Json(Response::error("changes over HTTP need [http] token_env")),
+        ));
+    };
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let ok = given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if ok {
+        Ok(())
+    } else {
+        Err((
+            StatusCode::UNAUTHORIZED,
+            Json(Response::error("missing or wrong bearer token")),
+        ))
+    }
+}
+
+async fn power(State(s): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Answer {
+    run(&s, peer, Command::Power, None).await
+}
+
+async fn rigs(State(s): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Answer {
+    run(&s, peer, Command::Rigs, None).await
+}
+
+#[derive(Deserialize)]
+struct Limit {
+    limit: Option<usize>,
+}
+
+async fn events(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<Limit>,
+) -> Answer {
+    run(&s, peer, Command::Events { limit: q.limit }, None).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CurtailBody {
+    kw: f64,
+    #[serde(default)]
+    until_unix: Option<u64>,
+    #[serde(default)]
+    minutes: Option<f64>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    by: Option<String>,
+}
+
+async fn curtail(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Json(b): Json<CurtailBody>,
+) -> Answer {
+    if let Err(e) = authorize(&s, &headers) {
+        return e;
+    }
+    let until_unix = match (b.until_unix, b.minutes) {
+        (Some(t), None) => t,
+        (None, Some(m)) if m.is_finite() && m > 0.0 && m <= 7.0 * 24.0 * 60.0 => {
+            let at = SystemTime::now() + Duration::from_secs_f64(m * 60.0);
+            at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+        }
+        _ => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(Response::error(
+                    "give until_unix or minutes (0 < minutes <= 10080)",
+                )),
+            );
+        }
+    };
+    let by = b.by.or(Some("grid-signal".to_owned()));
+    let command = Command::Curtail {
+        kw: b.kw,
+        until_unix,
+        reason: b.reason,
+    };
+    run(&s, peer, command, by).await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReasonBody {
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    by: Option<String>,
+}
+
+async fn curtail_clear(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Answer {
+    if let Err(e) = authorize(&s, &headers) {
+        return e;
+    }
+    // The body is optional.
+    let b = if body.iter().all(u8::is_ascii_whitespace) {
+        ReasonBody::default()
+    } else {
+        match serde_json::from_slice::<ReasonBody>(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json(Response::error(format!("bad body: {e}"))),
+                );
+            }
+        }
+    };
+    let by = b.by.or(Some("grid-signal".to_owned()));
+    run(&s, peer, Command::CurtailClear { reason: b.reason }, by).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GpuBody {
+    kw: f64,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    by: Option<String>,
+}
+
+async fn gpu_request(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Json(b): Json<GpuBody>,
+) -> Answer {
+    if let Err(e) = authorize(&s, &headers) {
+        return e;
+    }
+    let command = Command::GpuRequest {
+        kw: b.kw,
+        reason: b.reason,
+    };
+    run(&s, peer, command, b.by).await
+}
