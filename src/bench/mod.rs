@@ -239,6 +239,7 @@ async fn measure(args: &BenchArgs, endpoint: &Endpoint, pool: Option<TestPool>) 
         }
     ));
     let cpu_connect_before = pid.and_then(process::cpu_micros);
+    let own_cpu_before = process::cpu_micros(std::process::id());
     let connect_started = Instant::now();
     let pace = Duration::from_secs_f64(1.0 / args.connect_rate);
     let connect_deadline = connect_started
@@ -268,6 +269,9 @@ async fn measure(args: &BenchArgs, endpoint: &Endpoint, pool: Option<TestPool>) 
     }
     let connect_secs = connect_started.elapsed().as_secs_f64();
     let cpu_connect_after = pid.and_then(process::cpu_micros);
+    let own_cpu_connect_us = own_cpu_before
+        .zip(process::cpu_micros(std::process::id()))
+        .map(|(a, b)| b.saturating_sub(a));
     let ready = shared.ready.load(Ordering::Relaxed);
     let handshakes = shared.handshakes.load(Ordering::Relaxed);
     let handshakes_per_sec = shared
@@ -377,6 +381,7 @@ async fn measure(args: &BenchArgs, endpoint: &Endpoint, pool: Option<TestPool>) 
         handshakes,
         handshakes_per_sec,
         handshake_us: lock(&shared.handshake),
+        bench_cpu_connect_us: own_cpu_connect_us,
         load_secs,
         share_rate_per_miner: args.share_rate,
         shares_submitted: shared.submitted.load(Ordering::Relaxed),

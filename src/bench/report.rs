@@ -109,6 +109,9 @@ pub struct Report {
     pub handshakes_per_sec: Option<f64>,
     /// TCP connect → Noise handshake done, per miner (SV2).
     pub handshake_us: Percentiles,
+    /// CPU time of the load generator itself (this process, with the embedded pool) during
+    /// the connect phase, µs: the other half of every handshake, on the same cores.
+    pub bench_cpu_connect_us: Option<u64>,
     /// Length of the load phase, seconds.
     pub load_secs: f64,
     /// Per-miner submit rate asked for.
@@ -168,6 +171,13 @@ impl fmt::Display for Report {
                 self.handshakes_per_sec.unwrap_or(0.0),
                 self.handshake_us
             )?;
+            if let Some(us) = self.bench_cpu_connect_us {
+                writeln!(
+                    f,
+                    "                  load generator CPU {:.1} µs per handshake (initiator side, same cores)",
+                    us as f64 / self.handshakes as f64
+                )?;
+            }
         }
         writeln!(
             f,

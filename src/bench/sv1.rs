@@ -26,8 +26,8 @@ use crate::testpool::job_tag;
 
 /// Outstanding submits per miner beyond which it skips a tick instead of piling up.
 pub(crate) const MAX_IN_FLIGHT: usize = 1024;
-/// How long one connect attempt (and, for SV2, its handshake) may take.
-pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one connect attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One load miner's settings.
 #[derive(Clone, Debug)]

@@ -15,6 +15,9 @@
 //! all outstanding shares up to there at once; a `SubmitShares.Error` answers its one share.
 //! Sequence numbers start at 0 and only grow, so the outstanding shares are a queue.
 //!
+//! At shutdown a miner closes cleanly (FIN, then reads until the proxy closes), so the
+//! proxy logs a normal disconnect, not a reset.
+//!
 //! Per-miner memory is kept small for 10k miners in one process: a 256-byte initial read
 //! buffer, the two cipher states and a queue of outstanding shares.
 
@@ -32,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::args::ChannelKind;
 use super::stats::Shared;
-use super::sv1::{CONNECT_TIMEOUT, MAX_IN_FLIGHT, next_tick, share_ticker};
+use super::sv1::{MAX_IN_FLIGHT, next_tick, share_ticker};
 use crate::protocol::noise::{AuthorityPublicKey, Initiator, NoiseCodec, RESPONDER_MESSAGE_LEN};
 use crate::protocol::sv2::constants::setup_flags;
 use crate::protocol::sv2::{
@@ -45,6 +48,12 @@ use crate::testpool::job_tag;
 const MAX_PAYLOAD: usize = 64 * 1024;
 /// Initial read buffer: an idle miner holds little memory; it grows if a frame needs more.
 const READ_BUFFER: usize = 256;
+/// How long the TCP connect and the Noise handshake may take together: longer than SV1's
+/// connect timeout, because a connect phase faster than the proxy's handshake rate queues
+/// handshakes (10k at ~1,000/s is 10 s) and the queue is what the rate measurement needs.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a closing miner waits for the proxy to close its side.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Request id of the one channel each miner opens.
 const REQUEST_ID: u32 = 1;
 /// Extranonce bytes an extended channel asks for.
@@ -110,11 +119,20 @@ async fn connect(config: &Sv2MinerConfig, shared: &Shared) -> Option<Conn> {
     Some(Framed::with_capacity(stream, codec, READ_BUFFER))
 }
 
+/// Ends the connection cleanly: our FIN first, then whatever the proxy still sends (late
+/// acknowledgements) is read and dropped until it closes too. Closing with unread data would
+/// make the kernel reset the connection, which the proxy rightly logs as an error.
+async fn close(mut conn: Conn) {
+    let _ = conn.get_mut().shutdown().await;
+    let drain = async { while let Some(Ok(_)) = conn.next().await {} };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, drain).await;
+}
+
 /// Runs one miner until `shutdown`.
 pub(crate) async fn run(config: Sv2MinerConfig, shared: &Shared, shutdown: CancellationToken) {
     let connected = tokio::select! {
         _ = shutdown.cancelled() => return,
-        c = tokio::time::timeout(CONNECT_TIMEOUT, connect(&config, shared)) => c,
+        c = tokio::time::timeout(HANDSHAKE_TIMEOUT, connect(&config, shared)) => c,
     };
     let Ok(Some(mut conn)) = connected else {
         shared.connect_errors.fetch_add(1, Ordering::Relaxed);
@@ -154,7 +172,10 @@ pub(crate) async fn run(config: Sv2MinerConfig, shared: &Shared, shutdown: Cance
     loop {
         // Cancel-safe branches only: cancellation, `Framed::next`, an interval tick.
         let outgoing = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => {
+                close(conn).await;
+                return;
+            }
             _ = shared.go.cancelled(), if ticker.is_none() => {
                 ticker = Some(share_ticker(config.share_interval));
                 None
