@@ -3,7 +3,8 @@
 //! nonce on the latest job. With a tiny difficulty (target clamped to the maximum) every such
 //! share meets the target, so the proxy and pool do the full validation work per share.
 //!
-//! Every miner is one task owning its state; the counters it feeds are in [`Shared`].
+//! Every miner is one task owning its state; the counters it feeds are in [`Shared`]. At
+//! shutdown it closes cleanly ([`close`]), so the proxy logs a disconnect, not a reset.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::MissedTickBehavior;
 use tokio_util::codec::Framed;
@@ -36,6 +38,21 @@ pub(crate) struct MinerConfig {
     pub worker: String,
     /// Time between submits.
     pub share_interval: Duration,
+}
+
+/// How long a closing miner waits for the other side to close.
+pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Ends a connection cleanly: our FIN first, then whatever the peer still sends is read and
+/// dropped until it closes too. Closing with unread data would make the kernel reset the
+/// connection, which the proxy rightly logs as an error.
+pub(crate) async fn close<C>(mut conn: Framed<TcpStream, C>)
+where
+    C: tokio_util::codec::Decoder,
+{
+    let _ = conn.get_mut().shutdown().await;
+    let drain = async { while let Some(Ok(_)) = conn.next().await {} };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, drain).await;
 }
 
 /// The submit clock of one miner, its first tick at a random point of the first interval so
@@ -108,7 +125,10 @@ pub(crate) async fn run(config: MinerConfig, shared: &Shared, shutdown: Cancella
     loop {
         // Cancel-safe branches only: cancellation, `Framed::next`, an interval tick.
         let outgoing = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => {
+                close(framed).await;
+                return;
+            }
             _ = shared.go.cancelled(), if ticker.is_none() => {
                 ticker = Some(share_ticker(config.share_interval));
                 None

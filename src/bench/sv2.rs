@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::args::ChannelKind;
 use super::stats::Shared;
-use super::sv1::{MAX_IN_FLIGHT, next_tick, share_ticker};
+use super::sv1::{MAX_IN_FLIGHT, close, next_tick, share_ticker};
 use crate::protocol::noise::{AuthorityPublicKey, Initiator, NoiseCodec, RESPONDER_MESSAGE_LEN};
 use crate::protocol::sv2::constants::setup_flags;
 use crate::protocol::sv2::{
@@ -52,8 +52,6 @@ const READ_BUFFER: usize = 256;
 /// connect timeout, because a connect phase faster than the proxy's handshake rate queues
 /// handshakes (10k at ~1,000/s is 10 s) and the queue is what the rate measurement needs.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a closing miner waits for the proxy to close its side.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Request id of the one channel each miner opens.
 const REQUEST_ID: u32 = 1;
 /// Extranonce bytes an extended channel asks for.
@@ -117,15 +115,6 @@ async fn connect(config: &Sv2MinerConfig, shared: &Shared) -> Option<Conn> {
     shared.handshake_done(started);
     let codec = NoiseCodec::new(transport).with_max_payload(MAX_PAYLOAD);
     Some(Framed::with_capacity(stream, codec, READ_BUFFER))
-}
-
-/// Ends the connection cleanly: our FIN first, then whatever the proxy still sends (late
-/// acknowledgements) is read and dropped until it closes too. Closing with unread data would
-/// make the kernel reset the connection, which the proxy rightly logs as an error.
-async fn close(mut conn: Conn) {
-    let _ = conn.get_mut().shutdown().await;
-    let drain = async { while let Some(Ok(_)) = conn.next().await {} };
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, drain).await;
 }
 
 /// Runs one miner until `shutdown`.
