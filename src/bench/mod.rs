@@ -1,19 +1,23 @@
-//! `hashshift bench`: a load generator that opens many SV1 miners against a proxy (or, with
-//! `--direct`, the embedded test pool alone) and reports throughput, latency, job fan-out and
-//! the proxy's memory and CPU cost.
+//! `hashshift bench`: a load generator that opens many SV1 or SV2 miners against a proxy (or,
+//! with `--direct`, the embedded test pool alone) and reports throughput, latency, job
+//! fan-out and the proxy's memory and CPU cost; for SV2 also the Noise handshake rate.
 //!
 //! Phases: start the embedded [`TestPool`] (and, in the default spawn mode, a `hashshift run`
-//! child pointed at it); connect the miners at `--connect-rate`; idle briefly (RSS per idle
-//! connection); run the load phase for `--duration` seconds with a new job every
-//! `--jobs-every` seconds (job fan-out latency: the pool's send time, found by the job tag in
-//! coinb1, to each miner's read); tear down. Miners do not hash (see [`miner`]).
+//! child pointed at it, with an SV1 or SV2 listener); connect the miners at `--connect-rate`
+//! (handshakes/s and proxy CPU per connection); idle briefly (RSS per idle connection); run
+//! the load phase for `--duration` seconds with a new job every `--jobs-every` seconds (job
+//! fan-out latency: the pool's send time, found by the job tag in the coinbase, to each
+//! miner's read); tear down. Miners do not hash (see [`sv1`] and [`sv2`]).
 //!
 //! Bounded by construction: the run always ends after the connect timeout, `--duration` and
 //! a teardown timeout, and only ever connects to 127.0.0.0/8.
 
-mod miner;
+pub mod args;
 pub mod process;
 pub mod report;
+mod stats;
+mod sv1;
+mod sv2;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -25,110 +29,22 @@ use anyhow::{Context, Result, bail};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::protocol::noise::AuthorityPublicKey;
 use crate::testpool::{TestPool, TestPoolConfig};
-use miner::{MinerConfig, Shared};
+use args::pool_difficulty;
+pub use args::{BenchArgs, BenchProtocol, ChannelKind};
 use process::SpawnedProxy;
 pub use report::{Percentiles, ProxyFigures, Report};
+use stats::Shared;
 
-/// Difficulty that clamps the share target to its maximum: every random share passes.
-const TINY_DIFFICULTY: f64 = 1e-12;
 /// Time the connected miners sit idle before the idle RSS sample.
 const IDLE_SETTLE: Duration = Duration::from_secs(2);
 /// How long teardown may take.
 const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Interval between progress lines.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
-
-/// Options of `hashshift bench`.
-#[derive(Clone, Debug, clap::Parser)]
-#[command(name = "bench")]
-pub struct BenchArgs {
-    /// Start an embedded test pool and a `hashshift run` child between it and the miners
-    /// (the default).
-    #[arg(long, conflicts_with_all = ["direct", "proxy"])]
-    pub spawn: bool,
-    /// Connect the miners straight to the embedded test pool: the baseline.
-    #[arg(long, conflicts_with = "proxy")]
-    pub direct: bool,
-    /// Target an already running proxy at this loopback address.
-    #[arg(long, value_name = "ADDR")]
-    pub proxy: Option<SocketAddr>,
-    /// Pid of the proxy given with `--proxy`, for memory and CPU figures.
-    #[arg(long, value_name = "PID", requires = "proxy")]
-    pub proxy_pid: Option<u32>,
-    /// Number of miners.
-    #[arg(long, default_value_t = 1000)]
-    pub miners: usize,
-    /// Length of the load phase in seconds.
-    #[arg(long, default_value_t = 30.0)]
-    pub duration: f64,
-    /// Shares per second each miner submits.
-    #[arg(long, default_value_t = 1.0)]
-    pub share_rate: f64,
-    /// New connections per second.
-    #[arg(long, default_value_t = 500.0)]
-    pub connect_rate: f64,
-    /// Seconds between new jobs from the embedded pool (0: none during the run).
-    #[arg(long, default_value_t = 5.0)]
-    pub jobs_every: f64,
-    /// Fraction of shares that also meet the pool's target and go upstream (spawn mode; the
-    /// pool difficulty is set so random shares meet it with this probability). 1: every
-    /// share is forwarded, the worst case; a real farm forwards roughly 1 in N for N miners
-    /// per upstream connection.
-    #[arg(long, default_value_t = 1.0)]
-    pub upstream_fraction: f64,
-    /// Print the report as one JSON line.
-    #[arg(long)]
-    pub json: bool,
-    /// No progress lines.
-    #[arg(long)]
-    pub quiet: bool,
-}
-
-impl BenchArgs {
-    fn validate(&self) -> Result<()> {
-        if self.miners == 0 {
-            bail!("--miners must be at least 1");
-        }
-        for (name, v) in [
-            ("--duration", self.duration),
-            ("--share-rate", self.share_rate),
-            ("--connect-rate", self.connect_rate),
-        ] {
-            if !(v.is_finite() && v > 0.0) {
-                bail!("{name} must be a positive number");
-            }
-        }
-        if !(self.upstream_fraction > 0.0 && self.upstream_fraction <= 1.0) {
-            bail!("--upstream-fraction must be in (0, 1]");
-        }
-        if self.upstream_fraction < 1.0 && (self.direct || self.proxy.is_some()) {
-            bail!("--upstream-fraction applies to the default spawn mode only");
-        }
-        if !(self.jobs_every.is_finite() && self.jobs_every >= 0.0) {
-            bail!("--jobs-every must be zero or positive");
-        }
-        if let Some(addr) = self.proxy
-            && !addr.ip().is_loopback()
-        {
-            bail!(
-                "--proxy {addr}: the bench only connects to loopback addresses (127.0.0.0/8, ::1); \
-                 run it on the proxy's host"
-            );
-        }
-        Ok(())
-    }
-}
-
-/// The pool difficulty that a uniformly random hash meets with probability `fraction`:
-/// P(hash ≤ diff1 / d) = 0xffff·2^208 / (d·2^256), so d = 0xffff / (2^48 · fraction).
-fn pool_difficulty(fraction: f64) -> f64 {
-    if fraction >= 1.0 {
-        TINY_DIFFICULTY
-    } else {
-        65_535.0 / (2f64.powi(48) * fraction)
-    }
-}
+/// Rollable extranonce bytes of the test pool in `--direct --protocol sv2` mode (SRI's 16).
+const DIRECT_SV2_EXTRANONCE: usize = 16;
 
 /// Entry point for the binary: runs the bench on its own runtime, prints the report.
 pub fn main(args: BenchArgs) -> ExitCode {
@@ -168,6 +84,14 @@ enum Target {
     External { addr: SocketAddr, pid: Option<u32> },
 }
 
+/// Where the miners connect and what they need to know about it.
+struct Endpoint {
+    mode: &'static str,
+    addr: SocketAddr,
+    pid: Option<u32>,
+    authority: Option<AuthorityPublicKey>,
+}
+
 /// Runs one bench and returns its figures.
 ///
 /// # Errors
@@ -175,24 +99,33 @@ enum Target {
 pub async fn run(args: BenchArgs) -> Result<Report> {
     args.validate()?;
     // More miners than the default soft limit of 1024 descriptors; raising the soft limit to
-    // the hard one needs no privilege.
+    // the hard one needs no privilege. The spawned proxy raises its own (`sys`).
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         eprintln!("hashshift bench: cannot raise RLIMIT_NOFILE: {e}");
     }
+    let sv2 = args.protocol == BenchProtocol::Sv2;
     let pool = match args.proxy {
         Some(_) => None,
-        None => Some(
-            TestPool::start(TestPoolConfig {
+        None => {
+            let config = TestPoolConfig {
                 difficulty: pool_difficulty(args.upstream_fraction),
                 // Jobs come from the bench loop, so their send times fall in the load phase.
                 job_interval: Duration::from_secs(86_400),
                 block_interval: Duration::from_secs(86_400),
                 name: "bench".to_owned(),
                 ..TestPoolConfig::default()
-            })
-            .await
-            .context("starting the embedded test pool")?,
-        ),
+            };
+            let started = if args.direct && sv2 {
+                TestPool::start_sv2(TestPoolConfig {
+                    extranonce2_size: DIRECT_SV2_EXTRANONCE,
+                    ..config
+                })
+                .await
+            } else {
+                TestPool::start(config).await
+            };
+            Some(started.context("starting the embedded test pool")?)
+        }
     };
     let target = match (&pool, args.proxy) {
         (_, Some(addr)) => Target::External {
@@ -201,22 +134,44 @@ pub async fn run(args: BenchArgs) -> Result<Report> {
         },
         (Some(_), None) if args.direct => Target::Direct,
         (Some(p), None) => Target::Spawned(Box::new(
-            SpawnedProxy::start(p.addr(), args.miners, Duration::from_secs(20))
-                .await
-                .context("starting the proxy (`hashshift run`)")?,
+            SpawnedProxy::start(
+                p.addr(),
+                args.miners,
+                args.protocol,
+                Duration::from_secs(20),
+            )
+            .await
+            .context("starting the proxy (`hashshift run`)")?,
         )),
         (None, None) => bail!("no pool and no proxy"),
     };
-    let (mode, addr, pid) = match &target {
-        Target::Direct => (
-            "direct",
-            pool.as_ref().map(TestPool::addr).context("no pool")?,
-            None,
-        ),
-        Target::Spawned(p) => ("spawn", p.addr, p.pid()),
-        Target::External { addr, pid } => ("proxy", *addr, *pid),
+    let endpoint = match &target {
+        Target::Direct => {
+            let pool = pool.as_ref().context("no pool")?;
+            Endpoint {
+                mode: "direct",
+                addr: pool.addr(),
+                pid: None,
+                authority: pool.authority_public_key(),
+            }
+        }
+        Target::Spawned(p) => Endpoint {
+            mode: "spawn",
+            addr: p.addr,
+            pid: p.pid(),
+            authority: p.authority,
+        },
+        Target::External { addr, pid } => Endpoint {
+            mode: "proxy",
+            addr: *addr,
+            pid: *pid,
+            authority: args.authority_pubkey,
+        },
     };
-    let result = measure(&args, mode, addr, pid, pool.clone()).await;
+    if sv2 && endpoint.authority.is_none() {
+        bail!("no authority key for the SV2 listener");
+    }
+    let result = measure(&args, &endpoint, pool.clone()).await;
     if let Target::Spawned(p) = target {
         p.stop().await;
     }
@@ -226,18 +181,49 @@ pub async fn run(args: BenchArgs) -> Result<Report> {
     result
 }
 
-async fn measure(
+/// Starts miner `i`.
+fn spawn_miner(
     args: &BenchArgs,
-    mode: &str,
-    addr: SocketAddr,
-    pid: Option<u32>,
-    pool: Option<TestPool>,
-) -> Result<Report> {
+    endpoint: &Endpoint,
+    i: usize,
+    shared: &Arc<Shared>,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) {
+    let share_interval = Duration::from_secs_f64(1.0 / args.share_rate);
+    let worker = format!("bench.{i}");
+    let (shared, shutdown) = (shared.clone(), shutdown.clone());
+    match (args.protocol, endpoint.authority) {
+        (BenchProtocol::Sv2, Some(authority)) => {
+            let config = sv2::Sv2MinerConfig {
+                addr: endpoint.addr,
+                worker,
+                share_interval,
+                authority,
+                channel: args.channel,
+            };
+            tracker.spawn(async move { sv2::run(config, &shared, shutdown).await });
+        }
+        _ => {
+            let config = sv1::MinerConfig {
+                addr: endpoint.addr,
+                worker,
+                share_interval,
+            };
+            tracker.spawn(async move { sv1::run(config, &shared, shutdown).await });
+        }
+    }
+}
+
+async fn measure(args: &BenchArgs, endpoint: &Endpoint, pool: Option<TestPool>) -> Result<Report> {
     let progress = |line: String| {
         if !args.quiet {
             eprintln!("bench: {line}");
         }
     };
+    let Endpoint {
+        mode, addr, pid, ..
+    } = *endpoint;
     let shared = Arc::new(Shared::new(pool.clone()));
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -245,10 +231,15 @@ async fn measure(
 
     // Connect phase, paced so the listener sees no SYN storm.
     progress(format!(
-        "connecting {} miners to {addr} ({mode})",
-        args.miners
+        "connecting {} {} miners to {addr} ({mode})",
+        args.miners,
+        match args.protocol {
+            BenchProtocol::Sv1 => "SV1",
+            BenchProtocol::Sv2 => "SV2",
+        }
     ));
-    let share_interval = Duration::from_secs_f64(1.0 / args.share_rate);
+    let cpu_connect_before = pid.and_then(process::cpu_micros);
+    let own_cpu_before = process::cpu_micros(std::process::id());
     let connect_started = Instant::now();
     let pace = Duration::from_secs_f64(1.0 / args.connect_rate);
     let connect_deadline = connect_started
@@ -256,13 +247,7 @@ async fn measure(
         + Duration::from_secs(30);
     let mut last_progress = Instant::now();
     for i in 0..args.miners {
-        let config = MinerConfig {
-            addr,
-            worker: format!("bench.{i}"),
-            share_interval,
-        };
-        let (miner_shared, miner_shutdown) = (shared.clone(), shutdown.clone());
-        tracker.spawn(async move { miner::run(config, &miner_shared, miner_shutdown).await });
+        spawn_miner(args, endpoint, i, &shared, &shutdown, &tracker);
         let due = connect_started + pace.mul_f64((i + 1) as f64);
         tokio::time::sleep_until(due.into()).await;
         if last_progress.elapsed() >= PROGRESS_EVERY {
@@ -283,7 +268,16 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let connect_secs = connect_started.elapsed().as_secs_f64();
+    let cpu_connect_after = pid.and_then(process::cpu_micros);
+    let own_cpu_connect_us = own_cpu_before
+        .zip(process::cpu_micros(std::process::id()))
+        .map(|(a, b)| b.saturating_sub(a));
     let ready = shared.ready.load(Ordering::Relaxed);
+    let handshakes = shared.handshakes.load(Ordering::Relaxed);
+    let handshakes_per_sec = shared
+        .last_handshake()
+        .filter(|_| handshakes > 0)
+        .map(|last| handshakes as f64 / (last - connect_started).as_secs_f64().max(1e-9));
     progress(format!(
         "{ready} of {} miners ready in {connect_secs:.2} s",
         args.miners
@@ -295,12 +289,7 @@ async fn measure(
     // Load phase.
     let cpu_before = pid.and_then(process::cpu_micros);
     let load_started = Instant::now();
-    *shared
-        .load_started
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(load_started);
-    shared.loading.store(true, Ordering::Relaxed);
-    shared.go.cancel();
+    shared.start_load(load_started);
     let load_for = Duration::from_secs_f64(args.duration);
     let jobs_every = (args.jobs_every > 0.0).then(|| Duration::from_secs_f64(args.jobs_every));
     let mut next_job = jobs_every.map(|d| load_started + d);
@@ -354,6 +343,9 @@ async fn measure(
 
     let proxy = pid.map(|pid| {
         let cpu_load_us = cpu_before.zip(cpu_after).map(|(a, b)| b.saturating_sub(a));
+        let cpu_connect_us = cpu_connect_before
+            .zip(cpu_connect_after)
+            .map(|(a, b)| b.saturating_sub(a));
         ProxyFigures {
             pid,
             rss_before_kib: rss_before,
@@ -363,6 +355,10 @@ async fn measure(
                 .zip(rss_idle)
                 .filter(|_| ready > 0)
                 .map(|(b, i)| (i as f64 - b as f64) / ready as f64),
+            cpu_connect_us,
+            cpu_us_per_connect: cpu_connect_us
+                .filter(|_| ready > 0)
+                .map(|us| us as f64 / ready as f64),
             cpu_load_us,
             cpu_us_per_share: cpu_load_us
                 .filter(|_| answered > 0)
@@ -374,12 +370,18 @@ async fn measure(
     };
     Ok(Report {
         mode: mode.to_owned(),
+        protocol: args.protocol,
+        channel: (args.protocol == BenchProtocol::Sv2).then_some(args.channel),
         target: addr.to_string(),
         miners: args.miners,
         miners_ready: ready,
         connect_secs,
         connect_errors: shared.connect_errors.load(Ordering::Relaxed),
         disconnects: shared.disconnects.load(Ordering::Relaxed),
+        handshakes,
+        handshakes_per_sec,
+        handshake_us: lock(&shared.handshake),
+        bench_cpu_connect_us: own_cpu_connect_us,
         load_secs,
         share_rate_per_miner: args.share_rate,
         shares_submitted: shared.submitted.load(Ordering::Relaxed),
@@ -387,11 +389,8 @@ async fn measure(
         shares_per_sec: answered as f64 / load_secs.max(1e-9),
         accepted: shared.accepted.load(Ordering::Relaxed),
         rejected: shared.rejected.load(Ordering::Relaxed),
-        rejected_by_code: shared
-            .rejected_by_code
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone(),
+        rejected_by_code: shared.rejected_by_code(),
+        acks: shared.acks.load(Ordering::Relaxed),
         skipped_ticks: shared.skipped.load(Ordering::Relaxed),
         latency_us: lock(&shared.latency),
         jobs_sent,

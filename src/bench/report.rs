@@ -6,6 +6,8 @@ use std::fmt;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::args::{BenchProtocol, ChannelKind};
+
 /// Latency percentiles in µs.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Percentiles {
@@ -69,6 +71,11 @@ pub struct ProxyFigures {
     pub rss_load_kib: Option<u64>,
     /// (idle − before) / connected miners, KiB.
     pub kib_per_idle_miner: Option<f64>,
+    /// CPU time (user + system) during the connect phase, µs.
+    pub cpu_connect_us: Option<u64>,
+    /// CPU µs per miner made ready in the connect phase (SV2: the Noise handshake,
+    /// `SetupConnection`, the channel and its first job).
+    pub cpu_us_per_connect: Option<f64>,
     /// CPU time (user + system) during the load phase, µs.
     pub cpu_load_us: Option<u64>,
     /// CPU µs per share answered during the load phase.
@@ -80,6 +87,10 @@ pub struct ProxyFigures {
 pub struct Report {
     /// `direct`, `spawn` or `proxy`.
     pub mode: String,
+    /// The miners' protocol.
+    pub protocol: BenchProtocol,
+    /// SV2: the kind of channel each miner opened.
+    pub channel: Option<ChannelKind>,
     /// Address the miners connected to.
     pub target: String,
     /// Miners asked for.
@@ -92,6 +103,15 @@ pub struct Report {
     pub connect_errors: u64,
     /// Connections lost before teardown.
     pub disconnects: u64,
+    /// Noise handshakes completed (SV2).
+    pub handshakes: u64,
+    /// Handshakes completed per second of the connect phase (first connect → last handshake).
+    pub handshakes_per_sec: Option<f64>,
+    /// TCP connect → Noise handshake done, per miner (SV2).
+    pub handshake_us: Percentiles,
+    /// CPU time of the load generator itself (this process, with the embedded pool) during
+    /// the connect phase, µs: the other half of every handshake, on the same cores.
+    pub bench_cpu_connect_us: Option<u64>,
     /// Length of the load phase, seconds.
     pub load_secs: f64,
     /// Per-miner submit rate asked for.
@@ -106,8 +126,10 @@ pub struct Report {
     pub accepted: u64,
     /// Answers `false` or error (whole run).
     pub rejected: u64,
-    /// Rejections by Stratum error code.
-    pub rejected_by_code: BTreeMap<i64, u64>,
+    /// Rejections by error code (SV1: the Stratum number; SV2: the `error_code` string).
+    pub rejected_by_code: BTreeMap<String, u64>,
+    /// `SubmitShares.Success` messages read (SV2; each acknowledges one or more shares).
+    pub acks: u64,
     /// Submit ticks skipped (no job yet or too many in flight).
     pub skipped_ticks: u64,
     /// Submit written → answer read.
@@ -122,7 +144,16 @@ pub struct Report {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "hashshift bench ({} → {})", self.mode, self.target)?;
+        let protocol = match (self.protocol, self.channel) {
+            (BenchProtocol::Sv2, Some(ChannelKind::Extended)) => "SV2, extended channels",
+            (BenchProtocol::Sv2, _) => "SV2, standard channels",
+            (BenchProtocol::Sv1, _) => "SV1",
+        };
+        writeln!(
+            f,
+            "hashshift bench ({} → {}, {protocol})",
+            self.mode, self.target
+        )?;
         writeln!(
             f,
             "  miners          {} ready of {} in {:.2} s ({} connect errors, {} disconnects)",
@@ -132,6 +163,22 @@ impl fmt::Display for Report {
             self.connect_errors,
             self.disconnects
         )?;
+        if self.handshakes > 0 {
+            writeln!(
+                f,
+                "  handshakes      {} Noise handshakes, {:.0}/s over the connect phase; connect → handshake {}",
+                self.handshakes,
+                self.handshakes_per_sec.unwrap_or(0.0),
+                self.handshake_us
+            )?;
+            if let Some(us) = self.bench_cpu_connect_us {
+                writeln!(
+                    f,
+                    "                  load generator CPU {:.1} µs per handshake (initiator side, same cores)",
+                    us as f64 / self.handshakes as f64
+                )?;
+            }
+        }
         writeln!(
             f,
             "  shares          {:.0}/s answered over {:.1} s ({} answered, {} submitted, {:.2}/s per miner asked)",
@@ -141,11 +188,20 @@ impl fmt::Display for Report {
             self.shares_submitted,
             self.share_rate_per_miner
         )?;
-        writeln!(
+        write!(
             f,
             "  results         {} accepted, {} rejected {:?}, {} ticks skipped",
             self.accepted, self.rejected, self.rejected_by_code, self.skipped_ticks
         )?;
+        if self.protocol == BenchProtocol::Sv2 {
+            let per_ack = self.accepted as f64 / self.acks.max(1) as f64;
+            write!(
+                f,
+                ", {} SubmitShares.Success ({per_ack:.1} shares each)",
+                self.acks
+            )?;
+        }
+        writeln!(f)?;
         writeln!(f, "  share latency   {}", self.latency_us)?;
         writeln!(
             f,
@@ -162,13 +218,13 @@ impl fmt::Display for Report {
                 kib(p.rss_idle_kib),
                 kib(p.rss_load_kib)
             )?;
+            let num = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.1}"));
             writeln!(
                 f,
-                "  proxy cost      {} KiB per idle miner, {} µs CPU per share",
-                p.kib_per_idle_miner
-                    .map_or("n/a".to_owned(), |v| format!("{v:.1}")),
-                p.cpu_us_per_share
-                    .map_or("n/a".to_owned(), |v| format!("{v:.1}"))
+                "  proxy cost      {} KiB per idle miner, {} µs CPU per connect, {} µs CPU per share",
+                num(p.kib_per_idle_miner),
+                num(p.cpu_us_per_connect),
+                num(p.cpu_us_per_share)
             )?;
         }
         Ok(())

@@ -1,112 +1,35 @@
-//! Load-mode miners: SV1 clients that do not hash. Each subscribes and authorizes, then,
+//! Load-mode SV1 miners: clients that do not hash. Each subscribes and authorizes, then,
 //! once the load phase starts, submits shares at a fixed rate with random extranonce2 and
 //! nonce on the latest job. With a tiny difficulty (target clamped to the maximum) every such
 //! share meets the target, so the proxy and pool do the full validation work per share.
 //!
-//! Every miner is one task owning its state; the counters and histograms they feed are
-//! shared ([`Shared`]): atomics for counts, std mutexes (held for one `record`, never across
-//! `.await`) for the histograms.
+//! Every miner is one task owning its state; the counters it feeds are in [`Shared`]. At
+//! shutdown it closes cleanly ([`close`]), so the proxy logs a disconnect, not a reset.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use hdrhistogram::Histogram;
 use rand::Rng;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::MissedTickBehavior;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
+use super::stats::Shared;
 use crate::protocol::sv1::{
     Authorize, ClientCodec, ClientMessage, ClientRequest, Id, ServerMessage, ServerNotification,
     Submit, Subscribe,
 };
-use crate::testpool::{TestPool, job_tag};
+use crate::testpool::job_tag;
 
 /// Outstanding submits per miner beyond which it skips a tick instead of piling up.
-const MAX_IN_FLIGHT: usize = 1024;
+pub(crate) const MAX_IN_FLIGHT: usize = 1024;
 /// How long one connect attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Highest latency the histograms hold (µs); larger values are clamped.
-const MAX_LATENCY_US: u64 = 60_000_000;
-
-/// Counters and histograms all miners feed.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    /// Miners authorized and holding a job.
-    pub ready: AtomicU64,
-    /// Failed connects or handshakes.
-    pub connect_errors: AtomicU64,
-    /// Connections that ended before shutdown.
-    pub disconnects: AtomicU64,
-    /// Submits written.
-    pub submitted: AtomicU64,
-    /// Submit answers read.
-    pub answered: AtomicU64,
-    /// Answers `true`.
-    pub accepted: AtomicU64,
-    /// Answers `false` or with an error.
-    pub rejected: AtomicU64,
-    /// Ticks skipped because too many submits were outstanding.
-    pub skipped: AtomicU64,
-    /// Rejections by Stratum error code.
-    pub rejected_by_code: Mutex<BTreeMap<i64, u64>>,
-    /// Submit written → answer read, µs.
-    pub latency: Mutex<Histogram<u64>>,
-    /// Pool sent the job → miner read its notify, µs (load phase only).
-    pub fanout: Mutex<Histogram<u64>>,
-    /// Set while the load phase runs.
-    pub loading: AtomicBool,
-    /// Cancelled when the load phase starts.
-    pub go: CancellationToken,
-    /// The embedded pool, for job send times.
-    pub pool: Option<TestPool>,
-    /// When the load phase started (set once).
-    pub load_started: Mutex<Option<Instant>>,
-}
-
-fn histogram() -> Histogram<u64> {
-    // Three significant figures over 1 µs..60 s: constant, valid bounds.
-    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("constant histogram bounds are valid")
-}
-
-fn record(h: &Mutex<Histogram<u64>>, micros: u64) {
-    let mut h = h.lock().unwrap_or_else(PoisonError::into_inner);
-    h.saturating_record(micros.clamp(1, MAX_LATENCY_US));
-}
-
-impl Shared {
-    pub fn new(pool: Option<TestPool>) -> Self {
-        Shared {
-            ready: AtomicU64::new(0),
-            connect_errors: AtomicU64::new(0),
-            disconnects: AtomicU64::new(0),
-            submitted: AtomicU64::new(0),
-            answered: AtomicU64::new(0),
-            accepted: AtomicU64::new(0),
-            rejected: AtomicU64::new(0),
-            skipped: AtomicU64::new(0),
-            rejected_by_code: Mutex::new(BTreeMap::new()),
-            latency: Mutex::new(histogram()),
-            fanout: Mutex::new(histogram()),
-            loading: AtomicBool::new(false),
-            go: CancellationToken::new(),
-            pool,
-            load_started: Mutex::new(None),
-        }
-    }
-
-    fn load_started(&self) -> Option<Instant> {
-        *self
-            .load_started
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-}
 
 /// One load miner's settings.
 #[derive(Clone, Debug)]
@@ -115,6 +38,41 @@ pub(crate) struct MinerConfig {
     pub worker: String,
     /// Time between submits.
     pub share_interval: Duration,
+}
+
+/// How long a closing miner waits for the other side to close.
+pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Ends a connection cleanly: our FIN first, then whatever the peer still sends is read and
+/// dropped until it closes too. Closing with unread data would make the kernel reset the
+/// connection, which the proxy rightly logs as an error.
+pub(crate) async fn close<C>(mut conn: Framed<TcpStream, C>)
+where
+    C: tokio_util::codec::Decoder,
+{
+    let _ = conn.get_mut().shutdown().await;
+    let drain = async { while let Some(Ok(_)) = conn.next().await {} };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, drain).await;
+}
+
+/// The submit clock of one miner, its first tick at a random point of the first interval so
+/// that miners do not fire in step.
+pub(crate) fn share_ticker(every: Duration) -> tokio::time::Interval {
+    let phase = rand::rng().random_range(0.0..1.0) * every.as_secs_f64();
+    let start = tokio::time::Instant::now() + Duration::from_secs_f64(phase);
+    let mut t = tokio::time::interval_at(start, every);
+    t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    t
+}
+
+/// Waits for the next tick, or forever without a ticker (cancel-safe: `Interval::tick` is).
+pub(crate) async fn next_tick(ticker: &mut Option<tokio::time::Interval>) {
+    match ticker.as_mut() {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// The latest job: what a submit refers to.
@@ -167,17 +125,15 @@ pub(crate) async fn run(config: MinerConfig, shared: &Shared, shutdown: Cancella
     loop {
         // Cancel-safe branches only: cancellation, `Framed::next`, an interval tick.
         let outgoing = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => {
+                close(framed).await;
+                return;
+            }
             _ = shared.go.cancelled(), if ticker.is_none() => {
-                // Spread the first submits over one interval so miners do not fire in step.
-                let phase = rand::rng().random_range(0.0..1.0) * config.share_interval.as_secs_f64();
-                let start = tokio::time::Instant::now() + Duration::from_secs_f64(phase);
-                let mut t = tokio::time::interval_at(start, config.share_interval);
-                t.set_missed_tick_behavior(MissedTickBehavior::Delay);
-                ticker = Some(t);
+                ticker = Some(share_ticker(config.share_interval));
                 None
             }
-            _ = async { match ticker.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending().await } } => {
+            _ = next_tick(&mut ticker) => {
                 match &job {
                     Some(j) if pending.len() < MAX_IN_FLIGHT && extranonce2_size > 0 => {
                         let mut rng = rand::rng();
@@ -229,30 +185,17 @@ pub(crate) async fn run(config: MinerConfig, shared: &Shared, shutdown: Cancella
                             }
                         }
                     } else if let Some(sent) = pending.remove(&id) {
-                        record(&shared.latency, sent.elapsed().as_micros() as u64);
-                        if shared.loading.load(Ordering::Relaxed) {
-                            shared.answered.fetch_add(1, Ordering::Relaxed);
-                        }
-                        if r.error.is_none() && r.as_bool().unwrap_or(false) {
-                            shared.accepted.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            shared.rejected.fetch_add(1, Ordering::Relaxed);
-                            let code = r.error.as_ref().map_or(20, |e| e.code);
-                            let mut by_code = shared.rejected_by_code.lock().unwrap_or_else(PoisonError::into_inner);
-                            *by_code.entry(code).or_default() += 1;
+                        let accepted = r.error.is_none() && r.as_bool().unwrap_or(false);
+                        shared.answered(sent, Instant::now(), accepted);
+                        if !accepted {
+                            shared.rejected_with(&r.error.as_ref().map_or(20, |e| e.code).to_string());
                         }
                     }
                     None
                 }
                 Some(Ok(Ok(ServerMessage::Notification { notification, .. }))) => {
                     if let ServerNotification::Notify(n) = notification {
-                        let received = Instant::now();
-                        if let (Some(pool), Some(tag)) = (&shared.pool, job_tag(&n.coinb1))
-                            && let (Some(sent), Some(started)) = (pool.job_sent_at(tag), shared.load_started())
-                            && sent >= started
-                        {
-                            record(&shared.fanout, received.saturating_duration_since(sent).as_micros() as u64);
-                        }
+                        shared.job_received(job_tag(&n.coinb1), Instant::now());
                         job = Some(CurrentJob { id: n.job_id, ntime: n.ntime });
                         if !ready && extranonce2_size > 0 {
                             ready = true;
