@@ -123,7 +123,10 @@ impl Proxy {
                         drain_grace: settings.drain_grace,
                         max_frame_bytes: d.max_frame_bytes,
                         max_channels: d.max_channels_per_connection,
-                        ack_delay: Duration::from_millis(100),
+                        // Acknowledge as soon as the session has nothing else ready: a
+                        // real channel sends a share every few seconds, so waiting only adds
+                        // latency; what arrives together is still acknowledged together.
+                        ack_delay: Duration::ZERO,
                         ack_batch: 32,
                     });
                     let manager = manager.clone();

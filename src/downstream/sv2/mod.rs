@@ -50,7 +50,8 @@ pub struct Sv2Settings {
     pub max_frame_bytes: usize,
     /// Most channels per connection.
     pub max_channels: usize,
-    /// Acknowledgements are sent at the latest this long after the first share they cover.
+    /// Acknowledgements are sent at the latest this long after the first share they cover
+    /// (zero: once the events ready now are handled).
     pub ack_delay: Duration,
     /// ... or as soon as this many shares of one channel are waiting.
     pub ack_batch: u32,
