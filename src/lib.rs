@@ -12,6 +12,7 @@
 //! | [`downstream`] | miners: listener, SV1 and SV2 sessions, vardiff, the shared per-miner record |
 //! | [`firmware`] | rig management APIs (LuxOS, Braiins OS+): sleep, wake, status; protocol-faithful fakes |
 //! | [`gpu`] | GPU scheduler adapters (Slurm license reservation, webhook, command hook) |
+//! | [`http_client`] | the one HTTP/1.1 client (hyper): one bounded request per connection |
 //! | [`keyfile`] | the SV2 authority key file (`hashshift keygen`) |
 //! | [`upstream`] | pools: connections, work, extranonce splitting, the failover/split router and manager |
 //! | [`proxy`] | the whole proxy assembled, with graceful shutdown |
@@ -31,6 +32,7 @@ pub mod demo;
 pub mod downstream;
 pub mod firmware;
 pub mod gpu;
+pub mod http_client;
 pub mod keyfile;
 pub mod proxy;
 pub mod sim;

@@ -10,12 +10,21 @@
 //!   `miner_stats.real_hashrate.last_5s.gigahash_per_second`.
 //!
 //! Each call logs in afresh (one more small request) instead of caching tokens: no state
-//! shared between tasks, and no stale-token bookkeeping across thousands of rigs.
+//! shared between tasks, and no stale-token bookkeeping across thousands of rigs. HTTP is
+//! [`crate::http_client`]: one request per connection, bounded by the client's [`Timeouts`]
+//! and [`FirmwareClient::max_reply_bytes`].
+//!
+//! [`Timeouts`]: super::Timeouts
 
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use hyper::Method;
+use hyper::header::{AUTHORIZATION, HeaderName};
 use serde_json::Value;
 
-use super::http::{self, Response};
 use super::{Endpoint, FirmwareClient, FirmwareError, RigState, RigStatus};
+use crate::http_client::{self, HttpError, Limits, Response};
 
 /// The two mining actions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +77,58 @@ fn rejected(endpoint: &Endpoint, command: &str, resp: &Response) -> FirmwareErro
     }
 }
 
+/// [`HttpError`] → [`FirmwareError`], keeping the step and the retry semantics.
+fn firmware_error(addr: SocketAddr, command: String, e: HttpError) -> FirmwareError {
+    match e {
+        HttpError::Connect(source) => FirmwareError::Connect { addr, source },
+        HttpError::Timeout { step, after } => FirmwareError::Timeout { addr, step, after },
+        HttpError::Io(source) => FirmwareError::Io {
+            addr,
+            command,
+            source,
+        },
+        HttpError::TooLarge { limit, .. } => FirmwareError::Malformed {
+            addr,
+            command,
+            detail: format!("reply larger than {limit} bytes"),
+        },
+        other => FirmwareError::Malformed {
+            addr,
+            command,
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// One request to the rig's API, with the token if there is one.
+async fn send(
+    client: &FirmwareClient,
+    endpoint: &Endpoint,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Bytes,
+) -> Result<Response, FirmwareError> {
+    let command = format!("{method} {path}");
+    let host = endpoint.addr.to_string();
+    let auth: Vec<(HeaderName, &str)> = token.map(|t| (AUTHORIZATION, t)).into_iter().collect();
+    let req = http_client::Request {
+        method,
+        host: &host,
+        path,
+        headers: &auth,
+        body,
+    };
+    let limits = Limits {
+        connect_timeout: client.timeouts.connect,
+        request_timeout: client.timeouts.request,
+        max_body: client.max_reply_bytes,
+    };
+    http_client::request(endpoint.addr, req, limits)
+        .await
+        .map_err(|e| firmware_error(endpoint.addr, command, e))
+}
+
 fn json(endpoint: &Endpoint, command: &str, body: &[u8]) -> Result<Value, FirmwareError> {
     serde_json::from_slice(body).map_err(|e| FirmwareError::Malformed {
         addr: endpoint.addr,
@@ -83,7 +144,7 @@ async fn login(client: &FirmwareClient, endpoint: &Endpoint) -> Result<String, F
     })
     .to_string();
     let path = "/api/v1/auth/login";
-    let resp = http::exchange(client, endpoint.addr, "POST", path, None, body.as_bytes()).await?;
+    let resp = send(client, endpoint, Method::POST, path, None, body.into()).await?;
     match resp.status {
         200..=299 => {}
         401 | 403 => {
@@ -112,13 +173,21 @@ async fn login(client: &FirmwareClient, endpoint: &Endpoint) -> Result<String, F
 async fn authed(
     client: &FirmwareClient,
     endpoint: &Endpoint,
-    method: &str,
+    method: Method,
     path: &str,
     token: &mut String,
 ) -> Result<Response, FirmwareError> {
     let command = format!("{method} {path}");
     for attempt in 0..2 {
-        let resp = http::exchange(client, endpoint.addr, method, path, Some(token), b"").await?;
+        let resp = send(
+            client,
+            endpoint,
+            method.clone(),
+            path,
+            Some(token),
+            Bytes::new(),
+        )
+        .await?;
         match resp.status {
             200..=299 => return Ok(resp),
             401 if attempt == 0 => *token = login(client, endpoint).await?,
@@ -146,7 +215,7 @@ pub async fn action(
     action: Action,
 ) -> Result<(), FirmwareError> {
     let mut token = login(client, endpoint).await?;
-    authed(client, endpoint, "PUT", action.path(), &mut token).await?;
+    authed(client, endpoint, Method::PUT, action.path(), &mut token).await?;
     Ok(())
 }
 
@@ -158,9 +227,9 @@ pub async fn status(
     let mut token = login(client, endpoint).await?;
     let details_path = "/api/v1/miner/details";
     let stats_path = "/api/v1/miner/stats";
-    let details = authed(client, endpoint, "GET", details_path, &mut token).await?;
+    let details = authed(client, endpoint, Method::GET, details_path, &mut token).await?;
     let details = json(endpoint, details_path, &details.body)?;
-    let stats = authed(client, endpoint, "GET", stats_path, &mut token).await?;
+    let stats = authed(client, endpoint, Method::GET, stats_path, &mut token).await?;
     let stats = json(endpoint, stats_path, &stats.body)?;
     let finite = |v: Option<&Value>| v.and_then(Value::as_f64).filter(|x| x.is_finite());
     let power_w = finite(stats.pointer("/power_stats/approximated_consumption/watt"));

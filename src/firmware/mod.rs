@@ -53,16 +53,16 @@
 //! idempotent for us), and Braiins OS+ reports `status` 2 = normal, 3 = paused in
 //! `miner/details` and power as `power_stats.approximated_consumption.watt` in `miner/stats`.
 //!
-//! # Why plain HTTP/1.1 over tokio for Braiins, not reqwest
+//! # HTTP for Braiins: `hyper`, not reqwest
 //! Firmware web APIs are plain HTTP on the LAN (no TLS), one small JSON request at a time.
-//! A `Connection: close` client with Content-Length, chunked and read-to-EOF bodies is about a
-//! hundred lines ([`http`]), keeps the reply bound and the timeouts under our control, and adds
-//! no dependency (reqwest would add hyper, http, tower and a TLS stack we do not need).
+//! The Braiins adapter uses the proxy's one HTTP client, [`crate::http_client`] (hyper's
+//! HTTP/1.1 connection API, one request per connection, bounded connect, request and reply
+//! size); hyper is in the tree anyway for the proxy's HTTP server. reqwest would add a
+//! connection pool, tower and a TLS stack we do not need.
 
 pub mod braiins;
 pub mod cgminer;
 pub mod fake;
-pub mod http;
 pub mod luxos;
 
 use std::fmt;

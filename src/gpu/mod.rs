@@ -21,7 +21,6 @@
 //!   side never gets more than it was granted).
 
 pub mod command;
-mod http;
 mod process;
 pub mod slurm;
 pub mod webhook;

@@ -19,21 +19,26 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hyper::Method;
+use hyper::header::{AUTHORIZATION, HeaderValue};
 use serde::{Deserialize, Serialize};
 
-use super::http::{self, HttpUrl};
 use super::{GpuDemand, GpuError, ReportedDemand, ShedAction, ShedOutcome, check_kw, clean_reason};
+use crate::http_client::{self, HttpError, HttpUrl, Limits};
+
+/// The most of a reply body read; the status is what counts, a longer body is not an error.
+const MAX_REPLY_BODY: usize = 64 * 1024;
 
 /// `[gpu_scheduler] kind = "webhook"` settings.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct WebhookConfig {
-    /// `http://host[:port]/path` (plain HTTP; see the module doc of the client for why).
+    /// `http://host[:port]/path` (plain HTTP; see [`crate::http_client`] for why).
     pub url: String,
     /// Sent as the `Authorization` header when set (e.g. `Bearer <token>`).
     pub authorization: Option<String>,
-    /// Timeout of one attempt (connect, send, status line), in ms.
+    /// Timeout of one attempt (connect, send, the whole reply), in ms.
     pub timeout_ms: u64,
     /// Attempts in all, the first included (≥ 1).
     pub max_attempts: u32,
@@ -87,8 +92,9 @@ impl WebhookScheduler {
                 "webhook max_attempts and timeout_ms must be > 0".into(),
             ));
         }
+        // Checked once here so that every send can put it in a header.
         if let Some(a) = &cfg.authorization
-            && a.chars().any(|c| c.is_control())
+            && HeaderValue::from_str(a).is_err()
         {
             return Err(GpuError::Config(
                 "webhook authorization has control characters".into(),
@@ -145,27 +151,55 @@ impl WebhookScheduler {
             "source": "hashshift",
         })
         .to_string();
+        let body = bytes::Bytes::from(body);
         let timeout = Duration::from_millis(self.cfg.timeout_ms);
+        let limits = Limits {
+            connect_timeout: timeout,
+            request_timeout: timeout,
+            max_body: MAX_REPLY_BODY,
+        };
+        let host = self.url.host_header();
+        let target = self.url.connect_target();
+        let auth: Vec<_> = self
+            .cfg
+            .authorization
+            .as_deref()
+            .map(|a| (AUTHORIZATION, a))
+            .into_iter()
+            .collect();
         let mut backoff = Duration::from_millis(self.cfg.backoff_initial_ms);
         let max_backoff = Duration::from_millis(self.cfg.backoff_max_ms);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let sent = tokio::time::timeout(
-                timeout,
-                http::post_json(
-                    &self.url,
-                    body.as_bytes(),
-                    self.cfg.authorization.as_deref(),
-                ),
-            )
-            .await;
-            let (retryable, err) = match sent {
-                Ok(Ok(status)) if (200..300).contains(&status) => {
+            let req = http_client::Request {
+                method: Method::POST,
+                host: &host,
+                path: &self.url.path,
+                headers: &auth,
+                body: body.clone(),
+            };
+            // One bound for the whole attempt, connect included (the client bounds connect
+            // and request separately; their sum could exceed `timeout_ms`).
+            let sent =
+                tokio::time::timeout(timeout, http_client::request(target.as_str(), req, limits))
+                    .await
+                    .unwrap_or(Err(HttpError::Timeout {
+                        step: "request",
+                        after: timeout,
+                    }));
+            let status = match sent {
+                Ok(reply) => Ok(reply.status),
+                // The status is what counts; an oversized body does not undo it.
+                Err(HttpError::TooLarge { status, .. }) => Ok(status),
+                Err(e) => Err(e),
+            };
+            let (retryable, err) = match status {
+                Ok(status) if (200..300).contains(&status) => {
                     tracing::info!(event, kw, seq, attempt, "GPU webhook delivered");
                     return Ok(());
                 }
-                Ok(Ok(status)) => (
+                Ok(status) => (
                     status >= 500 || status == 408 || status == 429,
                     GpuError::HttpStatus {
                         url: self.cfg.url.clone(),
@@ -173,19 +207,11 @@ impl WebhookScheduler {
                         attempts: attempt,
                     },
                 ),
-                Ok(Err(detail)) => (
-                    true,
+                Err(e) => (
+                    !matches!(e, HttpError::InvalidRequest(_)),
                     GpuError::Http {
                         url: self.cfg.url.clone(),
-                        detail,
-                        attempts: attempt,
-                    },
-                ),
-                Err(_) => (
-                    true,
-                    GpuError::Http {
-                        url: self.cfg.url.clone(),
-                        detail: format!("timed out after {timeout:?}"),
+                        detail: e.to_string(),
                         attempts: attempt,
                     },
                 ),
@@ -245,5 +271,12 @@ mod tests {
         };
         assert!(WebhookScheduler::new(zero).is_err());
         assert!(WebhookScheduler::new(WebhookConfig::new("http://127.0.0.1:1/")).is_ok());
+        for bad in ["Bearer a\r\nX: y", "Bearer \u{7f}"] {
+            let cfg = WebhookConfig {
+                authorization: Some(bad.into()),
+                ..WebhookConfig::new("http://127.0.0.1:1/")
+            };
+            assert!(WebhookScheduler::new(cfg).is_err(), "{bad:?}");
+        }
     }
 }

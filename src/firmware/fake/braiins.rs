@@ -5,20 +5,32 @@
 //! 401 without a valid one; idempotent like the real API), `GET /api/v1/miner/details`
 //! (`status`: 2 normal, 3 paused, 1 not started while waking) and `GET /api/v1/miner/stats`
 //! (power and hashrate). Replies close the connection; GETs use chunked encoding.
+//!
+//! HTTP is `hyper`'s server (one request per connection, no keep-alive); this file holds only
+//! the routes. The request head must arrive within [`READ_TIMEOUT`], the body too, and a body
+//! over 16 KiB is refused.
 
 use std::collections::HashSet;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::StatusCode;
+use hyper::body::{Frame, Incoming};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::rig::{FakePhase, RigModel, RigProfile, RigSnapshot};
 use super::{Counters, Faults, READ_TIMEOUT, Server};
-use crate::firmware::http::{self, Request};
 use crate::firmware::{Credentials, Endpoint, FirmwareKind};
 
 /// Largest request body the fake reads.
@@ -163,61 +175,100 @@ impl FakeBraiins {
     }
 }
 
-async fn serve(mut stream: TcpStream, shared: Arc<Shared>, cancel: CancellationToken) {
-    let request = match tokio::time::timeout(READ_TIMEOUT, read_request(&mut stream)).await {
-        Ok(Some(r)) => r,
-        _ => return,
-    };
-    if shared.faults.silent() {
-        cancel.cancelled().await;
-        return;
-    }
-    let reply = if shared.faults.malformed() {
-        http::encode_response(200, b"{\"status\": 2, \"sticker_hash", false)
-    } else {
-        let (status, body, chunked) = answer(&shared, &request);
-        http::encode_response(status, body.to_string().as_bytes(), chunked)
-    };
-    let _ = stream.write_all(&reply).await;
-    let _ = stream.shutdown().await;
+/// A reply body: `Content-Length` or chunked.
+type Body = BoxBody<Bytes, Infallible>;
+
+async fn serve(stream: TcpStream, shared: Arc<Shared>, cancel: CancellationToken) {
+    let service = service_fn(move |req| handle(req, shared.clone(), cancel.clone()));
+    // Errors (a client that sent garbage or went away) only end this connection.
+    let _ = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(READ_TIMEOUT)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }
 
-async fn read_request(stream: &mut TcpStream) -> Option<Request> {
-    let mut buf = Vec::with_capacity(512);
-    let mut chunk = [0u8; 2048];
-    loop {
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 || buf.len() + n > MAX_BODY + http::MAX_HEAD_BYTES {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        match http::parse_request(&buf, MAX_BODY) {
-            Ok(Some(r)) => return Some(r),
-            Ok(None) => continue,
-            Err(_) => return None,
-        }
+async fn handle(
+    req: hyper::Request<Incoming>,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+) -> Result<hyper::Response<Body>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body =
+        match tokio::time::timeout(READ_TIMEOUT, Limited::new(body, MAX_BODY).collect()).await {
+            Ok(Ok(body)) => body.to_bytes(),
+            _ => {
+                return Ok(reply(
+                    400,
+                    json!({ "message": "bad body" }).to_string(),
+                    false,
+                ));
+            }
+        };
+    if shared.faults.silent() {
+        // Hang until the fake shuts down (its server drops this connection then).
+        cancel.cancelled().await;
     }
+    if shared.faults.malformed() {
+        return Ok(reply(200, "{\"status\": 2, \"sticker_hash", false));
+    }
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let route = format!("{} {path}", parts.method);
+    let authorization = parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let (status, body, chunked) = answer(&shared, &route, authorization, &body);
+    Ok(reply(status, body.to_string(), chunked))
+}
+
+/// A JSON reply; `chunked` sends the body in two chunks (as embedded web servers do for
+/// generated replies), to exercise the client's de-chunking.
+fn reply(status: u16, body: impl Into<Bytes>, chunked: bool) -> hyper::Response<Body> {
+    let bytes: Bytes = body.into();
+    let body = if chunked {
+        let (a, b) = bytes.split_at(bytes.len() / 2);
+        let frames = [a, b]
+            .into_iter()
+            .filter(|part| !part.is_empty())
+            .map(|part| Ok(Frame::data(bytes.slice_ref(part))));
+        let frames: Vec<Result<Frame<Bytes>, Infallible>> = frames.collect();
+        StreamBody::new(futures_util::stream::iter(frames)).boxed()
+    } else {
+        Full::new(bytes).boxed()
+    };
+    let mut resp = hyper::Response::new(body);
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
 }
 
 fn unauthorized() -> (u16, Value, bool) {
     (401, json!({ "message": "Unauthorized" }), false)
 }
 
-fn answer(shared: &Shared, req: &Request) -> (u16, Value, bool) {
+/// Status, JSON body and whether to chunk it, for `route` (`METHOD path`).
+fn answer(
+    shared: &Shared,
+    route: &str,
+    authorization: Option<&str>,
+    body: &[u8],
+) -> (u16, Value, bool) {
     let now = Instant::now();
-    let route = format!("{} {}", req.method, req.path);
     let mut inner = shared.lock();
     let known = matches!(
-        route.as_str(),
+        route,
         "POST /api/v1/auth/login"
             | "PUT /api/v1/actions/pause"
             | "PUT /api/v1/actions/resume"
             | "GET /api/v1/miner/details"
             | "GET /api/v1/miner/stats"
     );
-    inner.counters.bump(if known { &route } else { "<other>" });
+    inner.counters.bump(if known { route } else { "<other>" });
     if route == "POST /api/v1/auth/login" {
-        let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
+        let Ok(body) = serde_json::from_slice::<Value>(body) else {
             return (400, json!({ "message": "invalid JSON" }), false);
         };
         let creds = &shared.config.credentials;
@@ -244,11 +295,11 @@ fn answer(shared: &Shared, req: &Request) -> (u16, Value, bool) {
     if !known {
         return (404, json!({ "message": "Not found" }), false);
     }
-    match req.header("authorization") {
+    match authorization {
         Some(t) if inner.tokens.contains(t) => {}
         _ => return unauthorized(),
     }
-    match route.as_str() {
+    match route {
         "PUT /api/v1/actions/pause" => {
             if !shared.faults.stuck() {
                 inner.rig.sleep(now);
