@@ -14,6 +14,7 @@
 //! | [`gpu`] | GPU scheduler adapters (Slurm license reservation, webhook, command hook) |
 //! | [`http_client`] | the one HTTP/1.1 client (hyper): one bounded request per connection |
 //! | [`keyfile`] | the SV2 authority key file (`hashshift keygen`) |
+//! | [`noise_tcp`] | the Noise NX handshake over TCP, responder and initiator sides |
 //! | [`upstream`] | pools: connections, work, extranonce splitting, the failover/split router and manager |
 //! | [`proxy`] | the whole proxy assembled, with graceful shutdown |
 //! | [`sim`] | simulated ASICs that speak SV1 like real firmware and really hash |
@@ -34,6 +35,7 @@ pub mod firmware;
 pub mod gpu;
 pub mod http_client;
 pub mod keyfile;
+pub mod noise_tcp;
 pub mod proxy;
 pub mod sim;
 pub mod sys;

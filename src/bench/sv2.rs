@@ -24,11 +24,10 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
@@ -36,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use super::args::ChannelKind;
 use super::stats::Shared;
 use super::sv1::{MAX_IN_FLIGHT, close, next_tick, share_ticker};
-use crate::protocol::noise::{AuthorityPublicKey, Initiator, NoiseCodec, RESPONDER_MESSAGE_LEN};
+use crate::protocol::noise::{AuthorityPublicKey, NoiseCodec};
 use crate::protocol::sv2::constants::setup_flags;
 use crate::protocol::sv2::{
     B032, Message, OpenExtendedMiningChannel, OpenStandardMiningChannel, Protocol, SetupConnection,
@@ -86,32 +85,14 @@ struct OpenChannel {
     extranonce_size: usize,
 }
 
-fn unix_now() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
-}
-
-fn str255(s: &str) -> Str0255 {
-    let mut end = s.len().min(Str0255::MAX_LEN);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    Str0255::try_from(&s[..end]).unwrap_or_default()
-}
-
 /// TCP connect and the Noise handshake; `None` on any failure.
 async fn connect(config: &Sv2MinerConfig, shared: &Shared) -> Option<Conn> {
     let started = Instant::now();
     let mut stream = TcpStream::connect(config.addr).await.ok()?;
     let _ = stream.set_nodelay(true);
-    // The thread RNG is not `Send`: use it before the first await.
-    let mut initiator = Initiator::new(Some(config.authority), &mut rand::rng());
-    let hello = initiator.step_0().ok()?;
-    stream.write_all(&hello).await.ok()?;
-    let mut reply = [0u8; RESPONDER_MESSAGE_LEN];
-    stream.read_exact(&mut reply).await.ok()?;
-    let (transport, _cert) = initiator.step_2(&reply, unix_now()).ok()?;
+    let (transport, _cert) = crate::noise_tcp::initiate(&mut stream, config.authority)
+        .await
+        .ok()?;
     shared.handshake_done(started);
     let codec = NoiseCodec::new(transport).with_max_payload(MAX_PAYLOAD);
     Some(Framed::with_capacity(stream, codec, READ_BUFFER))
@@ -136,12 +117,12 @@ pub(crate) async fn run(config: Sv2MinerConfig, shared: &Shared, shutdown: Cance
         min_version: 2,
         max_version: 2,
         flags,
-        endpoint_host: str255(&config.addr.ip().to_string()),
+        endpoint_host: Str0255::truncated(&config.addr.ip().to_string()),
         endpoint_port: config.addr.port(),
-        vendor: str255("hashshift-bench"),
-        hardware_version: str255("load-miner"),
-        firmware: str255(concat!("hashshift-bench/", env!("CARGO_PKG_VERSION"))),
-        device_id: str255(&config.worker),
+        vendor: Str0255::truncated("hashshift-bench"),
+        hardware_version: Str0255::truncated("load-miner"),
+        firmware: Str0255::truncated(concat!("hashshift-bench/", env!("CARGO_PKG_VERSION"))),
+        device_id: Str0255::truncated(&config.worker),
     };
     if conn.send(Message::from(setup).to_frame()).await.is_err() {
         shared.connect_errors.fetch_add(1, Ordering::Relaxed);
@@ -286,7 +267,7 @@ impl Miner<'_> {
     }
 
     fn open_channel(&self) -> Message {
-        let user_identity = str255(&self.config.worker);
+        let user_identity = Str0255::truncated(&self.config.worker);
         // The largest target: the proxy's vardiff decides (the bench pins it tiny).
         let max_target = [0xff; 32];
         match self.config.channel {

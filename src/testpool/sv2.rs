@@ -26,7 +26,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use hashshift_protocol::noise::{INITIATOR_MESSAGE_LEN, NoiseCodec, Responder};
+use hashshift_protocol::noise::NoiseCodec;
 use hashshift_protocol::share::{
     Job, ShareValidator, Submission, SubmittedVersion, Target, ValidatorConfig,
 };
@@ -37,17 +37,16 @@ use hashshift_protocol::sv2::{
     SetNewPrevHash, SetTarget, SetupConnectionError, SetupConnectionSuccess, Str0255,
     SubmitSharesError, SubmitSharesExtended, SubmitSharesSuccess,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use super::Inner;
 use super::job::{PoolJob, Work};
 use super::session::{Flow, rejection_reason};
 use super::stats::{StatsRecorder, reason};
-use super::{Inner, unix_now};
 
 /// Largest payload accepted from a client (its messages are all small).
 const MAX_PAYLOAD: usize = 64 * 1024;
@@ -123,27 +122,17 @@ async fn run(
         return "not an SV2 pool";
     };
     let timeout = inner.config.send_timeout;
-    let mut hello = [0u8; INITIATOR_MESSAGE_LEN];
-    tokio::select! {
+    let transport = tokio::select! {
         _ = cancel.cancelled() => return "closed by the pool",
-        r = tokio::time::timeout(timeout, stream.read_exact(&mut hello)) => match r {
-            Ok(Ok(_)) => {}
-            _ => return "no handshake",
+        r = tokio::time::timeout(timeout, crate::noise_tcp::accept(&mut stream, noise)) => match r {
+            Ok(Ok(t)) => t,
+            Ok(Err(error)) => {
+                debug!(%error, "handshake failed");
+                return "handshake failed";
+            }
+            Err(_) => return "no handshake",
         },
-    }
-    // The RNG is not `Send`: it lives only inside this expression.
-    let responder = Responder::new(noise, &mut rand::rng());
-    let (reply, transport) = match responder.step_1(&hello, unix_now()) {
-        Ok(r) => r,
-        Err(error) => {
-            debug!(%error, "handshake failed");
-            return "handshake failed";
-        }
     };
-    match tokio::time::timeout(timeout, stream.write_all(&reply)).await {
-        Ok(Ok(())) => {}
-        _ => return "write error",
-    }
     let mut framed = Framed::new(
         stream,
         NoiseCodec::new(transport).with_max_payload(MAX_PAYLOAD),

@@ -149,6 +149,16 @@ impl Str0255 {
     pub fn to_string_lossy(&self) -> Cow<'_, str> {
         String::from_utf8_lossy(&self.0)
     }
+
+    /// `s` cut to at most 255 bytes on a character boundary (for names we send: a long
+    /// user or firmware string is shortened rather than refused).
+    pub fn truncated(s: &str) -> Self {
+        let mut end = s.len().min(Self::MAX_LEN);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        Str0255(s.as_bytes()[..end].to_vec())
+    }
 }
 
 impl TryFrom<&str> for Str0255 {

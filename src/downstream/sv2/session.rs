@@ -41,7 +41,6 @@ use self::shares::Pending;
 use super::Sv2Settings;
 use super::channel::{Channel, ChannelKind, SubmittedShare};
 use super::events::{Event, work_stream};
-use super::handshake;
 use crate::downstream::listener::Accepted;
 use crate::upstream::manager::{Control, PoolManager};
 
@@ -63,7 +62,7 @@ enum End {
     #[error("miner closed the connection")]
     Closed,
     #[error("noise handshake: {0}")]
-    Handshake(#[from] handshake::HandshakeFailure),
+    Handshake(#[from] crate::noise_tcp::HandshakeFailure),
     #[error("transport: {0}")]
     Transport(#[from] hashshift_protocol::noise::NoiseCodecError),
     #[error("I/O error: {0}")]
@@ -115,7 +114,7 @@ pub async fn serve(accepted: Accepted, settings: Arc<Sv2Settings>, manager: Arc<
     let deadline = tokio::time::Instant::now() + settings.handshake_timeout;
     let transport = tokio::select! {
         _ = shutdown.cancelled() => return,
-        r = tokio::time::timeout_at(deadline, handshake::accept(&mut stream, &settings.noise)) => match r {
+        r = tokio::time::timeout_at(deadline, crate::noise_tcp::accept(&mut stream, &settings.noise)) => match r {
             Ok(Ok(t)) => t,
             Ok(Err(e)) => { info!(reason = %End::Handshake(e), "miner dropped"); return; }
             Err(_) => { info!(reason = %End::HandshakeTimeout, "miner dropped during the Noise handshake"); return; }
@@ -213,8 +212,7 @@ pub async fn serve(accepted: Accepted, settings: Arc<Sv2Settings>, manager: Arc<
 }
 
 fn str0255(s: &str) -> Str0255 {
-    // Every code we send is a short ASCII constant.
-    Str0255::try_from(s).unwrap_or_default()
+    Str0255::truncated(s)
 }
 
 impl Conn {

@@ -27,18 +27,15 @@
 pub mod channel;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use hashshift_protocol::noise::{
-    HandshakeError, Initiator, NoiseCodec, NoiseCodecError, RESPONDER_MESSAGE_LEN,
-};
+use hashshift_protocol::noise::{HandshakeError, NoiseCodec, NoiseCodecError};
 use hashshift_protocol::share::Target;
 use hashshift_protocol::sv2::constants::setup_flags;
 use hashshift_protocol::sv2::{
     Message, OpenExtendedMiningChannel, Protocol, SetupConnection, Str0255, Sv2Error,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_util::codec::Framed;
@@ -51,6 +48,7 @@ use super::connection::{
     endpoints, fail_queued, reconnect_delay, wait_to_reconnect,
 };
 use super::work::WorkState;
+use crate::noise_tcp::{HandshakeFailure, initiate};
 use crate::telemetry::{RejectReason, ShareCounters};
 
 /// Extranonce bytes asked for: enough for the proxy's per-miner prefix (up to 4 bytes) and a
@@ -141,21 +139,6 @@ enum Phase {
     Open(Box<Channel>),
 }
 
-fn unix_now() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
-}
-
-/// A `STR0_255` from a local string, cut at 255 bytes (on a character boundary).
-fn str255(s: &str) -> Str0255 {
-    let mut end = s.len().min(Str0255::MAX_LEN);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    Str0255::try_from(&s[..end]).unwrap_or_default()
-}
-
 impl Task {
     async fn run(mut self) {
         let mut failures: u32 = 0;
@@ -219,21 +202,13 @@ impl Task {
             .await
             .map_err(SessionEnd::Connect)?;
         let _ = stream.set_nodelay(true);
-        // The RNG is not `Send`: use it before the first await.
-        let mut initiator = Initiator::new(Some(authority), &mut rand::rng());
-        let hello = initiator.step_0().map_err(SessionEnd::Handshake)?;
-        stream.write_all(&hello).await.map_err(SessionEnd::Io)?;
-        let mut reply = [0u8; RESPONDER_MESSAGE_LEN];
-        stream.read_exact(&mut reply).await.map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                SessionEnd::Closed
-            } else {
-                SessionEnd::Io(e)
-            }
-        })?;
-        let (transport, cert) = initiator
-            .step_2(&reply, unix_now())
-            .map_err(SessionEnd::Handshake)?;
+        let (transport, cert) = initiate(&mut stream, authority)
+            .await
+            .map_err(|e| match e {
+                HandshakeFailure::Noise(e) => SessionEnd::Handshake(e),
+                HandshakeFailure::Closed => SessionEnd::Closed,
+                HandshakeFailure::Io(e) => SessionEnd::Io(e),
+            })?;
         debug!(
             valid_from = cert.valid_from,
             not_valid_after = cert.not_valid_after,
@@ -260,11 +235,11 @@ impl Task {
             min_version: 2,
             max_version: 2,
             flags: setup_flags::REQUIRES_VERSION_ROLLING,
-            endpoint_host: str255(&p.url.host),
+            endpoint_host: Str0255::truncated(&p.url.host),
             endpoint_port: p.url.port,
-            vendor: str255("hashshift"),
-            hardware_version: str255("proxy"),
-            firmware: str255(concat!("hashshift/", env!("CARGO_PKG_VERSION"))),
+            vendor: Str0255::truncated("hashshift"),
+            hardware_version: Str0255::truncated("proxy"),
+            firmware: Str0255::truncated(concat!("hashshift/", env!("CARGO_PKG_VERSION"))),
             device_id: Str0255::default(),
         };
         if let Err(e) = conn.send(Message::from(setup).to_frame()).await {
@@ -347,7 +322,7 @@ impl Task {
                 let announced = self.nominal_hash_rate();
                 let open = OpenExtendedMiningChannel {
                     request_id: OPEN_REQUEST_ID,
-                    user_identity: str255(&p.user),
+                    user_identity: Str0255::truncated(&p.user),
                     nominal_hash_rate: announced,
                     max_target: Target::MAX.to_le_bytes(),
                     min_extranonce_size: MIN_EXTRANONCE_SIZE,
