@@ -10,7 +10,9 @@ use std::time::Duration;
 use anyhow::Result;
 use hashshift::control::admin::protocol::{Command, Target};
 use hashshift::firmware::fake::FakePhase;
-use support::power_site::{Site, all_mining_on_firmware_figures, position, states};
+use support::power_site::{
+    Site, all_mining_on_firmware_figures, confirmed_asleep, position, states,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gpu_demand_drains_the_rigs_it_needs_before_the_budget_grows_and_resumes_them_after()
@@ -57,19 +59,7 @@ async fn gpu_demand_drains_the_rigs_it_needs_before_the_budget_grows_and_resumes
 
     // Break before make: both sleeps confirmed before the grant was made.
     let events = site.ask(Command::Events { limit: Some(1000) }).await?;
-    let confirmed: Vec<usize> = events
-        .as_array()
-        .into_iter()
-        .flatten()
-        .enumerate()
-        .filter(|(_, e)| {
-            e["what"] == "confirmed"
-                && e["detail"]
-                    .as_str()
-                    .is_some_and(|d| d.contains("\"to\":\"asleep\""))
-        })
-        .map(|(i, _)| i)
-        .collect();
+    let confirmed = confirmed_asleep(&events);
     let grant = position(&events, |e| {
         e["what"] == "action"
             && e["detail"]

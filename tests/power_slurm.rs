@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, ensure};
 use hashshift::control::admin::protocol::Command;
 use hashshift::firmware::fake::FakePhase;
-use support::power_site::{Site, all_mining_on_firmware_figures, position, states};
+use support::power_site::{
+    Site, all_mining_on_firmware_figures, confirmed_asleep, position, states,
+};
 use support::slurm::{enabled, sbatch, sh, wait_job};
 
 const JOB_NAME: &str = "hashshift-e2e-gpu";
@@ -84,19 +86,7 @@ async fn scenario() -> Result<()> {
         submitted.elapsed().as_secs_f64()
     );
     let events = site.ask(Command::Events { limit: Some(1000) }).await?;
-    let last_asleep = events
-        .as_array()
-        .into_iter()
-        .flatten()
-        .enumerate()
-        .filter(|(_, e)| {
-            e["what"] == "confirmed"
-                && e["detail"]
-                    .as_str()
-                    .is_some_and(|d| d.contains("\"to\":\"asleep\""))
-        })
-        .map(|(i, _)| i)
-        .max();
+    let last_asleep = confirmed_asleep(&events).last().copied();
     let applied = position(&events, |e| {
         e["what"] == "budget-applied" && e["detail"] == "5.0 kW"
     });

@@ -8,13 +8,13 @@ mod support;
 
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use hashshift::config::Config;
 use hashshift::proxy::Proxy;
 use hashshift::testpool::{TestPool, TestPoolConfig};
 use hashshift::upstream::manager::ManagerSettings;
 use support::miner::{Miner, within};
-use support::sv2_miner::{Received, Sv2Miner};
+use support::sv2_miner::{OpenedChannel, Received, Sv2Miner};
 use support::sv2_site::{DIFF, KeyFile, pool_accepts};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -94,76 +94,15 @@ impl Site {
     }
 }
 
-/// An open SV2 channel as its miner sees it.
-struct Chan {
-    id: u32,
-    target: [u8; 32],
-    prefix: Vec<u8>,
-    size: usize,
-}
-
-async fn open(m: &mut Sv2Miner, request_id: u32, user: &str, extended: bool) -> Result<Chan> {
-    if extended {
-        m.open_extended(request_id, user, 4).await?;
-    } else {
-        m.open_standard(request_id, user, 0.0).await?;
-    }
-    m.expect("Open*Success", |r| match r {
-        Received::OpenStandardSuccess {
-            request_id: r,
-            channel_id,
-            target,
-            extranonce_prefix,
-            ..
-        } if *r == request_id => Some(Chan {
-            id: *channel_id,
-            target: *target,
-            prefix: extranonce_prefix.clone(),
-            size: 0,
-        }),
-        Received::OpenExtendedSuccess {
-            request_id: r,
-            channel_id,
-            target,
-            extranonce_size,
-            extranonce_prefix,
-            ..
-        } if *r == request_id => Some(Chan {
-            id: *channel_id,
-            target: *target,
-            prefix: extranonce_prefix.clone(),
-            size: usize::from(*extranonce_size),
-        }),
-        _ => None,
-    })
-    .await
-}
-
 /// Waits for the channel's next future job (its first, or after a move) and gets one share
 /// on it accepted.
-async fn mine_next_job(m: &mut Sv2Miner, ch: &Chan, seed: u32) -> Result<()> {
+async fn mine_next_job(m: &mut Sv2Miner, ch: &OpenedChannel, seed: u32) -> Result<()> {
     let job = m.next_future_job(ch.id).await?;
-    let share = if ch.size > 0 {
-        job.find(
-            &ch.prefix,
-            vec![seed as u8; ch.size],
-            job.version,
-            &ch.target,
-            seed,
-            false,
-        )
-    } else {
-        job.find(&[], Vec::new(), job.version, &ch.target, seed, false)
-    };
-    let seq = m.submit(ch.id, &share, ch.size > 0).await?;
-    match m.verdict(ch.id, seq).await? {
-        Ok(()) => Ok(()),
-        Err(code) => bail!("share on channel {} rejected: {code}", ch.id),
-    }
+    m.mine(&job, ch, seed).await
 }
 
 /// The channel's new extranonce prefix after a move between pools.
-async fn moved(m: &mut Sv2Miner, ch: &mut Chan) -> Result<()> {
+async fn moved(m: &mut Sv2Miner, ch: &mut OpenedChannel) -> Result<()> {
     let id = ch.id;
     ch.prefix = m
         .expect("SetExtranoncePrefix", |r| match r {
@@ -184,9 +123,9 @@ async fn sv1_and_sv2_miners_share_one_sv2_pool_connection() -> Result<()> {
     let (_, job) = sv1.handshake("farm.sv1", None).await?;
     let mut m = site.sv2_miner().await?;
     m.setup(0).await?;
-    let std = open(&mut m, 1, "farm.std", false).await?;
+    let std = m.open_channel(1, "farm.std", false).await?;
     mine_next_job(&mut m, &std, 1).await?;
-    let ext = open(&mut m, 2, "farm.ext", true).await?;
+    let ext = m.open_channel(2, "farm.ext", true).await?;
     mine_next_job(&mut m, &ext, 2).await?;
     for seed in 0..2 {
         let share = sv1.find_share(&job, seed, None);
@@ -212,9 +151,9 @@ async fn sv2_miners_fail_over_from_an_sv2_pool_to_an_sv1_pool_and_back() -> Resu
     let site = Site::start(&[(&a, 0, 1), (&b, 1, 1)], SECOND).await?;
     let mut m = site.sv2_miner().await?;
     m.setup(0).await?;
-    let mut std = open(&mut m, 1, "std", false).await?;
+    let mut std = m.open_channel(1, "std", false).await?;
     mine_next_job(&mut m, &std, 1).await?;
-    let mut ext = open(&mut m, 2, "ext", true).await?;
+    let mut ext = m.open_channel(2, "ext", true).await?;
     mine_next_job(&mut m, &ext, 2).await?;
     pool_accepts(&a, 2).await?;
 
@@ -257,7 +196,7 @@ async fn weighted_split_spreads_sv2_channels_over_sv2_and_sv1_pools() -> Result<
     m.setup(0).await?;
     let mut channels = Vec::new();
     for i in 0..4 {
-        channels.push(open(&mut m, i + 1, &format!("rig{i}"), false).await?);
+        channels.push(m.open_channel(i + 1, &format!("rig{i}"), false).await?);
     }
     for (seed, ch) in channels.iter().enumerate() {
         mine_next_job(&mut m, ch, seed as u32).await?;

@@ -5,72 +5,16 @@
 
 mod support;
 
-use anyhow::{Result, bail};
-use support::sv2_miner::{MiningJob, REQUIRES_STANDARD_JOBS, Received, Sv2Miner};
+use anyhow::Result;
+use support::sv2_miner::{MiningJob, OpenedChannel, REQUIRES_STANDARD_JOBS, Received, Sv2Miner};
 use support::sv2_site::{Setup, pool_accepts};
 
-/// A channel as the miner sees it.
-struct Opened {
-    id: u32,
-    group: u32,
-    target: [u8; 32],
-    prefix: Vec<u8>,
-    /// Rollable extranonce bytes (0 for standard channels).
-    size: usize,
-}
-
-async fn open(m: &mut Sv2Miner, request_id: u32, extended: bool) -> Result<Opened> {
-    if extended {
-        m.open_extended(request_id, "farm.ext", 4).await?;
-    } else {
-        m.open_standard(request_id, "farm.std", 0.0).await?;
-    }
-    let opened = m
-        .expect("Open*Success", |r| match r {
-            Received::OpenStandardSuccess {
-                request_id: r,
-                channel_id,
-                target,
-                extranonce_prefix,
-                group_channel_id,
-            } if *r == request_id => Some(Opened {
-                id: *channel_id,
-                group: *group_channel_id,
-                target: *target,
-                prefix: extranonce_prefix.clone(),
-                size: 0,
-            }),
-            Received::OpenExtendedSuccess {
-                request_id: r,
-                channel_id,
-                target,
-                extranonce_size,
-                extranonce_prefix,
-                group_channel_id,
-            } if *r == request_id => Some(Opened {
-                id: *channel_id,
-                group: *group_channel_id,
-                target: *target,
-                prefix: extranonce_prefix.clone(),
-                size: usize::from(*extranonce_size),
-            }),
-            _ => None,
-        })
-        .await?;
-    // Its own first job, on the channel.
-    m.next_future_job(opened.id).await?;
-    Ok(opened)
-}
-
-/// Mines `job` (a group's extended job) on channel `ch` and expects the share accepted.
-async fn mine(m: &mut Sv2Miner, job: &MiningJob, ch: &Opened, seed: u32) -> Result<()> {
-    let extranonce = vec![seed as u8; ch.size];
-    let share = job.find(&ch.prefix, extranonce, job.version, &ch.target, seed, false);
-    let seq = m.submit(ch.id, &share, ch.size > 0).await?;
-    match m.verdict(ch.id, seq).await? {
-        Ok(()) => Ok(()),
-        Err(code) => bail!("share on channel {} rejected: {code}", ch.id),
-    }
+/// Opens a channel and takes its own first job.
+async fn open(m: &mut Sv2Miner, request_id: u32, extended: bool) -> Result<OpenedChannel> {
+    let user = if extended { "farm.ext" } else { "farm.std" };
+    let ch = m.open_channel(request_id, user, extended).await?;
+    m.next_future_job(ch.id).await?;
+    Ok(ch)
 }
 
 #[tokio::test]
@@ -98,8 +42,8 @@ async fn one_group_job_serves_standard_and_extended_channels() -> Result<()> {
         m.inbox
     );
     // The standard channel's merkle root comes from the coinbase with its whole extranonce.
-    mine(&mut m, &job, &std, 1).await?;
-    mine(&mut m, &job, &ext, 2).await?;
+    m.mine(&job, &std, 1).await?;
+    m.mine(&job, &ext, 2).await?;
 
     // A job on the same block: active at once, still one message for both.
     s.pool.new_job(false);
@@ -128,8 +72,8 @@ async fn one_group_job_serves_standard_and_extended_channels() -> Result<()> {
             _ => None,
         })
         .await?;
-    mine(&mut m, &active, &std, 3).await?;
-    mine(&mut m, &active, &ext, 4).await?;
+    m.mine(&active, &std, 3).await?;
+    m.mine(&active, &ext, 4).await?;
     pool_accepts(&s.pool, 4).await?;
     assert_eq!(s.pool.stats().rejected_total(), 0);
     s.stop().await;
@@ -150,7 +94,7 @@ async fn a_miner_requiring_standard_jobs_gets_one_per_channel() -> Result<()> {
             job.merkle_root.is_some(),
             "NewMiningJob with its merkle root"
         );
-        mine(&mut m, &job, ch, ch.id).await?;
+        m.mine(&job, ch, ch.id).await?;
     }
     assert!(
         !m.inbox.iter().any(

@@ -185,3 +185,20 @@ pub fn all_mining_on_firmware_figures(rigs: &Value, n: usize) -> bool {
 pub fn position(events: &Value, pred: impl Fn(&Value) -> bool) -> Option<usize> {
     events.as_array()?.iter().position(pred)
 }
+
+/// Indexes of the audit events saying a rig was confirmed asleep, oldest first.
+pub fn confirmed_asleep(events: &Value) -> Vec<usize> {
+    events
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter(|(_, e)| {
+            e["what"] == "confirmed"
+                && e["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("\"to\":\"asleep\""))
+        })
+        .map(|(i, _)| i)
+        .collect()
+}

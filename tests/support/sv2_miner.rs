@@ -334,6 +334,18 @@ impl MiningJob {
     }
 }
 
+/// A channel as its miner sees it after `Open*Success`.
+#[derive(Clone, Debug)]
+pub struct OpenedChannel {
+    pub id: u32,
+    pub group: u32,
+    pub target: [u8; 32],
+    /// The channel's extranonce prefix (standard channels: their whole extranonce).
+    pub prefix: Vec<u8>,
+    /// Rollable extranonce bytes (0 for standard channels).
+    pub size: usize,
+}
+
 /// A minimal SV2 miner speaking through SRI's crates.
 pub struct Sv2Miner {
     stream: TcpStream,
@@ -747,6 +759,67 @@ impl Sv2Miner {
                 "expected SetNewPrevHash for job {}, got {other:?}",
                 job.job_id
             ),
+        }
+    }
+}
+
+impl Sv2Miner {
+    /// Opens a standard or extended channel as `user` and waits for its `Open*Success`
+    /// (other messages stay queued).
+    pub async fn open_channel(
+        &mut self,
+        request_id: u32,
+        user: &str,
+        extended: bool,
+    ) -> Result<OpenedChannel> {
+        if extended {
+            self.open_extended(request_id, user, 4).await?;
+        } else {
+            self.open_standard(request_id, user, 0.0).await?;
+        }
+        self.expect("Open*Success", |r| match r {
+            Received::OpenStandardSuccess {
+                request_id: r,
+                channel_id,
+                target,
+                extranonce_prefix,
+                group_channel_id,
+            } if *r == request_id => Some(OpenedChannel {
+                id: *channel_id,
+                group: *group_channel_id,
+                target: *target,
+                prefix: extranonce_prefix.clone(),
+                size: 0,
+            }),
+            Received::OpenExtendedSuccess {
+                request_id: r,
+                channel_id,
+                target,
+                extranonce_size,
+                extranonce_prefix,
+                group_channel_id,
+            } if *r == request_id => Some(OpenedChannel {
+                id: *channel_id,
+                group: *group_channel_id,
+                target: *target,
+                prefix: extranonce_prefix.clone(),
+                size: usize::from(*extranonce_size),
+            }),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Finds a share for `job` on channel `ch` (standard channels: the job carries the merkle
+    /// root, or, for a group job, is built with the channel's whole extranonce) and expects it
+    /// accepted.
+    pub async fn mine(&mut self, job: &MiningJob, ch: &OpenedChannel, seed: u32) -> Result<()> {
+        let extranonce = vec![seed as u8; ch.size];
+        let share = job.find(&ch.prefix, extranonce, job.version, &ch.target, seed, false);
+        let seq = self.submit(ch.id, &share, ch.size > 0).await?;
+        match self.verdict(ch.id, seq).await? {
+            Ok(()) => Ok(()),
+            Err(code) => bail!("share on channel {} rejected: {code}", ch.id),
         }
     }
 }
