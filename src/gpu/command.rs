@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::process;
-use super::{GpuDemand, GpuError, ReportedDemand, ShedAction, ShedOutcome, check_kw, clean_reason};
+use super::{GpuDemand, GpuError, ReportedDemand, ShedOutcome, check_kw, clean_reason};
 
 /// What the hook may print (it is logged on failure, not parsed).
 const MAX_OUTPUT: usize = 64 * 1024;
@@ -105,14 +105,7 @@ impl CommandScheduler {
             ("HASHSHIFT_GPU_REASON".into(), clean_reason(reason)),
         ])
         .await?;
-        Ok(ShedOutcome {
-            requested_kw: kw,
-            freed_kw: 0.0,
-            confirmed: false,
-            budget_kw: None,
-            actions: vec![ShedAction::Notified],
-            took: started.elapsed(),
-        })
+        Ok(ShedOutcome::notified(kw, started.elapsed()))
     }
 
     /// The demand last reported through [`Self::report_demand`] (zero until then).

@@ -96,6 +96,21 @@ pub struct ShedOutcome {
     pub took: Duration,
 }
 
+impl ShedOutcome {
+    /// A shed request passed on (webhook, command): nothing known freed yet; later demand
+    /// reports show what the GPU side gave back.
+    pub(crate) fn notified(requested_kw: f64, took: Duration) -> Self {
+        ShedOutcome {
+            requested_kw,
+            freed_kw: 0.0,
+            confirmed: false,
+            budget_kw: None,
+            actions: vec![ShedAction::Notified],
+            took,
+        }
+    }
+}
+
 /// Errors from the GPU scheduler adapters. Each says which side failed: the local
 /// subprocess/tool, the remote endpoint, or our own input.
 #[derive(Debug, thiserror::Error)]

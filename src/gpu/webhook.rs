@@ -23,7 +23,7 @@ use hyper::Method;
 use hyper::header::{AUTHORIZATION, HeaderValue};
 use serde::{Deserialize, Serialize};
 
-use super::{GpuDemand, GpuError, ReportedDemand, ShedAction, ShedOutcome, check_kw, clean_reason};
+use super::{GpuDemand, GpuError, ReportedDemand, ShedOutcome, check_kw, clean_reason};
 use crate::http_client::{self, HttpError, HttpUrl, Limits};
 
 /// The most of a reply body read; the status is what counts, a longer body is not an error.
@@ -120,14 +120,7 @@ impl WebhookScheduler {
         let kw = check_kw(kw)?;
         let started = std::time::Instant::now();
         self.send("shed", kw, Some(&clean_reason(reason))).await?;
-        Ok(ShedOutcome {
-            requested_kw: kw,
-            freed_kw: 0.0,
-            confirmed: false,
-            budget_kw: None,
-            actions: vec![ShedAction::Notified],
-            took: started.elapsed(),
-        })
+        Ok(ShedOutcome::notified(kw, started.elapsed()))
     }
 
     /// The demand last reported through [`Self::report_demand`] (zero until then).
