@@ -5,4 +5,5 @@ pub mod honest;
 pub mod miner;
 pub mod site;
 pub mod sv2_miner;
+pub mod template_provider;
 pub mod wire;

@@ -1,0 +1,629 @@
+//! Interop with the Stratum Reference Implementation's own binaries (SRI: `mining_device`,
+//! `translator_sv2`, `pool_sv2`), each spawned as a child process next to hashshift running
+//! in-process on 127.0.0.1:
+//!
+//! - a. SRI `mining_device` (SV2 CPU miner, standard channel) → hashshift SV2 downstream →
+//!   our SV1 test pool, which validates every share with its own hashing;
+//! - b. an SV1 test miner → SRI `translator_sv2` → hashshift SV2 downstream → test pool;
+//! - c. an SV1 test miner → hashshift SV2 upstream → SRI `pool_sv2`, fed by our test template
+//!   provider (`support::template_provider`).
+//!
+//! The SRI tests are `#[ignore]`: the binaries take minutes to build. Run them with
+//! `scripts/sri-interop.sh`, or `cargo test --test sri_interop -- --ignored
+//! --test-threads=1 --nocapture` with the binaries in `$SRI_BIN` (default `/work/sri/bin`).
+//! Each child's stdout/stderr goes to a log file in a temporary directory; a failing test
+//! prints the tail of every log. Ports SRI must listen on are picked by binding
+//! 127.0.0.1:0 and releasing the port just before the child binds it.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures_util::{SinkExt, StreamExt};
+use hashshift::config::Config;
+use hashshift::protocol::noise::{AuthorityKeypair, Initiator, NoiseCodec};
+use hashshift::protocol::sv1::{ClientRequest, Notify, ServerNotification, Subscribe};
+use hashshift::protocol::sv2::types::{Reader, Sv2Decode, Sv2Encode};
+use hashshift::protocol::sv2::{B064K, Message, Protocol, SetupConnection, Str0255};
+use hashshift::proxy::Proxy;
+use hashshift::testpool::{TestPool, TestPoolConfig};
+use hashshift::upstream::manager::ManagerSettings;
+use support::miner::Miner;
+use support::template_provider::{TemplateProvider, TpConfig, msg_type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio_util::codec::Framed;
+
+/// Upper bound of one whole flow, SRI start-up included.
+const FLOW: Duration = Duration::from_secs(120);
+
+const BUILD_HINT: &str = "build SRI's binaries first: `scripts/sri-interop.sh` does it, or \
+     `cargo install --locked --root DIR pool_sv2 translator_sv2 integration_tests_sv2` \
+     (needs Debian packages capnproto libcapnp-dev), then set SRI_BIN=DIR/bin";
+
+/// Where SRI's binary `name` is: `$SRI_BIN/name` (default `/work/sri/bin`).
+fn sri_bin(name: &str) -> Result<PathBuf> {
+    let dir = std::env::var_os("SRI_BIN").map_or_else(|| PathBuf::from("/work/sri/bin"), PathBuf::from);
+    let path = dir.join(name);
+    if !path.is_file() {
+        bail!("SRI binary {} not found: {BUILD_HINT}", path.display());
+    }
+    Ok(path)
+}
+
+/// A free TCP port on 127.0.0.1 for an SRI process whose config wants a fixed port.
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// One spawned SRI binary; killed on drop.
+struct SriProcess {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl SriProcess {
+    fn log_text(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
+    }
+
+    fn count(&self, needle: &str) -> usize {
+        self.log_text().matches(needle).count()
+    }
+
+    /// Fails if the process has exited (it should run until the test kills it).
+    fn check_alive(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("{} exited early: {status}", self.name);
+        }
+        Ok(())
+    }
+}
+
+/// A flow's temporary directory (configs, logs) and its SRI processes.
+struct Harness {
+    dir: PathBuf,
+    procs: Vec<SriProcess>,
+}
+
+impl Harness {
+    fn new(flow: &str) -> Result<Harness> {
+        let dir = std::env::temp_dir().join(format!(
+            "hashshift-sri-{flow}-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Harness {
+            dir,
+            procs: Vec::new(),
+        })
+    }
+
+    fn write(&self, name: &str, text: &str) -> Result<PathBuf> {
+        let path = self.dir.join(name);
+        std::fs::write(&path, text)?;
+        Ok(path)
+    }
+
+    /// Spawns `bin args…` with stdout and stderr into `<dir>/<name>.log`; returns its index.
+    fn spawn(&mut self, name: &str, bin: &Path, args: &[&str]) -> Result<usize> {
+        let log = self.dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log)?;
+        let err = out.try_clone()?;
+        let child = Command::new(bin)
+            .args(args)
+            .current_dir(&self.dir)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("spawning {}", bin.display()))?;
+        self.procs.push(SriProcess {
+            name: name.into(),
+            child,
+            log,
+        });
+        Ok(self.procs.len() - 1)
+    }
+
+    fn check_alive(&mut self) -> Result<()> {
+        self.procs.iter_mut().try_for_each(SriProcess::check_alive)
+    }
+
+    /// The flow's verdict; on failure, the tail of every SRI log goes to stderr.
+    async fn finish(mut self, result: Result<Result<()>, tokio::time::error::Elapsed>) -> Result<()> {
+        let result = result.unwrap_or_else(|_| Err(anyhow::anyhow!("flow timed out after {FLOW:?}")));
+        for p in &mut self.procs {
+            let _ = p.child.start_kill();
+            let _ = p.child.wait().await;
+        }
+        if result.is_err() {
+            for p in &self.procs {
+                let text = p.log_text();
+                let lines: Vec<&str> = text.lines().collect();
+                let from = lines.len().saturating_sub(60);
+                eprintln!("----- {} ({}), last lines -----", p.name, p.log.display());
+                for line in &lines[from..] {
+                    eprintln!("{line}");
+                }
+            }
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+        result
+    }
+}
+
+/// Polls `done` every 50 ms until it holds; fails after `limit` or as soon as an SRI child
+/// has exited.
+async fn until(
+    h: &mut Harness,
+    what: &str,
+    limit: Duration,
+    mut done: impl FnMut() -> bool,
+) -> Result<()> {
+    let start = Instant::now();
+    while !done() {
+        h.check_alive()?;
+        if start.elapsed() > limit {
+            bail!("timed out after {limit:?}: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// Waits until something accepts TCP connections on `addr`.
+async fn listening(h: &mut Harness, addr: SocketAddr, limit: Duration) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        h.check_alive()?;
+        if TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        if start.elapsed() > limit {
+            bail!("nothing listening on {addr} after {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn fast_manager() -> ManagerSettings {
+    ManagerSettings {
+        no_work_timeout: Duration::from_secs(60),
+        failback_after: Duration::from_millis(500),
+        rebalance_every: Duration::from_secs(1),
+    }
+}
+
+/// hashshift with an SV2 listener (authority key in the harness dir) in front of `pool`.
+async fn sv2_proxy(h: &Harness, pool: &TestPool, difficulty: f64, spm: f64) -> Result<(Proxy, String)> {
+    let key_path = h.dir.join("authority.key");
+    let public = hashshift::keyfile::generate(&key_path)?;
+    let text = format!(
+        "[[downstream]]\nprotocol = \"sv2\"\nlisten = \"127.0.0.1:0\"\nauthority_key_file = {:?}\n\
+         [[upstream]]\nurl = \"stratum+tcp://{}\"\nuser = \"farm\"\n\
+         [vardiff]\ninitial = {difficulty:e}\nmin = 1e-9\nmax = 1.0\nshares_per_minute = {spm:.1}\n",
+        key_path.display().to_string(),
+        pool.addr(),
+    );
+    let proxy = Proxy::start_with(&Config::from_toml(&text)?, fast_manager()).await?;
+    Ok((proxy, public.to_string()))
+}
+
+/// SV1 subscribe + authorize, then the first difficulty and job in whatever order the
+/// server sends them (the translator and the proxy differ).
+async fn sv1_start(m: &mut Miner, worker: &str) -> Result<Notify> {
+    let sub = m
+        .call(ClientRequest::Subscribe(Subscribe::default()))
+        .await?
+        .subscribe_result()?;
+    m.extranonce1 = sub.extranonce1;
+    m.extranonce2_size = sub.extranonce2_size;
+    if !m.authorize(worker).await? {
+        bail!("authorize refused");
+    }
+    let mut job = None;
+    while job.is_none() || m.difficulty == 0.0 {
+        match m.next_note().await? {
+            ServerNotification::SetDifficulty(d) => m.difficulty = d,
+            ServerNotification::Notify(n) => job = Some(n),
+            _ => {}
+        }
+    }
+    job.context("a job")
+}
+
+// ---------------------------------------------------------------------------------------
+// a. SRI mining_device → hashshift SV2 downstream → SV1 test pool
+// ---------------------------------------------------------------------------------------
+
+/// The test pool's difficulty for `mining_device`: ~4.3 M hashes a share, about a share a
+/// second from one core of a release-built CPU miner.
+const MD_POOL_DIFF: f64 = 1e-3;
+
+#[tokio::test]
+#[ignore = "needs SRI binaries: scripts/sri-interop.sh"]
+async fn sri_mining_device_mines_through_the_sv2_downstream() -> Result<()> {
+    let mut h = Harness::new("mining-device")?;
+    let r = tokio::time::timeout(FLOW, mining_device_flow(&mut h)).await;
+    h.finish(r).await
+}
+
+async fn mining_device_flow(h: &mut Harness) -> Result<()> {
+    let bin = sri_bin("mining_device")?;
+    let pool = TestPool::start(TestPoolConfig {
+        difficulty: MD_POOL_DIFF,
+        name: "a".into(),
+        ..TestPoolConfig::default()
+    })
+    .await?;
+    let (proxy, authority) = sv2_proxy(h, &pool, MD_POOL_DIFF, 60.0).await?;
+    let addr = proxy.listen_addrs()[0].to_string();
+    let started = Instant::now();
+    let md = h.spawn(
+        "mining_device",
+        &bin,
+        &[
+            "--address-pool",
+            &addr,
+            "--pubkey-pool",
+            &authority,
+            "--id-user",
+            "sri-md",
+            "--cores",
+            "1",
+        ],
+    )?;
+    let worker = |pool: &TestPool| pool.stats().workers.get("sri-md").map_or(0, |w| w.accepted);
+    until(h, "a first share of mining_device accepted by the pool", Duration::from_secs(60), || {
+        worker(&pool) >= 1
+    })
+    .await?;
+    let first = started.elapsed();
+    until(h, "3 shares of mining_device accepted by the pool", Duration::from_secs(40), || {
+        worker(&pool) >= 3
+    })
+    .await?;
+    // The proxy acknowledges in batches (up to 100 ms): let the last verdicts reach SRI.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats = pool.stats();
+    let up = proxy.pools()[0].shares;
+    let log = &h.procs[md];
+    let (ok, errors) = (
+        log.count("Received SubmitSharesSuccess"),
+        log.count("Received SubmitSharesError"),
+    );
+    eprintln!(
+        "[a] mining_device: first pool-accepted share {:.1} s after spawn; pool accepted {} \
+         (worker sri-md {}), rejected {}; proxy pool counters {up:?}; mining_device saw {ok} \
+         SubmitShares.Success, {errors} SubmitShares.Error",
+        first.as_secs_f64(),
+        stats.accepted,
+        worker(&pool),
+        stats.rejected_total(),
+    );
+    assert_eq!(stats.rejected_total(), 0, "the pool refused none: {stats:?}");
+    assert!(up.accepted >= 3 && up.rejected == 0, "{up:?}");
+    assert!(ok >= 1, "mining_device got SubmitShares.Success from the proxy");
+    assert_eq!(errors, 0, "the proxy refused none of mining_device's shares");
+    proxy.shutdown(Duration::from_secs(2)).await;
+    pool.shutdown().await;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// b. SV1 miner → SRI translator_sv2 → hashshift SV2 downstream → SV1 test pool
+// ---------------------------------------------------------------------------------------
+
+/// Pool and proxy difficulty for the translator flow: quick to hash in debug builds.
+const TP_DIFF: f64 = 1e-6;
+
+#[tokio::test]
+#[ignore = "needs SRI binaries: scripts/sri-interop.sh"]
+async fn sri_translator_uses_the_sv2_downstream_as_its_pool() -> Result<()> {
+    let mut h = Harness::new("translator")?;
+    let r = tokio::time::timeout(FLOW, translator_flow(&mut h)).await;
+    h.finish(r).await
+}
+
+async fn translator_flow(h: &mut Harness) -> Result<()> {
+    let bin = sri_bin("translator_sv2")?;
+    let pool = TestPool::start(TestPoolConfig {
+        difficulty: TP_DIFF,
+        name: "a".into(),
+        ..TestPoolConfig::default()
+    })
+    .await?;
+    let (proxy, authority) = sv2_proxy(h, &pool, TP_DIFF, 600.0).await?;
+    let up = proxy.listen_addrs()[0];
+    let sv1_port = free_port()?;
+    // min_individual_miner_hashrate 10 kH/s at 60 shares a minute: SV1 difficulty ~2.3e-6,
+    // above the pool's, so every share the miner finds is a pool share too.
+    let config = h.write(
+        "tproxy.toml",
+        &format!(
+            "downstream_address = \"127.0.0.1\"\ndownstream_port = {sv1_port}\n\
+             max_supported_version = 2\nmin_supported_version = 2\n\
+             downstream_extranonce2_size = 4\nverify_payout = false\naggregate_channels = true\n\
+             supported_extensions = []\n\
+             [downstream_difficulty_config]\nmin_individual_miner_hashrate = 10000.0\n\
+             shares_per_minute = 60.0\nenable_vardiff = true\njob_keepalive_interval_secs = 60\n\
+             [[upstreams]]\naddress = \"127.0.0.1\"\nport = {}\nauthority_pubkey = \"{authority}\"\n\
+             user_identity = \"sri-tproxy\"\n",
+            up.port()
+        ),
+    )?;
+    let started = Instant::now();
+    let config = config.display().to_string();
+    h.spawn("translator_sv2", &bin, &["-c", &config])?;
+    let sv1: SocketAddr = format!("127.0.0.1:{sv1_port}").parse()?;
+    listening(h, sv1, Duration::from_secs(30)).await?;
+    let mut m = Miner::connect(sv1).await?;
+    let job = sv1_start(&mut m, "rig1").await?;
+    for seed in 0..3 {
+        let share = m.find_share(&job, seed, None);
+        let verdict = m.submit(&share, "rig1").await?;
+        assert_eq!(verdict, Ok(()), "the translator accepted share {seed}");
+    }
+    until(h, "3 translated shares accepted by the pool", Duration::from_secs(20), || {
+        pool.stats().accepted >= 3
+    })
+    .await?;
+    let first = started.elapsed();
+    let stats = pool.stats();
+    let up = proxy.pools()[0].shares;
+    eprintln!(
+        "[b] translator_sv2: 3 shares accepted by the pool {:.1} s after spawn (SV1 difficulty \
+         {:e}); pool {:?} rejected {}; proxy pool counters {up:?}",
+        first.as_secs_f64(),
+        m.difficulty,
+        stats.workers,
+        stats.rejected_total(),
+    );
+    assert_eq!(stats.rejected_total(), 0, "{stats:?}");
+    assert!(
+        stats.workers.keys().any(|w| w.starts_with("sri-tproxy")),
+        "the translator's user_identity goes up as the worker: {:?}",
+        stats.workers
+    );
+    assert!(up.accepted >= 3, "{up:?}");
+    proxy.shutdown(Duration::from_secs(2)).await;
+    pool.shutdown().await;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// c. SV1 miner → hashshift SV2 upstream → SRI pool_sv2 ← our template provider
+// ---------------------------------------------------------------------------------------
+
+/// Shares are attempted only when the pool's difficulty (as the proxy passes it on) is
+/// within a debug-build CPU miner's reach.
+const CPU_REACHABLE_DIFF: f64 = 1e-4;
+
+#[tokio::test]
+#[ignore = "needs SRI binaries: scripts/sri-interop.sh"]
+async fn sv2_upstream_mines_into_sri_pool() -> Result<()> {
+    let mut h = Harness::new("pool")?;
+    let r = tokio::time::timeout(FLOW, pool_flow(&mut h)).await;
+    h.finish(r).await
+}
+
+async fn pool_flow(h: &mut Harness) -> Result<()> {
+    let bin = sri_bin("pool_sv2")?;
+    let tp = TemplateProvider::start(TpConfig::default()).await?;
+    let authority = AuthorityKeypair::generate(&mut rand::rng());
+    let pool_port = free_port()?;
+    let signature = "hashshift-interop";
+    let config = h.write(
+        "pool.toml",
+        &format!(
+            "authority_public_key = \"{}\"\nauthority_secret_key = \"{}\"\n\
+             cert_validity_sec = 3600\nlisten_address = \"127.0.0.1:{pool_port}\"\n\
+             coinbase_reward_script = \"addr(tb1qa0sm0hxzj0x25rh8gw5xlzwlsfvvyz8u96w3p8)\"\n\
+             server_id = 1\npool_signature = \"{signature}\"\n\
+             shares_per_minute = 600.0\nshare_batch_size = 1\n\
+             [template_provider_type.Sv2Tp]\naddress = \"{}\"\npublic_key = \"{}\"\n",
+            authority.public_key(),
+            authority.secret_key().to_base58check(),
+            tp.addr(),
+            tp.authority_public_key(),
+        ),
+    )?;
+    let started = Instant::now();
+    let config = config.display().to_string();
+    h.spawn("pool_sv2", &bin, &["-c", &config])?;
+    until(h, "pool_sv2 set up with the template provider", Duration::from_secs(20), || {
+        let s = tp.stats();
+        s.setups >= 1 && s.prev_hashes >= 1
+    })
+    .await?;
+    let tp_stats = tp.stats();
+    assert!(
+        tp_stats.constraints.is_some(),
+        "pool_sv2 sent CoinbaseOutputConstraints: {tp_stats:?}"
+    );
+    let pool_addr: SocketAddr = format!("127.0.0.1:{pool_port}").parse()?;
+    listening(h, pool_addr, Duration::from_secs(20)).await?;
+
+    let text = format!(
+        "[[downstream]]\nprotocol = \"sv1\"\nlisten = \"127.0.0.1:0\"\n\
+         [[upstream]]\nurl = \"stratum2+tcp://{pool_addr}/{}\"\nuser = \"hashshift-interop\"\n\
+         [vardiff]\ninitial = 1e-6\nmin = 1e-9\nmax = 1.0\nshares_per_minute = 600.0\n",
+        authority.public_key(),
+    );
+    let proxy = Proxy::start_with(&Config::from_toml(&text)?, fast_manager()).await?;
+    until(h, "hashshift's channel with pool_sv2 up", Duration::from_secs(20), || {
+        proxy.pools()[0].up
+    })
+    .await?;
+    let mut m = Miner::connect(proxy.listen_addrs()[0]).await?;
+    let job = sv1_start(&mut m, "rig1").await?;
+    let channel_up = started.elapsed();
+    // The job is pool_sv2's, built on our template: its coinbase carries the BIP34 height
+    // our TP announced and the pool's signature.
+    let height = 840_001u32.to_le_bytes();
+    assert!(
+        contains(&job.coinb1, &[0x03, height[0], height[1], height[2]]),
+        "BIP34 height of the TP's template in coinb1: {}",
+        hex::encode(&job.coinb1)
+    );
+    assert!(
+        contains(&job.coinb1, signature.as_bytes()),
+        "pool_sv2's signature in the coinbase: {}",
+        hex::encode(&job.coinb1)
+    );
+    assert_eq!(
+        job.merkle_branch.len(),
+        2,
+        "the template's two fake transactions make the merkle path"
+    );
+
+    // A new block at the TP reaches the miner as a clean job on the new height.
+    tp.new_block();
+    let height = 840_002u32.to_le_bytes();
+    let next = loop {
+        let n = m.next_job().await?;
+        if n.clean_jobs && contains(&n.coinb1, &[0x03, height[0], height[1], height[2]]) {
+            break n;
+        }
+    };
+    assert_ne!(next.prev_hash, job.prev_hash);
+
+    let difficulty = m.difficulty;
+    if difficulty > CPU_REACHABLE_DIFF {
+        eprintln!(
+            "[c] pool_sv2: channel up and first job at the miner {:.1} s after spawn; new block \
+             relayed; shares NOT attempted: the miner's difficulty is {difficulty:e} (pool_sv2 \
+             sized the channel's target from the nominal hash rate hashshift announced)",
+            channel_up.as_secs_f64()
+        );
+        proxy.shutdown(Duration::from_secs(2)).await;
+        tp.shutdown().await;
+        return Ok(());
+    }
+    let mining = Instant::now();
+    for seed in 0..3 {
+        let share = m.find_share(&next, seed, None);
+        assert_eq!(m.submit(&share, "rig1").await?, Ok(()), "share {seed}");
+    }
+    until(h, "pool_sv2 accepting 3 shares", Duration::from_secs(20), || {
+        proxy.pools()[0].shares.accepted >= 3
+    })
+    .await?;
+    let up = proxy.pools()[0].shares;
+    eprintln!(
+        "[c] pool_sv2: channel up and first job {:.1} s after spawn; 3 shares at difficulty \
+         {difficulty:e} accepted by pool_sv2 within {:.1} s; proxy pool counters {up:?}",
+        channel_up.as_secs_f64(),
+        mining.elapsed().as_secs_f64()
+    );
+    assert_eq!(up.rejected, 0, "{up:?}");
+    assert!(tp.stats().solutions.is_empty(), "shares are not blocks");
+    proxy.shutdown(Duration::from_secs(2)).await;
+    tp.shutdown().await;
+    Ok(())
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+// ---------------------------------------------------------------------------------------
+// The template provider itself (no SRI binary needed: runs in the default suite)
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn template_provider_serves_templates_and_records_solutions() -> Result<()> {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let tp = TemplateProvider::start(TpConfig {
+            template_every: Some(Duration::from_millis(200)),
+            ..TpConfig::default()
+        })
+        .await?;
+        let mut stream = TcpStream::connect(tp.addr()).await?;
+        let mut initiator = Initiator::new(Some(tp.authority_public_key()), &mut rand::rng());
+        stream.write_all(&initiator.step_0()?).await?;
+        let mut reply = [0u8; hashshift::protocol::noise::RESPONDER_MESSAGE_LEN];
+        stream.read_exact(&mut reply).await?;
+        let now = u32::try_from(std::time::UNIX_EPOCH.elapsed()?.as_secs())?;
+        let (transport, _) = initiator.step_2(&reply, now)?;
+        let mut wire = Framed::new(stream, NoiseCodec::new(transport));
+        wire.send(
+            Message::from(SetupConnection {
+                protocol: Protocol::TemplateDistribution,
+                min_version: 2,
+                max_version: 2,
+                flags: 0,
+                endpoint_host: Str0255::try_from("127.0.0.1")?,
+                endpoint_port: tp.addr().port(),
+                vendor: Str0255::default(),
+                hardware_version: Str0255::default(),
+                firmware: Str0255::default(),
+                device_id: Str0255::default(),
+            })
+            .to_frame(),
+        )
+        .await?;
+        let f = wire.next().await.context("closed")??;
+        assert!(matches!(Message::from_frame(&f)?, Message::SetupConnectionSuccess(_)));
+        let mut p = bytes::BytesMut::new();
+        100u32.encode(&mut p);
+        4u16.encode(&mut p);
+        wire.send(hashshift::protocol::sv2::Frame::new(0, false, msg_type::COINBASE_OUTPUT_CONSTRAINTS, p.freeze()).context("frame")?)
+            .await?;
+        // A future template, then the SetNewPrevHash activating it.
+        let f = wire.next().await.context("closed")??;
+        assert_eq!(f.header.msg_type, msg_type::NEW_TEMPLATE);
+        let mut r = Reader::new(&f.payload);
+        let template_id = u64::decode(&mut r)?;
+        assert!(bool::decode(&mut r)?, "future");
+        let f = wire.next().await.context("closed")??;
+        assert_eq!(f.header.msg_type, msg_type::SET_NEW_PREV_HASH);
+        let mut r = Reader::new(&f.payload);
+        assert_eq!(u64::decode(&mut r)?, template_id);
+        // Then non-future templates on the timer.
+        let f = wire.next().await.context("closed")??;
+        assert_eq!(f.header.msg_type, msg_type::NEW_TEMPLATE);
+        let mut r = Reader::new(&f.payload);
+        assert!(u64::decode(&mut r)? > template_id);
+        assert!(!bool::decode(&mut r)?, "not future");
+        // A solution is recorded.
+        let mut p = bytes::BytesMut::new();
+        template_id.encode(&mut p);
+        0x2000_0000u32.encode(&mut p);
+        1u32.encode(&mut p);
+        7u32.encode(&mut p);
+        B064K::try_from(vec![1u8, 2, 3])?.encode(&mut p);
+        wire.send(hashshift::protocol::sv2::Frame::new(0, false, msg_type::SUBMIT_SOLUTION, p.freeze()).context("frame")?)
+            .await?;
+        let start = Instant::now();
+        while tp.stats().solutions.is_empty() {
+            if start.elapsed() > Duration::from_secs(5) {
+                bail!("solution not recorded: {:?}", tp.stats());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let s = tp.stats();
+        assert_eq!(s.constraints, Some((100, 4)));
+        assert_eq!(s.solutions[0].header_nonce, 7);
+        assert_eq!(s.solutions[0].coinbase_tx, vec![1, 2, 3]);
+        assert!(s.errors.is_empty(), "{:?}", s.errors);
+        tp.shutdown().await;
+        Ok(())
+    })
+    .await
+    .context("template provider self-test timed out")?
+}
