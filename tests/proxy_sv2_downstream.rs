@@ -311,6 +311,17 @@ async fn setup_connection_is_checked() -> Result<()> {
     Ok(())
 }
 
+/// The difficulty of the next `SetTarget` on `channel`.
+async fn next_target(m: &mut Sv2Miner, channel: u32) -> Result<f64> {
+    let target = m
+        .expect("SetTarget", |r| match r {
+            Received::SetTarget { channel_id, target } if *channel_id == channel => Some(*target),
+            _ => None,
+        })
+        .await?;
+    Ok(hashshift::protocol::share::Target::from_le_bytes(target).to_difficulty())
+}
+
 #[tokio::test]
 async fn update_channel_moves_the_target() -> Result<()> {
     let s = Setup::start("").await?;
@@ -322,16 +333,10 @@ async fn update_channel_moves_the_target() -> Result<()> {
         other => bail!("expected OpenStandardMiningChannel.Success, got {other:?}"),
     };
     let first = m.first_job(channel).await?;
-    // 100 kH/s at 600 shares/min: difficulty 1e5 * 0.1 / 2^32 ≈ 2.3e-6.
-    m.update_channel(channel, 1e5, [0xff; 32]).await?;
-    let target = m
-        .expect("SetTarget", |r| match r {
-            Received::SetTarget { channel_id, target } if *channel_id == channel => Some(*target),
-            _ => None,
-        })
-        .await?;
-    let difficulty = hashshift::protocol::share::Target::from_le_bytes(target).to_difficulty();
-    assert!((difficulty / 2.328e-6 - 1.0).abs() < 0.01, "{difficulty}");
+    // 10 kH/s at 600 shares/min: difficulty 1e4 * 0.1 / 2^32 ≈ 2.3e-7.
+    m.update_channel(channel, 1e4, [0xff; 32]).await?;
+    let difficulty = next_target(&mut m, channel).await?;
+    assert!((difficulty / 2.328e-7 - 1.0).abs() < 0.01, "{difficulty}");
     // The current job is re-issued under a new id, active at once.
     let (job_id, min_ntime) = m
         .expect("re-issued job", |r| match r {
@@ -343,6 +348,11 @@ async fn update_channel_moves_the_target() -> Result<()> {
         .await?;
     assert_ne!(job_id, first.job_id);
     assert_eq!(min_ntime, Some(first.ntime));
+    // 1 MH/s would mean 2.3e-5, but a miner never gets more than the pool's difficulty:
+    // above it every share would go up and be credited at the pool's lower difficulty.
+    m.update_channel(channel, 1e6, [0xff; 32]).await?;
+    let difficulty = next_target(&mut m, channel).await?;
+    assert!((difficulty / DIFF - 1.0).abs() < 1e-6, "{difficulty}");
     // A maximum target the proxy cannot honour is refused.
     m.update_channel(channel, 0.0, [0; 32]).await?;
     assert_eq!(

@@ -297,3 +297,47 @@ fn a_bad_authority_key_is_a_config_error_naming_the_key() {
         "a key is required"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_channel_announces_the_hashrate_its_miners_really_have() -> Result<()> {
+    use hashshift::upstream::router::HASHES_PER_DIFFICULTY;
+    use support::honest::{Honest, stop_all};
+
+    let a = sv2_pool("a", 0x1fff_e000).await?;
+    let proxy = start(&config(&[a.url()])?).await?;
+    within("the channel opening", async {
+        while !proxy.pools()[0].up {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await?;
+    assert_eq!(
+        a.stats().announced_hashrate,
+        100e12,
+        "no miner yet: one ASIC's worth"
+    );
+    let started = std::time::Instant::now();
+    let miners = Honest::start_many(proxy.listen_addrs()[0], "farm.rig", 3).await?;
+    // At most one update every 10 s, once the estimates exist.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while a.stats().channel_updates == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("no UpdateChannel within 30 s"))?;
+    // What the miners really did, as the pool credited it (every share meets the pool's
+    // difficulty here), against what the proxy announced.
+    let real =
+        a.stats().accepted_difficulty * HASHES_PER_DIFFICULTY / started.elapsed().as_secs_f64();
+    let announced = f64::from(a.stats().announced_hashrate);
+    assert!(
+        announced > real / 2.0 && announced < real * 2.0,
+        "announced {announced:.3e} h/s, miners did {real:.3e} h/s"
+    );
+    assert_eq!(a.stats().rejected_total(), 0);
+    stop_all(miners).await?;
+    proxy.shutdown(Duration::from_secs(2)).await;
+    a.shutdown().await;
+    Ok(())
+}

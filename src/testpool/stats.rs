@@ -58,6 +58,11 @@ pub struct PoolStats {
     pub connects_total: u64,
     /// Per worker name as given in `mining.submit`.
     pub workers: BTreeMap<String, WorkerStats>,
+    /// SV2 mode: the hash rate (h/s) last announced by a client, in
+    /// `OpenExtendedMiningChannel` or `UpdateChannel`,
+    pub announced_hashrate: f32,
+    /// SV2 mode: `UpdateChannel` messages received.
+    pub channel_updates: u64,
 }
 
 impl PoolStats {
@@ -123,6 +128,13 @@ impl StatsRecorder {
             w.accepted += 1;
             w.accepted_difficulty += difficulty;
             w.last_share = Some(now);
+        });
+    }
+
+    pub fn announced(&self, hashrate: f32, update: bool) {
+        self.with(|s| {
+            s.announced_hashrate = hashrate;
+            s.channel_updates += u64::from(update);
         });
     }
 

@@ -280,7 +280,12 @@ impl Session {
                 if !self.set_up {
                     return Flow::Close;
                 }
+                stats.announced(o.nominal_hash_rate, false);
                 self.open(o, work, out);
+            }
+            Message::UpdateChannel(u) if u.channel_id == CHANNEL_ID => {
+                // Recorded only: this pool keeps its own fixed difficulty.
+                stats.announced(u.nominal_hash_rate, true);
             }
             Message::SubmitSharesExtended(s) => return self.submit(&s, stats, now, out),
             Message::CloseChannel(c) if c.channel_id == CHANNEL_ID => self.channel = None,

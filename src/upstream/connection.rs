@@ -6,8 +6,10 @@
 //! manager and the miner sessions only use the types here.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use hashshift_protocol::share::Target;
 use hashshift_protocol::sv1::StratumError;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -20,6 +22,9 @@ use crate::telemetry::ShareCounters;
 
 /// Version-rolling mask the proxy asks pools for (BIP320 general-purpose bits).
 pub const REQUESTED_VERSION_MASK: u32 = 0x1fff_e000;
+
+/// Shares queued for one pool connection; beyond it a miner's share is answered as lost.
+const SUBMIT_QUEUE: usize = 4096;
 
 /// Settings of one pool connection.
 #[derive(Clone, Debug)]
@@ -101,6 +106,70 @@ pub struct ConnectionHandle {
     pub status: watch::Receiver<ConnStatus>,
     /// Shares as the pool judged them.
     pub counters: Arc<ShareCounters>,
+    /// Estimated hashrate of the miners on this connection, kept by the pool manager; SV2
+    /// connections announce it to the pool (`nominal_hash_rate`).
+    pub hashrate: Arc<Hashrate>,
+}
+
+/// A hashrate estimate (H/s) shared between the pool manager, which writes it, and the
+/// connection task, which reads it.
+#[derive(Debug, Default)]
+pub struct Hashrate(AtomicU64);
+
+impl Hashrate {
+    /// The estimate; 0 when no miner on the connection has an estimate yet.
+    pub fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+
+    /// Replaces the estimate.
+    pub fn set(&self, hashes_per_second: f64) {
+        self.0
+            .store(hashes_per_second.max(0.0).to_bits(), Ordering::Relaxed);
+    }
+}
+
+/// The connection task's side of a [`ConnectionHandle`].
+pub(super) struct Endpoints {
+    pub work_tx: watch::Sender<Arc<WorkState>>,
+    pub status_tx: watch::Sender<ConnStatus>,
+    pub submit_rx: mpsc::Receiver<UpstreamSubmit>,
+    pub counters: Arc<ShareCounters>,
+    pub hashrate: Arc<Hashrate>,
+}
+
+/// A connection's handle and the task's ends of it, before the first session (no work).
+pub(super) fn endpoints(pool: PoolId) -> (ConnectionHandle, Endpoints) {
+    let initial = WorkState {
+        session: 0,
+        extranonce1: bytes::Bytes::new(),
+        extranonce2_size: 0,
+        difficulty: 1.0,
+        target: Target::DIFF1,
+        version_mask: 0,
+        job: None,
+    };
+    let (work_tx, work) = watch::channel(Arc::new(initial));
+    let (submit, submit_rx) = mpsc::channel(SUBMIT_QUEUE);
+    let (status_tx, status) = watch::channel(ConnStatus::Connecting);
+    let counters = Arc::new(ShareCounters::default());
+    let hashrate = Arc::new(Hashrate::default());
+    let handle = ConnectionHandle {
+        pool,
+        work,
+        submit,
+        status,
+        counters: counters.clone(),
+        hashrate: hashrate.clone(),
+    };
+    let ends = Endpoints {
+        work_tx,
+        status_tx,
+        submit_rx,
+        counters,
+        hashrate,
+    };
+    (handle, ends)
 }
 
 /// Starts the connection task for `params.url`'s protocol; it runs until `shutdown`.

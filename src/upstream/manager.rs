@@ -429,6 +429,7 @@ impl PoolManager {
                 m.hashrate += alpha * (rate - m.hashrate);
             }
         }
+        publish_connection_hashrates(inner);
         let weighted_due =
             now.duration_since(inner.last_rebalance) >= self.settings.rebalance_every;
         let loads: Vec<MinerLoad<ConnId>> = inner
@@ -486,6 +487,22 @@ impl PoolManager {
             .and_then(|p| p.conns.get_mut(old_conn))
         {
             c.alloc.release(old_slot);
+        }
+    }
+}
+
+/// Tells every connection the summed hashrate estimate of the miners on it (SV2 connections
+/// announce it to their pool).
+fn publish_connection_hashrates(inner: &Inner) {
+    let mut sums: HashMap<(PoolId, usize), f64> = HashMap::new();
+    for m in inner.miners.values() {
+        *sums.entry((m.pool, m.conn)).or_default() += m.hashrate;
+    }
+    for (i, p) in inner.pools.iter().enumerate() {
+        for (j, c) in p.conns.iter().enumerate() {
+            c.handle
+                .hashrate
+                .set(sums.get(&(i, j)).copied().unwrap_or(0.0));
         }
     }
 }

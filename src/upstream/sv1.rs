@@ -28,7 +28,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::connection::{
     ConnStatus, ConnectionHandle, ConnectionParams, REQUESTED_VERSION_MASK, SubmitOutcome,
-    UpstreamSubmit, fail_queued, reconnect_delay, wait_to_reconnect,
+    UpstreamSubmit, endpoints, fail_queued, reconnect_delay, wait_to_reconnect,
 };
 use super::work::{UpstreamJob, WorkState, next_session};
 use crate::config::WorkerIdentity;
@@ -40,37 +40,18 @@ pub fn spawn(
     shutdown: CancellationToken,
     tracker: &tokio_util::task::TaskTracker,
 ) -> ConnectionHandle {
-    let initial = WorkState {
-        session: 0,
-        extranonce1: bytes::Bytes::new(),
-        extranonce2_size: 0,
-        difficulty: 1.0,
-        target: Target::DIFF1,
-        version_mask: 0,
-        job: None,
-    };
-    let (work_tx, work_rx) = watch::channel(Arc::new(initial));
-    let (submit_tx, submit_rx) = mpsc::channel(4096);
-    let (status_tx, status_rx) = watch::channel(ConnStatus::Connecting);
-    let counters = Arc::new(ShareCounters::default());
-    let pool = params.pool;
-    let span = info_span!("pool", pool, url = %params.url);
+    let (handle, ends) = endpoints(params.pool);
+    let span = info_span!("pool", pool = params.pool, url = %params.url);
     let task = Task {
         params,
-        work_tx,
-        status_tx,
-        submit_rx,
-        counters: counters.clone(),
+        work_tx: ends.work_tx,
+        status_tx: ends.status_tx,
+        submit_rx: ends.submit_rx,
+        counters: ends.counters,
         shutdown,
     };
     tracker.spawn(task.run().instrument(span));
-    ConnectionHandle {
-        pool,
-        work: work_rx,
-        submit: submit_tx,
-        status: status_rx,
-        counters,
-    }
+    handle
 }
 
 struct Task {

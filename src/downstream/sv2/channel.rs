@@ -180,12 +180,25 @@ pub struct Channel {
     extranonce: ChannelExtranonce,
     validator: ShareValidator,
     vardiff: Vardiff,
+    /// Lowest difficulty the miner takes (from its `max_target`).
+    floor: f64,
     sent_difficulty: f64,
     version_mask: u32,
     jobs: VecDeque<(u32, Arc<UpstreamJob>)>,
     last_upstream: Option<Arc<UpstreamJob>>,
     prev_hash: Option<[u8; 32]>,
     batch: Batch,
+}
+
+/// The difficulty a channel is given: vardiff's, but never above the pool's difficulty for
+/// `job` (above it every share would go up, and the pool would credit each at its own lower
+/// difficulty: the miner's work under-counted), and never below the miner's floor.
+fn capped(vardiff: f64, job: Option<&UpstreamJob>, floor: f64) -> f64 {
+    let d = match job.map(|j| j.pool_difficulty) {
+        Some(pool) if pool.is_finite() && pool > 0.0 => vardiff.min(pool),
+        _ => vardiff,
+    };
+    d.max(floor)
 }
 
 /// The difficulty a miner's `max_target` allows at least (its floor).
@@ -238,7 +251,7 @@ impl Channel {
                 now,
             );
         }
-        let difficulty = vardiff.difficulty();
+        let difficulty = capped(vardiff.difficulty(), work.job.as_deref(), floor);
         let validator = ShareValidator::new(
             ValidatorConfig {
                 max_jobs: JOBS_KEPT,
@@ -262,6 +275,7 @@ impl Channel {
             extranonce,
             validator,
             vardiff,
+            floor,
             sent_difficulty: difficulty,
             version_mask: work.version_mask,
             jobs: VecDeque::new(),
@@ -362,7 +376,7 @@ impl Channel {
     /// Sends `job` under a fresh id: future job + `SetNewPrevHash` on a new previous hash,
     /// an active job otherwise; `SetTarget` first if the difficulty changed.
     fn send_job(&mut self, up: &Arc<UpstreamJob>, clean: bool, out: &mut Vec<Message>) {
-        self.send_target_if_changed(out);
+        self.send_target_if_changed(Some(up), out);
         let job_id = next_job_id();
         let ext = &up.job;
         let future = self.prev_hash != Some(ext.prev_hash);
@@ -444,8 +458,8 @@ impl Channel {
         }
     }
 
-    fn send_target_if_changed(&mut self, out: &mut Vec<Message>) {
-        let d = self.vardiff.difficulty();
+    fn send_target_if_changed(&mut self, job: Option<&UpstreamJob>, out: &mut Vec<Message>) {
+        let d = capped(self.vardiff.difficulty(), job, self.floor);
         if d == self.sent_difficulty {
             return;
         }
@@ -462,9 +476,17 @@ impl Channel {
     /// A new difficulty: `SetTarget` and the current job re-issued (not clean, so shares in
     /// flight on the previous issue still count).
     fn retarget(&mut self, out: &mut Vec<Message>) {
+        let d = capped(
+            self.vardiff.difficulty(),
+            self.last_upstream.as_deref(),
+            self.floor,
+        );
+        if d == self.sent_difficulty {
+            return;
+        }
         match self.last_upstream.clone() {
             Some(job) => self.send_job(&job, false, out),
-            None => self.send_target_if_changed(out),
+            None => self.send_target_if_changed(None, out),
         }
     }
 
@@ -492,7 +514,7 @@ impl Channel {
         if floor > settings.vardiff.max {
             return Err(update_channel::MAX_TARGET_OUT_OF_RANGE);
         }
-        let before = self.vardiff.difficulty();
+        self.floor = floor;
         self.vardiff.set_floor(floor, now);
         if nominal_hash_rate > 0.0 {
             self.vardiff.suggest(
@@ -500,9 +522,7 @@ impl Channel {
                 now,
             );
         }
-        if self.vardiff.difficulty() != before {
-            self.retarget(out);
-        }
+        self.retarget(out);
         Ok(())
     }
 

@@ -25,7 +25,7 @@ use hashshift_protocol::sv1::{ErrorCode, StratumError};
 use hashshift_protocol::sv2::constants::error_code::submit_shares as code;
 use hashshift_protocol::sv2::{
     B032, NewExtendedMiningJob, OpenExtendedMiningChannelSuccess, SetNewPrevHash,
-    SubmitSharesError, SubmitSharesExtended, SubmitSharesSuccess,
+    SubmitSharesError, SubmitSharesExtended, SubmitSharesSuccess, UpdateChannel,
 };
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
@@ -38,6 +38,11 @@ const MAX_FUTURE_JOBS: usize = 16;
 /// Shares waiting for the pool's verdict on one channel; beyond this a share is lost at once
 /// rather than growing memory for a pool that stopped answering.
 pub const MAX_PENDING: usize = 65_536;
+/// The announced hash rate is corrected when the miners' estimate is off by more than this
+/// factor either way: pools derive the channel's target from it, and estimates are noisy.
+const HASHRATE_TOLERANCE: f64 = 1.3;
+/// Shortest time between two `UpdateChannel`s, so the pool's own vardiff can settle.
+const UPDATE_CHANNEL_EVERY: Duration = Duration::from_secs(10);
 
 /// A share's final outcome, to be sent through its oneshot by the caller.
 #[derive(Debug)]
@@ -80,11 +85,19 @@ pub struct Channel {
     current: Option<Arc<UpstreamJob>>,
     next_seq: u32,
     pending: VecDeque<Pending>,
+    /// Hash rate last announced to the pool, and when.
+    announced: f32,
+    announced_at: Instant,
 }
 
 impl Channel {
-    /// The channel the pool granted, in a fresh upstream session.
-    pub fn open(granted: &OpenExtendedMiningChannelSuccess) -> Channel {
+    /// The channel the pool granted, in a fresh upstream session, opened announcing
+    /// `announced` h/s at `now`.
+    pub fn open(
+        granted: &OpenExtendedMiningChannelSuccess,
+        announced: f32,
+        now: Instant,
+    ) -> Channel {
         Channel {
             channel_id: granted.channel_id,
             group_channel_id: granted.group_channel_id,
@@ -98,7 +111,33 @@ impl Channel {
             current: None,
             next_seq: 0,
             pending: VecDeque::new(),
+            announced,
+            announced_at: now,
         }
+    }
+
+    /// An `UpdateChannel` announcing `estimate` (the miners' hashrate, h/s) when it is off
+    /// from what the pool was told by more than [`HASHRATE_TOLERANCE`], at most once every
+    /// [`UPDATE_CHANNEL_EVERY`]. No estimate (0) keeps the announcement.
+    pub fn hashrate_update(&mut self, estimate: f64, now: Instant) -> Option<UpdateChannel> {
+        if !estimate.is_finite() || estimate <= 0.0 {
+            return None;
+        }
+        if now.saturating_duration_since(self.announced_at) < UPDATE_CHANNEL_EVERY {
+            return None;
+        }
+        let ratio = estimate / f64::from(self.announced);
+        if (1.0 / HASHRATE_TOLERANCE..=HASHRATE_TOLERANCE).contains(&ratio) {
+            return None;
+        }
+        // f32 holds any real hashrate (up to 3.4e38 h/s) to 7 digits.
+        self.announced = estimate as f32;
+        self.announced_at = now;
+        Some(UpdateChannel {
+            channel_id: self.channel_id,
+            nominal_hash_rate: self.announced,
+            maximum_target: Target::MAX.to_le_bytes(),
+        })
     }
 
     /// The pool's channel id.
@@ -140,10 +179,32 @@ impl Channel {
         }
     }
 
-    /// `SetTarget`: applies to jobs built from now on (each job keeps the target it was
-    /// issued at, as the spec has non-future jobs keep theirs).
-    pub fn set_target(&mut self, target: [u8; 32]) {
-        self.target = Target::from_le_bytes(target);
+    /// `SetTarget`. Returns whether the current work changed.
+    ///
+    /// The spec applies a new target to future jobs only, but SRI's pool checks every share
+    /// against the channel's latest target. So a harder target is applied to the current job
+    /// at once (re-issued, not clean: a share that would fail it is not sent up to be
+    /// rejected), and an easier one from the next job on (a pool that follows the spec would
+    /// reject shares below the current job's target).
+    pub fn set_target(&mut self, target: [u8; 32], now: Instant) -> bool {
+        let target = Target::from_le_bytes(target);
+        self.target = target;
+        let Some(old) = self.current.as_ref() else {
+            return false;
+        };
+        if target >= old.pool_target {
+            return false;
+        }
+        let job = UpstreamJob::new(
+            (*old.job).clone(),
+            old.pool_job_id.clone(),
+            false,
+            self.session,
+            now,
+            target,
+        );
+        self.current = Some(Arc::new(job));
+        true
     }
 
     /// `SetExtranoncePrefix`: a new upstream session (miners get a new extranonce1). The

@@ -65,7 +65,7 @@ fn send(vs: Vec<Verdict>) -> usize {
 
 #[test]
 fn grant_maps_to_extranonce1_and_size() {
-    let ch = Channel::open(&granted());
+    let ch = Channel::open(&granted(), 1e12, Instant::now());
     let w = ch.work_state();
     assert_eq!(&w.extranonce1[..], &[1, 2, 3, 4]);
     assert_eq!(w.extranonce2_size, 16);
@@ -79,7 +79,7 @@ fn grant_maps_to_extranonce1_and_size() {
 
 #[test]
 fn future_job_becomes_clean_work_on_its_prevhash_then_non_future_jobs_follow() {
-    let mut ch = Channel::open(&granted());
+    let mut ch = Channel::open(&granted(), 1e12, Instant::now());
     let now = Instant::now();
     assert!(!ch.on_new_job(job(1, Some(5)), now), "no tip yet");
     assert!(!ch.on_new_job(job(2, None), now), "future job waits");
@@ -95,14 +95,22 @@ fn future_job_becomes_clean_work_on_its_prevhash_then_non_future_jobs_follow() {
     assert_eq!(j.job.coinbase_prefix, vec![1, 2]);
     assert_eq!(j.session, w.session);
     assert_eq!(w.version_mask, REQUESTED_VERSION_MASK);
-    // Target changes apply to the next job.
-    ch.set_target(Target::from_difficulty(4.0).unwrap().to_le_bytes());
+    // A harder target applies at once: the current job is re-issued under it, not clean.
+    assert!(ch.set_target(Target::from_difficulty(4.0).unwrap().to_le_bytes(), now));
+    let j2 = ch.work_state().job.unwrap();
+    assert!(!j2.clean);
+    assert_eq!(j2.pool_job_id, "2");
+    assert_ne!(j2.id, j.id);
+    assert!((j2.pool_difficulty - 4.0).abs() < 1e-6);
+    assert!((j.pool_difficulty - 1.0).abs() < 1e-6);
+    // An easier one waits for the next job.
+    assert!(!ch.set_target(Target::from_difficulty(2.0).unwrap().to_le_bytes(), now));
+    assert!((ch.work_state().job.unwrap().pool_difficulty - 4.0).abs() < 1e-6);
     assert!(ch.on_new_job(job(3, Some(1_700_000_100)), now));
     let j3 = ch.work_state().job.unwrap();
     assert!(!j3.clean);
     assert_eq!(j3.job.ntime, 1_700_000_100);
-    assert!((j3.pool_difficulty - 4.0).abs() < 1e-6);
-    assert!((j.pool_difficulty - 1.0).abs() < 1e-6);
+    assert!((j3.pool_difficulty - 2.0).abs() < 1e-6);
     // A prevhash for an unknown job leaves miners without work.
     assert!(ch.on_prev_hash(&prev(99), now));
     assert!(!ch.has_job());
@@ -110,7 +118,7 @@ fn future_job_becomes_clean_work_on_its_prevhash_then_non_future_jobs_follow() {
 
 #[test]
 fn shares_get_sequence_numbers_full_versions_and_batched_verdicts() {
-    let mut ch = Channel::open(&granted());
+    let mut ch = Channel::open(&granted(), 1e12, Instant::now());
     let now = Instant::now();
     ch.on_new_job(job(2, None), now);
     ch.on_prev_hash(&prev(2), now);
@@ -163,7 +171,7 @@ fn shares_get_sequence_numbers_full_versions_and_batched_verdicts() {
 
 #[test]
 fn old_sessions_timeouts_and_disconnects_are_lost_never_silent() {
-    let mut ch = Channel::open(&granted());
+    let mut ch = Channel::open(&granted(), 1e12, Instant::now());
     let now = Instant::now();
     ch.on_new_job(job(2, None), now);
     ch.on_prev_hash(&prev(2), now);
@@ -208,4 +216,25 @@ fn sv2_codes_map_to_sv1_codes_keeping_the_pool_string() {
         assert!(e.message.contains(c.trim()), "{}", e.message);
         assert!(!e.message.contains('\n'));
     }
+}
+
+#[test]
+fn the_miners_hashrate_is_announced_when_it_drifts_at_most_every_ten_seconds() {
+    let t0 = Instant::now();
+    let mut ch = Channel::open(&granted(), 100e12, t0);
+    let later = t0 + Duration::from_secs(11);
+    assert!(
+        ch.hashrate_update(5e6, t0 + Duration::from_secs(9))
+            .is_none(),
+        "too soon"
+    );
+    assert!(ch.hashrate_update(0.0, later).is_none(), "no estimate yet");
+    assert!(ch.hashrate_update(f64::NAN, later).is_none());
+    let u = ch.hashrate_update(5e6, later).unwrap();
+    assert_eq!(u.channel_id, 7);
+    assert_eq!(u.nominal_hash_rate, 5e6);
+    assert_eq!(u.maximum_target, Target::MAX.to_le_bytes());
+    let t2 = later + Duration::from_secs(11);
+    assert!(ch.hashrate_update(6e6, t2).is_none(), "within 30%");
+    assert_eq!(ch.hashrate_update(7e6, t2).unwrap().nominal_hash_rate, 7e6);
 }

@@ -47,8 +47,8 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use self::channel::{Channel, Verdict};
 use super::connection::{
-    ConnStatus, ConnectionHandle, ConnectionParams, SubmitOutcome, UpstreamSubmit, fail_queued,
-    reconnect_delay, wait_to_reconnect,
+    ConnStatus, ConnectionHandle, ConnectionParams, Hashrate, SubmitOutcome, UpstreamSubmit,
+    endpoints, fail_queued, reconnect_delay, wait_to_reconnect,
 };
 use super::work::WorkState;
 use crate::telemetry::{RejectReason, ShareCounters};
@@ -56,9 +56,10 @@ use crate::telemetry::{RejectReason, ShareCounters};
 /// Extranonce bytes asked for: enough for the proxy's per-miner prefix (up to 4 bytes) and a
 /// miner's own space, and small enough for any pool to grant. Pools usually give more.
 pub const MIN_EXTRANONCE_SIZE: u16 = 8;
-/// Hash rate announced when opening the channel (h/s). The proxy cannot know the farm's
-/// size in advance; pools start from it and adjust their target to the shares they get.
-pub const NOMINAL_HASH_RATE: f32 = 100e12;
+/// Hash rate announced when the channel opens before any miner on it has an estimate (h/s):
+/// one ASIC. Pools derive the channel's target from it; as soon as the miners' measured
+/// hashrate is known it is announced instead (`UpdateChannel`).
+pub const DEFAULT_NOMINAL_HASH_RATE: f32 = 100e12;
 /// Largest SV2 payload accepted from a pool (a job with a big coinbase is a few KiB).
 const MAX_PAYLOAD: usize = 1 << 20;
 /// Request id of our one `OpenExtendedMiningChannel`.
@@ -72,37 +73,19 @@ pub fn spawn(
     shutdown: CancellationToken,
     tracker: &tokio_util::task::TaskTracker,
 ) -> ConnectionHandle {
-    let initial = WorkState {
-        session: 0,
-        extranonce1: bytes::Bytes::new(),
-        extranonce2_size: 0,
-        difficulty: 1.0,
-        target: Target::DIFF1,
-        version_mask: 0,
-        job: None,
-    };
-    let (work_tx, work_rx) = watch::channel(Arc::new(initial));
-    let (submit_tx, submit_rx) = mpsc::channel(4096);
-    let (status_tx, status_rx) = watch::channel(ConnStatus::Connecting);
-    let counters = Arc::new(ShareCounters::default());
-    let pool = params.pool;
-    let span = info_span!("pool", pool, url = %params.url, protocol = "sv2");
+    let (handle, ends) = endpoints(params.pool);
+    let span = info_span!("pool", pool = params.pool, url = %params.url, protocol = "sv2");
     let task = Task {
         params,
-        work_tx,
-        status_tx,
-        submit_rx,
-        counters: counters.clone(),
+        work_tx: ends.work_tx,
+        status_tx: ends.status_tx,
+        submit_rx: ends.submit_rx,
+        counters: ends.counters,
+        hashrate: ends.hashrate,
         shutdown,
     };
     tracker.spawn(task.run().instrument(span));
-    ConnectionHandle {
-        pool,
-        work: work_rx,
-        submit: submit_tx,
-        status: status_rx,
-        counters,
-    }
+    handle
 }
 
 struct Task {
@@ -111,6 +94,7 @@ struct Task {
     status_tx: watch::Sender<ConnStatus>,
     submit_rx: mpsc::Receiver<UpstreamSubmit>,
     counters: Arc<ShareCounters>,
+    hashrate: Arc<Hashrate>,
     shutdown: CancellationToken,
 }
 
@@ -146,7 +130,10 @@ enum SessionEnd {
 /// Where the session is between the handshake and an open channel.
 enum Phase {
     Setup,
-    Opening,
+    /// `OpenExtendedMiningChannel` sent, announcing this hash rate.
+    Opening {
+        announced: f32,
+    },
     Open(Box<Channel>),
 }
 
@@ -282,7 +269,14 @@ impl Task {
                 _ = tokio::time::sleep_until(deadline), if !open => break SessionEnd::Timeout,
                 _ = sweep.tick() => {
                     if let Phase::Open(ch) = &mut phase {
-                        self.deliver(ch.expire(Instant::now(), p.submit_timeout));
+                        let now = Instant::now();
+                        self.deliver(ch.expire(now, p.submit_timeout));
+                        if let Some(update) = ch.hashrate_update(self.hashrate.get(), now) {
+                            debug!(nominal_hash_rate = update.nominal_hash_rate, "announcing the miners' hashrate");
+                            if let Err(e) = conn.send(Message::from(update).to_frame()).await {
+                                break SessionEnd::Transport(e);
+                            }
+                        }
                     }
                 }
                 share = self.submit_rx.recv(), if open => {
@@ -339,17 +333,18 @@ impl Task {
                     flags = s.flags,
                     "connection set up"
                 );
+                let announced = self.nominal_hash_rate();
                 let open = OpenExtendedMiningChannel {
                     request_id: OPEN_REQUEST_ID,
                     user_identity: str255(&p.user),
-                    nominal_hash_rate: NOMINAL_HASH_RATE,
+                    nominal_hash_rate: announced,
                     max_target: Target::MAX.to_le_bytes(),
                     min_extranonce_size: MIN_EXTRANONCE_SIZE,
                 };
                 conn.send(Message::from(open).to_frame())
                     .await
                     .map_err(SessionEnd::Transport)?;
-                *phase = Phase::Opening;
+                *phase = Phase::Opening { announced };
             }
             (Message::SetupConnectionError(e), _) => {
                 return Err(SessionEnd::Refused {
@@ -357,7 +352,7 @@ impl Task {
                     code: e.error_code.to_string(),
                 });
             }
-            (Message::OpenExtendedMiningChannelSuccess(s), Phase::Opening) => {
+            (Message::OpenExtendedMiningChannelSuccess(s), Phase::Opening { announced }) => {
                 if s.request_id != OPEN_REQUEST_ID {
                     debug!(
                         request_id = s.request_id,
@@ -365,7 +360,7 @@ impl Task {
                     );
                     return Ok(());
                 }
-                let ch = Box::new(Channel::open(&s));
+                let ch = Box::new(Channel::open(&s, *announced, now));
                 info!(
                     channel = s.channel_id,
                     extranonce_prefix = %hex::encode(s.extranonce_prefix.as_bytes()),
@@ -376,7 +371,7 @@ impl Task {
                 *phase = Phase::Open(ch);
                 self.publish(phase);
             }
-            (Message::OpenMiningChannelError(e), Phase::Opening) => {
+            (Message::OpenMiningChannelError(e), Phase::Opening { .. }) => {
                 return Err(SessionEnd::Refused {
                     what: "the channel",
                     code: e.error_code.to_string(),
@@ -421,8 +416,7 @@ impl Task {
             Message::NewExtendedMiningJob(j) => changed = ch.on_new_job(j, now),
             Message::SetNewPrevHash(p) => changed = ch.on_prev_hash(&p, now),
             Message::SetTarget(t) => {
-                // Applies from the next job on, which carries it.
-                ch.set_target(t.maximum_target);
+                changed = ch.set_target(t.maximum_target, now);
                 debug!(
                     difficulty = Target::from_le_bytes(t.maximum_target).to_difficulty(),
                     "pool target"
@@ -449,6 +443,16 @@ impl Task {
             other => debug!(msg = other.name(), "ignored message from pool"),
         }
         Ok(changed)
+    }
+
+    /// Hash rate to announce when opening a channel: the miners' estimate, if any.
+    fn nominal_hash_rate(&self) -> f32 {
+        let estimate = self.hashrate.get();
+        if estimate.is_finite() && estimate > 0.0 {
+            estimate as f32
+        } else {
+            DEFAULT_NOMINAL_HASH_RATE
+        }
     }
 
     fn publish(&self, phase: &Phase) {
