@@ -36,7 +36,7 @@ use hashshift::protocol::share::Target;
 use hashshift::protocol::share::hash::sha256;
 use hashshift::protocol::sv2::types::{Reader, Sv2Decode, Sv2Encode};
 use hashshift::protocol::sv2::{
-    B064K, B0255, Frame, Message, Protocol, Seq0255, Seq064K, SetupConnectionError,
+    B064K, B0255, Frame, Message, Protocol, Seq064K, Seq0255, SetupConnectionError,
     SetupConnectionSuccess, Str0255, U256,
 };
 use tokio::net::{TcpListener, TcpStream};
