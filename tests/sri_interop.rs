@@ -450,19 +450,22 @@ async fn sv2_upstream_mines_into_sri_pool() -> Result<()> {
     h.finish(r).await
 }
 
-async fn pool_flow(h: &mut Harness) -> Result<()> {
+/// pool_sv2's signature, found in every coinbase it builds.
+const POOL_SIGNATURE: &str = "hashshift-interop";
+
+/// Our template provider, pool_sv2 set up with it, and hashshift (SV1 listener) with
+/// pool_sv2 as its SV2 pool, channel open. Returns the proxy and pool_sv2's process index.
+async fn sri_pool_and_proxy(h: &mut Harness, tp: &TemplateProvider) -> Result<(Proxy, usize)> {
     let bin = sri_bin("pool_sv2")?;
-    let tp = TemplateProvider::start(TpConfig::default()).await?;
     let authority = AuthorityKeypair::generate(&mut rand::rng());
     let pool_port = free_port()?;
-    let signature = "hashshift-interop";
     let config = h.write(
         "pool.toml",
         &format!(
             "authority_public_key = \"{}\"\nauthority_secret_key = \"{}\"\n\
              cert_validity_sec = 3600\nlisten_address = \"127.0.0.1:{pool_port}\"\n\
              coinbase_reward_script = \"addr(tb1qa0sm0hxzj0x25rh8gw5xlzwlsfvvyz8u96w3p8)\"\n\
-             server_id = 1\npool_signature = \"{signature}\"\n\
+             server_id = 1\npool_signature = \"{POOL_SIGNATURE}\"\n\
              shares_per_minute = 600.0\nshare_batch_size = 1\n\
              [template_provider_type.Sv2Tp]\naddress = \"{}\"\npublic_key = \"{}\"\n",
             authority.public_key(),
@@ -471,7 +474,6 @@ async fn pool_flow(h: &mut Harness) -> Result<()> {
             tp.authority_public_key(),
         ),
     )?;
-    let started = Instant::now();
     let config = config.display().to_string();
     let pool_proc = h.spawn("pool_sv2", &bin, &["-c", &config])?;
     until(
@@ -492,7 +494,6 @@ async fn pool_flow(h: &mut Harness) -> Result<()> {
     // Not probed with a bare connect (pool_sv2 would log a failed handshake): the proxy
     // retries until pool_sv2 accepts.
     let pool_addr: SocketAddr = format!("127.0.0.1:{pool_port}").parse()?;
-
     let text = format!(
         "[[downstream]]\nprotocol = \"sv1\"\nlisten = \"127.0.0.1:0\"\n\
          [[upstream]]\nurl = \"stratum2+tcp://{pool_addr}/{}\"\nuser = \"hashshift-interop\"\n\
@@ -507,6 +508,13 @@ async fn pool_flow(h: &mut Harness) -> Result<()> {
         || proxy.pools()[0].up,
     )
     .await?;
+    Ok((proxy, pool_proc))
+}
+
+async fn pool_flow(h: &mut Harness) -> Result<()> {
+    let tp = TemplateProvider::start(TpConfig::default()).await?;
+    let started = Instant::now();
+    let (proxy, pool_proc) = sri_pool_and_proxy(h, &tp).await?;
     let mut m = Miner::connect(proxy.listen_addrs()[0]).await?;
     let job = sv1_start(&mut m, "rig1").await?;
     let channel_up = started.elapsed();
@@ -519,7 +527,7 @@ async fn pool_flow(h: &mut Harness) -> Result<()> {
         hex::encode(&job.coinb1)
     );
     assert!(
-        contains(&job.coinb1, signature.as_bytes()),
+        contains(&job.coinb1, POOL_SIGNATURE.as_bytes()),
         "pool_sv2's signature in the coinbase: {}",
         hex::encode(&job.coinb1)
     );
@@ -588,6 +596,66 @@ async fn pool_flow(h: &mut Harness) -> Result<()> {
     );
     assert_eq!(log.count("SubmitSharesError"), 0);
     assert!(tp.stats().solutions.is_empty(), "shares are not blocks");
+    proxy.shutdown(Duration::from_secs(2)).await;
+    tp.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs SRI binaries: scripts/sri-interop.sh"]
+async fn a_block_found_through_the_sv2_upstream_reaches_the_template_provider() -> Result<()> {
+    let mut h = Harness::new("block")?;
+    let r = tokio::time::timeout(FLOW, block_flow(&mut h)).await;
+    h.finish(r).await
+}
+
+/// Regtest nBits (0x207fffff: about every other hash is a block): the proxy forwards the
+/// first share as a block candidate although pool_sv2's channel target is far harder, and
+/// pool_sv2 must find the block valid by its own hashing to send `SubmitSolution` to our TP.
+async fn block_flow(h: &mut Harness) -> Result<()> {
+    let tp = TemplateProvider::start(TpConfig {
+        nbits: 0x207f_ffff,
+        template_every: None,
+        ..TpConfig::default()
+    })
+    .await?;
+    let (proxy, pool_proc) = sri_pool_and_proxy(h, &tp).await?;
+    let mut m = Miner::connect(proxy.listen_addrs()[0]).await?;
+    let job = sv1_start(&mut m, "rig1").await?;
+    assert_eq!(job.nbits, 0x207f_ffff);
+    let share = m.find_share(&job, 1, None);
+    let mined = Instant::now();
+    assert_eq!(
+        m.submit(&share, "rig1").await?,
+        Ok(()),
+        "pool_sv2 took the block"
+    );
+    until(
+        h,
+        "SubmitSolution at the TP",
+        Duration::from_secs(10),
+        || !tp.stats().solutions.is_empty(),
+    )
+    .await?;
+    let solution = tp.stats().solutions[0].clone();
+    let up = proxy.pools()[0].shares;
+    eprintln!(
+        "[c2] block: SubmitSolution at the TP {:.0} ms after the miner's submit; proxy pool \
+         counters {up:?}; pool_sv2 logged {} SubmitSharesSuccess",
+        mined.elapsed().as_secs_f64() * 1e3,
+        h.procs[pool_proc].count("SubmitSharesSuccess("),
+    );
+    assert_eq!(solution.header_nonce, share.nonce);
+    assert_eq!(solution.header_timestamp, share.ntime);
+    assert!(
+        contains(&solution.coinbase_tx, POOL_SIGNATURE.as_bytes()),
+        "the solution's coinbase is pool_sv2's"
+    );
+    assert!(
+        contains(&solution.coinbase_tx, &share.extranonce2),
+        "and carries the miner's extranonce2"
+    );
+    assert!(up.accepted >= 1, "{up:?}");
     proxy.shutdown(Duration::from_secs(2)).await;
     tp.shutdown().await;
     Ok(())
