@@ -198,6 +198,7 @@ impl TemplateProvider {
                     tips: tips.subscribe(),
                     template_id: 0,
                     last_future: None,
+                    sent_tip: None,
                 };
                 let (noise, stop, stats) = (noise.clone(), stop.clone(), stats.clone());
                 tracker.spawn(async move {
@@ -262,6 +263,9 @@ struct Connection {
     template_id: u64,
     /// The future template last sent, activated by the next `SetNewPrevHash`.
     last_future: Option<u64>,
+    /// The tip of the last `SetNewPrevHash` sent: non-future templates build on it (not on
+    /// a newer tip whose `SetNewPrevHash` this connection has not sent yet).
+    sent_tip: Option<Tip>,
 }
 
 type Wire = Framed<TcpStream, NoiseCodec>;
@@ -339,7 +343,7 @@ impl Connection {
                     self.send_block(&mut wire).await?;
                 }
                 _ = templates.tick(), if working && self.config.template_every.is_some() => {
-                    let tip = *self.tips.borrow();
+                    let Some(tip) = self.sent_tip else { continue };
                     let t = self.new_template(&tip, false)?;
                     wire.send(t).await?;
                     lock(&self.stats).templates += 1;
@@ -413,6 +417,7 @@ impl Connection {
             .to_le_bytes()
             .encode(&mut p);
         wire.send(frame_of(msg_type::SET_NEW_PREV_HASH, p)?).await?;
+        self.sent_tip = Some(tip);
         let mut stats = lock(&self.stats);
         stats.templates += 1;
         stats.prev_hashes += 1;
