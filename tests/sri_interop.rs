@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures_util::{SinkExt, StreamExt};
-use harness::{FLOW, Harness, free_port, listening, sri_bin, until};
+use harness::{FLOW, Harness, connect_when_listening, free_port, sri_bin, until};
 use hashshift::config::Config;
 use hashshift::protocol::noise::{AuthorityKeypair, Initiator, NoiseCodec};
 use hashshift::protocol::sv1::{ClientRequest, Notify, ServerNotification, Subscribe};
@@ -231,8 +231,7 @@ async fn translator_flow(h: &mut Harness) -> Result<()> {
     let config = config.display().to_string();
     h.spawn("translator_sv2", &bin, &["-c", &config])?;
     let sv1: SocketAddr = format!("127.0.0.1:{sv1_port}").parse()?;
-    listening(h, sv1, Duration::from_secs(30)).await?;
-    let mut m = Miner::connect(sv1).await?;
+    let mut m = Miner::from_stream(connect_when_listening(h, sv1, Duration::from_secs(30)).await?);
     let job = sv1_start(&mut m, "rig1").await?;
     for seed in 0..3 {
         let share = m.find_share(&job, seed, None);
@@ -247,11 +246,33 @@ async fn translator_flow(h: &mut Harness) -> Result<()> {
     )
     .await?;
     let first = started.elapsed();
+    // A new block at the pool: the proxy's future job + SetNewPrevHash go through the
+    // translator, which hands the miner a clean job; its share is accepted too.
+    pool.new_job(true);
+    let next = loop {
+        let n = m.next_job().await?;
+        if n.clean_jobs && n.prev_hash != job.prev_hash {
+            break n;
+        }
+    };
+    let share = m.find_share(&next, 9, None);
+    assert_eq!(
+        m.submit(&share, "rig1").await?,
+        Ok(()),
+        "share on the new block"
+    );
+    until(
+        h,
+        "the share on the new block accepted by the pool",
+        Duration::from_secs(20),
+        || pool.stats().accepted >= 4,
+    )
+    .await?;
     let stats = pool.stats();
     let up = proxy.pools()[0].shares;
     eprintln!(
         "[b] translator_sv2: 3 shares accepted by the pool {:.1} s after spawn (SV1 difficulty \
-         {:e}); pool {:?} rejected {}; proxy pool counters {up:?}",
+         {:e}), 1 more on a new block; pool {:?} rejected {}; proxy pool counters {up:?}",
         first.as_secs_f64(),
         m.difficulty,
         stats.workers,
@@ -263,7 +284,7 @@ async fn translator_flow(h: &mut Harness) -> Result<()> {
         "the translator's user_identity goes up as the worker: {:?}",
         stats.workers
     );
-    assert!(up.accepted >= 3, "{up:?}");
+    assert!(up.accepted >= 4, "{up:?}");
     proxy.shutdown(Duration::from_secs(2)).await;
     pool.shutdown().await;
     Ok(())

@@ -164,13 +164,20 @@ pub async fn until(
     Ok(())
 }
 
-/// Waits until something accepts TCP connections on `addr`.
-pub async fn listening(h: &mut Harness, addr: SocketAddr, limit: Duration) -> Result<()> {
+/// Connects to `addr` once an SRI process listens there (retrying; no probe connection,
+/// which SRI would log as a failed peer).
+pub async fn connect_when_listening(
+    h: &mut Harness,
+    addr: SocketAddr,
+    limit: Duration,
+) -> Result<TcpStream> {
     let start = Instant::now();
     loop {
         h.check_alive()?;
-        if TcpStream::connect(addr).await.is_ok() {
-            return Ok(());
+        if let Ok(Ok(stream)) =
+            tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await
+        {
+            return Ok(stream);
         }
         if start.elapsed() > limit {
             bail!("nothing listening on {addr} after {limit:?}");
