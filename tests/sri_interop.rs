@@ -494,10 +494,11 @@ async fn block_flow(h: &mut Harness) -> Result<()> {
     let up = proxy.pools()[0].shares;
     eprintln!(
         "[c2] block: SubmitSolution at the TP {:.0} ms after the miner's submit; proxy pool \
-         counters {up:?}; pool_sv2 logged {} SubmitSharesSuccess",
+         counters {up:?}; pool_sv2 logged {} \"Block Found\"",
         mined.elapsed().as_secs_f64() * 1e3,
-        h.procs[pool_proc].count("SubmitSharesSuccess("),
+        h.procs[pool_proc].count("Block Found"),
     );
+    assert!(h.procs[pool_proc].count("Block Found") >= 1);
     assert_eq!(solution.header_nonce, share.nonce);
     assert_eq!(solution.header_timestamp, share.ntime);
     assert!(
