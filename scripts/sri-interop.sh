@@ -1,59 +1,52 @@
 #!/usr/bin/env bash
-# Optional, manual interop check against the Stratum Reference Implementation (SRI).
-# Not run by CI or `cargo test`: it needs SRI processes that take minutes to build.
+# Interop with the Stratum Reference Implementation's binaries (manual; not run by CI).
 #
-# Section "hashshift SV2 upstream -> SRI pool_sv2"
-#   Prerequisites (see /work/shared/SV2-NOTES.md):
-#     - a template provider (Bitcoin Core with SV2 template distribution, e.g. sv2-tp on
-#       regtest/signet) and `pool_sv2` (0.7) running with its example config, which listens on
-#       127.0.0.1:34254 with the authority key below (pool-config-example.toml);
-#     - `cargo build --release` of hashshift.
-#   What it checks: the proxy authenticates the pool (Noise, pinned authority key), sets up
-#   the connection, opens an extended channel, receives a job (future job + SetNewPrevHash),
-#   and publishes it to the proxy's miners. Shares are not checked: SRI derives the channel's target from
-#   the announced nominal hash rate (100 TH/s), far above what the load generator hashes.
+# Runs the #[ignore] tests of tests/sri_interop.rs, which start hashshift in-process and SRI's
+# binaries as child processes, all on 127.0.0.1:
+#   a. SRI mining_device (SV2 CPU miner, standard channel) -> hashshift SV2 downstream
+#      -> hashshift's SV1 test pool: the pool accepts mining_device's shares;
+#   b. an SV1 test miner -> SRI translator_sv2 -> hashshift SV2 downstream -> test pool;
+#   c. an SV1 test miner -> hashshift SV2 upstream -> SRI pool_sv2, fed by the test template
+#      provider in tests/support/template_provider.rs: pool_sv2 accepts the shares.
 #
-#   Usage: scripts/sri-interop.sh [POOL_ADDR] [AUTHORITY_PUBKEY]
+# The binaries are built once (each takes minutes) into ${SRI_ROOT:-/work/sri}/bin with
+#   cargo install --locked --root "$SRI_ROOT" pool_sv2 translator_sv2 integration_tests_sv2
+# (integration_tests_sv2 provides mining_device; pool_sv2 needs the Debian packages
+# capnproto and libcapnp-dev). Set SRI_SKIP_BUILD=1 to only run the tests.
+#
+# Usage: scripts/sri-interop.sh [extra cargo test filter]
 set -euo pipefail
 
-POOL_ADDR="${1:-127.0.0.1:34254}"
-AUTHORITY="${2:-9auqWEzQDVyd2oe1JVGFLMLHZtCo2FFqZwtKA5gd9xbuEu7PH72}"
-BIN="${HASHSHIFT_BIN:-target/release/hashshift}"
-LISTEN="127.0.0.1:34335"
-WORK="$(mktemp -d)"
-trap 'kill "${PROXY_PID:-}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+SRI_ROOT="${SRI_ROOT:-/work/sri}"
+export SRI_BIN="$SRI_ROOT/bin"
+cd "$(dirname "$0")/.."
 
-cat > "$WORK/config.toml" <<TOML
-[[downstream]]
-protocol = "sv1"
-listen = "$LISTEN"
-
-[[upstream]]
-url = "stratum2+tcp://$POOL_ADDR/$AUTHORITY"
-user = "hashshift-interop"
-priority = 0
-TOML
-
-"$BIN" check-config "$WORK/config.toml" > /dev/null
-RUST_LOG=hashshift=debug "$BIN" run --config "$WORK/config.toml" 2> "$WORK/proxy.log" &
-PROXY_PID=$!
-
-# Wait up to 30 s for the channel and the first job.
-for _ in $(seq 1 60); do
-  if grep -q "new job" "$WORK/proxy.log"; then break; fi
-  sleep 0.5
+missing=()
+for b in pool_sv2 translator_sv2 mining_device; do
+  [ -x "$SRI_BIN/$b" ] || missing+=("$b")
 done
 
-status=0
-grep -q "channel open" "$WORK/proxy.log" || { echo "FAIL: no extended channel opened"; status=1; }
-grep -q "new job" "$WORK/proxy.log" || { echo "FAIL: no job from the pool"; status=1; }
-if grep -q "failed Noise authentication" "$WORK/proxy.log"; then
-  echo "FAIL: the pool did not authenticate with $AUTHORITY"; status=1
+if [ "${#missing[@]}" -ne 0 ]; then
+  if [ "${SRI_SKIP_BUILD:-0}" = 1 ]; then
+    echo "missing SRI binaries in $SRI_BIN: ${missing[*]} (SRI_SKIP_BUILD=1, not building)" >&2
+    exit 1
+  fi
+  if ! command -v capnp > /dev/null; then
+    echo "pool_sv2 needs capnproto: sudo apt-get install capnproto libcapnp-dev" >&2
+    exit 1
+  fi
+  crates=()
+  for b in "${missing[@]}"; do
+    case "$b" in
+      mining_device) crates+=(integration_tests_sv2) ;;
+      *) crates+=("$b") ;;
+    esac
+  done
+  echo "building SRI's ${crates[*]} into $SRI_ROOT (several minutes each)"
+  # A target dir of its own, so the project's build cache is left alone.
+  for c in "${crates[@]}"; do
+    CARGO_TARGET_DIR="$SRI_ROOT/target" cargo install --locked --root "$SRI_ROOT" "$c"
+  done
 fi
-if [ "$status" -ne 0 ]; then
-  echo "--- proxy log ---"; tail -n 50 "$WORK/proxy.log"
-else
-  echo "OK: hashshift authenticated pool_sv2 at $POOL_ADDR, opened a channel and got work"
-  grep -m1 "channel open" "$WORK/proxy.log"
-fi
-exit "$status"
+
+cargo test --test sri_interop -- --ignored --test-threads=1 --nocapture "$@"

@@ -9,4 +9,5 @@ pub mod site;
 pub mod slurm;
 pub mod sv2_miner;
 pub mod sv2_site;
+pub mod template_provider;
 pub mod wire;
