@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
-use hashshift::downstream::sv2::handshake;
+use hashshift::noise_tcp;
 use hashshift::protocol::noise::{
     AuthorityKeypair, AuthorityPublicKey, NoiseCodec, ResponderConfig, SecretKey,
 };
@@ -279,7 +279,7 @@ impl Connection {
     ) -> Result<()> {
         let transport = tokio::time::timeout(
             Duration::from_secs(10),
-            handshake::accept(&mut stream, noise),
+            noise_tcp::accept(&mut stream, noise),
         )
         .await
         .context("noise handshake timed out")??;
