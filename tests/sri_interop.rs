@@ -510,6 +510,7 @@ async fn block_flow(h: &mut Harness) -> Result<()> {
         "and carries the miner's extranonce2"
     );
     assert!(up.accepted >= 1, "{up:?}");
+    assert!(up.blocks >= 1, "the pool accepted a block: {up:?}");
     proxy.shutdown(Duration::from_secs(2)).await;
     tp.shutdown().await;
     Ok(())

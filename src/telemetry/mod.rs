@@ -63,6 +63,11 @@ impl ShareCounters {
         self.accepted_difficulty.add(difficulty);
     }
 
+    /// Counts a share that was a block.
+    pub fn block(&self) {
+        self.blocks.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts a rejected share.
     pub fn reject(&self, reason: RejectReason) {
         self.rejected.fetch_add(1, Ordering::Relaxed);

@@ -67,6 +67,8 @@ pub struct UpstreamSubmit {
     pub version_bits: Option<u32>,
     /// The pool's difficulty for this share (for accounting).
     pub difficulty: f64,
+    /// Whether it meets the network target (counted as a block once the pool accepts it).
+    pub block: bool,
     /// Where the verdict goes.
     pub reply: oneshot::Sender<SubmitOutcome>,
 }

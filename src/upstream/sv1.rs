@@ -90,6 +90,7 @@ enum Call {
     Submit {
         reply: oneshot::Sender<SubmitOutcome>,
         difficulty: f64,
+        block: bool,
         sent: Instant,
     },
 }
@@ -240,7 +241,7 @@ impl Task {
                         nonce: share.nonce,
                         version_bits: share.version_bits,
                     });
-                    calls.insert(id, Call::Submit { reply: share.reply, difficulty: share.difficulty, sent: Instant::now() });
+                    calls.insert(id, Call::Submit { reply: share.reply, difficulty: share.difficulty, block: share.block, sent: Instant::now() });
                     if let Err(e) = framed.send(ClientMessage::Request { id: Id::from(id), request }).await {
                         break SessionEnd::Io(e);
                     }
@@ -325,11 +326,17 @@ impl Task {
                 }
             }
             Call::Submit {
-                reply, difficulty, ..
+                reply,
+                difficulty,
+                block,
+                ..
             } => {
                 let outcome = match (r.as_bool(), r.error) {
                     (Ok(true), _) => {
                         self.counters.accept(difficulty);
+                        if block {
+                            self.counters.block();
+                        }
                         SubmitOutcome::Accepted
                     }
                     (_, Some(e)) => {

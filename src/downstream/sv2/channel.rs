@@ -493,10 +493,7 @@ impl Channel {
             let mut shown = accepted.hash;
             shown.reverse();
             tracing::info!(hash = %hex::encode(shown), pool_job = %job.pool_job_id, "BLOCK FOUND");
-            self.shared
-                .counters
-                .blocks
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.shared.counters.block();
         }
         let mut extranonce2 = self.extranonce.upstream_prefix.clone();
         if self.kind == ChannelKind::Extended {
@@ -506,6 +503,7 @@ impl Channel {
         let submit = UpstreamSubmit {
             worker: self.worker.clone(),
             difficulty: job.pool_difficulty,
+            block: accepted.is_block,
             job,
             extranonce2,
             ntime: share.ntime,

@@ -53,6 +53,8 @@ pub struct Verdict {
     pub outcome: SubmitOutcome,
     /// The pool difficulty of the share, for the accepted-work counters.
     pub difficulty: f64,
+    /// Whether the share was a block.
+    pub block: bool,
 }
 
 #[derive(Debug)]
@@ -60,6 +62,7 @@ struct Pending {
     seq: u32,
     reply: oneshot::Sender<SubmitOutcome>,
     difficulty: f64,
+    block: bool,
     sent: Instant,
 }
 
@@ -314,6 +317,7 @@ impl Channel {
             reply: share.reply,
             outcome: SubmitOutcome::Lost(why),
             difficulty: share.difficulty,
+            block: share.block,
         };
         if share.job.session != self.session {
             // The job's extranonce prefix belongs to an earlier session: stale for the pool.
@@ -340,6 +344,7 @@ impl Channel {
             seq,
             reply: share.reply,
             difficulty: share.difficulty,
+            block: share.block,
             sent: now,
         });
         Ok(SubmitSharesExtended {
@@ -367,6 +372,7 @@ impl Channel {
                     reply: p.reply,
                     outcome: SubmitOutcome::Accepted,
                     difficulty: p.difficulty,
+                    block: p.block,
                 });
             }
         }
@@ -394,6 +400,7 @@ impl Channel {
             reply: p.reply,
             outcome: SubmitOutcome::Rejected(stratum_error(&e.error_code.to_string_lossy())),
             difficulty: p.difficulty,
+            block: p.block,
         })
     }
 
@@ -409,6 +416,7 @@ impl Channel {
                     reply: p.reply,
                     outcome: SubmitOutcome::Lost("pool did not answer"),
                     difficulty: p.difficulty,
+                    block: p.block,
                 });
             }
         }
@@ -423,6 +431,7 @@ impl Channel {
                 reply: p.reply,
                 outcome: SubmitOutcome::Lost(why),
                 difficulty: p.difficulty,
+                block: p.block,
             })
             .collect()
     }

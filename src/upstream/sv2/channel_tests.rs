@@ -50,6 +50,7 @@ fn share(
         nonce: 42,
         version_bits: bits,
         difficulty: 1.0,
+        block: false,
         reply: tx,
     };
     (s, rx)
@@ -237,4 +238,24 @@ fn the_miners_hashrate_is_announced_when_it_drifts_at_most_every_ten_seconds() {
     let t2 = later + Duration::from_secs(11);
     assert!(ch.hashrate_update(6e6, t2).is_none(), "within 30%");
     assert_eq!(ch.hashrate_update(7e6, t2).unwrap().nominal_hash_rate, 7e6);
+}
+
+#[test]
+fn a_block_share_is_reported_as_a_block_once_accepted() {
+    let mut ch = Channel::open(&granted(), 1e12, Instant::now());
+    let now = Instant::now();
+    ch.on_new_job(job(2, None), now);
+    ch.on_prev_hash(&prev(2), now);
+    let job = ch.work_state().job.unwrap();
+    let (mut s, _rx) = share(&job, None);
+    s.block = true;
+    let m = ch.submit(s, now).unwrap();
+    let verdicts = ch.on_success(&SubmitSharesSuccess {
+        channel_id: 7,
+        last_sequence_number: m.sequence_number,
+        new_submits_accepted_count: 1,
+        new_shares_sum: 1,
+    });
+    assert_eq!(verdicts.len(), 1);
+    assert!(verdicts[0].block);
 }

@@ -186,7 +186,12 @@ impl Task {
 
     fn deliver_one(&self, v: Verdict) {
         match &v.outcome {
-            SubmitOutcome::Accepted => self.counters.accept(v.difficulty),
+            SubmitOutcome::Accepted => {
+                self.counters.accept(v.difficulty);
+                if v.block {
+                    self.counters.block();
+                }
+            }
             SubmitOutcome::Rejected(e) => self.counters.reject(RejectReason::from_sv1_code(e.code)),
             SubmitOutcome::Lost(_) => self.counters.lose(),
         }

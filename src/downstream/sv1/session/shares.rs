@@ -137,10 +137,7 @@ impl Session {
             let mut shown = accepted.hash;
             shown.reverse();
             info!(hash = %hex::encode(shown), pool_job = %job.pool_job_id, "BLOCK FOUND");
-            self.shared
-                .counters
-                .blocks
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.shared.counters.block();
         }
         let mut extranonce2 = layout.extranonce.upstream_prefix.clone();
         extranonce2.extend_from_slice(&submit.extranonce2);
@@ -153,6 +150,7 @@ impl Session {
             nonce: submit.nonce,
             version_bits: submit.version_bits.map(|b| b & self.granted_mask),
             difficulty: job.pool_difficulty,
+            block: accepted.is_block,
             reply: reply_tx,
         };
         // The pool connection has a deep queue; if even that is full the pool is not keeping
