@@ -91,14 +91,18 @@ pub struct Channel {
     /// Hash rate last announced to the pool, and when.
     announced: f32,
     announced_at: Instant,
+    /// Whether `announced` is a guess (no miner estimate when the channel opened): the first
+    /// estimate then replaces it at once.
+    guessed: bool,
 }
 
 impl Channel {
     /// The channel the pool granted, in a fresh upstream session, opened announcing
-    /// `announced` h/s at `now`.
+    /// `announced` h/s at `now` (`guessed`: not from a measurement).
     pub fn open(
         granted: &OpenExtendedMiningChannelSuccess,
         announced: f32,
+        guessed: bool,
         now: Instant,
     ) -> Channel {
         Channel {
@@ -116,17 +120,20 @@ impl Channel {
             pending: VecDeque::new(),
             announced,
             announced_at: now,
+            guessed,
         }
     }
 
     /// An `UpdateChannel` announcing `estimate` (the miners' hashrate, h/s) when it is off
     /// from what the pool was told by more than [`HASHRATE_TOLERANCE`], at most once every
-    /// [`UPDATE_CHANNEL_EVERY`]. No estimate (0) keeps the announcement.
+    /// [`UPDATE_CHANNEL_EVERY`] (at once when the channel opened on a guess). No estimate (0)
+    /// keeps the announcement.
     pub fn hashrate_update(&mut self, estimate: f64, now: Instant) -> Option<UpdateChannel> {
         if !estimate.is_finite() || estimate <= 0.0 {
             return None;
         }
-        if now.saturating_duration_since(self.announced_at) < UPDATE_CHANNEL_EVERY {
+        if !self.guessed && now.saturating_duration_since(self.announced_at) < UPDATE_CHANNEL_EVERY
+        {
             return None;
         }
         let ratio = estimate / f64::from(self.announced);
@@ -136,6 +143,7 @@ impl Channel {
         // f32 holds any real hashrate (up to 3.4e38 h/s) to 7 digits.
         self.announced = estimate as f32;
         self.announced_at = now;
+        self.guessed = false;
         Some(UpdateChannel {
             channel_id: self.channel_id,
             nominal_hash_rate: self.announced,

@@ -66,7 +66,7 @@ fn send(vs: Vec<Verdict>) -> usize {
 
 #[test]
 fn grant_maps_to_extranonce1_and_size() {
-    let ch = Channel::open(&granted(), 1e12, Instant::now());
+    let ch = Channel::open(&granted(), 1e12, false, Instant::now());
     let w = ch.work_state();
     assert_eq!(&w.extranonce1[..], &[1, 2, 3, 4]);
     assert_eq!(w.extranonce2_size, 16);
@@ -80,7 +80,7 @@ fn grant_maps_to_extranonce1_and_size() {
 
 #[test]
 fn future_job_becomes_clean_work_on_its_prevhash_then_non_future_jobs_follow() {
-    let mut ch = Channel::open(&granted(), 1e12, Instant::now());
+    let mut ch = Channel::open(&granted(), 1e12, false, Instant::now());
     let now = Instant::now();
     assert!(!ch.on_new_job(job(1, Some(5)), now), "no tip yet");
     assert!(!ch.on_new_job(job(2, None), now), "future job waits");
@@ -119,7 +119,7 @@ fn future_job_becomes_clean_work_on_its_prevhash_then_non_future_jobs_follow() {
 
 #[test]
 fn shares_get_sequence_numbers_full_versions_and_batched_verdicts() {
-    let mut ch = Channel::open(&granted(), 1e12, Instant::now());
+    let mut ch = Channel::open(&granted(), 1e12, false, Instant::now());
     let now = Instant::now();
     ch.on_new_job(job(2, None), now);
     ch.on_prev_hash(&prev(2), now);
@@ -172,7 +172,7 @@ fn shares_get_sequence_numbers_full_versions_and_batched_verdicts() {
 
 #[test]
 fn old_sessions_timeouts_and_disconnects_are_lost_never_silent() {
-    let mut ch = Channel::open(&granted(), 1e12, Instant::now());
+    let mut ch = Channel::open(&granted(), 1e12, false, Instant::now());
     let now = Instant::now();
     ch.on_new_job(job(2, None), now);
     ch.on_prev_hash(&prev(2), now);
@@ -222,7 +222,7 @@ fn sv2_codes_map_to_sv1_codes_keeping_the_pool_string() {
 #[test]
 fn the_miners_hashrate_is_announced_when_it_drifts_at_most_every_ten_seconds() {
     let t0 = Instant::now();
-    let mut ch = Channel::open(&granted(), 100e12, t0);
+    let mut ch = Channel::open(&granted(), 100e12, false, t0);
     let later = t0 + Duration::from_secs(11);
     assert!(
         ch.hashrate_update(5e6, t0 + Duration::from_secs(9))
@@ -242,7 +242,7 @@ fn the_miners_hashrate_is_announced_when_it_drifts_at_most_every_ten_seconds() {
 
 #[test]
 fn a_block_share_is_reported_as_a_block_once_accepted() {
-    let mut ch = Channel::open(&granted(), 1e12, Instant::now());
+    let mut ch = Channel::open(&granted(), 1e12, false, Instant::now());
     let now = Instant::now();
     ch.on_new_job(job(2, None), now);
     ch.on_prev_hash(&prev(2), now);
@@ -258,4 +258,19 @@ fn a_block_share_is_reported_as_a_block_once_accepted() {
     });
     assert_eq!(verdicts.len(), 1);
     assert!(verdicts[0].block);
+}
+
+#[test]
+fn a_guessed_announcement_is_replaced_by_the_first_estimate_at_once() {
+    let t0 = Instant::now();
+    let mut ch = Channel::open(&granted(), 100e12, true, t0);
+    let u = ch
+        .hashrate_update(8e6, t0 + Duration::from_secs(1))
+        .unwrap();
+    assert_eq!(u.nominal_hash_rate, 8e6);
+    assert!(
+        ch.hashrate_update(1e6, t0 + Duration::from_secs(2))
+            .is_none(),
+        "then the usual spacing"
+    );
 }

@@ -135,6 +135,7 @@ enum Phase {
     /// `OpenExtendedMiningChannel` sent, announcing this hash rate.
     Opening {
         announced: f32,
+        guessed: bool,
     },
     Open(Box<Channel>),
 }
@@ -324,7 +325,7 @@ impl Task {
                     flags = s.flags,
                     "connection set up"
                 );
-                let announced = self.nominal_hash_rate();
+                let (announced, guessed) = self.nominal_hash_rate();
                 let open = OpenExtendedMiningChannel {
                     request_id: OPEN_REQUEST_ID,
                     user_identity: Str0255::truncated(&p.user),
@@ -335,7 +336,7 @@ impl Task {
                 conn.send(Message::from(open).to_frame())
                     .await
                     .map_err(SessionEnd::Transport)?;
-                *phase = Phase::Opening { announced };
+                *phase = Phase::Opening { announced, guessed };
             }
             (Message::SetupConnectionError(e), _) => {
                 return Err(SessionEnd::Refused {
@@ -343,7 +344,10 @@ impl Task {
                     code: e.error_code.to_string(),
                 });
             }
-            (Message::OpenExtendedMiningChannelSuccess(s), Phase::Opening { announced }) => {
+            (
+                Message::OpenExtendedMiningChannelSuccess(s),
+                Phase::Opening { announced, guessed },
+            ) => {
                 if s.request_id != OPEN_REQUEST_ID {
                     debug!(
                         request_id = s.request_id,
@@ -351,7 +355,7 @@ impl Task {
                     );
                     return Ok(());
                 }
-                let ch = Box::new(Channel::open(&s, *announced, now));
+                let ch = Box::new(Channel::open(&s, *announced, *guessed, now));
                 info!(
                     channel = s.channel_id,
                     extranonce_prefix = %hex::encode(s.extranonce_prefix.as_bytes()),
@@ -452,13 +456,14 @@ impl Task {
         Ok(changed)
     }
 
-    /// Hash rate to announce when opening a channel: the miners' estimate, if any.
-    fn nominal_hash_rate(&self) -> f32 {
+    /// Hash rate to announce when opening a channel: the miners' estimate, if any, else the
+    /// default (then `true`: a guess).
+    fn nominal_hash_rate(&self) -> (f32, bool) {
         let estimate = self.hashrate.get();
         if estimate.is_finite() && estimate > 0.0 {
-            estimate as f32
+            (estimate as f32, false)
         } else {
-            DEFAULT_NOMINAL_HASH_RATE
+            (DEFAULT_NOMINAL_HASH_RATE, true)
         }
     }
 
