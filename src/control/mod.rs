@@ -1,11 +1,12 @@
 //! The control plane: what NOC staff and automation use to see the farm and move power
 //! between mining and the GPU cluster. The admin socket and `hashshift ctl` ([`admin`]), the
-//! power arbiter ([`arbiter`]), the audit log ([`audit`]), the rig inventory ([`inventory`])
+//! power arbiter ([`arbiter`]), the audit log ([`audit`]), the power history ([`history`]), the rig inventory ([`inventory`])
 //! and what answers the socket ([`plane`]).
 
 pub mod admin;
 pub mod arbiter;
 pub mod audit;
+pub mod history;
 pub mod inventory;
 pub mod plane;
 pub mod power;

@@ -10,7 +10,8 @@
 //! The workload switch: every rig also answers a fake LuxOS management API
 //! (`firmware::fake`), and the proxy runs power control under a site cap a little above the
 //! fleet's draw, with its admin socket in a temporary directory (printed, so `hashshift ctl`
-//! can watch it from another terminal). At `--gpu-at` a simulated GPU job asks for half the
+//! can watch it from another terminal) and the NOC page on an HTTP port (printed, with a
+//! fresh token for its drain and resume buttons). At `--gpu-at` a simulated GPU job asks for half the
 //! site's power: rigs are put to sleep (a sleeping rig stops hashing), confirmed, and only
 //! then is the budget granted; after `--gpu-for` seconds the job ends and the rigs resume,
 //! staggered.
@@ -146,6 +147,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
         apis.push(api);
     }
+    // The NOC page's drains and resumes need a bearer token: a fresh one per run, printed.
+    let token = format!("{:032x}", rand::random::<u128>());
+    let token_file = dir.join("http.token");
+    std::fs::write(&token_file, &token).context("demo HTTP token")?;
     let config = Config::from_toml(&format!(
         r#"
 [[downstream]]
@@ -177,6 +182,10 @@ rebalance_every_secs = 10.0
 socket = {socket:?}
 state_dir = {state:?}
 
+[http]
+listen = "127.0.0.1:0"
+token_file = {token_file:?}
+
 [power]
 site_cap_kw = {cap}
 resume_batch = 1
@@ -199,6 +208,7 @@ workers = ["demo.*"]
         b = standby.addr(),
         socket = dir.join("admin.sock").display().to_string(),
         state = dir.join("state").display().to_string(),
+        token_file = token_file.display().to_string(),
         cap = RIG_KW * args.rigs as f64 + 0.5,
     ))
     .context("demo configuration")?;
@@ -221,6 +231,9 @@ workers = ["demo.*"]
         "watch it: hashshift ctl --socket {} rigs   (also: power, events, drain, resume)\n",
         dir.join("admin.sock").display()
     );
+    if let Some(web) = proxy.web_addr() {
+        println!("NOC page: http://{web}/   (token for drain/resume: {token})\n");
+    }
 
     let stop = CancellationToken::new();
     let mut rigs: Vec<DemoRig> = apis

@@ -4,7 +4,11 @@
 //! |---|---|---|
 //! | `GET /api/power` | | the power picture (as `ctl power`) |
 //! | `GET /api/rigs` | | every rig (as `ctl rigs`) |
+//! | `GET /api/pools` | | pools: state, miners, shares (as `ctl pools`) |
 //! | `GET /api/events?limit=N` | | the audit log |
+//! | `GET /api/power/history` | | the power chart: samples of mining, GPU and cap (kW) for the last hours |
+//! | `POST /api/drain` | `{"rig":..}` or `{"group":..}`, `"reason"` | drain rigs (as `ctl drain`) |
+//! | `POST /api/resume` | `{"rig":..}` or `{"group":..}`, `"reason"` | resume them (as `ctl resume`) |
 //! | `POST /api/curtail` | `{"kw":N,"until_unix":T}` or `{"kw":N,"minutes":M}`, `"reason"` | grid curtailment |
 //! | `POST /api/curtail/clear` | `{"reason":..}` (optional) | end it |
 //! | `POST /api/gpu-request` | `{"kw":N,"reason":..}` | GPU power wanted now |
@@ -22,15 +26,21 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::AppState;
-use crate::control::admin::protocol::{Command, Request, Response};
+use crate::control::admin::protocol::{Command, Request, Response, Target};
 use crate::control::admin::server::{Caller, Handler, Origin};
+use crate::control::audit::unix_ms;
+use crate::control::history::{KEEP, PowerSample, SAMPLE_EVERY};
 
 /// The routes.
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/power", get(power))
         .route("/api/rigs", get(rigs))
+        .route("/api/pools", get(pools))
         .route("/api/events", get(events))
+        .route("/api/power/history", get(power_history))
+        .route("/api/drain", post(drain))
+        .route("/api/resume", post(resume))
         .route("/api/curtail", post(curtail))
         .route("/api/curtail/clear", post(curtail_clear))
         .route("/api/gpu-request", post(gpu_request))
@@ -87,6 +97,89 @@ async fn power(State(s): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketA
 
 async fn rigs(State(s): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Answer {
     run(&s, peer, Command::Rigs, None).await
+}
+
+async fn pools(State(s): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Answer {
+    run(&s, peer, Command::Pools, None).await
+}
+
+/// The recorded samples, then one for now (so a chart has a point even right after start).
+async fn power_history(State(s): State<AppState>) -> Answer {
+    let Some(power) = s.plane.power() else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(Response::error(
+                "power control is not configured (no [power] section)",
+            )),
+        );
+    };
+    let mut samples = power.history().samples();
+    let now = PowerSample::of(&power.view().snapshot, unix_ms());
+    if samples.last().is_none_or(|l| l.at_unix_ms < now.at_unix_ms) {
+        samples.push(now);
+    }
+    let result = serde_json::json!({
+        "every_secs": SAMPLE_EVERY.as_secs(),
+        "keep_secs": KEEP.as_secs(),
+        "samples": samples,
+    });
+    (StatusCode::OK, Json(Response::ok(result)))
+}
+
+/// A drain or resume from the NOC page or automation: one rig or one group.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetBody {
+    #[serde(default)]
+    rig: Option<String>,
+    #[serde(default)]
+    group: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    by: Option<String>,
+}
+
+/// Parses a [`TargetBody`] into its target, reason and operator name, or the 400 answer.
+fn target_of(body: &[u8]) -> Result<(Target, Option<String>, Option<String>), Answer> {
+    let bad = |e: String| (StatusCode::BAD_REQUEST, Json(Response::error(e)));
+    let b: TargetBody = serde_json::from_slice(body).map_err(|e| bad(format!("bad body: {e}")))?;
+    let target = match (b.rig, b.group) {
+        (Some(r), None) if !r.is_empty() => Target::Rig(r),
+        (None, Some(g)) if !g.is_empty() => Target::Group(g),
+        _ => return Err(bad("give one of \"rig\" or \"group\"".to_owned())),
+    };
+    Ok((target, b.reason, b.by))
+}
+
+async fn drain(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Answer {
+    if let Err(e) = authorize(&s, &headers) {
+        return e;
+    }
+    match target_of(&body) {
+        Ok((target, reason, by)) => run(&s, peer, Command::Drain { target, reason }, by).await,
+        Err(e) => e,
+    }
+}
+
+async fn resume(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Answer {
+    if let Err(e) = authorize(&s, &headers) {
+        return e;
+    }
+    match target_of(&body) {
+        Ok((target, reason, by)) => run(&s, peer, Command::Resume { target, reason }, by).await,
+        Err(e) => e,
+    }
 }
 
 #[derive(Deserialize)]

@@ -1,13 +1,16 @@
 //! The proxy's HTTP server (axum): a JSON API for automation that cannot use the admin socket,
-//! above all the grid operator's curtailment signal ([`api`]).
+//! above all the grid operator's curtailment signal ([`api`]), and the NOC status page that
+//! polls it ([`noc`], at `/`).
 //!
 //! Reads (`GET`) need no token; every change (`POST`) needs `Authorization: Bearer <token>`
 //! where the token comes from the environment variable `[http] token_env` names or the file
 //! `token_file` names (a Docker secret), never from the config file itself; without one,
 //! changes are refused. Tokens are compared in
-//! constant time. Bodies are capped; the server stops with the proxy.
+//! constant time. Bodies are capped; every answer says `X-Content-Type-Options: nosniff`; the
+//! server stops with the proxy.
 
 pub mod api;
+pub mod noc;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +31,15 @@ pub struct AppState {
     pub plane: Arc<ControlPlane>,
     /// The bearer token changes need; `None`: changes are refused.
     pub token: Option<Arc<str>>,
+}
+
+/// Browsers must take every answer as the type it says (JSON stays JSON, never a script).
+async fn nosniff(mut response: axum::response::Response) -> axum::response::Response {
+    response.headers_mut().insert(
+        axum::http::header::X_CONTENT_TYPE_OPTIONS,
+        axum::http::HeaderValue::from_static("nosniff"),
+    );
+    response
 }
 
 /// A bound HTTP server.
@@ -64,7 +76,9 @@ impl WebServer {
         }
         let state = AppState { plane, token };
         let router = api::routes()
+            .merge(noc::routes())
             .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+            .layer(axum::middleware::map_response(nosniff))
             .with_state(state);
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         Ok(WebServer { listener, router })

@@ -38,6 +38,7 @@ use crate::control::arbiter::{
     Settings, Watts,
 };
 use crate::control::audit::{AuditEvent, AuditLog};
+use crate::control::history::{PowerHistory, SAMPLE_EVERY};
 use crate::upstream::manager::PoolManager;
 
 /// A rig's power side, for `ctl rigs`.
@@ -100,6 +101,7 @@ pub enum Request {
 pub struct PowerHandle {
     tx: mpsc::Sender<Request>,
     view: watch::Receiver<Arc<PowerView>>,
+    history: Arc<PowerHistory>,
 }
 
 /// Why a request did not go through.
@@ -118,6 +120,11 @@ impl PowerHandle {
     /// The latest view (at most ~100 ms old).
     pub fn view(&self) -> Arc<PowerView> {
         self.view.borrow().clone()
+    }
+
+    /// The power history (the NOC page's chart), sampled while power control runs.
+    pub fn history(&self) -> &Arc<PowerHistory> {
+        &self.history
     }
 
     /// A view that reflects every request sent before.
@@ -275,8 +282,14 @@ pub fn start(
         audit,
         shutdown.clone(),
     ));
+    let history = PowerHistory::standard();
+    tracker.spawn(
+        history
+            .clone()
+            .run(view.clone(), SAMPLE_EVERY, shutdown.clone()),
+    );
     tracker.spawn(controller.run(requests, shutdown));
-    Ok(Some(PowerHandle { tx, view }))
+    Ok(Some(PowerHandle { tx, view, history }))
 }
 
 /// Whether `path` holds a persisted plan (for tests and tools).
