@@ -52,6 +52,9 @@ pub struct DemoArgs {
     /// ... and ends after running this long.
     #[arg(long, default_value_t = 30)]
     pub gpu_for: u64,
+    /// Where the Prometheus endpoint listens (`GET /metrics`).
+    #[arg(long, default_value = "127.0.0.1:9184")]
+    pub metrics: std::net::SocketAddr,
 }
 
 /// Nameplate of a demo rig (an S19): what its fake management API reports while mining.
@@ -177,6 +180,9 @@ rebalance_every_secs = 10.0
 socket = {socket:?}
 state_dir = {state:?}
 
+[metrics]
+listen = "{metrics}"
+
 [power]
 site_cap_kw = {cap}
 resume_batch = 1
@@ -200,6 +206,7 @@ workers = ["demo.*"]
         socket = dir.join("admin.sock").display().to_string(),
         state = dir.join("state").display().to_string(),
         cap = RIG_KW * args.rigs as f64 + 0.5,
+        metrics = args.metrics,
     ))
     .context("demo configuration")?;
     let proxy = Proxy::start(&config).await.context("starting the proxy")?;
@@ -218,9 +225,12 @@ workers = ["demo.*"]
         args.rigs, args.khs
     );
     println!(
-        "watch it: hashshift ctl --socket {} rigs   (also: power, events, drain, resume)\n",
+        "watch it: hashshift ctl --socket {} rigs   (also: power, events, drain, resume)",
         dir.join("admin.sock").display()
     );
+    if let Some(m) = proxy.metrics_addr() {
+        println!("metrics: curl http://{m}/metrics\n");
+    }
 
     let stop = CancellationToken::new();
     let mut rigs: Vec<DemoRig> = apis

@@ -18,7 +18,8 @@ use tokio_util::task::TaskTracker;
 use super::router::PoolId;
 use super::work::{UpstreamJob, WorkState};
 use crate::config::{PoolUrl, UpstreamProtocol, WorkerIdentity};
-use crate::telemetry::ShareCounters;
+use crate::telemetry::histogram::LATENCY_BUCKETS;
+use crate::telemetry::{Histogram, ShareCounters};
 
 /// Version-rolling mask the proxy asks pools for (BIP320 general-purpose bits).
 pub const REQUESTED_VERSION_MASK: u32 = 0x1fff_e000;
@@ -109,6 +110,8 @@ pub struct ConnectionHandle {
     /// Estimated hashrate of the miners on this connection, kept by the pool manager; SV2
     /// connections announce it to the pool (`nominal_hash_rate`).
     pub hashrate: Arc<Hashrate>,
+    /// Share sent → the pool's verdict (accepted or rejected; lost shares are not timed).
+    pub submit_latency: Arc<Histogram>,
 }
 
 /// A hashrate estimate (H/s) shared between the pool manager, which writes it, and the
@@ -136,6 +139,7 @@ pub(super) struct Endpoints {
     pub submit_rx: mpsc::Receiver<UpstreamSubmit>,
     pub counters: Arc<ShareCounters>,
     pub hashrate: Arc<Hashrate>,
+    pub submit_latency: Arc<Histogram>,
 }
 
 /// A connection's handle and the task's ends of it, before the first session (no work).
@@ -154,6 +158,7 @@ pub(super) fn endpoints(pool: PoolId) -> (ConnectionHandle, Endpoints) {
     let (status_tx, status) = watch::channel(ConnStatus::Connecting);
     let counters = Arc::new(ShareCounters::default());
     let hashrate = Arc::new(Hashrate::default());
+    let submit_latency = Arc::new(Histogram::new(LATENCY_BUCKETS));
     let handle = ConnectionHandle {
         pool,
         work,
@@ -161,6 +166,7 @@ pub(super) fn endpoints(pool: PoolId) -> (ConnectionHandle, Endpoints) {
         status,
         counters: counters.clone(),
         hashrate: hashrate.clone(),
+        submit_latency: submit_latency.clone(),
     };
     let ends = Endpoints {
         work_tx,
@@ -168,6 +174,7 @@ pub(super) fn endpoints(pool: PoolId) -> (ConnectionHandle, Endpoints) {
         submit_rx,
         counters,
         hashrate,
+        submit_latency,
     };
     (handle, ends)
 }
@@ -211,7 +218,7 @@ pub(super) async fn wait_to_reconnect(
             _ = shutdown.cancelled() => return false,
             _ = &mut backoff => return true,
             Some(s) = submit_rx.recv() => {
-                counters.lose();
+                counters.lose_weighted(s.difficulty);
                 let _ = s.reply.send(SubmitOutcome::Lost("pool connection down"));
             }
         }

@@ -100,6 +100,7 @@ pub enum Request {
 pub struct PowerHandle {
     tx: mpsc::Sender<Request>,
     view: watch::Receiver<Arc<PowerView>>,
+    drain_to_confirmed: Arc<crate::telemetry::Histogram>,
 }
 
 /// Why a request did not go through.
@@ -118,6 +119,11 @@ impl PowerHandle {
     /// The latest view (at most ~100 ms old).
     pub fn view(&self) -> Arc<PowerView> {
         self.view.borrow().clone()
+    }
+
+    /// Sleep commanded → rig confirmed asleep, so far (metrics).
+    pub fn drain_to_confirmed(&self) -> crate::telemetry::HistogramSnapshot {
+        self.drain_to_confirmed.snapshot()
     }
 
     /// A view that reflects every request sent before.
@@ -234,6 +240,9 @@ pub fn start(
         None => Arbiter::new(settings, now)?,
     };
     let (tx, requests) = mpsc::channel(256);
+    let drain_to_confirmed = Arc::new(crate::telemetry::Histogram::new(
+        crate::telemetry::histogram::DRAIN_BUCKETS,
+    ));
     // The grant in force (0, or the persisted one) is applied at once: until then the
     // scheduler may hand out power mining is using.
     let (budget_tx, budget_rx) = watch::channel(Some(arbiter.gpu_granted().kw()));
@@ -268,6 +277,8 @@ pub fn start(
         last_persist_at: None,
         last_publish_at: None,
         polled_demand: true,
+        sleep_commanded: HashMap::new(),
+        drain_to_confirmed: drain_to_confirmed.clone(),
     };
     tracker.spawn(controller::apply_budgets(
         gpu,
@@ -276,7 +287,11 @@ pub fn start(
         shutdown.clone(),
     ));
     tracker.spawn(controller.run(requests, shutdown));
-    Ok(Some(PowerHandle { tx, view }))
+    Ok(Some(PowerHandle {
+        tx,
+        view,
+        drain_to_confirmed,
+    }))
 }
 
 /// Whether `path` holds a persisted plan (for tests and tools).

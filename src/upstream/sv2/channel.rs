@@ -53,6 +53,8 @@ pub struct Verdict {
     pub outcome: SubmitOutcome,
     /// The pool difficulty of the share, for the accepted-work counters.
     pub difficulty: f64,
+    /// When the share was sent (for the submit-latency histogram).
+    pub sent: Instant,
 }
 
 #[derive(Debug)]
@@ -314,6 +316,7 @@ impl Channel {
             reply: share.reply,
             outcome: SubmitOutcome::Lost(why),
             difficulty: share.difficulty,
+            sent: now,
         };
         if share.job.session != self.session {
             // The job's extranonce prefix belongs to an earlier session: stale for the pool.
@@ -367,6 +370,7 @@ impl Channel {
                     reply: p.reply,
                     outcome: SubmitOutcome::Accepted,
                     difficulty: p.difficulty,
+                    sent: p.sent,
                 });
             }
         }
@@ -394,6 +398,7 @@ impl Channel {
             reply: p.reply,
             outcome: SubmitOutcome::Rejected(stratum_error(&e.error_code.to_string_lossy())),
             difficulty: p.difficulty,
+            sent: p.sent,
         })
     }
 
@@ -409,6 +414,7 @@ impl Channel {
                     reply: p.reply,
                     outcome: SubmitOutcome::Lost("pool did not answer"),
                     difficulty: p.difficulty,
+                    sent: p.sent,
                 });
             }
         }
@@ -423,6 +429,7 @@ impl Channel {
                 reply: p.reply,
                 outcome: SubmitOutcome::Lost(why),
                 difficulty: p.difficulty,
+                sent: p.sent,
             })
             .collect()
     }
