@@ -21,6 +21,7 @@ use crate::downstream::listener;
 use crate::downstream::sv1::{self as sv1_session, SessionSettings};
 use crate::downstream::sv2::{self as sv2_session, Sv2Settings, channel::ChannelSettings};
 use crate::downstream::vardiff::VardiffSettings;
+use crate::telemetry::Instruments;
 use crate::upstream::manager::{ManagerSettings, PoolManager, PoolSnapshot};
 
 /// Bytes of send buffer per `limits.send_queue` entry (a `mining.notify` is 0.3–2 KiB).
@@ -30,6 +31,8 @@ const SEND_QUEUE_ENTRY_BYTES: usize = 2048;
 pub struct Proxy {
     listeners: Vec<SocketAddr>,
     web: Option<SocketAddr>,
+    metrics: Option<SocketAddr>,
+    instruments: Arc<Instruments>,
     control: Option<Arc<ControlPlane>>,
     admin_stop: CancellationToken,
     admin: TaskTracker,
@@ -62,6 +65,7 @@ impl Proxy {
             upstream.clone(),
         );
         upstream.spawn(manager.clone().run());
+        let instruments = Arc::new(Instruments::default());
 
         let settings = Arc::new(SessionSettings {
             vardiff: VardiffSettings {
@@ -78,6 +82,7 @@ impl Proxy {
             handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs),
             write_timeout: Duration::from_secs(config.limits.write_timeout_secs),
             drain_grace: Duration::from_secs(5),
+            stats: instruments.sv1.clone(),
         });
         let accept_stop = CancellationToken::new();
         let sessions_stop = CancellationToken::new();
@@ -128,6 +133,7 @@ impl Proxy {
                         // latency; what arrives together is still acknowledged together.
                         ack_delay: Duration::ZERO,
                         ack_batch: 32,
+                        stats: instruments.sv2.clone(),
                     });
                     let manager = manager.clone();
                     let stop = accept_stop.clone();
@@ -183,9 +189,27 @@ impl Proxy {
             web = Some(server.local_addr()?);
             admin.spawn(server.serve(admin_stop.clone()));
         }
+        let mut metrics = None;
+        if let Some(m) = &config.metrics {
+            let power = control.as_ref().and_then(|c| c.power().cloned());
+            let source = crate::telemetry::metrics::live::LiveSource::new(
+                config,
+                manager.clone(),
+                power,
+                instruments.clone(),
+            );
+            let registry = crate::telemetry::metrics::registry(Arc::new(source), m.top_workers)
+                .map_err(|e| std::io::Error::other(format!("[metrics]: {e}")))?;
+            let server =
+                crate::telemetry::metrics::server::MetricsServer::bind(m.listen, registry).await?;
+            metrics = Some(server.local_addr()?);
+            admin.spawn(server.serve(admin_stop.clone()));
+        }
         Ok(Proxy {
             listeners,
             web,
+            metrics,
+            instruments,
             control,
             admin_stop,
             admin,
@@ -206,6 +230,16 @@ impl Proxy {
     /// The HTTP API's address, when `[http]` is configured.
     pub fn web_addr(&self) -> Option<SocketAddr> {
         self.web
+    }
+
+    /// The Prometheus endpoint's address, when `[metrics]` is configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
+    }
+
+    /// The hot-path instruments (share round trip, job fan-out, protocol totals).
+    pub fn instruments(&self) -> &Arc<Instruments> {
+        &self.instruments
     }
 
     /// The control plane, when `[admin]` is configured.

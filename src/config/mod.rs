@@ -4,6 +4,7 @@
 //! silently ignored setting. [`Config::from_toml`] parses and then [`Config::validate`]s once;
 //! the rest of the proxy can rely on the invariants listed on each field.
 
+mod metrics;
 mod site;
 mod url;
 
@@ -12,6 +13,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use metrics::Metrics;
 pub use site::{Cidr, Power, Rig, RigGroup, glob_match};
 pub use url::{PoolUrl, UpstreamProtocol};
 
@@ -73,6 +75,9 @@ pub struct Config {
     /// The HTTP API (grid curtailment signal, GPU requests, status). Needs `[admin]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<Http>,
+    /// The Prometheus endpoint. Absent: no metrics listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Metrics>,
     /// The site's power budget. Absent: no power control (rigs are only listed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub power: Option<Power>,
@@ -472,6 +477,9 @@ impl Config {
             ));
         }
         site::validate(self.power.as_ref(), &self.rig_group, &self.rig)?;
+        if let Some(m) = &self.metrics {
+            m.validate()?;
+        }
         if self.http.is_some() && self.admin.is_none() {
             return Err(invalid(
                 "http",

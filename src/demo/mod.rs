@@ -53,6 +53,9 @@ pub struct DemoArgs {
     /// ... and ends after running this long.
     #[arg(long, default_value_t = 30)]
     pub gpu_for: u64,
+    /// Where the Prometheus endpoint listens (`GET /metrics`; port 0: any free port, printed).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub metrics: std::net::SocketAddr,
 }
 
 /// Nameplate of a demo rig (an S19): what its fake management API reports while mining.
@@ -185,6 +188,8 @@ state_dir = {state:?}
 [http]
 listen = "127.0.0.1:0"
 token_file = {token_file:?}
+[metrics]
+listen = "{metrics}"
 
 [power]
 site_cap_kw = {cap}
@@ -210,6 +215,7 @@ workers = ["demo.*"]
         state = dir.join("state").display().to_string(),
         token_file = token_file.display().to_string(),
         cap = RIG_KW * args.rigs as f64 + 0.5,
+        metrics = args.metrics,
     ))
     .context("demo configuration")?;
     let proxy = Proxy::start(&config).await.context("starting the proxy")?;
@@ -228,12 +234,16 @@ workers = ["demo.*"]
         args.rigs, args.khs
     );
     println!(
-        "watch it: hashshift ctl --socket {} rigs   (also: power, events, drain, resume)\n",
+        "watch it: hashshift ctl --socket {} rigs   (also: power, events, drain, resume)",
         dir.join("admin.sock").display()
     );
     if let Some(web) = proxy.web_addr() {
-        println!("NOC page: http://{web}/   (token for drain/resume: {token})\n");
+        println!("NOC page: http://{web}/   (token for drain/resume: {token})");
     }
+    if let Some(m) = proxy.metrics_addr() {
+        println!("metrics: curl http://{m}/metrics");
+    }
+    println!();
 
     let stop = CancellationToken::new();
     let mut rigs: Vec<DemoRig> = apis

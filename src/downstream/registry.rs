@@ -2,8 +2,8 @@
 //! difficulty and pool. Written by the session, read by the pool manager and by reports.
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::downstream::listener::ConnId;
@@ -42,6 +42,12 @@ impl MinerShared {
             movable: AtomicBool::new(false),
             last_share_unix_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Makes every share count also go to `totals` (the protocol's totals, for metrics).
+    pub fn with_totals(mut self, totals: &Arc<ShareCounters>) -> Self {
+        self.counters = ShareCounters::feeding(totals.clone());
+        self
     }
 
     /// Worker name, once authorized.

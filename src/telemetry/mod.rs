@@ -1,11 +1,21 @@
 //! Counters shared between tasks and whoever reports on them (the demo's summary, the admin
 //! socket, metrics). Plain atomics: written on hot paths without locks, read as snapshots.
+//!
+//! [`histogram`] holds the latency histograms, [`instruments`] the process-level instruments
+//! sessions and the power controller write to, [`metrics`] the Prometheus endpoint that reads
+//! all of it (and the live state of pools, miners and power) at scrape time.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub mod histogram;
+pub mod instruments;
+pub mod metrics;
 mod reject;
 
-pub use reject::{RejectCounts, RejectReason};
+pub use histogram::{Histogram, HistogramSnapshot};
+pub use instruments::{DownstreamStats, Instruments};
+pub use reject::{RejectCounts, RejectDifficulty, RejectReason};
 
 /// An `f64` accumulator on an `AtomicU64` (compare-and-swap on the bit pattern). Used for
 /// accepted difficulty, which is fractional when difficulties are below 1.
@@ -54,13 +64,29 @@ pub struct ShareCounters {
     pub blocks: AtomicU64,
     /// Rejected and lost shares by reason.
     pub reasons: RejectCounts,
+    /// Difficulty of rejected and lost shares by reason, where the caller knows it.
+    pub rejected_difficulty: RejectDifficulty,
+    /// Totals every count here also goes to (a miner's counters feed its protocol's totals).
+    parent: Option<Arc<ShareCounters>>,
 }
 
 impl ShareCounters {
+    /// Counters whose every count also goes to `parent` (one more relaxed atomic add per
+    /// share, on a counter shared by all the protocol's miners).
+    pub fn feeding(parent: Arc<ShareCounters>) -> Self {
+        ShareCounters {
+            parent: Some(parent),
+            ..ShareCounters::default()
+        }
+    }
+
     /// Counts an accepted share of `difficulty`.
     pub fn accept(&self, difficulty: f64) {
         self.accepted.fetch_add(1, Ordering::Relaxed);
         self.accepted_difficulty.add(difficulty);
+        if let Some(p) = &self.parent {
+            p.accept(difficulty);
+        }
     }
 
     /// Counts a share that was a block.
@@ -72,12 +98,36 @@ impl ShareCounters {
     pub fn reject(&self, reason: RejectReason) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
         self.reasons.add(reason);
+        if let Some(p) = &self.parent {
+            p.reject(reason);
+        }
+    }
+
+    /// Counts a rejected share of `difficulty`.
+    pub fn reject_weighted(&self, reason: RejectReason, difficulty: f64) {
+        self.reject(reason);
+        self.rejected_difficulty.add(reason, difficulty);
+        if let Some(p) = &self.parent {
+            p.rejected_difficulty.add(reason, difficulty);
+        }
     }
 
     /// Counts a share lost in flight.
     pub fn lose(&self) {
         self.lost.fetch_add(1, Ordering::Relaxed);
         self.reasons.add(RejectReason::Lost);
+        if let Some(p) = &self.parent {
+            p.lose();
+        }
+    }
+
+    /// Counts a share of `difficulty` lost in flight.
+    pub fn lose_weighted(&self, difficulty: f64) {
+        self.lose();
+        self.rejected_difficulty.add(RejectReason::Lost, difficulty);
+        if let Some(p) = &self.parent {
+            p.rejected_difficulty.add(RejectReason::Lost, difficulty);
+        }
     }
 
     /// A plain snapshot.

@@ -152,6 +152,23 @@ impl RejectCounts {
     }
 }
 
+/// The difficulty of refused shares, per [`RejectReason`] (where the difficulty is known: a
+/// pool connection's verdicts).
+#[derive(Debug, Default)]
+pub struct RejectDifficulty([super::AtomicF64; RejectReason::ALL.len()]);
+
+impl RejectDifficulty {
+    /// Adds `difficulty` refused for `reason`.
+    pub fn add(&self, reason: RejectReason, difficulty: f64) {
+        self.0[reason.index()].add(difficulty);
+    }
+
+    /// The difficulty refused for `reason`.
+    pub fn get(&self, reason: RejectReason) -> f64 {
+        self.0[reason.index()].get()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,7 +18,8 @@ use tokio_util::task::TaskTracker;
 use super::router::PoolId;
 use super::work::{UpstreamJob, WorkState};
 use crate::config::{PoolUrl, UpstreamProtocol, WorkerIdentity};
-use crate::telemetry::ShareCounters;
+use crate::telemetry::histogram::LATENCY_BUCKETS;
+use crate::telemetry::{Histogram, ShareCounters};
 
 /// Version-rolling mask the proxy asks pools for (BIP320 general-purpose bits).
 pub const REQUESTED_VERSION_MASK: u32 = 0x1fff_e000;
@@ -111,6 +112,8 @@ pub struct ConnectionHandle {
     /// Estimated hashrate of the miners on this connection, kept by the pool manager; SV2
     /// connections announce it to the pool (`nominal_hash_rate`).
     pub hashrate: Arc<Hashrate>,
+    /// Share sent → the pool's verdict (accepted or rejected; lost shares are not timed).
+    pub submit_latency: Arc<Histogram>,
 }
 
 /// A hashrate estimate (H/s) shared between the pool manager, which writes it, and the
@@ -138,6 +141,7 @@ pub(super) struct Endpoints {
     pub submit_rx: mpsc::Receiver<UpstreamSubmit>,
     pub counters: Arc<ShareCounters>,
     pub hashrate: Arc<Hashrate>,
+    pub submit_latency: Arc<Histogram>,
 }
 
 /// A connection's handle and the task's ends of it, before the first session (no work).
@@ -156,6 +160,7 @@ pub(super) fn endpoints(pool: PoolId) -> (ConnectionHandle, Endpoints) {
     let (status_tx, status) = watch::channel(ConnStatus::Connecting);
     let counters = Arc::new(ShareCounters::default());
     let hashrate = Arc::new(Hashrate::default());
+    let submit_latency = Arc::new(Histogram::new(LATENCY_BUCKETS));
     let handle = ConnectionHandle {
         pool,
         work,
@@ -163,6 +168,7 @@ pub(super) fn endpoints(pool: PoolId) -> (ConnectionHandle, Endpoints) {
         status,
         counters: counters.clone(),
         hashrate: hashrate.clone(),
+        submit_latency: submit_latency.clone(),
     };
     let ends = Endpoints {
         work_tx,
@@ -170,6 +176,7 @@ pub(super) fn endpoints(pool: PoolId) -> (ConnectionHandle, Endpoints) {
         submit_rx,
         counters,
         hashrate,
+        submit_latency,
     };
     (handle, ends)
 }
@@ -213,7 +220,7 @@ pub(super) async fn wait_to_reconnect(
             _ = shutdown.cancelled() => return false,
             _ = &mut backoff => return true,
             Some(s) = submit_rx.recv() => {
-                counters.lose();
+                counters.lose_weighted(s.difficulty);
                 let _ = s.reply.send(SubmitOutcome::Lost("pool connection down"));
             }
         }

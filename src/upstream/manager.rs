@@ -25,6 +25,8 @@ use crate::config::Config;
 use crate::downstream::listener::ConnId;
 use crate::downstream::mailbox::MailboxSender;
 use crate::downstream::registry::MinerShared;
+use crate::telemetry::histogram::LATENCY_BUCKETS;
+use crate::telemetry::{HistogramSnapshot, RejectReason};
 
 /// The split works off accumulated error over this many rebalance intervals (its horizon).
 const HORIZON_REBALANCES: u32 = 10;
@@ -154,6 +156,12 @@ pub struct PoolSnapshot {
     pub miners: usize,
     /// Shares as the pool judged them, over all its connections.
     pub shares: crate::telemetry::ShareSnapshot,
+    /// Rejected and lost shares per reason, in `RejectReason::ALL` order.
+    pub rejected: [u64; RejectReason::ALL.len()],
+    /// Their pool difficulty per reason, same order.
+    pub rejected_difficulty: [f64; RejectReason::ALL.len()],
+    /// Share sent → the pool's verdict, over all its connections.
+    pub submit_latency: HistogramSnapshot,
 }
 
 impl PoolManager {
@@ -336,6 +344,9 @@ impl PoolManager {
             .enumerate()
             .map(|(i, p)| {
                 let mut shares = crate::telemetry::ShareSnapshot::default();
+                let mut rejected = [0; RejectReason::ALL.len()];
+                let mut rejected_difficulty = [0.0; RejectReason::ALL.len()];
+                let mut submit_latency = HistogramSnapshot::empty(LATENCY_BUCKETS);
                 for c in &p.conns {
                     let s = c.handle.counters.snapshot();
                     shares.accepted += s.accepted;
@@ -343,6 +354,11 @@ impl PoolManager {
                     shares.lost += s.lost;
                     shares.accepted_difficulty += s.accepted_difficulty;
                     shares.blocks += s.blocks;
+                    for (i, r) in RejectReason::ALL.iter().enumerate() {
+                        rejected[i] += c.handle.counters.reasons.get(*r);
+                        rejected_difficulty[i] += c.handle.counters.rejected_difficulty.get(*r);
+                    }
+                    submit_latency.merge(&c.handle.submit_latency.snapshot());
                 }
                 PoolSnapshot {
                     pool: i,
@@ -357,6 +373,9 @@ impl PoolManager {
                     connections: p.conns.len(),
                     miners: inner.miners.values().filter(|m| m.pool == i).count(),
                     shares,
+                    rejected,
+                    rejected_difficulty,
+                    submit_latency,
                 }
             })
             .collect()

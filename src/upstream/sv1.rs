@@ -48,6 +48,7 @@ pub fn spawn(
         status_tx: ends.status_tx,
         submit_rx: ends.submit_rx,
         counters: ends.counters,
+        submit_latency: ends.submit_latency,
         shutdown,
     };
     tracker.spawn(task.run().instrument(span));
@@ -60,6 +61,7 @@ struct Task {
     status_tx: watch::Sender<ConnStatus>,
     submit_rx: mpsc::Receiver<UpstreamSubmit>,
     counters: Arc<ShareCounters>,
+    submit_latency: Arc<crate::telemetry::Histogram>,
     shutdown: CancellationToken,
 }
 
@@ -201,8 +203,8 @@ impl Task {
                         _ => None,
                     }).collect();
                     for id in expired {
-                        if let Some(Call::Submit { reply, .. }) = calls.remove(&id) {
-                            self.counters.lose();
+                        if let Some(Call::Submit { reply, difficulty, .. }) = calls.remove(&id) {
+                            self.counters.lose_weighted(difficulty);
                             let _ = reply.send(SubmitOutcome::Lost("pool did not answer"));
                         }
                     }
@@ -212,7 +214,7 @@ impl Task {
                     if share.job.session != state.session {
                         // The job's extranonce1 belongs to an earlier session: the pool would
                         // reject it as a stale or invalid share.
-                        self.counters.lose();
+                        self.counters.lose_weighted(share.difficulty);
                         let _ = share.reply.send(SubmitOutcome::Lost("job from a previous pool session"));
                         continue;
                     }
@@ -273,8 +275,11 @@ impl Task {
             }
         };
         for (_, call) in calls.drain() {
-            if let Call::Submit { reply, .. } = call {
-                self.counters.lose();
+            if let Call::Submit {
+                reply, difficulty, ..
+            } = call
+            {
+                self.counters.lose_weighted(difficulty);
                 let _ = reply.send(SubmitOutcome::Lost("pool connection lost"));
             }
         }
@@ -329,8 +334,9 @@ impl Task {
                 reply,
                 difficulty,
                 block,
-                ..
+                sent,
             } => {
+                self.submit_latency.observe_duration(sent.elapsed());
                 let outcome = match (r.as_bool(), r.error) {
                     (Ok(true), _) => {
                         self.counters.accept(difficulty);
@@ -340,11 +346,13 @@ impl Task {
                         SubmitOutcome::Accepted
                     }
                     (_, Some(e)) => {
-                        self.counters.reject(RejectReason::from_sv1_code(e.code));
+                        self.counters
+                            .reject_weighted(RejectReason::from_sv1_code(e.code), difficulty);
                         SubmitOutcome::Rejected(e)
                     }
                     (_, None) => {
-                        self.counters.reject(RejectReason::Other);
+                        self.counters
+                            .reject_weighted(RejectReason::Other, difficulty);
                         SubmitOutcome::Rejected(StratumError::with_message(
                             hashshift_protocol::sv1::ErrorCode::Other,
                             "rejected by pool",

@@ -65,6 +65,10 @@ pub(super) struct Controller {
     pub last_publish_at: Option<Instant>,
     /// Whether the GPU side reports its own demand (else it comes through `gpu-request`).
     pub polled_demand: bool,
+    /// When each rig now draining was told to sleep (for `drain_to_confirmed`).
+    pub sleep_commanded: HashMap<RigId, Instant>,
+    /// Sleep commanded → confirmed asleep (metrics).
+    pub drain_to_confirmed: Arc<crate::telemetry::Histogram>,
 }
 
 impl Controller {
@@ -170,6 +174,7 @@ impl Controller {
             Done::Slept(rig, Ok(())) | Done::QuietCheck(rig) => self.confirm_quiet(&rig),
             Done::Slept(rig, Err(e)) | Done::Woke(rig, Err(e)) => {
                 warn!(rig = %rig, error = %e, "firmware command failed");
+                self.sleep_commanded.remove(&rig);
                 self.audit.record(AuditEvent::now(
                     "firmware",
                     "command-failed",
@@ -247,6 +252,9 @@ impl Controller {
         for conn in &entry.conns {
             self.manager.kick(*conn);
         }
+        if let Some(t) = self.sleep_commanded.remove(rig) {
+            self.drain_to_confirmed.observe_duration(t.elapsed());
+        }
         self.confirm(rig, Confirmation::Asleep);
     }
 
@@ -320,6 +328,11 @@ impl Controller {
                 Action::Sleep { ref rig, .. } | Action::Wake { ref rig, .. } => {
                     let sleep = matches!(action, Action::Sleep { .. });
                     let rig = rig.clone();
+                    if sleep {
+                        self.sleep_commanded.insert(rig.clone(), Instant::now());
+                    } else {
+                        self.sleep_commanded.remove(&rig);
+                    }
                     let control = self.registry.rigs.get(&rig).and_then(|e| e.control.clone());
                     match control {
                         Some(c) => {

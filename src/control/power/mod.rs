@@ -102,6 +102,7 @@ pub struct PowerHandle {
     tx: mpsc::Sender<Request>,
     view: watch::Receiver<Arc<PowerView>>,
     history: Arc<PowerHistory>,
+    drain_to_confirmed: Arc<crate::telemetry::Histogram>,
 }
 
 /// Why a request did not go through.
@@ -125,6 +126,11 @@ impl PowerHandle {
     /// The power history (the NOC page's chart), sampled while power control runs.
     pub fn history(&self) -> &Arc<PowerHistory> {
         &self.history
+    }
+
+    /// Sleep commanded → rig confirmed asleep, so far (metrics).
+    pub fn drain_to_confirmed(&self) -> crate::telemetry::HistogramSnapshot {
+        self.drain_to_confirmed.snapshot()
     }
 
     /// A view that reflects every request sent before.
@@ -241,6 +247,9 @@ pub fn start(
         None => Arbiter::new(settings, now)?,
     };
     let (tx, requests) = mpsc::channel(256);
+    let drain_to_confirmed = Arc::new(crate::telemetry::Histogram::new(
+        crate::telemetry::histogram::DRAIN_BUCKETS,
+    ));
     // The grant in force (0, or the persisted one) is applied at once: until then the
     // scheduler may hand out power mining is using.
     let (budget_tx, budget_rx) = watch::channel(Some(arbiter.gpu_granted().kw()));
@@ -275,6 +284,8 @@ pub fn start(
         last_persist_at: None,
         last_publish_at: None,
         polled_demand: true,
+        sleep_commanded: HashMap::new(),
+        drain_to_confirmed: drain_to_confirmed.clone(),
     };
     tracker.spawn(controller::apply_budgets(
         gpu,
@@ -289,7 +300,12 @@ pub fn start(
             .run(view.clone(), SAMPLE_EVERY, shutdown.clone()),
     );
     tracker.spawn(controller.run(requests, shutdown));
-    Ok(Some(PowerHandle { tx, view, history }))
+    Ok(Some(PowerHandle {
+        tx,
+        view,
+        history,
+        drain_to_confirmed,
+    }))
 }
 
 /// Whether `path` holds a persisted plan (for tests and tools).

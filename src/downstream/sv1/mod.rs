@@ -29,6 +29,7 @@ use super::mailbox::{MailboxSender, mailbox};
 use super::outbox::Outbox;
 use super::registry::MinerShared;
 use super::vardiff::VardiffSettings;
+use crate::telemetry::DownstreamStats;
 use crate::upstream::manager::{Control, PoolManager};
 use reader::{Fill, LineReader};
 use session::{End, Session};
@@ -51,6 +52,8 @@ pub struct SessionSettings {
     pub write_timeout: Duration,
     /// How long shutdown waits for shares in flight.
     pub drain_grace: Duration,
+    /// SV1 totals and latency histograms (metrics).
+    pub stats: Arc<DownstreamStats>,
 }
 
 /// How often an idle miner's vardiff is checked (it is also checked on every share).
@@ -62,7 +65,9 @@ pub async fn serve(
     settings: Arc<SessionSettings>,
     manager: Arc<PoolManager>,
 ) {
-    let shared = Arc::new(MinerShared::new(accepted.id, accepted.peer));
+    let _open = settings.stats.connection();
+    let shared =
+        Arc::new(MinerShared::new(accepted.id, accepted.peer).with_totals(&settings.stats.shares));
     let (control_tx, mut control_rx) = mailbox();
     let (mut read, writer) = accepted.stream.split();
     let mut reader = LineReader::new(settings.max_line_bytes);

@@ -353,7 +353,16 @@ impl Session {
                 }
                 Ok(())
             }
-            ClientRequest::Submit(submit) => self.on_submit(id, submit, out),
+            ClientRequest::Submit(submit) => {
+                // Timed here when answered at once, at the pool's verdict when sent up.
+                let (read_at, waiting) = (Instant::now(), self.pending.len());
+                self.on_submit(id, submit, out, read_at)?;
+                if self.pending.len() == waiting {
+                    let rtt = &self.settings.stats.share_round_trip;
+                    rtt.observe_duration(read_at.elapsed());
+                }
+                Ok(())
+            }
             other => {
                 debug!(method = other.method(), "unsupported method");
                 if id.is_null() {
@@ -491,7 +500,10 @@ impl Session {
         if self.jobs.back().is_some_and(|(_, j)| Arc::ptr_eq(j, &job)) {
             return Ok(());
         }
-        self.send_current_job(out, job.clean)
+        self.send_current_job(out, job.clean)?;
+        let fanout = &self.settings.stats.job_fanout;
+        fanout.observe_duration(job.received_at.elapsed());
+        Ok(())
     }
 
     /// Applies a new extranonce: `mining.set_extranonce` for miners that subscribed to it,

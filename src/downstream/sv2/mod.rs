@@ -55,4 +55,6 @@ pub struct Sv2Settings {
     pub ack_delay: Duration,
     /// ... or as soon as this many shares of one channel are waiting.
     pub ack_batch: u32,
+    /// SV2 totals and latency histograms (metrics).
+    pub stats: std::sync::Arc<crate::telemetry::DownstreamStats>,
 }

@@ -105,6 +105,7 @@ struct Conn {
 
 /// Runs one SV2 miner connection to its end.
 pub async fn serve(accepted: Accepted, settings: Arc<Sv2Settings>, manager: Arc<PoolManager>) {
+    let _open = settings.stats.connection();
     let Accepted {
         mut stream,
         peer,
@@ -396,7 +397,12 @@ impl Conn {
                     return Ok(());
                 }
                 match ch.on_work(&work, &mut self.outbox) {
-                    Ok(Some(job)) => self.give_job(channel, job, work.version_mask != 0),
+                    Ok(Some(job)) => {
+                        let received_at = job.received_at;
+                        self.give_job(channel, job, work.version_mask != 0);
+                        let fanout = &self.settings.stats.job_fanout;
+                        fanout.observe_duration(received_at.elapsed());
+                    }
                     Ok(None) => {}
                     Err(_) => {
                         warn!(

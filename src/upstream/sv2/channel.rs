@@ -55,6 +55,8 @@ pub struct Verdict {
     pub difficulty: f64,
     /// Whether the share was a block.
     pub block: bool,
+    /// When the share was sent (for the submit-latency histogram).
+    pub sent: Instant,
 }
 
 #[derive(Debug)]
@@ -326,6 +328,7 @@ impl Channel {
             outcome: SubmitOutcome::Lost(why),
             difficulty: share.difficulty,
             block: share.block,
+            sent: now,
         };
         if share.job.session != self.session {
             // The job's extranonce prefix belongs to an earlier session: stale for the pool.
@@ -381,6 +384,7 @@ impl Channel {
                     outcome: SubmitOutcome::Accepted,
                     difficulty: p.difficulty,
                     block: p.block,
+                    sent: p.sent,
                 });
             }
         }
@@ -409,6 +413,7 @@ impl Channel {
             outcome: SubmitOutcome::Rejected(stratum_error(&e.error_code.to_string_lossy())),
             difficulty: p.difficulty,
             block: p.block,
+            sent: p.sent,
         })
     }
 
@@ -425,6 +430,7 @@ impl Channel {
                     outcome: SubmitOutcome::Lost("pool did not answer"),
                     difficulty: p.difficulty,
                     block: p.block,
+                    sent: p.sent,
                 });
             }
         }
@@ -440,6 +446,7 @@ impl Channel {
                 outcome: SubmitOutcome::Lost(why),
                 difficulty: p.difficulty,
                 block: p.block,
+                sent: p.sent,
             })
             .collect()
     }

@@ -80,6 +80,7 @@ pub fn spawn(
         submit_rx: ends.submit_rx,
         counters: ends.counters,
         hashrate: ends.hashrate,
+        submit_latency: ends.submit_latency,
         shutdown,
         redirect: None,
     };
@@ -94,6 +95,7 @@ struct Task {
     submit_rx: mpsc::Receiver<UpstreamSubmit>,
     counters: Arc<ShareCounters>,
     hashrate: Arc<Hashrate>,
+    submit_latency: Arc<crate::telemetry::Histogram>,
     shutdown: CancellationToken,
     /// Where a `Reconnect` sent us, for the next session only: when that session ends for
     /// any other reason, the configured address is next.
@@ -193,8 +195,13 @@ impl Task {
                     self.counters.block();
                 }
             }
-            SubmitOutcome::Rejected(e) => self.counters.reject(RejectReason::from_sv1_code(e.code)),
-            SubmitOutcome::Lost(_) => self.counters.lose(),
+            SubmitOutcome::Rejected(e) => self
+                .counters
+                .reject_weighted(RejectReason::from_sv1_code(e.code), v.difficulty),
+            SubmitOutcome::Lost(_) => self.counters.lose_weighted(v.difficulty),
+        }
+        if !matches!(v.outcome, SubmitOutcome::Lost(_)) {
+            self.submit_latency.observe_duration(v.sent.elapsed());
         }
         let _ = v.reply.send(v.outcome);
     }

@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use hashshift_protocol::share::{Rejection, Submission, SubmittedVersion};
 use hashshift_protocol::sv1::{ErrorCode, Id, StratumError, Submit};
@@ -21,6 +22,7 @@ pub(in crate::downstream::sv1) struct PendingShare {
     id: Option<Id>,
     credited: f64,
     reply: oneshot::Receiver<SubmitOutcome>,
+    read_at: Instant,
 }
 
 /// A pool's verdict on one forwarded share.
@@ -28,6 +30,7 @@ pub(in crate::downstream::sv1) struct Verdict {
     id: Id,
     outcome: SubmitOutcome,
     credited: f64,
+    read_at: Instant,
 }
 
 impl Future for PendingShare {
@@ -42,6 +45,7 @@ impl Future for PendingShare {
             id: self.id.take().unwrap_or(Id::Null),
             outcome,
             credited: self.credited,
+            read_at: self.read_at,
         })
     }
 }
@@ -80,6 +84,7 @@ impl Session {
         id: Id,
         submit: Submit,
         out: &mut Outbox,
+        read_at: Instant,
     ) -> Result<(), End> {
         if !self.subscribed {
             let e = StratumError::new(ErrorCode::NotSubscribed);
@@ -164,6 +169,7 @@ impl Session {
             id: Some(id),
             credited,
             reply: reply_rx,
+            read_at,
         });
         Ok(())
     }
@@ -182,6 +188,9 @@ impl Session {
         v: Verdict,
         out: &mut Outbox,
     ) -> Result<(), End> {
+        // Observed as the answer is queued (microseconds before it is written).
+        let rtt = &self.settings.stats.share_round_trip;
+        rtt.observe_duration(v.read_at.elapsed());
         match v.outcome {
             SubmitOutcome::Accepted => {
                 // The answer goes first: a retarget's set_difficulty applies to later shares.

@@ -48,7 +48,9 @@ impl Conn {
         if !self.opened_any {
             tracing::Span::current().record("worker", &*worker);
         }
-        let shared = Arc::new(MinerShared::new(next_conn_id(), self.peer));
+        let shared = Arc::new(
+            MinerShared::new(next_conn_id(), self.peer).with_totals(&self.settings.stats.shares),
+        );
         shared.set_worker(&worker);
         // SV2 channels can always be moved: SetExtranoncePrefix exists for that.
         shared.set_movable(true);

@@ -3,6 +3,7 @@
 //! `SubmitShares.Success` messages, rejections answered one by one with the spec's codes.
 
 use std::pin::Pin;
+use std::time::Instant;
 
 use futures_util::FutureExt;
 use hashshift_protocol::share::Rejection;
@@ -21,6 +22,7 @@ pub(super) struct Verdict {
     sequence_number: u32,
     outcome: SubmitOutcome,
     credited: f64,
+    read_at: Instant,
 }
 
 pub(super) type Pending = Pin<Box<dyn std::future::Future<Output = Verdict> + Send>>;
@@ -77,7 +79,24 @@ impl Conn {
             }));
     }
 
+    /// A share from the miner; timed here when answered at once, at the pool's verdict
+    /// when sent up.
     pub(super) fn on_submit(&mut self, channel: u32, share: SubmittedShare<'_>) -> Result<(), End> {
+        let (read_at, waiting) = (Instant::now(), self.pending.len());
+        let result = self.submit(channel, share, read_at);
+        if self.pending.len() == waiting {
+            let rtt = &self.settings.stats.share_round_trip;
+            rtt.observe_duration(read_at.elapsed());
+        }
+        result
+    }
+
+    fn submit(
+        &mut self,
+        channel: u32,
+        share: SubmittedShare<'_>,
+        read_at: Instant,
+    ) -> Result<(), End> {
         let seq = share.sequence_number;
         let Some(ch) = self.channels.get_mut(&channel) else {
             self.share_error(channel, seq, submit_shares::INVALID_CHANNEL_ID);
@@ -119,6 +138,7 @@ impl Conn {
                             outcome: outcome
                                 .unwrap_or(SubmitOutcome::Lost("pool connection ended")),
                             credited,
+                            read_at,
                         })
                         .boxed(),
                 );
@@ -128,6 +148,8 @@ impl Conn {
     }
 
     pub(super) fn on_verdict(&mut self, v: Verdict) {
+        let rtt = &self.settings.stats.share_round_trip;
+        rtt.observe_duration(v.read_at.elapsed());
         let Some(ch) = self.channels.get_mut(&v.channel) else {
             return;
         };
