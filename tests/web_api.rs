@@ -9,10 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use hashshift::control::admin::protocol::Command;
 use serde_json::Value;
-use support::miner::within;
 use support::power_site::{Site, all_mining_on_firmware_figures};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const TOKEN: &str = "s3cret-grid-token";
 
@@ -24,22 +21,8 @@ async fn http(
     token: Option<&str>,
     body: &str,
 ) -> Result<(u16, Value)> {
-    let mut s = TcpStream::connect(addr).await?;
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await?;
-    let mut out = Vec::new();
-    within("the HTTP answer", s.read_to_end(&mut out)).await??;
-    let text = String::from_utf8(out)?;
-    let (head, body) = text.split_once("\r\n\r\n").context("no HTTP head")?;
-    let status = head.split(' ').nth(1).context("no status")?.parse()?;
-    Ok((status, serde_json::from_str(body).unwrap_or(Value::Null)))
+    let (status, _, body) = support::browser::http(addr, method, path, token, body).await?;
+    Ok((status, serde_json::from_str(&body).unwrap_or(Value::Null)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
