@@ -71,7 +71,10 @@ async fn the_demo_shows_its_gpu_switch_on_the_noc_page() -> Result<()> {
     loop {
         let (status, _, body) = http(addr, "GET", "/api/power", None, "").await?;
         let power: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-        if status == 200 && power["result"]["gpu_granted_kw"] == 6.0 {
+        if status == 200
+            && power["result"]["gpu_granted_kw"] == 6.0
+            && power["result"]["rigs"]["asleep"] == 2
+        {
             break;
         }
         ensure!(

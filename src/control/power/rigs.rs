@@ -20,6 +20,8 @@ use crate::upstream::manager::MinerReport;
 
 /// Group of rigs that match no `[[rig_group]]`.
 pub const UNGROUPED: &str = "ungrouped";
+/// How long a rig must have been seen before its hashrate × J/TH is trusted as its power.
+pub const ESTIMATE_MATURE: Duration = Duration::from_secs(120);
 /// Nameplate assumed for a rig of no group (an S19-class machine), W.
 pub const DEFAULT_RATED_W: f64 = 3250.0;
 
@@ -58,6 +60,8 @@ pub struct RigEntry {
     pub last_share_unix_ms: u64,
     /// Last power the firmware reported, and when.
     pub firmware_power: Option<(f64, Instant)>,
+    /// When the registry first saw it (a hashrate estimate needs time to mean anything).
+    pub first_seen: Instant,
     /// What the arbiter was last told.
     pub announced: Option<RigInfo>,
 }
@@ -131,6 +135,7 @@ impl Registry {
                         hashrate: 0.0,
                         last_share_unix_ms: 0,
                         firmware_power: None,
+                        first_seen: Instant::now(),
                         announced: None,
                     },
                 );
@@ -193,6 +198,7 @@ impl Registry {
                 hashrate: 0.0,
                 last_share_unix_ms: 0,
                 firmware_power: None,
+                first_seen: Instant::now(),
                 announced: None,
             },
         );
@@ -214,7 +220,12 @@ impl Registry {
         Some(SocketAddr::new(peer.ip(), port))
     }
 
-    /// The best power figure for a rig, and its source and age.
+    /// The best power figure for a rig, and its source and age. The arbiter counts exactly
+    /// this figure, so when in doubt it errs high: a fresh firmware reading if there is one;
+    /// else, for a rig whose management API will report soon, the nameplate; else hashrate ×
+    /// J/TH once the hashrate estimate has had [`ESTIMATE_MATURE`] to settle (a young
+    /// estimate of a few shares can be off by orders of magnitude, and a low figure would let
+    /// the GPU grant grow into power the rig is still drawing); else the nameplate.
     pub fn power(&self, rig: &RigEntry, now: Instant) -> (f64, PowerSource, Option<Duration>) {
         if let Some((w, at)) = rig.firmware_power {
             let age = now.saturating_duration_since(at);
@@ -223,7 +234,8 @@ impl Registry {
             }
         }
         let group = rig.group.and_then(|g| self.groups.get(g));
-        if let Some(j) = group.and_then(|g| g.j_per_th) {
+        let mature = now.saturating_duration_since(rig.first_seen) >= ESTIMATE_MATURE;
+        if let (Some(j), None, true) = (group.and_then(|g| g.j_per_th), &rig.control, mature) {
             if rig.hashrate > 0.0 {
                 return (
                     rig.hashrate / 1e12 * j,
@@ -263,4 +275,93 @@ pub fn changed_enough(old: &RigInfo, new: &RigInfo) -> bool {
         || old.priority != new.priority
         || old.efficiency != new.efficiency
         || (a - b).abs() > 0.05 * a.max(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(firmware: bool) -> RigGroup {
+        RigGroup {
+            name: "g".into(),
+            priority: 0,
+            model: String::new(),
+            rated_w: 3250.0,
+            j_per_th: Some(34.0),
+            firmware: firmware.then_some(crate::firmware::FirmwareKind::Luxos),
+            api_port: None,
+            username: None,
+            password_env: None,
+            workers: vec!["*".into()],
+            addresses: Vec::new(),
+        }
+    }
+
+    fn rig(seen: Instant, control: Option<Arc<dyn RigControl>>) -> RigEntry {
+        RigEntry {
+            id: RigId("r".into()),
+            group: Some(0),
+            conns: Vec::new(),
+            address: None,
+            control,
+            hashrate: 50e12,
+            last_share_unix_ms: 0,
+            firmware_power: None,
+            first_seen: seen,
+            announced: None,
+        }
+    }
+
+    struct Silent;
+    impl RigControl for Silent {
+        fn sleep(&self) -> super::super::ports::BoxFuture<'_, Result<(), String>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn wake(&self) -> super::super::ports::BoxFuture<'_, Result<(), String>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn status(
+            &self,
+        ) -> super::super::ports::BoxFuture<'_, Result<super::super::ports::FirmwareStatus, String>>
+        {
+            Box::pin(async { Err("silent".to_owned()) })
+        }
+        fn describe(&self) -> String {
+            "silent".into()
+        }
+    }
+
+    #[test]
+    fn power_estimates_err_high_until_they_can_be_trusted() {
+        let now = Instant::now();
+        let old = now - ESTIMATE_MATURE - Duration::from_secs(1);
+        let no_api = Registry::new(
+            vec![group(false)],
+            &[],
+            Arc::new(|_, _| None),
+            Duration::from_secs(90),
+        );
+        // A young hashrate estimate is not trusted: nameplate.
+        assert_eq!(no_api.power(&rig(now, None), now).1, PowerSource::Nameplate);
+        // A mature one is: 50 TH/s × 34 J/TH.
+        let (w, source, _) = no_api.power(&rig(old, None), now);
+        assert_eq!((w.round(), source), (1700.0, PowerSource::Efficiency));
+        // A rig whose management API will report: nameplate until it does.
+        let api = Registry::new(
+            vec![group(true)],
+            &[],
+            Arc::new(|_, _| None),
+            Duration::from_secs(90),
+        );
+        let mut r = rig(old, Some(Arc::new(Silent)));
+        assert_eq!(api.power(&r, now).1, PowerSource::Nameplate);
+        r.firmware_power = Some((3010.0, now));
+        assert_eq!(
+            api.power(&r, now),
+            (3010.0, PowerSource::Firmware, Some(Duration::ZERO))
+        );
+        // A stale reading is not used.
+        r.firmware_power = Some((3010.0, now - Duration::from_secs(91)));
+        assert_eq!(api.power(&r, now).1, PowerSource::Nameplate);
+    }
 }
