@@ -163,7 +163,7 @@ pub async fn serve(
     manager.release(shared.id);
     let snapshot = shared.counters.snapshot();
     match end {
-        End::Closed | End::Shutdown | End::Reconnected => {
+        End::Closed | End::Shutdown | End::Reconnected | End::Kicked => {
             info!(reason = %end, accepted = snapshot.accepted, rejected = snapshot.rejected, "miner disconnected")
         }
         _ => {

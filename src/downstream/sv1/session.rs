@@ -69,7 +69,7 @@ pub(super) enum End {
     NoPool,
     #[error("moved to another pool by reconnect")]
     Reconnected,
-    #[error("kicked by operator")]
+    #[error("disconnected by the control plane (operator kick, or the rig confirmed asleep)")]
     Kicked,
     #[error("proxy shutting down")]
     Shutdown,

@@ -79,7 +79,7 @@ enum End {
     HandshakeTimeout,
     #[error("too many consecutive errors")]
     TooManyErrors,
-    #[error("kicked by operator")]
+    #[error("disconnected by the control plane (operator kick, or the rig confirmed asleep)")]
     Kicked,
     #[error("proxy shutting down")]
     Shutdown,
@@ -203,7 +203,7 @@ pub async fn serve(accepted: Accepted, settings: Arc<Sv2Settings>, manager: Arc<
         c.manager.release(ch.shared.id);
     }
     match end {
-        End::Closed | End::Shutdown => {
+        End::Closed | End::Shutdown | End::Kicked => {
             info!(reason = %end, accepted = accepted_shares, rejected = rejected_shares, "miner disconnected")
         }
         _ => {
