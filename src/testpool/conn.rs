@@ -23,13 +23,12 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::{self, error::SendTimeoutError};
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{info, warn};
 
 use hashshift_protocol::sv1::{ClientMessage, ClientRequest, ServerCodec, Sv1Error};
 
@@ -46,51 +45,7 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// A line for the writer, and the instant before which it must not be written (held answers).
 type Outgoing = (Bytes, Option<tokio::time::Instant>);
 
-/// Accepts connections until `cancel`, spawning each on `tracker`.
-pub(super) async fn accept_loop(
-    inner: Arc<Inner>,
-    listener: TcpListener,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-) {
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let accepted = tokio::select! {
-            _ = cancel.cancelled() => break,
-            r = listener.accept() => r,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                backoff = Duration::from_millis(5);
-                let _ = stream.set_nodelay(true);
-                let conn = inner.next_extranonce1.fetch_add(1, Ordering::Relaxed);
-                let span = info_span!("pool_conn", pool = %inner.config.name, conn, %peer);
-                let fut = serve(Arc::clone(&inner), stream, peer, conn, cancel.child_token());
-                tracker.spawn(fut.instrument(span));
-            }
-            Err(error) => {
-                // Out of file descriptors and the like: wait instead of spinning.
-                warn!(%error, ?backoff, "accept failed");
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-        }
-    }
-    debug!("listener closed");
-}
-
-/// The extranonce1 for connection counter value `n`: its low bytes, big-endian.
-fn extranonce1(n: u64, len: usize) -> Vec<u8> {
-    let bytes = n.to_be_bytes();
-    let mut out = vec![0u8; len.saturating_sub(8)];
-    out.extend_from_slice(&bytes[8 - len.min(8)..]);
-    out
-}
-
-async fn serve(
+pub(super) async fn serve(
     inner: Arc<Inner>,
     stream: TcpStream,
     peer: SocketAddr,
@@ -103,7 +58,7 @@ async fn serve(
     let (tx, rx) = mpsc::channel(SEND_QUEUE);
     let session = Session::new(
         conn,
-        extranonce1(conn, inner.config.extranonce1_len),
+        super::extranonce1(conn, inner.config.extranonce1_len),
         inner.config.extranonce2_size,
     );
     let timeout = inner.config.send_timeout;
@@ -326,16 +281,4 @@ async fn write_loop(
     // session loop stops as well.
     cancel.cancel();
     let _ = writer.shutdown().await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::extranonce1;
-
-    #[test]
-    fn extranonce1_takes_low_bytes() {
-        assert_eq!(extranonce1(0x0102_0304_0506_0708, 4), vec![5, 6, 7, 8]);
-        assert_eq!(extranonce1(0x0102, 1), vec![2]);
-        assert_eq!(extranonce1(7, 10), vec![0, 0, 0, 0, 0, 0, 0, 0, 0, 7]);
-    }
 }

@@ -54,7 +54,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
@@ -367,11 +367,13 @@ impl TestPool {
             life.tracker.clone(),
         );
         if self.inner.sv2.is_some() {
-            life.tracker
-                .spawn(sv2::accept_loop(inner, listener, cancel, tracker).instrument(span));
+            life.tracker.spawn(
+                accept_loop(inner, listener, cancel, tracker, "sv2", sv2::serve).instrument(span),
+            );
         } else {
-            life.tracker
-                .spawn(conn::accept_loop(inner, listener, cancel, tracker).instrument(span));
+            life.tracker.spawn(
+                accept_loop(inner, listener, cancel, tracker, "sv1", conn::serve).instrument(span),
+            );
         }
         *lock(&self.inner.life) = Some(life);
     }
@@ -532,5 +534,69 @@ async fn run_timers(inner: Arc<Inner>) {
             _ = blocks.tick() => inner.publish_job(true),
             _ = jobs.tick() => inner.publish_job(false),
         }
+    }
+}
+
+/// Accepts connections until `cancel`, spawning `serve` for each on `tracker` (both modes:
+/// the protocol lives in `serve`).
+async fn accept_loop<F, Fut>(
+    inner: Arc<Inner>,
+    listener: TcpListener,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    protocol: &'static str,
+    serve: F,
+) where
+    F: Fn(Arc<Inner>, TcpStream, SocketAddr, u64, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(5);
+                let _ = stream.set_nodelay(true);
+                let conn = inner.next_extranonce1.fetch_add(1, Ordering::Relaxed);
+                let span =
+                    info_span!("pool_conn", pool = %inner.config.name, conn, %peer, protocol);
+                let fut = serve(Arc::clone(&inner), stream, peer, conn, cancel.child_token());
+                tracker.spawn(fut.instrument(span));
+            }
+            Err(error) => {
+                // Out of file descriptors and the like: wait instead of spinning.
+                warn!(%error, ?backoff, "accept failed");
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+    tracing::debug!("listener closed");
+}
+
+/// The extranonce1 (SV2: extranonce prefix) for connection counter value `n`: its low bytes,
+/// big-endian, zero-padded on the left to `len`.
+fn extranonce1(n: u64, len: usize) -> Vec<u8> {
+    let bytes = n.to_be_bytes();
+    let mut out = vec![0u8; len.saturating_sub(8)];
+    out.extend_from_slice(&bytes[8 - len.min(8)..]);
+    out
+}
+
+#[cfg(test)]
+mod accept_tests {
+    use super::extranonce1;
+
+    #[test]
+    fn extranonce1_takes_low_bytes() {
+        assert_eq!(extranonce1(0x0102_0304_0506_0708, 4), vec![5, 6, 7, 8]);
+        assert_eq!(extranonce1(0x0102, 1), vec![2]);
+        assert_eq!(extranonce1(7, 10), vec![0, 0, 0, 0, 0, 0, 0, 0, 0, 7]);
     }
 }

@@ -22,8 +22,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_util::{SinkExt, StreamExt};
 use hashshift_protocol::noise::NoiseCodec;
@@ -37,11 +36,10 @@ use hashshift_protocol::sv2::{
     SetNewPrevHash, SetTarget, SetupConnectionError, SetupConnectionSuccess, Str0255,
     SubmitSharesError, SubmitSharesExtended, SubmitSharesSuccess,
 };
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{debug, info, warn};
 
 use super::Inner;
 use super::job::{PoolJob, Work};
@@ -55,50 +53,7 @@ const JOBS_KEPT: usize = 8;
 /// The one channel id of each connection.
 const CHANNEL_ID: u32 = 1;
 
-/// Accepts connections until `cancel`, spawning each on `tracker`.
-pub(super) async fn accept_loop(
-    inner: Arc<Inner>,
-    listener: TcpListener,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-) {
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let accepted = tokio::select! {
-            _ = cancel.cancelled() => break,
-            r = listener.accept() => r,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                backoff = Duration::from_millis(5);
-                let _ = stream.set_nodelay(true);
-                let conn = inner.next_extranonce1.fetch_add(1, Ordering::Relaxed);
-                let span = info_span!("pool_conn", pool = %inner.config.name, conn, %peer, protocol = "sv2");
-                let fut = serve(Arc::clone(&inner), stream, peer, conn, cancel.child_token());
-                tracker.spawn(fut.instrument(span));
-            }
-            Err(error) => {
-                warn!(%error, ?backoff, "accept failed");
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-        }
-    }
-    debug!("listener closed");
-}
-
-/// The extranonce prefix for connection counter value `n`: its low bytes, big-endian.
-fn prefix_for(n: u64, len: usize) -> Vec<u8> {
-    let bytes = n.to_be_bytes();
-    let mut out = vec![0u8; len.saturating_sub(8)];
-    out.extend_from_slice(&bytes[8 - len.min(8)..]);
-    out
-}
-
-async fn serve(
+pub(super) async fn serve(
     inner: Arc<Inner>,
     stream: TcpStream,
     peer: SocketAddr,
@@ -138,7 +93,7 @@ async fn run(
         NoiseCodec::new(transport).with_max_payload(MAX_PAYLOAD),
     );
     let mut session = Session::new(
-        prefix_for(conn, inner.config.extranonce1_len),
+        super::extranonce1(conn, inner.config.extranonce1_len),
         inner.config.extranonce2_size,
     );
     let mut work_rx = inner.work.subscribe();
