@@ -18,7 +18,6 @@ pub mod ports;
 pub mod rigs;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -306,9 +305,4 @@ pub fn start(
         history,
         drain_to_confirmed,
     }))
-}
-
-/// Whether `path` holds a persisted plan (for tests and tools).
-pub fn has_state(dir: &Path) -> bool {
-    dir.join(persist::FILE_NAME).exists()
 }
