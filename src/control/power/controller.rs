@@ -60,7 +60,8 @@ pub(super) struct Controller {
     pub status_in_flight: usize,
     pub last_status: HashMap<RigId, Instant>,
     pub last_demand: Option<Instant>,
-    pub last_persisted: Option<String>,
+    /// The plan last written, without its `saved_at` stamp.
+    pub last_persisted: Option<serde_json::Value>,
     pub last_persist_at: Option<Instant>,
     pub last_publish_at: Option<Instant>,
     /// Whether the GPU side reports its own demand (else it comes through `gpu-request`).
@@ -387,17 +388,22 @@ impl Controller {
         {
             return;
         }
-        let Ok(text) = serde_json::to_string(&self.arbiter.persist()) else {
+        let Ok(mut plan) = serde_json::to_value(self.arbiter.persist()) else {
             return;
         };
-        // `saved_at` changes every time: compare without it by writing only on change of
-        // anything else would need a second serialisation; the rate limit bounds the cost.
-        if self.last_persisted.as_deref() == Some(text.as_str()) {
+        // The plan changes only when something but its `saved_at` stamp does: compare without
+        // it, or an idle site would rewrite (and fsync) the file every second.
+        let stamp = plan.as_object_mut().and_then(|m| m.remove("saved_at"));
+        if self.last_persisted.as_ref() == Some(&plan) {
             return;
         }
+        let mut stamped = plan.clone();
+        if let (Some(m), Some(stamp)) = (stamped.as_object_mut(), stamp) {
+            m.insert("saved_at".to_owned(), stamp);
+        }
         self.last_persist_at = Some(now);
-        match persist::write_atomically(path, text.as_bytes()) {
-            Ok(()) => self.last_persisted = Some(text),
+        match persist::write_atomically(path, stamped.to_string().as_bytes()) {
+            Ok(()) => self.last_persisted = Some(plan),
             Err(e) => warn!(error = %e, path = %path.display(), "cannot persist the power plan"),
         }
     }
