@@ -56,7 +56,10 @@ fn the_example_describes_a_whole_site() {
     let power = config.power.as_ref().unwrap();
     assert_eq!(power.site_cap_kw, 1000.0);
     assert_eq!(config.rig_group.len(), 2);
-    assert!(config.rig_group[0].matches(Some("farm.s19-003"), "10.9.9.9".parse().unwrap()));
+    // Group 0 gives workers and addresses: a rig must match both.
+    assert!(config.rig_group[0].matches(Some("farm.s19-003"), "10.0.1.9".parse().unwrap()));
+    assert!(!config.rig_group[0].matches(Some("farm.s19-003"), "10.9.9.9".parse().unwrap()));
+    assert!(!config.rig_group[0].matches(Some("ghost-1a2b"), "10.0.1.9".parse().unwrap()));
     assert!(config.rig_group[1].matches(None, "10.0.2.44".parse().unwrap()));
     assert!(!config.rig_group[1].matches(Some("farm.s19-003"), "10.0.1.4".parse().unwrap()));
     assert!(config.gpu_scheduler.is_some());

@@ -40,6 +40,14 @@ pub struct Power {
     /// accepted for this long (a rig whose API lies keeps hashing).
     #[serde(default = "default_quiet_secs")]
     pub quiet_secs: f64,
+    /// A worker whose management API never answered (not in `[[rig]]`, not verified at an
+    /// address its group allows) stops counting this long after its last connection closed.
+    #[serde(default = "default_forget_unverified_secs")]
+    pub forget_unverified_secs: f64,
+    /// Most unverified rigs (distinct worker names) one address may hold; further workers
+    /// from it are counted together as one `overflow@ADDRESS` rig, and the cap is reported.
+    #[serde(default = "default_max_rigs_per_address")]
+    pub max_rigs_per_address: u32,
 }
 
 fn default_resume_batch() -> u32 {
@@ -62,6 +70,12 @@ fn default_status_poll_secs() -> f64 {
 }
 fn default_quiet_secs() -> f64 {
     10.0
+}
+fn default_forget_unverified_secs() -> f64 {
+    120.0
+}
+fn default_max_rigs_per_address() -> u32 {
+    4
 }
 
 /// A group of rigs: model, efficiency, how to reach their management API, and which
@@ -101,7 +115,9 @@ pub struct RigGroup {
     /// Worker-name patterns of its rigs (`*` matches any run of characters).
     #[serde(default)]
     pub workers: Vec<String>,
-    /// Address ranges of its rigs (CIDR, `10.0.1.0/24`).
+    /// Address ranges of its rigs (CIDR, `10.0.1.0/24`). With `workers` too, a rig must match
+    /// both. Credentials go only to a management API inside these ranges (or a `[[rig]]`
+    /// `management` address): a group without them can use firmware only through `[[rig]]`.
     #[serde(default)]
     pub addresses: Vec<String>,
 }
@@ -188,15 +204,25 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
 }
 
 impl RigGroup {
-    /// Whether a miner with this worker name and address belongs to the group.
+    /// Whether a miner with this worker name and address belongs to the group: it must match
+    /// every criterion the group gives (worker patterns, address ranges); a group that gives
+    /// neither matches nothing.
     pub fn matches(&self, worker: Option<&str>, ip: IpAddr) -> bool {
-        let by_worker = worker.is_some_and(|w| self.workers.iter().any(|p| glob_match(p, w)));
-        let by_address = self
-            .addresses
+        if self.workers.is_empty() && self.addresses.is_empty() {
+            return false;
+        }
+        let by_worker = self.workers.is_empty()
+            || worker.is_some_and(|w| self.workers.iter().any(|p| glob_match(p, w)));
+        by_worker && (self.addresses.is_empty() || self.allows_address(ip))
+    }
+
+    /// Whether `ip` is inside the group's address ranges (where its management APIs may be
+    /// reached with its credentials).
+    pub fn allows_address(&self, ip: IpAddr) -> bool {
+        self.addresses
             .iter()
             .filter_map(|c| Cidr::parse(c))
-            .any(|c| c.contains(ip));
-        by_worker || by_address
+            .any(|c| c.contains(ip))
     }
 }
 
@@ -228,6 +254,18 @@ pub(super) fn validate(
             if !positive(v) {
                 return Err(invalid(format!("power.{key}"), "must be > 0"));
             }
+        }
+        if !(p.forget_unverified_secs.is_finite()
+            && p.forget_unverified_secs > 0.0
+            && p.forget_unverified_secs <= 7.0 * 86_400.0)
+        {
+            return Err(invalid(
+                "power.forget_unverified_secs",
+                "must be > 0 and at most 604800 (7 days)",
+            ));
+        }
+        if p.max_rigs_per_address == 0 {
+            return Err(invalid("power.max_rigs_per_address", "must be at least 1"));
         }
         for (key, v) in [
             ("hysteresis_kw", p.hysteresis_kw),

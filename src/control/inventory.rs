@@ -1,7 +1,9 @@
 //! The rig inventory: every connected miner as a rig, with what the NOC needs to decide on
-//! it. Built on demand from the pool manager's view of the miners; identities are worker
-//! names (what pool dashboards show), made unique with the connection id when two
-//! connections share one.
+//! it. Built on demand from the pool manager's view of the miners. With power control, each
+//! connection shows as the rig the power registry counts it as (its worker name, or
+//! `WORKER@ADDRESS` for a claim on a known rig's name from another address, or
+//! `overflow@ADDRESS`); otherwise ids are worker names (what pool dashboards show). Ids are
+//! made unique with the connection id when two connections share one.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -54,14 +56,21 @@ pub fn rigs(
     power: Option<&PowerView>,
     now_unix_ms: u64,
 ) -> Vec<RigView> {
+    // The rig a connection counts as: the power registry's word, else its worker name.
+    let rig_of = |m: &MinerReport| -> Option<String> {
+        match power.and_then(|v| v.conn_rigs.get(&m.shared.id)) {
+            Some(rig) => Some(rig.0.clone()),
+            None => m.shared.worker(),
+        }
+    };
     let mut per_name: HashMap<String, usize> = HashMap::new();
     for m in miners {
-        if let Some(w) = m.shared.worker() {
-            *per_name.entry(w).or_default() += 1;
+        if let Some(r) = rig_of(m) {
+            *per_name.entry(r).or_default() += 1;
         }
     }
-    let power_of = |worker: &Option<String>| {
-        let p = power?.rigs.get(&RigId(worker.clone()?))?;
+    let power_of = |rig: &Option<String>| {
+        let p = power?.rigs.get(&RigId(rig.clone()?))?;
         Some(p.clone())
     };
     let mut out: Vec<RigView> = miners
@@ -69,14 +78,15 @@ pub fn rigs(
         .map(|m| {
             let s = &m.shared;
             let worker = s.worker();
-            let id = match &worker {
-                Some(w) if per_name.get(w) == Some(&1) => w.clone(),
-                Some(w) => format!("{w}#{}", s.id),
+            let rig = rig_of(m);
+            let id = match &rig {
+                Some(r) if per_name.get(r) == Some(&1) => r.clone(),
+                Some(r) => format!("{r}#{}", s.id),
                 None => format!("conn-{}", s.id),
             };
             let counters = s.counters.snapshot();
             let last = s.last_share_unix_ms();
-            let power = power_of(&worker);
+            let power = power_of(&rig);
             RigView {
                 id,
                 conn: Some(s.id),

@@ -182,7 +182,15 @@ impl ControlPlane {
                 };
                 done.map(|rigs| json!({"accepted": true, "rigs": rigs}))
             }
-            Command::Power => power.fresh_view().await.map(|v| power_json(&v.snapshot)),
+            Command::Power => power.fresh_view().await.map(|v| {
+                let mut j = power_json(&v.snapshot);
+                if let (Some(map), Ok(identity)) =
+                    (j.as_object_mut(), serde_json::to_value(power.identity()))
+                {
+                    map.insert("identity".to_owned(), identity);
+                }
+                j
+            }),
             Command::Curtail {
                 kw,
                 until_unix,
@@ -203,6 +211,13 @@ impl ControlPlane {
                     .curtail_clear()
                     .await
                     .map(|()| json!({"accepted": true}))
+            }
+            Command::Forget { id, reason } => {
+                record("forget", id.clone(), &reason);
+                power
+                    .forget(RigId(id), operator(&reason))
+                    .await
+                    .map(|rigs| json!({"forgotten": rigs}))
             }
             Command::GpuRequest { kw, reason } => {
                 if !(kw.is_finite() && kw >= 0.0) {

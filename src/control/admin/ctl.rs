@@ -131,6 +131,15 @@ pub enum CtlCommand {
         /// Rig id.
         id: String,
     },
+    /// Remove a rig you know is gone (its power stops counting). Refused while it is
+    /// connected.
+    Forget {
+        /// Rig id.
+        id: String,
+        /// Why (kept in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 /// A time given as a duration from now or an RFC 3339 timestamp, in Unix seconds.
@@ -187,6 +196,10 @@ fn request(command: &CtlCommand) -> Result<Command> {
             limit: Some(*limit),
         },
         CtlCommand::Kick { id } => Command::Kick { id: id.clone() },
+        CtlCommand::Forget { id, reason } => Command::Forget {
+            id: id.clone(),
+            reason: reason.clone(),
+        },
     })
 }
 
@@ -260,6 +273,8 @@ pub fn render(command: &CtlCommand, result: &Value) -> String {
                 ("POWER W", "power_w"),
                 ("SOURCE", "power_source"),
                 ("AGE S", "power_age_secs"),
+                ("IDENTITY", "identity"),
+                ("CONFLICTS", "identity_conflicts"),
                 ("ADDRESS", "address"),
                 ("POOL", "pool"),
             ],

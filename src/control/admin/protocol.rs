@@ -99,6 +99,15 @@ pub enum Command {
         /// Rig id.
         id: String,
     },
+    /// Remove a rig an operator knows is gone (decommissioned, renamed): its power no longer
+    /// counts. Refused while it is connected.
+    Forget {
+        /// Rig id.
+        id: String,
+        /// Why, for the audit log.
+        #[serde(default)]
+        reason: Option<String>,
+    },
 }
 
 /// A request line: the command and who claims to send it.

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
@@ -17,8 +18,8 @@ use tracing::{debug, info, warn};
 use super::ops::{self, Done, Op};
 use super::persist;
 use super::ports::{FirmwareState, GpuControl};
-use super::rigs::{Registry, changed_enough};
-use super::{PowerView, Request, RigPower};
+use super::rigs::{KnownRig, Refusal, Registry, SyncReport, changed_enough};
+use super::{IdentityCounters, PowerView, Request, RigPower};
 use crate::control::arbiter::{
     Action, Arbiter, Confirmation, GpuDemand, Observed, OperatorCommand, RigId, RigState, Watts,
 };
@@ -70,15 +71,24 @@ pub(super) struct Controller {
     pub sleep_commanded: HashMap<RigId, Instant>,
     /// Sleep commanded → confirmed asleep (metrics).
     pub drain_to_confirmed: Arc<crate::telemetry::Histogram>,
+    /// What the registry kept of each rig in the restored plan (consumed at start).
+    pub restored_known: Vec<KnownRig>,
+    /// Identity conflicts, refused and forgotten rigs (metrics).
+    pub identity: Arc<IdentityCounters>,
 }
 
 impl Controller {
     pub async fn run(mut self, mut requests: mpsc::Receiver<Request>, shutdown: CancellationToken) {
         // Rigs restored from disk are not connected (asleep ones never will be until woken):
         // their management API comes from the config.
+        let restored: HashMap<RigId, KnownRig> = std::mem::take(&mut self.restored_known)
+            .into_iter()
+            .map(|k| (k.id.clone(), k))
+            .collect();
         let known: Vec<RigId> = self.arbiter.rigs().map(|r| r.info.id).collect();
+        let now = Instant::now();
         for id in known {
-            self.registry.ensure(&id);
+            self.registry.ensure(&id, restored.get(&id), now);
             if let (Some(e), Some(v)) = (self.registry.rigs.get_mut(&id), self.arbiter.rig(&id)) {
                 e.announced = Some(v.info);
             }
@@ -161,6 +171,92 @@ impl Controller {
                 self.last_publish_at = None;
                 let _ = reply.send(self.build_view());
             }
+            Request::Forget {
+                rig,
+                operator,
+                reply,
+            } => {
+                let _ = reply.send(self.forget(&rig, &operator));
+            }
+        }
+    }
+
+    /// Removes a rig an operator knows is gone (refused while it is connected).
+    fn forget(
+        &mut self,
+        rig: &RigId,
+        operator: &crate::control::arbiter::Operator,
+    ) -> Result<Vec<RigId>, String> {
+        let in_registry = self.registry.rigs.contains_key(rig);
+        let in_arbiter = self.arbiter.rig(rig).is_some();
+        if !in_registry && !in_arbiter {
+            return Err(format!("no rig {:?}", rig.0));
+        }
+        self.registry.forget(rig)?;
+        if in_arbiter {
+            self.arbiter
+                .handle_rig_removed(wall_now(), rig)
+                .map_err(|e| e.to_string())?;
+        }
+        self.last_status.remove(rig);
+        self.sleep_commanded.remove(rig);
+        self.identity.forgotten_operator.fetch_add(1, Relaxed);
+        info!(rig = %rig, by = %operator.who, "rig forgotten by an operator");
+        self.audit.record(AuditEvent::now(
+            operator.who.clone(),
+            "rig-forgotten",
+            rig.0.clone(),
+            Some(operator.why.clone()),
+        ));
+        Ok(vec![rig.clone()])
+    }
+
+    /// Audits what a registry sync found: identity conflicts and refused workers.
+    fn report(&mut self, report: SyncReport) {
+        for (rig, from, conn) in report.conflicts {
+            self.identity.conflicts.fetch_add(1, Relaxed);
+            let home = self
+                .registry
+                .rigs
+                .get(&rig)
+                .and_then(|e| e.home)
+                .map_or_else(|| "?".to_owned(), |h| h.to_string());
+            warn!(rig = %rig, %from, %home, "identity conflict: a connection from another address uses a known rig's worker name");
+            self.audit.record(AuditEvent::now(
+                "registry",
+                "identity-conflict",
+                format!(
+                    "{} claimed from {from} (connection {conn}); the rig is at {home}",
+                    rig.0
+                ),
+                Some(format!(
+                    "the rig stays bound to {home}; the connection counts as {}@{} (unverified)",
+                    rig.0,
+                    from.ip()
+                )),
+            ));
+        }
+        for (worker, from, why) in report.refused {
+            let (counter, detail) = match why {
+                Refusal::PerAddress => (
+                    &self.identity.refused_per_address,
+                    format!(
+                        "{from} holds max_rigs_per_address unverified rigs: {worker} counts in overflow@{}",
+                        from.ip()
+                    ),
+                ),
+                Refusal::MaxRigs => (
+                    &self.identity.refused_max_rigs,
+                    format!(
+                        "the inventory holds {} rigs (MAX_RIGS): {worker} from {from} is not counted",
+                        crate::control::arbiter::MAX_RIGS
+                    ),
+                ),
+            };
+            counter.fetch_add(1, Relaxed);
+            warn!(%worker, %from, reason = why.label(), "rig cap reached");
+            self.audit
+                .record(AuditEvent::now("registry", "rig-cap", detail, None));
         }
     }
 
@@ -172,7 +268,11 @@ impl Controller {
 
     fn on_done(&mut self, done: Done) {
         match done {
-            Done::Slept(rig, Ok(())) | Done::QuietCheck(rig) => self.confirm_quiet(&rig),
+            Done::Slept(rig, Ok(())) => {
+                self.answered(&rig);
+                self.confirm_quiet(&rig)
+            }
+            Done::QuietCheck(rig) => self.confirm_quiet(&rig),
             Done::Slept(rig, Err(e)) | Done::Woke(rig, Err(e)) => {
                 warn!(rig = %rig, error = %e, "firmware command failed");
                 self.sleep_commanded.remove(&rig);
@@ -184,10 +284,14 @@ impl Controller {
                 ));
                 self.confirm(&rig, Confirmation::CommandFailed);
             }
-            Done::Woke(rig, Ok(())) => self.confirm(&rig, Confirmation::Awake),
+            Done::Woke(rig, Ok(())) => {
+                self.answered(&rig);
+                self.confirm(&rig, Confirmation::Awake)
+            }
             Done::Status(rig, r) => {
                 self.status_in_flight = self.status_in_flight.saturating_sub(1);
                 let Ok(status) = r else { return };
+                self.answered(&rig);
                 let state = self.arbiter.rig(&rig).map(|v| v.state);
                 // The figure the arbiter needs is the rig's draw when mining: a reading taken
                 // asleep or waking would make waking it look free.
@@ -259,9 +363,47 @@ impl Controller {
         self.confirm(rig, Confirmation::Asleep);
     }
 
+    /// A rig's management API answered: audited the first time (it holds budget from now).
+    fn answered(&mut self, rig: &RigId) {
+        if self.registry.answered(rig) {
+            let at = self
+                .registry
+                .rigs
+                .get(rig)
+                .and_then(|e| e.control.as_ref())
+                .map(|c| c.describe())
+                .unwrap_or_default();
+            info!(rig = %rig, api = %at, "rig verified: its management API answered");
+            self.audit.record(AuditEvent::now(
+                "registry",
+                "rig-verified",
+                format!("{} ({at})", rig.0),
+                None,
+            ));
+        }
+    }
+
     fn on_tick(&mut self) {
         let now = Instant::now();
-        self.registry.sync(&self.manager.miner_reports());
+        let report = self.registry.sync(&self.manager.miner_reports(), now);
+        self.report(report);
+        for (rig, away) in self.registry.expire(now) {
+            self.last_status.remove(&rig);
+            self.sleep_commanded.remove(&rig);
+            if self.arbiter.handle_rig_removed(wall_now(), &rig).is_ok() {
+                self.identity.forgotten_unverified.fetch_add(1, Relaxed);
+                info!(rig = %rig, away_secs = away.as_secs(), "unverified rig forgotten");
+                self.audit.record(AuditEvent::now(
+                    "registry",
+                    "rig-forgotten",
+                    rig.0.clone(),
+                    Some(format!(
+                        "unverified (no management API answered), disconnected for {} s",
+                        away.as_secs()
+                    )),
+                ));
+            }
+        }
         // New rigs, and figures that moved.
         let mut updates = Vec::new();
         for entry in self.registry.rigs.values() {
@@ -391,6 +533,14 @@ impl Controller {
         let Ok(mut plan) = serde_json::to_value(self.arbiter.persist()) else {
             return;
         };
+        // What the registry knows of each rig (how it proved itself, its address) travels
+        // with the plan: a restart must not forget which names are machines.
+        if let (Some(map), Ok(known)) = (
+            plan.as_object_mut(),
+            serde_json::to_value(self.registry.known()),
+        ) {
+            map.insert(persist::REGISTRY_KEY.to_owned(), known);
+        }
         // The plan changes only when something but its `saved_at` stamp does: compare without
         // it, or an idle site would rewrite (and fsync) the file every second.
         let stamp = plan.as_object_mut().and_then(|m| m.remove("saved_at"));
@@ -438,6 +588,7 @@ impl Controller {
                 let group = entry
                     .and_then(|e| e.group)
                     .and_then(|g| self.registry.groups().get(g));
+                let identity = entry.map(|e| e.identity);
                 (
                     v.info.id.clone(),
                     RigPower {
@@ -450,13 +601,23 @@ impl Controller {
                         pinned: v.pinned.map(|p| format!("{}: {}", p.who, p.why)),
                         escalated: v.escalated,
                         management: entry.and_then(|e| e.control.as_ref()).map(|c| c.describe()),
+                        identity,
+                        identity_conflicts: entry.map_or(0, |e| e.conflicts),
+                        last_conflict: entry.and_then(|e| e.last_conflict),
                     },
                 )
             })
             .collect();
+        let conn_rigs = self
+            .registry
+            .rigs
+            .values()
+            .flat_map(|e| e.conns.iter().map(|c| (*c, e.id.clone())))
+            .collect();
         Arc::new(PowerView {
             snapshot: self.arbiter.snapshot(),
             rigs,
+            conn_rigs,
         })
     }
 }
@@ -520,10 +681,8 @@ pub(super) async fn apply_budgets(
 /// `reply` for operator commands.
 pub(super) type Reply = oneshot::Sender<Result<Vec<RigId>, String>>;
 
-/// The persisted plan, if any.
-pub(super) fn restore_state(
-    path: &std::path::Path,
-) -> Option<crate::control::arbiter::PersistedState> {
+/// The persisted plan, if any, and what the registry kept.
+pub(super) fn restore_state(path: &std::path::Path) -> Option<persist::PlanFile> {
     let text = std::fs::read_to_string(path).ok()?;
     match serde_json::from_str(&text) {
         Ok(s) => Some(s),

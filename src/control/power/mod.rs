@@ -18,7 +18,9 @@ pub mod ports;
 pub mod rigs;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use futures_util::stream::FuturesUnordered;
@@ -30,7 +32,7 @@ use tracing::info;
 
 use self::controller::{Controller, Reply, wall_now};
 use self::ports::GpuControl;
-use self::rigs::{ControlFactory, PowerSource, Registry};
+use self::rigs::{ControlFactory, Identity, IdentitySettings, PowerSource, Registry};
 use crate::config::Config;
 use crate::control::arbiter::{
     Arbiter, ArbiterError, Curtailment, Operator, OperatorCommand, PowerSnapshot, RigId, RigState,
@@ -62,6 +64,55 @@ pub struct RigPower {
     pub escalated: bool,
     /// Its management API.
     pub management: Option<String>,
+    /// How it is known to be a machine (`listed`, `answered`, `unverified`).
+    pub identity: Option<Identity>,
+    /// Connections from another address that claimed its worker name.
+    pub identity_conflicts: u64,
+    /// The address of the last of them.
+    pub last_conflict: Option<SocketAddr>,
+}
+
+/// Counters of the registry's identity rules (metrics).
+#[derive(Debug, Default)]
+pub struct IdentityCounters {
+    /// Connections that claimed a known rig's worker name from another address.
+    pub conflicts: AtomicU64,
+    /// Workers counted in their address's overflow rig (`max_rigs_per_address`).
+    pub refused_per_address: AtomicU64,
+    /// Workers not counted because the inventory is full (`MAX_RIGS`).
+    pub refused_max_rigs: AtomicU64,
+    /// Unverified rigs forgotten after `forget_unverified_secs`.
+    pub forgotten_unverified: AtomicU64,
+    /// Rigs forgotten by an operator (`ctl forget`).
+    pub forgotten_operator: AtomicU64,
+}
+
+/// A copy of [`IdentityCounters`].
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct IdentityFigures {
+    /// See [`IdentityCounters::conflicts`].
+    pub identity_conflicts: u64,
+    /// See [`IdentityCounters::refused_per_address`].
+    pub refused_per_address: u64,
+    /// See [`IdentityCounters::refused_max_rigs`].
+    pub refused_max_rigs: u64,
+    /// See [`IdentityCounters::forgotten_unverified`].
+    pub forgotten_unverified: u64,
+    /// See [`IdentityCounters::forgotten_operator`].
+    pub forgotten_operator: u64,
+}
+
+impl IdentityCounters {
+    /// The counts now.
+    pub fn figures(&self) -> IdentityFigures {
+        IdentityFigures {
+            identity_conflicts: self.conflicts.load(Relaxed),
+            refused_per_address: self.refused_per_address.load(Relaxed),
+            refused_max_rigs: self.refused_max_rigs.load(Relaxed),
+            forgotten_unverified: self.forgotten_unverified.load(Relaxed),
+            forgotten_operator: self.forgotten_operator.load(Relaxed),
+        }
+    }
 }
 
 /// What operators see of power control.
@@ -71,6 +122,9 @@ pub struct PowerView {
     pub snapshot: PowerSnapshot,
     /// Each rig's power side.
     pub rigs: HashMap<RigId, RigPower>,
+    /// Which rig each connected miner counts as (a worker name is not always its rig: a
+    /// claim from another address, or an address's overflow).
+    pub conn_rigs: HashMap<crate::downstream::listener::ConnId, RigId>,
 }
 
 /// A request to the controller.
@@ -93,6 +147,12 @@ pub enum Request {
     View {
         reply: oneshot::Sender<Arc<PowerView>>,
     },
+    /// Remove a rig an operator knows is gone (refused while connected).
+    Forget {
+        rig: RigId,
+        operator: Operator,
+        reply: Reply,
+    },
 }
 
 /// How the rest of the proxy reaches the controller.
@@ -102,6 +162,7 @@ pub struct PowerHandle {
     view: watch::Receiver<Arc<PowerView>>,
     history: Arc<PowerHistory>,
     drain_to_confirmed: Arc<crate::telemetry::Histogram>,
+    identity: Arc<IdentityCounters>,
 }
 
 /// Why a request did not go through.
@@ -130,6 +191,25 @@ impl PowerHandle {
     /// Sleep commanded → rig confirmed asleep, so far (metrics).
     pub fn drain_to_confirmed(&self) -> crate::telemetry::HistogramSnapshot {
         self.drain_to_confirmed.snapshot()
+    }
+
+    /// Identity conflicts, refused and forgotten rigs so far (metrics, `ctl power`).
+    pub fn identity(&self) -> IdentityFigures {
+        self.identity.figures()
+    }
+
+    /// Removes a rig an operator knows is gone; refused while it is connected.
+    pub async fn forget(&self, rig: RigId, operator: Operator) -> Result<Vec<RigId>, PowerError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Forget {
+            rig,
+            operator,
+            reply,
+        })
+        .await?;
+        rx.await
+            .map_err(|_| PowerError::Stopped)?
+            .map_err(PowerError::Refused)
     }
 
     /// A view that reflects every request sent before.
@@ -231,6 +311,10 @@ pub fn start(
         .map(|d| d.join(persist::FILE_NAME));
     let restored = state_file.as_deref().and_then(controller::restore_state);
     let now = wall_now();
+    let (restored, restored_known) = match restored {
+        Some(file) => (Some(file.plan), file.registry),
+        None => (None, Vec::new()),
+    };
     let arbiter = match restored {
         Some(state) => {
             let rigs = state.rig_count();
@@ -255,7 +339,9 @@ pub fn start(
     let (view_tx, view) = watch::channel(Arc::new(PowerView {
         snapshot: arbiter.snapshot(),
         rigs: HashMap::new(),
+        conn_rigs: HashMap::new(),
     }));
+    let identity = Arc::new(IdentityCounters::default());
     info!(cap_kw = p.site_cap_kw, gpu = %gpu.describe(), "power control started");
     let controller = Controller {
         arbiter,
@@ -264,6 +350,10 @@ pub fn start(
             &config.rig,
             factory,
             Duration::from_secs_f64(p.status_poll_secs * 3.0),
+            IdentitySettings {
+                forget_unverified: Duration::from_secs_f64(p.forget_unverified_secs),
+                max_per_address: usize::try_from(p.max_rigs_per_address).unwrap_or(usize::MAX),
+            },
         ),
         manager,
         gpu: gpu.clone(),
@@ -285,6 +375,8 @@ pub fn start(
         polled_demand: true,
         sleep_commanded: HashMap::new(),
         drain_to_confirmed: drain_to_confirmed.clone(),
+        restored_known,
+        identity: identity.clone(),
     };
     tracker.spawn(controller::apply_budgets(
         gpu,
@@ -304,5 +396,6 @@ pub fn start(
         view,
         history,
         drain_to_confirmed,
+        identity,
     }))
 }

@@ -5,8 +5,27 @@
 use std::io::Write;
 use std::path::Path;
 
+use serde::{Deserialize, Serialize};
+
+use super::rigs::KnownRig;
+use crate::control::arbiter::PersistedState;
+
 /// The plan's file name inside the state directory.
 pub const FILE_NAME: &str = "power.json";
+/// The key under which the registry's [`KnownRig`]s sit beside the arbiter's plan.
+pub const REGISTRY_KEY: &str = "registry";
+
+/// What power.json holds: the arbiter's plan, and what the registry knows of each rig (absent
+/// in files written before identities were kept: every rig then proves itself again).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanFile {
+    /// The arbiter's plan.
+    #[serde(flatten)]
+    pub plan: PersistedState,
+    /// How each rig is known.
+    #[serde(default)]
+    pub registry: Vec<KnownRig>,
+}
 
 /// Replaces `path` with `bytes` atomically and durably.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -1,11 +1,28 @@
 //! The power controller's rig registry: which connected miners are which rigs, their group,
 //! how to reach their management API, and the best power figure for each.
 //!
+//! # Rigs are machines, not names
+//! A worker name is only a claim. A rig *holds budget* (counts at its nameplate or firmware
+//! reading, stays counted while disconnected) only once it is known ([`Identity`]): listed in
+//! `[[rig]]`, or its management API answered at an address its group allows. Until then it is
+//! unverified: it counts at its live estimate (hashrate × J/TH, never above its nameplate)
+//! while connected, and is forgotten `forget_unverified_secs` after its last connection
+//! closed. So a stranger who opens connections with made-up worker names adds the power its
+//! shares prove, and nothing once it leaves.
+//!
+//! Credentials go only where the configuration allows: a `[[rig]]` `management` address, or
+//! the rig's address + the group's API port when that address is inside the group's
+//! `addresses`. Each entry is bound to one address (`home`); once the rig is known, a Stratum
+//! connection from another address with the same worker name never moves it: it is an
+//! identity conflict (reported), and counts as an unverified rig of its own, `WORKER@ADDRESS`.
+//! An address holds at most `max_rigs_per_address` unverified rigs; further workers from it
+//! count together as `overflow@ADDRESS`. The registry holds at most [`MAX_RIGS`] rigs.
+//!
 //! Power figures, best first: what the firmware reported in its last status (if fresh), the
 //! live hashrate × the group's J/TH, the nameplate. Each figure says where it came from and
 //! how old it is, so `ctl rigs` can show it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ports::RigControl;
 use crate::config::{Rig as RigOverride, RigGroup};
-use crate::control::arbiter::{GroupId, RigId, RigInfo, Watts};
+use crate::control::arbiter::{GroupId, MAX_RIGS, RigId, RigInfo, Watts};
 use crate::downstream::listener::ConnId;
 use crate::upstream::manager::MinerReport;
 
@@ -24,6 +41,11 @@ pub const UNGROUPED: &str = "ungrouped";
 pub const ESTIMATE_MATURE: Duration = Duration::from_secs(120);
 /// Nameplate assumed for a rig of no group (an S19-class machine), W.
 pub const DEFAULT_RATED_W: f64 = 3250.0;
+/// Efficiency assumed for an unverified rig of a group that gives none (an S19-class
+/// machine, J/TH: errs high for newer models).
+pub const DEFAULT_J_PER_TH: f64 = 34.0;
+/// Prefix of the rig that counts an address's workers beyond `max_rigs_per_address`.
+pub const OVERFLOW_PREFIX: &str = "overflow@";
 
 /// Makes a rig's management API client from its group and address (`None`: the group has no
 /// firmware configured, or the kind is unknown).
@@ -42,9 +64,29 @@ pub enum PowerSource {
     Nameplate,
 }
 
+/// What makes a worker name a machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Identity {
+    /// Listed in `[[rig]]`: the operator vouches for it.
+    Listed,
+    /// Its management API answered at an address its group allows.
+    Answered,
+    /// Neither (yet): counts at its live estimate while connected, then is forgotten.
+    Unverified,
+}
+
+impl Identity {
+    /// Whether the rig holds budget (known to be a machine).
+    pub fn known(self) -> bool {
+        self != Identity::Unverified
+    }
+}
+
 /// One rig.
 pub struct RigEntry {
-    /// Its id (worker name).
+    /// Its id (worker name; `WORKER@ADDRESS` for a conflicting connection,
+    /// `overflow@ADDRESS` for an address's workers over the cap).
     pub id: RigId,
     /// Its group's index in the config (`None`: ungrouped).
     pub group: Option<usize>,
@@ -52,7 +94,11 @@ pub struct RigEntry {
     pub conns: Vec<ConnId>,
     /// Where it connects from (last seen).
     pub address: Option<SocketAddr>,
-    /// Its management API, if reachable.
+    /// The address this rig is bound to; fixed once it is known.
+    pub home: Option<IpAddr>,
+    /// How it is known to be a machine.
+    pub identity: Identity,
+    /// Its management API, if reachable (only at an address the configuration allows).
     pub control: Option<Arc<dyn RigControl>>,
     /// Live hashrate (H/s) over its connections.
     pub hashrate: f64,
@@ -62,8 +108,67 @@ pub struct RigEntry {
     pub firmware_power: Option<(f64, Instant)>,
     /// When the registry first saw it (a hashrate estimate needs time to mean anything).
     pub first_seen: Instant,
+    /// When its last connection closed (`None` while connected).
+    pub disconnected_since: Option<Instant>,
+    /// Connections from another address that claimed its worker name.
+    pub conflicts: u64,
+    /// The address of the last of them.
+    pub last_conflict: Option<SocketAddr>,
     /// What the arbiter was last told.
     pub announced: Option<RigInfo>,
+}
+
+/// What the registry keeps across a restart of one rig (the arbiter keeps its power state).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KnownRig {
+    /// Its id.
+    pub id: RigId,
+    /// How it is known.
+    pub identity: Identity,
+    /// The address it is bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home: Option<IpAddr>,
+    /// Identity conflicts so far.
+    #[serde(default)]
+    pub conflicts: u64,
+}
+
+/// Why a worker did not become a rig of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its address already holds `max_rigs_per_address` unverified rigs (it counts in the
+    /// address's overflow rig).
+    PerAddress,
+    /// The registry holds [`MAX_RIGS`] rigs (it is not counted at all).
+    MaxRigs,
+}
+
+impl Refusal {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::PerAddress => "per_address",
+            Refusal::MaxRigs => "max_rigs",
+        }
+    }
+}
+
+/// What one [`Registry::sync`] found that operators must hear of.
+#[derive(Debug, Default)]
+pub struct SyncReport {
+    /// New identity conflicts: (rig, the claiming connection's address, its connection).
+    pub conflicts: Vec<(RigId, SocketAddr, ConnId)>,
+    /// New refusals: (worker, address, why).
+    pub refused: Vec<(String, SocketAddr, Refusal)>,
+}
+
+/// The registry's identity rules.
+#[derive(Clone, Copy, Debug)]
+pub struct IdentitySettings {
+    /// An unverified rig is forgotten this long after its last connection closed.
+    pub forget_unverified: Duration,
+    /// Most unverified rigs per address.
+    pub max_per_address: usize,
 }
 
 /// The rigs, keyed by id.
@@ -73,6 +178,9 @@ pub struct Registry {
     factory: ControlFactory,
     /// A firmware power figure older than this is not used.
     fresh_for: Duration,
+    identity: IdentitySettings,
+    /// Connections already reported as conflicts or refusals (reported once each).
+    reported: HashSet<ConnId>,
     /// The rigs.
     pub rigs: HashMap<RigId, RigEntry>,
 }
@@ -84,6 +192,7 @@ impl Registry {
         overrides: &[RigOverride],
         factory: ControlFactory,
         fresh_for: Duration,
+        identity: IdentitySettings,
     ) -> Self {
         Registry {
             groups,
@@ -93,6 +202,8 @@ impl Registry {
                 .collect(),
             factory,
             fresh_for,
+            identity,
+            reported: HashSet::new(),
             rigs: HashMap::new(),
         }
     }
@@ -110,82 +221,281 @@ impl Registry {
     }
 
     /// Brings the registry up to date with the connected miners. Miners that have not
-    /// authorized yet are not rigs. Rigs whose miners left stay (they may still draw power).
-    pub fn sync(&mut self, miners: &[MinerReport]) {
+    /// authorized yet are not rigs. Known rigs whose miners left stay (they may still draw
+    /// power); unverified ones are forgotten later ([`Registry::expire`]).
+    pub fn sync(&mut self, miners: &[MinerReport], now: Instant) -> SyncReport {
+        let mut report = SyncReport::default();
+        let was_connected: HashSet<RigId> = self
+            .rigs
+            .values()
+            .filter(|r| !r.conns.is_empty())
+            .map(|r| r.id.clone())
+            .collect();
         for r in self.rigs.values_mut() {
             r.conns.clear();
             r.hashrate = 0.0;
         }
+        let mut live = HashSet::new();
         for m in miners {
             let Some(worker) = m.shared.worker() else {
                 continue;
             };
-            let id = RigId(worker.clone());
             let peer = m.shared.peer;
-            if !self.rigs.contains_key(&id) {
-                let group = self.group_of(&worker, peer.ip());
-                self.rigs.insert(
-                    id.clone(),
-                    RigEntry {
-                        id: id.clone(),
-                        group,
-                        conns: Vec::new(),
-                        address: None,
-                        control: None,
-                        hashrate: 0.0,
-                        last_share_unix_ms: 0,
-                        firmware_power: None,
-                        first_seen: Instant::now(),
-                        announced: None,
-                    },
-                );
-            }
-            let group = self.rigs.get(&id).and_then(|r| r.group);
-            let management = self.management_address(&worker, group, peer);
-            let needs_control = self
-                .rigs
-                .get(&id)
-                .is_some_and(|r| r.control.is_none() || r.address != Some(peer));
-            let control = if needs_control {
-                match (group.and_then(|g| self.groups.get(g)), management) {
-                    (Some(g), Some(addr)) => (self.factory)(g, addr),
-                    _ => None,
-                }
-            } else {
-                None
+            let conn = m.shared.id;
+            live.insert(conn);
+            let Some(id) = self.place(&worker, peer, conn, now, &was_connected, &mut report) else {
+                continue;
             };
             if let Some(r) = self.rigs.get_mut(&id) {
-                r.conns.push(m.shared.id);
-                r.hashrate += m.hashrate;
+                r.conns.push(conn);
+                r.hashrate += m.hashrate.max(0.0);
                 r.last_share_unix_ms = r.last_share_unix_ms.max(m.shared.last_share_unix_ms());
-                if needs_control {
-                    r.control = control;
-                }
                 r.address = Some(peer);
+            }
+        }
+        self.reported.retain(|c| live.contains(c));
+        for r in self.rigs.values_mut() {
+            if !r.conns.is_empty() {
+                r.disconnected_since = None;
+            } else if r.disconnected_since.is_none() {
+                r.disconnected_since = Some(now);
+            }
+        }
+        report
+    }
+
+    /// Which rig a connection of `worker` from `peer` counts as (`None`: refused).
+    fn place(
+        &mut self,
+        worker: &str,
+        peer: SocketAddr,
+        conn: ConnId,
+        now: Instant,
+        was_connected: &HashSet<RigId>,
+        report: &mut SyncReport,
+    ) -> Option<RigId> {
+        let ip = canonical(peer.ip());
+        let named = RigId(worker.to_owned());
+        let Some(entry) = self.rigs.get_mut(&named) else {
+            return self.create(named, worker, peer, conn, now, report);
+        };
+        match entry.home {
+            None => {
+                // Known by id only (restored, or listed): its first connection binds it.
+                entry.home = Some(ip);
+                self.bind_control(&named, ip);
+                Some(named)
+            }
+            Some(home) if home == ip => Some(named),
+            Some(_) if entry.identity.known() => {
+                entry.conflicts = entry.conflicts.saturating_add(1);
+                entry.last_conflict = Some(peer);
+                if self.reported.insert(conn) {
+                    report.conflicts.push((named, peer, conn));
+                }
+                self.alias(worker, peer, conn, now, report)
+            }
+            Some(_) => {
+                let busy = !entry.conns.is_empty() || was_connected.contains(&named);
+                if busy {
+                    // Two addresses claim one unproven name: neither is more right, both count.
+                    return self.alias(worker, peer, conn, now, report);
+                }
+                // Unproven and gone from its old address: the name moves with the miner, and
+                // nothing learned at the old address (API client, power reading) comes along.
+                entry.home = Some(ip);
+                entry.control = None;
+                entry.firmware_power = None;
+                entry.first_seen = now;
+                self.bind_control(&named, ip);
+                Some(named)
             }
         }
     }
 
-    /// Makes sure a rig known by id only (restored from disk, not connected) has an entry,
-    /// with its management API if the config gives its address.
-    pub fn ensure(&mut self, id: &RigId) {
-        if self.rigs.contains_key(id) {
+    /// The rig `WORKER@ADDRESS` for a connection that may not use the plain name.
+    fn alias(
+        &mut self,
+        worker: &str,
+        peer: SocketAddr,
+        conn: ConnId,
+        now: Instant,
+        report: &mut SyncReport,
+    ) -> Option<RigId> {
+        let id = RigId(format!("{worker}@{}", canonical(peer.ip())));
+        if self.rigs.contains_key(&id) {
+            return Some(id);
+        }
+        self.create(id, worker, peer, conn, now, report)
+    }
+
+    /// A new entry, within the caps.
+    fn create(
+        &mut self,
+        id: RigId,
+        worker: &str,
+        peer: SocketAddr,
+        conn: ConnId,
+        now: Instant,
+        report: &mut SyncReport,
+    ) -> Option<RigId> {
+        let ip = canonical(peer.ip());
+        let listed = self.overrides.contains_key(&id.0);
+        let mut refuse = |report: &mut SyncReport, why| {
+            if self.reported.insert(conn) {
+                report.refused.push((worker.to_owned(), peer, why));
+            }
+        };
+        if self.rigs.len() >= MAX_RIGS {
+            refuse(report, Refusal::MaxRigs);
+            return None;
+        }
+        let mut id = id;
+        if !listed {
+            let unverified_here = self
+                .rigs
+                .values()
+                .filter(|r| {
+                    r.identity == Identity::Unverified
+                        && r.home == Some(ip)
+                        && !r.id.0.starts_with(OVERFLOW_PREFIX)
+                })
+                .count();
+            if unverified_here >= self.identity.max_per_address {
+                refuse(report, Refusal::PerAddress);
+                id = RigId(format!("{OVERFLOW_PREFIX}{ip}"));
+                if self.rigs.contains_key(&id) {
+                    return Some(id);
+                }
+            }
+        }
+        let group = self.group_of(worker, ip);
+        self.rigs.insert(
+            id.clone(),
+            RigEntry {
+                id: id.clone(),
+                group,
+                conns: Vec::new(),
+                address: None,
+                home: Some(ip),
+                identity: if listed {
+                    Identity::Listed
+                } else {
+                    Identity::Unverified
+                },
+                control: None,
+                hashrate: 0.0,
+                last_share_unix_ms: 0,
+                firmware_power: None,
+                first_seen: now,
+                disconnected_since: None,
+                conflicts: 0,
+                last_conflict: None,
+                announced: None,
+            },
+        );
+        self.bind_control(&id, ip);
+        Some(id)
+    }
+
+    /// Gives a rig its management API client, if the configuration allows one for it at `ip`.
+    fn bind_control(&mut self, id: &RigId, ip: IpAddr) {
+        let Some(entry) = self.rigs.get(id) else {
+            return;
+        };
+        if entry.control.is_some() || id.0.starts_with(OVERFLOW_PREFIX) {
             return;
         }
-        let group = match self.overrides.get(&id.0).and_then(|o| o.group.as_ref()) {
-            Some(name) => self.groups.iter().position(|g| &g.name == name),
-            None => self.groups.iter().position(|g| {
-                g.workers
-                    .iter()
-                    .any(|p| crate::config::glob_match(p, &id.0))
-            }),
-        };
+        let group = entry.group;
         let control = match (
             group.and_then(|g| self.groups.get(g)),
-            self.overrides.get(&id.0).and_then(|o| o.management),
+            self.management_address(&id.0, group, ip),
         ) {
             (Some(g), Some(addr)) => (self.factory)(g, addr),
             _ => None,
+        };
+        if let Some(e) = self.rigs.get_mut(id) {
+            e.control = control;
+        }
+    }
+
+    /// A rig's management API answered: it is a machine.
+    pub fn answered(&mut self, id: &RigId) -> bool {
+        match self.rigs.get_mut(id) {
+            Some(e) if e.identity == Identity::Unverified && e.control.is_some() => {
+                e.identity = Identity::Answered;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Unverified rigs whose last connection closed `forget_unverified` ago or more: removed
+    /// from the registry and returned (the caller removes them from the arbiter).
+    pub fn expire(&mut self, now: Instant) -> Vec<(RigId, Duration)> {
+        let after = self.identity.forget_unverified;
+        let gone: Vec<(RigId, Duration)> = self
+            .rigs
+            .values()
+            .filter(|r| r.identity == Identity::Unverified && r.conns.is_empty())
+            .filter_map(|r| {
+                let away = now.saturating_duration_since(r.disconnected_since?);
+                (away >= after).then(|| (r.id.clone(), away))
+            })
+            .collect();
+        for (id, _) in &gone {
+            self.rigs.remove(id);
+        }
+        gone
+    }
+
+    /// Removes a rig an operator knows is gone. Refused while it is connected.
+    pub fn forget(&mut self, id: &RigId) -> Result<(), String> {
+        if let Some(e) = self.rigs.get(id) {
+            if !e.conns.is_empty() {
+                return Err(format!(
+                    "rig {:?} is connected ({} connection(s) from {}): stop it or kick it first",
+                    id.0,
+                    e.conns.len(),
+                    e.address.map_or_else(|| "?".to_owned(), |a| a.to_string())
+                ));
+            }
+        }
+        self.rigs.remove(id);
+        Ok(())
+    }
+
+    /// Makes sure a rig known by id only (restored from disk, not connected) has an entry,
+    /// with its management API if the config allows one at its known address.
+    pub fn ensure(&mut self, id: &RigId, known: Option<&KnownRig>, now: Instant) {
+        if self.rigs.contains_key(id) {
+            return;
+        }
+        let listed = self.overrides.contains_key(&id.0);
+        let home = known.and_then(|k| k.home).map(canonical);
+        let worker =
+            id.0.split_once('@')
+                .map_or(id.0.as_str(), |(w, _)| w)
+                .to_owned();
+        let group = match (
+            self.overrides.get(&id.0).and_then(|o| o.group.as_ref()),
+            home,
+        ) {
+            (Some(name), _) => self.groups.iter().position(|g| &g.name == name),
+            (None, Some(ip)) => self.group_of(&worker, ip),
+            (None, None) => self.groups.iter().position(|g| {
+                g.addresses.is_empty()
+                    && g.workers
+                        .iter()
+                        .any(|p| crate::config::glob_match(p, &worker))
+            }),
+        };
+        let identity = match (listed, known.map(|k| k.identity)) {
+            (true, _) => Identity::Listed,
+            (false, Some(Identity::Answered)) => Identity::Answered,
+            // A rig the previous run could not tell from a name (or a state file from before
+            // identities were kept) proves itself again.
+            _ => Identity::Unverified,
         };
         self.rigs.insert(
             id.clone(),
@@ -194,46 +504,114 @@ impl Registry {
                 group,
                 conns: Vec::new(),
                 address: None,
-                control,
+                home,
+                identity,
+                control: None,
                 hashrate: 0.0,
                 last_share_unix_ms: 0,
                 firmware_power: None,
-                first_seen: Instant::now(),
+                first_seen: now,
+                disconnected_since: Some(now),
+                conflicts: known.map_or(0, |k| k.conflicts),
+                last_conflict: None,
                 announced: None,
             },
         );
+        match home {
+            Some(ip) => self.bind_control(id, ip),
+            None => {
+                // Without a known address only a `[[rig]]` management address can be used.
+                let control = match (
+                    group.and_then(|g| self.groups.get(g)),
+                    self.overrides.get(&id.0).and_then(|o| o.management),
+                ) {
+                    (Some(g), Some(addr)) => (self.factory)(g, addr),
+                    _ => None,
+                };
+                if let Some(e) = self.rigs.get_mut(id) {
+                    e.control = control;
+                }
+            }
+        }
     }
 
-    /// A rig's management API address: its override, else its Stratum address with the
-    /// group's API port.
-    fn management_address(
-        &self,
-        worker: &str,
-        group: Option<usize>,
-        peer: SocketAddr,
-    ) -> Option<SocketAddr> {
-        if let Some(addr) = self.overrides.get(worker).and_then(|o| o.management) {
+    /// What to keep across a restart.
+    pub fn known(&self) -> Vec<KnownRig> {
+        let mut out: Vec<KnownRig> = self
+            .rigs
+            .values()
+            .map(|r| KnownRig {
+                id: r.id.clone(),
+                identity: r.identity,
+                home: r.home,
+                conflicts: r.conflicts,
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// A rig's management API address: its `[[rig]]` override, else its address with the
+    /// group's API port, only when the group's address ranges include it (credentials never
+    /// go to an address a Stratum peer chose).
+    fn management_address(&self, id: &str, group: Option<usize>, ip: IpAddr) -> Option<SocketAddr> {
+        if let Some(addr) = self.overrides.get(id).and_then(|o| o.management) {
             return Some(addr);
         }
         let g = group.and_then(|g| self.groups.get(g))?;
+        if !g.allows_address(ip) {
+            return None;
+        }
         let port = g.api_port.or(g.firmware.map(|k| k.default_port()))?;
-        Some(SocketAddr::new(peer.ip(), port))
+        Some(SocketAddr::new(ip, port))
+    }
+
+    fn rated_w(&self, rig: &RigEntry) -> f64 {
+        let group = rig.group.and_then(|g| self.groups.get(g));
+        self.overrides
+            .get(&rig.id.0)
+            .and_then(|o| o.rated_w)
+            .or(group.map(|g| g.rated_w))
+            .unwrap_or(DEFAULT_RATED_W)
     }
 
     /// The best power figure for a rig, and its source and age. The arbiter counts exactly
-    /// this figure, so when in doubt it errs high: a fresh firmware reading if there is one;
-    /// else, for a rig whose management API will report soon, the nameplate; else hashrate ×
-    /// J/TH once the hashrate estimate has had [`ESTIMATE_MATURE`] to settle (a young
-    /// estimate of a few shares can be off by orders of magnitude, and a low figure would let
-    /// the GPU grant grow into power the rig is still drawing); else the nameplate.
+    /// this figure.
+    ///
+    /// An unverified rig counts at its live estimate, hashrate × J/TH (the group's, else
+    /// [`DEFAULT_J_PER_TH`]), never above its nameplate (times its connections, for an
+    /// overflow rig): what its shares prove, and nothing a name alone can claim.
+    ///
+    /// A known rig errs high: a fresh firmware reading if there is one; else, for a rig whose
+    /// management API will report soon, the nameplate; else hashrate × J/TH once the hashrate
+    /// estimate has had [`ESTIMATE_MATURE`] to settle (a young estimate of a few shares can be
+    /// off by orders of magnitude, and a low figure would let the GPU grant grow into power
+    /// the rig is still drawing); else the nameplate.
     pub fn power(&self, rig: &RigEntry, now: Instant) -> (f64, PowerSource, Option<Duration>) {
+        let group = rig.group.and_then(|g| self.groups.get(g));
+        let rated = self.rated_w(rig);
+        if rig.identity == Identity::Unverified {
+            if let Some((w, at)) = rig.firmware_power {
+                let age = now.saturating_duration_since(at);
+                if age <= self.fresh_for && w > 0.0 {
+                    return (w.min(rated), PowerSource::Firmware, Some(age));
+                }
+            }
+            let j = group.and_then(|g| g.j_per_th).unwrap_or(DEFAULT_J_PER_TH);
+            let units = if rig.id.0.starts_with(OVERFLOW_PREFIX) {
+                rig.conns.len().max(1) as f64
+            } else {
+                1.0
+            };
+            let w = (rig.hashrate / 1e12 * j).clamp(0.0, rated * units);
+            return (w, PowerSource::Efficiency, Some(Duration::ZERO));
+        }
         if let Some((w, at)) = rig.firmware_power {
             let age = now.saturating_duration_since(at);
             if age <= self.fresh_for && w > 0.0 {
                 return (w, PowerSource::Firmware, Some(age));
             }
         }
-        let group = rig.group.and_then(|g| self.groups.get(g));
         let mature = now.saturating_duration_since(rig.first_seen) >= ESTIMATE_MATURE;
         if let (Some(j), None, true) = (group.and_then(|g| g.j_per_th), &rig.control, mature) {
             if rig.hashrate > 0.0 {
@@ -244,12 +622,6 @@ impl Registry {
                 );
             }
         }
-        let rated = self
-            .overrides
-            .get(&rig.id.0)
-            .and_then(|o| o.rated_w)
-            .or(group.map(|g| g.rated_w))
-            .unwrap_or(DEFAULT_RATED_W);
         (rated, PowerSource::Nameplate, None)
     }
 
@@ -267,6 +639,14 @@ impl Registry {
     }
 }
 
+/// IPv4-mapped IPv6 addresses as IPv4, so one machine has one address.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
 /// Whether a figure moved enough to tell the arbiter again (5%): estimates jitter, and each
 /// update replans.
 pub fn changed_enough(old: &RigInfo, new: &RigInfo) -> bool {
@@ -280,6 +660,7 @@ pub fn changed_enough(old: &RigInfo, new: &RigInfo) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::downstream::registry::MinerShared;
 
     fn group(firmware: bool) -> RigGroup {
         RigGroup {
@@ -303,11 +684,16 @@ mod tests {
             group: Some(0),
             conns: Vec::new(),
             address: None,
+            home: None,
+            identity: Identity::Listed,
             control,
             hashrate: 50e12,
             last_share_unix_ms: 0,
             firmware_power: None,
             first_seen: seen,
+            disconnected_since: None,
+            conflicts: 0,
+            last_conflict: None,
             announced: None,
         }
     }
@@ -331,6 +717,40 @@ mod tests {
         }
     }
 
+    const IDENTITY: IdentitySettings = IdentitySettings {
+        forget_unverified: Duration::from_secs(120),
+        max_per_address: 4,
+    };
+
+    fn registry(groups: Vec<RigGroup>, overrides: &[RigOverride]) -> Registry {
+        // Records every address the registry would send credentials to.
+        Registry::new(
+            groups,
+            overrides,
+            Arc::new(|_, _| Some(Arc::new(Silent) as Arc<dyn RigControl>)),
+            Duration::from_secs(90),
+            IDENTITY,
+        )
+    }
+
+    fn miner(conn: u64, worker: &str, peer: &str, hashrate: f64) -> MinerReport {
+        let shared = MinerShared::new(conn, peer.parse().unwrap());
+        shared.set_worker(worker);
+        MinerReport {
+            shared: Arc::new(shared),
+            pool: 0,
+            hashrate,
+        }
+    }
+
+    fn hall() -> RigGroup {
+        RigGroup {
+            addresses: vec!["10.0.1.0/24".into()],
+            workers: vec!["farm.*".into()],
+            ..group(true)
+        }
+    }
+
     #[test]
     fn power_estimates_err_high_until_they_can_be_trusted() {
         let now = Instant::now();
@@ -340,6 +760,7 @@ mod tests {
             &[],
             Arc::new(|_, _| None),
             Duration::from_secs(90),
+            IDENTITY,
         );
         // A young hashrate estimate is not trusted: nameplate.
         assert_eq!(no_api.power(&rig(now, None), now).1, PowerSource::Nameplate);
@@ -352,6 +773,7 @@ mod tests {
             &[],
             Arc::new(|_, _| None),
             Duration::from_secs(90),
+            IDENTITY,
         );
         let mut r = rig(old, Some(Arc::new(Silent)));
         assert_eq!(api.power(&r, now).1, PowerSource::Nameplate);
@@ -363,5 +785,167 @@ mod tests {
         // A stale reading is not used.
         r.firmware_power = Some((3010.0, now - Duration::from_secs(91)));
         assert_eq!(api.power(&r, now).1, PowerSource::Nameplate);
+    }
+
+    #[test]
+    fn unverified_workers_count_what_their_shares_prove_and_expire() {
+        let now = Instant::now();
+        let mut reg = registry(vec![hall()], &[]);
+        // A made-up name that never submits: 0 W, not the nameplate.
+        reg.sync(&[miner(1, "ghost-1a2b3c4d", "10.9.9.9:4000", 0.0)], now);
+        let ghost = &reg.rigs[&RigId("ghost-1a2b3c4d".into())];
+        assert_eq!(ghost.identity, Identity::Unverified);
+        assert!(ghost.control.is_none(), "no group allows its address");
+        assert_eq!(reg.power(ghost, now).0, 0.0);
+        // 100 TH/s × 34 J/TH, capped at the nameplate.
+        reg.sync(&[miner(1, "ghost-1a2b3c4d", "10.9.9.9:4000", 100e12)], now);
+        let ghost = &reg.rigs[&RigId("ghost-1a2b3c4d".into())];
+        assert_eq!(reg.power(ghost, now).0, 3250.0);
+        reg.sync(&[miner(1, "ghost-1a2b3c4d", "10.9.9.9:4000", 50e12)], now);
+        let ghost = &reg.rigs[&RigId("ghost-1a2b3c4d".into())];
+        assert_eq!(reg.power(ghost, now).0.round(), 1700.0);
+        // Gone: kept for forget_unverified, then forgotten.
+        reg.sync(&[], now);
+        assert!(reg.expire(now + Duration::from_secs(119)).is_empty());
+        let gone = reg.expire(now + Duration::from_secs(120));
+        assert_eq!(gone.len(), 1);
+        assert!(reg.rigs.is_empty());
+    }
+
+    #[test]
+    fn credentials_go_only_where_the_config_allows() {
+        let now = Instant::now();
+        let listed = RigOverride {
+            worker: "farm.nat".into(),
+            group: Some("g".into()),
+            management: Some("10.0.9.17:14028".parse().unwrap()),
+            rated_w: None,
+        };
+        let mut reg = registry(vec![hall()], &[listed]);
+        reg.sync(
+            &[
+                // Inside the group's range: its API is asked at its address.
+                miner(1, "farm.a", "10.0.1.5:4000", 0.0),
+                // The right name from outside the range: not the group, no API, no credentials.
+                miner(2, "farm.b", "192.0.2.7:4000", 0.0),
+                // Listed: its configured management address.
+                miner(3, "farm.nat", "10.0.1.17:4000", 0.0),
+            ],
+            now,
+        );
+        let a = &reg.rigs[&RigId("farm.a".into())];
+        assert!(a.control.is_some());
+        assert_eq!(a.identity, Identity::Unverified);
+        let b = &reg.rigs[&RigId("farm.b".into())];
+        assert!(b.control.is_none() && b.group.is_none());
+        assert_eq!(
+            reg.rigs[&RigId("farm.nat".into())].identity,
+            Identity::Listed
+        );
+        // Its API answers: it holds budget now, at its nameplate until it reports power.
+        assert!(reg.answered(&RigId("farm.a".into())));
+        let a = &reg.rigs[&RigId("farm.a".into())];
+        assert_eq!(a.identity, Identity::Answered);
+        assert_eq!(reg.power(a, now), (3250.0, PowerSource::Nameplate, None));
+        // A rig without an API client cannot be verified by an answer.
+        assert!(!reg.answered(&RigId("farm.b".into())));
+        // Known rigs are not forgotten when they leave.
+        reg.sync(&[], now);
+        let gone: Vec<_> = reg
+            .expire(now + Duration::from_secs(3600))
+            .into_iter()
+            .map(|(id, _)| id.0)
+            .collect();
+        assert_eq!(gone, vec!["farm.b".to_owned()]);
+    }
+
+    #[test]
+    fn a_known_rig_is_not_moved_by_a_stratum_peer() {
+        let now = Instant::now();
+        let mut reg = registry(vec![hall()], &[]);
+        reg.sync(&[miner(1, "farm.a", "10.0.1.5:4000", 0.0)], now);
+        assert!(reg.answered(&RigId("farm.a".into())));
+        // The same name from another address, while the rig is connected and after it left.
+        let report = reg.sync(
+            &[
+                miner(1, "farm.a", "10.0.1.5:4000", 0.0),
+                miner(2, "farm.a", "10.0.1.66:4000", 10e12),
+            ],
+            now,
+        );
+        assert_eq!(report.conflicts.len(), 1);
+        assert_eq!(report.conflicts[0].0, RigId("farm.a".into()));
+        let report = reg.sync(&[miner(2, "farm.a", "10.0.1.66:4000", 10e12)], now);
+        assert!(
+            report.conflicts.is_empty(),
+            "each connection is reported once"
+        );
+        let a = &reg.rigs[&RigId("farm.a".into())];
+        assert_eq!(a.home, Some("10.0.1.5".parse().unwrap()));
+        assert!(a.conns.is_empty());
+        assert_eq!(a.conflicts, 2);
+        assert_eq!(a.last_conflict, Some("10.0.1.66:4000".parse().unwrap()));
+        // The claimant counts on its own, unverified, at what its shares prove.
+        let alias = &reg.rigs[&RigId("farm.a@10.0.1.66".into())];
+        assert_eq!(alias.identity, Identity::Unverified);
+        assert_eq!(alias.conns, vec![2]);
+        assert_eq!(reg.power(alias, now).0.round(), 340.0);
+        // An unproven name moves with its miner once the old address is gone.
+        reg.sync(&[miner(3, "farm.c", "10.0.1.7:4000", 0.0)], now);
+        reg.sync(&[], now);
+        reg.sync(&[miner(4, "farm.c", "10.0.1.8:4000", 0.0)], now);
+        assert_eq!(
+            reg.rigs[&RigId("farm.c".into())].home,
+            Some("10.0.1.8".parse().unwrap())
+        );
+        assert!(!reg.rigs.contains_key(&RigId("farm.c@10.0.1.8".into())));
+    }
+
+    #[test]
+    fn an_address_holds_a_few_unverified_rigs_and_the_rest_count_together() {
+        let now = Instant::now();
+        let mut reg = registry(vec![hall()], &[]);
+        let miners: Vec<MinerReport> = (0..20)
+            .map(|i| miner(i, &format!("ghost-{i}"), "10.9.9.9:4000", 1e12))
+            .collect();
+        let report = reg.sync(&miners, now);
+        assert_eq!(report.refused.len(), 16);
+        assert!(report.refused.iter().all(|r| r.2 == Refusal::PerAddress));
+        assert_eq!(reg.rigs.len(), 5, "4 rigs and the overflow rig");
+        let overflow = &reg.rigs[&RigId("overflow@10.9.9.9".into())];
+        assert_eq!(overflow.conns.len(), 16);
+        assert_eq!(reg.power(overflow, now).0.round(), 16.0 * 34.0);
+        // Reported once per connection.
+        assert!(reg.sync(&miners, now).refused.is_empty());
+    }
+
+    #[test]
+    fn forget_is_refused_while_connected() {
+        let now = Instant::now();
+        let mut reg = registry(vec![hall()], &[]);
+        reg.sync(&[miner(1, "farm.a", "10.0.1.5:4000", 0.0)], now);
+        let id = RigId("farm.a".into());
+        assert!(reg.forget(&id).unwrap_err().contains("connected"));
+        reg.sync(&[], now);
+        reg.forget(&id).unwrap();
+        assert!(reg.rigs.is_empty());
+    }
+
+    #[test]
+    fn identities_survive_a_restart() {
+        let now = Instant::now();
+        let mut reg = registry(vec![hall()], &[]);
+        reg.sync(&[miner(1, "farm.a", "10.0.1.5:4000", 0.0)], now);
+        reg.answered(&RigId("farm.a".into()));
+        let known = reg.known();
+        let mut after = registry(vec![hall()], &[]);
+        after.ensure(&RigId("farm.a".into()), known.first(), now);
+        let a = &after.rigs[&RigId("farm.a".into())];
+        assert_eq!(a.identity, Identity::Answered);
+        assert!(a.control.is_some(), "its API at its known address");
+        // Not forgotten while away; still bound to its address.
+        assert!(after.expire(now + Duration::from_secs(3600)).is_empty());
+        let report = after.sync(&[miner(9, "farm.a", "10.0.1.99:4000", 0.0)], now);
+        assert_eq!(report.conflicts.len(), 1);
     }
 }

@@ -140,6 +140,14 @@ specs! {
         "Rigs drained by an operator (pinned), in any state.";
     POWER_RIGS_ESCALATED: "hashshift_power_rigs_escalated", Gauge, [],
         "Rigs whose last command went unconfirmed past its deadline.";
+    POWER_RIGS_UNVERIFIED: "hashshift_power_rigs_unverified", Gauge, [],
+        "Rigs counted at their live estimate until their management API answers (not in [[rig]]).";
+    RIG_IDENTITY_CONFLICTS: "hashshift_rig_identity_conflicts_total", Counter, [],
+        "Connections that used a known rig's worker name from another address.";
+    POWER_RIGS_REFUSED: "hashshift_power_rigs_refused_total", Counter, ["reason"],
+        "Workers not made rigs of their own: per_address (counted in the address's overflow rig) or max_rigs (not counted).";
+    POWER_RIGS_FORGOTTEN: "hashshift_power_rigs_forgotten_total", Counter, ["reason"],
+        "Rigs removed from the inventory: unverified (gone for forget_unverified_secs) or operator (ctl forget).";
     DRAIN_TO_CONFIRMED: "hashshift_power_drain_to_confirmed_seconds", Histogram, [],
         "Sleep commanded until the rig is confirmed asleep (firmware state, then no shares).";
 }

@@ -131,6 +131,23 @@ impl SampleSource for LiveSource {
             .power
             .as_ref()
             .map(|h| (h.view().snapshot.clone(), h.drain_to_confirmed()));
+        let identity = self.power.as_ref().map(|h| {
+            let f = h.identity();
+            let unverified = h
+                .view()
+                .rigs
+                .values()
+                .filter(|r| r.identity == Some(crate::control::power::rigs::Identity::Unverified))
+                .count() as u64;
+            super::IdentitySample {
+                unverified,
+                conflicts: f.identity_conflicts,
+                refused_per_address: f.refused_per_address,
+                refused_max_rigs: f.refused_max_rigs,
+                forgotten_unverified: f.forgotten_unverified,
+                forgotten_operator: f.forgotten_operator,
+            }
+        });
         Sample {
             pools,
             downstream: vec![
@@ -140,6 +157,7 @@ impl SampleSource for LiveSource {
             groups: self.names.clone(),
             workers: workers.into_values().collect(),
             power,
+            identity,
         }
     }
 }

@@ -94,6 +94,25 @@ pub struct Sample {
     pub workers: Vec<WorkerSample>,
     /// The power picture and the drain-to-confirmed histogram, when `[power]` is on.
     pub power: Option<(PowerSnapshot, HistogramSnapshot)>,
+    /// The rig registry's identity figures, when `[power]` is on.
+    pub identity: Option<IdentitySample>,
+}
+
+/// The rig registry's identity figures.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IdentitySample {
+    /// Rigs not (yet) known to be machines.
+    pub unverified: u64,
+    /// Identity conflicts so far.
+    pub conflicts: u64,
+    /// Workers put in an overflow rig (`max_rigs_per_address`).
+    pub refused_per_address: u64,
+    /// Workers not counted (`MAX_RIGS`).
+    pub refused_max_rigs: u64,
+    /// Unverified rigs forgotten.
+    pub forgotten_unverified: u64,
+    /// Rigs forgotten by operators.
+    pub forgotten_operator: u64,
 }
 
 /// Produces a [`Sample`] at each scrape.
@@ -195,6 +214,9 @@ pub fn families(sample: Sample, top_workers: usize) -> Vec<MetricFamily> {
     out.extend(worker_families(&sample, top_workers));
     if let Some((power, drain)) = &sample.power {
         out.extend(power_families(power, drain));
+    }
+    if let Some(i) = &sample.identity {
+        out.extend(identity_families(i));
     }
     out.into_iter().map(Family::finish).collect()
 }
@@ -300,6 +322,21 @@ fn power_families(p: &PowerSnapshot, drain: &HistogramSnapshot) -> Vec<Family> {
     d.add_histogram(&[], drain);
     out.push(d);
     out
+}
+
+fn identity_families(i: &IdentitySample) -> Vec<Family> {
+    use catalogue::*;
+    let mut unverified = Family::new(&POWER_RIGS_UNVERIFIED);
+    unverified.add(&[], i.unverified as f64);
+    let mut conflicts = Family::new(&RIG_IDENTITY_CONFLICTS);
+    conflicts.add(&[], i.conflicts as f64);
+    let mut refused = Family::new(&POWER_RIGS_REFUSED);
+    refused.add(&["per_address"], i.refused_per_address as f64);
+    refused.add(&["max_rigs"], i.refused_max_rigs as f64);
+    let mut forgotten = Family::new(&POWER_RIGS_FORGOTTEN);
+    forgotten.add(&["unverified"], i.forgotten_unverified as f64);
+    forgotten.add(&["operator"], i.forgotten_operator as f64);
+    vec![unverified, conflicts, refused, forgotten]
 }
 
 /// The collector a registry calls at each scrape.

@@ -82,6 +82,12 @@ fn sample(workers: usize) -> Sample {
             })
             .collect(),
         power: Some((power(), HistogramSnapshot::empty(DRAIN_BUCKETS))),
+        identity: Some(super::IdentitySample {
+            unverified: 2,
+            conflicts: 3,
+            refused_per_address: 16,
+            ..Default::default()
+        }),
     }
 }
 
@@ -137,6 +143,9 @@ fn a_hundred_thousand_workers_stay_within_a_fixed_number_of_series() {
     );
     assert!(text.contains(r#"hashshift_workers{group="s19"} 33334"#));
     assert!(text.contains(r#"hashshift_power_rigs{state="draining"} 3"#));
+    assert!(text.contains("hashshift_rig_identity_conflicts_total 3"));
+    assert!(text.contains(r#"hashshift_power_rigs_refused_total{reason="per_address"} 16"#));
+    assert!(text.contains("hashshift_power_rigs_unverified 2"));
     assert!(text.contains("hashshift_power_available_watts 80000"));
     eprintln!(
         "100k workers: {} series, {} bytes, rendered in {took:?}",
@@ -149,6 +158,7 @@ fn a_hundred_thousand_workers_stay_within_a_fixed_number_of_series() {
 fn without_power_the_power_families_are_absent() {
     let mut s = sample(10);
     s.power = None;
+    s.identity = None;
     let text =
         render(&registry(std::sync::Arc::new(Fixed(s)), 5).expect("registry")).expect("render");
     assert!(!text.contains("hashshift_power_"));

@@ -191,6 +191,14 @@
         td.appendChild(el('span', 'badge s-' + (STATES.includes(r.state) ? r.state : 'none'), r.state || '–'));
         if (r.pinned) td.appendChild(el('span', 'pin', 'pinned')).title = r.pinned;
         if (r.escalated) td.appendChild(el('span', 'esc', '!')).title = 'last command unconfirmed';
+        if (r.identity === 'unverified') {
+          td.appendChild(el('span', 'unv', 'unverified')).title =
+            'management API has not answered: counted at its live estimate, forgotten after it leaves';
+        }
+        if (r.identity_conflicts > 0) {
+          td.appendChild(el('span', 'conflict', 'conflict ×' + r.identity_conflicts)).title =
+            'its worker name was used from ' + (r.last_conflict || 'another address');
+        }
       } else {
         td.textContent = c.text ? c.text(r) : c.val(r);
       }
