@@ -44,6 +44,14 @@ pub struct Proxy {
     upstream: TaskTracker,
 }
 
+/// What `hashshift run` may ask for beyond the config file.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StartOptions {
+    /// Move an existing power plan aside (`power.json.bad-<unix>`) and start with every rig
+    /// unknown (`--reset-power-state`); otherwise a plan that cannot be used stops the start.
+    pub reset_power_state: bool,
+}
+
 impl Proxy {
     /// Binds the listeners and starts everything. SV2 listeners load their authority key
     /// file here; an unreadable or invalid one fails the start (as an `io::Error`).
@@ -55,6 +63,15 @@ impl Proxy {
     pub async fn start_with(
         config: &Config,
         manager_settings: ManagerSettings,
+    ) -> std::io::Result<Proxy> {
+        Self::start_with_options(config, manager_settings, StartOptions::default()).await
+    }
+
+    /// Like [`Proxy::start_with`] with the command line's options.
+    pub async fn start_with_options(
+        config: &Config,
+        manager_settings: ManagerSettings,
+        options: StartOptions,
     ) -> std::io::Result<Proxy> {
         let upstream_stop = CancellationToken::new();
         let upstream = TaskTracker::new();
@@ -170,6 +187,7 @@ impl Proxy {
                     gpu,
                     admin_stop.clone(),
                     &admin,
+                    options.reset_power_state,
                 )
                 .map_err(|e| std::io::Error::other(format!("[power]: {e}")))?;
                 let plane = ControlPlane::new(manager.clone(), audit, power);
