@@ -74,6 +74,9 @@ impl Proxy {
         options: StartOptions,
     ) -> std::io::Result<Proxy> {
         let upstream_stop = CancellationToken::new();
+        // A start that fails half way (a bad power plan, a port in use) stops what it already
+        // started: dropped guards cancel their tokens; a successful start disarms them.
+        let upstream_guard = upstream_stop.clone().drop_guard();
         let upstream = TaskTracker::new();
         let manager = PoolManager::start(
             config,
@@ -103,6 +106,8 @@ impl Proxy {
         });
         let accept_stop = CancellationToken::new();
         let sessions_stop = CancellationToken::new();
+        let accept_guard = accept_stop.clone().drop_guard();
+        let sessions_guard = sessions_stop.clone().drop_guard();
         let sessions = TaskTracker::new();
         let mut listeners = Vec::new();
         for d in &config.downstream {
@@ -168,6 +173,7 @@ impl Proxy {
             }
         }
         let admin_stop = CancellationToken::new();
+        let admin_guard = admin_stop.clone().drop_guard();
         let admin = TaskTracker::new();
         let control = match &config.admin {
             None => None,
@@ -222,6 +228,9 @@ impl Proxy {
                 crate::telemetry::metrics::server::MetricsServer::bind(m.listen, registry).await?;
             metrics = Some(server.local_addr()?);
             admin.spawn(server.serve(admin_stop.clone()));
+        }
+        for guard in [upstream_guard, accept_guard, sessions_guard, admin_guard] {
+            guard.disarm();
         }
         Ok(Proxy {
             listeners,

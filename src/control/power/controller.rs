@@ -120,6 +120,12 @@ impl Controller {
             self.persist(false);
             self.publish(answered);
         }
+        // Requests already answered "accepted" (a curtailment, a drain) are applied and
+        // persisted, not lost to the race between shutdown and the queue.
+        requests.close();
+        while let Ok(r) = requests.try_recv() {
+            self.on_request(r);
+        }
         self.carry_out();
         self.persist(true);
     }
@@ -601,12 +607,12 @@ pub(super) type Reply = oneshot::Sender<Result<Vec<RigId>, String>>;
 pub(super) fn restore_state(
     path: &std::path::Path,
 ) -> Result<Option<crate::control::arbiter::PersistedState>, String> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("cannot read it: {e}")),
     };
-    serde_json::from_str(&text)
+    serde_json::from_slice(&bytes)
         .map(Some)
         .map_err(|e| format!("cannot parse it: {e}"))
 }
