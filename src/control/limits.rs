@@ -15,7 +15,7 @@
 //! | rig ids, group names, `by` | ≤ [`MAX_NAME_BYTES`] bytes, no control characters |
 //! | reasons | ≤ [`MAX_REASON_BYTES`] bytes, no control characters but tab |
 //! | `events` limit | capped at [`MAX_EVENTS`] |
-//! | firmware power reading | finite, > 0, ≤ [`MAX_RIG_POWER_W`] |
+//! | firmware power reading | finite, > 0, ≤ [`MAX_RIG_POWER_W`]; mining: ≥ 10 W and ≥ 10% of nameplate |
 //! | config deadlines / polls | finite, > 0 (or ≥ 0), ≤ [`MAX_DEADLINE_SECS`] / [`MAX_POLL_SECS`] |
 
 use std::time::Duration;
@@ -36,6 +36,11 @@ pub const MAX_CURTAILMENT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Highest power one rig can draw (W); a firmware reading above is garbage (the largest
 /// hydro rigs draw ~12 kW).
 pub const MAX_RIG_POWER_W: f64 = 20_000.0;
+/// Least power a mining rig can draw (W): the smallest ASICs draw ~15 W.
+pub const MIN_MINING_W: f64 = 10.0;
+/// A mining rig draws at least this share of its nameplate (the deepest underclocking
+/// profiles stay near half).
+pub const MIN_NAMEPLATE_SHARE: f64 = 0.1;
 /// Largest config deadline or interval (s): 7 days.
 pub const MAX_DEADLINE_SECS: f64 = 7.0 * 24.0 * 3600.0;
 /// Largest config poll period or quiet time (s): 1 day.
@@ -190,6 +195,25 @@ pub fn rig_power_w(w: f64) -> Result<f64, String> {
     }
 }
 
+/// A firmware power reading (W) for a rig that reports it is mining, against its nameplate:
+/// as [`rig_power_w`], and at least [`MIN_MINING_W`] and [`MIN_NAMEPLATE_SHARE`] of the
+/// nameplate. A mining rig reading 1 W is lying or broken, and believing it would let the GPU
+/// grant grow into power the rig still draws; the nameplate (or the estimate) is used instead.
+pub fn mining_power_w(w: f64, nameplate_w: Option<f64>) -> Result<f64, String> {
+    let w = rig_power_w(w)?;
+    let floor = nameplate_w
+        .filter(|n| n.is_finite() && *n > 0.0)
+        .map_or(MIN_MINING_W, |n| {
+            (n * MIN_NAMEPLATE_SHARE).max(MIN_MINING_W)
+        });
+    if w < floor {
+        return Err(format!(
+            "firmware reported {w} W while mining, below {floor} W (a tenth of its nameplate)"
+        ));
+    }
+    Ok(w)
+}
+
 /// Checks a config duration in seconds: finite, > 0 (≥ 0 when `zero_ok`), at most `max`.
 /// The message is the reason; the caller names the key.
 pub fn check_secs(v: f64, zero_ok: bool, max: f64) -> Result<(), String> {
@@ -327,7 +351,14 @@ mod tests {
         assert_eq!(rig_power_w(3250.0), Ok(3250.0));
         for bad in [0.0, -5.0, f64::NAN, f64::INFINITY, 20_001.0, 1e12] {
             assert!(rig_power_w(bad).is_err(), "{bad}");
+            assert!(mining_power_w(bad, Some(3250.0)).is_err(), "{bad}");
         }
+        // A mining rig reading 1 W lies.
+        assert!(mining_power_w(1.0, Some(3250.0)).is_err());
+        assert!(mining_power_w(1.0, None).is_err());
+        assert!(mining_power_w(300.0, Some(3250.0)).is_err());
+        assert_eq!(mining_power_w(1800.0, Some(3250.0)), Ok(1800.0));
+        assert_eq!(mining_power_w(15.0, None), Ok(15.0));
     }
 
     #[test]

@@ -208,13 +208,20 @@ impl Controller {
                 self.status_in_flight = self.status_in_flight.saturating_sub(1);
                 let Ok(status) = r else { return };
                 let state = self.arbiter.rig(&rig).map(|v| v.state);
+                let nameplate = self
+                    .registry
+                    .rigs
+                    .get(&rig)
+                    .and_then(|e| e.group)
+                    .and_then(|g| self.registry.groups().get(g))
+                    .map(|g| g.rated_w);
                 // The figure the arbiter needs is the rig's draw when mining: a reading taken
                 // asleep or waking would make waking it look free.
                 if let Some(entry) = self.registry.rigs.get_mut(&rig) {
                     if status.state == FirmwareState::Mining {
-                        // A reading no single rig can draw (NaN, 0 W, 1 MW) is garbage: keep
+                        // A reading no mining rig can draw (NaN, 1 W, 1 MW) is garbage: keep
                         // the previous figure (or the estimate) instead.
-                        match status.power_w.map(limits::rig_power_w) {
+                        match status.power_w.map(|w| limits::mining_power_w(w, nameplate)) {
                             Some(Ok(w)) => entry.firmware_power = Some((w, Instant::now())),
                             Some(Err(e)) => {
                                 debug!(rig = %rig, error = %e, "firmware power ignored")
