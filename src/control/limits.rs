@@ -361,6 +361,44 @@ mod tests {
         assert_eq!(mining_power_w(15.0, None), Ok(15.0));
     }
 
+    /// The arbiter's deadline arithmetic saturates: the longest settings at the far end of
+    /// time, and a curtailment ending at `Duration::MAX`, neither panic nor wrap.
+    #[test]
+    fn arbiter_deadlines_saturate() {
+        use crate::control::arbiter::{
+            Arbiter, Curtailment, GroupId, Observed, RigId, RigInfo, Settings, Watts,
+        };
+        let mut settings = Settings::new(Watts::from_kw(100.0));
+        settings.confirm_deadline = Duration::MAX;
+        settings.wake_deadline = Duration::MAX;
+        settings.resume_interval = Duration::MAX;
+        let now = Duration::MAX - Duration::from_secs(1);
+        let mut a = Arbiter::new(settings, now).unwrap();
+        let rig = |id: &str| RigInfo {
+            id: RigId(id.into()),
+            group: GroupId("g".into()),
+            priority: 0,
+            power: Watts::from_kw(3.25),
+            efficiency: None,
+        };
+        a.handle_rig(now, rig("a"), Observed::Unknown).unwrap();
+        a.handle_rig(now, rig("b"), Observed::Asleep).unwrap();
+        a.handle_curtailment(
+            now,
+            Curtailment {
+                cap: Watts::from_kw(1e300),
+                until: Some(Duration::MAX),
+                source: "test".into(),
+            },
+        );
+        assert_eq!(a.poll_timeout(), Some(Duration::MAX));
+        a.handle_timeout(Duration::MAX);
+        let restored = Arbiter::restore(a.settings().clone(), a.persist(), Duration::MAX).unwrap();
+        // Time ran out for everything: the curtailment ended, no deadline is left to wait for.
+        assert!(restored.snapshot().curtailment.is_none());
+        assert_eq!(restored.poll_timeout(), None);
+    }
+
     #[test]
     fn config_seconds_are_bounded_and_never_panic() {
         assert!(check_secs(30.0, false, MAX_POLL_SECS).is_ok());
