@@ -200,6 +200,26 @@ async fn absurd_inputs_are_refused_on_both_doors_and_power_control_lives_on() ->
         );
     }
 
+    let (status, _, body) = support::browser::http(
+        addr,
+        "GET",
+        "/api/events?limit=99999999999999999999999",
+        None,
+        "",
+    )
+    .await?;
+    let r: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    assert_eq!((status, &r["ok"]), (400, &Value::Bool(false)), "{body}");
+    let (status, _, _) = support::browser::http(
+        addr,
+        "GET",
+        "/api/events?limit=18446744073709551615",
+        None,
+        "",
+    )
+    .await?;
+    assert_eq!(status, 200, "a huge limit is capped");
+
     // Nothing moved, nothing was recorded as accepted, and the controller still answers.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let power = site.ask(Command::Power).await?;

@@ -192,9 +192,14 @@ struct Limit {
 async fn events(
     State(s): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Query(q): Query<Limit>,
+    q: Result<Query<Limit>, axum::extract::rejection::QueryRejection>,
 ) -> Answer {
-    run(&s, peer, Command::Events { limit: q.limit }, None).await
+    // A malformed query (`limit=-1`, `limit=99999999999999999999`) gets the JSON answer too.
+    let limit = match q {
+        Ok(Query(q)) => q.limit,
+        Err(e) => return bad_request(format!("bad query: {e}")),
+    };
+    run(&s, peer, Command::Events { limit }, None).await
 }
 
 #[derive(Deserialize)]
