@@ -29,6 +29,11 @@ enum Command {
         /// The TOML configuration file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Move an unusable (or any) power.json aside as power.json.bad-<unix> (kept, and
+        /// recorded in the audit log) and start with every rig unknown and GPU grant 0.
+        /// Without it, a power.json that cannot be read or parsed stops the start.
+        #[arg(long)]
+        reset_power_state: bool,
     },
     /// Validate a configuration file and print the effective configuration.
     CheckConfig {
@@ -74,7 +79,10 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run { config } => {
+        Command::Run {
+            config,
+            reset_power_state,
+        } => {
             let config = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -82,7 +90,8 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match runtime().and_then(|rt| rt.block_on(run(config))) {
+            let options = hashshift::proxy::StartOptions { reset_power_state };
+            match runtime().and_then(|rt| rt.block_on(run(config, options))) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("hashshift: {e:#}");
@@ -130,10 +139,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Runs the proxy until SIGINT or SIGTERM, then shuts down gracefully.
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, options: hashshift::proxy::StartOptions) -> anyhow::Result<()> {
     use anyhow::Context;
     hashshift::sys::raise_fd_limit();
-    let proxy = hashshift::proxy::Proxy::start(&config)
+    let settings = hashshift::upstream::manager::ManagerSettings::from_config(&config);
+    let proxy = hashshift::proxy::Proxy::start_with_options(&config, settings, options)
         .await
         .context("starting the proxy")?;
     for addr in proxy.listen_addrs() {

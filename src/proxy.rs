@@ -44,6 +44,14 @@ pub struct Proxy {
     upstream: TaskTracker,
 }
 
+/// What `hashshift run` may ask for beyond the config file.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StartOptions {
+    /// Move an existing power plan aside (`power.json.bad-<unix>`) and start with every rig
+    /// unknown (`--reset-power-state`); otherwise a plan that cannot be used stops the start.
+    pub reset_power_state: bool,
+}
+
 impl Proxy {
     /// Binds the listeners and starts everything. SV2 listeners load their authority key
     /// file here; an unreadable or invalid one fails the start (as an `io::Error`).
@@ -56,7 +64,19 @@ impl Proxy {
         config: &Config,
         manager_settings: ManagerSettings,
     ) -> std::io::Result<Proxy> {
+        Self::start_with_options(config, manager_settings, StartOptions::default()).await
+    }
+
+    /// Like [`Proxy::start_with`] with the command line's options.
+    pub async fn start_with_options(
+        config: &Config,
+        manager_settings: ManagerSettings,
+        options: StartOptions,
+    ) -> std::io::Result<Proxy> {
         let upstream_stop = CancellationToken::new();
+        // A start that fails half way (a bad power plan, a port in use) stops what it already
+        // started: dropped guards cancel their tokens; a successful start disarms them.
+        let upstream_guard = upstream_stop.clone().drop_guard();
         let upstream = TaskTracker::new();
         let manager = PoolManager::start(
             config,
@@ -86,6 +106,8 @@ impl Proxy {
         });
         let accept_stop = CancellationToken::new();
         let sessions_stop = CancellationToken::new();
+        let accept_guard = accept_stop.clone().drop_guard();
+        let sessions_guard = sessions_stop.clone().drop_guard();
         let sessions = TaskTracker::new();
         let mut listeners = Vec::new();
         for d in &config.downstream {
@@ -151,6 +173,7 @@ impl Proxy {
             }
         }
         let admin_stop = CancellationToken::new();
+        let admin_guard = admin_stop.clone().drop_guard();
         let admin = TaskTracker::new();
         let control = match &config.admin {
             None => None,
@@ -170,6 +193,7 @@ impl Proxy {
                     gpu,
                     admin_stop.clone(),
                     &admin,
+                    options.reset_power_state,
                 )
                 .map_err(|e| std::io::Error::other(format!("[power]: {e}")))?;
                 let plane = ControlPlane::new(manager.clone(), audit, power);
@@ -204,6 +228,9 @@ impl Proxy {
                 crate::telemetry::metrics::server::MetricsServer::bind(m.listen, registry).await?;
             metrics = Some(server.local_addr()?);
             admin.spawn(server.serve(admin_stop.clone()));
+        }
+        for guard in [upstream_guard, accept_guard, sessions_guard, admin_guard] {
+            guard.disarm();
         }
         Ok(Proxy {
             listeners,

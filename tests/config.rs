@@ -67,9 +67,16 @@ fn the_example_describes_a_whole_site() {
 
 #[test]
 fn power_mistakes_name_their_key() {
-    let admin = "\n[admin]\nsocket = \"/tmp/x.sock\"\n";
+    let admin = "\n[admin]\nsocket = \"/tmp/x.sock\"\nstate_dir = \"/tmp/x-state\"\n";
     let power = "\n[power]\nsite_cap_kw = 100.0\n";
-    assert!(error_of(&format!("{BASE}{power}")).contains("needs [admin]"));
+    // Power control keeps its plan in the state directory: without one it is refused.
+    assert!(error_of(&format!("{BASE}{power}")).contains("admin.state_dir"));
+    let no_state = "\n[admin]\nsocket = \"/tmp/x.sock\"\n";
+    assert!(error_of(&format!("{BASE}{no_state}{power}")).contains("admin.state_dir"));
+    assert!(
+        Config::from_toml(&format!("{BASE}{no_state}")).is_ok(),
+        "no [power]: optional"
+    );
     assert!(
         error_of(&format!(
             "{BASE}{admin}\n[power]\nsite_cap_kw = 10.0\nheadroom_kw = 10.0\n"
@@ -82,4 +89,45 @@ fn power_mistakes_name_their_key() {
     assert!(error_of(&format!("{BASE}{admin}{power}{rig}")).contains("rig[0].group"));
     let fw = "\n[[rig_group]]\nname = \"a\"\nrated_w = 3000.0\nfirmware = \"whatsminer\"\n";
     assert!(error_of(&format!("{BASE}{admin}{power}{fw}")).contains("whatsminer"));
+}
+
+/// Numbers that would overflow or panic once turned into durations or watts are refused by
+/// `check-config`, naming the key.
+#[test]
+fn out_of_range_numbers_name_their_key() {
+    let admin = "\n[admin]\nsocket = \"/tmp/x.sock\"\nstate_dir = \"/tmp/x-state\"\n";
+    let power = |line: &str| format!("{BASE}{admin}\n[power]\nsite_cap_kw = 100.0\n{line}\n");
+    for (line, key) in [
+        (
+            "confirm_deadline_secs = 1e300",
+            "power.confirm_deadline_secs",
+        ),
+        (
+            "confirm_deadline_secs = -1.0",
+            "power.confirm_deadline_secs",
+        ),
+        ("confirm_deadline_secs = nan", "power.confirm_deadline_secs"),
+        ("wake_deadline_secs = 604801.0", "power.wake_deadline_secs"),
+        ("wake_deadline_secs = inf", "power.wake_deadline_secs"),
+        ("resume_interval_secs = 0.0", "power.resume_interval_secs"),
+        ("status_poll_secs = 86401.0", "power.status_poll_secs"),
+        ("quiet_secs = -0.5", "power.quiet_secs"),
+        ("quiet_secs = 1e20", "power.quiet_secs"),
+        ("hysteresis_kw = 1e12", "power.hysteresis_kw"),
+    ] {
+        let e = error_of(&power(line));
+        assert!(e.contains(key), "{line}: {e}");
+    }
+    // The limits themselves are accepted.
+    assert!(Config::from_toml(&power("wake_deadline_secs = 604800.0\nquiet_secs = 0.0")).is_ok());
+    let huge_cap = format!("{BASE}{admin}\n[power]\nsite_cap_kw = 1e12\n");
+    assert!(error_of(&huge_cap).contains("power.site_cap_kw"));
+    let group = |w: &str| format!("\n[[rig_group]]\nname = \"a\"\nrated_w = {w}\n");
+    assert!(error_of(&format!("{BASE}{}", group("1e9"))).contains("rig_group[0].rated_w"));
+    let rig = "\n[[rig]]\nworker = \"w\"\nrated_w = -3.0\n";
+    assert!(error_of(&format!("{BASE}{rig}")).contains("rig[0].rated_w"));
+    let limits = "\n[limits]\nmax_line_bytes = 16384\nsend_queue = 64\nmax_connections = 10\nhandshake_timeout_secs = 18446744073709551615\n";
+    assert!(error_of(&format!("{BASE}{limits}")).contains("limits.handshake_timeout_secs"));
+    let failover = "\n[failover]\nno_work_timeout_secs = 1e300\nfailback_after_secs = 30.0\nrebalance_every_secs = 10.0\n";
+    assert!(error_of(&format!("{BASE}{failover}")).contains("failover.no_work_timeout_secs"));
 }

@@ -120,8 +120,8 @@ pub struct Admin {
     #[serde(default)]
     pub allowed_uids: Vec<u32>,
     /// Directory for the audit log and the persisted power state (drained rigs, grants,
-    /// curtailment), so a restart never re-energises rigs by itself. Absent: the audit log is
-    /// kept in memory only.
+    /// curtailment), so a restart never re-energises rigs by itself. Required with `[power]`.
+    /// Absent: the audit log is kept in memory only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_dir: Option<std::path::PathBuf>,
 }
@@ -466,15 +466,23 @@ impl Config {
         if l.max_line_bytes < 512 {
             return Err(invalid("limits.max_line_bytes", "must be at least 512"));
         }
-        if l.send_queue == 0
-            || l.max_connections == 0
-            || l.handshake_timeout_secs == 0
-            || l.write_timeout_secs == 0
-        {
+        if l.send_queue == 0 || l.max_connections == 0 {
             return Err(invalid(
                 "limits",
-                "send_queue, max_connections, handshake_timeout_secs and write_timeout_secs must be positive",
+                "send_queue and max_connections must be positive",
             ));
+        }
+        for (key, value) in [
+            ("handshake_timeout_secs", l.handshake_timeout_secs),
+            ("write_timeout_secs", l.write_timeout_secs),
+        ] {
+            // Bounded: each becomes `Instant + Duration` per connection.
+            if !(1..=86_400).contains(&value) {
+                return Err(invalid(
+                    format!("limits.{key}"),
+                    "must be 1 to 86400 seconds",
+                ));
+            }
         }
         site::validate(self.power.as_ref(), &self.rig_group, &self.rig)?;
         if let Some(m) = &self.metrics {
@@ -486,10 +494,12 @@ impl Config {
                 "needs [admin] (the control plane it serves)",
             ));
         }
-        if self.power.is_some() && self.admin.is_none() {
+        // Fail closed: without a state directory a restart would forget which rigs were put
+        // to sleep, the curtailment and the GPU grant.
+        if self.power.is_some() && self.admin.as_ref().is_none_or(|a| a.state_dir.is_none()) {
             return Err(invalid(
-                "power",
-                "needs [admin] (its state_dir keeps drained rigs across restarts)",
+                "admin.state_dir",
+                "required with [power] (it keeps drained rigs, the curtailment and the GPU grant across restarts)",
             ));
         }
         Ok(())

@@ -6,6 +6,14 @@ use std::net::{IpAddr, SocketAddr};
 use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, invalid};
+use crate::control::limits;
+
+/// Largest site cap (kW): 1 GW, far above any site, far below where watts as `u64` or the
+/// ×1000 of kW→W could lose meaning.
+pub const MAX_SITE_KW: f64 = 1_000_000.0;
+/// Largest efficiency (J/TH): the oldest rigs still plugged in are near 100.
+pub const MAX_J_PER_TH: f64 = 10_000.0;
+const RATED_W_RANGE: &str = "must be > 0 and at most 20000 W (one rig)";
 
 /// The power budget shared by mining and the GPU cluster.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -232,9 +240,11 @@ pub(super) fn validate(
     rigs: &[Rig],
 ) -> Result<(), ConfigError> {
     if let Some(p) = power {
-        let positive = |v: f64| v.is_finite() && v > 0.0;
-        if !positive(p.site_cap_kw) {
-            return Err(invalid("power.site_cap_kw", "must be > 0"));
+        if !(p.site_cap_kw.is_finite() && p.site_cap_kw > 0.0 && p.site_cap_kw <= MAX_SITE_KW) {
+            return Err(invalid(
+                "power.site_cap_kw",
+                format!("must be > 0 and at most {MAX_SITE_KW} kW (1 GW)"),
+            ));
         }
         if !(p.headroom_kw.is_finite() && p.headroom_kw >= 0.0 && p.headroom_kw < p.site_cap_kw) {
             return Err(invalid(
@@ -242,38 +252,53 @@ pub(super) fn validate(
                 "must be >= 0 and below site_cap_kw",
             ));
         }
+        if !(p.hysteresis_kw.is_finite()
+            && p.hysteresis_kw >= 0.0
+            && p.hysteresis_kw <= p.site_cap_kw)
+        {
+            return Err(invalid(
+                "power.hysteresis_kw",
+                "must be >= 0 and at most site_cap_kw",
+            ));
+        }
         if p.resume_batch == 0 {
             return Err(invalid("power.resume_batch", "must be at least 1"));
         }
-        for (key, v) in [
-            ("resume_interval_secs", p.resume_interval_secs),
-            ("confirm_deadline_secs", p.confirm_deadline_secs),
-            ("wake_deadline_secs", p.wake_deadline_secs),
-            ("status_poll_secs", p.status_poll_secs),
+        // Every duration here becomes `Duration` and `Instant` arithmetic: bounded so none
+        // can overflow (or panic in `Duration::from_secs_f64`).
+        for (key, v, zero_ok, max) in [
+            (
+                "resume_interval_secs",
+                p.resume_interval_secs,
+                false,
+                limits::MAX_POLL_SECS,
+            ),
+            (
+                "confirm_deadline_secs",
+                p.confirm_deadline_secs,
+                false,
+                limits::MAX_DEADLINE_SECS,
+            ),
+            (
+                "wake_deadline_secs",
+                p.wake_deadline_secs,
+                false,
+                limits::MAX_DEADLINE_SECS,
+            ),
+            (
+                "status_poll_secs",
+                p.status_poll_secs,
+                false,
+                limits::MAX_POLL_SECS,
+            ),
+            ("quiet_secs", p.quiet_secs, true, limits::MAX_POLL_SECS),
         ] {
-            if !positive(v) {
-                return Err(invalid(format!("power.{key}"), "must be > 0"));
-            }
+            limits::check_secs(v, zero_ok, max).map_err(|e| invalid(format!("power.{key}"), e))?;
         }
-        if !(p.forget_unverified_secs.is_finite()
-            && p.forget_unverified_secs > 0.0
-            && p.forget_unverified_secs <= 7.0 * 86_400.0)
-        {
-            return Err(invalid(
-                "power.forget_unverified_secs",
-                "must be > 0 and at most 604800 (7 days)",
-            ));
-        }
+        limits::check_secs(p.forget_unverified_secs, false, limits::MAX_DEADLINE_SECS)
+            .map_err(|e| invalid("power.forget_unverified_secs", e))?;
         if p.max_rigs_per_address == 0 {
             return Err(invalid("power.max_rigs_per_address", "must be at least 1"));
-        }
-        for (key, v) in [
-            ("hysteresis_kw", p.hysteresis_kw),
-            ("quiet_secs", p.quiet_secs),
-        ] {
-            if !(v.is_finite() && v >= 0.0) {
-                return Err(invalid(format!("power.{key}"), "must be >= 0"));
-            }
         }
     }
     for (i, g) in groups.iter().enumerate() {
@@ -281,11 +306,16 @@ pub(super) fn validate(
         if g.name.is_empty() || groups[..i].iter().any(|o| o.name == g.name) {
             return Err(invalid(key("name"), "must be non-empty and unique"));
         }
-        if !(g.rated_w.is_finite() && g.rated_w > 0.0) {
-            return Err(invalid(key("rated_w"), "must be > 0"));
+        if limits::rig_power_w(g.rated_w).is_err() {
+            return Err(invalid(key("rated_w"), RATED_W_RANGE));
         }
-        if g.j_per_th.is_some_and(|j| !(j.is_finite() && j > 0.0)) {
-            return Err(invalid(key("j_per_th"), "must be > 0"));
+        if g.j_per_th
+            .is_some_and(|j| !(j.is_finite() && j > 0.0 && j <= MAX_J_PER_TH))
+        {
+            return Err(invalid(
+                key("j_per_th"),
+                format!("must be > 0 and at most {MAX_J_PER_TH}"),
+            ));
         }
         if let Some(bad) = g.addresses.iter().find(|c| Cidr::parse(c).is_none()) {
             return Err(invalid(
@@ -310,6 +340,9 @@ pub(super) fn validate(
                     format!("no rig_group {g:?}"),
                 ));
             }
+        }
+        if r.rated_w.is_some_and(|w| limits::rig_power_w(w).is_err()) {
+            return Err(invalid(format!("rig[{i}].rated_w"), RATED_W_RANGE));
         }
         if rigs[..i].iter().any(|o| o.worker == r.worker) {
             return Err(invalid(format!("rig[{i}].worker"), "listed twice"));

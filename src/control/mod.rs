@@ -1,6 +1,7 @@
 //! The control plane: what NOC staff and automation use to see the farm and move power
 //! between mining and the GPU cluster. The admin socket and `hashshift ctl` ([`admin`]), the
-//! power arbiter ([`arbiter`]), the audit log ([`audit`]), the power history ([`history`]), the rig inventory ([`inventory`])
+//! power arbiter ([`arbiter`]), the audit log ([`audit`]), the power history ([`history`]), the rig inventory ([`inventory`]), the ranges every control input
+//! must fall in ([`limits`])
 //! and what answers the socket ([`plane`]).
 
 pub mod admin;
@@ -8,5 +9,6 @@ pub mod arbiter;
 pub mod audit;
 pub mod history;
 pub mod inventory;
+pub mod limits;
 pub mod plane;
 pub mod power;

@@ -13,6 +13,7 @@ use super::admin::server::{Caller, Handler};
 use super::arbiter::{GroupId, Operator, OperatorCommand, RigId, Watts};
 use super::audit::{AuditEvent, AuditLog, unix_ms};
 use super::inventory::{self, RigView};
+use super::limits;
 use super::power::PowerHandle;
 use crate::upstream::manager::PoolManager;
 
@@ -59,6 +60,13 @@ impl ControlPlane {
     }
 
     async fn answer(&self, request: Request, caller: Caller) -> Response {
+        // Every field is range-checked before anything acts on it, for the admin socket and
+        // the HTTP API alike: a refusal moves no power and records no action.
+        let site_cap_kw = self.power.as_ref().map(|p| p.view().snapshot.site_cap.kw());
+        let request = match limits::check_request(request, site_cap_kw, unix_ms() / 1000) {
+            Ok(r) => r,
+            Err(e) => return Response::error(e),
+        };
         match request.command {
             Command::Rigs => Response::ok(json!(self.rigs())),
             Command::Rig { id } => match self.rigs().into_iter().find(|r| r.id == id) {
@@ -196,9 +204,6 @@ impl ControlPlane {
                 until_unix,
                 reason,
             } => {
-                if !(kw.is_finite() && kw >= 0.0) {
-                    return Response::error("curtail: kw must be >= 0");
-                }
                 record("curtail", format!("{kw:.1} kW until {until_unix}"), &reason);
                 power
                     .curtail(kw, until_unix, caller.to_string())
@@ -220,9 +225,6 @@ impl ControlPlane {
                     .map(|rigs| json!({"forgotten": rigs}))
             }
             Command::GpuRequest { kw, reason } => {
-                if !(kw.is_finite() && kw >= 0.0) {
-                    return Response::error("gpu-request: kw must be >= 0");
-                }
                 record("gpu-request", format!("{kw:.1} kW"), &reason);
                 power
                     .gpu_request(kw)

@@ -14,10 +14,11 @@
 //! | `POST /api/gpu-request` | `{"kw":N,"reason":..}` | GPU power wanted now |
 //!
 //! Answers are the admin socket's (`{"ok":true,"result":..}` / `{"ok":false,"error":..}`) with
-//! HTTP 200, 400 (refused), 401 (no or wrong token) or 403 (no token configured).
+//! HTTP 200, 400 (refused), 401 (no or wrong token) or 403 (no token configured). Every field
+//! is range-checked as on the admin socket ([`crate::control::limits`]): e.g. `kw` within 10×
+//! the site cap, a curtailment ending within 7 days, names ≤ 128 bytes, reasons ≤ 1024.
 
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -30,6 +31,7 @@ use crate::control::admin::protocol::{Command, Request, Response, Target};
 use crate::control::admin::server::{Caller, Handler, Origin};
 use crate::control::audit::unix_ms;
 use crate::control::history::{KEEP, PowerSample, SAMPLE_EVERY};
+use crate::control::limits;
 
 /// The routes.
 pub fn routes() -> Router<AppState> {
@@ -190,9 +192,14 @@ struct Limit {
 async fn events(
     State(s): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Query(q): Query<Limit>,
+    q: Result<Query<Limit>, axum::extract::rejection::QueryRejection>,
 ) -> Answer {
-    run(&s, peer, Command::Events { limit: q.limit }, None).await
+    // A malformed query (`limit=-1`, `limit=99999999999999999999`) gets the JSON answer too.
+    let limit = match q {
+        Ok(Query(q)) => q.limit,
+        Err(e) => return bad_request(format!("bad query: {e}")),
+    };
+    run(&s, peer, Command::Events { limit }, None).await
 }
 
 #[derive(Deserialize)]
@@ -209,29 +216,38 @@ struct CurtailBody {
     by: Option<String>,
 }
 
+/// A 400 answer with `error`.
+fn bad_request(error: String) -> Answer {
+    (StatusCode::BAD_REQUEST, Json(Response::error(error)))
+}
+
+/// Parses a JSON body; a malformed one is a 400 with the `{"ok":false,..}` answer (axum's own
+/// `Json` rejection would be plain text, and 422 for a wrong type).
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Answer> {
+    serde_json::from_slice(body).map_err(|e| bad_request(format!("bad body: {e}")))
+}
+
 async fn curtail(
     State(s): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Json(b): Json<CurtailBody>,
+    body: axum::body::Bytes,
 ) -> Answer {
     if let Err(e) = authorize(&s, &headers) {
         return e;
     }
+    let b: CurtailBody = match parse_body(&body) {
+        Ok(b) => b,
+        Err(e) => return e,
+    };
+    // `until_unix` is range-checked with the rest of the command by the control plane.
     let until_unix = match (b.until_unix, b.minutes) {
         (Some(t), None) => t,
-        (None, Some(m)) if m.is_finite() && m > 0.0 && m <= 7.0 * 24.0 * 60.0 => {
-            let at = SystemTime::now() + Duration::from_secs_f64(m * 60.0);
-            at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-        }
-        _ => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(Response::error(
-                    "give until_unix or minutes (0 < minutes <= 10080)",
-                )),
-            );
-        }
+        (None, Some(m)) => match limits::minutes_to_until(m, unix_ms() / 1000) {
+            Ok(t) => t,
+            Err(e) => return bad_request(e),
+        },
+        _ => return bad_request("give one of until_unix or minutes".to_owned()),
     };
     let by = b.by.or(Some("grid-signal".to_owned()));
     let command = Command::Curtail {
@@ -292,11 +308,15 @@ async fn gpu_request(
     State(s): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Json(b): Json<GpuBody>,
+    body: axum::body::Bytes,
 ) -> Answer {
     if let Err(e) = authorize(&s, &headers) {
         return e;
     }
+    let b: GpuBody = match parse_body(&body) {
+        Ok(b) => b,
+        Err(e) => return e,
+    };
     let command = Command::GpuRequest {
         kw: b.kw,
         reason: b.reason,

@@ -145,7 +145,11 @@ pub enum CtlCommand {
 /// A time given as a duration from now or an RFC 3339 timestamp, in Unix seconds.
 pub fn parse_until(text: &str, now: SystemTime) -> Result<u64> {
     let at = match humantime::parse_duration(text) {
-        Ok(d) => now + d,
+        // Checked: `SystemTime + Duration` panics on overflow (`--until 500000000000y`); the
+        // proxy refuses anything past 7 days with the limit in its answer.
+        Ok(d) => now
+            .checked_add(d)
+            .with_context(|| format!("--until {text:?}: too far ahead"))?,
         Err(_) => humantime::parse_rfc3339_weak(text)
             .with_context(|| format!("--until {text:?}: neither a duration (2h) nor a time"))?,
     };
@@ -393,6 +397,10 @@ mod tests {
             1_800_036_000
         );
         assert!(parse_until("tomorrow-ish", now).is_err());
+        assert!(
+            parse_until("500000000000y", now).is_err(),
+            "no overflow panic"
+        );
     }
 
     #[test]

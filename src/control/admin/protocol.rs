@@ -9,6 +9,11 @@
 //! ← {"ok":true,"result":{"accepted":true,"rigs":["farm.s19-017",...]}}
 //! ```
 //!
+//! Every field is range-checked by [`crate::control::limits`] before anything acts on it (kW
+//! within 10× the site cap, a curtailment ending within 7 days, names ≤ 128 bytes, reasons ≤
+//! 1024, no control characters); a refusal is an `{"ok":false,"error":...}` line that names
+//! the field and the limit.
+//!
 //! `by` is the operator name the client claims (`hashshift ctl` sends `$USER`); the audit log
 //! records it next to the UID the kernel reports for the connection, which is the one that
 //! counts.
@@ -68,7 +73,7 @@ pub enum Command {
     Curtail {
         /// The cap during the curtailment (kW).
         kw: f64,
-        /// When it ends (Unix seconds).
+        /// When it ends (Unix seconds), within [now, now + 7 days].
         until_unix: u64,
         /// Why, for the audit log.
         #[serde(default)]

@@ -259,7 +259,7 @@ impl Arbiter {
                 Observed::Asleep => (RigState::Asleep, None, Some(found_asleep_pin())),
                 Observed::Unknown => (
                     RigState::Unknown,
-                    Some(now + self.settings.confirm_deadline),
+                    Some(now.saturating_add(self.settings.confirm_deadline)),
                     None,
                 ),
             };

@@ -83,11 +83,12 @@ pub(super) fn restore(
     }
     let mut arbiter = Arbiter::new(settings, now)?;
     // The command in flight may have been a wake: give it the longer of the two deadlines.
-    let deadline = now
-        + arbiter
+    let deadline = now.saturating_add(
+        arbiter
             .settings
             .confirm_deadline
-            .max(arbiter.settings.wake_deadline);
+            .max(arbiter.settings.wake_deadline),
+    );
     for r in state.rigs {
         let (rig_state, rig_deadline) = match r.state {
             RigState::Asleep => (RigState::Asleep, None),

@@ -223,7 +223,7 @@ impl Arbiter {
         while self
             .recent_wakes
             .front()
-            .is_some_and(|&t| t + window <= now)
+            .is_some_and(|&t| t.saturating_add(window) <= now)
         {
             self.recent_wakes.pop_front();
         }
@@ -235,7 +235,7 @@ impl Arbiter {
                 continue;
             }
             if self.recent_wakes.len() >= self.settings.resume_batch as usize {
-                self.resume_at = self.recent_wakes.front().map(|&t| t + window);
+                self.resume_at = self.recent_wakes.front().map(|&t| t.saturating_add(window));
                 break;
             }
             self.command_wake(now, &id);
@@ -257,7 +257,7 @@ impl Arbiter {
     }
 
     pub(crate) fn command_sleep(&mut self, now: Duration, id: &RigId, reason: Reason) {
-        let deadline = now + self.settings.confirm_deadline;
+        let deadline = now.saturating_add(self.settings.confirm_deadline);
         if let Some(rig) = self.rigs.get_mut(id) {
             rig.state = RigState::Draining;
             rig.deadline = Some(deadline);
@@ -273,7 +273,7 @@ impl Arbiter {
     }
 
     fn command_wake(&mut self, now: Duration, id: &RigId) {
-        let deadline = now + self.settings.wake_deadline;
+        let deadline = now.saturating_add(self.settings.wake_deadline);
         if let Some(rig) = self.rigs.get_mut(id) {
             rig.state = RigState::Waking;
             rig.deadline = Some(deadline);

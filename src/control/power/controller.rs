@@ -3,7 +3,7 @@
 //! carries out its actions (firmware commands, GPU budget, shed requests, escalations), logs
 //! every decision in the audit log and persists the plan after every change.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -21,9 +21,11 @@ use super::ports::{FirmwareState, GpuControl};
 use super::rigs::{KnownRig, Refusal, Registry, SyncReport, changed_enough};
 use super::{IdentityCounters, PowerView, Request, RigPower};
 use crate::control::arbiter::{
-    Action, Arbiter, Confirmation, GpuDemand, Observed, OperatorCommand, RigId, RigState, Watts,
+    Action, Arbiter, Confirmation, GpuDemand, Observed, Operator, OperatorCommand, RigId, RigState,
+    Watts,
 };
 use crate::control::audit::{AuditEvent, AuditLog, unix_ms};
+use crate::control::limits;
 use crate::upstream::manager::PoolManager;
 
 /// Status polls in flight at once (bounds sockets and load on a big site).
@@ -36,6 +38,12 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const PERSIST_EVERY: Duration = Duration::from_millis(200);
 /// The operator view is rebuilt at most this often (and after every request).
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+/// The loop never sleeps longer than this for an arbiter deadline: a deadline however far
+/// away (a hostile or persisted one) cannot overflow the timer, and the 1 s tick recomputes
+/// it anyway.
+const MAX_WAIT: Duration = Duration::from_secs(3600);
+/// After a reset, a rig counts as mining once a share of it was accepted this recently.
+const SHARE_FLOW: Duration = Duration::from_secs(60);
 
 /// Wall-clock time as the arbiter's `now` (persisted deadlines survive a restart).
 pub fn wall_now() -> Duration {
@@ -75,6 +83,11 @@ pub(super) struct Controller {
     pub restored_known: Vec<KnownRig>,
     /// Identity conflicts, refused and forgotten rigs (metrics).
     pub identity: Arc<IdentityCounters>,
+    /// `Some` after `--reset-power-state`: the plan is lost, so a rig seen for the first time
+    /// is not assumed to mine (as it is otherwise: it connected); it enters `Unknown`
+    /// (counted as drawing, never woken) and waits here until its firmware or its shares
+    /// say which it is. Found asleep, it is pinned so it is never re-energised on our own.
+    pub unconfirmed: Option<HashSet<RigId>>,
 }
 
 impl Controller {
@@ -97,7 +110,7 @@ impl Controller {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let wake_at = self.arbiter.poll_timeout().map(|at| {
-                let from_now = at.saturating_sub(wall_now());
+                let from_now = at.saturating_sub(wall_now()).min(MAX_WAIT);
                 tokio::time::Instant::now() + from_now
             });
             let mut answered = false;
@@ -116,6 +129,12 @@ impl Controller {
             self.carry_out();
             self.persist(false);
             self.publish(answered);
+        }
+        // Requests already answered "accepted" (a curtailment, a drain) are applied and
+        // persisted, not lost to the race between shutdown and the queue.
+        requests.close();
+        while let Ok(r) = requests.try_recv() {
+            self.on_request(r);
         }
         self.carry_out();
         self.persist(true);
@@ -293,12 +312,25 @@ impl Controller {
                 let Ok(status) = r else { return };
                 self.answered(&rig);
                 let state = self.arbiter.rig(&rig).map(|v| v.state);
+                let nameplate = self
+                    .registry
+                    .rigs
+                    .get(&rig)
+                    .and_then(|e| e.group)
+                    .and_then(|g| self.registry.groups().get(g))
+                    .map(|g| g.rated_w);
                 // The figure the arbiter needs is the rig's draw when mining: a reading taken
                 // asleep or waking would make waking it look free.
                 if let Some(entry) = self.registry.rigs.get_mut(&rig) {
                     if status.state == FirmwareState::Mining {
-                        if let Some(w) = status.power_w.filter(|w| w.is_finite() && *w > 0.0) {
-                            entry.firmware_power = Some((w, Instant::now()));
+                        // A reading no mining rig can draw (NaN, 1 W, 1 MW) is garbage: keep
+                        // the previous figure (or the estimate) instead.
+                        match status.power_w.map(|w| limits::mining_power_w(w, nameplate)) {
+                            Some(Ok(w)) => entry.firmware_power = Some((w, Instant::now())),
+                            Some(Err(e)) => {
+                                debug!(rig = %rig, error = %e, "firmware power ignored")
+                            }
+                            None => {}
                         }
                     }
                 }
@@ -313,6 +345,7 @@ impl Controller {
                     }
                     _ => None,
                 };
+                self.settle_after_reset(&rig, observed);
                 if let (Some(observed), Some(entry)) = (observed, self.registry.rigs.get(&rig)) {
                     let info = self.registry.info(entry, Instant::now());
                     let _ = self.arbiter.handle_rig(wall_now(), info, observed);
@@ -388,6 +421,9 @@ impl Controller {
         let report = self.registry.sync(&self.manager.miner_reports(), now);
         self.report(report);
         for (rig, away) in self.registry.expire(now) {
+            if let Some(u) = &mut self.unconfirmed {
+                u.remove(&rig);
+            }
             self.last_status.remove(&rig);
             self.sleep_commanded.remove(&rig);
             if self.arbiter.handle_rig_removed(wall_now(), &rig).is_ok() {
@@ -417,12 +453,16 @@ impl Controller {
         for (info, new) in updates {
             let id = info.id.clone();
             let known = self.arbiter.rig(&id).is_some();
-            // A rig we have never seen mines (it connected); one restored from disk or
-            // already known keeps its state until its firmware says otherwise.
-            let observed = if new && !known {
-                Observed::Mining
-            } else {
-                Observed::Unknown
+            // A rig we have never seen mines (it connected), unless the plan was reset (see
+            // `unconfirmed`); one restored from disk or already known keeps its state until
+            // its firmware says otherwise.
+            let observed = match (&mut self.unconfirmed, new && !known) {
+                (None, true) => Observed::Mining,
+                (Some(unconfirmed), true) => {
+                    unconfirmed.insert(id.clone());
+                    Observed::Unknown
+                }
+                (_, false) => Observed::Unknown,
             };
             match self.arbiter.handle_rig(wall_now(), info.clone(), observed) {
                 Ok(()) => {
@@ -433,6 +473,7 @@ impl Controller {
                 Err(e) => warn!(rig = %id, error = %e, "rig not taken by the arbiter"),
             }
         }
+        self.confirm_by_shares();
         // Status polls, spread out and bounded.
         let due: Vec<_> = self
             .registry
@@ -462,6 +503,57 @@ impl Controller {
             self.ops.push(ops::demand(self.gpu.clone(), CALL_TIMEOUT));
         }
         self.arbiter.handle_timeout(wall_now());
+    }
+
+    /// After a reset: a rig not yet confirmed whose firmware now says which it is. Found
+    /// asleep, it is pinned first (which also repeats the sleep command, harmless to a
+    /// sleeping rig), so the confirmation that follows can never let the plan wake it.
+    fn settle_after_reset(&mut self, rig: &RigId, observed: Option<Observed>) {
+        let Some(unconfirmed) = &mut self.unconfirmed else {
+            return;
+        };
+        if observed.is_none() || !unconfirmed.remove(rig) {
+            return;
+        }
+        if observed == Some(Observed::Asleep) {
+            let pin = Operator {
+                who: "reset-power-state".to_owned(),
+                why: "found asleep after the power state was reset: resume it by hand".to_owned(),
+            };
+            let command = OperatorCommand::DrainRig { rig: rig.clone() };
+            if let Err(e) = self.arbiter.handle_operator(wall_now(), pin, command) {
+                warn!(rig = %rig, error = %e, "could not pin a rig found asleep");
+            }
+        }
+    }
+
+    /// After a reset: rigs not yet confirmed whose shares are being accepted mine.
+    fn confirm_by_shares(&mut self) {
+        let Some(unconfirmed) = &mut self.unconfirmed else {
+            return;
+        };
+        let now_ms = unix_ms();
+        let flowing: Vec<RigId> = unconfirmed
+            .iter()
+            .filter(|id| {
+                self.registry.rigs.get(*id).is_some_and(|e| {
+                    e.last_share_unix_ms > 0
+                        && u128::from(now_ms.saturating_sub(e.last_share_unix_ms))
+                            < SHARE_FLOW.as_millis()
+                })
+            })
+            .cloned()
+            .collect();
+        let now = Instant::now();
+        for id in flowing {
+            unconfirmed.remove(&id);
+            if let Some(entry) = self.registry.rigs.get(&id) {
+                let info = self.registry.info(entry, now);
+                if let Err(e) = self.arbiter.handle_rig(wall_now(), info, Observed::Mining) {
+                    warn!(rig = %id, error = %e, "rig not taken by the arbiter");
+                }
+            }
+        }
     }
 
     /// Carries out the arbiter's actions and logs its events.
@@ -681,14 +773,16 @@ pub(super) async fn apply_budgets(
 /// `reply` for operator commands.
 pub(super) type Reply = oneshot::Sender<Result<Vec<RigId>, String>>;
 
-/// The persisted plan, if any, and what the registry kept.
-pub(super) fn restore_state(path: &std::path::Path) -> Option<persist::PlanFile> {
-    let text = std::fs::read_to_string(path).ok()?;
-    match serde_json::from_str(&text) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            warn!(error = %e, path = %path.display(), "power state unreadable; starting with every rig unknown");
-            None
-        }
-    }
+/// The persisted plan and what the registry kept: `Ok(None)` if there is no file (first run),
+/// an error naming the problem if it exists but cannot be read or parsed. Never touches the
+/// file.
+pub(super) fn restore_state(path: &std::path::Path) -> Result<Option<persist::PlanFile>, String> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read it: {e}")),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| format!("cannot parse it: {e}"))
 }

@@ -17,8 +17,9 @@ pub mod persist;
 pub mod ports;
 pub mod rigs;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -28,7 +29,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{info, warn};
 
 use self::controller::{Controller, Reply, wall_now};
 use self::ports::GpuControl;
@@ -40,6 +41,7 @@ use crate::control::arbiter::{
 };
 use crate::control::audit::{AuditEvent, AuditLog};
 use crate::control::history::{PowerHistory, SAMPLE_EVERY};
+use crate::control::limits;
 use crate::upstream::manager::PoolManager;
 
 /// A rig's power side, for `ctl rigs`.
@@ -282,15 +284,126 @@ pub fn settings(p: &crate::config::Power) -> Settings {
         site_cap: Watts::from_kw(p.site_cap_kw),
         headroom: Watts::from_kw(p.headroom_kw),
         resume_batch: p.resume_batch,
-        resume_interval: Duration::from_secs_f64(p.resume_interval_secs),
-        confirm_deadline: Duration::from_secs_f64(p.confirm_deadline_secs),
-        wake_deadline: Duration::from_secs_f64(p.wake_deadline_secs),
+        resume_interval: limits::secs(p.resume_interval_secs),
+        confirm_deadline: limits::secs(p.confirm_deadline_secs),
+        wake_deadline: limits::secs(p.wake_deadline_secs),
         hysteresis: Watts::from_kw(p.hysteresis_kw),
     }
 }
 
+/// Why power control did not start. Each stops `hashshift run` (fail closed: a plan that
+/// cannot be read is never silently replaced by a fresh one).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// `[power]` without `[admin] state_dir` (the config check refuses it too).
+    #[error("[power] needs [admin] state_dir (where the power plan is kept across restarts)")]
+    NoStateDir,
+    /// The persisted plan exists but cannot be used; it was left as it was.
+    #[error(
+        "power state {path}: {problem}; the file was left as it was: fix it, or start once with \
+         `hashshift run --reset-power-state` to move it aside and start with every rig unknown"
+    )]
+    BadState {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// `--reset-power-state` could not move the plan aside.
+    #[error("power state {path}: cannot move it aside to {aside}: {source}")]
+    Reset {
+        /// The file.
+        path: PathBuf,
+        /// Where it was to go.
+        aside: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The arbiter refused the settings.
+    #[error(transparent)]
+    Arbiter(#[from] ArbiterError),
+}
+
+/// Moves the plan at `path` aside to `power.json.bad-<unix seconds>` (kept for a post-mortem)
+/// and records that in the audit log. No file: nothing to move, recorded as well.
+fn reset_state(path: &std::path::Path, audit: &AuditLog) -> Result<(), StartError> {
+    let who = format!(
+        "{} (hashshift run --reset-power-state)",
+        std::env::var("USER").unwrap_or_else(|_| "operator".to_owned())
+    );
+    let why = Some("operator reset the power state: every rig starts unknown, GPU grant 0".into());
+    if !path.exists() {
+        audit.record(AuditEvent::now(
+            who,
+            "power-state-reset",
+            format!("no {} to move aside", path.display()),
+            why,
+        ));
+        return Ok(());
+    }
+    let stamp = wall_now().as_secs();
+    let mut aside = path.with_file_name(format!("{}.bad-{stamp}", persist::FILE_NAME));
+    // Two resets within a second must not overwrite the first file moved aside.
+    let mut n = 1;
+    while aside.exists() {
+        aside = path.with_file_name(format!("{}.bad-{stamp}-{n}", persist::FILE_NAME));
+        n += 1;
+    }
+    std::fs::rename(path, &aside).map_err(|source| StartError::Reset {
+        path: path.to_owned(),
+        aside: aside.clone(),
+        source,
+    })?;
+    warn!(path = %path.display(), aside = %aside.display(), "power state reset: every rig starts unknown");
+    audit.record(AuditEvent::now(
+        who,
+        "power-state-reset",
+        format!("moved {} to {}", path.display(), aside.display()),
+        why,
+    ));
+    Ok(())
+}
+
+/// A restored curtailment that ends more than [`limits::MAX_CURTAILMENT`] from now (a plan
+/// saved before inputs were range-checked, or edited by hand) is shortened to that. Kept, not
+/// dropped: it lowers the cap, and dropping it would raise the cap on our own; shortened, so
+/// no absurd deadline reaches the timers. Recorded in the audit log.
+fn clamp_curtailment(arbiter: &mut Arbiter, now: Duration, audit: &AuditLog) {
+    let latest = now.saturating_add(limits::MAX_CURTAILMENT);
+    let Some(c) = arbiter.snapshot().curtailment else {
+        return;
+    };
+    let Some(until) = c.until.filter(|u| *u > latest) else {
+        return;
+    };
+    audit.record(AuditEvent::now(
+        "power",
+        "curtailment-clamped",
+        format!(
+            "{:.1} kW until {} shortened to until {} (at most 7 days ahead)",
+            c.cap.kw(),
+            until.as_secs(),
+            latest.as_secs()
+        ),
+        Some("restored plan held an end time beyond the limit".into()),
+    ));
+    arbiter.handle_curtailment(
+        now,
+        Curtailment {
+            until: Some(latest),
+            ..c
+        },
+    );
+}
+
 /// Starts power control when `[power]` is configured: restores the persisted plan from the
 /// state directory, and runs the controller and the GPU budget writer on `tracker`.
+///
+/// A plan that exists but cannot be read, parsed or restored is an error (the file is left
+/// as it was). With `reset`, the plan is moved aside first and power control starts with no
+/// rig known, no rig assumed asleep or mining until confirmed, and GPU grant 0.
+#[allow(clippy::too_many_arguments)]
 pub fn start(
     config: &Config,
     manager: Arc<PoolManager>,
@@ -299,7 +412,8 @@ pub fn start(
     gpu: Arc<dyn GpuControl>,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
-) -> Result<Option<PowerHandle>, ArbiterError> {
+    reset: bool,
+) -> Result<Option<PowerHandle>, StartError> {
     let Some(p) = &config.power else {
         return Ok(None);
     };
@@ -308,8 +422,16 @@ pub fn start(
         .admin
         .as_ref()
         .and_then(|a| a.state_dir.as_deref())
-        .map(|d| d.join(persist::FILE_NAME));
-    let restored = state_file.as_deref().and_then(controller::restore_state);
+        .map(|d| d.join(persist::FILE_NAME))
+        .ok_or(StartError::NoStateDir)?;
+    if reset {
+        reset_state(&state_file, &audit)?;
+    }
+    let bad = |problem: String| StartError::BadState {
+        path: state_file.clone(),
+        problem,
+    };
+    let restored = controller::restore_state(&state_file).map_err(bad)?;
     let now = wall_now();
     let (restored, restored_known) = match restored {
         Some(file) => (Some(file.plan), file.registry),
@@ -318,7 +440,9 @@ pub fn start(
     let arbiter = match restored {
         Some(state) => {
             let rigs = state.rig_count();
-            let a = Arbiter::restore(settings, state, now)?;
+            let mut a = Arbiter::restore(settings, state, now)
+                .map_err(|e| bad(format!("cannot restore it: {e}")))?;
+            clamp_curtailment(&mut a, now, &audit);
             audit.record(AuditEvent::now(
                 "power",
                 "restored",
@@ -349,9 +473,9 @@ pub fn start(
             config.rig_group.clone(),
             &config.rig,
             factory,
-            Duration::from_secs_f64(p.status_poll_secs * 3.0),
+            limits::secs(p.status_poll_secs * 3.0),
             IdentitySettings {
-                forget_unverified: Duration::from_secs_f64(p.forget_unverified_secs),
+                forget_unverified: limits::secs(p.forget_unverified_secs),
                 max_per_address: usize::try_from(p.max_rigs_per_address).unwrap_or(usize::MAX),
             },
         ),
@@ -359,12 +483,12 @@ pub fn start(
         gpu: gpu.clone(),
         budget_tx,
         audit: audit.clone(),
-        state_file,
+        state_file: Some(state_file),
         view_tx,
-        confirm_deadline: Duration::from_secs_f64(p.confirm_deadline_secs),
-        wake_deadline: Duration::from_secs_f64(p.wake_deadline_secs),
-        status_every: Duration::from_secs_f64(p.status_poll_secs),
-        quiet: Duration::from_secs_f64(p.quiet_secs),
+        confirm_deadline: limits::secs(p.confirm_deadline_secs),
+        wake_deadline: limits::secs(p.wake_deadline_secs),
+        status_every: limits::secs(p.status_poll_secs),
+        quiet: limits::secs(p.quiet_secs),
         ops: FuturesUnordered::new(),
         status_in_flight: 0,
         last_status: HashMap::new(),
@@ -377,6 +501,7 @@ pub fn start(
         drain_to_confirmed: drain_to_confirmed.clone(),
         restored_known,
         identity: identity.clone(),
+        unconfirmed: reset.then(HashSet::new),
     };
     tracker.spawn(controller::apply_budgets(
         gpu,

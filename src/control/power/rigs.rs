@@ -231,6 +231,14 @@ impl Registry {
             .filter(|r| !r.conns.is_empty())
             .map(|r| r.id.clone())
             .collect();
+        // An unverified rig that left keeps its last estimate until it is forgotten (it may
+        // be mining on its backup pool); a known one counts its nameplate or firmware figure.
+        let last_estimate: HashMap<RigId, f64> = self
+            .rigs
+            .values()
+            .filter(|r| r.identity == Identity::Unverified)
+            .map(|r| (r.id.clone(), r.hashrate))
+            .collect();
         for r in self.rigs.values_mut() {
             r.conns.clear();
             r.hashrate = 0.0;
@@ -257,8 +265,13 @@ impl Registry {
         for r in self.rigs.values_mut() {
             if !r.conns.is_empty() {
                 r.disconnected_since = None;
-            } else if r.disconnected_since.is_none() {
+                continue;
+            }
+            if r.disconnected_since.is_none() {
                 r.disconnected_since = Some(now);
+            }
+            if r.identity == Identity::Unverified {
+                r.hashrate = last_estimate.get(&r.id).copied().unwrap_or(0.0);
             }
         }
         report
@@ -804,8 +817,10 @@ mod tests {
         reg.sync(&[miner(1, "ghost-1a2b3c4d", "10.9.9.9:4000", 50e12)], now);
         let ghost = &reg.rigs[&RigId("ghost-1a2b3c4d".into())];
         assert_eq!(reg.power(ghost, now).0.round(), 1700.0);
-        // Gone: kept for forget_unverified, then forgotten.
+        // Gone: still counted at its last estimate for forget_unverified, then forgotten.
         reg.sync(&[], now);
+        let ghost = &reg.rigs[&RigId("ghost-1a2b3c4d".into())];
+        assert_eq!(reg.power(ghost, now).0.round(), 1700.0);
         assert!(reg.expire(now + Duration::from_secs(119)).is_empty());
         let gone = reg.expire(now + Duration::from_secs(120));
         assert_eq!(gone.len(), 1);
