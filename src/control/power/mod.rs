@@ -210,7 +210,10 @@ pub fn settings(p: &crate::config::Power) -> Settings {
 }
 
 /// Starts power control when `[power]` is configured: restores the persisted plan from the
-/// state directory, and runs the controller and the GPU budget writer on `tracker`.
+/// state directory, and runs the controller and the GPU budget writer on `tracker`, under
+/// `supervisor`: both are critical (`power-controller`, `gpu-budget`), the history sampler
+/// is watched only (`power-history`: a chart; see `crate::proxy` for why each).
+#[allow(clippy::too_many_arguments)]
 pub fn start(
     config: &Config,
     manager: Arc<PoolManager>,
@@ -219,6 +222,7 @@ pub fn start(
     gpu: Arc<dyn GpuControl>,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
+    supervisor: &crate::supervisor::Supervisor,
 ) -> Result<Option<PowerHandle>, ArbiterError> {
     let Some(p) = &config.power else {
         return Ok(None);
@@ -286,19 +290,20 @@ pub fn start(
         sleep_commanded: HashMap::new(),
         drain_to_confirmed: drain_to_confirmed.clone(),
     };
-    tracker.spawn(controller::apply_budgets(
-        gpu,
-        budget_rx,
-        audit,
-        shutdown.clone(),
-    ));
+    supervisor.spawn_critical(
+        tracker,
+        "gpu-budget",
+        controller::apply_budgets(gpu, budget_rx, audit, shutdown.clone()),
+    );
     let history = PowerHistory::standard();
-    tracker.spawn(
+    supervisor.spawn_watched(
+        tracker,
+        "power-history",
         history
             .clone()
             .run(view.clone(), SAMPLE_EVERY, shutdown.clone()),
     );
-    tracker.spawn(controller.run(requests, shutdown));
+    supervisor.spawn_critical(tracker, "power-controller", controller.run(requests, shutdown));
     Ok(Some(PowerHandle {
         tx,
         view,
