@@ -213,8 +213,8 @@ impl Proxy {
                     &admin,
                     "admin-socket",
                     socket.serve(
-                    plane.clone(),
-                    a.allowed_uids.clone(),
+                        plane.clone(),
+                        a.allowed_uids.clone(),
                         admin_stop.clone(),
                         admin.clone(),
                     ),

@@ -42,6 +42,10 @@ use crate::control::audit::{AuditEvent, AuditLog};
 /// `EX_SOFTWARE`): distinct from 1 (could not start) and 2 (bad configuration).
 pub const EXIT_TASK_FAILED: u8 = 70;
 
+/// How long a task's return waits before it is reported as the failure, so that a
+/// concurrent panic (its usual cause) is reported instead.
+const SETTLE: Duration = Duration::from_millis(100);
+
 /// The environment variable of the test-only fault hook (see the module documentation).
 pub const FAULT_ENV: &str = "HASHSHIFT_TEST_FAULT";
 
@@ -103,7 +107,9 @@ impl Fault {
             None => (rest, FaultKind::Panic),
         };
         if task.is_empty() || task.len() > 64 {
-            return Err(format!("{FAULT_ENV}: no task name (or too long) in {text:?}"));
+            return Err(format!(
+                "{FAULT_ENV}: no task name (or too long) in {text:?}"
+            ));
         }
         Ok(Fault {
             task: task.to_owned(),
@@ -211,7 +217,7 @@ impl Supervisor {
             // The task's state is dropped, never reused, after a panic: nothing observes it
             // half-updated, so asserting unwind safety is sound here.
             let outcome = AssertUnwindSafe(run).catch_unwind().await;
-            inner.ended(&name, critical, outcome.err());
+            inner.ended(&name, critical, outcome.err()).await;
         });
     }
 
@@ -261,7 +267,7 @@ impl Supervisor {
 }
 
 impl Inner {
-    fn ended(&self, name: &str, critical: bool, panic: Option<Box<dyn Any + Send>>) {
+    async fn ended(&self, name: &str, critical: bool, panic: Option<Box<dyn Any + Send>>) {
         let stopping = self.stopping.load(std::sync::atomic::Ordering::SeqCst);
         let why = match &panic {
             Some(payload) => format!("panicked: {}", panic_message(payload.as_ref())),
@@ -272,13 +278,21 @@ impl Inner {
             None => "returned before shutdown".to_owned(),
         };
         if !critical {
-            warn!(task = name, why, "non-critical task ended; carrying on without it");
+            warn!(
+                task = name,
+                why, "non-critical task ended; carrying on without it"
+            );
             return;
         }
         error!(
             task = name,
             why, "critical task ended: the proxy exits so that its service manager restarts it"
         );
+        if panic.is_none() {
+            // A task often returns because another one died (its channel closed): give a
+            // panic at the root of it the chance to be the failure reported.
+            tokio::time::sleep(SETTLE).await;
+        }
         let failure = TaskFailure {
             task: name.to_owned(),
             why,
@@ -413,6 +427,9 @@ mod tests {
         s.spawn_critical(&tracker, "b", std::future::pending());
         assert!(s.check_fault().is_ok());
         let f = first_failure(&s).await;
-        assert_eq!((f.task.as_str(), f.why.as_str()), ("b", "returned before shutdown"));
+        assert_eq!(
+            (f.task.as_str(), f.why.as_str()),
+            ("b", "returned before shutdown")
+        );
     }
 }

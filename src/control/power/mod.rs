@@ -303,7 +303,11 @@ pub fn start(
             .clone()
             .run(view.clone(), SAMPLE_EVERY, shutdown.clone()),
     );
-    supervisor.spawn_critical(tracker, "power-controller", controller.run(requests, shutdown));
+    supervisor.spawn_critical(
+        tracker,
+        "power-controller",
+        controller.run(requests, shutdown),
+    );
     Ok(Some(PowerHandle {
         tx,
         view,
