@@ -351,11 +351,11 @@ pub fn install_panic_hook() {
             .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
             .unwrap_or_default();
         let message = panic_message(info.payload());
+        error!(thread, location, message, "panic");
         let backtrace = std::backtrace::Backtrace::capture();
         if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
-            error!(thread, location, %backtrace, "panic: {message}");
-        } else {
-            error!(thread, location, "panic: {message}");
+            // Many lines: after the log line rather than inside one of its fields.
+            eprintln!("{backtrace}");
         }
     }));
 }
