@@ -137,6 +137,8 @@ pub struct Supervisor {
 struct Inner {
     /// Set when shutdown starts: from then on a task that returns is doing its job.
     stopping: std::sync::atomic::AtomicBool,
+    /// Taken by the first failure.
+    claimed: std::sync::atomic::AtomicBool,
     /// The first failure (`None` until then).
     failure: watch::Sender<Option<TaskFailure>>,
     fault: Option<Fault>,
@@ -159,6 +161,7 @@ impl Supervisor {
         Supervisor {
             inner: Arc::new(Inner {
                 stopping: false.into(),
+                claimed: false.into(),
                 failure: watch::Sender::new(None),
                 fault,
                 fault_armed: false.into(),
@@ -297,14 +300,12 @@ impl Inner {
             task: name.to_owned(),
             why,
         };
-        let first = self.failure.send_if_modified(|slot| {
-            if slot.is_some() {
-                return false;
-            }
-            *slot = Some(failure.clone());
-            true
-        });
-        if let (true, Some(audit)) = (first, self.audit.get()) {
+        if self.claimed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return; // not the first: logged above, the first one is the failure
+        }
+        // The audit line first: whoever waits on `failed` starts the shutdown, which ends the
+        // audit writer.
+        if let Some(audit) = self.audit.get() {
             audit.record(AuditEvent::now(
                 "proxy",
                 "task-failed",
@@ -312,6 +313,7 @@ impl Inner {
                 Some("exiting so that the service manager restarts the proxy".into()),
             ));
         }
+        self.failure.send_replace(Some(failure));
     }
 }
 
