@@ -2,7 +2,8 @@
 //! fault hook (`HASHSHIFT_TEST_FAULT=<task>:<panic|exit>@<ms>`, see `src/supervisor.rs`) one
 //! critical task panics or returns; the process must log which and why, shut down and exit
 //! with status 70 within a bounded time, so that systemd or Docker restarts it. And a proxy
-//! restarted after such a failure resumes from the persisted power plan.
+//! restarted after such a failure resumes from the persisted power plan: a drained rig stays
+//! pinned asleep and a curtailment stays in force.
 //!
 //! The proxy runs as a child process in front of a test pool in this process; its config has
 //! every part that runs a critical task (`[admin]` with a state directory, `[power]`, `[http]`,
@@ -21,6 +22,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
+use support::power_site::quick;
+use support::rig::SimRig;
 use support::site;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hashshift");
@@ -55,11 +58,16 @@ impl Dir {
 
     /// Every part of the proxy that runs a critical task, on 127.0.0.1:0.
     fn write_config(&self, pool: SocketAddr) -> Result<PathBuf> {
+        self.write_config_with(pool, "")
+    }
+
+    /// The same with `extra` TOML (rig groups, rigs).
+    fn write_config_with(&self, pool: SocketAddr, extra: &str) -> Result<PathBuf> {
         let text = format!(
             "{}[admin]\nsocket = {:?}\nstate_dir = {:?}\n\
              [http]\nlisten = \"127.0.0.1:0\"\n\
              [metrics]\nlisten = \"127.0.0.1:0\"\n\
-             [power]\nsite_cap_kw = 100.0\n",
+             [power]\nsite_cap_kw = 100.0\nstatus_poll_secs = 0.5\nquiet_secs = 1.0\n{extra}",
             site::config_text(pool, &site::Limits::default()),
             self.socket().display().to_string(),
             self.state().display().to_string(),
@@ -329,14 +337,55 @@ async fn a_fault_naming_no_task_refuses_to_start() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+/// The rig `farm.rig0` of `rigs`, from `ctl rigs`.
+fn rig0(rigs: &Value) -> Value {
+    rigs.as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["id"] == "farm.rig0")
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Polls `ctl ARGS` until `pred` holds, up to [`STEP`].
+async fn until(
+    socket: &Path,
+    args: &[&str],
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Result<Value> {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let v = ctl(socket, args).await?;
+        if pred(&v) {
+            return Ok(v);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{what}: not within {STEP:?}: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_proxy_resumes_the_persisted_plan() -> Result<()> {
     let pool = site::pool("resume").await?;
     let dir = Dir::new("resume")?;
-    let config = dir.write_config(pool.addr())?;
-    // Time enough to set the curtailment and see it persisted before the controller dies,
-    // even on a loaded machine; the test fails with a clear message otherwise.
-    let fault_after = Duration::from_secs(6);
+    // One rig with a (fake LuxOS) management API, mining into the proxy.
+    let mut rig = SimRig::new("farm.rig0", quick()).await?;
+    let config = dir.write_config_with(
+        pool.addr(),
+        &format!(
+            "[[rig_group]]\nname = \"s19\"\nmodel = \"S19\"\nrated_w = 3250.0\nj_per_th = 34.2\n\
+             firmware = \"luxos\"\nworkers = [\"farm.rig*\"]\n\
+             [[rig]]\nworker = \"farm.rig0\"\nmanagement = \"{}\"\n",
+            rig.firmware.addr()
+        ),
+    )?;
+    // Time enough to drain the rig, curtail and see both persisted before the controller
+    // dies, even on a loaded machine; the test says so if it was not.
+    let fault_after = Duration::from_secs(10);
     let mut proxy = Running::start(
         &config,
         Some(&format!(
@@ -344,9 +393,25 @@ async fn a_restarted_proxy_resumes_the_persisted_plan() -> Result<()> {
             fault_after.as_millis()
         )),
     )?;
-    proxy.wait_log("hashshift is up", STEP).await?;
+    let up = proxy.wait_log("hashshift is up", STEP).await?;
+    let addr: SocketAddr = up
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("addr="))
+        .context("no addr in the startup line")?
+        .parse()?;
+    rig.mine(addr);
+    let socket = dir.socket();
+    until(&socket, &["rigs"], "rig0 mining", |r| {
+        rig0(r)["state"] == "mining"
+    })
+    .await?;
     ctl(
-        dir.socket().as_path(),
+        &socket,
+        &["drain", "farm.rig0", "--reason", "supervision test pin"],
+    )
+    .await?;
+    ctl(
+        &socket,
         &[
             "curtail",
             "--kw",
@@ -358,13 +423,15 @@ async fn a_restarted_proxy_resumes_the_persisted_plan() -> Result<()> {
         ],
     )
     .await?;
-    let power = ctl(&dir.socket(), &["power"]).await?;
+    let power = ctl(&socket, &["power"]).await?;
     assert_eq!(power["curtailment"]["cap_kw"], 40.0, "{power}");
     let plan = dir.state().join("power.json");
     let persisted = tokio::time::timeout(STEP, async {
         loop {
             if let Ok(text) = std::fs::read_to_string(&plan) {
-                if text.contains("\"curtailment\":{\"cap\":40000") {
+                if text.contains("\"curtailment\":{\"cap\":40000")
+                    && text.contains("supervision test pin")
+                {
                     return;
                 }
             }
@@ -372,11 +439,16 @@ async fn a_restarted_proxy_resumes_the_persisted_plan() -> Result<()> {
         }
     })
     .await;
-    ensure!(persisted.is_ok(), "the curtailment never reached {plan:?}");
     ensure!(
-        proxy.started.elapsed() < fault_after,
-        "too slow: the curtailment was persisted after the fault was due"
+        persisted.is_ok(),
+        "the curtailment and the pin never reached {plan:?}"
     );
+    let ready = proxy.started.elapsed();
+    ensure!(
+        ready < fault_after,
+        "too slow: the plan was persisted {ready:?} after start, after the fault was due"
+    );
+    eprintln!("drain and curtailment persisted {ready:?} after start");
 
     let (status, log) = proxy.wait_exit(EXIT_WITHIN + fault_after).await?;
     assert_eq!(status.code(), Some(TASK_FAILED), "{log}");
@@ -385,9 +457,29 @@ async fn a_restarted_proxy_resumes_the_persisted_plan() -> Result<()> {
     // The service manager's restart: same config, same state directory, no fault.
     let mut proxy = Running::start(&config, None)?;
     proxy.wait_log("hashshift is up", STEP).await?;
-    let power = ctl(&dir.socket(), &["power"]).await?;
+    let power = ctl(&socket, &["power"]).await?;
     assert_eq!(power["curtailment"]["cap_kw"], 40.0, "{power}");
     assert_eq!(power["effective_cap_kw"], 40.0, "{power}");
+    // The pin holds: the rig is (or ends) asleep and nothing wakes it.
+    let rigs = until(&socket, &["rigs"], "rig0 asleep after the restart", |r| {
+        rig0(r)["state"] == "asleep"
+    })
+    .await?;
+    let r = rig0(&rigs);
+    assert!(
+        r["pinned"]
+            .as_str()
+            .is_some_and(|p| p.contains("supervision test pin")),
+        "{r}"
+    );
+    for _ in 0..10 {
+        assert_eq!(
+            rig.phase(),
+            hashshift::firmware::fake::FakePhase::Sleeping,
+            "woken after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // A SIGTERM is no failure: exit 0.
     proxy.signal("TERM")?;
@@ -401,5 +493,6 @@ async fn a_restarted_proxy_resumes_the_persisted_plan() -> Result<()> {
         matches!((failed_at, restored_at), (Some(f), Some(r)) if f < r),
         "{audit}"
     );
+    rig.stop().await;
     Ok(())
 }
