@@ -20,6 +20,7 @@
 //! | [`sim`] | simulated ASICs that speak SV1 like real firmware and really hash |
 //! | [`testpool`] | an embedded SV1 pool that validates shares itself (demo, tests, load generator) |
 //! | [`telemetry`] | counters shared between tasks and reports |
+//! | [`supervisor`] | critical tasks: a panic or an early end stops the process for a restart |
 //! | [`sys`] | signals and OS limits |
 //! | [`web`] | the HTTP server: JSON API (grid curtailment signal, GPU requests, status) |
 #![deny(unsafe_code)]
@@ -38,6 +39,7 @@ pub mod keyfile;
 pub mod noise_tcp;
 pub mod proxy;
 pub mod sim;
+pub mod supervisor;
 pub mod sys;
 pub mod telemetry;
 pub mod testpool;

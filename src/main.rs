@@ -90,9 +90,27 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            hashshift::supervisor::install_panic_hook();
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("hashshift: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let options = hashshift::proxy::StartOptions { reset_power_state };
-            match runtime().and_then(|rt| rt.block_on(run(config, options))) {
-                Ok(()) => ExitCode::SUCCESS,
+            let outcome = rt.block_on(run(config, options));
+            // A blocking task (a file write, a hook command) must not hold the exit up.
+            rt.shutdown_timeout(std::time::Duration::from_secs(2));
+            match outcome {
+                Ok(None) => ExitCode::SUCCESS,
+                Ok(Some(failure)) => {
+                    eprintln!(
+                        "hashshift: {failure}; exiting with status {} for a restart",
+                        hashshift::supervisor::EXIT_TASK_FAILED
+                    );
+                    ExitCode::from(hashshift::supervisor::EXIT_TASK_FAILED)
+                }
                 Err(e) => {
                     eprintln!("hashshift: {e:#}");
                     ExitCode::FAILURE
@@ -138,8 +156,19 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// Runs the proxy until SIGINT or SIGTERM, then shuts down gracefully.
-async fn run(config: Config, options: hashshift::proxy::StartOptions) -> anyhow::Result<()> {
+/// Sessions' grace period when the proxy stops after a critical task failed: shorter than on
+/// SIGTERM, since power control may be down until the restart.
+const FAILURE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+/// After a failure the process exits by then even if the shutdown hangs.
+const FAILURE_EXIT_WITHIN: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Runs the proxy until SIGINT or SIGTERM, or until a critical task fails, then shuts down
+/// gracefully. Returns the failure, if any (the exit status is then
+/// [`hashshift::supervisor::EXIT_TASK_FAILED`]).
+async fn run(
+    config: Config,
+    options: hashshift::proxy::StartOptions,
+) -> anyhow::Result<Option<hashshift::supervisor::TaskFailure>> {
     use anyhow::Context;
     hashshift::sys::raise_fd_limit();
     let settings = hashshift::upstream::manager::ManagerSettings::from_config(&config);
@@ -149,7 +178,26 @@ async fn run(config: Config, options: hashshift::proxy::StartOptions) -> anyhow:
     for addr in proxy.listen_addrs() {
         tracing::info!(%addr, "hashshift is up");
     }
-    hashshift::sys::shutdown_signal().await;
-    proxy.shutdown(std::time::Duration::from_secs(10)).await;
-    Ok(())
+    let supervisor = proxy.supervisor().clone();
+    let failed = tokio::select! {
+        () = hashshift::sys::shutdown_signal() => None,
+        failure = proxy.failed() => Some(failure),
+    };
+    let grace = match &failed {
+        None => std::time::Duration::from_secs(10),
+        Some(failure) => {
+            tracing::error!(task = %failure.task, why = %failure.why, "stopping: a critical task failed");
+            // A watchdog outside the runtime: a wedged shutdown must not keep a process
+            // without, say, power control alive.
+            std::thread::spawn(|| {
+                std::thread::sleep(FAILURE_EXIT_WITHIN);
+                eprintln!("hashshift: shutdown after a task failure took too long; exiting");
+                std::process::exit(i32::from(hashshift::supervisor::EXIT_TASK_FAILED));
+            });
+            FAILURE_GRACE
+        }
+    };
+    proxy.shutdown(grace).await;
+    // A panic during the shutdown also fails the run.
+    Ok(failed.or_else(|| supervisor.failure()))
 }

@@ -4,6 +4,24 @@
 //! [`Proxy::start`] binds every listener before returning (so a caller, a test or the demo,
 //! knows the addresses), then runs until [`Proxy::shutdown`]: stop accepting, let sessions
 //! relay the verdicts of shares already sent upstream within a grace period, then stop.
+//!
+//! Its long-lived tasks run under a [`Supervisor`] (see [`crate::supervisor`]); every one is
+//! critical, because each one's death leaves the site unsafe or unmanaged while the process
+//! looks alive:
+//! - `pool-manager`: without it pool failover and share routing stop;
+//! - `listener-N` (config order): miners can no longer (re)connect;
+//! - `audit-writer`: decisions would stop reaching the disk, with no one told;
+//! - `power-controller`: drains, wakes, curtailments and GPU grants stop, and every request
+//!   answers "shutting down";
+//! - `gpu-budget`: the GPU budget would stop following the arbiter, so the scheduler could
+//!   hand out power the rigs are using;
+//! - `admin-socket`, `http-server`: operators and the grid signal lose their way in;
+//! - `metrics-server`: monitoring goes blind.
+//!
+//! The power history sampler (`power-history`, the NOC page's chart) is watched only: its end
+//! is logged, and nothing unsafe follows from it. [`Proxy::failed`] resolves on the first
+//! failure; `hashshift run` then shuts down and exits non-zero so its service manager
+//! restarts it, and the new process resumes from the persisted power plan.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +39,7 @@ use crate::downstream::listener;
 use crate::downstream::sv1::{self as sv1_session, SessionSettings};
 use crate::downstream::sv2::{self as sv2_session, Sv2Settings, channel::ChannelSettings};
 use crate::downstream::vardiff::VardiffSettings;
+use crate::supervisor::{Fault, Supervisor, TaskFailure};
 use crate::telemetry::Instruments;
 use crate::upstream::manager::{ManagerSettings, PoolManager, PoolSnapshot};
 
@@ -42,6 +61,7 @@ pub struct Proxy {
     upstream_stop: CancellationToken,
     sessions: TaskTracker,
     upstream: TaskTracker,
+    supervisor: Supervisor,
 }
 
 /// What `hashshift run` may ask for beyond the config file.
@@ -73,6 +93,9 @@ impl Proxy {
         manager_settings: ManagerSettings,
         options: StartOptions,
     ) -> std::io::Result<Proxy> {
+        // The test-only fault hook, read once here (see `crate::supervisor`).
+        let fault = Fault::from_env().map_err(std::io::Error::other)?;
+        let supervisor = Supervisor::new(fault);
         let upstream_stop = CancellationToken::new();
         // A start that fails half way (a bad power plan, a port in use) stops what it already
         // started: dropped guards cancel their tokens; a successful start disarms them.
@@ -84,7 +107,7 @@ impl Proxy {
             upstream_stop.clone(),
             upstream.clone(),
         );
-        upstream.spawn(manager.clone().run());
+        supervisor.spawn_critical(&upstream, "pool-manager", manager.clone().run());
         let instruments = Arc::new(Instruments::default());
 
         let settings = Arc::new(SessionSettings {
@@ -110,7 +133,8 @@ impl Proxy {
         let sessions_guard = sessions_stop.clone().drop_guard();
         let sessions = TaskTracker::new();
         let mut listeners = Vec::new();
-        for d in &config.downstream {
+        for (index, d) in config.downstream.iter().enumerate() {
+            let name = format!("listener-{index}");
             let listener = listener::bind(d.listen)?;
             listeners.push(listener.local_addr()?);
             match d.protocol {
@@ -121,7 +145,7 @@ impl Proxy {
                     let session_stop = sessions_stop.clone();
                     let tracker = sessions.clone();
                     let max = config.limits.max_connections;
-                    sessions.spawn(async move {
+                    supervisor.spawn_critical(&sessions, &name, async move {
                         listener::serve(listener, max, "sv1", stop, tracker, move |mut accepted| {
                             // Sessions end on the session token, not the accept token, so that
                             // shutdown can stop accepting first and drain sessions after.
@@ -162,7 +186,7 @@ impl Proxy {
                     let session_stop = sessions_stop.clone();
                     let tracker = sessions.clone();
                     let max = config.limits.max_connections;
-                    sessions.spawn(async move {
+                    supervisor.spawn_critical(&sessions, &name, async move {
                         listener::serve(listener, max, "sv2", stop, tracker, move |mut accepted| {
                             accepted.shutdown = session_stop.clone();
                             sv2_session::serve(accepted, sv2_settings.clone(), manager.clone())
@@ -179,10 +203,20 @@ impl Proxy {
             None => None,
             Some(a) => {
                 let audit = match &a.state_dir {
-                    Some(dir) => AuditLog::open(dir)?,
+                    Some(dir) => {
+                        let audit = AuditLog::open(dir)?;
+                        // Only a log with a file has a writer (an in-memory one's would
+                        // return at once).
+                        supervisor.spawn_critical(
+                            &admin,
+                            "audit-writer",
+                            audit.clone().run_writer(admin_stop.clone()),
+                        );
+                        audit
+                    }
                     None => AuditLog::in_memory(),
                 };
-                admin.spawn(audit.clone().run_writer(admin_stop.clone()));
+                supervisor.set_audit(audit.clone());
                 let gpu = crate::control::power::adapters::gpu(config)
                     .map_err(|e| std::io::Error::other(format!("[gpu_scheduler]: {e}")))?;
                 let power = crate::control::power::start(
@@ -194,16 +228,21 @@ impl Proxy {
                     admin_stop.clone(),
                     &admin,
                     options.reset_power_state,
+                    &supervisor,
                 )
                 .map_err(|e| std::io::Error::other(format!("[power]: {e}")))?;
                 let plane = ControlPlane::new(manager.clone(), audit, power);
                 let socket = AdminSocket::bind(&a.socket).await?;
-                admin.spawn(socket.serve(
-                    plane.clone(),
-                    a.allowed_uids.clone(),
-                    admin_stop.clone(),
-                    admin.clone(),
-                ));
+                supervisor.spawn_critical(
+                    &admin,
+                    "admin-socket",
+                    socket.serve(
+                        plane.clone(),
+                        a.allowed_uids.clone(),
+                        admin_stop.clone(),
+                        admin.clone(),
+                    ),
+                );
                 Some(plane)
             }
         };
@@ -211,7 +250,7 @@ impl Proxy {
         if let (Some(h), Some(plane)) = (&config.http, &control) {
             let server = crate::web::WebServer::bind(h, plane.clone()).await?;
             web = Some(server.local_addr()?);
-            admin.spawn(server.serve(admin_stop.clone()));
+            supervisor.spawn_critical(&admin, "http-server", server.serve(admin_stop.clone()));
         }
         let mut metrics = None;
         if let Some(m) = &config.metrics {
@@ -227,8 +266,9 @@ impl Proxy {
             let server =
                 crate::telemetry::metrics::server::MetricsServer::bind(m.listen, registry).await?;
             metrics = Some(server.local_addr()?);
-            admin.spawn(server.serve(admin_stop.clone()));
+            supervisor.spawn_critical(&admin, "metrics-server", server.serve(admin_stop.clone()));
         }
+        supervisor.check_fault().map_err(std::io::Error::other)?;
         for guard in [upstream_guard, accept_guard, sessions_guard, admin_guard] {
             guard.disarm();
         }
@@ -246,7 +286,26 @@ impl Proxy {
             upstream_stop,
             sessions,
             upstream,
+            supervisor,
         })
+    }
+
+    /// Resolves when a critical task ends before shutdown or panics, with which and why (the
+    /// first one). Does not borrow the proxy: select on it, then call [`Proxy::shutdown`].
+    pub fn failed(&self) -> impl Future<Output = TaskFailure> + Send + 'static {
+        self.supervisor.failed()
+    }
+
+    /// The first critical task failure so far, if any. A panic during [`Proxy::shutdown`]
+    /// counts too (a task returning then does not).
+    pub fn failure(&self) -> Option<TaskFailure> {
+        self.supervisor.failure()
+    }
+
+    /// The supervisor of the proxy's tasks (outlives [`Proxy::shutdown`], so a caller can ask
+    /// for [`Supervisor::failure`] afterwards).
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.supervisor
     }
 
     /// Addresses of the downstream listeners, in config order.
@@ -288,6 +347,8 @@ impl Proxy {
     /// `grace`, then closes the pool connections.
     pub async fn shutdown(self, grace: Duration) {
         info!("shutting down: no new miners");
+        // Tasks that return from here on are doing what they were told.
+        self.supervisor.stopping();
         self.accept_stop.cancel();
         self.sessions_stop.cancel();
         self.sessions.close();

@@ -398,7 +398,9 @@ fn clamp_curtailment(arbiter: &mut Arbiter, now: Duration, audit: &AuditLog) {
 }
 
 /// Starts power control when `[power]` is configured: restores the persisted plan from the
-/// state directory, and runs the controller and the GPU budget writer on `tracker`.
+/// state directory, and runs the controller and the GPU budget writer on `tracker`, under
+/// `supervisor`: both are critical (`power-controller`, `gpu-budget`), the history sampler
+/// is watched only (`power-history`: a chart; see `crate::proxy` for why each).
 ///
 /// A plan that exists but cannot be read, parsed or restored is an error (the file is left
 /// as it was). With `reset`, the plan is moved aside first and power control starts with no
@@ -413,6 +415,7 @@ pub fn start(
     shutdown: CancellationToken,
     tracker: &TaskTracker,
     reset: bool,
+    supervisor: &crate::supervisor::Supervisor,
 ) -> Result<Option<PowerHandle>, StartError> {
     let Some(p) = &config.power else {
         return Ok(None);
@@ -503,19 +506,24 @@ pub fn start(
         identity: identity.clone(),
         unconfirmed: reset.then(HashSet::new),
     };
-    tracker.spawn(controller::apply_budgets(
-        gpu,
-        budget_rx,
-        audit,
-        shutdown.clone(),
-    ));
+    supervisor.spawn_critical(
+        tracker,
+        "gpu-budget",
+        controller::apply_budgets(gpu, budget_rx, audit, shutdown.clone()),
+    );
     let history = PowerHistory::standard();
-    tracker.spawn(
+    supervisor.spawn_watched(
+        tracker,
+        "power-history",
         history
             .clone()
             .run(view.clone(), SAMPLE_EVERY, shutdown.clone()),
     );
-    tracker.spawn(controller.run(requests, shutdown));
+    supervisor.spawn_critical(
+        tracker,
+        "power-controller",
+        controller.run(requests, shutdown),
+    );
     Ok(Some(PowerHandle {
         tx,
         view,
