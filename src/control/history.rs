@@ -195,6 +195,7 @@ mod tests {
         let (_tx, rx) = watch::channel(Arc::new(PowerView {
             snapshot: arbiter.snapshot(),
             rigs: Default::default(),
+            gpu_shed: Default::default(),
         }));
         let h = PowerHistory::new(100);
         let stop = CancellationToken::new();

@@ -16,6 +16,7 @@ pub mod ops;
 pub mod persist;
 pub mod ports;
 pub mod rigs;
+pub mod shed;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -71,6 +72,8 @@ pub struct PowerView {
     pub snapshot: PowerSnapshot,
     /// Each rig's power side.
     pub rigs: HashMap<RigId, RigPower>,
+    /// The GPU shed being carried through, and counts (metrics).
+    pub gpu_shed: shed::ShedStatus,
 }
 
 /// A request to the controller.
@@ -255,6 +258,7 @@ pub fn start(
     let (view_tx, view) = watch::channel(Arc::new(PowerView {
         snapshot: arbiter.snapshot(),
         rigs: HashMap::new(),
+        gpu_shed: shed::ShedStatus::default(),
     }));
     info!(cap_kw = p.site_cap_kw, gpu = %gpu.describe(), "power control started");
     let controller = Controller {
@@ -285,6 +289,13 @@ pub fn start(
         polled_demand: true,
         sleep_commanded: HashMap::new(),
         drain_to_confirmed: drain_to_confirmed.clone(),
+        shed: shed::ShedTracker::new(
+            config.gpu_scheduler.as_ref().map_or(
+                Duration::from_secs_f64(crate::gpu::DEFAULT_SHED_DEADLINE_SECS),
+                |g| g.shed_deadline(),
+            ),
+            controller::DEMAND_EVERY * 2,
+        ),
     };
     tracker.spawn(controller::apply_budgets(
         gpu,

@@ -127,10 +127,23 @@ impl SampleSource for LiveSource {
                 submit_latency: p.submit_latency,
             })
             .collect();
+        let view = self.power.as_ref().map(|h| h.view());
         let power = self
             .power
             .as_ref()
-            .map(|h| (h.view().snapshot.clone(), h.drain_to_confirmed()));
+            .zip(view.as_ref())
+            .map(|(h, v)| (v.snapshot.clone(), h.drain_to_confirmed()));
+        let gpu_shed = view
+            .map(|v| {
+                let s = &v.gpu_shed;
+                super::GpuShedSample {
+                    age_secs: s.current.map(|(since, _)| since.elapsed().as_secs_f64()),
+                    outstanding_w: s.current.map_or(0.0, |(_, w)| w.0 as f64),
+                    calls_total: s.calls_total,
+                    overdue_total: s.overdue_total,
+                }
+            })
+            .unwrap_or_default();
         Sample {
             pools,
             downstream: vec![
@@ -140,6 +153,7 @@ impl SampleSource for LiveSource {
             groups: self.names.clone(),
             workers: workers.into_values().collect(),
             power,
+            gpu_shed,
         }
     }
 }
