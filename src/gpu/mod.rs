@@ -405,6 +405,59 @@ mod tests {
     }
 
     #[test]
+    fn shed_deadlines_and_timeouts_are_range_checked() {
+        let base = [
+            "kind = \"slurm\"\n",
+            "kind = \"webhook\"\nurl = \"http://127.0.0.1:9/x\"\n",
+            "kind = \"command\"\nprogram = \"/bin/true\"\n",
+        ];
+        for b in base {
+            let c: GpuSchedulerConfig = toml::from_str(b).expect(b);
+            c.validate().expect(b);
+            assert_eq!(c.shed_deadline(), Duration::from_secs(120), "{b}");
+            let c: GpuSchedulerConfig =
+                toml::from_str(&format!("{b}shed_deadline_secs = 7.5\n")).expect(b);
+            assert_eq!(c.shed_deadline(), Duration::from_millis(7_500), "{b}");
+            for bad in ["0.0", "-1.0", "nan", "inf", "86401.0"] {
+                let text = format!("{b}shed_deadline_secs = {bad}\n");
+                let c: GpuSchedulerConfig = toml::from_str(&text).expect(&text);
+                let e = c.validate().expect_err(&text).to_string();
+                assert!(e.contains("shed_deadline_secs"), "{text}: {e}");
+            }
+        }
+        for bad in [
+            "kind = \"slurm\"\ncommand_timeout_ms = 86400001\n",
+            "kind = \"slurm\"\nshed_confirm_timeout_ms = 18446744073709551615\n",
+            "kind = \"webhook\"\nurl = \"http://127.0.0.1:9/x\"\ntimeout_ms = 18446744073709551615\n",
+            "kind = \"webhook\"\nurl = \"http://127.0.0.1:9/x\"\nmax_attempts = 1000\n",
+            "kind = \"webhook\"\nurl = \"http://127.0.0.1:9/x\"\nbackoff_max_ms = 86400001\n",
+            "kind = \"command\"\nprogram = \"/bin/true\"\ntimeout_ms = 0\n",
+        ] {
+            let c: GpuSchedulerConfig = toml::from_str(bad).expect(bad);
+            assert!(c.validate().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_adapter_states_its_call_bound() {
+        let bound = |text: &str| {
+            let c: GpuSchedulerConfig = toml::from_str(text).expect(text);
+            GpuScheduler::from_config(c).expect(text).call_bound()
+        };
+        // 4 attempts × 5 s + 3 waits of at most 4 s.
+        assert_eq!(
+            bound("kind = \"webhook\"\nurl = \"http://127.0.0.1:9/x\"\n"),
+            Duration::from_secs(32)
+        );
+        assert_eq!(
+            bound("kind = \"command\"\nprogram = \"/bin/true\"\ntimeout_ms = 1500\n"),
+            Duration::from_millis(1_500)
+        );
+        // 17 × 10 s + 60 s of confirmation + one 200 ms poll.
+        assert_eq!(bound("kind = \"slurm\"\n"), Duration::from_millis(230_200));
+    }
+
+    #[test]
     fn kw_checks_and_reasons() {
         assert!(check_kw(0.0).is_ok());
         assert!(check_kw(-1.0).is_err());
