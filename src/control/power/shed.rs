@@ -141,6 +141,9 @@ impl ShedTracker {
 
     /// The arbiter cut the grant to `grant` and asks the GPU side to shed `amount`.
     pub fn handle_ask(&mut self, now: Instant, amount: Watts, grant: Watts, reason: String) {
+        if amount == Watts::ZERO {
+            return;
+        }
         // Without a report, the GPU side uses what it was granted before the cut.
         let before = grant + amount;
         match &mut self.current {

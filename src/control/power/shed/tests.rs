@@ -73,6 +73,22 @@ async fn an_acknowledgement_ends_a_shed_without_polled_demand() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn nothing_to_shed_starts_nothing() {
+    let mut t = ShedTracker::new(DEADLINE, SETTLE);
+    let t0 = Instant::now();
+    t.handle_ask(t0, Watts::ZERO, kw(2.0), "r".into());
+    assert!(t.current().is_none());
+    assert!(t.poll(t0).is_empty());
+    assert_eq!(
+        t.handle_in_use(t0, kw(9.0)),
+        None,
+        "reports alone start nothing"
+    );
+    assert_eq!(t.handle_grant(kw(0.0)), None);
+    assert!(t.current().is_none());
+}
+
+#[tokio::test(start_paused = true)]
 async fn with_polled_demand_only_a_report_at_or_below_the_grant_ends_it() {
     let mut t = ShedTracker::new(DEADLINE, SETTLE);
     let t0 = Instant::now();
