@@ -485,6 +485,10 @@ impl Config {
             }
         }
         site::validate(self.power.as_ref(), &self.rig_group, &self.rig)?;
+        if let Some(g) = &self.gpu_scheduler {
+            g.validate()
+                .map_err(|e| invalid("gpu_scheduler", e.to_string()))?;
+        }
         if let Some(m) = &self.metrics {
             m.validate()?;
         }

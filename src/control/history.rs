@@ -196,6 +196,7 @@ mod tests {
             snapshot: arbiter.snapshot(),
             rigs: Default::default(),
             conn_rigs: Default::default(),
+            gpu_shed: Default::default(),
         }));
         let h = PowerHistory::new(100);
         let stop = CancellationToken::new();

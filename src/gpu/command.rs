@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::process;
-use super::{GpuDemand, GpuError, ReportedDemand, ShedOutcome, check_kw, clean_reason};
+use super::{
+    GpuDemand, GpuError, ReportedDemand, ShedOutcome, check_kw, check_ms, check_shed_deadline,
+    clean_reason,
+};
 
 /// What the hook may print (it is logged on failure, not parsed).
 const MAX_OUTPUT: usize = 64 * 1024;
@@ -35,8 +38,11 @@ pub struct CommandConfig {
     pub args: Vec<String>,
     /// Extra environment variables.
     pub env: BTreeMap<String, String>,
-    /// How long one run may take, in ms.
+    /// How long one run may take, in ms (the hook is killed after it).
     pub timeout_ms: u64,
+    /// How long a shed may take until the GPU side has given the power back, in seconds,
+    /// before it is escalated (audit `gpu`/`shed-overdue`, a metric); retries go on after.
+    pub shed_deadline_secs: f64,
 }
 
 impl Default for CommandConfig {
@@ -46,6 +52,7 @@ impl Default for CommandConfig {
             args: Vec::new(),
             env: BTreeMap::new(),
             timeout_ms: 30_000,
+            shed_deadline_secs: super::DEFAULT_SHED_DEADLINE_SECS,
         }
     }
 }
@@ -73,15 +80,17 @@ impl CommandScheduler {
         if cfg.program.as_os_str().is_empty() {
             return Err(GpuError::Config("command hook: no program".into()));
         }
-        if cfg.timeout_ms == 0 {
-            return Err(GpuError::Config(
-                "command hook: timeout_ms must be > 0".into(),
-            ));
-        }
+        check_ms("command hook timeout_ms", cfg.timeout_ms)?;
+        check_shed_deadline(cfg.shed_deadline_secs)?;
         Ok(Self {
             cfg,
             reported: ReportedDemand::default(),
         })
+    }
+
+    /// The longest one call can take: `timeout_ms` (the hook is killed then).
+    pub fn call_bound(&self) -> Duration {
+        Duration::from_millis(self.cfg.timeout_ms)
     }
 
     /// Runs the hook with `HASHSHIFT_GPU_EVENT=budget HASHSHIFT_GPU_BUDGET_KW=<kw>`.

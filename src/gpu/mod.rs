@@ -34,6 +34,14 @@ pub use command::{CommandConfig, CommandScheduler};
 pub use slurm::{ShedMode, SlurmConfig, SlurmScheduler};
 pub use webhook::{WebhookConfig, WebhookScheduler};
 
+/// Default of `shed_deadline_secs`: how long a GPU shed may take before it is escalated.
+pub const DEFAULT_SHED_DEADLINE_SECS: f64 = 120.0;
+/// The longest any configured duration may be (one day): longer ones are typos, and a bound
+/// this size can never overflow an `Instant`.
+pub const MAX_CONFIG_SECS: f64 = 86_400.0;
+/// [`MAX_CONFIG_SECS`] in ms, for the adapters' `*_ms` settings.
+pub(crate) const MAX_CONFIG_MS: u64 = 86_400_000;
+
 /// What the GPU side wants and uses, in kW.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 #[non_exhaustive]
@@ -202,6 +210,26 @@ pub enum GpuScheduler {
     Command(CommandScheduler),
 }
 
+impl GpuSchedulerConfig {
+    /// Checks the settings the way [`GpuScheduler::from_config`] does (no I/O), so that
+    /// `check-config` refuses what `run` would.
+    pub fn validate(&self) -> Result<(), GpuError> {
+        GpuScheduler::from_config(self.clone()).map(drop)
+    }
+
+    /// How long a shed may take (until the scheduler reports in-use at or below the grant)
+    /// before it is escalated: `shed_deadline_secs`.
+    pub fn shed_deadline(&self) -> Duration {
+        let secs = match self {
+            Self::Slurm(c) => c.shed_deadline_secs,
+            Self::Webhook(c) => c.shed_deadline_secs,
+            Self::Command(c) => c.shed_deadline_secs,
+        };
+        // Validated in from_config; clamp anyway so that a config built in code cannot panic.
+        Duration::from_secs_f64(clamp_secs(secs))
+    }
+}
+
 impl GpuScheduler {
     /// Builds the adapter a config describes (validates it; does no I/O).
     pub fn from_config(config: GpuSchedulerConfig) -> Result<Self, GpuError> {
@@ -237,6 +265,16 @@ impl GpuScheduler {
             Self::Slurm(s) => s.demand().await,
             Self::Webhook(w) => Ok(w.demand()),
             Self::Command(c) => Ok(c.demand()),
+        }
+    }
+
+    /// The longest one `set_budget_kw` or `shed` call can take, from the adapter's own
+    /// settings (each adapter enforces it itself; a caller may add a margin as a safety net).
+    pub fn call_bound(&self) -> Duration {
+        match self {
+            Self::Slurm(s) => s.call_bound(),
+            Self::Webhook(w) => w.call_bound(),
+            Self::Command(c) => c.call_bound(),
         }
     }
 
@@ -294,6 +332,36 @@ impl ReportedDemand {
     }
 }
 
+/// Checks `shed_deadline_secs`: finite, > 0, at most a day.
+pub(crate) fn check_shed_deadline(secs: f64) -> Result<(), GpuError> {
+    if secs.is_finite() && secs > 0.0 && secs <= MAX_CONFIG_SECS {
+        Ok(())
+    } else {
+        Err(GpuError::Config(format!(
+            "shed_deadline_secs must be > 0 and at most {MAX_CONFIG_SECS} (one day), got {secs}"
+        )))
+    }
+}
+
+/// Checks a `*_ms` setting: > 0, at most a day.
+pub(crate) fn check_ms(what: &str, ms: u64) -> Result<(), GpuError> {
+    if ms > 0 && ms <= MAX_CONFIG_MS {
+        Ok(())
+    } else {
+        Err(GpuError::Config(format!(
+            "{what} must be > 0 and at most {MAX_CONFIG_MS} (one day), got {ms}"
+        )))
+    }
+}
+
+fn clamp_secs(secs: f64) -> f64 {
+    if secs.is_finite() && secs > 0.0 {
+        secs.min(MAX_CONFIG_SECS)
+    } else {
+        DEFAULT_SHED_DEADLINE_SECS
+    }
+}
+
 /// Reasons go into argv elements and JSON only, never a shell; this keeps them one short line.
 pub(crate) fn clean_reason(reason: &str) -> String {
     reason
@@ -334,6 +402,59 @@ mod tests {
 
         assert!(toml::from_str::<GpuSchedulerConfig>("kind = \"slurm\"\nbogus = 1\n").is_err());
         assert!(toml::from_str::<GpuSchedulerConfig>("kind = \"pbs\"\n").is_err());
+    }
+
+    #[test]
+    fn shed_deadlines_and_timeouts_are_range_checked() {
+        let base = [
+            "kind = \"slurm\"\n",
+            "kind = \"webhook\"\nurl = \"http://127.0.0.1:9/x\"\n",
+            "kind = \"command\"\nprogram = \"/bin/true\"\n",
+        ];
+        for b in base {
+            let c: GpuSchedulerConfig = toml::from_str(b).expect(b);
+            c.validate().expect(b);
+            assert_eq!(c.shed_deadline(), Duration::from_secs(120), "{b}");
+            let c: GpuSchedulerConfig =
+                toml::from_str(&format!("{b}shed_deadline_secs = 7.5\n")).expect(b);
+            assert_eq!(c.shed_deadline(), Duration::from_millis(7_500), "{b}");
+            for bad in ["0.0", "-1.0", "nan", "inf", "86401.0"] {
+                let text = format!("{b}shed_deadline_secs = {bad}\n");
+                let c: GpuSchedulerConfig = toml::from_str(&text).expect(&text);
+                let e = c.validate().expect_err(&text).to_string();
+                assert!(e.contains("shed_deadline_secs"), "{text}: {e}");
+            }
+        }
+        for bad in [
+            "kind = \"slurm\"\ncommand_timeout_ms = 86400001\n",
+            "kind = \"slurm\"\nshed_confirm_timeout_ms = 18446744073709551615\n",
+            "kind = \"webhook\"\nurl = \"http://127.0.0.1:9/x\"\ntimeout_ms = 18446744073709551615\n",
+            "kind = \"webhook\"\nurl = \"http://127.0.0.1:9/x\"\nmax_attempts = 1000\n",
+            "kind = \"webhook\"\nurl = \"http://127.0.0.1:9/x\"\nbackoff_max_ms = 86400001\n",
+            "kind = \"command\"\nprogram = \"/bin/true\"\ntimeout_ms = 0\n",
+        ] {
+            let c: GpuSchedulerConfig = toml::from_str(bad).expect(bad);
+            assert!(c.validate().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_adapter_states_its_call_bound() {
+        let bound = |text: &str| {
+            let c: GpuSchedulerConfig = toml::from_str(text).expect(text);
+            GpuScheduler::from_config(c).expect(text).call_bound()
+        };
+        // 4 attempts × 5 s + 3 waits of at most 4 s.
+        assert_eq!(
+            bound("kind = \"webhook\"\nurl = \"http://127.0.0.1:9/x\"\n"),
+            Duration::from_secs(32)
+        );
+        assert_eq!(
+            bound("kind = \"command\"\nprogram = \"/bin/true\"\ntimeout_ms = 1500\n"),
+            Duration::from_millis(1_500)
+        );
+        // 17 × 10 s + 60 s of confirmation + one 200 ms poll.
+        assert_eq!(bound("kind = \"slurm\"\n"), Duration::from_millis(230_200));
     }
 
     #[test]

@@ -23,7 +23,10 @@ use hyper::Method;
 use hyper::header::{AUTHORIZATION, HeaderValue};
 use serde::{Deserialize, Serialize};
 
-use super::{GpuDemand, GpuError, ReportedDemand, ShedOutcome, check_kw, clean_reason};
+use super::{
+    GpuDemand, GpuError, ReportedDemand, ShedOutcome, check_kw, check_ms, check_shed_deadline,
+    clean_reason,
+};
 use crate::http_client::{self, HttpError, HttpUrl, Limits};
 
 /// The most of a reply body read; the status is what counts, a longer body is not an error.
@@ -46,7 +49,13 @@ pub struct WebhookConfig {
     pub backoff_initial_ms: u64,
     /// The longest wait between attempts, in ms.
     pub backoff_max_ms: u64,
+    /// How long a shed may take until the GPU side has given the power back, in seconds,
+    /// before it is escalated (audit `gpu`/`shed-overdue`, a metric); retries go on after.
+    pub shed_deadline_secs: f64,
 }
+
+/// The most attempts one call may make (each is bounded by `timeout_ms`).
+const MAX_ATTEMPTS: u32 = 100;
 
 impl Default for WebhookConfig {
     fn default() -> Self {
@@ -57,6 +66,7 @@ impl Default for WebhookConfig {
             max_attempts: 4,
             backoff_initial_ms: 250,
             backoff_max_ms: 4_000,
+            shed_deadline_secs: super::DEFAULT_SHED_DEADLINE_SECS,
         }
     }
 }
@@ -87,11 +97,16 @@ impl WebhookScheduler {
             url: cfg.url.clone(),
             detail,
         })?;
-        if cfg.max_attempts == 0 || cfg.timeout_ms == 0 {
-            return Err(GpuError::Config(
-                "webhook max_attempts and timeout_ms must be > 0".into(),
-            ));
+        if cfg.max_attempts == 0 || cfg.max_attempts > MAX_ATTEMPTS {
+            return Err(GpuError::Config(format!(
+                "webhook max_attempts must be 1 to {MAX_ATTEMPTS}, got {}",
+                cfg.max_attempts
+            )));
         }
+        check_ms("webhook timeout_ms", cfg.timeout_ms)?;
+        check_ms("webhook backoff_initial_ms", cfg.backoff_initial_ms.max(1))?;
+        check_ms("webhook backoff_max_ms", cfg.backoff_max_ms.max(1))?;
+        check_shed_deadline(cfg.shed_deadline_secs)?;
         // Checked once here so that every send can put it in a header.
         if let Some(a) = &cfg.authorization
             && HeaderValue::from_str(a).is_err()
@@ -106,6 +121,17 @@ impl WebhookScheduler {
             seq: AtomicU64::new(0),
             reported: ReportedDemand::default(),
         })
+    }
+
+    /// The longest one call can take: every attempt timing out, with the longest wait between
+    /// attempts (`max_attempts × timeout_ms + (max_attempts - 1) × backoff_max_ms`).
+    pub fn call_bound(&self) -> Duration {
+        let attempts = self.cfg.max_attempts.max(1);
+        let per_try = Duration::from_millis(self.cfg.timeout_ms);
+        let waits = Duration::from_millis(self.cfg.backoff_max_ms.max(self.cfg.backoff_initial_ms));
+        per_try
+            .saturating_mul(attempts)
+            .saturating_add(waits.saturating_mul(attempts - 1))
     }
 
     /// POSTs `{"event":"budget","kw":kw,..}`; Ok once the endpoint answered 2xx.

@@ -115,12 +115,17 @@ impl GpuControl for GpuScheduler {
             Ok(Some(GpuLoad {
                 wanted_kw: d.requested_kw + in_use,
                 in_use_kw: in_use,
+                drawing_kw: d.running_kw,
             }))
         })
     }
 
     fn describe(&self) -> String {
         self.kind().to_owned()
+    }
+
+    fn call_bound(&self) -> std::time::Duration {
+        GpuScheduler::call_bound(self)
     }
 }
 
@@ -143,6 +148,11 @@ impl GpuControl for SocketOnly {
 
     fn describe(&self) -> String {
         "admin socket".to_owned()
+    }
+
+    fn call_bound(&self) -> std::time::Duration {
+        // Nothing is called: the answers above are immediate.
+        std::time::Duration::from_secs(1)
     }
 }
 

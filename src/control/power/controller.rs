@@ -19,6 +19,7 @@ use super::ops::{self, Done, Op};
 use super::persist;
 use super::ports::{FirmwareState, GpuControl};
 use super::rigs::{KnownRig, Refusal, Registry, SyncReport, changed_enough};
+use super::shed::{ShedStep, ShedTracker};
 use super::{IdentityCounters, PowerView, Request, RigPower};
 use crate::control::arbiter::{
     Action, Arbiter, Confirmation, GpuDemand, Observed, Operator, OperatorCommand, RigId, RigState,
@@ -31,9 +32,12 @@ use crate::upstream::manager::PoolManager;
 /// Status polls in flight at once (bounds sockets and load on a big site).
 const MAX_STATUS_POLLS: usize = 64;
 /// GPU demand is polled this often.
-const DEMAND_EVERY: Duration = Duration::from_secs(2);
-/// Timeout of one status call or GPU call.
+pub(super) const DEMAND_EVERY: Duration = Duration::from_secs(2);
+/// Timeout of one status call or GPU demand poll.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Added to a GPU adapter's own bound on a budget or shed call ([`GpuControl::call_bound`]):
+/// the adapter gives up first, with its own error; this only catches one that would not.
+pub(super) const GPU_CALL_MARGIN: Duration = Duration::from_secs(5);
 /// The plan is written to disk at most this often (and at shutdown).
 const PERSIST_EVERY: Duration = Duration::from_millis(200);
 /// The operator view is rebuilt at most this often (and after every request).
@@ -88,6 +92,8 @@ pub(super) struct Controller {
     /// (counted as drawing, never woken) and waits here until its firmware or its shares
     /// say which it is. Found asleep, it is pinned so it is never re-energised on our own.
     pub unconfirmed: Option<HashSet<RigId>>,
+    /// The GPU shed being carried through, if any.
+    pub shed: ShedTracker,
 }
 
 impl Controller {
@@ -113,6 +119,7 @@ impl Controller {
                 let from_now = at.saturating_sub(wall_now()).min(MAX_WAIT);
                 tokio::time::Instant::now() + from_now
             });
+            let shed_at = self.shed.poll_at();
             let mut answered = false;
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -125,6 +132,8 @@ impl Controller {
                 _ = async { if let Some(t) = wake_at { tokio::time::sleep_until(t).await } }, if wake_at.is_some() => {
                     self.arbiter.handle_timeout(wall_now());
                 }
+                // The shed follow-up's next call or escalation (`carry_out` does it).
+                _ = async { if let Some(t) = shed_at { tokio::time::sleep_until(t).await } }, if shed_at.is_some() => {}
             }
             self.carry_out();
             self.persist(false);
@@ -351,26 +360,135 @@ impl Controller {
                     let _ = self.arbiter.handle_rig(wall_now(), info, observed);
                 }
             }
-            Done::Demand(Ok(Some(load))) => self.arbiter.handle_gpu_demand(
-                wall_now(),
-                GpuDemand {
-                    wanted: Watts::from_kw(load.wanted_kw),
-                    in_use: Watts::from_kw(load.in_use_kw),
-                },
-            ),
+            Done::Demand(Ok(Some(load))) => {
+                self.arbiter.handle_gpu_demand(
+                    wall_now(),
+                    GpuDemand {
+                        wanted: Watts::from_kw(load.wanted_kw),
+                        in_use: Watts::from_kw(load.in_use_kw),
+                    },
+                );
+                let now = tokio::time::Instant::now();
+                if let Some(step) = self
+                    .shed
+                    .handle_in_use(now, Watts::from_kw(load.drawing_kw))
+                {
+                    self.on_shed_step(step);
+                }
+            }
             Done::Demand(Ok(None)) => self.polled_demand = false,
             Done::Demand(Err(e)) => {
                 warn!(error = %e, gpu = %self.gpu.describe(), "GPU demand poll failed")
             }
-            Done::Shed(kw, r) => self.audit.record(AuditEvent::now(
-                "gpu",
-                "shed-result",
-                format!(
-                    "{kw:.1} kW: {}",
-                    r.as_ref().map_or_else(|e| e.as_str(), |_| "done")
-                ),
-                None,
-            )),
+            Done::Shed(kw, r) => {
+                self.audit.record(AuditEvent::now(
+                    "gpu",
+                    "shed-result",
+                    format!(
+                        "{kw:.1} kW: {}",
+                        r.as_ref().map_or_else(|e| e.as_str(), |_| "done")
+                    ),
+                    None,
+                ));
+                if let Err(e) = &r {
+                    warn!(kw, error = %e, gpu = %self.gpu.describe(), "GPU shed call failed; retrying with backoff");
+                }
+                let now = tokio::time::Instant::now();
+                if let Some(step) = self.shed.handle_result(now, r, self.polled_demand) {
+                    self.on_shed_step(step);
+                }
+            }
+        }
+    }
+
+    /// Carries out and records one step of the GPU shed follow-up.
+    fn on_shed_step(&mut self, step: ShedStep) {
+        match step {
+            ShedStep::Send {
+                kw,
+                reason,
+                attempt,
+            } => {
+                if attempt > 1 {
+                    info!(kw, attempt, "GPU shed sent again");
+                }
+                self.audit.record(AuditEvent::now(
+                    "gpu",
+                    "shed-request",
+                    format!("{kw:.1} kW, attempt {attempt}"),
+                    Some(reason.clone()),
+                ));
+                let bound = self.gpu.call_bound().saturating_add(GPU_CALL_MARGIN);
+                self.ops
+                    .push(ops::shed(self.gpu.clone(), kw, reason, bound));
+            }
+            ShedStep::Done {
+                attempts,
+                took,
+                how,
+            } => {
+                info!(
+                    attempts,
+                    took_secs = took.as_secs_f64(),
+                    how,
+                    "GPU shed done"
+                );
+                self.audit.record(AuditEvent::now(
+                    "gpu",
+                    "shed-complete",
+                    format!("after {attempts} attempts in {:.1} s", took.as_secs_f64()),
+                    Some(how.to_owned()),
+                ));
+            }
+            ShedStep::NoLongerNeeded { grant, attempts } => {
+                self.audit.record(AuditEvent::now(
+                    "gpu",
+                    "shed-cancelled",
+                    format!(
+                        "grant back to {:.1} kW after {attempts} attempts",
+                        grant.kw()
+                    ),
+                    Some("the GPU side's use fits the grant again".into()),
+                ));
+            }
+            ShedStep::Overdue {
+                outstanding,
+                in_use,
+                grant,
+                attempts,
+                age,
+                last_error,
+            } => {
+                warn!(
+                    outstanding_kw = outstanding.kw(),
+                    in_use_kw = in_use.kw(),
+                    grant_kw = grant.kw(),
+                    attempts,
+                    age_secs = age.as_secs_f64(),
+                    gpu = %self.gpu.describe(),
+                    "GPU shed overdue: the site is over its cap until the GPU side sheds; needs a person"
+                );
+                let error = last_error.map_or_else(String::new, |e| format!("; last error: {e}"));
+                self.audit.record(AuditEvent::now(
+                    "gpu",
+                    "shed-overdue",
+                    format!(
+                        "{:.1} kW still to shed: in use {:.1} kW, grant {:.1} kW, {attempts} attempts in {:.0} s{error}",
+                        outstanding.kw(),
+                        in_use.kw(),
+                        grant.kw(),
+                        age.as_secs_f64()
+                    ),
+                    Some(format!(
+                        "the site is over its cap until the GPU side sheds: stop, requeue or suspend \
+                         GPU jobs worth {:.1} kW by hand on {} (or fix it so it answers); \
+                         hashshift keeps retrying every {} s",
+                        outstanding.kw(),
+                        self.gpu.describe(),
+                        super::shed::MAX_BACKOFF.as_secs()
+                    )),
+                ));
+            }
         }
     }
 
@@ -591,14 +709,18 @@ impl Controller {
                 }
                 Action::SetGpuBudget { budget, .. } => {
                     self.budget_tx.send_replace(Some(budget.kw()));
+                    if let Some(step) = self.shed.handle_grant(budget) {
+                        self.on_shed_step(step);
+                    }
                 }
                 Action::AskGpuShed { amount, reason } => {
-                    self.ops.push(ops::shed(
-                        self.gpu.clone(),
-                        amount.kw(),
+                    // Followed up until the GPU side is within its grant (see `shed`).
+                    self.shed.handle_ask(
+                        tokio::time::Instant::now(),
+                        amount,
+                        self.arbiter.gpu_granted(),
                         format!("{reason:?}"),
-                        CALL_TIMEOUT,
-                    ));
+                    );
                 }
                 Action::Escalate { rig, state, .. } => {
                     warn!(rig = %rig, ?state, "rig did not confirm: needs a person (no PDU adapter configured)");
@@ -609,6 +731,9 @@ impl Controller {
             let (what, detail) = describe(&event.event);
             self.audit
                 .record(AuditEvent::now("arbiter", what, detail, None));
+        }
+        for step in self.shed.poll(tokio::time::Instant::now()) {
+            self.on_shed_step(step);
         }
     }
 
@@ -710,6 +835,7 @@ impl Controller {
             snapshot: self.arbiter.snapshot(),
             rigs,
             conn_rigs,
+            gpu_shed: self.shed.status(),
         })
     }
 }
@@ -729,7 +855,9 @@ fn describe(event: &crate::control::arbiter::Event) -> (String, String) {
     (what, detail.to_string())
 }
 
-/// Applies the GPU budget the arbiter decided, latest value wins, retrying failures.
+/// Applies the GPU budget the arbiter decided, latest value wins, retrying failures. Each
+/// call is bounded by the adapter itself ([`GpuControl::call_bound`]; a margin on top only
+/// catches an adapter that would not stop).
 pub(super) async fn apply_budgets(
     gpu: Arc<dyn GpuControl>,
     mut budget: watch::Receiver<Option<f64>>,
@@ -740,9 +868,10 @@ pub(super) async fn apply_budgets(
     loop {
         let target = *budget.borrow_and_update();
         if let Some(kw) = target.filter(|kw| Some(*kw) != applied) {
-            let result = tokio::time::timeout(CALL_TIMEOUT, gpu.set_budget_kw(kw))
+            let bound = gpu.call_bound().saturating_add(GPU_CALL_MARGIN);
+            let result = tokio::time::timeout(bound, gpu.set_budget_kw(kw))
                 .await
-                .unwrap_or_else(|_| Err("timed out".to_owned()));
+                .unwrap_or_else(|_| Err(format!("no answer within {bound:?}")));
             match result {
                 Ok(()) => {
                     info!(kw, gpu = %gpu.describe(), "GPU budget set");

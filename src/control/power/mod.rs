@@ -16,6 +16,7 @@ pub mod ops;
 pub mod persist;
 pub mod ports;
 pub mod rigs;
+pub mod shed;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -127,6 +128,8 @@ pub struct PowerView {
     /// Which rig each connected miner counts as (a worker name is not always its rig: a
     /// claim from another address, or an address's overflow).
     pub conn_rigs: HashMap<crate::downstream::listener::ConnId, RigId>,
+    /// The GPU shed being carried through, and counts (metrics).
+    pub gpu_shed: shed::ShedStatus,
 }
 
 /// A request to the controller.
@@ -467,6 +470,7 @@ pub fn start(
         snapshot: arbiter.snapshot(),
         rigs: HashMap::new(),
         conn_rigs: HashMap::new(),
+        gpu_shed: shed::ShedStatus::default(),
     }));
     let identity = Arc::new(IdentityCounters::default());
     info!(cap_kw = p.site_cap_kw, gpu = %gpu.describe(), "power control started");
@@ -505,6 +509,13 @@ pub fn start(
         restored_known,
         identity: identity.clone(),
         unconfirmed: reset.then(HashSet::new),
+        shed: shed::ShedTracker::new(
+            config.gpu_scheduler.as_ref().map_or(
+                Duration::from_secs_f64(crate::gpu::DEFAULT_SHED_DEADLINE_SECS),
+                |g| g.shed_deadline(),
+            ),
+            controller::DEMAND_EVERY * 2,
+        ),
     };
     supervisor.spawn_critical(
         tracker,

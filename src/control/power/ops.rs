@@ -98,12 +98,18 @@ pub fn demand(gpu: Arc<dyn GpuControl>, timeout: Duration) -> Op {
     })
 }
 
-/// Asks the GPU side to give `kw` back.
-pub fn shed(gpu: Arc<dyn GpuControl>, kw: f64, reason: String, timeout: Duration) -> Op {
+/// Asks the GPU side to give `kw` back. The adapter bounds its own call (its retries and
+/// timeouts); `bound` is that plus a margin, a safety net for one that would not stop.
+pub fn shed(gpu: Arc<dyn GpuControl>, kw: f64, reason: String, bound: Duration) -> Op {
     Box::pin(async move {
-        let r = tokio::time::timeout(timeout, gpu.shed_kw(kw, &reason))
+        let r = tokio::time::timeout(bound, gpu.shed_kw(kw, &reason))
             .await
-            .unwrap_or_else(|_| Err("shed request timed out".to_owned()));
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "{} did not answer the shed within {bound:?}",
+                    gpu.describe()
+                ))
+            });
         Done::Shed(kw, r)
     })
 }

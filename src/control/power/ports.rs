@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 /// A boxed future, for object-safe async methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -49,8 +50,11 @@ pub trait RigControl: Send + Sync {
 pub struct GpuLoad {
     /// Power pending plus running work wants.
     pub wanted_kw: f64,
-    /// Power running work uses.
+    /// Power running work uses (work that keeps its share while suspended included).
     pub in_use_kw: f64,
+    /// Of that, what work that is not suspended draws now: a shed is done once this is at or
+    /// below the grant (a suspended Slurm job keeps its licenses but draws little).
+    pub drawing_kw: f64,
 }
 
 /// The GPU scheduler.
@@ -64,4 +68,13 @@ pub trait GpuControl: Send + Sync {
     fn demand(&self) -> BoxFuture<'_, Result<Option<GpuLoad>, String>>;
     /// What it is, for logs.
     fn describe(&self) -> String;
+    /// The longest one `set_budget_kw` or `shed_kw` call can take, from the adapter's own
+    /// settings (webhook attempts × timeout + backoffs, the command hook's timeout, Slurm's
+    /// command timeouts). The adapter enforces it; the controller only adds a safety margin.
+    fn call_bound(&self) -> Duration {
+        DEFAULT_CALL_BOUND
+    }
 }
+
+/// [`GpuControl::call_bound`] of an adapter that does not say.
+pub const DEFAULT_CALL_BOUND: Duration = Duration::from_secs(30);

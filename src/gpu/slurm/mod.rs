@@ -30,7 +30,10 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::process::{self, Output};
-use super::{GpuDemand, GpuError, ShedAction, ShedOutcome, check_kw, clean_reason};
+use super::{
+    GpuDemand, GpuError, ShedAction, ShedOutcome, check_kw, check_ms, check_shed_deadline,
+    clean_reason,
+};
 use parse::JobPhase;
 
 /// What [`SlurmScheduler::shed`] does to running jobs.
@@ -72,6 +75,9 @@ pub struct SlurmConfig {
     pub shed_mode: ShedMode,
     /// How long a shed waits for the shed jobs to leave the running state, in ms.
     pub shed_confirm_timeout_ms: u64,
+    /// How long a shed may take until squeue shows running work at or below the grant, in
+    /// seconds, before it is escalated (audit `gpu`/`shed-overdue`, a metric); retries go on.
+    pub shed_deadline_secs: f64,
 }
 
 impl Default for SlurmConfig {
@@ -87,6 +93,7 @@ impl Default for SlurmConfig {
             command_timeout_ms: 10_000,
             shed_mode: ShedMode::Requeue,
             shed_confirm_timeout_ms: 60_000,
+            shed_deadline_secs: super::DEFAULT_SHED_DEADLINE_SECS,
         }
     }
 }
@@ -95,6 +102,11 @@ impl Default for SlurmConfig {
 const MAX_OUTPUT: usize = 32 << 20;
 /// How often a shed polls squeue for its jobs to stop.
 const CONFIRM_POLL: Duration = Duration::from_millis(200);
+/// `scontrol`/`squeue` runs one shed may spend `command_timeout_ms` on, besides its
+/// confirmation wait: squeue, the budget (4 runs) and the first jobs' requeues. Each run takes
+/// milliseconds when Slurm is healthy; when it hangs, the shed stops here and the caller
+/// retries (jobs already requeued no longer run, so a retry picks the next ones).
+const SHED_COMMANDS: u32 = 16;
 
 /// The Slurm adapter. See the module doc.
 #[derive(Debug)]
@@ -134,9 +146,14 @@ impl SlurmScheduler {
         if let Some(n) = &cfg.nodes {
             check_name("nodes", n)?;
         }
-        if cfg.command_timeout_ms == 0 {
-            return Err(GpuError::Config("command_timeout_ms must be > 0".into()));
+        check_ms("command_timeout_ms", cfg.command_timeout_ms)?;
+        if cfg.shed_confirm_timeout_ms > super::MAX_CONFIG_MS {
+            return Err(GpuError::Config(format!(
+                "shed_confirm_timeout_ms must be at most {} (one day)",
+                super::MAX_CONFIG_MS
+            )));
         }
+        check_shed_deadline(cfg.shed_deadline_secs)?;
         Ok(Self {
             cfg,
             state: Mutex::new(State::default()),
@@ -146,6 +163,16 @@ impl SlurmScheduler {
     /// The config it runs with.
     pub fn config(&self) -> &SlurmConfig {
         &self.cfg
+    }
+
+    /// The longest one `set_budget_kw` or `shed` call can take: a shed is cut off after
+    /// `SHED_COMMANDS` command timeouts plus its confirmation wait plus the last poll; a budget
+    /// change is 4 runs.
+    pub fn call_bound(&self) -> Duration {
+        self.timeout()
+            .saturating_mul(SHED_COMMANDS + 1)
+            .saturating_add(Duration::from_millis(self.cfg.shed_confirm_timeout_ms))
+            .saturating_add(CONFIRM_POLL)
     }
 
     fn timeout(&self) -> Duration {
@@ -297,9 +324,22 @@ impl SlurmScheduler {
     ///    job leaves RUNNING at once; one that ignores SIGTERM takes Slurm's `KillWait`,
     ///    30 s by default).
     ///
-    /// Takes a few scontrol runs (ms each) plus the confirmation wait.
+    /// Takes a few scontrol runs (ms each) plus the confirmation wait; the whole shed is cut
+    /// off after [`Self::call_bound`] ([`GpuError::Timeout`]: the caller retries).
     pub async fn shed(&self, kw: f64, reason: &str) -> Result<ShedOutcome, GpuError> {
         let kw = check_kw(kw)?;
+        let bound = self.call_bound();
+        tokio::time::timeout(bound, self.shed_unbounded(kw, reason))
+            .await
+            .unwrap_or_else(|_| {
+                Err(GpuError::Timeout {
+                    what: "Slurm shed".into(),
+                    after: bound,
+                })
+            })
+    }
+
+    async fn shed_unbounded(&self, kw: f64, reason: &str) -> Result<ShedOutcome, GpuError> {
         let started = Instant::now();
         let reason = clean_reason(reason);
         let jobs = self.jobs().await?;

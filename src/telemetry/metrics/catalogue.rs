@@ -148,6 +148,16 @@ specs! {
         "Workers not made rigs of their own: per_address (counted in the address's overflow rig) or max_rigs (not counted).";
     POWER_RIGS_FORGOTTEN: "hashshift_power_rigs_forgotten_total", Counter, ["reason"],
         "Rigs removed from the inventory: unverified (gone for forget_unverified_secs) or operator (ctl forget).";
+    POWER_GPU_SHED_ACTIVE: "hashshift_power_gpu_shed_in_progress", Gauge, [],
+        "1 while a GPU shed is being carried through (the GPU side uses more than its grant).";
+    POWER_GPU_SHED_AGE: "hashshift_power_gpu_shed_age_seconds", Gauge, [],
+        "Age of the GPU shed in progress (0: none); past shed_deadline_secs it is escalated.";
+    POWER_GPU_SHED_OUTSTANDING: "hashshift_power_gpu_shed_outstanding_watts", Gauge, [],
+        "GPU power still to shed: in use minus the grant, while a shed is in progress.";
+    POWER_GPU_SHED_CALLS: "hashshift_power_gpu_shed_calls_total", Counter, [],
+        "Shed requests sent to the GPU scheduler, retries included.";
+    POWER_GPU_SHED_OVERDUE: "hashshift_power_gpu_shed_overdue_total", Counter, [],
+        "GPU sheds escalated for running past shed_deadline_secs.";
     DRAIN_TO_CONFIRMED: "hashshift_power_drain_to_confirmed_seconds", Histogram, [],
         "Sleep commanded until the rig is confirmed asleep (firmware state, then no shares).";
 }

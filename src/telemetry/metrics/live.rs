@@ -127,14 +127,15 @@ impl SampleSource for LiveSource {
                 submit_latency: p.submit_latency,
             })
             .collect();
+        let view = self.power.as_ref().map(|h| h.view());
         let power = self
             .power
             .as_ref()
-            .map(|h| (h.view().snapshot.clone(), h.drain_to_confirmed()));
-        let identity = self.power.as_ref().map(|h| {
+            .zip(view.as_ref())
+            .map(|(h, v)| (v.snapshot.clone(), h.drain_to_confirmed()));
+        let identity = self.power.as_ref().zip(view.as_ref()).map(|(h, v)| {
             let f = h.identity();
-            let unverified = h
-                .view()
+            let unverified = v
                 .rigs
                 .values()
                 .filter(|r| r.identity == Some(crate::control::power::rigs::Identity::Unverified))
@@ -148,6 +149,17 @@ impl SampleSource for LiveSource {
                 forgotten_operator: f.forgotten_operator,
             }
         });
+        let gpu_shed = view
+            .map(|v| {
+                let s = &v.gpu_shed;
+                super::GpuShedSample {
+                    age_secs: s.current.map(|(since, _)| since.elapsed().as_secs_f64()),
+                    outstanding_w: s.current.map_or(0.0, |(_, w)| w.0 as f64),
+                    calls_total: s.calls_total,
+                    overdue_total: s.overdue_total,
+                }
+            })
+            .unwrap_or_default();
         Sample {
             pools,
             downstream: vec![
@@ -158,6 +170,7 @@ impl SampleSource for LiveSource {
             workers: workers.into_values().collect(),
             power,
             identity,
+            gpu_shed,
         }
     }
 }

@@ -96,6 +96,8 @@ pub struct Sample {
     pub power: Option<(PowerSnapshot, HistogramSnapshot)>,
     /// The rig registry's identity figures, when `[power]` is on.
     pub identity: Option<IdentitySample>,
+    /// The GPU shed follow-up (shown with the power families).
+    pub gpu_shed: GpuShedSample,
 }
 
 /// The rig registry's identity figures.
@@ -113,6 +115,19 @@ pub struct IdentitySample {
     pub forgotten_unverified: u64,
     /// Rigs forgotten by operators.
     pub forgotten_operator: u64,
+}
+
+/// The GPU shed follow-up, for the `hashshift_power_gpu_shed_*` families.
+#[derive(Clone, Debug, Default)]
+pub struct GpuShedSample {
+    /// Age of the shed in progress; `None` when there is none.
+    pub age_secs: Option<f64>,
+    /// GPU power still to shed (W).
+    pub outstanding_w: f64,
+    /// Shed calls since start.
+    pub calls_total: u64,
+    /// Sheds escalated since start.
+    pub overdue_total: u64,
 }
 
 /// Produces a [`Sample`] at each scrape.
@@ -214,6 +229,7 @@ pub fn families(sample: Sample, top_workers: usize) -> Vec<MetricFamily> {
     out.extend(worker_families(&sample, top_workers));
     if let Some((power, drain)) = &sample.power {
         out.extend(power_families(power, drain));
+        out.extend(gpu_shed_families(&sample.gpu_shed));
     }
     if let Some(i) = &sample.identity {
         out.extend(identity_families(i));
@@ -337,6 +353,27 @@ fn identity_families(i: &IdentitySample) -> Vec<Family> {
     forgotten.add(&["unverified"], i.forgotten_unverified as f64);
     forgotten.add(&["operator"], i.forgotten_operator as f64);
     vec![unverified, conflicts, refused, forgotten]
+}
+
+fn gpu_shed_families(s: &GpuShedSample) -> Vec<Family> {
+    use catalogue::*;
+    [
+        (
+            &POWER_GPU_SHED_ACTIVE,
+            f64::from(u8::from(s.age_secs.is_some())),
+        ),
+        (&POWER_GPU_SHED_AGE, s.age_secs.unwrap_or(0.0)),
+        (&POWER_GPU_SHED_OUTSTANDING, s.outstanding_w),
+        (&POWER_GPU_SHED_CALLS, s.calls_total as f64),
+        (&POWER_GPU_SHED_OVERDUE, s.overdue_total as f64),
+    ]
+    .into_iter()
+    .map(|(spec, v)| {
+        let mut f = Family::new(spec);
+        f.add(&[], v);
+        f
+    })
+    .collect()
 }
 
 /// The collector a registry calls at each scrape.

@@ -88,6 +88,12 @@ fn sample(workers: usize) -> Sample {
             refused_per_address: 16,
             ..Default::default()
         }),
+        gpu_shed: GpuShedSample {
+            age_secs: Some(42.0),
+            outstanding_w: 4000.0,
+            calls_total: 3,
+            overdue_total: 1,
+        },
     }
 }
 
@@ -147,6 +153,10 @@ fn a_hundred_thousand_workers_stay_within_a_fixed_number_of_series() {
     assert!(text.contains(r#"hashshift_power_rigs_refused_total{reason="per_address"} 16"#));
     assert!(text.contains("hashshift_power_rigs_unverified 2"));
     assert!(text.contains("hashshift_power_available_watts 80000"));
+    assert!(text.contains("hashshift_power_gpu_shed_in_progress 1"));
+    assert!(text.contains("hashshift_power_gpu_shed_age_seconds 42"));
+    assert!(text.contains("hashshift_power_gpu_shed_outstanding_watts 4000"));
+    assert!(text.contains("hashshift_power_gpu_shed_overdue_total 1"));
     eprintln!(
         "100k workers: {} series, {} bytes, rendered in {took:?}",
         lines.len(),
