@@ -239,6 +239,33 @@ impl Controller {
         Ok(vec![rig.clone()])
     }
 
+    /// The GPU side draws more than the arbiter can ever grant it (a restart in the middle of a
+    /// shed, which is not persisted; jobs started beyond their budget): shed the excess. Only
+    /// beyond the target grant, which already counts what draining mining will free, so jobs
+    /// that mining can make room for are not requeued.
+    fn shed_if_over(&mut self, now: tokio::time::Instant, drawing: Watts) {
+        let snap = self.arbiter.snapshot();
+        let reachable = snap.gpu_granted + snap.gpu_pending;
+        let Some(excess) = self.shed.handle_over_grant(now, drawing, reachable) else {
+            return;
+        };
+        warn!(
+            drawing_kw = drawing.kw(),
+            reachable_kw = reachable.kw(),
+            "GPU side draws above what it can be granted: asking it to shed"
+        );
+        self.audit.record(AuditEvent::now(
+            "gpu",
+            "over-grant",
+            format!(
+                "the scheduler reports {:.1} kW drawn; at most {:.1} kW can be granted",
+                drawing.kw(),
+                reachable.kw()
+            ),
+            Some(format!("asking it to shed {:.1} kW", excess.kw())),
+        ));
+    }
+
     /// Audits what a registry sync found: identity conflicts and refused workers.
     fn report(&mut self, report: SyncReport) {
         for (rig, from, conn) in report.conflicts {
@@ -369,12 +396,11 @@ impl Controller {
                     },
                 );
                 let now = tokio::time::Instant::now();
-                if let Some(step) = self
-                    .shed
-                    .handle_in_use(now, Watts::from_kw(load.drawing_kw))
-                {
+                let drawing = Watts::from_kw(load.drawing_kw);
+                if let Some(step) = self.shed.handle_in_use(now, drawing) {
                     self.on_shed_step(step);
                 }
+                self.shed_if_over(now, drawing);
             }
             Done::Demand(Ok(None)) => self.polled_demand = false,
             Done::Demand(Err(e)) => {

@@ -100,6 +100,9 @@ pub struct ShedStatus {
     pub calls_total: u64,
 }
 
+/// A GPU draw this little above its reachable grant is rounding (kW figures), not a shed.
+pub const OVER_GRANT_SLACK: Watts = Watts(100);
+
 /// Follows GPU sheds up. See the module doc.
 #[derive(Debug)]
 pub struct ShedTracker {
@@ -184,6 +187,28 @@ impl ShedTracker {
             return Some(ShedStep::NoLongerNeeded { grant, attempts });
         }
         None
+    }
+
+    /// The scheduler reports `drawing`, and the most the arbiter can grant is `reachable` (the
+    /// grant plus what is pending: it already counts what draining mining will free). With no
+    /// shed in progress, a draw beyond that (a restart in the middle of a shed, which is not
+    /// persisted; jobs started beyond their budget) starts one for the excess; returns it.
+    /// Less than [`OVER_GRANT_SLACK`] over is rounding, not a reason to requeue a job.
+    pub fn handle_over_grant(
+        &mut self,
+        now: Instant,
+        drawing: Watts,
+        reachable: Watts,
+    ) -> Option<Watts> {
+        if self.current.is_some() {
+            return None;
+        }
+        let excess = drawing.saturating_sub(reachable);
+        if excess <= OVER_GRANT_SLACK {
+            return None;
+        }
+        self.handle_ask(now, excess, reachable, "over-grant".into());
+        Some(excess)
     }
 
     /// The scheduler reported what its running work draws (polled demand).

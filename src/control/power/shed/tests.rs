@@ -370,3 +370,24 @@ async fn a_hanging_scheduler_is_cut_off_at_its_bound_escalated_and_retried() {
     assert!(t.current().is_some_and(|s| s.overdue));
     assert_eq!(t.status().overdue_total, 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_draw_beyond_the_reachable_grant_starts_a_shed_of_the_excess() {
+    let mut t = ShedTracker::new(DEADLINE, SETTLE);
+    let t0 = Instant::now();
+    // Within reach (mining will make room), or over by rounding: nothing.
+    assert_eq!(t.handle_over_grant(t0, kw(5.0), kw(5.0)), None);
+    assert_eq!(t.handle_over_grant(t0, kw(5.05), kw(5.0)), None);
+    assert!(t.current().is_none());
+    // 3 kW beyond (a restart mid-shed: the shed was not persisted): shed the excess.
+    assert_eq!(t.handle_over_grant(t0, kw(8.0), kw(5.0)), Some(kw(3.0)));
+    assert_eq!(sends(&t.poll(t0)), [3.0]);
+    // One shed at a time: a second report does not start another.
+    assert_eq!(t.handle_over_grant(t0, kw(9.0), kw(5.0)), None);
+    // The scheduler comes within reach: done.
+    t.handle_result(t0, Ok(()), true);
+    assert!(matches!(
+        t.handle_in_use(t0 + SETTLE, kw(5.0)),
+        Some(ShedStep::Done { .. })
+    ));
+}
