@@ -40,6 +40,16 @@ pub struct Power {
     /// accepted for this long (a rig whose API lies keeps hashing).
     #[serde(default = "default_quiet_secs")]
     pub quiet_secs: f64,
+    /// When the site is over its cap, rigs covering the shortfall times `1 + drain_margin`
+    /// are told to sleep, so a few that never answer do not hold up the shed (0-1; the
+    /// surplus wakes again, staggered, once the shed is confirmed).
+    #[serde(default = "default_drain_margin")]
+    pub drain_margin: f64,
+    /// A rig that has not confirmed a sleep within this is planned as still drawing and a
+    /// replacement is drained at once (it is still escalated at `confirm_deadline_secs`).
+    /// Keep it above the usual time to confirm (firmware command + `quiet_secs`).
+    #[serde(default = "default_replace_after_secs")]
+    pub replace_after_secs: f64,
 }
 
 fn default_resume_batch() -> u32 {
@@ -62,6 +72,12 @@ fn default_status_poll_secs() -> f64 {
 }
 fn default_quiet_secs() -> f64 {
     10.0
+}
+fn default_drain_margin() -> f64 {
+    crate::control::arbiter::DEFAULT_DRAIN_MARGIN
+}
+fn default_replace_after_secs() -> f64 {
+    crate::control::arbiter::DEFAULT_REPLACE_AFTER.as_secs_f64()
 }
 
 /// A group of rigs: model, efficiency, how to reach their management API, and which
@@ -224,6 +240,7 @@ pub(super) fn validate(
             ("confirm_deadline_secs", p.confirm_deadline_secs),
             ("wake_deadline_secs", p.wake_deadline_secs),
             ("status_poll_secs", p.status_poll_secs),
+            ("replace_after_secs", p.replace_after_secs),
         ] {
             if !positive(v) {
                 return Err(invalid(format!("power.{key}"), "must be > 0"));
@@ -236,6 +253,16 @@ pub(super) fn validate(
             if !(v.is_finite() && v >= 0.0) {
                 return Err(invalid(format!("power.{key}"), "must be >= 0"));
             }
+        }
+        // Also bounds it for `Duration::from_secs_f64`.
+        if p.replace_after_secs > p.confirm_deadline_secs {
+            return Err(invalid(
+                "power.replace_after_secs",
+                "must be at most confirm_deadline_secs",
+            ));
+        }
+        if !(p.drain_margin.is_finite() && (0.0..=1.0).contains(&p.drain_margin)) {
+            return Err(invalid("power.drain_margin", "must be within 0..=1"));
         }
     }
     for (i, g) in groups.iter().enumerate() {

@@ -60,6 +60,7 @@ pub use types::{
     Observed, Operator, OperatorCommand, PowerSnapshot, Reason, RigCounts, RigId, RigInfo,
     RigState, RigView, Settings, Watts,
 };
+pub use types::{DEFAULT_DRAIN_MARGIN, DEFAULT_REPLACE_AFTER};
 
 /// Most rigs the inventory holds (bounds memory and the cost of a replan).
 pub const MAX_RIGS: usize = 100_000;
@@ -76,12 +77,22 @@ pub(crate) struct Rig {
     pub(crate) deadline: Option<Duration>,
     /// Escalated for the current command already.
     pub(crate) escalated: bool,
+    /// While draining: from when it is late (`replace_after`), planned as a load a sleep
+    /// cannot shed so a replacement is drained. Not persisted (a restored rig is `Unknown`).
+    pub(crate) replace_at: Option<Duration>,
 }
 
 impl Rig {
     /// Counts as drawing its power.
     pub(crate) fn drawing(&self) -> bool {
         self.state != RigState::Asleep
+    }
+
+    /// Draining, not escalated yet, but past `replace_after`: a replacement is drained.
+    pub(crate) fn late(&self, now: Duration) -> bool {
+        self.state == RigState::Draining
+            && !self.escalated
+            && self.replace_at.is_some_and(|t| t <= now)
     }
 }
 
@@ -210,16 +221,27 @@ impl Arbiter {
         self.events.pop_front()
     }
 
-    /// When [`Arbiter::handle_timeout`] must be called next (a confirmation deadline, the end
-    /// of a curtailment, a stagger slot), if ever.
+    /// When [`Arbiter::handle_timeout`] must be called next (a confirmation deadline, a
+    /// draining rig becoming late, the end of a curtailment, a stagger slot), if ever.
     pub fn poll_timeout(&self) -> Option<Duration> {
         let deadlines = self
             .rigs
             .values()
             .filter(|r| !r.escalated)
             .filter_map(|r| r.deadline);
+        // Only future ones: a rig already late was planned for when it became late.
+        let replace = self
+            .rigs
+            .values()
+            .filter(|r| r.state == RigState::Draining && !r.escalated)
+            .filter_map(|r| r.replace_at)
+            .filter(|&t| t > self.now);
         let until = self.curtailment.as_ref().and_then(|c| c.until);
-        deadlines.chain(until).chain(self.resume_at).min()
+        deadlines
+            .chain(replace)
+            .chain(until)
+            .chain(self.resume_at)
+            .min()
     }
 
     // ---- inputs -------------------------------------------------------------------------
@@ -281,6 +303,7 @@ impl Arbiter {
                     pin,
                     deadline,
                     escalated: false,
+                    replace_at: None,
                 },
             );
         }
@@ -484,15 +507,18 @@ impl Arbiter {
                 rig.state = RigState::Asleep;
                 rig.deadline = None;
                 rig.escalated = false;
+                rig.replace_at = None;
             }
             Confirmation::Awake => {
                 rig.state = RigState::Mining;
                 rig.deadline = None;
                 rig.escalated = false;
+                rig.replace_at = None;
             }
             Confirmation::CommandFailed => {
                 rig.state = RigState::Fault;
                 rig.deadline = None;
+                rig.replace_at = None;
                 escalate = !rig.escalated;
                 rig.escalated = true;
             }

@@ -104,6 +104,7 @@ pub(super) fn restore(
             pin: r.pin,
             deadline: rig_deadline,
             escalated: false,
+            replace_at: None,
         };
         arbiter.rigs.insert(rig.info.id.clone(), rig);
     }

@@ -5,7 +5,9 @@
 //! 2. GPU demand fell: shrink the grant at once to what the GPU side wants/uses;
 //! 3. cap cut: if the loads the arbiter cannot shed plus the grant exceed the budget, cut the
 //!    grant now and ask the GPU side to shed the difference (mining is covered by step 4);
-//! 4. drain: `Sleep` rigs in drain order until the expected draw plus the target grant fits;
+//! 4. drain: `Sleep` rigs in drain order until the expected draw plus the target grant fits
+//!    (over the budget: with `drain_margin` on top); a draining rig past `replace_after` is
+//!    expected to keep drawing, so a replacement is drained for it;
 //! 5. grow: raise the grant up to the target, but only into power not drawn (break before make);
 //! 6. resume: `Wake` asleep, unpinned rigs in resume order while they fit, staggered.
 
@@ -22,8 +24,9 @@ pub(crate) struct Totals {
     pub(crate) drawing: Watts,
     /// Rigs a `Sleep` can shed: mining or waking.
     pub(crate) sheddable: Watts,
-    /// Rigs expected to keep drawing that a `Sleep` cannot help with now: fault, unknown, and
-    /// draining rigs past their deadline (escalated).
+    /// Rigs expected to keep drawing that a `Sleep` cannot help with now: fault, unknown,
+    /// draining rigs past `replace_after` (late: replaced) or past their deadline
+    /// (escalated).
     pub(crate) fixed: Watts,
 }
 
@@ -52,6 +55,7 @@ impl Arbiter {
                 RigState::Mining | RigState::Waking => t.sheddable = t.sheddable + p,
                 RigState::Fault | RigState::Unknown => t.fixed = t.fixed + p,
                 RigState::Draining if rig.escalated => t.fixed = t.fixed + p,
+                RigState::Draining if rig.late(self.now) => t.fixed = t.fixed + p,
                 RigState::Draining | RigState::Asleep => {}
             }
         }
@@ -102,7 +106,16 @@ impl Arbiter {
         let expected = t.sheddable + t.fixed;
         let need = (expected + target) - budget;
         if need > Watts::ZERO {
-            let reason = if expected + self.granted > budget {
+            let over = expected + self.granted > budget;
+            // Over the budget, a shed must land fast (>= 95% within 60 s): drain a margin so
+            // a few rigs that never answer leave nothing uncovered. A GPU demand rise waits
+            // for its power anyway, and a margin there would only churn rigs.
+            let need = if over {
+                with_margin(need, self.settings.drain_margin)
+            } else {
+                need
+            };
+            let reason = if over {
                 self.cap_reason()
             } else {
                 Reason::GpuDemand
@@ -258,10 +271,12 @@ impl Arbiter {
 
     pub(crate) fn command_sleep(&mut self, now: Duration, id: &RigId, reason: Reason) {
         let deadline = now + self.settings.confirm_deadline;
+        let replace_at = now + self.settings.replace_after;
         if let Some(rig) = self.rigs.get_mut(id) {
             rig.state = RigState::Draining;
             rig.deadline = Some(deadline);
             rig.escalated = false;
+            rig.replace_at = Some(replace_at);
             self.action(
                 now,
                 Action::Sleep {
@@ -278,6 +293,7 @@ impl Arbiter {
             rig.state = RigState::Waking;
             rig.deadline = Some(deadline);
             rig.escalated = false;
+            rig.replace_at = None;
             self.action(
                 now,
                 Action::Wake {
@@ -287,6 +303,13 @@ impl Arbiter {
             );
         }
     }
+}
+
+/// `need × (1 + margin)`, saturating (`margin` is validated to `[0, 1]`).
+fn with_margin(need: Watts, margin: f64) -> Watts {
+    // f64 → u64 `as` saturates (and maps NaN to 0), so no overflow here.
+    let extra = (need.0 as f64 * margin).round() as u64;
+    Watts(need.0.saturating_add(extra))
 }
 
 fn known_efficiency(e: Option<f64>) -> Option<f64> {

@@ -206,6 +206,8 @@ pub fn settings(p: &crate::config::Power) -> Settings {
         confirm_deadline: Duration::from_secs_f64(p.confirm_deadline_secs),
         wake_deadline: Duration::from_secs_f64(p.wake_deadline_secs),
         hysteresis: Watts::from_kw(p.hysteresis_kw),
+        drain_margin: p.drain_margin,
+        replace_after: Duration::from_secs_f64(p.replace_after_secs),
     }
 }
 
