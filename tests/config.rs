@@ -55,6 +55,8 @@ fn the_example_describes_a_whole_site() {
     let config = Config::from_toml(&std::fs::read_to_string(path).unwrap()).unwrap();
     let power = config.power.as_ref().unwrap();
     assert_eq!(power.site_cap_kw, 1000.0);
+    assert_eq!(power.drain_margin, 0.05);
+    assert_eq!(power.replace_after_secs, 30.0);
     assert_eq!(config.rig_group.len(), 2);
     assert!(config.rig_group[0].matches(Some("farm.s19-003"), "10.9.9.9".parse().unwrap()));
     assert!(config.rig_group[1].matches(None, "10.0.2.44".parse().unwrap()));
@@ -79,4 +81,36 @@ fn power_mistakes_name_their_key() {
     assert!(error_of(&format!("{BASE}{admin}{power}{rig}")).contains("rig[0].group"));
     let fw = "\n[[rig_group]]\nname = \"a\"\nrated_w = 3000.0\nfirmware = \"whatsminer\"\n";
     assert!(error_of(&format!("{BASE}{admin}{power}{fw}")).contains("whatsminer"));
+}
+
+#[test]
+fn shed_aids_default_and_are_range_checked() {
+    let admin = "\n[admin]\nsocket = \"/tmp/x.sock\"\n";
+    let power = "\n[power]\nsite_cap_kw = 100.0\n";
+    let config = Config::from_toml(&format!("{BASE}{admin}{power}")).unwrap();
+    let p = config.power.as_ref().unwrap();
+    assert_eq!(p.drain_margin, 0.05);
+    assert_eq!(p.replace_after_secs, 30.0);
+    let settings = hashshift::control::power::settings(p);
+    assert_eq!(settings.replace_after, std::time::Duration::from_secs(30));
+    for bad in [
+        "drain_margin = -0.1",
+        "drain_margin = 1.5",
+        "drain_margin = nan",
+    ] {
+        assert!(
+            error_of(&format!("{BASE}{admin}{power}{bad}\n")).contains("power.drain_margin"),
+            "{bad}"
+        );
+    }
+    for bad in [
+        "replace_after_secs = 0.0",
+        "replace_after_secs = 91.0",
+        "replace_after_secs = 1e300",
+    ] {
+        assert!(
+            error_of(&format!("{BASE}{admin}{power}{bad}\n")).contains("power.replace_after_secs"),
+            "{bad}"
+        );
+    }
 }

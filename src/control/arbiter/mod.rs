@@ -20,17 +20,25 @@
 //!    freed by rigs *confirmed* asleep (or budget nobody uses). When the budget falls, mining
 //!    is shed first (`Sleep` to enough rigs); the grant is cut at once, with `AskGpuShed`,
 //!    only by what the rigs the arbiter cannot shed (waking or unconfirmed ones excluded from
-//!    draining, fault, unknown, escalated) leave uncovered.
+//!    draining, fault, unknown, late, escalated) leave uncovered.
 //! 3. Drain order: lowest group priority first, then highest J/TH (least efficient), then
 //!    highest power, then id. Only as many rigs as needed (the last one may overshoot by less
-//!    than its own power). Resume is the reverse order and needs `hysteresis` spare on top of
-//!    the rig, so a rig is not drained again by a small demand rise right after it woke.
+//!    than its own power); when the site is over its budget (a cap cut, a rig appearing),
+//!    as many as cover the shortfall × (1 + `drain_margin`), so a few rigs that never answer
+//!    leave none of it uncovered. Resume is the reverse order and needs `hysteresis` spare on
+//!    top of the rig, so a rig is not drained again by a small demand rise right after it
+//!    woke. Drain and resume measure the same expected draw (sheddable + fixed, late rigs
+//!    included), so the margin given back by a resume is never drained again by itself.
 //! 4. Resume is staggered: at most `resume_batch` `Wake`s in any `resume_interval`, and only
 //!    while the budget left after what the GPU side is owed covers them. GPU demand falling
 //!    shrinks the grant at once, which frees power back to mining.
 //! 5. A rig that never confirms counts as drawing forever (until confirmed) and is escalated
 //!    once (`Escalate`) after `confirm_deadline`; a failed command escalates at once. From
 //!    then on it is treated as a load the arbiter cannot shed, so others are drained instead.
+//!    A sleep not confirmed within `replace_after` (shorter) makes the rig *late*: planned
+//!    the same way (a replacement is drained at once, or the GPU side is cut if no rig is
+//!    left to drain), still counted as drawing, and still escalated at `confirm_deadline`.
+//!    `poll_timeout` includes the points where draining rigs turn late.
 //! 6. Restart safety: [`Arbiter::persist`]/[`Arbiter::restore`] keep rig states, pins, the
 //!    grant, the demand and the curtailment. Rigs with a command in flight come back
 //!    `Unknown` (drawing). The restored plan is the pre-restart plan, so nothing wakes unless
