@@ -15,9 +15,10 @@
 //! tail out to ~75 s when another tool holds the LuxOS session), 1% of commands fail. For
 //! each curtailment the *shed time* is the time from the cap cut until at least 95% of the
 //! kW it asked for is shed (mining not confirmed asleep + GPU grant within 5% of the needed
-//! amount over the budget); the silent scenario runs both with the arbiter's shed aids off
-//! (no drain margin, no early replacement: the behaviour before issue 11) and on, and the
-//! target (p95 within 60 s) is asserted on simulated time.
+//! amount over the budget); the silent scenario runs with the arbiter's shed aids on (the
+//! `Settings` defaults) and, in release builds, off as a baseline (no drain margin, no early
+//! replacement: the behaviour before issue 11). The target (p95 within 60 s, for 95% and
+//! for all of the needed kW) is asserted on simulated time.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -756,7 +757,14 @@ fn a_simulated_day_never_exceeds_the_cap_nor_breaks_before_make() {
 fn silent_rigs_do_not_delay_a_curtailment() {
     const SEEDS: u64 = 8;
     let mut summary = Vec::new();
-    for aids in [false, true] {
+    // The baseline (shed aids off) is for the figures: only in release builds, where the
+    // 16 simulated days take ~4 s (a debug build takes ~10 s for the 8 days with aids on).
+    let modes: &[bool] = if cfg!(debug_assertions) {
+        &[true]
+    } else {
+        &[false, true]
+    };
+    for &aids in modes {
         let scenario = Scenario {
             shed_aids: aids,
             ..SILENT_2PCT
@@ -821,7 +829,10 @@ fn silent_rigs_do_not_delay_a_curtailment() {
             FLAP_WINDOW.as_secs()
         );
     }
-    let (_, n, _, p95, _, _, full, _, _, _) = summary[1];
+    let (_, n, _, p95, _, _, full, _, _, _) = *summary
+        .iter()
+        .find(|s| s.0)
+        .expect("the aids-on run is in every build");
     assert!(n >= 40, "too few curtailments to judge: {n}");
     assert!(p95 <= 60.0, "p95 shed time {p95:.1}s over 60 s");
     // And fully shed within 60 s too: silent rigs are replaced before their 90 s deadline

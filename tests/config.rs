@@ -105,7 +105,7 @@ fn shed_aids_default_and_are_range_checked() {
     }
     for bad in [
         "replace_after_secs = 0.0",
-        "replace_after_secs = 91.0",
+        "replace_after_secs = 86401.0",
         "replace_after_secs = 1e300",
     ] {
         assert!(

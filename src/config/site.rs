@@ -47,7 +47,8 @@ pub struct Power {
     pub drain_margin: f64,
     /// A rig that has not confirmed a sleep within this is planned as still drawing and a
     /// replacement is drained at once (it is still escalated at `confirm_deadline_secs`).
-    /// Keep it above the usual time to confirm (firmware command + `quiet_secs`).
+    /// Keep it above the usual time to confirm (firmware command + `quiet_secs`); at or above
+    /// `confirm_deadline_secs` a rig is replaced only once escalated.
     #[serde(default = "default_replace_after_secs")]
     pub replace_after_secs: f64,
 }
@@ -73,6 +74,9 @@ fn default_status_poll_secs() -> f64 {
 fn default_quiet_secs() -> f64 {
     10.0
 }
+/// Longest `replace_after_secs`: a day (a sleep unconfirmed that long is long escalated).
+const MAX_REPLACE_AFTER_SECS: f64 = 86_400.0;
+
 fn default_drain_margin() -> f64 {
     crate::control::arbiter::DEFAULT_DRAIN_MARGIN
 }
@@ -254,11 +258,13 @@ pub(super) fn validate(
                 return Err(invalid(format!("power.{key}"), "must be >= 0"));
             }
         }
-        // Also bounds it for `Duration::from_secs_f64`.
-        if p.replace_after_secs > p.confirm_deadline_secs {
+        // Also bounds it for `Duration::from_secs_f64`. Above `confirm_deadline_secs` it
+        // is allowed (the default may be, with a short deadline): the rig is escalated
+        // first, and replaced then.
+        if p.replace_after_secs > MAX_REPLACE_AFTER_SECS {
             return Err(invalid(
                 "power.replace_after_secs",
-                "must be at most confirm_deadline_secs",
+                format!("must be at most {MAX_REPLACE_AFTER_SECS} (one day)"),
             ));
         }
         if !(p.drain_margin.is_finite() && (0.0..=1.0).contains(&p.drain_margin)) {
