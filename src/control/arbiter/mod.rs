@@ -85,9 +85,11 @@ pub(crate) struct Rig {
     pub(crate) deadline: Option<Duration>,
     /// Escalated for the current command already.
     pub(crate) escalated: bool,
-    /// While draining: from when it is late (`replace_after`), planned as a load a sleep
-    /// cannot shed so a replacement is drained. Not persisted (a restored rig is `Unknown`).
+    /// While draining: when it turns late (`replace_after` after the sleep), until then.
     pub(crate) replace_at: Option<Duration>,
+    /// Draining and past `replace_after`: planned as a load a sleep cannot shed, so a
+    /// replacement is drained. Not persisted (a restored rig is `Unknown`, fixed anyway).
+    pub(crate) late: bool,
 }
 
 impl Rig {
@@ -97,10 +99,8 @@ impl Rig {
     }
 
     /// Draining, not escalated yet, but past `replace_after`: a replacement is drained.
-    pub(crate) fn late(&self, now: Duration) -> bool {
-        self.state == RigState::Draining
-            && !self.escalated
-            && self.replace_at.is_some_and(|t| t <= now)
+    pub(crate) fn is_late(&self) -> bool {
+        self.late && self.state == RigState::Draining && !self.escalated
     }
 }
 
@@ -237,13 +237,11 @@ impl Arbiter {
             .values()
             .filter(|r| !r.escalated)
             .filter_map(|r| r.deadline);
-        // Only future ones: a rig already late was planned for when it became late.
         let replace = self
             .rigs
             .values()
             .filter(|r| r.state == RigState::Draining && !r.escalated)
-            .filter_map(|r| r.replace_at)
-            .filter(|&t| t > self.now);
+            .filter_map(|r| r.replace_at);
         let until = self.curtailment.as_ref().and_then(|c| c.until);
         deadlines
             .chain(replace)
@@ -312,6 +310,7 @@ impl Arbiter {
                     deadline,
                     escalated: false,
                     replace_at: None,
+                    late: false,
                 },
             );
         }
@@ -516,17 +515,20 @@ impl Arbiter {
                 rig.deadline = None;
                 rig.escalated = false;
                 rig.replace_at = None;
+                rig.late = false;
             }
             Confirmation::Awake => {
                 rig.state = RigState::Mining;
                 rig.deadline = None;
                 rig.escalated = false;
                 rig.replace_at = None;
+                rig.late = false;
             }
             Confirmation::CommandFailed => {
                 rig.state = RigState::Fault;
                 rig.deadline = None;
                 rig.replace_at = None;
+                rig.late = false;
                 escalate = !rig.escalated;
                 rig.escalated = true;
             }

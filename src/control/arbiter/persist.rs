@@ -105,6 +105,7 @@ pub(super) fn restore(
             deadline: rig_deadline,
             escalated: false,
             replace_at: None,
+            late: false,
         };
         arbiter.rigs.insert(rig.info.id.clone(), rig);
     }

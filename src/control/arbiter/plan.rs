@@ -1,7 +1,8 @@
 //! The power plan: after every input the arbiter recomputes what the site owes the GPU side
 //! and what mining may use, then queues the actions that move towards it. One pass, in this
 //! order (see the module doc of [`super`] for the rules it enforces):
-//! 1. expire: end a curtailment whose time is up, escalate overdue rigs;
+//! 1. expire: end a curtailment whose time is up, escalate overdue rigs, mark rigs late to
+//!    confirm a sleep (past `replace_after`);
 //! 2. GPU demand fell: shrink the grant at once to what the GPU side wants/uses;
 //! 3. cap cut: if the loads the arbiter cannot shed plus the grant exceed the budget, cut the
 //!    grant now and ask the GPU side to shed the difference (mining is covered by step 4);
@@ -55,7 +56,7 @@ impl Arbiter {
                 RigState::Mining | RigState::Waking => t.sheddable = t.sheddable + p,
                 RigState::Fault | RigState::Unknown => t.fixed = t.fixed + p,
                 RigState::Draining if rig.escalated => t.fixed = t.fixed + p,
-                RigState::Draining if rig.late(self.now) => t.fixed = t.fixed + p,
+                RigState::Draining if rig.is_late() => t.fixed = t.fixed + p,
                 RigState::Draining | RigState::Asleep => {}
             }
         }
@@ -162,6 +163,23 @@ impl Arbiter {
                 reason: Reason::NoConfirmation,
             };
             self.action(now, action);
+        }
+        // Sleeps not confirmed within `replace_after` (and not escalated just now): from now
+        // on planned as loads a sleep cannot shed, so this pass drains replacements.
+        let late: Vec<RigId> = self
+            .rigs
+            .values()
+            .filter(|r| r.state == RigState::Draining && !r.escalated)
+            .filter(|r| r.replace_at.is_some_and(|t| t <= now))
+            .map(|r| r.info.id.clone())
+            .collect();
+        for id in late {
+            if let Some(rig) = self.rigs.get_mut(&id) {
+                rig.late = true;
+                rig.replace_at = None;
+            }
+            let after = self.settings.replace_after;
+            self.event(now, Event::ConfirmationLate { rig: id, after });
         }
     }
 
@@ -277,6 +295,7 @@ impl Arbiter {
             rig.deadline = Some(deadline);
             rig.escalated = false;
             rig.replace_at = Some(replace_at);
+            rig.late = false;
             self.action(
                 now,
                 Action::Sleep {
@@ -294,6 +313,7 @@ impl Arbiter {
             rig.deadline = Some(deadline);
             rig.escalated = false;
             rig.replace_at = None;
+            rig.late = false;
             self.action(
                 now,
                 Action::Wake {

@@ -752,6 +752,7 @@ fn a_rig_late_to_confirm_is_replaced_before_the_deadline_and_still_counts() {
         !out.iter().any(|x| matches!(x, Action::Escalate { .. })),
         "escalated only at the deadline: {out:?}"
     );
+    assert_eq!(late_events(&mut a), ["r2"], "audited once");
     // Never assumed asleep: r2 still counts as drawing.
     assert_eq!(a.snapshot().mining, kw(24.0));
     assert_eq!(a.rig(&"r2".into()).unwrap().state, RigState::Draining);
@@ -774,6 +775,17 @@ fn a_rig_late_to_confirm_is_replaced_before_the_deadline_and_still_counts() {
     // It confirms after all: the rig drained in its place is surplus and wakes again.
     confirm(&mut a, 70, &["r2".into()], Confirmation::Asleep);
     assert_eq!(wakes(&actions(&mut a)), ["r3"]);
+    assert!(late_events(&mut a).is_empty(), "late once per command");
+}
+
+/// The rigs of the `ConfirmationLate` events polled so far.
+fn late_events(a: &mut Arbiter) -> Vec<String> {
+    std::iter::from_fn(|| a.poll_event())
+        .filter_map(|e| match e.event {
+            Event::ConfirmationLate { rig, .. } => Some(rig.0),
+            _ => None,
+        })
+        .collect()
 }
 
 #[test]

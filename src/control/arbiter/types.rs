@@ -460,6 +460,16 @@ pub enum Event {
         /// It.
         rig: RigId,
     },
+    /// A draining rig has not confirmed its sleep within `replace_after`: it still counts
+    /// as drawing, and is planned as a load a sleep cannot shed, so another rig is drained
+    /// in its place (or the GPU side is cut if none is left). Escalated at the deadline as
+    /// before.
+    ConfirmationLate {
+        /// The rig.
+        rig: RigId,
+        /// `replace_after` in force.
+        after: Duration,
+    },
     /// A confirmation arrived.
     Confirmed {
         /// The rig.
