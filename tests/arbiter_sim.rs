@@ -6,7 +6,19 @@
 //! the next, so a simulated day takes well under a second of real time. After every input to
 //! the arbiter the invariants are checked (cap never raised over by the arbiter, break before
 //! make, mining shed before the GPU, staggered resume, escalation of every overdue rig), and
-//! the figures are printed (`cargo test --test arbiter_sim -- --nocapture`).
+//! the figures are printed (`cargo test --release --test arbiter_sim -- --nocapture`).
+//!
+//! Two scenarios. `random faults`: every command has a 2% chance of never being answered and
+//! 1% of failing, with confirmations spread over 2-60 s. `silent 2%`: exactly 2% of the rigs
+//! never answer any command (dead management API), the others confirm a sleep as the
+//! integrator does (firmware command, then `quiet_secs` without a share: mostly 11-20 s, a
+//! tail out to ~75 s when another tool holds the LuxOS session), 1% of commands fail. For
+//! each curtailment the *shed time* is the time from the cap cut until at least 95% of the
+//! kW it asked for is shed (mining not confirmed asleep + GPU grant within 5% of the needed
+//! amount over the budget); the silent scenario runs with the arbiter's shed aids on (the
+//! `Settings` defaults) and, in release builds, off as a baseline (no drain margin, no early
+//! replacement: the behaviour before issue 11). The target (p95 within 60 s, for 95% and
+//! for all of the needed kW) is asserted on simulated time.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -20,6 +32,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
+/// A command reversed within this counts as a reversal (`Figures::reversals`).
+const FLAP_WINDOW: Duration = Duration::from_secs(300);
 const RIGS: usize = 300;
 /// 40 DGX H100 nodes at 10.2 kW.
 const GPU_NODE_W: u64 = 10_200;
@@ -69,6 +83,42 @@ impl From<ConfirmationKey> for Confirmation {
     }
 }
 
+/// How the simulated firmware behaves.
+#[derive(Debug, Clone, Copy)]
+struct Scenario {
+    name: &'static str,
+    /// Share of the rigs that never answer any command.
+    silent_rigs: f64,
+    /// Chance that any one command is never answered.
+    silent_commands: f64,
+    /// Chance that a command fails (answered with an error after 1-10 s).
+    failed_commands: f64,
+    /// Sleep confirmations as the integrator sees them (command + quiet period), rather than
+    /// uniform over 2-60 s.
+    field_delays: bool,
+    /// Drain margin and early replacement on (`Settings` defaults) or off (margin 0,
+    /// replacement only at the confirmation deadline, as before issue 11).
+    shed_aids: bool,
+}
+
+const RANDOM_FAULTS: Scenario = Scenario {
+    name: "random faults",
+    silent_rigs: 0.0,
+    silent_commands: 0.02,
+    failed_commands: 0.01,
+    field_delays: false,
+    shed_aids: true,
+};
+
+const SILENT_2PCT: Scenario = Scenario {
+    name: "silent 2%",
+    silent_rigs: 0.02,
+    silent_commands: 0.0,
+    failed_commands: 0.01,
+    field_delays: true,
+    shed_aids: true,
+};
+
 #[derive(Default, Debug)]
 struct Figures {
     inputs: u64,
@@ -91,6 +141,18 @@ struct Figures {
     escalation_violations: u64,
     /// Over the budget because of an outside event (curtailment): how long until back under.
     shed_latencies: Vec<Duration>,
+    /// Per curtailment that needed a shed: from the cut to >= 95% of the needed kW shed.
+    shed95: Vec<Duration>,
+    /// The same to 100% (back under the budget).
+    shed100: Vec<Duration>,
+    /// A rig woken within `FLAP_WINDOW` of its sleep command (e.g. the drain margin given
+    /// back): churn, not a safety problem.
+    rewakes: u64,
+    /// A rig told to sleep within `FLAP_WINDOW` of its wake command: flapping, which the
+    /// resume hysteresis is there to prevent.
+    redrains: u64,
+    /// Curtailments replaced or cleared before 95% was shed (not in `shed95`).
+    shed95_unfinished: u64,
     /// From a GPU demand rise to the grant reaching the target.
     grant_latencies: Vec<Duration>,
     /// max (drawing + grant) / budget while not shedding.
@@ -101,7 +163,11 @@ struct Figures {
 }
 
 struct Sim {
+    /// The site's workload: GPU demand and grid events (the same whatever the arbiter does,
+    /// so runs with different settings see the same day).
     rng: StdRng,
+    /// Firmware and scheduler answers.
+    fw: StdRng,
     now: Duration,
     arbiter: Arbiter,
     ids: Vec<RigId>,
@@ -110,6 +176,8 @@ struct Sim {
     seq: Vec<u64>,
     /// Per rig: whether its latest command was a sleep.
     last_was_sleep: Vec<bool>,
+    /// Per rig: when its latest command was sent.
+    last_command_at: Vec<Option<Duration>>,
     heap: BinaryHeap<Reverse<(Duration, u64, Ev)>>,
     tiebreak: u64,
     gpu_wanted: Watts,
@@ -120,11 +188,18 @@ struct Sim {
     last_sample: Duration,
     figures: Figures,
     settings: Settings,
+    scenario: Scenario,
+    /// Per rig: never answers any command.
+    silent: Vec<bool>,
+    /// The curtailment being shed: (cut at, kW needed, budget).
+    shedding: Option<(Duration, Watts, Watts)>,
+    /// The same until fully shed: (cut at, budget).
+    shedding_full: Option<(Duration, Watts)>,
 }
 
 impl Sim {
-    fn new(seed: u64) -> Sim {
-        let settings = Settings {
+    fn new(seed: u64, scenario: Scenario) -> Sim {
+        let mut settings = Settings {
             site_cap: Watts::from_kw(1100.0),
             headroom: Watts::from_kw(20.0),
             resume_batch: 10,
@@ -132,7 +207,11 @@ impl Sim {
             confirm_deadline: Duration::from_secs(90),
             wake_deadline: Duration::from_secs(420),
             hysteresis: Watts::from_kw(2.0),
+            ..Settings::new(Watts::from_kw(1100.0))
         };
+        if !scenario.shed_aids {
+            shed_aids_off(&mut settings);
+        }
         let mut rng = StdRng::seed_from_u64(seed);
         let mut arbiter = Arbiter::new(settings.clone(), Duration::ZERO).expect("settings");
         let mut ids = Vec::new();
@@ -162,12 +241,21 @@ impl Sim {
                 .expect("rig");
             ids.push(id);
         }
+        // Exactly this share of the rigs, picked at random.
+        let mut silent = vec![false; ids.len()];
+        let silent_count = (ids.len() as f64 * scenario.silent_rigs).round() as usize;
+        while silent.iter().filter(|s| **s).count() < silent_count {
+            let i = rng.random_range(0..ids.len());
+            silent[i] = true;
+        }
         let mut sim = Sim {
             rng,
+            fw: StdRng::seed_from_u64(seed ^ 0x5eed_f1a3),
             now: Duration::ZERO,
             arbiter,
             seq: vec![0; ids.len()],
             last_was_sleep: vec![false; ids.len()],
+            last_command_at: vec![None; ids.len()],
             ids,
             heap: BinaryHeap::new(),
             tiebreak: 0,
@@ -179,6 +267,10 @@ impl Sim {
             last_sample: Duration::ZERO,
             figures: Figures::default(),
             settings,
+            scenario,
+            silent,
+            shedding: None,
+            shedding_full: None,
         };
         sim.drain_outputs(Watts::ZERO);
         sim.at(Duration::from_secs(60), Ev::GpuChange);
@@ -201,6 +293,11 @@ impl Sim {
 
     fn secs(&mut self, lo: u64, hi: u64) -> Duration {
         Duration::from_millis(self.rng.random_range(lo * 1000..hi * 1000))
+    }
+
+    /// The same from the firmware/scheduler stream.
+    fn fw_secs(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(self.fw.random_range(lo * 1000..hi * 1000))
     }
 
     fn run(mut self) -> Figures {
@@ -301,7 +398,18 @@ impl Sim {
                     until,
                     source: "grid".into(),
                 };
+                let before = self.arbiter.snapshot();
+                if self.shedding.take().is_some() {
+                    self.figures.shed95_unfinished += 1;
+                }
                 self.arbiter.handle_curtailment(self.now, c);
+                let budget = self.arbiter.snapshot().budget;
+                let load = before.mining + before.gpu_granted;
+                self.shedding_full = None;
+                if load > budget {
+                    self.shedding = Some((self.now, load - budget, budget));
+                    self.shedding_full = Some((self.now, budget));
+                }
                 if self.rng.random_bool(0.3) {
                     let early = duration.mul_f64(self.rng.random_range(0.2..0.9));
                     self.at(
@@ -316,6 +424,10 @@ impl Sim {
             }
             Ev::GridClear { id } => {
                 if id == self.curtail_id {
+                    if self.shedding.take().is_some() {
+                        self.figures.shed95_unfinished += 1;
+                    }
+                    self.shedding_full = None;
                     self.arbiter.handle_curtailment_cleared(self.now);
                 }
             }
@@ -364,7 +476,7 @@ impl Sim {
                     self.figures.escalations += 1;
                     // The integrator power-cycles an unconfirmed sleep through the PDU; half
                     // the time that works and is confirmed (outlet current) 10 s later.
-                    if state == RigState::Draining && self.rng.random_bool(0.5) {
+                    if state == RigState::Draining && self.fw.random_bool(0.5) {
                         if let Some(i) = self.ids.iter().position(|id| *id == rig) {
                             let seq = self.seq[i];
                             let confirmation = ConfirmationKey::Asleep;
@@ -385,7 +497,7 @@ impl Sim {
         while self.arbiter.poll_event().is_some() {}
         if grant_changed {
             // Jobs start/stop a few seconds after the budget moves (Slurm: ~3 s).
-            let delay = self.secs(1, 4);
+            let delay = self.fw_secs(1, 4);
             self.at(delay, Ev::GpuReport);
         }
         self.check(grant_before, woke, asked_shed);
@@ -397,20 +509,44 @@ impl Sim {
             return;
         };
         self.seq[i] += 1;
+        let reversed = self.last_was_sleep[i] != sleep;
+        if reversed && self.last_command_at[i].is_some_and(|t| self.now < t + FLAP_WINDOW) {
+            if sleep {
+                self.figures.redrains += 1;
+            } else {
+                self.figures.rewakes += 1;
+            }
+        }
+        self.last_command_at[i] = Some(self.now);
         self.last_was_sleep[i] = sleep;
         let seq = self.seq[i];
-        let roll: f64 = self.rng.random_range(0.0..1.0);
-        if roll < 0.02 {
+        let roll: f64 = self.fw.random_range(0.0..1.0);
+        let sc = self.scenario;
+        if self.silent[i] || roll < sc.silent_commands {
             self.figures.never_confirmed += 1;
             return; // never answers
         }
-        let (delay, confirmation) = if roll < 0.03 {
-            (self.secs(1, 10), ConfirmationKey::Failed)
+        let (delay, confirmation) = if roll < sc.silent_commands + sc.failed_commands {
+            (self.fw_secs(1, 10), ConfirmationKey::Failed)
+        } else if sleep && sc.field_delays {
+            // The firmware command (LuxOS logon/curtail/logoff, 1-3 s) and the boards
+            // stopping (0-7 s), then `quiet_secs` (10 s) without a share; sometimes a slow
+            // API or retries; rarely another tool holds the LuxOS session (it expires
+            // after 1 min idle).
+            let tail: f64 = self.fw.random_range(0.0..1.0);
+            let delay = if tail < 0.90 {
+                self.fw_secs(11, 20)
+            } else if tail < 0.98 {
+                self.fw_secs(20, 45)
+            } else {
+                self.fw_secs(45, 75)
+            };
+            (delay, ConfirmationKey::Asleep)
         } else if sleep {
-            (self.secs(2, 60), ConfirmationKey::Asleep)
+            (self.fw_secs(2, 60), ConfirmationKey::Asleep)
         } else {
             // A wake ramps like a reboot.
-            (self.secs(60, 300), ConfirmationKey::Awake)
+            (self.fw_secs(60, 300), ConfirmationKey::Awake)
         };
         self.at(
             delay,
@@ -468,6 +604,19 @@ impl Sim {
                 f.escalation_violations += 1;
             }
         }
+        if let Some((since, need, budget)) = self.shedding {
+            // Budget changed under us (a new curtailment) is handled where it happens.
+            if budget == snap.budget && load <= budget + Watts(need.0 / 20) {
+                f.shed95.push(self.now - since);
+                self.shedding = None;
+            }
+        }
+        if let Some((since, budget)) = self.shedding_full {
+            if budget == snap.budget && load <= budget {
+                f.shed100.push(self.now - since);
+                self.shedding_full = None;
+            }
+        }
         match (load > snap.budget, self.over_since) {
             (true, None) => self.over_since = Some(self.now),
             (false, Some(since)) => {
@@ -491,6 +640,23 @@ impl Sim {
     }
 }
 
+/// The arbiter's shed aids off: no drain margin, replacement only at the confirmation
+/// deadline (escalation), as before issue 11.
+fn shed_aids_off(settings: &mut Settings) {
+    settings.drain_margin = 0.0;
+    settings.replace_after = settings.confirm_deadline;
+}
+
+/// p50/p95/max of shed times, in seconds.
+fn percentiles(v: &mut [Duration]) -> (f64, f64, f64) {
+    if v.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    v.sort();
+    let at = |q: usize| v[(v.len() * q / 100).min(v.len() - 1)].as_secs_f64();
+    (at(50), at(95), v[v.len() - 1].as_secs_f64())
+}
+
 fn stats(v: &mut [Duration]) -> String {
     if v.is_empty() {
         return "n/a".into();
@@ -508,55 +674,172 @@ fn stats(v: &mut [Duration]) -> String {
     )
 }
 
+/// Runs one simulated day, prints its figures and asserts the invariants held.
+fn day(seed: u64, scenario: Scenario) -> Figures {
+    let started = Instant::now();
+    let mut f = Sim::new(seed, scenario).run();
+    let real = started.elapsed();
+    let aids = if scenario.shed_aids { "on" } else { "off" };
+    println!(
+        "--- arbiter 24 h simulation, {} (shed aids {aids}), seed {seed}, {RIGS} rigs, real time {real:.2?}",
+        scenario.name
+    );
+    println!(
+        "inputs {} sleeps {} wakes {} (within {}s of the opposite command: wakes {} sleeps {}) \
+         escalations {} (never-answered commands {}) gpu budget changes {} gpu shed requests {} \
+         curtailments {}",
+        f.inputs,
+        f.sleeps,
+        f.wakes,
+        FLAP_WINDOW.as_secs(),
+        f.rewakes,
+        f.redrains,
+        f.escalations,
+        f.never_confirmed,
+        f.gpu_budget_changes,
+        f.gpu_shed_requests,
+        f.curtailments
+    );
+    println!(
+        "max utilisation of budget (outside shed transients) {:.3}, mean {:.3}, max GPU grant {}",
+        f.max_utilisation,
+        f.utilisation_area / DAY.as_secs_f64(),
+        f.max_gpu_granted
+    );
+    println!(
+        "shed latency (over budget by an outside event -> back under): {}",
+        stats(&mut f.shed_latencies)
+    );
+    let mut shed95 = f.shed95.clone();
+    println!(
+        "curtailment shed time (cut -> 95% of the needed kW shed): {}",
+        stats(&mut shed95)
+    );
+    let mut shed100 = f.shed100.clone();
+    println!(
+        "curtailment full shed time (cut -> back under the budget): {}",
+        stats(&mut shed100)
+    );
+    println!(
+        "GPU grant latency (demand rise -> fully granted): {}",
+        stats(&mut f.grant_latencies)
+    );
+    println!(
+        "violations: cap {} break-before-make {} shed order {} stagger {} escalation {}",
+        f.cap_violations,
+        f.bbm_violations,
+        f.shed_order_violations,
+        f.stagger_violations,
+        f.escalation_violations
+    );
+    assert_eq!(f.cap_violations, 0);
+    assert_eq!(f.bbm_violations, 0);
+    assert_eq!(f.shed_order_violations, 0);
+    assert_eq!(f.stagger_violations, 0);
+    assert_eq!(f.escalation_violations, 0);
+    // The day was eventful: the invariants were tested, not vacuous.
+    assert!(f.sleeps > 100 && f.wakes > 100, "{f:?}");
+    assert!(f.escalations > 0 && f.curtailments > 0 && f.gpu_budget_changes > 10);
+    assert!(f.max_utilisation <= 1.0);
+    f
+}
+
 #[test]
 fn a_simulated_day_never_exceeds_the_cap_nor_breaks_before_make() {
     for seed in [1u64, 2] {
-        let started = Instant::now();
-        let mut f = Sim::new(seed).run();
-        let real = started.elapsed();
-        println!("--- arbiter 24 h simulation, seed {seed}, {RIGS} rigs, real time {real:.2?}");
-        println!(
-            "inputs {} sleeps {} wakes {} escalations {} (never-answered commands {}) \
-             gpu budget changes {} gpu shed requests {} curtailments {}",
-            f.inputs,
-            f.sleeps,
-            f.wakes,
-            f.escalations,
-            f.never_confirmed,
-            f.gpu_budget_changes,
-            f.gpu_shed_requests,
-            f.curtailments
-        );
-        println!(
-            "max utilisation of budget (outside shed transients) {:.3}, mean {:.3}, max GPU grant {}",
-            f.max_utilisation,
-            f.utilisation_area / DAY.as_secs_f64(),
-            f.max_gpu_granted
-        );
-        println!(
-            "shed latency (over budget by an outside event -> back under): {}",
-            stats(&mut f.shed_latencies)
-        );
-        println!(
-            "GPU grant latency (demand rise -> fully granted): {}",
-            stats(&mut f.grant_latencies)
-        );
-        println!(
-            "violations: cap {} break-before-make {} shed order {} stagger {} escalation {}",
-            f.cap_violations,
-            f.bbm_violations,
-            f.shed_order_violations,
-            f.stagger_violations,
-            f.escalation_violations
-        );
-        assert_eq!(f.cap_violations, 0);
-        assert_eq!(f.bbm_violations, 0);
-        assert_eq!(f.shed_order_violations, 0);
-        assert_eq!(f.stagger_violations, 0);
-        assert_eq!(f.escalation_violations, 0);
-        // The day was eventful: the invariants were tested, not vacuous.
-        assert!(f.sleeps > 100 && f.wakes > 100, "{f:?}");
-        assert!(f.escalations > 0 && f.curtailments > 0 && f.gpu_budget_changes > 10);
-        assert!(f.max_utilisation <= 1.0);
+        day(seed, RANDOM_FAULTS);
     }
+}
+
+/// Issue 11: with 2% of the rigs never answering, >= 95% of a curtailment's kW is shed
+/// within 60 s (p95 over the curtailments of several simulated days).
+#[test]
+fn silent_rigs_do_not_delay_a_curtailment() {
+    const SEEDS: u64 = 8;
+    let mut summary = Vec::new();
+    // The baseline (shed aids off) is for the figures: only in release builds, where the
+    // 16 simulated days take ~4 s (a debug build takes ~10 s for the 8 days with aids on).
+    let modes: &[bool] = if cfg!(debug_assertions) {
+        &[true]
+    } else {
+        &[false, true]
+    };
+    for &aids in modes {
+        let scenario = Scenario {
+            shed_aids: aids,
+            ..SILENT_2PCT
+        };
+        let (mut shed95, mut shed100, mut unfinished, mut sleeps, mut wakes, mut curtailments) =
+            (Vec::new(), Vec::new(), 0, 0, 0, 0);
+        let (mut rewakes, mut redrains) = (0, 0);
+        for seed in 1..=SEEDS {
+            let f = day(seed, scenario);
+            shed95.extend_from_slice(&f.shed95);
+            shed100.extend_from_slice(&f.shed100);
+            unfinished += f.shed95_unfinished;
+            sleeps += f.sleeps;
+            wakes += f.wakes;
+            rewakes += f.rewakes;
+            redrains += f.redrains;
+            curtailments += f.curtailments;
+        }
+        let n = shed95.len();
+        let (p50, p95, max) = percentiles(&mut shed95);
+        let within = shed95
+            .iter()
+            .filter(|d| **d <= Duration::from_secs(60))
+            .count();
+        let full = percentiles(&mut shed100);
+        summary.push((
+            aids,
+            n,
+            p50,
+            p95,
+            max,
+            within,
+            full,
+            unfinished,
+            (sleeps, wakes, rewakes, redrains),
+            curtailments,
+        ));
+    }
+    println!("=== silent 2%: curtailment shed time (cut -> 95% of the needed kW), {SEEDS} days");
+    for (
+        aids,
+        n,
+        p50,
+        p95,
+        max,
+        within,
+        full,
+        unfinished,
+        (sleeps, wakes, rewakes, redrains),
+        curtailments,
+    ) in &summary
+    {
+        let aids = if *aids { "on " } else { "off" };
+        println!(
+            "shed aids {aids}: curtailments shed {n} (of {curtailments}; {unfinished} cleared or \
+             replaced first) 95%: p50 {p50:.1}s p95 {p95:.1}s max {max:.1}s, within 60 s \
+             {within}; 100%: p50 {:.1}s p95 {:.1}s max {:.1}s; sleeps {sleeps} wakes {wakes} \
+             (within {}s of the opposite command: wakes {rewakes} sleeps {redrains})",
+            full.0,
+            full.1,
+            full.2,
+            FLAP_WINDOW.as_secs()
+        );
+    }
+    let (_, n, _, p95, _, _, full, _, _, _) = *summary
+        .iter()
+        .find(|s| s.0)
+        .expect("the aids-on run is in every build");
+    assert!(n >= 40, "too few curtailments to judge: {n}");
+    assert!(p95 <= 60.0, "p95 shed time {p95:.1}s over 60 s");
+    // And fully shed within 60 s too: silent rigs are replaced before their 90 s deadline
+    // (before issue 11 the full shed took 105 s at p95 here).
+    assert!(
+        full.1 <= 60.0,
+        "p95 full shed time {:.1}s over 60 s",
+        full.1
+    );
 }

@@ -55,6 +55,8 @@ fn the_example_describes_a_whole_site() {
     let config = Config::from_toml(&std::fs::read_to_string(path).unwrap()).unwrap();
     let power = config.power.as_ref().unwrap();
     assert_eq!(power.site_cap_kw, 1000.0);
+    assert_eq!(power.drain_margin, 0.05);
+    assert_eq!(power.replace_after_secs, 30.0);
     assert_eq!(config.rig_group.len(), 2);
     // Group 0 gives workers and addresses: a rig must match both.
     assert!(config.rig_group[0].matches(Some("farm.s19-003"), "10.0.1.9".parse().unwrap()));
@@ -130,4 +132,36 @@ fn out_of_range_numbers_name_their_key() {
     assert!(error_of(&format!("{BASE}{limits}")).contains("limits.handshake_timeout_secs"));
     let failover = "\n[failover]\nno_work_timeout_secs = 1e300\nfailback_after_secs = 30.0\nrebalance_every_secs = 10.0\n";
     assert!(error_of(&format!("{BASE}{failover}")).contains("failover.no_work_timeout_secs"));
+}
+
+#[test]
+fn shed_aids_default_and_are_range_checked() {
+    let admin = "\n[admin]\nsocket = \"/tmp/x.sock\"\nstate_dir = \"/tmp/x-state\"\n";
+    let power = "\n[power]\nsite_cap_kw = 100.0\n";
+    let config = Config::from_toml(&format!("{BASE}{admin}{power}")).unwrap();
+    let p = config.power.as_ref().unwrap();
+    assert_eq!(p.drain_margin, 0.05);
+    assert_eq!(p.replace_after_secs, 30.0);
+    let settings = hashshift::control::power::settings(p);
+    assert_eq!(settings.replace_after, std::time::Duration::from_secs(30));
+    for bad in [
+        "drain_margin = -0.1",
+        "drain_margin = 1.5",
+        "drain_margin = nan",
+    ] {
+        assert!(
+            error_of(&format!("{BASE}{admin}{power}{bad}\n")).contains("power.drain_margin"),
+            "{bad}"
+        );
+    }
+    for bad in [
+        "replace_after_secs = 0.0",
+        "replace_after_secs = 86401.0",
+        "replace_after_secs = 1e300",
+    ] {
+        assert!(
+            error_of(&format!("{BASE}{admin}{power}{bad}\n")).contains("power.replace_after_secs"),
+            "{bad}"
+        );
+    }
 }

@@ -56,6 +56,17 @@ pub struct Power {
     /// from it are counted together as one `overflow@ADDRESS` rig, and the cap is reported.
     #[serde(default = "default_max_rigs_per_address")]
     pub max_rigs_per_address: u32,
+    /// When the site is over its cap, rigs covering the shortfall times `1 + drain_margin`
+    /// are told to sleep, so a few that never answer do not hold up the shed (0-1; the
+    /// surplus wakes again, staggered, once the shed is confirmed).
+    #[serde(default = "default_drain_margin")]
+    pub drain_margin: f64,
+    /// A rig that has not confirmed a sleep within this is planned as still drawing and a
+    /// replacement is drained at once (it is still escalated at `confirm_deadline_secs`).
+    /// Keep it above the usual time to confirm (firmware command + `quiet_secs`); at or above
+    /// `confirm_deadline_secs` a rig is replaced only once escalated.
+    #[serde(default = "default_replace_after_secs")]
+    pub replace_after_secs: f64,
 }
 
 fn default_resume_batch() -> u32 {
@@ -84,6 +95,15 @@ fn default_forget_unverified_secs() -> f64 {
 }
 fn default_max_rigs_per_address() -> u32 {
     4
+}
+/// Longest `replace_after_secs`: a day (a sleep unconfirmed that long is long escalated).
+const MAX_REPLACE_AFTER_SECS: f64 = 86_400.0;
+
+fn default_drain_margin() -> f64 {
+    crate::control::arbiter::DEFAULT_DRAIN_MARGIN
+}
+fn default_replace_after_secs() -> f64 {
+    crate::control::arbiter::DEFAULT_REPLACE_AFTER.as_secs_f64()
 }
 
 /// A group of rigs: model, efficiency, how to reach their management API, and which
@@ -292,6 +312,12 @@ pub(super) fn validate(
                 limits::MAX_POLL_SECS,
             ),
             ("quiet_secs", p.quiet_secs, true, limits::MAX_POLL_SECS),
+            (
+                "replace_after_secs",
+                p.replace_after_secs,
+                false,
+                MAX_REPLACE_AFTER_SECS,
+            ),
         ] {
             limits::check_secs(v, zero_ok, max).map_err(|e| invalid(format!("power.{key}"), e))?;
         }
@@ -299,6 +325,9 @@ pub(super) fn validate(
             .map_err(|e| invalid("power.forget_unverified_secs", e))?;
         if p.max_rigs_per_address == 0 {
             return Err(invalid("power.max_rigs_per_address", "must be at least 1"));
+        }
+        if !(p.drain_margin.is_finite() && (0.0..=1.0).contains(&p.drain_margin)) {
+            return Err(invalid("power.drain_margin", "must be within 0..=1"));
         }
     }
     for (i, g) in groups.iter().enumerate() {

@@ -190,6 +190,7 @@ mod tests {
             confirm_deadline: Duration::from_secs(10),
             wake_deadline: Duration::from_secs(10),
             hysteresis: Watts::ZERO,
+            ..Settings::new(Watts::from_kw(10.0))
         };
         let arbiter = Arbiter::new(settings, Duration::ZERO).expect("valid settings");
         let (_tx, rx) = watch::channel(Arc::new(PowerView {

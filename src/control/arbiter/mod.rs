@@ -20,17 +20,26 @@
 //!    freed by rigs *confirmed* asleep (or budget nobody uses). When the budget falls, mining
 //!    is shed first (`Sleep` to enough rigs); the grant is cut at once, with `AskGpuShed`,
 //!    only by what the rigs the arbiter cannot shed (waking or unconfirmed ones excluded from
-//!    draining, fault, unknown, escalated) leave uncovered.
+//!    draining, fault, unknown, late, escalated) leave uncovered.
 //! 3. Drain order: lowest group priority first, then highest J/TH (least efficient), then
-//!    highest power, then id. Only as many rigs as needed (the last one may overshoot by less
-//!    than its own power). Resume is the reverse order and needs `hysteresis` spare on top of
-//!    the rig, so a rig is not drained again by a small demand rise right after it woke.
+//!    highest power, then id; a rig counted at 0 W frees nothing and is never drained
+//!    automatically. Only as many rigs as needed (the last one may overshoot by less
+//!    than its own power); when the site is over its budget (a cap cut, a rig appearing),
+//!    as many as cover the shortfall × (1 + `drain_margin`), so a few rigs that never answer
+//!    leave none of it uncovered. Resume is the reverse order and needs `hysteresis` spare on
+//!    top of the rig, so a rig is not drained again by a small demand rise right after it
+//!    woke. Drain and resume measure the same expected draw (sheddable + fixed, late rigs
+//!    included), so the margin given back by a resume is never drained again by itself.
 //! 4. Resume is staggered: at most `resume_batch` `Wake`s in any `resume_interval`, and only
 //!    while the budget left after what the GPU side is owed covers them. GPU demand falling
 //!    shrinks the grant at once, which frees power back to mining.
 //! 5. A rig that never confirms counts as drawing forever (until confirmed) and is escalated
 //!    once (`Escalate`) after `confirm_deadline`; a failed command escalates at once. From
 //!    then on it is treated as a load the arbiter cannot shed, so others are drained instead.
+//!    A sleep not confirmed within `replace_after` (shorter) makes the rig *late*: planned
+//!    the same way (a replacement is drained at once, or the GPU side is cut if no rig is
+//!    left to drain), still counted as drawing, and still escalated at `confirm_deadline`.
+//!    `poll_timeout` includes the points where draining rigs turn late.
 //! 6. Restart safety: [`Arbiter::persist`]/[`Arbiter::restore`] keep rig states, pins, the
 //!    grant, the demand and the curtailment. Rigs with a command in flight come back
 //!    `Unknown` (drawing). The restored plan is the pre-restart plan, so nothing wakes unless
@@ -60,6 +69,7 @@ pub use types::{
     Observed, Operator, OperatorCommand, PowerSnapshot, Reason, RigCounts, RigId, RigInfo,
     RigState, RigView, Settings, Watts,
 };
+pub use types::{DEFAULT_DRAIN_MARGIN, DEFAULT_REPLACE_AFTER};
 
 /// Most rigs the inventory holds (bounds memory and the cost of a replan).
 pub const MAX_RIGS: usize = 100_000;
@@ -76,12 +86,22 @@ pub(crate) struct Rig {
     pub(crate) deadline: Option<Duration>,
     /// Escalated for the current command already.
     pub(crate) escalated: bool,
+    /// While draining: when it turns late (`replace_after` after the sleep), until then.
+    pub(crate) replace_at: Option<Duration>,
+    /// Draining and past `replace_after`: planned as a load a sleep cannot shed, so a
+    /// replacement is drained. Not persisted (a restored rig is `Unknown`, fixed anyway).
+    pub(crate) late: bool,
 }
 
 impl Rig {
     /// Counts as drawing its power.
     pub(crate) fn drawing(&self) -> bool {
         self.state != RigState::Asleep
+    }
+
+    /// Draining, not escalated yet, but past `replace_after`: a replacement is drained.
+    pub(crate) fn is_late(&self) -> bool {
+        self.late && self.state == RigState::Draining && !self.escalated
     }
 }
 
@@ -210,16 +230,25 @@ impl Arbiter {
         self.events.pop_front()
     }
 
-    /// When [`Arbiter::handle_timeout`] must be called next (a confirmation deadline, the end
-    /// of a curtailment, a stagger slot), if ever.
+    /// When [`Arbiter::handle_timeout`] must be called next (a confirmation deadline, a
+    /// draining rig becoming late, the end of a curtailment, a stagger slot), if ever.
     pub fn poll_timeout(&self) -> Option<Duration> {
         let deadlines = self
             .rigs
             .values()
             .filter(|r| !r.escalated)
             .filter_map(|r| r.deadline);
+        let replace = self
+            .rigs
+            .values()
+            .filter(|r| r.state == RigState::Draining && !r.escalated)
+            .filter_map(|r| r.replace_at);
         let until = self.curtailment.as_ref().and_then(|c| c.until);
-        deadlines.chain(until).chain(self.resume_at).min()
+        deadlines
+            .chain(replace)
+            .chain(until)
+            .chain(self.resume_at)
+            .min()
     }
 
     // ---- inputs -------------------------------------------------------------------------
@@ -281,6 +310,8 @@ impl Arbiter {
                     pin,
                     deadline,
                     escalated: false,
+                    replace_at: None,
+                    late: false,
                 },
             );
         }
@@ -484,15 +515,21 @@ impl Arbiter {
                 rig.state = RigState::Asleep;
                 rig.deadline = None;
                 rig.escalated = false;
+                rig.replace_at = None;
+                rig.late = false;
             }
             Confirmation::Awake => {
                 rig.state = RigState::Mining;
                 rig.deadline = None;
                 rig.escalated = false;
+                rig.replace_at = None;
+                rig.late = false;
             }
             Confirmation::CommandFailed => {
                 rig.state = RigState::Fault;
                 rig.deadline = None;
+                rig.replace_at = None;
+                rig.late = false;
                 escalate = !rig.escalated;
                 rig.escalated = true;
             }

@@ -105,6 +105,8 @@ pub(super) fn restore(
             pin: r.pin,
             deadline: rig_deadline,
             escalated: false,
+            replace_at: None,
+            late: false,
         };
         arbiter.rigs.insert(rig.info.id.clone(), rig);
     }

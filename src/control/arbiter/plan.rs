@@ -1,11 +1,14 @@
 //! The power plan: after every input the arbiter recomputes what the site owes the GPU side
 //! and what mining may use, then queues the actions that move towards it. One pass, in this
 //! order (see the module doc of [`super`] for the rules it enforces):
-//! 1. expire: end a curtailment whose time is up, escalate overdue rigs;
+//! 1. expire: end a curtailment whose time is up, escalate overdue rigs, mark rigs late to
+//!    confirm a sleep (past `replace_after`);
 //! 2. GPU demand fell: shrink the grant at once to what the GPU side wants/uses;
 //! 3. cap cut: if the loads the arbiter cannot shed plus the grant exceed the budget, cut the
 //!    grant now and ask the GPU side to shed the difference (mining is covered by step 4);
-//! 4. drain: `Sleep` rigs in drain order until the expected draw plus the target grant fits;
+//! 4. drain: `Sleep` rigs in drain order until the expected draw plus the target grant fits
+//!    (over the budget: with `drain_margin` on top); a draining rig past `replace_after` is
+//!    expected to keep drawing, so a replacement is drained for it;
 //! 5. grow: raise the grant up to the target, but only into power not drawn (break before make);
 //! 6. resume: `Wake` asleep, unpinned rigs in resume order while they fit, staggered.
 
@@ -22,8 +25,9 @@ pub(crate) struct Totals {
     pub(crate) drawing: Watts,
     /// Rigs a `Sleep` can shed: mining or waking.
     pub(crate) sheddable: Watts,
-    /// Rigs expected to keep drawing that a `Sleep` cannot help with now: fault, unknown, and
-    /// draining rigs past their deadline (escalated).
+    /// Rigs expected to keep drawing that a `Sleep` cannot help with now: fault, unknown,
+    /// draining rigs past `replace_after` (late: replaced) or past their deadline
+    /// (escalated).
     pub(crate) fixed: Watts,
 }
 
@@ -52,6 +56,7 @@ impl Arbiter {
                 RigState::Mining | RigState::Waking => t.sheddable = t.sheddable + p,
                 RigState::Fault | RigState::Unknown => t.fixed = t.fixed + p,
                 RigState::Draining if rig.escalated => t.fixed = t.fixed + p,
+                RigState::Draining if rig.is_late() => t.fixed = t.fixed + p,
                 RigState::Draining | RigState::Asleep => {}
             }
         }
@@ -102,7 +107,16 @@ impl Arbiter {
         let expected = t.sheddable + t.fixed;
         let need = (expected + target) - budget;
         if need > Watts::ZERO {
-            let reason = if expected + self.granted > budget {
+            let over = expected + self.granted > budget;
+            // Over the budget, a shed must land fast (>= 95% within 60 s): drain a margin so
+            // a few rigs that never answer leave nothing uncovered. A GPU demand rise waits
+            // for its power anyway, and a margin there would only churn rigs.
+            let need = if over {
+                with_margin(need, self.settings.drain_margin)
+            } else {
+                need
+            };
+            let reason = if over {
                 self.cap_reason()
             } else {
                 Reason::GpuDemand
@@ -150,6 +164,23 @@ impl Arbiter {
             };
             self.action(now, action);
         }
+        // Sleeps not confirmed within `replace_after` (and not escalated just now): from now
+        // on planned as loads a sleep cannot shed, so this pass drains replacements.
+        let late: Vec<RigId> = self
+            .rigs
+            .values()
+            .filter(|r| r.state == RigState::Draining && !r.escalated)
+            .filter(|r| r.replace_at.is_some_and(|t| t <= now))
+            .map(|r| r.info.id.clone())
+            .collect();
+        for id in late {
+            if let Some(rig) = self.rigs.get_mut(&id) {
+                rig.late = true;
+                rig.replace_at = None;
+            }
+            let after = self.settings.replace_after;
+            self.event(now, Event::ConfirmationLate { rig: id, after });
+        }
     }
 
     fn set_grant(&mut self, now: Duration, grant: Watts, reason: Reason) {
@@ -187,6 +218,9 @@ impl Arbiter {
             .rigs
             .values()
             .filter(|r| matches!(r.state, RigState::Mining | RigState::Waking))
+            // A rig counted at 0 W (an unverified worker that has proved no hashrate) frees
+            // nothing asleep: commanding it would only fail and escalate (it has no API).
+            .filter(|r| r.info.power > Watts::ZERO)
             .collect();
         rigs.sort_by(|a, b| drain_cmp(a, b, avg));
         rigs.into_iter().map(|r| r.info.id.clone()).collect()
@@ -258,10 +292,13 @@ impl Arbiter {
 
     pub(crate) fn command_sleep(&mut self, now: Duration, id: &RigId, reason: Reason) {
         let deadline = now.saturating_add(self.settings.confirm_deadline);
+        let replace_at = now.saturating_add(self.settings.replace_after);
         if let Some(rig) = self.rigs.get_mut(id) {
             rig.state = RigState::Draining;
             rig.deadline = Some(deadline);
             rig.escalated = false;
+            rig.replace_at = Some(replace_at);
+            rig.late = false;
             self.action(
                 now,
                 Action::Sleep {
@@ -278,6 +315,8 @@ impl Arbiter {
             rig.state = RigState::Waking;
             rig.deadline = Some(deadline);
             rig.escalated = false;
+            rig.replace_at = None;
+            rig.late = false;
             self.action(
                 now,
                 Action::Wake {
@@ -287,6 +326,13 @@ impl Arbiter {
             );
         }
     }
+}
+
+/// `need × (1 + margin)`, saturating (`margin` is validated to `[0, 1]`).
+fn with_margin(need: Watts, margin: f64) -> Watts {
+    // f64 → u64 `as` saturates (and maps NaN to 0), so no overflow here.
+    let extra = (need.0 as f64 * margin).round() as u64;
+    Watts(need.0.saturating_add(extra))
 }
 
 fn known_efficiency(e: Option<f64>) -> Option<f64> {

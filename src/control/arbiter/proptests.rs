@@ -1,5 +1,6 @@
 //! Property tests: random sequences of every kind of input, checking invariants 1, 2 and 5 of
-//! the module doc after every step, against sums recomputed here from the rig views.
+//! the module doc after every step, against sums recomputed here from the rig views (with
+//! rigs late to confirm a sleep counted as a load that needs a replacement).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -76,15 +77,21 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// `confirm_deadline` and `replace_after` of [`settings`].
+const CONFIRM: Duration = Duration::from_secs(60);
+const REPLACE: Duration = Duration::from_secs(25);
+
 fn settings(cap: u16, headroom: u16) -> Settings {
     Settings {
         site_cap: Watts(u64::from(cap)),
         headroom: Watts(u64::from(headroom)),
         resume_batch: 3,
         resume_interval: Duration::from_secs(20),
-        confirm_deadline: Duration::from_secs(60),
+        confirm_deadline: CONFIRM,
         wake_deadline: Duration::from_secs(200),
         hysteresis: Watts(300),
+        drain_margin: 0.1,
+        replace_after: REPLACE,
     }
 }
 
@@ -92,8 +99,9 @@ fn rig_id(idx: u8) -> RigId {
     RigId(format!("r{idx}"))
 }
 
-/// Recomputed sums: (drawing, sheddable, fixed).
-fn sums(a: &Arbiter) -> (Watts, Watts, Watts) {
+/// Recomputed sums: (drawing, sheddable, fixed). Fixed includes draining rigs past
+/// `replace_after` (late: the plan must have drained replacements for them).
+fn sums(a: &Arbiter, now: Duration) -> (Watts, Watts, Watts) {
     let (mut drawing, mut sheddable, mut fixed) = (Watts::ZERO, Watts::ZERO, Watts::ZERO);
     for r in a.rigs() {
         let p = r.info.power;
@@ -104,6 +112,10 @@ fn sums(a: &Arbiter) -> (Watts, Watts, Watts) {
             RigState::Mining | RigState::Waking => sheddable = sheddable + p,
             RigState::Fault | RigState::Unknown => fixed = fixed + p,
             RigState::Draining if r.escalated => fixed = fixed + p,
+            // Sent at `deadline - CONFIRM`; late from `REPLACE` after that.
+            RigState::Draining if r.deadline.is_some_and(|d| d - CONFIRM + REPLACE <= now) => {
+                fixed = fixed + p
+            }
             _ => {}
         }
     }
@@ -247,7 +259,7 @@ fn check(
     while a.poll_event().is_some() {}
 
     let snap = a.snapshot();
-    let (drawing, sheddable, fixed) = sums(a);
+    let (drawing, sheddable, fixed) = sums(a, now);
     prop_assert_eq!(snap.mining, drawing, "every state but asleep counts");
     let grant = a.gpu_granted();
     let budget = snap.budget;

@@ -134,11 +134,42 @@ pub struct Settings {
     /// stays free for what the GPU side is owed; so a small rise in GPU demand right after a
     /// resume does not drain the rig again (no flapping).
     pub hysteresis: Watts,
+    /// When the site is over its budget (a cap cut, a rig appearing), sleep is commanded to
+    /// rigs covering the shortfall times `1 + drain_margin`, so a few rigs that never answer
+    /// do not leave part of it uncovered until they are replaced. A fraction in `[0, 1]`;
+    /// the surplus is woken again by the normal (staggered, hysteresis-bound) resume once
+    /// the shed is confirmed. Absent in older settings: [`DEFAULT_DRAIN_MARGIN`].
+    #[serde(default = "default_drain_margin")]
+    pub drain_margin: f64,
+    /// A draining rig that has not confirmed within this is planned as a load a sleep cannot
+    /// shed, so a replacement is drained at once; it still counts as drawing until confirmed
+    /// and is escalated at `confirm_deadline` as before. Non-zero; should sit above the
+    /// usual time to confirm a sleep (firmware command + quiet period), or honest but slow
+    /// rigs get replacements too; at or over `confirm_deadline` it is replaced only when
+    /// escalated. Absent in older settings: [`DEFAULT_REPLACE_AFTER`].
+    #[serde(default = "default_replace_after")]
+    pub replace_after: Duration,
+}
+
+/// Default [`Settings::drain_margin`]: 5% on top of a shed (the silent share of a fleet is
+/// usually a few percent).
+pub const DEFAULT_DRAIN_MARGIN: f64 = 0.05;
+/// Default [`Settings::replace_after`]: a sleep confirms in 11-20 s (firmware command, then
+/// 10 s without a share); 30 s leaves time for a replacement to confirm within 60 s.
+pub const DEFAULT_REPLACE_AFTER: Duration = Duration::from_secs(30);
+
+fn default_drain_margin() -> f64 {
+    DEFAULT_DRAIN_MARGIN
+}
+
+fn default_replace_after() -> Duration {
+    DEFAULT_REPLACE_AFTER
 }
 
 impl Settings {
     /// Settings with the given cap and documented defaults: no headroom, 10 wakes per 30 s,
-    /// 90 s sleep confirmation deadline, 600 s wake deadline, 1 kW hysteresis.
+    /// 90 s sleep confirmation deadline, 600 s wake deadline, 1 kW hysteresis, 5% drain
+    /// margin, replacement after 30 s.
     pub fn new(site_cap: Watts) -> Settings {
         Settings {
             site_cap,
@@ -148,6 +179,8 @@ impl Settings {
             confirm_deadline: Duration::from_secs(90),
             wake_deadline: Duration::from_secs(600),
             hysteresis: Watts(1000),
+            drain_margin: DEFAULT_DRAIN_MARGIN,
+            replace_after: DEFAULT_REPLACE_AFTER,
         }
     }
 
@@ -171,6 +204,16 @@ impl Settings {
         if self.wake_deadline.is_zero() {
             return Err(ArbiterError::InvalidSettings(
                 "wake_deadline must be non-zero",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.drain_margin) {
+            return Err(ArbiterError::InvalidSettings(
+                "drain_margin must be within [0, 1]",
+            ));
+        }
+        if self.replace_after.is_zero() {
+            return Err(ArbiterError::InvalidSettings(
+                "replace_after must be non-zero",
             ));
         }
         if self.headroom >= self.site_cap {
@@ -416,6 +459,16 @@ pub enum Event {
     RigRemoved {
         /// It.
         rig: RigId,
+    },
+    /// A draining rig has not confirmed its sleep within `replace_after`: it still counts
+    /// as drawing, and is planned as a load a sleep cannot shed, so another rig is drained
+    /// in its place (or the GPU side is cut if none is left). Escalated at the deadline as
+    /// before.
+    ConfirmationLate {
+        /// The rig.
+        rig: RigId,
+        /// `replace_after` in force.
+        after: Duration,
     },
     /// A confirmation arrived.
     Confirmed {

@@ -291,6 +291,8 @@ pub fn settings(p: &crate::config::Power) -> Settings {
         confirm_deadline: limits::secs(p.confirm_deadline_secs),
         wake_deadline: limits::secs(p.wake_deadline_secs),
         hysteresis: Watts::from_kw(p.hysteresis_kw),
+        drain_margin: p.drain_margin,
+        replace_after: limits::secs(p.replace_after_secs),
     }
 }
 
