@@ -54,6 +54,11 @@ const TOL_KW: f64 = 0.02;
 /// polls, resume steps, the hook's own timeout and retry).
 const SHED_LIMIT: Duration = Duration::from_secs(12);
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+/// `[power] quiet_secs`. The controller reads a rig's last share from a copy refreshed once
+/// per 1 s tick, so at 1.0 a rig submitting every 100 ms can pass as quiet (reported to the
+/// lead); 2.0 keeps the ratio of a real site (default 10 s against minutes between shares
+/// stopping and the tick) and tests the lie itself.
+const QUIET_SECS: f64 = 2.0;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Fault {
@@ -104,6 +109,8 @@ struct Tally {
     repeats: BTreeMap<String, u64>,
     notes: Vec<String>,
     recoveries: u64,
+    /// When each recovery moved the plan aside (RFC 3339, as the audit log stamps events).
+    recovered_at: Vec<String>,
     /// Absurd admin inputs sent, by case.
     absurd: BTreeMap<String, u64>,
 }
@@ -186,7 +193,7 @@ impl Suite {
              [admin]\nsocket = {:?}\nstate_dir = {:?}\n\
              [power]\nsite_cap_kw = {SITE_CAP_KW}\nheadroom_kw = {HEADROOM_KW}\nresume_batch = 1\n\
              resume_interval_secs = 0.5\nconfirm_deadline_secs = 5.0\nwake_deadline_secs = 5.0\n\
-             hysteresis_kw = 0.1\nstatus_poll_secs = 0.5\nquiet_secs = 1.0\n\
+             hysteresis_kw = 0.1\nstatus_poll_secs = 0.5\nquiet_secs = {QUIET_SECS}\n\
              [gpu_scheduler]\nkind = \"command\"\nprogram = {:?}\ntimeout_ms = 1500\n\
              [[rig_group]]\nname = \"s19\"\nmodel = \"S19\"\nrated_w = 3250.0\nj_per_th = 34.2\n\
              firmware = \"luxos\"\nworkers = [\"farm.rig*\"]\naddresses = [\"127.0.0.0/8\"]\n",
@@ -396,7 +403,10 @@ impl Suite {
             .map(|k| counts[k].as_u64().unwrap_or(0))
             .sum();
         let not_asleep = total.saturating_sub(counts["asleep"].as_u64().unwrap_or(0));
-        let over = !(mining + grant <= budget_kw + TOL_KW);
+        // NaN (a missing figure) counts as over.
+        let over = (mining + grant)
+            .partial_cmp(&(budget_kw + TOL_KW))
+            .is_none_or(|o| o.is_gt());
         let raised = self.watch.grant_kw.is_some_and(|g| grant > g + TOL_KW)
             || self.watch.not_asleep.is_some_and(|n| not_asleep > n);
         if over && raised {
@@ -460,7 +470,10 @@ impl Suite {
             } else {
                 self.watch.asleep_accepted.remove(&id);
                 let w = view["power_w"].as_f64().unwrap_or(f64::NAN);
-                if phase == FakePhase::Mining && !(w >= RIG_KW * 1000.0 * 0.5) {
+                let undercounted = w
+                    .partial_cmp(&(RIG_KW * 1000.0 * 0.5))
+                    .is_none_or(|o| o.is_lt());
+                if phase == FakePhase::Mining && undercounted {
                     self.tally.violation(
                         it,
                         format!(
@@ -568,6 +581,9 @@ impl Suite {
     /// (what `hashshift run --reset-power-state` will do once item 5 is in).
     async fn recover(&mut self, it: u64, why: &str) -> Result<()> {
         self.tally.recoveries += 1;
+        self.tally
+            .recovered_at
+            .push(humantime::format_rfc3339_millis(SystemTime::now()).to_string());
         self.tally.notes.push(format!(
             "#{it}: recovered (kill, plan moved aside, restart): {why}"
         ));
@@ -602,9 +618,14 @@ impl Suite {
         *self.tally.injected.entry(format!("{fault:?}")).or_default() += 1;
         let window = Duration::from_millis(self.rng.random_range(2500..4000));
         // Firmware faults on a rig that is up, when there is one (its status polls hit them).
-        let up: Vec<usize> = (0..RIGS)
-            .filter(|i| self.rigs[*i].phase() != FakePhase::Sleeping)
+        let mut up: Vec<usize> = (0..RIGS)
+            .filter(|i| self.rigs[*i].phase() == FakePhase::Mining)
             .collect();
+        if up.is_empty() {
+            up = (0..RIGS)
+                .filter(|i| self.rigs[*i].phase() != FakePhase::Sleeping)
+                .collect();
+        }
         let victim = if up.is_empty() {
             self.rng.random_range(0..RIGS)
         } else {
@@ -817,7 +838,8 @@ impl Suite {
                 ),
             );
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Past the controller's next 1 s tick, where a bad deadline would blow up.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
         match ask(&self.socket, Command::Power).await {
             Ok(r) if r.ok => {}
             other => {
@@ -853,10 +875,21 @@ impl Suite {
         let mut grant = 0.0f64;
         let mut curtail: Option<f64> = None;
         let mut checked = 0u64;
+        let mut recoveries = self.tally.recovered_at.clone().into_iter().peekable();
         for line in text.lines() {
             let Ok(e) = serde_json::from_str::<Value>(line) else {
                 continue;
             };
+            // The suite moved the plan aside here: no curtailment, no grant, and every rig
+            // up (the suite wakes them by hand).
+            let time = e["time"].as_str().unwrap_or("").to_owned();
+            while recoveries.next_if(|r| *r <= time).is_some() {
+                curtail = None;
+                grant = 0.0;
+                for r in drawing.values_mut() {
+                    r.1 = true;
+                }
+            }
             if e["who"] != "arbiter" {
                 continue;
             }
