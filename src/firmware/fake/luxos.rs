@@ -429,3 +429,73 @@ fn summary(snap: RigSnapshot, quirks: bool) -> String {
             .replace("\"@NAN@\"", "0")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One request over the wire, the reply as it came (NUL stripped), or the I/O error.
+    async fn ask(addr: SocketAddr, command: &str) -> std::io::Result<String> {
+        let mut s = TcpStream::connect(addr).await?;
+        s.write_all(json!({ "command": command }).to_string().as_bytes())
+            .await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        Ok(String::from_utf8_lossy(&buf)
+            .trim_end_matches('\0')
+            .to_owned())
+    }
+
+    fn field(reply: &str, section: &str, key: &str) -> Value {
+        let v: Value = serde_json::from_str(reply).unwrap_or_default();
+        v[section][0][key].clone()
+    }
+
+    #[tokio::test]
+    async fn lying_faults_change_the_replies_not_the_rig_and_are_counted() -> std::io::Result<()> {
+        let fake = FakeLuxos::start(FakeLuxosConfig::default()).await?;
+        let addr = fake.addr();
+        // Off by default: the truth, no hits.
+        assert_eq!(
+            field(&ask(addr, "config").await?, "CONFIG", "CurtailMode"),
+            "None"
+        );
+        assert_eq!(field(&ask(addr, "power").await?, "POWER", "Watts"), 3250);
+        assert_eq!(fake.fault_hits(), 0);
+
+        fake.set_lie_asleep(true);
+        assert_eq!(
+            field(&ask(addr, "config").await?, "CONFIG", "CurtailMode"),
+            "Sleep"
+        );
+        assert_eq!(field(&ask(addr, "power").await?, "POWER", "Watts"), 20);
+        assert_eq!(
+            fake.phase(),
+            FakePhase::Mining,
+            "the rig itself still hashes"
+        );
+        fake.set_lie_asleep(false);
+
+        fake.set_lie_watts(Some(1));
+        assert_eq!(field(&ask(addr, "power").await?, "POWER", "Watts"), 1);
+        assert_eq!(
+            field(&ask(addr, "config").await?, "CONFIG", "CurtailMode"),
+            "None"
+        );
+        fake.set_lie_watts(None);
+        assert_eq!(field(&ask(addr, "power").await?, "POWER", "Watts"), 3250);
+        let hits = fake.fault_hits();
+        assert_eq!(hits, 4);
+
+        fake.set_reset(true);
+        match ask(addr, "power").await {
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset),
+            Ok(reply) => panic!("answered through a reset: {reply:?}"),
+        }
+        assert_eq!(fake.fault_hits(), hits + 1);
+        fake.set_reset(false);
+        assert_eq!(field(&ask(addr, "power").await?, "POWER", "Watts"), 3250);
+        fake.shutdown().await;
+        Ok(())
+    }
+}
