@@ -22,7 +22,8 @@
 //! Every fault is verified to have happened (fake fault hits, hook calls in the mode, log
 //! lines, the kill's signal). A short run (one iteration per fault kind, about a minute) is in
 //! the default test run; `HASHSHIFT_FAULTS_LONG=1` runs for `HASHSHIFT_FAULTS_SECS` (default
-//! 600) seconds. `HASHSHIFT_FAULT_SEED` replays a run (the seed is printed).
+//! 600) seconds. `HASHSHIFT_FAULT_SEED` replays a run (the seed is printed);
+//! `HASHSHIFT_FAULTS_KEEP=1` keeps the temp dir (config, proxy log, state/audit.jsonl).
 //!
 //! Violations are tagged with the issue-11 item whose fix they depend on, e.g. `[item 3]`.
 
