@@ -110,6 +110,8 @@ struct Tally {
     repeats: BTreeMap<String, u64>,
     notes: Vec<String>,
     recoveries: u64,
+    /// The iteration of the last recovery.
+    recovered_in: Option<u64>,
     /// When each recovery moved the plan aside (RFC 3339, as the audit log stamps events).
     recovered_at: Vec<String>,
     /// Absurd admin inputs sent, by case.
@@ -120,6 +122,16 @@ impl Tally {
     /// Records a violation; the same one in the same iteration is counted, not repeated (a
     /// stuck condition repeats every sample).
     fn violation(&mut self, iteration: u64, what: String) {
+        // Right after the suite moved a dead plan aside, rigs the fresh plan does not know yet
+        // are not counted: what item 5 ("every rig unknown, never assumed asleep") fixes.
+        let after_reset = self
+            .recovered_in
+            .is_some_and(|r| iteration > 0 && (iteration == r || iteration == r + 1));
+        let what = if after_reset {
+            format!("[after plan reset, item 5] {what}")
+        } else {
+            what
+        };
         let key = format!("#{iteration}: {what}");
         if let Some(n) = self.repeats.get_mut(&key) {
             *n += 1;
@@ -582,6 +594,7 @@ impl Suite {
     /// (what `hashshift run --reset-power-state` will do once item 5 is in).
     async fn recover(&mut self, it: u64, why: &str) -> Result<()> {
         self.tally.recoveries += 1;
+        self.tally.recovered_in = Some(it);
         self.tally
             .recovered_at
             .push(humantime::format_rfc3339_millis(SystemTime::now()).to_string());
