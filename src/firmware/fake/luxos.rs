@@ -165,6 +165,27 @@ impl FakeLuxos {
         self.shared.faults.set_malformed(on);
     }
 
+    /// Reset every connection after reading its request, without answering.
+    pub fn set_reset(&self, on: bool) {
+        self.shared.faults.set_reset(on);
+    }
+
+    /// Report the rig asleep in `config`, `power` and `summary` whatever it really does (the
+    /// simulated rig, [`FakeLuxos::phase`], keeps its real state).
+    pub fn set_lie_asleep(&self, on: bool) {
+        self.shared.faults.set_lie_asleep(on);
+    }
+
+    /// Report this wattage in `power` instead of the real draw (`None`: the truth).
+    pub fn set_lie_watts(&self, watts: Option<u64>) {
+        self.shared.faults.set_lie_watts(watts);
+    }
+
+    /// Replies a fault altered or withheld so far.
+    pub fn fault_hits(&self) -> u64 {
+        self.shared.faults.hits()
+    }
+
     /// Acknowledge sleep/wake but leave the rig as it is (tests confirmation deadlines).
     pub fn set_stuck(&self, on: bool) {
         self.shared.faults.set_stuck(on);
@@ -210,10 +231,20 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>, cancel: CancellationT
             _ => return,
         };
     if shared.faults.silent() {
+        shared.faults.hit();
         cancel.cancelled().await;
         return;
     }
+    if shared.faults.reset() {
+        shared.faults.hit();
+        // A zero linger makes the close a reset (RST), as a crashing API server's does. Tokio
+        // deprecates it because a non-zero linger blocks the thread on drop; zero never does.
+        #[allow(deprecated)]
+        let _ = stream.set_linger(Some(Duration::ZERO));
+        return;
+    }
     let reply = if shared.faults.malformed() {
+        shared.faults.hit();
         b"{\"STATUS\":[{\"STATUS\":\"S\",\"Msg\":\"Summ".to_vec()
     } else {
         let mut r = answer(&shared, &request).into_bytes();
@@ -321,7 +352,7 @@ fn answer(shared: &Shared, request: &Value) -> String {
             }
         }
         "config" => {
-            let snap = inner.rig.snapshot(now);
+            let snap = reported(shared, inner.rig.snapshot(now));
             let mode = match snap.phase {
                 FakePhase::Stopping | FakePhase::Sleeping => "Sleep",
                 FakePhase::Mining | FakePhase::Waking => "None",
@@ -340,7 +371,7 @@ fn answer(shared: &Shared, request: &Value) -> String {
             .to_string()
         }
         "power" => {
-            let snap = inner.rig.snapshot(now);
+            let snap = reported(shared, inner.rig.snapshot(now));
             json!({
                 "STATUS": status_obj("S", 311, "Power usage"),
                 "POWER": [{ "PSU": false, "Watts": snap.power_w.round() as i64 }],
@@ -348,9 +379,29 @@ fn answer(shared: &Shared, request: &Value) -> String {
             })
             .to_string()
         }
-        "summary" => summary(inner.rig.snapshot(now), shared.config.quirks),
+        "summary" => summary(
+            reported(shared, inner.rig.snapshot(now)),
+            shared.config.quirks,
+        ),
         _ => error(14, "Invalid command"),
     }
+}
+
+/// The snapshot as the firmware reports it: the truth unless a lying fault is on.
+fn reported(shared: &Shared, mut snap: RigSnapshot) -> RigSnapshot {
+    if shared.faults.lie_asleep() {
+        shared.faults.hit();
+        snap = RigSnapshot {
+            phase: FakePhase::Sleeping,
+            power_w: shared.config.profile.sleep_power_w,
+            hashrate_ths: 0.0,
+        };
+    }
+    if let Some(w) = shared.faults.lie_watts() {
+        shared.faults.hit();
+        snap.power_w = w as f64;
+    }
+    snap
 }
 
 fn summary(snap: RigSnapshot, quirks: bool) -> String {
@@ -376,5 +427,75 @@ fn summary(snap: RigSnapshot, quirks: bool) -> String {
     } else {
         text.replace("\"@NONFINITE@\"", "0")
             .replace("\"@NAN@\"", "0")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One request over the wire, the reply as it came (NUL stripped), or the I/O error.
+    async fn ask(addr: SocketAddr, command: &str) -> std::io::Result<String> {
+        let mut s = TcpStream::connect(addr).await?;
+        s.write_all(json!({ "command": command }).to_string().as_bytes())
+            .await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        Ok(String::from_utf8_lossy(&buf)
+            .trim_end_matches('\0')
+            .to_owned())
+    }
+
+    fn field(reply: &str, section: &str, key: &str) -> Value {
+        let v: Value = serde_json::from_str(reply).unwrap_or_default();
+        v[section][0][key].clone()
+    }
+
+    #[tokio::test]
+    async fn lying_faults_change_the_replies_not_the_rig_and_are_counted() -> std::io::Result<()> {
+        let fake = FakeLuxos::start(FakeLuxosConfig::default()).await?;
+        let addr = fake.addr();
+        // Off by default: the truth, no hits.
+        assert_eq!(
+            field(&ask(addr, "config").await?, "CONFIG", "CurtailMode"),
+            "None"
+        );
+        assert_eq!(field(&ask(addr, "power").await?, "POWER", "Watts"), 3250);
+        assert_eq!(fake.fault_hits(), 0);
+
+        fake.set_lie_asleep(true);
+        assert_eq!(
+            field(&ask(addr, "config").await?, "CONFIG", "CurtailMode"),
+            "Sleep"
+        );
+        assert_eq!(field(&ask(addr, "power").await?, "POWER", "Watts"), 20);
+        assert_eq!(
+            fake.phase(),
+            FakePhase::Mining,
+            "the rig itself still hashes"
+        );
+        fake.set_lie_asleep(false);
+
+        fake.set_lie_watts(Some(1));
+        assert_eq!(field(&ask(addr, "power").await?, "POWER", "Watts"), 1);
+        assert_eq!(
+            field(&ask(addr, "config").await?, "CONFIG", "CurtailMode"),
+            "None"
+        );
+        fake.set_lie_watts(None);
+        assert_eq!(field(&ask(addr, "power").await?, "POWER", "Watts"), 3250);
+        let hits = fake.fault_hits();
+        assert_eq!(hits, 4);
+
+        fake.set_reset(true);
+        match ask(addr, "power").await {
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset),
+            Ok(reply) => panic!("answered through a reset: {reply:?}"),
+        }
+        assert_eq!(fake.fault_hits(), hits + 1);
+        fake.set_reset(false);
+        assert_eq!(field(&ask(addr, "power").await?, "POWER", "Watts"), 3250);
+        fake.shutdown().await;
+        Ok(())
     }
 }

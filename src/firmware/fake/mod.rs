@@ -12,8 +12,11 @@
 //!
 //! Both expose their state to tests ([`FakeLuxos::snapshot`], command counters) and fault
 //! switches: [`Faults::silent`] (accept, read, never answer), [`Faults::malformed`] (broken
-//! replies), [`Faults::stuck`] (commands acknowledged, rig unchanged). They stop when dropped
-//! or on `shutdown()`.
+//! replies), [`Faults::stuck`] (commands acknowledged, rig unchanged), and on the LuxOS fake
+//! [`Faults::reset`] (connections reset), [`Faults::lie_asleep`] (reports sleep while the rig
+//! hashes) and [`Faults::lie_watts`] (reports a made-up wattage). Every reply a fault altered
+//! is counted ([`Faults::hits`]), so a test can prove its fault really happened. All are off by
+//! default. They stop when dropped or on `shutdown()`.
 //!
 //! Each fake keeps its state behind one `std::sync::Mutex`, never held across an `.await`:
 //! the fakes are per-rig, so there is no contention between rigs.
@@ -29,7 +32,7 @@ pub use rig::{FakePhase, RigModel, RigProfile, RigSnapshot};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -45,11 +48,33 @@ const MAX_CONNECTIONS: usize = 64;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Fault switches shared by the fakes (set from tests at any time).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Faults {
     silent: AtomicBool,
     malformed: AtomicBool,
     stuck: AtomicBool,
+    reset: AtomicBool,
+    lie_asleep: AtomicBool,
+    /// Watts to report instead of the real figure; `u64::MAX` is off.
+    lie_watts: AtomicU64,
+    hits: AtomicU64,
+}
+
+/// `lie_watts` when off.
+const NO_LIE: u64 = u64::MAX;
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            silent: AtomicBool::new(false),
+            malformed: AtomicBool::new(false),
+            stuck: AtomicBool::new(false),
+            reset: AtomicBool::new(false),
+            lie_asleep: AtomicBool::new(false),
+            lie_watts: AtomicU64::new(NO_LIE),
+            hits: AtomicU64::new(0),
+        }
+    }
 }
 
 impl Faults {
@@ -67,6 +92,44 @@ impl Faults {
     /// rig fed around its control board): what a confirmation deadline must catch.
     pub fn stuck(&self) -> bool {
         self.stuck.load(Ordering::Relaxed)
+    }
+
+    /// Reset every connection (RST) after reading the request, without answering.
+    pub fn reset(&self) -> bool {
+        self.reset.load(Ordering::Relaxed)
+    }
+
+    /// Report the rig asleep (sleep mode, control-board watts, no hashrate) whatever it does:
+    /// a firmware whose status lies while the boards keep hashing.
+    pub fn lie_asleep(&self) -> bool {
+        self.lie_asleep.load(Ordering::Relaxed)
+    }
+
+    /// The wattage to report instead of the rig's real draw, if set.
+    pub fn lie_watts(&self) -> Option<u64> {
+        Some(self.lie_watts.load(Ordering::Relaxed)).filter(|w| *w != NO_LIE)
+    }
+
+    /// Replies a fault altered (or withheld) so far.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    fn hit(&self) {
+        self.hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn set_reset(&self, on: bool) {
+        self.reset.store(on, Ordering::Relaxed);
+    }
+
+    fn set_lie_asleep(&self, on: bool) {
+        self.lie_asleep.store(on, Ordering::Relaxed);
+    }
+
+    fn set_lie_watts(&self, watts: Option<u64>) {
+        let w = watts.map_or(NO_LIE, |w| w.min(NO_LIE - 1));
+        self.lie_watts.store(w, Ordering::Relaxed);
     }
 
     fn set_stuck(&self, on: bool) {

@@ -1,0 +1,260 @@
+//! The site the fault-injection suite (tests/fault_injection.rs) drives: the real `hashshift`
+//! binary as a child process (so `kill -9` is a real kill), a test pool, rigs whose LuxOS
+//! management APIs are in-process fakes with fault switches, a command-hook "scheduler" script
+//! that can be told to hang or fail, and raw access to the admin socket.
+//!
+//! Each rig here records what its miners saw (accepted shares, and every error that ended a
+//! miner), so the suite can tell a share that went unanswered on a live connection (lost) from
+//! one cut off by a kill (its connection closed).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use hashshift::control::admin::ctl::call;
+use hashshift::control::admin::protocol::{Command, Request, Response};
+use hashshift::firmware::fake::{FakeLuxos, FakeLuxosConfig, FakePhase, RigProfile};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::honest::Honest;
+
+/// Nameplate of every simulated rig (an S19), kW.
+pub const RIG_KW: f64 = 3.25;
+
+/// A rig: firmware fake plus a miner that hashes while the fake's real phase says so.
+pub struct FaultRig {
+    pub worker: String,
+    pub firmware: Arc<FakeLuxos>,
+    /// Shares the proxy accepted, over every miner this rig ran.
+    pub accepted: Arc<AtomicU64>,
+    /// Why each of its miners ended other than by our stop (disconnects, timeouts, rejects).
+    pub errors: Arc<Mutex<Vec<String>>>,
+    stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl FaultRig {
+    pub async fn new(worker: &str) -> Result<FaultRig> {
+        let profile = RigProfile {
+            sleep_delay: Duration::from_millis(300),
+            wake_delay: Duration::from_millis(800),
+            ..RigProfile::default()
+        };
+        let firmware = Arc::new(
+            FakeLuxos::start(FakeLuxosConfig {
+                profile,
+                ..FakeLuxosConfig::default()
+            })
+            .await?,
+        );
+        Ok(FaultRig {
+            worker: worker.to_owned(),
+            firmware,
+            accepted: Arc::new(AtomicU64::new(0)),
+            errors: Arc::new(Mutex::new(Vec::new())),
+            stop: CancellationToken::new(),
+            task: None,
+        })
+    }
+
+    /// Mines into `proxy` whenever the fake's real phase hashes (lying faults do not stop it).
+    pub fn mine(&mut self, proxy: SocketAddr) {
+        self.task = Some(tokio::spawn(run(
+            proxy,
+            self.worker.clone(),
+            self.firmware.clone(),
+            self.accepted.clone(),
+            self.errors.clone(),
+            self.stop.clone(),
+        )));
+    }
+
+    /// The simulated rig's real phase.
+    pub fn phase(&self) -> FakePhase {
+        self.firmware.phase()
+    }
+
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+        self.firmware.shutdown().await;
+    }
+}
+
+async fn run(
+    proxy: SocketAddr,
+    worker: String,
+    firmware: Arc<FakeLuxos>,
+    accepted: Arc<AtomicU64>,
+    errors: Arc<Mutex<Vec<String>>>,
+    stop: CancellationToken,
+) {
+    let mut miner: Option<Honest> = None;
+    // Accepted by miners already ended.
+    let mut base = 0u64;
+    let end = |m: Honest, base: &mut u64| {
+        let errors = errors.clone();
+        *base += m.accepted();
+        async move {
+            if let Err(e) = m.stop().await {
+                errors
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(format!("{e:#}"));
+            }
+        }
+    };
+    loop {
+        let hashing = matches!(firmware.phase(), FakePhase::Mining | FakePhase::Stopping);
+        match (miner.take(), hashing) {
+            (None, true) => {
+                if let Ok(m) = Honest::start(proxy, &worker).await {
+                    miner = Some(m);
+                }
+            }
+            (Some(m), false) => end(m, &mut base).await,
+            // Ended while hashing (kicked, proxy killed): reconnect, as firmware does.
+            (Some(m), true) if !m.is_running() => end(m, &mut base).await,
+            (m, _) => miner = m,
+        }
+        let live = miner.as_ref().map_or(0, Honest::accepted);
+        accepted.store(base + live, Ordering::Relaxed);
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+    if let Some(m) = miner {
+        end(m, &mut base).await;
+    }
+}
+
+/// The proxy binary as a child process.
+pub struct Proc {
+    child: Child,
+}
+
+impl Proc {
+    /// Starts `hashshift run --config <config>`, logging to `log` (appended).
+    pub fn start(config: &Path, log: &Path) -> Result<Proc> {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_hashshift"))
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("starting hashshift")?;
+        Ok(Proc { child })
+    }
+
+    /// `kill -9`; returns the signal the process died of (Some(9) when the kill did it).
+    pub fn kill9(mut self) -> Result<Option<i32>> {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(status) = self.child.try_wait()? {
+            // Already dead before the kill: report how.
+            return Ok(status.signal().or(status.code().map(|c| -c)));
+        }
+        self.child.kill()?;
+        Ok(self.child.wait()?.signal())
+    }
+
+    /// Whether it is still running; if not, how it ended.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free port on 127.0.0.1 (bound and released: the proxy takes it a moment later).
+pub fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// One admin request; the answer as it came (refusals included).
+pub async fn ask(socket: &Path, command: Command) -> Result<Response> {
+    let r = tokio::time::timeout(
+        Duration::from_secs(6),
+        call(
+            socket,
+            &Request {
+                command,
+                by: Some("faults".into()),
+            },
+        ),
+    )
+    .await
+    .context("admin call timed out")??;
+    Ok(r)
+}
+
+/// One admin request that must succeed; its result.
+pub async fn ask_ok(socket: &Path, command: Command) -> Result<Value> {
+    match ask(socket, command.clone()).await? {
+        Response {
+            ok: true,
+            result: Some(v),
+            ..
+        } => Ok(v),
+        other => bail!("{command:?} refused: {other:?}"),
+    }
+}
+
+/// Sends one raw line on the admin socket; the answer line, or what happened instead.
+pub async fn raw(socket: &Path, line: &str) -> Result<String> {
+    let stream = tokio::net::UnixStream::connect(socket).await?;
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(6), async {
+        w.write_all(line.as_bytes()).await?;
+        w.write_all(b"\n").await?;
+        r.read_line(&mut answer).await?;
+        anyhow::Ok(())
+    })
+    .await
+    .context("no answer in time")??;
+    Ok(answer)
+}
+
+/// The command-hook script standing in for Slurm's `scontrol`: it logs every call to
+/// `<dir>/gpu_calls` with the mode it ran in, then hangs (`hang`), fails (`fail`) or succeeds,
+/// as `<dir>/gpu_mode` says at the time.
+pub fn write_hook(dir: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("scontrol-hook.sh");
+    let d = dir.display();
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nmode=$(cat '{d}/gpu_mode' 2>/dev/null)\n\
+             echo \"$HASHSHIFT_GPU_EVENT budget=$HASHSHIFT_GPU_BUDGET_KW shed=$HASHSHIFT_GPU_SHED_KW mode=$mode\" >> '{d}/gpu_calls'\n\
+             case \"$mode\" in\n  hang) sleep 30 ;;\n  fail) echo 'scontrol: error: Unable to contact slurm controller' >&2; exit 1 ;;\nesac\n\
+             if [ \"$HASHSHIFT_GPU_EVENT\" = budget ]; then echo \"$HASHSHIFT_GPU_BUDGET_KW\" > '{d}/gpu_applied'; fi\nexit 0\n"
+        ),
+    )?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    Ok(path)
+}
