@@ -17,7 +17,10 @@
 //!    `drawing + new grant ≤ budget`. Only outside events (a cap cut, a rig waking or growing
 //!    on its own, a rig appearing) can put the site over, and then the arbiter sheds at once.
 //! 2. Break before make: since draining rigs count as drawing, the grant grows only into power
-//!    freed by rigs *confirmed* asleep (or budget nobody uses). When the budget falls, mining
+//!    freed by rigs *confirmed* asleep (or budget nobody uses). The other way too: a cut grant
+//!    frees power for mining only once the scheduler has applied it
+//!    ([`Arbiter::handle_gpu_budget_applied`]); until then a wake counts the GPU side at the
+//!    higher of the grant and the budget it may still hold. When the budget falls, mining
 //!    is shed first (`Sleep` to enough rigs); the grant is cut at once, with `AskGpuShed`,
 //!    only by what the rigs the arbiter cannot shed (waking or unconfirmed ones excluded from
 //!    draining, fault, unknown, late, escalated) leave uncovered.
@@ -111,6 +114,9 @@ pub struct Arbiter {
     pub(crate) settings: Settings,
     pub(crate) rigs: BTreeMap<RigId, Rig>,
     pub(crate) granted: Watts,
+    /// The most the GPU side may still hold: the budget the scheduler last applied (or, after
+    /// a call that failed, the higher of that and the one attempted). Not persisted.
+    pub(crate) gpu_held: Watts,
     pub(crate) demand: GpuDemand,
     pub(crate) curtailment: Option<Curtailment>,
     /// Times of the recent `Wake`s (at most `resume_batch`), for the stagger window.
@@ -131,6 +137,7 @@ impl Arbiter {
             settings,
             rigs: BTreeMap::new(),
             granted: Watts::ZERO,
+            gpu_held: Watts::ZERO,
             demand: GpuDemand::default(),
             curtailment: None,
             recent_wakes: VecDeque::new(),
@@ -346,6 +353,19 @@ impl Arbiter {
         self.apply_confirmation(now, rig, confirmation);
         self.replan(now);
         Ok(())
+    }
+
+    /// The scheduler holds this budget now (applied; or, after a call that failed, the most it
+    /// may hold). Wakes wait until it is within what the plan leaves them.
+    pub fn handle_gpu_budget_applied(&mut self, now: Duration, held: Watts) {
+        let now = self.tick(now);
+        self.gpu_held = held;
+        self.replan(now);
+    }
+
+    /// What the GPU side may be using: the higher of the grant and the budget it may hold.
+    pub(crate) fn gpu_side(&self) -> Watts {
+        std::cmp::max(self.granted, self.gpu_held)
     }
 
     /// The GPU side's demand changed.

@@ -111,6 +111,8 @@ pub(super) fn restore(
         arbiter.rigs.insert(rig.info.id.clone(), rig);
     }
     arbiter.granted = state.granted;
+    // The restored grant is applied again at once; until the scheduler says so, assume it.
+    arbiter.gpu_held = state.granted;
     arbiter.demand = state.demand;
     arbiter.curtailment = state.curtailment;
     // A full stagger window "just used": no wake before one interval has passed, whatever

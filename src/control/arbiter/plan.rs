@@ -235,7 +235,9 @@ impl Arbiter {
         let mut expected = t.sheddable + t.fixed;
         let mut drawing = t.drawing;
         let hysteresis = self.settings.hysteresis;
-        if expected + target + hysteresis >= budget {
+        // The GPU side counts at what it is owed, or more while a cut is not applied yet.
+        let gpu = max(target, self.gpu_side());
+        if expected + gpu + hysteresis >= budget {
             return;
         }
         let avg = self.average_efficiency();
@@ -262,10 +264,10 @@ impl Arbiter {
             self.recent_wakes.pop_front();
         }
         for (id, power) in order {
-            if expected + target + power + hysteresis > budget {
+            if expected + gpu + power + hysteresis > budget {
                 continue;
             }
-            if drawing + self.granted + power > budget {
+            if drawing + self.gpu_side() + power > budget {
                 continue;
             }
             if self.recent_wakes.len() >= self.settings.resume_batch as usize {

@@ -551,6 +551,8 @@ fn restart_keeps_the_plan_and_wakes_nothing_on_its_own() {
     let out = actions(&mut b);
     assert_eq!(budgets(&out), [Watts::ZERO]);
     assert!(wakes(&out).is_empty());
+    // The scheduler applies the cut (until then the restored grant counts as held).
+    b.handle_gpu_budget_applied(t(102), Watts::ZERO);
     b.handle_timeout(t(130));
     assert_eq!(wakes(&actions(&mut b)), ["b"]);
     b.handle_timeout(t(10_000));
@@ -845,4 +847,38 @@ fn settings_saved_before_the_shed_aids_still_load_with_defaults() {
     let s: Settings = serde_json::from_value(json).unwrap();
     assert_eq!(s.drain_margin, DEFAULT_DRAIN_MARGIN);
     assert_eq!(s.replace_after, DEFAULT_REPLACE_AFTER);
+}
+
+/// Break before make, the GPU way: a grant cut frees power for mining only once the scheduler
+/// has applied it; a budget call that failed counts at the higher of the two.
+#[test]
+fn a_cut_grant_frees_power_for_wakes_only_once_applied() {
+    let mut a = Arbiter::new(settings(6.0), t(0)).unwrap();
+    a.handle_rig(t(0), info("r1", "g", 0, 3.0, None), Observed::Mining)
+        .unwrap();
+    a.handle_rig(t(0), info("r2", "g", 0, 3.0, None), Observed::Mining)
+        .unwrap();
+    // The GPU side wants 3 kW: one rig sleeps, then the grant follows.
+    a.handle_gpu_demand(t(1), demand(3.0));
+    let slept = sleeps(&actions(&mut a));
+    assert_eq!(slept.len(), 1);
+    a.handle_confirmation(t(2), &RigId(slept[0].clone()), Confirmation::Asleep)
+        .unwrap();
+    assert_eq!(budgets(&actions(&mut a)), vec![kw(3.0)]);
+    a.handle_gpu_budget_applied(t(3), kw(3.0));
+    assert!(actions(&mut a).is_empty());
+    // The job ends: the grant is cut at once, but the scheduler has not applied the cut.
+    a.handle_gpu_demand(t(40), demand(0.0));
+    let acts = actions(&mut a);
+    assert_eq!(budgets(&acts), vec![Watts::ZERO]);
+    assert!(
+        wakes(&acts).is_empty(),
+        "woken into power the GPU side holds: {acts:?}"
+    );
+    // Its budget call failed: it may still hold 3 kW.
+    a.handle_gpu_budget_applied(t(41), kw(3.0));
+    assert!(wakes(&actions(&mut a)).is_empty());
+    // Applied: the rig wakes.
+    a.handle_gpu_budget_applied(t(42), Watts::ZERO);
+    assert_eq!(wakes(&actions(&mut a)), slept);
 }

@@ -94,6 +94,10 @@ pub(super) struct Controller {
     pub unconfirmed: Option<HashSet<RigId>>,
     /// The GPU shed being carried through, if any.
     pub shed: ShedTracker,
+    /// The most the GPU side may hold (from the budget writer).
+    pub gpu_held: watch::Receiver<Option<f64>>,
+    /// Rigs confirmed asleep, and when (unix ms): a share accepted later means it draws.
+    pub asleep_at: HashMap<RigId, u64>,
 }
 
 impl Controller {
@@ -112,6 +116,11 @@ impl Controller {
                 e.announced = Some(v.info);
             }
         }
+        // Listed rigs not in the plan (first run, a reset, a new `[[rig]]`) count from the
+        // start; their firmware is asked at once.
+        for id in self.registry.ensure_listed(now) {
+            debug!(rig = %id, "listed rig counted before it connects");
+        }
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -128,6 +137,11 @@ impl Controller {
                     None => break,
                 },
                 Some(done) = self.ops.next(), if !self.ops.is_empty() => self.on_done(done),
+                Ok(()) = self.gpu_held.changed() => {
+                    if let Some(kw) = *self.gpu_held.borrow_and_update() {
+                        self.arbiter.handle_gpu_budget_applied(wall_now(), Watts::from_kw(kw));
+                    }
+                }
                 _ = tick.tick() => self.on_tick(),
                 _ = async { if let Some(t) = wake_at { tokio::time::sleep_until(t).await } }, if wake_at.is_some() => {
                     self.arbiter.handle_timeout(wall_now());
@@ -523,7 +537,7 @@ impl Controller {
         let Some(entry) = self.registry.rigs.get(rig) else {
             return;
         };
-        let last = entry.last_share_unix_ms;
+        let last = entry.live_last_share_unix_ms();
         let age = Duration::from_millis(unix_ms().saturating_sub(last));
         if last > 0 && age < self.quiet {
             self.ops
@@ -537,7 +551,45 @@ impl Controller {
         if let Some(t) = self.sleep_commanded.remove(rig) {
             self.drain_to_confirmed.observe_duration(t.elapsed());
         }
+        self.asleep_at.insert(rig.clone(), unix_ms());
         self.confirm(rig, Confirmation::Asleep);
+    }
+
+    /// A rig counted asleep whose shares are accepted again is drawing: its firmware lied or
+    /// someone woke it. It counts as mining again at once (a pinned rig is told to sleep
+    /// again), and the audit log says so.
+    fn shares_while_asleep(&mut self) {
+        let mut woke = Vec::new();
+        self.asleep_at.retain(|id, at| {
+            if self.arbiter.rig(id).map(|v| v.state) != Some(RigState::Asleep) {
+                return false;
+            }
+            match self.registry.rigs.get(id) {
+                Some(e) if e.live_last_share_unix_ms() > *at => {
+                    woke.push((id.clone(), e.live_last_share_unix_ms() - *at));
+                    false
+                }
+                Some(_) => true,
+                None => false,
+            }
+        });
+        let now = Instant::now();
+        for (id, after_ms) in woke {
+            let Some(entry) = self.registry.rigs.get(&id) else {
+                continue;
+            };
+            warn!(rig = %id, after_ms, "shares accepted from a rig counted asleep: counting it as mining");
+            self.audit.record(AuditEvent::now(
+                "registry",
+                "shares-while-asleep",
+                format!("{} ({} ms after it was confirmed asleep)", id.0, after_ms),
+                Some("counted as drawing again".into()),
+            ));
+            let info = self.registry.info(entry, now);
+            if let Err(e) = self.arbiter.handle_rig(wall_now(), info, Observed::Mining) {
+                warn!(rig = %id, error = %e, "rig not taken by the arbiter");
+            }
+        }
     }
 
     /// A rig's management API answered: audited the first time (it holds budget from now).
@@ -618,6 +670,7 @@ impl Controller {
             }
         }
         self.confirm_by_shares();
+        self.shares_while_asleep();
         // Status polls, spread out and bounded.
         let due: Vec<_> = self
             .registry
@@ -884,9 +937,13 @@ fn describe(event: &crate::control::arbiter::Event) -> (String, String) {
 /// Applies the GPU budget the arbiter decided, latest value wins, retrying failures. Each
 /// call is bounded by the adapter itself ([`GpuControl::call_bound`]; a margin on top only
 /// catches an adapter that would not stop).
+///
+/// `held` tells the controller the most the GPU side may hold: the budget applied, or after a
+/// call that failed or timed out (its outcome unknown), the higher of that and the one tried.
 pub(super) async fn apply_budgets(
     gpu: Arc<dyn GpuControl>,
     mut budget: watch::Receiver<Option<f64>>,
+    held: watch::Sender<Option<f64>>,
     audit: Arc<AuditLog>,
     shutdown: CancellationToken,
 ) {
@@ -908,9 +965,12 @@ pub(super) async fn apply_budgets(
                         None,
                     ));
                     applied = Some(kw);
+                    held.send_replace(Some(kw));
                 }
                 Err(e) => {
                     warn!(kw, error = %e, "GPU budget not applied; retrying in 1 s");
+                    let before = (*held.borrow()).unwrap_or(kw);
+                    held.send_replace(Some(before.max(kw)));
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(Duration::from_secs(1)) => continue,

@@ -468,6 +468,8 @@ pub fn start(
     // The grant in force (0, or the persisted one) is applied at once: until then the
     // scheduler may hand out power mining is using.
     let (budget_tx, budget_rx) = watch::channel(Some(arbiter.gpu_granted().kw()));
+    // What the scheduler holds: the restored grant until it says otherwise.
+    let (held_tx, held_rx) = watch::channel(Some(arbiter.gpu_granted().kw()));
     let (view_tx, view) = watch::channel(Arc::new(PowerView {
         snapshot: arbiter.snapshot(),
         rigs: HashMap::new(),
@@ -511,6 +513,8 @@ pub fn start(
         restored_known,
         identity: identity.clone(),
         unconfirmed: reset.then(HashSet::new),
+        gpu_held: held_rx,
+        asleep_at: HashMap::new(),
         shed: shed::ShedTracker::new(
             config.gpu_scheduler.as_ref().map_or(
                 Duration::from_secs_f64(crate::gpu::DEFAULT_SHED_DEADLINE_SECS),
@@ -522,7 +526,7 @@ pub fn start(
     supervisor.spawn_critical(
         tracker,
         "gpu-budget",
-        controller::apply_budgets(gpu, budget_rx, audit, shutdown.clone()),
+        controller::apply_budgets(gpu, budget_rx, held_tx, audit, shutdown.clone()),
     );
     let history = PowerHistory::standard();
     supervisor.spawn_watched(

@@ -33,6 +33,7 @@ use super::ports::RigControl;
 use crate::config::{Rig as RigOverride, RigGroup};
 use crate::control::arbiter::{GroupId, MAX_RIGS, RigId, RigInfo, Watts};
 use crate::downstream::listener::ConnId;
+use crate::downstream::registry::MinerShared;
 use crate::upstream::manager::MinerReport;
 
 /// Group of rigs that match no `[[rig_group]]`.
@@ -92,6 +93,8 @@ pub struct RigEntry {
     pub group: Option<usize>,
     /// Stratum connections it has now.
     pub conns: Vec<ConnId>,
+    /// Their shared records (live share times between syncs).
+    pub miners: Vec<Arc<MinerShared>>,
     /// Where it connects from (last seen).
     pub address: Option<SocketAddr>,
     /// The address this rig is bound to; fixed once it is known.
@@ -116,6 +119,17 @@ pub struct RigEntry {
     pub last_conflict: Option<SocketAddr>,
     /// What the arbiter was last told.
     pub announced: Option<RigInfo>,
+}
+
+impl RigEntry {
+    /// Unix ms of its last accepted share, read live from its connections (the copy taken at
+    /// the last sync can be a second old: a sleep must not be confirmed on a stale one).
+    pub fn live_last_share_unix_ms(&self) -> u64 {
+        self.miners
+            .iter()
+            .map(|m| m.last_share_unix_ms())
+            .fold(self.last_share_unix_ms, u64::max)
+    }
 }
 
 /// What the registry keeps across a restart of one rig (the arbiter keeps its power state).
@@ -241,6 +255,7 @@ impl Registry {
             .collect();
         for r in self.rigs.values_mut() {
             r.conns.clear();
+            r.miners.clear();
             r.hashrate = 0.0;
         }
         let mut live = HashSet::new();
@@ -256,6 +271,7 @@ impl Registry {
             };
             if let Some(r) = self.rigs.get_mut(&id) {
                 r.conns.push(conn);
+                r.miners.push(m.shared.clone());
                 r.hashrate += m.hashrate.max(0.0);
                 r.last_share_unix_ms = r.last_share_unix_ms.max(m.shared.last_share_unix_ms());
                 r.address = Some(peer);
@@ -296,6 +312,12 @@ impl Registry {
             None => {
                 // Known by id only (restored, or listed): its first connection binds it.
                 entry.home = Some(ip);
+                if entry.group.is_none() {
+                    let group = self.group_of(worker, ip);
+                    if let Some(e) = self.rigs.get_mut(&named) {
+                        e.group = group;
+                    }
+                }
                 self.bind_control(&named, ip);
                 Some(named)
             }
@@ -389,6 +411,7 @@ impl Registry {
                 id: id.clone(),
                 group,
                 conns: Vec::new(),
+                miners: Vec::new(),
                 address: None,
                 home: Some(ip),
                 identity: if listed {
@@ -490,9 +513,12 @@ impl Registry {
             id.0.split_once('@')
                 .map_or(id.0.as_str(), |(w, _)| w)
                 .to_owned();
+        // Its group by its known address, else by its `[[rig]]` management address, else by
+        // name among groups that do not ask for an address.
+        let management = self.overrides.get(&id.0).and_then(|o| o.management);
         let group = match (
             self.overrides.get(&id.0).and_then(|o| o.group.as_ref()),
-            home,
+            home.or(management.map(|m| canonical(m.ip()))),
         ) {
             (Some(name), _) => self.groups.iter().position(|g| &g.name == name),
             (None, Some(ip)) => self.group_of(&worker, ip),
@@ -516,6 +542,7 @@ impl Registry {
                 id: id.clone(),
                 group,
                 conns: Vec::new(),
+                miners: Vec::new(),
                 address: None,
                 home,
                 identity,
@@ -546,6 +573,23 @@ impl Registry {
                 }
             }
         }
+    }
+
+    /// Makes sure every `[[rig]]` with a `management` address has an entry, connected or not:
+    /// the operator says it is a machine, so it counts as drawing until its firmware says it
+    /// sleeps (after a lost plan above all: an asleep rig never connects). Returns the new ones.
+    pub fn ensure_listed(&mut self, now: Instant) -> Vec<RigId> {
+        let listed: Vec<RigId> = self
+            .overrides
+            .values()
+            .filter(|o| o.management.is_some())
+            .map(|o| RigId(o.worker.clone()))
+            .filter(|id| !self.rigs.contains_key(id))
+            .collect();
+        for id in &listed {
+            self.ensure(id, None, now);
+        }
+        listed
     }
 
     /// What to keep across a restart.
@@ -696,6 +740,7 @@ mod tests {
             id: RigId("r".into()),
             group: Some(0),
             conns: Vec::new(),
+            miners: Vec::new(),
             address: None,
             home: None,
             identity: Identity::Listed,
@@ -962,5 +1007,34 @@ mod tests {
         assert!(after.expire(now + Duration::from_secs(3600)).is_empty());
         let report = after.sync(&[miner(9, "farm.a", "10.0.1.99:4000", 0.0)], now);
         assert_eq!(report.conflicts.len(), 1);
+    }
+
+    #[test]
+    fn listed_rigs_count_before_they_connect_and_share_times_are_read_live() {
+        let now = Instant::now();
+        let listed = RigOverride {
+            worker: "farm.z".into(),
+            group: None,
+            management: Some("10.0.1.30:4028".parse().unwrap()),
+            rated_w: None,
+        };
+        let mut reg = registry(vec![hall()], &[listed]);
+        assert_eq!(reg.ensure_listed(now), vec![RigId("farm.z".into())]);
+        assert!(reg.ensure_listed(now).is_empty(), "once");
+        let z = &reg.rigs[&RigId("farm.z".into())];
+        assert_eq!(z.identity, Identity::Listed);
+        assert_eq!(z.group, Some(0), "its group from its management address");
+        assert!(z.control.is_some());
+        assert_eq!(reg.power(z, now), (3250.0, PowerSource::Nameplate, None));
+        // It connects; a share accepted after the sync is seen at once.
+        let m = miner(7, "farm.z", "10.0.1.30:4000", 0.0);
+        let shared = m.shared.clone();
+        reg.sync(&[m], now);
+        assert_eq!(
+            reg.rigs[&RigId("farm.z".into())].live_last_share_unix_ms(),
+            0
+        );
+        shared.touch();
+        assert!(reg.rigs[&RigId("farm.z".into())].live_last_share_unix_ms() > 0);
     }
 }
