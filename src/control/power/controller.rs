@@ -537,11 +537,19 @@ impl Controller {
         let Some(entry) = self.registry.rigs.get(rig) else {
             return;
         };
+        // Quiet means no share for `quiet` since the sleep command too: a rig with no share
+        // yet (it has not connected, or not since a restart) is not quiet just for that.
         let last = entry.live_last_share_unix_ms();
-        let age = Duration::from_millis(unix_ms().saturating_sub(last));
-        if last > 0 && age < self.quiet {
-            self.ops
-                .push(ops::quiet_check(rig.clone(), self.quiet - age));
+        let mut wait = Duration::ZERO;
+        if last > 0 {
+            let age = Duration::from_millis(unix_ms().saturating_sub(last));
+            wait = self.quiet.saturating_sub(age);
+        }
+        if let Some(commanded) = self.sleep_commanded.get(rig) {
+            wait = wait.max(self.quiet.saturating_sub(commanded.elapsed()));
+        }
+        if !wait.is_zero() {
+            self.ops.push(ops::quiet_check(rig.clone(), wait));
             return;
         }
         // Asleep: stop giving it work (it has stopped asking anyway).
