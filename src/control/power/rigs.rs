@@ -122,6 +122,34 @@ pub struct RigEntry {
 }
 
 impl RigEntry {
+    /// A rig first seen `now`, with no connection, API client or figures yet.
+    fn new(
+        id: RigId,
+        group: Option<usize>,
+        home: Option<IpAddr>,
+        identity: Identity,
+        now: Instant,
+    ) -> RigEntry {
+        RigEntry {
+            id,
+            group,
+            conns: Vec::new(),
+            miners: Vec::new(),
+            address: None,
+            home,
+            identity,
+            control: None,
+            hashrate: 0.0,
+            last_share_unix_ms: 0,
+            firmware_power: None,
+            first_seen: now,
+            disconnected_since: None,
+            conflicts: 0,
+            last_conflict: None,
+            announced: None,
+        }
+    }
+
     /// Unix ms of its last accepted share, read live from its connections (the copy taken at
     /// the last sync can be a second old: a sleep must not be confirmed on a stale one).
     pub fn live_last_share_unix_ms(&self) -> u64 {
@@ -405,30 +433,14 @@ impl Registry {
             }
         }
         let group = self.group_of(worker, ip);
+        let identity = if listed {
+            Identity::Listed
+        } else {
+            Identity::Unverified
+        };
         self.rigs.insert(
             id.clone(),
-            RigEntry {
-                id: id.clone(),
-                group,
-                conns: Vec::new(),
-                miners: Vec::new(),
-                address: None,
-                home: Some(ip),
-                identity: if listed {
-                    Identity::Listed
-                } else {
-                    Identity::Unverified
-                },
-                control: None,
-                hashrate: 0.0,
-                last_share_unix_ms: 0,
-                firmware_power: None,
-                first_seen: now,
-                disconnected_since: None,
-                conflicts: 0,
-                last_conflict: None,
-                announced: None,
-            },
+            RigEntry::new(id.clone(), group, Some(ip), identity, now),
         );
         self.bind_control(&id, ip);
         Some(id)
@@ -536,27 +548,11 @@ impl Registry {
             // identities were kept) proves itself again.
             _ => Identity::Unverified,
         };
-        self.rigs.insert(
-            id.clone(),
-            RigEntry {
-                id: id.clone(),
-                group,
-                conns: Vec::new(),
-                miners: Vec::new(),
-                address: None,
-                home,
-                identity,
-                control: None,
-                hashrate: 0.0,
-                last_share_unix_ms: 0,
-                firmware_power: None,
-                first_seen: now,
-                disconnected_since: Some(now),
-                conflicts: known.map_or(0, |k| k.conflicts),
-                last_conflict: None,
-                announced: None,
-            },
-        );
+        let mut entry = RigEntry::new(id.clone(), group, home, identity, now);
+        // Not connected (yet): a known rig stays, an unverified one is forgotten in time.
+        entry.disconnected_since = Some(now);
+        entry.conflicts = known.map_or(0, |k| k.conflicts);
+        self.rigs.insert(id.clone(), entry);
         match home {
             Some(ip) => self.bind_control(id, ip),
             None => {
