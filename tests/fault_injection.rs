@@ -164,6 +164,10 @@ struct Watch {
     /// audit replay, D, checks every wake and grant increase exactly).
     budget_kw: Option<f64>,
     total: Option<u64>,
+    /// Mining at the last sample: a grant that grew is our raise only if it does not fit
+    /// beside the mining already seen (mining that rose since is an outside event, which the
+    /// shed limit and the audit replay cover).
+    mining_kw: Option<f64>,
     over_since: Option<Instant>,
     true_up: Option<usize>,
     applied_kw: Option<f64>,
@@ -430,8 +434,13 @@ impl Suite {
             .budget_kw
             .is_some_and(|b| budget_kw + TOL_KW >= b)
             && self.watch.total == Some(total);
-        let raised = self.watch.grant_kw.is_some_and(|g| grant > g + TOL_KW)
-            || (steady && self.watch.not_asleep.is_some_and(|n| not_asleep > n));
+        let grant_raised = self.watch.grant_kw.is_some_and(|g| grant > g + TOL_KW)
+            && self
+                .watch
+                .mining_kw
+                .is_none_or(|m| m + grant > budget_kw + TOL_KW);
+        let raised =
+            grant_raised || (steady && self.watch.not_asleep.is_some_and(|n| not_asleep > n));
         if over && raised {
             self.tally.violation(
                 it,
@@ -459,6 +468,7 @@ impl Suite {
         self.watch.not_asleep = Some(not_asleep);
         self.watch.budget_kw = Some(budget_kw);
         self.watch.total = Some(total);
+        self.watch.mining_kw = Some(mining);
 
         // C: per rig, against the fakes.
         let Ok(rigs) = ask_ok(&self.socket, Command::Rigs).await else {
