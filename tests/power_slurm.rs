@@ -52,10 +52,24 @@ async fn scenario() -> Result<()> {
         all_mining_on_firmware_figures(r, 3)
     })
     .await?;
-    // Nothing granted yet: the hold reservation keeps every license, so the job pends.
+    // Nothing granted yet: the hold reservation keeps every license, so the job pends. The
+    // budget is applied to Slurm asynchronously: submitting before the hold reservation exists
+    // would let the job start at once.
     site.until("no GPU grant", 10, Command::Power, |p| {
         p["gpu_granted_kw"] == 0.0
     })
+    .await?;
+    site.until(
+        "the zero budget applied to Slurm",
+        20,
+        Command::Events { limit: Some(1000) },
+        |e| {
+            position(e, |x| {
+                x["what"] == "budget-applied" && x["detail"] == "0.0 kW"
+            })
+            .is_some()
+        },
+    )
     .await?;
     let job = sbatch(JOB_NAME, 5, 3).await?;
     let submitted = Instant::now();
