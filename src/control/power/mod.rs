@@ -205,16 +205,12 @@ impl PowerHandle {
 
     /// Removes a rig an operator knows is gone; refused while it is connected.
     pub async fn forget(&self, rig: RigId, operator: Operator) -> Result<Vec<RigId>, PowerError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Request::Forget {
+        self.ask(|reply| Request::Forget {
             rig,
             operator,
             reply,
         })
-        .await?;
-        rx.await
-            .map_err(|_| PowerError::Stopped)?
-            .map_err(PowerError::Refused)
+        .await
     }
 
     /// A view that reflects every request sent before.
@@ -228,31 +224,33 @@ impl PowerHandle {
         self.tx.send(r).await.map_err(|_| PowerError::Stopped)
     }
 
+    /// Sends a request that carries a [`Reply`] and waits for the controller's answer.
+    async fn ask(&self, request: impl FnOnce(Reply) -> Request) -> Result<Vec<RigId>, PowerError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(request(reply)).await?;
+        rx.await
+            .map_err(|_| PowerError::Stopped)?
+            .map_err(PowerError::Refused)
+    }
+
     /// An operator drain or resume; returns the rigs it pinned or unpinned.
     pub async fn operator(
         &self,
         command: OperatorCommand,
         operator: Operator,
     ) -> Result<Vec<RigId>, PowerError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Request::Operator {
+        self.ask(|reply| Request::Operator {
             command,
             operator,
             reply,
         })
-        .await?;
-        rx.await
-            .map_err(|_| PowerError::Stopped)?
-            .map_err(PowerError::Refused)
+        .await
     }
 
     /// Resumes every operator-drained rig.
     pub async fn resume_all(&self, operator: Operator) -> Result<Vec<RigId>, PowerError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Request::ResumeAll { operator, reply }).await?;
-        rx.await
-            .map_err(|_| PowerError::Stopped)?
-            .map_err(PowerError::Refused)
+        self.ask(|reply| Request::ResumeAll { operator, reply })
+            .await
     }
 
     /// Starts (or replaces) a curtailment: the cap is `kw` until `until_unix`.
