@@ -124,7 +124,7 @@ impl Proxy {
                 .saturating_mul(SEND_QUEUE_ENTRY_BYTES),
             handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs),
             write_timeout: Duration::from_secs(config.limits.write_timeout_secs),
-            drain_grace: Duration::from_secs(5),
+            drain_grace: Duration::from_secs(config.limits.drain_grace_secs),
             stats: instruments.sv1.clone(),
         });
         let accept_stop = CancellationToken::new();
@@ -178,7 +178,7 @@ impl Proxy {
                         // real channel sends a share every few seconds, so waiting only adds
                         // latency; what arrives together is still acknowledged together.
                         ack_delay: Duration::ZERO,
-                        ack_batch: 32,
+                        ack_batch: config.limits.sv2_ack_batch,
                         stats: instruments.sv2.clone(),
                     });
                     let manager = manager.clone();

@@ -165,3 +165,155 @@ fn shed_aids_default_and_are_range_checked() {
         );
     }
 }
+
+/// `table.key` paths of a TOML value; array-of-tables elements share their table's path.
+fn key_paths(prefix: &str, v: &toml::Value, out: &mut std::collections::BTreeSet<String>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                // Inline maps of free-form names (a command's `env`) are values, not keys.
+                if matches!(v, toml::Value::Table(_)) && k == "env" {
+                    out.insert(path);
+                    continue;
+                }
+                match v {
+                    toml::Value::Table(_) => key_paths(&path, v, out),
+                    toml::Value::Array(a) if a.iter().all(|e| e.is_table()) && !a.is_empty() => {
+                        for e in a {
+                            key_paths(&path, e, out);
+                        }
+                    }
+                    _ => {
+                        out.insert(path);
+                    }
+                }
+            }
+        }
+        _ => {
+            out.insert(prefix.to_owned());
+        }
+    }
+}
+
+fn example_text() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml")).unwrap()
+}
+
+#[test]
+fn the_example_documents_every_key_and_the_defaults() {
+    let text = example_text();
+    let documented: toml::Value = toml::from_str(&text).unwrap();
+    let config = Config::from_toml(&text).unwrap();
+    let effective = toml::Value::try_from(&config).unwrap();
+    let (mut in_example, mut in_code) = Default::default();
+    key_paths("", &documented, &mut in_example);
+    key_paths("", &effective, &mut in_code);
+    let undocumented: Vec<_> = in_code.difference(&in_example).collect();
+    assert!(
+        undocumented.is_empty(),
+        "keys the code reads that config.example.toml does not show: {undocumented:?}"
+    );
+    // The tables the example shows with their defaults: loading a file without them must
+    // give exactly what the example says.
+    let bare = Config::from_toml(BASE).unwrap();
+    let bare = toml::Value::try_from(&bare).unwrap();
+    for table in ["vardiff", "aggregation", "failover", "limits"] {
+        assert_eq!(
+            documented.get(table),
+            bare.get(table),
+            "[{table}] in config.example.toml differs from the defaults in the code"
+        );
+    }
+}
+
+#[test]
+fn every_table_accepts_any_subset_of_its_keys() {
+    let documented: toml::Value = toml::from_str(&example_text()).unwrap();
+    let mut tried = 0;
+    for table in ["vardiff", "aggregation", "failover", "limits"] {
+        let keys = documented[table].as_table().unwrap();
+        for (key, value) in keys {
+            let text = format!("{BASE}\n[{table}]\n{key} = {value}\n");
+            let config = Config::from_toml(&text)
+                .unwrap_or_else(|e| panic!("[{table}] with only {key}: {e}"));
+            let effective = toml::Value::try_from(&config).unwrap();
+            assert_eq!(effective[table][key.as_str()], *value, "{table}.{key}");
+            tried += 1;
+        }
+    }
+    assert!(tried >= 28, "only {tried} keys tried");
+    // The example: [aggregation] with only worker_identity.
+    let c = Config::from_toml(&format!(
+        "{BASE}\n[aggregation]\nworker_identity = \"fixed\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.aggregation.proxy_extranonce2_bytes, 2);
+    // [power] needs only its cap, [[rig_group]] its name and nameplate.
+    let site = format!(
+        "{BASE}\n[admin]\nsocket = \"/tmp/x.sock\"\nstate_dir = \"/tmp/x\"\n[power]\nsite_cap_kw = 100.0\n[[rig_group]]\nname = \"a\"\nrated_w = 3000.0\n"
+    );
+    let c = Config::from_toml(&site).unwrap();
+    assert_eq!(c.power.unwrap().forget_unverified_secs, 120.0);
+    let e = error_of(&site.replace("rated_w = 3000.0\n", ""));
+    assert!(e.contains("rated_w"), "{e}");
+    let e = error_of(&site.replace("site_cap_kw = 100.0\n", ""));
+    assert!(e.contains("site_cap_kw"), "{e}");
+}
+
+#[test]
+fn new_timings_are_range_checked() {
+    for (table, key, bad) in [
+        ("limits", "idle_timeout_secs", "0"),
+        ("limits", "max_connections_per_address", "0"),
+        ("limits", "http_max_body_bytes", "0"),
+        ("limits", "sv2_ack_batch", "0"),
+        ("limits", "shutdown_grace_secs", "100000"),
+        ("failover", "pool_write_timeout_secs", "0.0"),
+        ("failover", "pool_connect_timeout_secs", "nan"),
+    ] {
+        let e = error_of(&format!("{BASE}\n[{table}]\n{key} = {bad}\n"));
+        assert!(
+            e.contains(key) || e.contains(table),
+            "{table}.{key} = {bad}: {e}"
+        );
+    }
+}
+
+#[test]
+fn check_config_shows_secrets_redacted() {
+    let dir = std::env::temp_dir().join(format!("hashshift-redact-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("c.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "{}\npassword = \"hunter2-pool\"\n[gpu_scheduler]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/x\"\nauthorization = \"Bearer s3cret-hook\"\n",
+            BASE.trim_end()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hashshift"))
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !printed.contains("hunter2") && !printed.contains("s3cret"),
+        "{printed}"
+    );
+    assert_eq!(printed.matches("\"<redacted>\"").count(), 2, "{printed}");
+    // What is printed loads again (with the placeholders as values).
+    Config::from_toml(&printed).unwrap();
+}

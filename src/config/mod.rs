@@ -42,6 +42,9 @@ pub enum ConfigError {
     },
 }
 
+/// What [`Config::redacted`] puts in place of a secret.
+pub const REDACTED: &str = "<redacted>";
+
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
@@ -126,9 +129,9 @@ pub struct Admin {
     pub state_dir: Option<std::path::PathBuf>,
 }
 
-/// Pool health and failover timing.
+/// Pool health and failover timing. Every key is optional (defaults below).
 #[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Failover {
     /// A pool that sends no new job for this long is treated as down (pools normally send
     /// one every 30–60 s).
@@ -137,6 +140,18 @@ pub struct Failover {
     pub failback_after_secs: f64,
     /// How often the weighted split may move one miner between pools of equal priority.
     pub rebalance_every_secs: f64,
+    /// Connecting to a pool (TCP, and for SV2 the Noise handshake and channel setup) may take
+    /// this long before the attempt counts as failed.
+    pub pool_connect_timeout_secs: f64,
+    /// A share sent to a pool that has not been answered within this is answered to the miner
+    /// as lost (SV2 pools may batch acknowledgements; keep it well above their batch delay).
+    pub pool_submit_timeout_secs: f64,
+    /// A write to a pool that has not completed within this marks the pool down: its queued
+    /// shares are answered at once and its miners fail over.
+    pub pool_write_timeout_secs: f64,
+    /// Longest wait between reconnection attempts to a pool that is down (backoff doubles
+    /// from 1 s up to this).
+    pub pool_max_backoff_secs: f64,
 }
 
 impl Default for Failover {
@@ -145,6 +160,10 @@ impl Default for Failover {
             no_work_timeout_secs: 120.0,
             failback_after_secs: 30.0,
             rebalance_every_secs: 10.0,
+            pool_connect_timeout_secs: 10.0,
+            pool_submit_timeout_secs: 30.0,
+            pool_write_timeout_secs: 5.0,
+            pool_max_backoff_secs: 30.0,
         }
     }
 }
@@ -268,9 +287,9 @@ fn default_weight() -> u32 {
 }
 
 /// Variable difficulty settings. Difficulties are SV1 pool difficulties (1 = 2^32 hashes per
-/// share); values below 1 are valid, for lab and test rigs.
+/// share); values below 1 are valid, for lab and test rigs. Every key is optional.
 #[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Vardiff {
     /// Difficulty a new miner starts at (before any `suggest_difficulty`).
     pub initial: f64,
@@ -293,9 +312,9 @@ impl Default for Vardiff {
     }
 }
 
-/// How miners share upstream connections.
+/// How miners share upstream connections. Every key is optional.
 #[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Aggregation {
     /// Bytes of the pool's extranonce2 the proxy keeps as a per-miner prefix; the miner rolls
     /// the rest. 2 bytes = up to 65,536 miners per connection.
@@ -326,27 +345,45 @@ pub enum WorkerIdentity {
     Fixed,
 }
 
-/// Defensive limits on peers.
+/// Defensive limits on peers, and the proxy's own timings towards miners. Every key is
+/// optional (defaults below).
 #[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Longest SV1 line accepted from a miner, in bytes.
     pub max_line_bytes: usize,
     /// Messages that may wait for one miner (counted as 2 KiB each: its send buffer is capped
-    /// at `send_queue × 2 KiB`); a miner that lets more pile up is not reading and is dropped.
+    /// at `send_queue × 2 KiB`, and never below what one job of the current pool needs); a
+    /// miner that lets more pile up is not reading and is dropped.
     pub send_queue: usize,
     /// Most simultaneous miner connections.
     pub max_connections: usize,
+    /// Most simultaneous miner connections from one address. Generous by default: a site's
+    /// NAT can put hundreds of rigs behind one address.
+    pub max_connections_per_address: usize,
     /// Seconds a new connection may take to subscribe and authorize.
     pub handshake_timeout_secs: u64,
+    /// Seconds an authorized miner may send nothing at all before it is disconnected.
+    pub idle_timeout_secs: u64,
     /// Seconds a write to a miner may take before the miner counts as not reading and is
-    /// dropped (it must never hold up the others). Optional, default 10.
-    #[serde(default = "default_write_timeout_secs")]
+    /// dropped (it must never hold up the others).
     pub write_timeout_secs: u64,
-}
-
-fn default_write_timeout_secs() -> u64 {
-    10
+    /// Seconds a closing miner session still waits for the pool's verdicts on shares it
+    /// already sent upstream, to relay them.
+    pub drain_grace_secs: u64,
+    /// Seconds a graceful stop (SIGTERM) lets sessions drain before they are aborted.
+    pub shutdown_grace_secs: u64,
+    /// SV2 miners: most shares acknowledged by one `SubmitShares.Success`.
+    pub sv2_ack_batch: u32,
+    /// HTTP API and metrics servers: most simultaneous connections (each server); further
+    /// connections wait in the kernel's backlog.
+    pub http_max_connections: usize,
+    /// HTTP API and metrics servers: seconds a client may take to send a request's headers.
+    pub http_header_timeout_secs: u64,
+    /// HTTP API and metrics servers: seconds a kept-alive connection may stay idle.
+    pub http_idle_timeout_secs: u64,
+    /// HTTP API: largest request body accepted, in bytes.
+    pub http_max_body_bytes: usize,
 }
 
 impl Default for Limits {
@@ -355,8 +392,17 @@ impl Default for Limits {
             max_line_bytes: 16 * 1024,
             send_queue: 64,
             max_connections: 100_000,
+            max_connections_per_address: 512,
             handshake_timeout_secs: 30,
-            write_timeout_secs: default_write_timeout_secs(),
+            idle_timeout_secs: 600,
+            write_timeout_secs: 10,
+            drain_grace_secs: 5,
+            shutdown_grace_secs: 10,
+            sv2_ack_batch: 32,
+            http_max_connections: 128,
+            http_header_timeout_secs: 10,
+            http_idle_timeout_secs: 60,
+            http_max_body_bytes: 16 * 1024,
         }
     }
 }
@@ -376,6 +422,24 @@ impl Config {
         let config: Config = toml::from_str(text)?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// This configuration with every secret replaced by [`REDACTED`], for printing
+    /// (`check-config`) and logs: pool passwords other than the conventional `x`, the
+    /// webhook's `authorization` header, and the command scheduler's environment values.
+    /// Secrets that are read from the environment or files (firmware passwords, the HTTP
+    /// token) are not in the config at all; their variable and file names are kept.
+    pub fn redacted(&self) -> Config {
+        let mut c = self.clone();
+        for up in &mut c.upstream {
+            if !up.password.is_empty() && up.password != default_password() {
+                up.password = REDACTED.to_owned();
+            }
+        }
+        if let Some(g) = &mut c.gpu_scheduler {
+            g.redact_secrets(REDACTED);
+        }
+        c
     }
 
     /// Checks the invariants the rest of the proxy relies on.
@@ -454,6 +518,10 @@ impl Config {
             ("no_work_timeout_secs", f.no_work_timeout_secs),
             ("failback_after_secs", f.failback_after_secs),
             ("rebalance_every_secs", f.rebalance_every_secs),
+            ("pool_connect_timeout_secs", f.pool_connect_timeout_secs),
+            ("pool_submit_timeout_secs", f.pool_submit_timeout_secs),
+            ("pool_write_timeout_secs", f.pool_write_timeout_secs),
+            ("pool_max_backoff_secs", f.pool_max_backoff_secs),
         ] {
             if !(value.is_finite() && value > 0.0 && value < 86_400.0) {
                 return Err(invalid(
@@ -463,18 +531,38 @@ impl Config {
             }
         }
         let l = &self.limits;
-        if l.max_line_bytes < 512 {
-            return Err(invalid("limits.max_line_bytes", "must be at least 512"));
+        if !(512..=(1 << 24)).contains(&l.max_line_bytes) {
+            return Err(invalid("limits.max_line_bytes", "must be 512 to 16777216"));
         }
-        if l.send_queue == 0 || l.max_connections == 0 {
-            return Err(invalid(
-                "limits",
-                "send_queue and max_connections must be positive",
-            ));
+        for (key, value, max) in [
+            ("send_queue", l.send_queue, 1 << 20),
+            ("max_connections", l.max_connections, 10_000_000),
+            (
+                "max_connections_per_address",
+                l.max_connections_per_address,
+                10_000_000,
+            ),
+            ("http_max_connections", l.http_max_connections, 65_536),
+            ("http_max_body_bytes", l.http_max_body_bytes, 1 << 24),
+        ] {
+            if !(1..=max).contains(&value) {
+                return Err(invalid(
+                    format!("limits.{key}"),
+                    format!("must be 1 to {max}"),
+                ));
+            }
+        }
+        if !(1..=65_536).contains(&l.sv2_ack_batch) {
+            return Err(invalid("limits.sv2_ack_batch", "must be 1 to 65536"));
         }
         for (key, value) in [
             ("handshake_timeout_secs", l.handshake_timeout_secs),
+            ("idle_timeout_secs", l.idle_timeout_secs),
             ("write_timeout_secs", l.write_timeout_secs),
+            ("drain_grace_secs", l.drain_grace_secs),
+            ("shutdown_grace_secs", l.shutdown_grace_secs),
+            ("http_header_timeout_secs", l.http_header_timeout_secs),
+            ("http_idle_timeout_secs", l.http_idle_timeout_secs),
         ] {
             // Bounded: each becomes `Instant + Duration` per connection.
             if !(1..=86_400).contains(&value) {

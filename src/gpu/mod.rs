@@ -217,6 +217,24 @@ impl GpuSchedulerConfig {
         GpuScheduler::from_config(self.clone()).map(drop)
     }
 
+    /// Replaces the secrets these settings hold with `with`: the webhook's `authorization`
+    /// and the command's environment values (names are kept).
+    pub fn redact_secrets(&mut self, with: &str) {
+        match self {
+            Self::Slurm(_) => {}
+            Self::Webhook(c) => {
+                if let Some(a) = &mut c.authorization {
+                    *a = with.to_owned();
+                }
+            }
+            Self::Command(c) => {
+                for v in c.env.values_mut() {
+                    *v = with.to_owned();
+                }
+            }
+        }
+    }
+
     /// How long a shed may take (until the scheduler reports in-use at or below the grant)
     /// before it is escalated: `shed_deadline_secs`.
     pub fn shed_deadline(&self) -> Duration {

@@ -49,6 +49,8 @@ pub struct ConnectionParams {
     pub max_backoff: Duration,
     /// Time the pool has to answer a share.
     pub submit_timeout: Duration,
+    /// Time one write to the pool may take; past it the pool counts as not reading.
+    pub write_timeout: Duration,
 }
 
 /// A share going to the pool.

@@ -184,9 +184,14 @@ impl PoolManager {
                     password: up.password.clone(),
                     identity: config.aggregation.worker_identity,
                     max_line_bytes: 1 << 20,
-                    connect_timeout: Duration::from_secs(10),
-                    max_backoff: Duration::from_secs(30),
-                    submit_timeout: Duration::from_secs(30),
+                    connect_timeout: Duration::from_secs_f64(
+                        config.failover.pool_connect_timeout_secs,
+                    ),
+                    max_backoff: Duration::from_secs_f64(config.failover.pool_max_backoff_secs),
+                    submit_timeout: Duration::from_secs_f64(
+                        config.failover.pool_submit_timeout_secs,
+                    ),
+                    write_timeout: Duration::from_secs_f64(config.failover.pool_write_timeout_secs),
                 };
                 PoolEntry {
                     params,
