@@ -53,6 +53,38 @@ enum Command {
     Bench(#[command(flatten)] hashshift::bench::BenchArgs),
 }
 
+/// Logs go to stderr: human text, coloured only when stderr is a terminal (journald, files
+/// and `docker logs` get plain text; `NO_COLOR` turns colour off anyway), or one JSON object
+/// per line with `HASHSHIFT_LOG_FORMAT=json`, for log shippers. `RUST_LOG` filters.
+fn init_logging(default_filter: &str) -> Result<(), String> {
+    use std::io::IsTerminal;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let format = std::env::var("HASHSHIFT_LOG_FORMAT").unwrap_or_default();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format.as_str() {
+        "" | "text" => {
+            let colour = std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            builder.with_ansi(colour).init();
+        }
+        "json" => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        other => {
+            return Err(format!(
+                "HASHSHIFT_LOG_FORMAT={other:?}: must be \"text\" or \"json\""
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The bench and the demo print their own progress; per-connection logs of their embedded
@@ -61,12 +93,10 @@ fn main() -> ExitCode {
         Command::Bench(_) | Command::Demo(_) | Command::Ctl(_) => "warn",
         _ => "info",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(e) = init_logging(default_filter) {
+        eprintln!("hashshift: {e}");
+        return ExitCode::from(2);
+    }
     match cli.command {
         Command::Bench(args) => hashshift::bench::main(args),
         Command::Ctl(args) => hashshift::control::admin::ctl::main(args),
@@ -132,7 +162,7 @@ fn main() -> ExitCode {
             }
         },
         Command::CheckConfig { file } => match Config::load(&file) {
-            Ok(config) => match toml::to_string_pretty(&config) {
+            Ok(config) => match toml::to_string_pretty(&config.redacted()) {
                 Ok(text) => {
                     print!("{text}");
                     ExitCode::SUCCESS
@@ -184,7 +214,7 @@ async fn run(
         failure = proxy.failed() => Some(failure),
     };
     let grace = match &failed {
-        None => std::time::Duration::from_secs(10),
+        None => std::time::Duration::from_secs(config.limits.shutdown_grace_secs),
         Some(failure) => {
             tracing::error!(task = %failure.task, why = %failure.why, "stopping: a critical task failed");
             // A watchdog outside the runtime: a wedged shutdown must not keep a process
