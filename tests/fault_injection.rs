@@ -211,7 +211,7 @@ impl Suite {
         let mut text = format!(
             "[[downstream]]\nprotocol = \"sv1\"\nlisten = \"127.0.0.1:{port}\"\n\
              [[upstream]]\nurl = \"stratum+tcp://{}\"\nuser = \"farm\"\n\
-             [vardiff]\ninitial = {}\nmin = 1e-9\nmax = 1.0\nshares_per_minute = 600.0\n\
+             [vardiff]\ninitial = {}\nmin = {}\nmax = 1.0\nshares_per_minute = 600.0\n\
              [admin]\nsocket = {:?}\nstate_dir = {:?}\n\
              [power]\nsite_cap_kw = {SITE_CAP_KW}\nheadroom_kw = {HEADROOM_KW}\nresume_batch = 1\n\
              resume_interval_secs = 0.5\nconfirm_deadline_secs = 5.0\nwake_deadline_secs = 5.0\n\
@@ -220,6 +220,11 @@ impl Suite {
              [[rig_group]]\nname = \"s19\"\nmodel = \"S19\"\nrated_w = 3250.0\nj_per_th = 34.2\n\
              firmware = \"luxos\"\nworkers = [\"farm.rig*\"]\naddresses = [\"127.0.0.0/8\"]\n",
             pool.addr(),
+            support::power_site::DIFF,
+            // Never below the pool's difficulty: every share a miner is told is accepted must
+            // go to the pool, so "told accepted <= pool accepted" is exact. (A slow machine
+            // made vardiff lower miners below it, and shares accepted locally, as they should
+            // be, failed that check.)
             support::power_site::DIFF,
             dir.join("admin.sock").display().to_string(),
             dir.join("state").display().to_string(),
