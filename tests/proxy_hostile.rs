@@ -550,3 +550,51 @@ async fn a_connection_storm_leaves_the_proxy_up_and_the_cap_enforced() -> Result
     .await?;
     site.finish(late.accepted, false).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_names_that_are_too_long_or_carry_control_characters_are_refused() -> Result<()> {
+    let site = Site::start("names", Limits::default()).await?;
+    let mut m = Miner::connect(site.addr).await?;
+    let sub = m
+        .call(hashshift::protocol::sv1::ClientRequest::Subscribe(
+            Default::default(),
+        ))
+        .await?;
+    sub.subscribe_result()?;
+    let local = m.stream.local_addr()?;
+    for bad in [
+        "x".repeat(256),
+        "rig\nERROR forged log line".to_owned(),
+        "rig\u{1b}[31m".to_owned(),
+        String::new(),
+    ] {
+        let r = m
+            .call(hashshift::protocol::sv1::ClientRequest::Authorize(
+                hashshift::protocol::sv1::Authorize {
+                    user: bad.clone(),
+                    password: Some("x".into()),
+                },
+            ))
+            .await?;
+        assert_eq!(
+            r.error.as_ref().map(|e| e.code),
+            Some(UNAUTHORIZED),
+            "{} bytes: {r:?}",
+            bad.len()
+        );
+        // A refused name never becomes a miner the pool manager (or power control) sees.
+        assert!(
+            site.proxy
+                .manager()
+                .miners()
+                .iter()
+                .all(|x| x.peer != local || x.worker().is_none_or(|w| w != bad)),
+            "{} bytes registered",
+            bad.len()
+        );
+    }
+    // The longest allowed name works on the same connection.
+    let longest = "w".repeat(255);
+    assert!(m.authorize(&longest).await?);
+    site.finish(0, false).await
+}

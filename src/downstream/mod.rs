@@ -7,3 +7,29 @@ pub mod registry;
 pub mod sv1;
 pub mod sv2;
 pub mod vardiff;
+
+/// Longest worker name accepted from a miner, in bytes: SV2's `user_identity` is a STR0_255,
+/// and SV1 miners get the same bound (the name becomes a rig id, a log field and a metric
+/// label).
+pub const MAX_WORKER_NAME_BYTES: usize = 255;
+
+/// Whether a miner's worker name is usable: 1 to [`MAX_WORKER_NAME_BYTES`] bytes, no control
+/// characters (they would forge log lines and break the NOC page and metric labels).
+pub fn valid_worker_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_WORKER_NAME_BYTES && !name.chars().any(char::is_control)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_names_are_bounded_and_printable() {
+        assert!(valid_worker_name("farm.s19-017"));
+        assert!(valid_worker_name(&"a".repeat(MAX_WORKER_NAME_BYTES)));
+        assert!(!valid_worker_name(&"a".repeat(MAX_WORKER_NAME_BYTES + 1)));
+        assert!(!valid_worker_name(""));
+        assert!(!valid_worker_name("rig\nFAKE LOG LINE"));
+        assert!(!valid_worker_name("rig\u{1b}[31m"));
+    }
+}

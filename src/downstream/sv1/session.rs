@@ -329,6 +329,22 @@ impl Session {
                 self.maybe_start(out)
             }
             ClientRequest::Authorize(auth) => {
+                if !crate::downstream::valid_worker_name(&auth.user) {
+                    warn!(
+                        bytes = auth.user.len(),
+                        "worker name refused: empty, over 255 bytes or with control characters"
+                    );
+                    let err = StratumError::with_message(
+                        ErrorCode::UnauthorizedWorker,
+                        "worker name must be 1 to 255 bytes without control characters",
+                    );
+                    self.reply(out, id, Err(err))?;
+                    return if self.count_error() {
+                        Err(End::TooManyErrors)
+                    } else {
+                        Ok(())
+                    };
+                }
                 if self.workers.len() < MAX_WORKERS {
                     if self.workers.is_empty() {
                         tracing::Span::current().record("worker", auth.user.as_str());

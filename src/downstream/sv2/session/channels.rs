@@ -45,6 +45,11 @@ impl Conn {
             return self.count_error();
         }
         let worker: Arc<str> = user_identity.to_string_lossy().into();
+        if !crate::downstream::valid_worker_name(&worker) {
+            warn!("user_identity refused: empty or with control characters");
+            self.open_error(request_id, open_mining_channel::INVALID_USER_IDENTITY);
+            return self.count_error();
+        }
         if !self.opened_any {
             tracing::Span::current().record("worker", &*worker);
         }
