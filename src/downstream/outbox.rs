@@ -4,8 +4,16 @@
 //! non-blocking writes (usually one `write` for several replies), and only when the socket
 //! is full does it wait for writability. The buffer is bounded: a miner that stops reading
 //! fills it and is dropped, and one that reads too slowly for `write_timeout` is dropped too,
-//! so a stuck miner costs at most `limit` bytes and never delays anyone else. An empty outbox
+//! so a stuck miner costs at most its bound and never delays anyone else. An empty outbox
 //! holds no memory.
+//!
+//! The bound is `limit` plus room for two jobs ([`Outbox::push_job`]): the largest job line
+//! pushed since the outbox was last empty, twice (the job being written and the next one). A
+//! job is as large as its pool makes it (a coinbase with many outputs runs to hundreds of
+//! KiB), so a fixed bound would drop every miner on every big job; with the room, a job of
+//! any size the pool connection accepts gets through, while a miner that does not read still
+//! overflows by its third unread job (or is dropped earlier by `write_timeout`). A stuck
+//! miner holds at most `limit` + 2 × the largest job line.
 
 use std::io;
 use std::time::Duration;
@@ -27,6 +35,8 @@ pub struct Overflow {
 pub struct Outbox {
     buf: BytesMut,
     limit: usize,
+    /// Longest job line pushed since the outbox was last empty (0: none).
+    job_room: usize,
     /// When output last made progress while some was waiting (None: empty).
     waiting_since: Option<Instant>,
 }
@@ -37,6 +47,7 @@ impl Outbox {
         Outbox {
             buf: BytesMut::new(),
             limit,
+            job_room: 0,
             waiting_since: None,
         }
     }
@@ -62,10 +73,23 @@ impl Outbox {
         self.check()
     }
 
+    /// Appends a job line (`mining.notify`); the bound makes room for two of the largest
+    /// (see the module docs).
+    pub fn push_job(&mut self, line: &[u8]) -> Result<(), Overflow> {
+        self.job_room = self.job_room.max(line.len());
+        self.push(line)
+    }
+
+    /// The bound now: `limit` plus room for two jobs.
+    pub fn bound(&self) -> usize {
+        self.limit.saturating_add(self.job_room.saturating_mul(2))
+    }
+
     /// Fails when more than the bound is waiting.
     pub fn check(&self) -> Result<(), Overflow> {
-        if self.buf.len() > self.limit {
-            Err(Overflow { limit: self.limit })
+        let limit = self.bound();
+        if self.buf.len() > limit {
+            Err(Overflow { limit })
         } else {
             Ok(())
         }
@@ -90,6 +114,7 @@ impl Outbox {
             // Give the memory back: most miners are idle between jobs.
             self.buf = BytesMut::new();
             self.waiting_since = None;
+            self.job_room = 0;
         } else if progressed || self.waiting_since.is_none() {
             self.waiting_since = Some(Instant::now());
         }
@@ -126,6 +151,45 @@ mod tests {
         let mut got = [0u8; 8];
         client.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"one\ntwo\n");
+    }
+
+    #[test]
+    fn a_job_of_any_size_fits_but_a_third_unread_one_overflows() {
+        let mut out = Outbox::new(1024);
+        let job = vec![b'j'; 64 * 1024];
+        out.push(b"set_difficulty\n").unwrap();
+        out.push_job(&job).unwrap();
+        out.push_job(&job).unwrap();
+        assert!(
+            out.push(b"reply\n").is_ok(),
+            "`limit` is still there for the rest"
+        );
+        assert!(
+            out.push_job(&job).is_err(),
+            "a miner that does not read is dropped"
+        );
+        // Small messages alone still get only `limit`.
+        let mut small = Outbox::new(1024);
+        assert!(small.push(&[b'x'; 1025]).is_err());
+    }
+
+    #[tokio::test]
+    async fn the_job_room_goes_once_the_outbox_drains() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let (_, writer) = server.split();
+        let mut out = Outbox::new(1024);
+        out.push_job(&[b'j'; 4096]).unwrap();
+        assert_eq!(out.bound(), 1024 + 2 * 4096);
+        while !out.is_empty() {
+            writer.writable().await.unwrap();
+            out.flush_now(&writer).unwrap();
+        }
+        assert_eq!(out.bound(), 1024);
+        let mut got = vec![0u8; 4096];
+        client.read_exact(&mut got).await.unwrap();
     }
 
     #[tokio::test]

@@ -81,6 +81,8 @@ async fn session_loop(
     cancel: &CancellationToken,
 ) -> &'static str {
     let mut work_rx = inner.work.subscribe();
+    let mut reading_rx = inner.reading.subscribe();
+    let mut reading = *reading_rx.borrow_and_update();
     let mut codec = ServerCodec::with_max_line_len(MAX_LINE);
     let mut buf = BytesMut::with_capacity(4096);
     let mut out: Vec<Bytes> = Vec::new();
@@ -91,7 +93,13 @@ async fn session_loop(
         // `changed` only marks the value seen when it returns.
         tokio::select! {
             _ = cancel.cancelled() => break 'conn ("closed by the pool or a failed write", false),
-            read = reader.read_buf(&mut buf) => match read {
+            changed = reading_rx.changed() => {
+                if changed.is_err() {
+                    break 'conn ("pool stopped", false);
+                }
+                reading = *reading_rx.borrow_and_update();
+            }
+            read = reader.read_buf(&mut buf), if reading => match read {
                 Ok(0) => eof = true,
                 Ok(_) => {}
                 Err(_) => break 'conn ("read error", false),

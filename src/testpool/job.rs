@@ -12,6 +12,10 @@
 //! coinb1 = everything before extranonce1, coinb2 = everything after extranonce2
 //! ```
 //!
+//! With [`JobFactory::with_extra_outputs`] the coinbase also pays that many extra P2WPKH
+//! outputs (31 bytes each, 546 sat taken from the main payout), as a pool that pays its
+//! miners in the coinbase does: a large but valid coinbase, for tests of big jobs.
+//!
 //! The job tag is the pool-wide job sequence number; proxies pass coinb1 through unchanged,
 //! so [`job_tag`] recovers it from any `mining.notify` derived from this pool's job.
 
@@ -97,7 +101,14 @@ pub(crate) struct JobFactory {
     extranonce_len: usize,
     pool_tag: Vec<u8>,
     payout_hash: [u8; 20],
+    extra_outputs: usize,
 }
+
+/// Most extra coinbase outputs [`JobFactory::with_extra_outputs`] takes: ~1.5 MB of coinbase,
+/// more than a Stratum line of any proxy takes.
+pub(crate) const MAX_EXTRA_OUTPUTS: usize = 50_000;
+/// Value of each extra output, in satoshis: at the legacy dust limit, above P2WPKH's.
+const EXTRA_OUTPUT_SAT: u64 = 546;
 
 impl JobFactory {
     /// A factory for jobs whose extranonce area is `extranonce_len` bytes (en1 + en2).
@@ -125,7 +136,14 @@ impl JobFactory {
             extranonce_len,
             pool_tag: tag,
             payout_hash: rng.random(),
+            extra_outputs: 0,
         })
+    }
+
+    /// Makes every coinbase pay `n` extra P2WPKH outputs (at most [`MAX_EXTRA_OUTPUTS`]).
+    pub fn with_extra_outputs(mut self, n: usize) -> Self {
+        self.extra_outputs = n.min(MAX_EXTRA_OUTPUTS);
+        self
     }
 
     /// The next job. `clean` moves the chain tip first (new prevhash, height + 1).
@@ -183,12 +201,24 @@ impl JobFactory {
 
         let mut coinb2 = tail;
         coinb2.extend_from_slice(&u32::MAX.to_le_bytes()); // sequence
-        coinb2.push(2); // two outputs
+        let outputs = 2 + self.extra_outputs; // at most MAX_EXTRA_OUTPUTS + 2: fits a u32
+        push_compact_size(&mut coinb2, outputs as u64);
         let fees: u64 = rng.random_range(1_000_000..50_000_000);
-        coinb2.extend_from_slice(&(SUBSIDY_SAT + fees).to_le_bytes());
+        // At most 50 000 × 546 sat: well under the subsidy.
+        let paid_out = EXTRA_OUTPUT_SAT.saturating_mul(self.extra_outputs as u64);
+        coinb2.reserve(self.extra_outputs * 31);
+        coinb2.extend_from_slice(&(SUBSIDY_SAT + fees).saturating_sub(paid_out).to_le_bytes());
         coinb2.push(22);
         coinb2.extend_from_slice(&[0x00, 0x14]); // P2WPKH: OP_0 PUSH20
         coinb2.extend_from_slice(&self.payout_hash);
+        for i in 0..self.extra_outputs {
+            coinb2.extend_from_slice(&EXTRA_OUTPUT_SAT.to_le_bytes());
+            coinb2.push(22);
+            coinb2.extend_from_slice(&[0x00, 0x14]);
+            let mut hash = self.payout_hash;
+            hash[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            coinb2.extend_from_slice(&hash);
+        }
         coinb2.extend_from_slice(&0u64.to_le_bytes());
         coinb2.push(38);
         coinb2.extend_from_slice(&[0x6a, 0x24]); // OP_RETURN PUSH36
@@ -206,6 +236,25 @@ fn encode_notify(seq: u64, job: &ExtendedJob, clean_jobs: bool) -> Bytes {
     // Serialising owned JSON values into memory cannot fail.
     let _ = ServerMessage::notification(ServerNotification::Notify(notify)).encode_line(&mut buf);
     buf.freeze()
+}
+
+/// Bitcoin's CompactSize integer (a transaction's input and output counts).
+fn push_compact_size(out: &mut Vec<u8>, n: u64) {
+    match n {
+        0..0xfd => out.push(n as u8),
+        0xfd..=0xffff => {
+            out.push(0xfd);
+            out.extend_from_slice(&(n as u16).to_le_bytes());
+        }
+        0x1_0000..=0xffff_ffff => {
+            out.push(0xfe);
+            out.extend_from_slice(&(n as u32).to_le_bytes());
+        }
+        _ => {
+            out.push(0xff);
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+    }
 }
 
 /// A direct push of `data` (at most 75 bytes: every push here is short).
@@ -268,6 +317,24 @@ pub fn job_tag(coinb1: &[u8]) -> Option<u64> {
 mod tests {
     use super::*;
     use hashshift_protocol::share::hash::sha256d;
+
+    #[test]
+    fn extra_outputs_make_a_big_coinbase_with_a_compact_size_count() {
+        let mut plain = JobFactory::new(1e15, 0, 12, "p").unwrap();
+        let mut big = JobFactory::new(1e15, 0, 12, "p")
+            .unwrap()
+            .with_extra_outputs(7_000);
+        let small = plain.next_job(true, 1.0, 0);
+        let large = big.next_job(true, 1.0, 0);
+        let (a, b) = (&small.job.coinbase_suffix, &large.job.coinbase_suffix);
+        // Two more bytes for the count (0xfd + u16), 31 per output.
+        assert_eq!(b.len(), a.len() + 2 + 7_000 * 31);
+        // The output count follows push(pool tag) and the input's sequence.
+        let at = 1 + "/hashshift-testpool:p/".len() + 4;
+        assert_eq!(a[at], 2);
+        let n = (2u16 + 7_000).to_le_bytes();
+        assert_eq!(b[at..at + 3], [0xfd, n[0], n[1]]);
+    }
 
     #[test]
     fn script_num_is_minimal() {

@@ -41,6 +41,9 @@
 //! [`TestPool::revive`] listens again on the same address. [`TestPool::set_answer_delay`]
 //! holds every `mining.submit` verdict back (as a slow or distant pool would), so tests can
 //! have shares in flight; [`TestPool::held_answers`] counts the submits waiting meanwhile.
+//! [`TestPool::stop_reading`] stops reading every connection (new ones too) while keeping
+//! them open and still writing, as a pool whose reader is stuck; on a listener with a small
+//! receive buffer and MSS ([`TestPool::start_on`]) the client's writes then stall quickly.
 
 mod conn;
 mod job;
@@ -101,6 +104,9 @@ pub struct TestPoolConfig {
     /// How long a connection may accept none of our data (its send queue stays full, or a
     /// write makes no progress) before it is dropped as "not reading" (default 10 s).
     pub send_timeout: Duration,
+    /// Extra P2WPKH outputs in every coinbase, 31 bytes each (default 0; at most 50 000): a
+    /// big but valid coinbase, as a pool paying its miners in it sends.
+    pub coinbase_extra_outputs: usize,
 }
 
 impl Default for TestPoolConfig {
@@ -117,6 +123,7 @@ impl Default for TestPoolConfig {
             network_difficulty: 1e15,
             name: "testpool".to_owned(),
             send_timeout: Duration::from_secs(10),
+            coinbase_extra_outputs: 0,
         }
     }
 }
@@ -146,6 +153,12 @@ impl TestPoolConfig {
         }
         if self.send_timeout.is_zero() {
             return Err("send_timeout must be positive".to_owned());
+        }
+        if self.coinbase_extra_outputs > job::MAX_EXTRA_OUTPUTS {
+            return Err(format!(
+                "coinbase_extra_outputs must be at most {}",
+                job::MAX_EXTRA_OUTPUTS
+            ));
         }
         if self.merkle_branch_len > MAX_MERKLE_BRANCH {
             return Err(format!(
@@ -196,6 +209,8 @@ pub(crate) struct Inner {
     held_answers: AtomicUsize,
     /// SV2 mode: where connections are told to go (`Reconnect`), bumped on each redirect.
     redirect: watch::Sender<Option<SocketAddr>>,
+    /// Whether connections read from their peers ([`TestPool::stop_reading`]).
+    reading: watch::Sender<bool>,
 }
 
 /// One "life" of the pool between start/revive and kill.
@@ -271,7 +286,34 @@ impl TestPool {
     /// # Errors
     /// The bind error, or `InvalidInput` for an unusable configuration.
     pub async fn start(config: TestPoolConfig) -> std::io::Result<TestPool> {
-        Self::start_with(config, None).await
+        Self::start_with(config, None, None).await
+    }
+
+    /// Like [`TestPool::start`] on a listener the caller made (`config.listen` is ignored),
+    /// e.g. with socket options tokio does not expose. [`TestPool::revive`] binds a plain
+    /// listener on the same address.
+    ///
+    /// # Errors
+    /// `InvalidInput` for an unusable configuration.
+    pub async fn start_on(
+        config: TestPoolConfig,
+        listener: TcpListener,
+    ) -> std::io::Result<TestPool> {
+        Self::start_with(config, None, Some(listener)).await
+    }
+
+    /// [`TestPool::start_sv2`] on a listener the caller made (see [`TestPool::start_on`]).
+    ///
+    /// # Errors
+    /// `InvalidInput` for an unusable configuration.
+    pub async fn start_sv2_on(
+        config: TestPoolConfig,
+        listener: TcpListener,
+    ) -> std::io::Result<TestPool> {
+        let authority = AuthorityKeypair::generate(&mut rand::rng());
+        let static_key = SecretKey::generate(&mut rand::rng());
+        let noise = ResponderConfig::new(authority, static_key, 86_400);
+        Self::start_with(config, Some(noise), Some(listener)).await
     }
 
     /// Binds `config.listen` and starts serving Stratum V2 (Noise, extended channels; see
@@ -294,12 +336,13 @@ impl TestPool {
     ) -> std::io::Result<TestPool> {
         let static_key = SecretKey::generate(&mut rand::rng());
         let noise = ResponderConfig::new(authority, static_key, 86_400);
-        Self::start_with(config, Some(noise)).await
+        Self::start_with(config, Some(noise), None).await
     }
 
     async fn start_with(
         config: TestPoolConfig,
         sv2: Option<ResponderConfig>,
+        listener: Option<TcpListener>,
     ) -> std::io::Result<TestPool> {
         let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
         config.validate().map_err(invalid)?;
@@ -309,8 +352,12 @@ impl TestPool {
             config.extranonce1_len + config.extranonce2_size,
             &config.name,
         )
-        .map_err(invalid)?;
-        let listener = TcpListener::bind(config.listen).await?;
+        .map_err(invalid)?
+        .with_extra_outputs(config.coinbase_extra_outputs);
+        let listener = match listener {
+            Some(l) => l,
+            None => TcpListener::bind(config.listen).await?,
+        };
         let addr = listener.local_addr()?;
         let first = factory.next_job(true, config.difficulty, unix_now());
         let mut sent_at = BTreeMap::new();
@@ -338,6 +385,7 @@ impl TestPool {
             life: Mutex::new(None),
             answer_delay_ms: AtomicU64::new(0),
             redirect: watch::Sender::new(None),
+            reading: watch::Sender::new(true),
             held_answers: AtomicUsize::new(0),
             config,
             sv2,
@@ -474,6 +522,14 @@ impl TestPool {
     /// Sends a new job now; `clean` starts a new block (earlier jobs become stale).
     pub fn new_job(&self, clean: bool) {
         self.inner.publish_job(clean);
+    }
+
+    /// Stops (`true`) or resumes (`false`) reading from every connection, new ones included.
+    /// Connections stay open and the pool keeps writing to them (jobs); requests wait in the
+    /// socket buffers, so a client that keeps writing soon finds its writes stalled.
+    pub fn stop_reading(&self, stop: bool) {
+        self.inner.reading.send_replace(!stop);
+        info!(pool = %self.inner.config.name, stop, "stop reading");
     }
 
     /// SV2 mode: sends `Reconnect` to `to` on every open connection (SV1 mode: no effect).

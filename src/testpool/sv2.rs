@@ -99,13 +99,21 @@ async fn run(
     let mut work_rx = inner.work.subscribe();
     let mut redirect_rx = inner.redirect.subscribe();
     redirect_rx.borrow_and_update();
+    let mut reading_rx = inner.reading.subscribe();
+    let mut reading = *reading_rx.borrow_and_update();
     let mut out: Vec<Message> = Vec::new();
     loop {
         let mut flow = Flow::Continue;
-        // Both branches are cancel-safe (`Framed::next`, `watch::changed`).
+        // Every branch is cancel-safe (`Framed::next`, `watch::changed`).
         tokio::select! {
             _ = cancel.cancelled() => return "closed by the pool",
-            frame = framed.next() => {
+            changed = reading_rx.changed() => {
+                if changed.is_err() {
+                    return "pool stopped";
+                }
+                reading = *reading_rx.borrow_and_update();
+            }
+            frame = framed.next(), if reading => {
                 let frame = match frame {
                     None => return "peer closed the connection",
                     Some(Err(_)) => return "read error",

@@ -4,7 +4,14 @@
 //!
 //! Each protocol (`sv1`, `sv2`) implements the connection task behind [`spawn`]; the pool
 //! manager and the miner sessions only use the types here.
+//!
+//! Writes towards a pool go through [`bounded_write`]: each one may take at most
+//! `write_timeout` and gives way to shutdown at once. A pool that stops reading fills the
+//! socket buffers and would otherwise park its task in a write, where it neither answers
+//! shares nor notices shutdown; with the bound its session ends like a disconnect (status
+//! `Down`, so the manager fails miners over, and every share waiting for it answered as lost).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -229,11 +236,94 @@ pub(super) async fn wait_to_reconnect(
     }
 }
 
+/// Why a write towards the pool did not complete.
+#[derive(Debug)]
+pub(super) enum WriteFailure<E> {
+    /// The write itself failed.
+    Failed(E),
+    /// The write took longer than `write_timeout`: the pool is not reading.
+    TimedOut,
+    /// Shutdown began while the write was waiting.
+    Shutdown,
+}
+
+/// Runs one write (a `send`, `feed` or `flush` on the pool's sink) for at most `timeout`, or
+/// until `shutdown`.
+///
+/// Cancel safety: when the timeout or shutdown wins, the write is dropped half done (part of a
+/// line or frame may be on the wire or in the sink's buffer). That is fine only because the
+/// caller then ends the session and drops the connection: nothing is ever written after a
+/// write that did not complete. Callers must keep it that way.
+///
+/// The bound costs a timer entry per write, not a syscall: batching and flushes stay as they
+/// were.
+pub(super) async fn bounded_write<T, E>(
+    write: impl Future<Output = Result<T, E>>,
+    timeout: Duration,
+    shutdown: &CancellationToken,
+) -> Result<T, WriteFailure<E>> {
+    tokio::select! {
+        // Shutdown first: a proxy stopping never waits on a pool that does not read.
+        biased;
+        _ = shutdown.cancelled() => Err(WriteFailure::Shutdown),
+        r = tokio::time::timeout(timeout, write) => match r {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(WriteFailure::Failed(e)),
+            Err(_) => Err(WriteFailure::TimedOut),
+        },
+    }
+}
+
 /// Closes the share queue of a connection task that is ending and fails what is still in
 /// it, so no miner waits forever.
 pub(super) fn fail_queued(submit_rx: &mut mpsc::Receiver<UpstreamSubmit>) {
     submit_rx.close();
     while let Ok(s) = submit_rx.try_recv() {
         let _ = s.reply.send(SubmitOutcome::Lost("proxy shutting down"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A peer that never reads: a bounded write gives up after the timeout instead of
+    /// waiting forever, and shutdown ends it at once.
+    #[tokio::test]
+    async fn a_write_to_a_peer_that_does_not_read_times_out_or_yields_to_shutdown() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (_server, _) = listener.accept().await.unwrap(); // never reads
+        let chunk = vec![0u8; 1 << 20];
+        let shutdown = CancellationToken::new();
+        let started = std::time::Instant::now();
+        let mut timed_out = false;
+        // The kernel buffers are finite: some write must stall.
+        for _ in 0..256 {
+            match bounded_write(
+                client.write_all(&chunk),
+                Duration::from_millis(200),
+                &shutdown,
+            )
+            .await
+            {
+                Ok(()) => {}
+                Err(WriteFailure::TimedOut) => {
+                    timed_out = true;
+                    break;
+                }
+                Err(e) => panic!("unexpected {e:?}"),
+            }
+        }
+        assert!(timed_out, "a peer that never reads must stall a write");
+        assert!(started.elapsed() < Duration::from_secs(10));
+
+        shutdown.cancel();
+        let r = bounded_write(client.write_all(&chunk), Duration::from_secs(60), &shutdown).await;
+        assert!(matches!(r, Err(WriteFailure::Shutdown)));
     }
 }

@@ -9,6 +9,9 @@
 //! Every share sent up is answered: accepted, rejected with the pool's own error, or
 //! [`SubmitOutcome::Lost`] when the connection dies or the pool never answers. Nothing is
 //! dropped silently.
+//!
+//! Every write to the pool is bounded by `write_timeout` and by shutdown
+//! ([`bounded_write`]): a pool that stops reading ends the session like a disconnect.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -28,7 +31,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::connection::{
     ConnStatus, ConnectionHandle, ConnectionParams, REQUESTED_VERSION_MASK, SubmitOutcome,
-    UpstreamSubmit, endpoints, fail_queued, reconnect_delay, wait_to_reconnect,
+    UpstreamSubmit, WriteFailure, bounded_write, endpoints, fail_queued, reconnect_delay,
+    wait_to_reconnect,
 };
 use super::work::{UpstreamJob, WorkState, next_session};
 use crate::config::WorkerIdentity;
@@ -80,8 +84,21 @@ enum SessionEnd {
     Refused(String),
     #[error("pool asked us to reconnect")]
     Reconnect,
+    #[error("pool stopped reading: a write took longer than {0:?}")]
+    WriteTimeout(Duration),
     #[error("shutting down")]
     Shutdown,
+}
+
+impl SessionEnd {
+    /// The end of a session whose write to the pool did not complete.
+    fn from_write(failure: WriteFailure<std::io::Error>, timeout: Duration) -> Self {
+        match failure {
+            WriteFailure::Failed(e) => SessionEnd::Io(e),
+            WriteFailure::TimedOut => SessionEnd::WriteTimeout(timeout),
+            WriteFailure::Shutdown => SessionEnd::Shutdown,
+        }
+    }
 }
 
 enum Call {
@@ -174,19 +191,29 @@ impl Task {
             Call::Authorize(user.clone()),
         ));
         authorized.insert(user);
+        let (write_timeout, shutdown) = (p.write_timeout, self.shutdown.clone());
+        let write_end = |e| SessionEnd::from_write(e, write_timeout);
+        // Fed, then flushed once: one write for the four requests.
         for (request, call) in opening {
             let id = next_id;
             next_id += 1;
             calls.insert(id, call);
-            if let Err(e) = framed
-                .send(ClientMessage::Request {
-                    id: Id::from(id),
-                    request,
-                })
-                .await
-            {
-                return SessionEnd::Io(e);
+            let message = ClientMessage::Request {
+                id: Id::from(id),
+                request,
+            };
+            if let Err(e) = bounded_write(framed.feed(message), write_timeout, &shutdown).await {
+                return write_end(e);
             }
+        }
+        if let Err(e) = bounded_write(
+            SinkExt::<ClientMessage>::flush(&mut framed),
+            write_timeout,
+            &shutdown,
+        )
+        .await
+        {
+            return write_end(e);
         }
 
         let deadline = tokio::time::Instant::now() + p.connect_timeout;
@@ -209,7 +236,10 @@ impl Task {
                         }
                     }
                 }
-                share = self.submit_rx.recv(), if state.session != 0 => {
+                // Taken before the subscription too: a share queued then is for a job of an
+                // earlier session, and is answered at once instead of after the handshake
+                // (or its timeout, when the pool does not answer).
+                share = self.submit_rx.recv() => {
                     let Some(share) = share else { break SessionEnd::Shutdown };
                     if share.job.session != state.session {
                         // The job's extranonce1 belongs to an earlier session: the pool would
@@ -228,9 +258,11 @@ impl Task {
                         calls.insert(id, Call::Authorize(worker.clone()));
                         authorized.insert(worker.clone());
                         let request = ClientRequest::Authorize(Authorize { user: worker.to_string(), password: Some(p.password.clone()) });
-                        if let Err(e) = framed.feed(ClientMessage::Request { id: Id::from(id), request }).await {
+                        let feed = framed.feed(ClientMessage::Request { id: Id::from(id), request });
+                        if let Err(e) = bounded_write(feed, write_timeout, &shutdown).await {
+                            self.counters.lose_weighted(share.difficulty);
                             let _ = share.reply.send(SubmitOutcome::Lost("pool connection failed"));
-                            break SessionEnd::Io(e);
+                            break write_end(e);
                         }
                     }
                     let id = next_id;
@@ -244,8 +276,10 @@ impl Task {
                         version_bits: share.version_bits,
                     });
                     calls.insert(id, Call::Submit { reply: share.reply, difficulty: share.difficulty, block: share.block, sent: Instant::now() });
-                    if let Err(e) = framed.send(ClientMessage::Request { id: Id::from(id), request }).await {
-                        break SessionEnd::Io(e);
+                    // Answered with the rest of `calls` if this write fails or stalls.
+                    let send = framed.send(ClientMessage::Request { id: Id::from(id), request });
+                    if let Err(e) = bounded_write(send, write_timeout, &shutdown).await {
+                        break write_end(e);
                     }
                 }
                 msg = framed.next() => {
@@ -418,10 +452,14 @@ impl Task {
                         concat!("hashshift/", env!("CARGO_PKG_VERSION")).into(),
                     ),
                 );
-                framed
-                    .send(ClientMessage::Response(reply))
-                    .await
-                    .map_err(SessionEnd::Io)?;
+                let timeout = self.params.write_timeout;
+                bounded_write(
+                    framed.send(ClientMessage::Response(reply)),
+                    timeout,
+                    &self.shutdown,
+                )
+                .await
+                .map_err(|e| SessionEnd::from_write(e, timeout))?;
             }
             ServerNotification::Unknown { method, .. } => {
                 debug!(%method, "unknown notification from pool")

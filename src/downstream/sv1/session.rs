@@ -414,11 +414,11 @@ impl Session {
         self.send_difficulty_if_changed(out)?;
         if clean == job.clean && !self.jobs.iter().any(|(id, _)| *id == job.id) {
             self.add_job(job.id, &job, clean);
-            Ok(out.push(&job.notify_line)?)
+            Ok(out.push_job(&job.notify_line)?)
         } else {
             let (id, line) = job.reissue(clean);
             self.add_job(id, &job, clean);
-            Ok(out.push(&line)?)
+            Ok(out.push_job(&line)?)
         }
     }
 
@@ -479,7 +479,7 @@ impl Session {
         };
         let (id, line) = job.reissue(false);
         self.add_job(id, &job, false);
-        Ok(out.push(&line)?)
+        Ok(out.push_job(&line)?)
     }
 
     /// The pool connection published new work.

@@ -23,6 +23,11 @@
 //! the pool's error code, or lost when the connection ends or the pool does not answer within
 //! `submit_timeout`. Pools may batch acknowledgements (SRI sends one every
 //! `share_batch_size` shares): a share waits until a later acknowledgement covers it.
+//!
+//! Every frame written to the pool is bounded by `write_timeout` and by shutdown
+//! ([`bounded_write`]): a pool that stops reading ends the session like a disconnect. The
+//! Noise handshake's only write is 64 bytes into a fresh socket, which cannot fill; the
+//! handshake as a whole is bounded by `connect_timeout` and by shutdown.
 
 pub mod channel;
 
@@ -45,7 +50,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use self::channel::{Channel, Verdict};
 use super::connection::{
     ConnStatus, ConnectionHandle, ConnectionParams, Hashrate, SubmitOutcome, UpstreamSubmit,
-    endpoints, fail_queued, reconnect_delay, wait_to_reconnect,
+    WriteFailure, bounded_write, endpoints, fail_queued, reconnect_delay, wait_to_reconnect,
 };
 use super::work::WorkState;
 use crate::noise_tcp::{HandshakeFailure, initiate};
@@ -127,8 +132,21 @@ enum SessionEnd {
     ChannelClosed(String),
     #[error("pool asked us to reconnect to {0}")]
     Reconnect(String),
+    #[error("pool stopped reading: a write took longer than {0:?}")]
+    WriteTimeout(Duration),
     #[error("shutting down")]
     Shutdown,
+}
+
+impl SessionEnd {
+    /// The end of a session whose write to the pool did not complete.
+    fn from_write(failure: WriteFailure<NoiseCodecError>, timeout: Duration) -> Self {
+        match failure {
+            WriteFailure::Failed(e) => SessionEnd::Transport(e),
+            WriteFailure::TimedOut => SessionEnd::WriteTimeout(timeout),
+            WriteFailure::Shutdown => SessionEnd::Shutdown,
+        }
+    }
 }
 
 /// Where the session is between the handshake and an open channel.
@@ -206,6 +224,15 @@ impl Task {
         let _ = v.reply.send(v.outcome);
     }
 
+    /// Sends one message to the pool within `write_timeout` (see [`bounded_write`] on why a
+    /// write that does not complete must end the session).
+    async fn send(&self, conn: &mut Conn, message: Message) -> Result<(), SessionEnd> {
+        let timeout = self.params.write_timeout;
+        bounded_write(conn.send(message.to_frame()), timeout, &self.shutdown)
+            .await
+            .map_err(|e| SessionEnd::from_write(e, timeout))
+    }
+
     /// TCP connect and Noise handshake, pinned to the URL's authority key.
     async fn connect(&self) -> Result<Conn, SessionEnd> {
         let p = &self.params;
@@ -255,8 +282,8 @@ impl Task {
             firmware: Str0255::truncated(concat!("hashshift/", env!("CARGO_PKG_VERSION"))),
             device_id: Str0255::default(),
         };
-        if let Err(e) = conn.send(Message::from(setup).to_frame()).await {
-            return SessionEnd::Transport(e);
+        if let Err(end) = self.send(&mut conn, Message::from(setup)).await {
+            return end;
         }
         let mut phase = Phase::Setup;
         let deadline = tokio::time::Instant::now() + p.connect_timeout;
@@ -272,19 +299,27 @@ impl Task {
                         self.deliver(ch.expire(now, p.submit_timeout));
                         if let Some(update) = ch.hashrate_update(self.hashrate.get(), now) {
                             debug!(nominal_hash_rate = update.nominal_hash_rate, "announcing the miners' hashrate");
-                            if let Err(e) = conn.send(Message::from(update).to_frame()).await {
-                                break SessionEnd::Transport(e);
+                            if let Err(end) = self.send(&mut conn, Message::from(update)).await {
+                                break end;
                             }
                         }
                     }
                 }
-                share = self.submit_rx.recv(), if open => {
+                // Taken before the channel is open too: a share queued then is for a job of an
+                // earlier session, and is answered at once instead of after the setup (or its
+                // timeout, when the pool does not answer).
+                share = self.submit_rx.recv() => {
                     let Some(share) = share else { break SessionEnd::Shutdown };
-                    let Phase::Open(ch) = &mut phase else { continue };
+                    let Phase::Open(ch) = &mut phase else {
+                        self.counters.lose_weighted(share.difficulty);
+                        let _ = share.reply.send(SubmitOutcome::Lost("job from a previous pool session"));
+                        continue;
+                    };
                     match ch.submit(share, Instant::now()) {
+                        // Answered by `fail_all` below if this write fails or stalls.
                         Ok(msg) => {
-                            if let Err(e) = conn.send(Message::from(msg).to_frame()).await {
-                                break SessionEnd::Transport(e);
+                            if let Err(end) = self.send(&mut conn, Message::from(msg)).await {
+                                break end;
                             }
                         }
                         Err(verdict) => self.deliver_one(verdict),
@@ -340,9 +375,7 @@ impl Task {
                     max_target: Target::MAX.to_le_bytes(),
                     min_extranonce_size: MIN_EXTRANONCE_SIZE,
                 };
-                conn.send(Message::from(open).to_frame())
-                    .await
-                    .map_err(SessionEnd::Transport)?;
+                self.send(conn, Message::from(open)).await?;
                 *phase = Phase::Opening { announced, guessed };
             }
             (Message::SetupConnectionError(e), _) => {
