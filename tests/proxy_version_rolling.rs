@@ -383,12 +383,19 @@ async fn a_2_byte_pool_is_refused_clearly_and_the_next_pool_used() -> Result<()>
     let pools = proxy.pools();
     assert!(!pools[0].up, "the 2-byte pool counts as down");
     assert_eq!((pools[0].miners, pools[1].miners), (0, 1));
+    within("the refusal in the log", async {
+        while !logs.text().contains("extranonce2 is 2 bytes") {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .with_context(|| format!("no clear refusal in the log: {}", logs.text()))?;
     let text = logs.text();
     let url = format!("stratum+tcp://{}", tight.addr());
     let line = text
         .lines()
         .find(|l| l.contains("extranonce2 is 2 bytes"))
-        .with_context(|| format!("no clear refusal in the log: {text}"))?;
+        .context("the refusal line")?;
     assert!(line.contains("ERROR"), "{line}");
     assert!(line.contains(&url), "names the pool: {line}");
     assert!(
@@ -396,6 +403,59 @@ async fn a_2_byte_pool_is_refused_clearly_and_the_next_pool_used() -> Result<()>
         "{line}"
     );
     assert!(!text.contains("panic"), "{text}");
+    proxy.shutdown(Duration::from_secs(2)).await;
+    Ok(())
+}
+
+/// The `version_rolling_allowed` flag of the next extended job on `channel`.
+async fn next_extended_job_rolling(
+    m: &mut support::sv2_miner::Sv2Miner,
+    channel: u32,
+) -> Result<bool> {
+    m.expect("an extended job", |r| match r {
+        support::sv2_miner::Received::NewExtendedJob {
+            channel_id,
+            version_rolling_allowed,
+            ..
+        } if *channel_id == channel => Some(*version_rolling_allowed),
+        _ => None,
+    })
+    .await
+}
+
+#[tokio::test]
+async fn sv2_extended_jobs_allow_rolling_only_while_the_pool_grants_every_bip320_bit() -> Result<()>
+{
+    let pool = pool_with_mask("sv2-miners", BIP320).await?;
+    let key = support::sv2_site::KeyFile::new()?;
+    let extra = format!(
+        "[[downstream]]\nprotocol = \"sv2\"\nlisten = \"127.0.0.1:0\"\nauthority_key_file = {:?}\n",
+        key.path.display().to_string()
+    );
+    let proxy = proxy(&[&pool], &extra).await?;
+    let sv2_addr = proxy.listen_addrs()[1];
+    let mut m = support::sv2_miner::Sv2Miner::connect(sv2_addr, key.public.to_bytes()).await?;
+    m.setup(0).await?;
+    let ch = m.open_channel(1, "farm.sv2", true).await?;
+    assert!(
+        next_extended_job_rolling(&mut m, ch.id).await?,
+        "BIP320 granted"
+    );
+
+    // SV2 has no mask: a narrower pool mask means "keep the job's version".
+    pool.set_version_mask(0x00ff_e000);
+    pool.new_job(false);
+    assert!(
+        !next_extended_job_rolling(&mut m, ch.id).await?,
+        "narrower than BIP320"
+    );
+    pool.set_version_mask(BIP320);
+    pool.new_job(false);
+    assert!(
+        next_extended_job_rolling(&mut m, ch.id).await?,
+        "granted again"
+    );
+    assert_eq!(pool_rejects(&pool), 0);
     proxy.shutdown(Duration::from_secs(2)).await;
     Ok(())
 }
