@@ -60,7 +60,8 @@ pub(super) async fn serve(
         conn,
         super::extranonce1(conn, inner.config.extranonce1_len),
         inner.config.extranonce2_size,
-    );
+    )
+    .with_configure(inner.config.configure);
     let timeout = inner.config.send_timeout;
     let why = tokio::join!(
         session_loop(&inner, session, reader, tx, &cancel),

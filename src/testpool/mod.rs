@@ -17,7 +17,8 @@
 //! | `sv2.rs` | the Stratum V2 mode: Noise responder, extended channels (see its docs) |
 //!
 //! # Behaviour
-//! - `mining.configure`: version-rolling granted as `requested & version_mask`;
+//! - `mining.configure`: version-rolling granted as `requested & version_mask` (or refused,
+//!   answered without the key, or ignored: [`ConfigureAnswer`]);
 //!   minimum-difficulty and `mining.suggest_difficulty` set a per-connection floor (the
 //!   difficulty sent is `max(pool difficulty, floor)`, from the next job); subscribe-extranonce
 //!   accepted (the pool never changes extranonce1). Unknown extensions get `false`.
@@ -107,6 +108,25 @@ pub struct TestPoolConfig {
     /// Extra P2WPKH outputs in every coinbase, 31 bytes each (default 0; at most 50 000): a
     /// big but valid coinbase, as a pool paying its miners in it sends.
     pub coinbase_extra_outputs: usize,
+    /// How `mining.configure` is answered (default [`ConfigureAnswer::Grant`]).
+    pub configure: ConfigureAnswer,
+}
+
+/// How the pool answers `mining.configure`: as BIP310 says, or as the pools that never
+/// implemented it do. With anything but [`ConfigureAnswer::Grant`], a submit carrying
+/// `version_bits` on a connection without rolling is refused (error 20, reason `malformed`),
+/// as a pool that knows only 5-parameter submits would.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ConfigureAnswer {
+    /// BIP310: version rolling granted as `requested & version_mask`.
+    #[default]
+    Grant,
+    /// An error reply (`Unknown method`), as a pool without `mining.configure` sends.
+    Error,
+    /// A result without the `version-rolling` key (other extensions answered as usual).
+    WithoutVersionRolling,
+    /// No answer at all.
+    Ignore,
 }
 
 impl Default for TestPoolConfig {
@@ -124,6 +144,7 @@ impl Default for TestPoolConfig {
             name: "testpool".to_owned(),
             send_timeout: Duration::from_secs(10),
             coinbase_extra_outputs: 0,
+            configure: ConfigureAnswer::Grant,
         }
     }
 }

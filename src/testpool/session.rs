@@ -34,6 +34,7 @@ use hashshift_protocol::sv1::{
     Sv1Message, extension,
 };
 
+use super::ConfigureAnswer;
 use super::job::{PoolJob, Work, parse_job_id};
 use super::stats::{StatsRecorder, reason};
 
@@ -74,6 +75,7 @@ pub(crate) struct Session {
     /// `(seq, block epoch, difficulty)` of the last job sent.
     last_sent: Option<(u64, u64, f64)>,
     bad_lines: u32,
+    configure: ConfigureAnswer,
 }
 
 impl Session {
@@ -99,7 +101,14 @@ impl Session {
             difficulty_floor: 0.0,
             last_sent: None,
             bad_lines: 0,
+            configure: ConfigureAnswer::Grant,
         }
+    }
+
+    /// Answers `mining.configure` this way (see [`ConfigureAnswer`]).
+    pub fn with_configure(mut self, configure: ConfigureAnswer) -> Self {
+        self.configure = configure;
+        self
     }
 
     /// Whether jobs flow: subscribed and at least one worker authorized.
@@ -151,7 +160,16 @@ impl Session {
         let was_ready = self.ready();
         let mut flow = Flow::Continue;
         let response = match request {
-            ClientRequest::Configure(c) => Response::ok(id, self.configure(&c, work)),
+            ClientRequest::Configure(c) => match self.configure {
+                ConfigureAnswer::Ignore => return Flow::Continue,
+                ConfigureAnswer::Error => {
+                    let e = StratumError::with_message(ErrorCode::Other, "Unknown method");
+                    Response::error(id, e)
+                }
+                ConfigureAnswer::Grant | ConfigureAnswer::WithoutVersionRolling => {
+                    Response::ok(id, self.configure(&c, work))
+                }
+            },
             ClientRequest::Subscribe(_) => {
                 self.subscribed = true;
                 let result = SubscribeResult::standard(
@@ -191,6 +209,8 @@ impl Session {
         let mut result = ConfigureResult::default();
         for ext in &c.extensions {
             match ext.as_str() {
+                extension::VERSION_ROLLING
+                    if self.configure == ConfigureAnswer::WithoutVersionRolling => {}
                 extension::VERSION_ROLLING => {
                     // BIP310: an absent mask means the miner can roll every bit.
                     let requested = c.version_rolling_mask.unwrap_or(u32::MAX);
@@ -256,6 +276,13 @@ impl Session {
             return (response, false);
         }
         let worker = Some(s.worker.as_str());
+        if s.version_bits.is_some()
+            && self.requested_mask.is_none()
+            && self.configure != ConfigureAnswer::Grant
+        {
+            // A pool without BIP310 knows only 5-parameter submits.
+            return (refuse(ErrorCode::Other, reason::MALFORMED, worker), false);
+        }
         let Some(job_id) = parse_job_id(&s.job_id) else {
             return (
                 refuse(ErrorCode::JobNotFound, reason::UNKNOWN_JOB, worker),
@@ -482,6 +509,70 @@ mod tests {
         let l = lines(&mut out);
         assert_eq!(l.len(), 1, "mask only, same job: {l:?}");
         assert!(l[0].contains("mining.set_version_mask") && l[0].contains("0000e000"));
+    }
+
+    #[test]
+    fn configure_answers_of_pools_without_bip310() {
+        let mut f = JobFactory::new(1e15, 0, 12, "t").unwrap();
+        let stats = StatsRecorder::default();
+        let w = work(&mut f, false, 1.0, 0x1fff_e000);
+        let configure = || {
+            ClientRequest::Configure(Configure {
+                extensions: vec!["version-rolling".into(), "minimum-difficulty".into()],
+                version_rolling_mask: Some(0x1fff_e000),
+                ..Configure::default()
+            })
+        };
+        let answer = |mode: ConfigureAnswer| {
+            let mut s = Session::new(1, vec![1; 4], 8).with_configure(mode);
+            let mut out = Vec::new();
+            s.handle(
+                request(1, configure()),
+                &w,
+                &stats,
+                Instant::now(),
+                &mut out,
+            );
+            (s, lines(&mut out))
+        };
+        let (_, l) = answer(ConfigureAnswer::Grant);
+        assert!(l[0].contains("\"version-rolling\":true"), "{l:?}");
+        let (_, l) = answer(ConfigureAnswer::Error);
+        assert!(
+            l[0].contains("Unknown method") && l[0].contains("\"result\":null"),
+            "{l:?}"
+        );
+        let (_, l) = answer(ConfigureAnswer::Ignore);
+        assert!(l.is_empty(), "{l:?}");
+        let (mut s, l) = answer(ConfigureAnswer::WithoutVersionRolling);
+        assert!(
+            !l[0].contains("version-rolling") && l[0].contains("minimum-difficulty"),
+            "{l:?}"
+        );
+        // No rolling negotiated: a 6-parameter submit is refused, as such a pool would.
+        for (id, r) in [
+            (2, ClientRequest::Subscribe(Subscribe::default())),
+            (
+                3,
+                ClientRequest::Authorize(Authorize {
+                    user: "a".into(),
+                    password: None,
+                }),
+            ),
+        ] {
+            s.handle(request(id, r), &w, &stats, Instant::now(), &mut Vec::new());
+        }
+        let submit = ClientRequest::Submit(Submit {
+            worker: "a".into(),
+            job_id: "0".into(),
+            extranonce2: vec![0; 8],
+            ntime: 0,
+            nonce: 0,
+            version_bits: Some(0),
+        });
+        let mut out = Vec::new();
+        s.handle(request(4, submit), &w, &stats, Instant::now(), &mut out);
+        assert_eq!(stats.snapshot().rejected_for(reason::MALFORMED), 1);
     }
 
     #[test]

@@ -58,6 +58,10 @@ pub struct ConnectionParams {
     pub submit_timeout: Duration,
     /// Time one write to the pool may take; past it the pool counts as not reading.
     pub write_timeout: Duration,
+    /// Bytes of the pool's extranonce2 the proxy keeps per miner (`[aggregation]
+    /// proxy_extranonce2_bytes`): a pool session leaving miners less than
+    /// [`MIN_MINER_EXTRANONCE2`](super::extranonce::MIN_MINER_EXTRANONCE2) after it is refused.
+    pub prefix_bytes: usize,
 }
 
 /// A share going to the pool.

@@ -19,6 +19,47 @@ pub const MIN_MINER_EXTRANONCE2: usize = 2;
 /// Largest extranonce2 handed to SV1 miners: cgminer-based firmwares fail above 8 bytes.
 pub const MAX_MINER_EXTRANONCE2: usize = 8;
 
+/// A pool session whose extranonce2 leaves miners too little room once the proxy has taken its
+/// per-miner prefix. The connection to that pool is refused (it counts as down, so miners go
+/// to the next pool) rather than handing miners an unusable extranonce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the pool's extranonce2 is {pool_extranonce2} bytes; the proxy keeps {prefix_bytes} per miner \
+     ([aggregation] proxy_extranonce2_bytes), which leaves {left}, below the {MIN_MINER_EXTRANONCE2} \
+     a miner needs: lower proxy_extranonce2_bytes or use a pool that gives more",
+    left = self.left()
+)]
+pub struct ExtranonceTooSmall {
+    /// The pool's extranonce2 size.
+    pub pool_extranonce2: usize,
+    /// The proxy's per-miner prefix.
+    pub prefix_bytes: usize,
+}
+
+impl ExtranonceTooSmall {
+    /// Bytes a miner would have been left with.
+    pub fn left(&self) -> usize {
+        self.pool_extranonce2.saturating_sub(self.prefix_bytes)
+    }
+}
+
+/// The extranonce2 size a miner gets on a pool session whose extranonce2 is
+/// `pool_extranonce2_size` bytes when the proxy keeps `prefix_bytes` (1..=4) of it: what is left,
+/// at most [`MAX_MINER_EXTRANONCE2`]; an error when that is below [`MIN_MINER_EXTRANONCE2`].
+pub fn miner_extranonce2_size(
+    pool_extranonce2_size: usize,
+    prefix_bytes: usize,
+) -> Result<usize, ExtranonceTooSmall> {
+    let prefix_bytes = prefix_bytes.clamp(1, 4);
+    match pool_extranonce2_size.checked_sub(prefix_bytes) {
+        Some(room) if room >= MIN_MINER_EXTRANONCE2 => Ok(room.min(MAX_MINER_EXTRANONCE2)),
+        _ => Err(ExtranonceTooSmall {
+            pool_extranonce2: pool_extranonce2_size,
+            prefix_bytes,
+        }),
+    }
+}
+
 /// Allocates per-miner prefixes on one upstream connection. Freed prefixes are reused last
 /// (FIFO), so a prefix is not handed to a new miner while late shares from its previous owner
 /// may still be arriving.
@@ -111,11 +152,7 @@ impl MinerExtranonce {
         slot: u32,
     ) -> Option<Self> {
         let prefix_bytes = prefix_bytes.clamp(1, 4);
-        let room = pool_extranonce2_size.checked_sub(prefix_bytes)?;
-        if room < MIN_MINER_EXTRANONCE2 {
-            return None;
-        }
-        let extranonce2_size = room.min(MAX_MINER_EXTRANONCE2);
+        let extranonce2_size = miner_extranonce2_size(pool_extranonce2_size, prefix_bytes).ok()?;
         let mut upstream_prefix = slot.to_be_bytes()[4 - prefix_bytes..].to_vec();
         upstream_prefix.resize(pool_extranonce2_size - extranonce2_size, 0);
         let mut extranonce1 =
@@ -167,5 +204,35 @@ mod tests {
             "the rest is padding"
         );
         assert_eq!(wide.extranonce1.len(), 2 + 8);
+    }
+
+    #[test]
+    fn miners_get_what_is_left_of_the_pools_extranonce2() {
+        // (pool extranonce2, proxy prefix) -> miner extranonce2
+        assert_eq!(miner_extranonce2_size(8, 2), Ok(6));
+        assert_eq!(miner_extranonce2_size(4, 2), Ok(2));
+        assert_eq!(miner_extranonce2_size(4, 1), Ok(3));
+        assert_eq!(miner_extranonce2_size(16, 4), Ok(8), "capped at 8");
+        let too_small = miner_extranonce2_size(2, 2).unwrap_err();
+        assert_eq!(too_small.left(), 0);
+        let why = too_small.to_string();
+        assert!(
+            why.contains("extranonce2 is 2 bytes")
+                && why.contains("keeps 2")
+                && why.contains("leaves 0"),
+            "{why}"
+        );
+        assert_eq!(miner_extranonce2_size(3, 2).unwrap_err().left(), 1);
+        assert_eq!(
+            miner_extranonce2_size(1, 2).unwrap_err().left(),
+            0,
+            "no underflow"
+        );
+        assert_eq!(miner_extranonce2_size(0, 4).unwrap_err().left(), 0);
+        assert_eq!(
+            MinerExtranonce::new(&[0xaa], 4, 2, 1).map(|m| m.extranonce2_size),
+            Some(2)
+        );
+        assert_eq!(MinerExtranonce::new(&[0xaa], 2, 2, 1), None);
     }
 }

@@ -192,6 +192,7 @@ impl PoolManager {
                         config.failover.pool_submit_timeout_secs,
                     ),
                     write_timeout: Duration::from_secs_f64(config.failover.pool_write_timeout_secs),
+                    prefix_bytes: usize::from(config.aggregation.proxy_extranonce2_bytes),
                 };
                 PoolEntry {
                     params,

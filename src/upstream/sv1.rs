@@ -27,13 +27,14 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::connection::{
     ConnStatus, ConnectionHandle, ConnectionParams, REQUESTED_VERSION_MASK, SubmitOutcome,
     UpstreamSubmit, WriteFailure, bounded_write, endpoints, fail_queued, reconnect_delay,
     wait_to_reconnect,
 };
+use super::extranonce::{ExtranonceTooSmall, miner_extranonce2_size};
 use super::work::{UpstreamJob, WorkState, next_session};
 use crate::config::WorkerIdentity;
 use crate::telemetry::{RejectReason, ShareCounters};
@@ -82,6 +83,8 @@ enum SessionEnd {
     Io(std::io::Error),
     #[error("pool refused the subscription: {0}")]
     Refused(String),
+    #[error("pool unusable: {0}")]
+    Extranonce(#[from] ExtranonceTooSmall),
     #[error("pool asked us to reconnect")]
     Reconnect,
     #[error("pool stopped reading: a write took longer than {0:?}")]
@@ -332,16 +335,26 @@ impl Task {
         };
         match call {
             Call::Configure => {
+                // BIP310: the pool answers `requested & its own mask`; an error, a missing
+                // key or `"version-rolling": false` all mean no rolling. Never more than we
+                // asked for, whatever the pool says.
                 state.version_mask = r
                     .configure_result()
                     .ok()
                     .and_then(|c| c.negotiated_mask())
                     .unwrap_or(0)
                     & REQUESTED_VERSION_MASK;
-                debug!(
-                    mask = format_args!("{:08x}", state.version_mask),
-                    "version rolling negotiated"
-                );
+                if state.version_mask == 0 {
+                    info!(
+                        error = ?r.error,
+                        "pool did not grant version rolling; miners are told version-rolling false"
+                    );
+                } else {
+                    info!(
+                        mask = format_args!("{:08x}", state.version_mask),
+                        "version rolling negotiated"
+                    );
+                }
                 self.publish(state);
             }
             Call::Subscribe => {
@@ -352,6 +365,7 @@ impl Task {
                             .map_or_else(|| e.to_string(), |err| err.message.clone()),
                     )
                 })?;
+                self.check_extranonce2(result.extranonce2_size)?;
                 state.session = next_session();
                 state.extranonce1 = result.extranonce1.into();
                 state.extranonce2_size = result.extranonce2_size;
@@ -428,6 +442,7 @@ impl Task {
                 // Like miners, apply it from the next job on (that job records it).
             }
             ServerNotification::SetExtranonce(e) => {
+                self.check_extranonce2(e.extranonce2_size)?;
                 state.session = next_session();
                 state.extranonce1 = e.extranonce1.into();
                 state.extranonce2_size = e.extranonce2_size;
@@ -437,7 +452,13 @@ impl Task {
                 self.publish(state);
             }
             ServerNotification::SetVersionMask(mask) => {
+                // BIP310: valid immediately, for the whole connection; miners follow through
+                // the published work (their own grant is `requested & this`).
                 state.version_mask = mask & REQUESTED_VERSION_MASK;
+                info!(
+                    mask = format_args!("{:08x}", state.version_mask),
+                    "pool changed the version-rolling mask"
+                );
                 self.publish(state);
             }
             ServerNotification::Reconnect(r) => {
@@ -477,6 +498,23 @@ impl Task {
                 self.publish(state);
             }
         }
+        Ok(())
+    }
+
+    /// Refuses a pool session whose extranonce2 leaves miners too little room after the
+    /// proxy's prefix: the session ends (the pool counts as down and miners go to the next
+    /// pool) instead of miners being handed an unusable extranonce.
+    fn check_extranonce2(&self, pool_extranonce2_size: usize) -> Result<(), SessionEnd> {
+        miner_extranonce2_size(pool_extranonce2_size, self.params.prefix_bytes).map_err(|e| {
+            error!(
+                pool = %self.params.url,
+                pool_extranonce2 = e.pool_extranonce2,
+                proxy_extranonce2_bytes = e.prefix_bytes,
+                left = e.left(),
+                "{e}"
+            );
+            SessionEnd::from(e)
+        })?;
         Ok(())
     }
 

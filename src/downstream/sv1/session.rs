@@ -118,7 +118,10 @@ pub(super) struct Session {
     subscribed: bool,
     extranonce_subscribed: bool,
     workers: HashSet<String>,
+    /// The mask the miner asked for, once version rolling was granted to it (BIP310: only
+    /// then may it be sent `mining.set_version_mask`).
     requested_mask: Option<u32>,
+    /// The mask the miner may roll now: `requested & the pool's mask` (BIP310 `last_mask`).
     granted_mask: u32,
     validator: ShareValidator,
     jobs: VecDeque<(u32, Arc<UpstreamJob>)>,
@@ -279,9 +282,13 @@ impl Session {
                 let upstream_mask = self.current_work().map_or(0, |w| w.version_mask);
                 let mut result = ConfigureResult::default();
                 if c.has_extension("version-rolling") {
+                    // BIP310: an absent mask means `ffffffff`; the answer is the intersection
+                    // with what the pool granted us, so never a bit the pool did not grant.
+                    // With nothing in common (or a pool without rolling) the answer is
+                    // `"version-rolling": false`, and shares may not roll any bit.
                     let requested = c.version_rolling_mask.unwrap_or(0xffff_ffff);
-                    self.requested_mask = Some(requested);
                     self.granted_mask = requested & upstream_mask;
+                    self.requested_mask = (self.granted_mask != 0).then_some(requested);
                     self.validator.set_version_rolling_mask(self.granted_mask);
                     result.version_rolling = Some(if self.granted_mask != 0 {
                         ExtensionResult::Accepted
@@ -487,25 +494,17 @@ impl Session {
         let Some(work) = self.work.as_mut().map(|w| w.borrow_and_update().clone()) else {
             return Ok(());
         };
+        if work.session == 0 || work.extranonce2_size == 0 {
+            return Ok(()); // not subscribed yet upstream; wait
+        }
+        // Before any job of this work: the mask applies to it (and, BIP310, at once).
+        self.sync_version_mask(&work, out)?;
         if let Some(layout) = &self.layout
             && layout.session != work.session
         {
             // The pool gave this connection a new extranonce1 (reconnect or
             // mining.set_extranonce): this miner's extranonce must change too.
-            if work.extranonce2_size == 0 {
-                return Ok(()); // not subscribed yet upstream; wait
-            }
             return self.change_extranonce(&work, out);
-        }
-        if work.version_mask & self.granted_mask != self.granted_mask
-            && let Some(requested) = self.requested_mask
-        {
-            self.granted_mask = requested & work.version_mask;
-            self.validator.set_version_rolling_mask(self.granted_mask);
-            self.send(
-                out,
-                &ServerMessage::notification(ServerNotification::SetVersionMask(self.granted_mask)),
-            )?;
         }
         if !self.is_working() || self.sent_difficulty.is_none() {
             return Ok(());
@@ -520,6 +519,31 @@ impl Session {
         let fanout = &self.settings.stats.job_fanout;
         fanout.observe_duration(job.received_at.elapsed());
         Ok(())
+    }
+
+    /// Follows the pool's version-rolling mask (`mining.set_version_mask` upstream, or a move
+    /// to another pool): a miner that was granted rolling gets `mining.set_version_mask` with
+    /// `requested & pool mask` whenever that changes, narrower or wider, and its validator
+    /// judges the next share by it (BIP310: the new mask is valid immediately).
+    fn sync_version_mask(&mut self, work: &WorkState, out: &mut Outbox) -> Result<(), End> {
+        let Some(requested) = self.requested_mask else {
+            return Ok(());
+        };
+        let granted = requested & work.version_mask;
+        if granted == self.granted_mask {
+            return Ok(());
+        }
+        debug!(
+            from = format_args!("{:08x}", self.granted_mask),
+            to = format_args!("{granted:08x}"),
+            "version-rolling mask changed"
+        );
+        self.granted_mask = granted;
+        self.validator.set_version_rolling_mask(granted);
+        self.send(
+            out,
+            &ServerMessage::notification(ServerNotification::SetVersionMask(granted)),
+        )
     }
 
     /// Applies a new extranonce: `mining.set_extranonce` for miners that subscribed to it,

@@ -43,6 +43,7 @@ use super::channel::{Channel, ChannelKind, SubmittedShare};
 use super::events::{Event, work_stream};
 use crate::downstream::listener::Accepted;
 use crate::upstream::manager::{Control, PoolManager};
+use crate::upstream::work::allows_bip320_rolling;
 
 /// The group channel every channel of a connection belongs to (reported in `Open*Success`).
 /// Jobs go to it when the miner did not set `REQUIRES_STANDARD_JOBS` and all its channels are
@@ -399,7 +400,8 @@ impl Conn {
                 match ch.on_work(&work, &mut self.outbox) {
                     Ok(Some(job)) => {
                         let received_at = job.received_at;
-                        self.give_job(channel, job, work.version_mask != 0);
+                        let rolling = allows_bip320_rolling(work.version_mask);
+                        self.give_job(channel, job, rolling);
                         let fanout = &self.settings.stats.job_fanout;
                         fanout.observe_duration(received_at.elapsed());
                     }

@@ -130,6 +130,8 @@ enum SessionEnd {
     Refused { what: &'static str, code: String },
     #[error("pool closed our channel: {0}")]
     ChannelClosed(String),
+    #[error("pool unusable: {0}")]
+    Extranonce(#[from] crate::upstream::extranonce::ExtranonceTooSmall),
     #[error("pool asked us to reconnect to {0}")]
     Reconnect(String),
     #[error("pool stopped reading: a write took longer than {0:?}")]
@@ -395,6 +397,16 @@ impl Task {
                     );
                     return Ok(());
                 }
+                // A channel too small to split among miners is refused (the pool counts as
+                // down), as on SV1 pools.
+                crate::upstream::extranonce::miner_extranonce2_size(
+                    usize::from(s.extranonce_size),
+                    p.prefix_bytes,
+                )
+                .map_err(|e| {
+                    error!(pool = %p.url, extranonce_size = s.extranonce_size, "{e}");
+                    SessionEnd::from(e)
+                })?;
                 let ch = Box::new(Channel::open(&s, *announced, *guessed, now));
                 info!(
                     channel = s.channel_id,

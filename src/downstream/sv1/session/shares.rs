@@ -153,7 +153,12 @@ impl Session {
             extranonce2,
             ntime: submit.ntime,
             nonce: submit.nonce,
-            version_bits: submit.version_bits.map(|b| b & self.granted_mask),
+            // Without a grant the bits are necessarily 0 (the validator checked), and a pool
+            // that did not negotiate rolling may refuse a 6-parameter submit: send none.
+            version_bits: submit
+                .version_bits
+                .map(|b| b & self.granted_mask)
+                .filter(|_| self.granted_mask != 0),
             difficulty: job.pool_difficulty,
             block: accepted.is_block,
             reply: reply_tx,

@@ -19,7 +19,7 @@ use hashshift_protocol::sv2::{
 use tracing::warn;
 
 use super::{Channel, ChannelKind, JOBS_KEPT};
-use crate::upstream::work::{UpstreamJob, next_job_id};
+use crate::upstream::work::{UpstreamJob, allows_bip320_rolling, next_job_id};
 
 /// `NewExtendedMiningJob` for `up` on `channel_id` (a channel or a group), or `None` when the
 /// upstream job does not fit SV2's field sizes.
@@ -153,7 +153,8 @@ impl Channel {
                 merkle_root: self.standard_merkle_root(up),
             })),
             ChannelKind::Extended => {
-                extended_job_message(self.id, job_id, up, min_ntime, self.version_mask != 0)
+                let rolling = allows_bip320_rolling(self.version_mask);
+                extended_job_message(self.id, job_id, up, min_ntime, rolling)
             }
         };
         let Some(message) = message else { return };
