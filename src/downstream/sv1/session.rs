@@ -409,7 +409,7 @@ impl Session {
     fn add_job(&mut self, id: u32, job: &Arc<UpstreamJob>, clean: bool) {
         if self
             .validator
-            .add_job(id, Job::Extended(job.job.clone()), clean)
+            .add_job_for_work(id, Job::Extended(job.job.clone()), clean, job.work)
             .is_err()
         {
             warn!(job = id, "pool job has invalid nbits; not sent");
