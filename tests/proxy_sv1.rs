@@ -329,7 +329,9 @@ async fn a_share_resubmitted_under_a_reissued_job_id_is_a_duplicate_and_never_re
         .find(|s| !pool_target.is_met_by(&m.share_hash(&second, s)))
         .context("a share below the pool's target")?;
     assert_eq!(m.submit(&low, "farm.dup").await?, Ok(()));
-    let r = m.call(ClientRequest::SuggestDifficulty(DIFF / 16.0)).await?;
+    let r = m
+        .call(ClientRequest::SuggestDifficulty(DIFF / 16.0))
+        .await?;
     assert!(r.as_bool()?);
     let third = m.next_job().await?;
     assert_ne!(third.job_id, second.job_id);

@@ -384,7 +384,10 @@ fn a_reissue_of_the_same_work_shares_its_duplicate_set() {
     // Other work (another upstream job, or one after a failover) is judged on its own.
     v.add_job_for_work(4, job(HARD_NBITS), false, 43).unwrap();
     let other = v.validate(&share(4, 9)).unwrap();
-    assert_eq!(other.hash, first.hash, "same header, different upstream job");
+    assert_eq!(
+        other.hash, first.hash,
+        "same header, different upstream job"
+    );
     assert_eq!(v.remembered_shares(), 2);
 }
 
@@ -403,7 +406,10 @@ fn a_work_set_lives_until_its_last_job_retires() {
     v.add_job_for_work(2, job(HARD_NBITS), false, 7).unwrap();
     // Job 3 evicts job 1; job 2 still holds work 7's set.
     v.add_job_for_work(3, job(HARD_NBITS), false, 8).unwrap();
-    assert_eq!(v.validate(&share(1, 1)), Err(Rejection::StaleJob { job_id: 1 }));
+    assert_eq!(
+        v.validate(&share(1, 1)),
+        Err(Rejection::StaleJob { job_id: 1 })
+    );
     assert_eq!(v.validate(&share(2, 1)), Err(Rejection::Duplicate));
     // Job 4 evicts job 2: work 7 is gone, its set freed.
     v.add_job_for_work(4, job(HARD_NBITS), false, 8).unwrap();

@@ -107,12 +107,9 @@ impl SentShares {
     /// sent now: a share refused for any other reason must not be recorded.
     pub fn check(&mut self, share: &PoolShare<'_>) -> Check {
         let job = self.hasher.hash_one((share.extranonce1, share.job_id));
-        let key = self.hasher.hash_one((
-            share.extranonce2,
-            share.ntime,
-            share.nonce,
-            share.version,
-        ));
+        let key =
+            self.hasher
+                .hash_one((share.extranonce2, share.ntime, share.nonce, share.version));
         // Newest first: shares are nearly always for the latest job.
         let slot = match self.jobs.iter().rposition(|j| j.job == job) {
             Some(i) => i,
