@@ -364,3 +364,36 @@ async fn a_share_resubmitted_under_a_reissued_job_id_is_a_duplicate_and_never_re
     proxy.shutdown(Duration::from_secs(2)).await;
     Ok(())
 }
+
+/// A miner that reconnects into the same extranonce slot (the only one on the connection)
+/// and re-sends a share it sent before the reconnect: its new session has never seen the
+/// share, but the pool has, so the proxy answers "duplicate" and does not send it.
+#[tokio::test]
+async fn a_share_resent_after_the_miner_reconnects_into_the_same_slot_never_reaches_the_pool()
+-> Result<()> {
+    let a = pool("a").await?;
+    let extra = "[aggregation]\nproxy_extranonce2_bytes = 2\nmax_miners_per_upstream = 1\nworker_identity = \"passthrough\"\n";
+    let proxy = start(&config(&[(&a, 0, 1)], extra)?).await?;
+    let mut m = Miner::connect(proxy.listen_addrs()[0]).await?;
+    let (_, job) = m.handshake("farm.again", None).await?;
+    let share = m.find_share(&job, 5, None);
+    assert_eq!(m.submit(&share, "farm.again").await?, Ok(()));
+    let extranonce1 = m.extranonce1.clone();
+    drop(m);
+    within("the slot to be freed", async {
+        while proxy.pools()[0].miners > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await?;
+    let mut m = Miner::connect(proxy.listen_addrs()[0]).await?;
+    let (_, again) = m.handshake("farm.again", None).await?;
+    assert_eq!(m.extranonce1, extranonce1, "the same slot on the same connection");
+    assert_eq!(again.job_id, job.job_id, "the same job");
+    assert_eq!(m.submit(&share, "farm.again").await?, Err(22));
+    let stats = a.stats();
+    assert_eq!(stats.accepted, 1);
+    assert_eq!(stats.rejected_total(), 0, "no duplicate reached the pool");
+    proxy.shutdown(Duration::from_secs(2)).await;
+    Ok(())
+}
