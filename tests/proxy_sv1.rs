@@ -388,7 +388,10 @@ async fn a_share_resent_after_the_miner_reconnects_into_the_same_slot_never_reac
     .await?;
     let mut m = Miner::connect(proxy.listen_addrs()[0]).await?;
     let (_, again) = m.handshake("farm.again", None).await?;
-    assert_eq!(m.extranonce1, extranonce1, "the same slot on the same connection");
+    assert_eq!(
+        m.extranonce1, extranonce1,
+        "the same slot on the same connection"
+    );
     assert_eq!(again.job_id, job.job_id, "the same job");
     assert_eq!(m.submit(&share, "farm.again").await?, Err(22));
     let stats = a.stats();

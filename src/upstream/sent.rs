@@ -14,11 +14,13 @@
 //! full extranonce2 as sent, ntime, nonce, version). Keys are 64-bit SipHash values under a
 //! per-connection random key, so a miner cannot aim collisions at another's shares.
 //!
-//! Memory bound: at most [`MAX_JOBS`] pool jobs, each with at most [`MAX_SHARES_PER_JOB`]
-//! keys (~16 bytes each with the table's overhead): about 32 MiB for a connection that would
-//! send 2^17 shares on each of 16 jobs, a few kilobytes for one at a pool's usual rate of a
-//! share every few seconds. A job that falls out of the window is remembered (by key, at most
-//! [`MAX_FORGOTTEN`]) so its late shares are refused as stale instead of being sent again.
+//! Memory bound: at most [`MAX_KEYS`] share keys per connection (~16 bytes each with the
+//! table's overhead, so about 32 MiB), over at most [`MAX_JOBS`] pool jobs. When the budget is
+//! spent, the pool jobs that got their first share longest ago are dropped; their ids are
+//! remembered (at most [`MAX_FORGOTTEN`]) so that late shares for them are refused as stale
+//! rather than sent again. For scale: every miner's validator may hold 8 jobs × 8,192 keys,
+//! 32 times this budget per connection of 1,024 miners; and a pool's vardiff keeps a
+//! connection at a share every few seconds, a few kilobytes here.
 //! Sans-IO: no clock, no lock; the connection task owns it.
 
 use std::collections::{HashSet, VecDeque};
@@ -31,10 +33,9 @@ use super::connection::SubmitOutcome;
 /// Pool jobs whose shares are remembered; the job that got its first share longest ago goes
 /// first. Miners keep 8 downstream jobs, so a share for a job 16 pool jobs old is stale.
 pub const MAX_JOBS: usize = 16;
-/// Shares remembered per pool job. A pool's vardiff keeps a connection far below this (it
-/// aims at a share every few seconds); a job that reaches it refuses further shares rather
-/// than send some unrecorded.
-pub const MAX_SHARES_PER_JOB: usize = 1 << 17;
+/// Share keys remembered per connection, over all its jobs. Two million: more than half an
+/// hour of one pool job at a thousand forwarded shares a second.
+pub const MAX_KEYS: usize = 1 << 21;
 /// Pool jobs dropped from the window that are still recognised (their shares are stale).
 pub const MAX_FORGOTTEN: usize = 64;
 
@@ -64,7 +65,8 @@ pub enum Check {
     Duplicate,
     /// Its job fell out of the window: answer "stale", do not send.
     Forgotten,
-    /// Its job has [`MAX_SHARES_PER_JOB`] shares: refuse, do not send.
+    /// Its job is the oldest remembered and the budget ([`MAX_KEYS`]) is spent: refuse, do
+    /// not send (never send a share unrecorded).
     Full,
 }
 
@@ -89,18 +91,40 @@ struct JobShares {
 }
 
 /// See the module docs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SentShares {
     hasher: RandomState,
     /// Oldest first.
     jobs: VecDeque<JobShares>,
     forgotten: VecDeque<u64>,
+    /// Keys held over all jobs.
+    keys: usize,
+    max_jobs: usize,
+    max_keys: usize,
+}
+
+impl Default for SentShares {
+    fn default() -> Self {
+        SentShares::with_limits(MAX_JOBS, MAX_KEYS)
+    }
 }
 
 impl SentShares {
-    /// An empty record with a fresh random key.
+    /// An empty record with a fresh random key and the default limits.
     pub fn new() -> Self {
         SentShares::default()
+    }
+
+    /// An empty record with other limits (at least one job).
+    pub fn with_limits(max_jobs: usize, max_keys: usize) -> Self {
+        SentShares {
+            hasher: RandomState::new(),
+            jobs: VecDeque::new(),
+            forgotten: VecDeque::new(),
+            keys: 0,
+            max_jobs: max_jobs.max(1),
+            max_keys,
+        }
     }
 
     /// Checks `share` and records it if it may go up. Call it only for shares that will be
@@ -111,17 +135,12 @@ impl SentShares {
             self.hasher
                 .hash_one((share.extranonce2, share.ntime, share.nonce, share.version));
         // Newest first: shares are nearly always for the latest job.
-        let slot = match self.jobs.iter().rposition(|j| j.job == job) {
+        let mut slot = match self.jobs.iter().rposition(|j| j.job == job) {
             Some(i) => i,
             None if self.forgotten.contains(&job) => return Check::Forgotten,
             None => {
-                if self.jobs.len() >= MAX_JOBS
-                    && let Some(old) = self.jobs.pop_front()
-                {
-                    if self.forgotten.len() >= MAX_FORGOTTEN {
-                        self.forgotten.pop_front();
-                    }
-                    self.forgotten.push_back(old.job);
+                if self.jobs.len() >= self.max_jobs {
+                    self.forget_oldest();
                 }
                 self.jobs.push_back(JobShares {
                     job,
@@ -130,22 +149,41 @@ impl SentShares {
                 self.jobs.len() - 1
             }
         };
-        let Some(set) = self.jobs.get_mut(slot) else {
-            return Check::Full; // unreachable: `slot` indexes `jobs`
-        };
-        if set.keys.contains(&key) {
-            Check::Duplicate
-        } else if set.keys.len() >= MAX_SHARES_PER_JOB {
-            Check::Full
-        } else {
-            set.keys.insert(key);
-            Check::First
+        if self.jobs.get(slot).is_some_and(|j| j.keys.contains(&key)) {
+            return Check::Duplicate;
         }
+        // Make room: older jobs go first; the share's own job never does.
+        while self.keys >= self.max_keys {
+            if slot == 0 {
+                return Check::Full;
+            }
+            self.forget_oldest();
+            slot -= 1;
+        }
+        match self.jobs.get_mut(slot) {
+            Some(j) => {
+                j.keys.insert(key);
+                self.keys += 1;
+                Check::First
+            }
+            None => Check::Full, // unreachable: `slot` indexes `jobs`
+        }
+    }
+
+    fn forget_oldest(&mut self) {
+        let Some(old) = self.jobs.pop_front() else {
+            return;
+        };
+        self.keys = self.keys.saturating_sub(old.keys.len());
+        if self.forgotten.len() >= MAX_FORGOTTEN {
+            self.forgotten.pop_front();
+        }
+        self.forgotten.push_back(old.job);
     }
 
     /// Shares remembered (for tests and memory monitoring).
     pub fn remembered(&self) -> usize {
-        self.jobs.iter().map(|j| j.keys.len()).sum()
+        self.keys
     }
 }
 
@@ -208,15 +246,27 @@ mod tests {
     }
 
     #[test]
-    fn a_full_job_refuses_new_shares_but_still_knows_duplicates() {
-        let mut sent = SentShares::new();
-        for nonce in 0..MAX_SHARES_PER_JOB {
-            let nonce = u32::try_from(nonce).unwrap();
-            assert_eq!(sent.check(&share("j", &[1], nonce)), Check::First);
+    fn the_key_budget_drops_the_oldest_jobs_first_and_never_the_shares_own() {
+        let mut sent = SentShares::with_limits(MAX_JOBS, 4);
+        for nonce in 0..3 {
+            assert_eq!(sent.check(&share("old", &[1], nonce)), Check::First);
         }
-        let over = u32::try_from(MAX_SHARES_PER_JOB).unwrap();
-        assert_eq!(sent.check(&share("j", &[1], over)), Check::Full);
-        assert_eq!(sent.check(&share("j", &[1], 0)), Check::Duplicate);
-        assert_eq!(sent.check(&share("k", &[1], 0)), Check::First);
+        assert_eq!(sent.check(&share("new", &[1], 0)), Check::First);
+        assert_eq!(sent.remembered(), 4);
+        // The budget is spent: the oldest job goes, its shares are refused from now on.
+        assert_eq!(sent.check(&share("new", &[1], 1)), Check::First);
+        assert_eq!(sent.remembered(), 2);
+        assert_eq!(sent.check(&share("old", &[1], 0)), Check::Forgotten);
+        assert_eq!(sent.check(&share("old", &[1], 9)), Check::Forgotten);
+        // One job alone with the whole budget refuses new shares, still knows duplicates.
+        sent.check(&share("new", &[1], 2));
+        sent.check(&share("new", &[1], 3));
+        assert_eq!(sent.check(&share("new", &[1], 4)), Check::Full);
+        assert_eq!(sent.check(&share("new", &[1], 0)), Check::Duplicate);
+        assert_eq!(sent.remembered(), 4);
+        // A newer job still gets in: the full one is dropped for it.
+        assert_eq!(sent.check(&share("newer", &[1], 0)), Check::First);
+        assert_eq!(sent.check(&share("new", &[1], 0)), Check::Forgotten);
+        assert_eq!(sent.remembered(), 1);
     }
 }
