@@ -62,7 +62,8 @@ pub struct UpstreamJob {
 
 /// The duplicate-set key of a pool's job: a hash of the upstream session (process-unique,
 /// so another pool or connection never shares a key) and the pool's job id. A fixed-key
-/// SipHash: a validator holds at most a few dozen keys, so a collision is out of reach.
+/// SipHash is enough: a validator holds at most 8 jobs, and even a collision would only merge
+/// two sets whose entries (header hashes of different jobs) still differ.
 pub fn work_key(session: u64, pool_job_id: &str) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::hash::DefaultHasher::new();

@@ -406,6 +406,8 @@ impl Session {
         }
     }
 
+    /// Registers `job` under downstream `id`. Duplicates are kept per pool job (`job.work`),
+    /// so a re-issue after a difficulty change cannot take a share the miner already sent.
     fn add_job(&mut self, id: u32, job: &Arc<UpstreamJob>, clean: bool) {
         if self
             .validator
