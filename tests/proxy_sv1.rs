@@ -285,3 +285,118 @@ async fn a_miner_is_never_given_more_than_the_pools_difficulty() -> Result<()> {
     assert_eq!(a.stats().accepted, 1);
     Ok(())
 }
+
+/// Issue 12: a lower `mining.suggest_difficulty` re-issues the pool's job under a new id; the
+/// same share under that id is a duplicate for the pool, so it must not go up again, and
+/// below the pool's target it must not be credited again either.
+#[tokio::test]
+async fn a_share_resubmitted_under_a_reissued_job_id_is_a_duplicate_and_never_reaches_the_pool()
+-> Result<()> {
+    use hashshift::protocol::share::Target;
+    use hashshift::telemetry::RejectReason;
+    const DUPLICATE: Result<(), i64> = Err(22);
+
+    let a = pool("a").await?;
+    let proxy = start(&config(&[(&a, 0, 1)], "")?).await?;
+    let mut m = Miner::connect(proxy.listen_addrs()[0]).await?;
+    let (_, first) = m.handshake("farm.dup", Some(0x1fff_e000)).await?;
+    assert_eq!(m.difficulty, DIFF);
+    let share = m.find_share(&first, 1, Some(0x2000));
+    assert_eq!(m.submit(&share, "farm.dup").await?, Ok(()));
+    assert_eq!(m.submit(&share, "farm.dup").await?, DUPLICATE, "same id");
+
+    // A lower difficulty: set_difficulty, then the same pool job under a new id.
+    let r = m.call(ClientRequest::SuggestDifficulty(DIFF / 4.0)).await?;
+    assert!(r.as_bool()?);
+    let second = m.next_job().await?;
+    assert_eq!(m.difficulty, DIFF / 4.0);
+    assert_ne!(second.job_id, first.job_id, "re-issued under a new id");
+    assert_eq!(
+        (second.coinb1.clone(), second.ntime),
+        (first.coinb1.clone(), first.ntime),
+        "the same pool job"
+    );
+    let again = support::miner::Share {
+        job_id: second.job_id.clone(),
+        ..share.clone()
+    };
+    assert_eq!(m.submit(&again, "farm.dup").await?, DUPLICATE);
+
+    // Below the pool's target: credited by the proxy once, then a duplicate under the next id.
+    let pool_target = Target::from_difficulty(DIFF)?;
+    let low = (100..)
+        .map(|seed| m.find_share(&second, seed, None))
+        .find(|s| !pool_target.is_met_by(&m.share_hash(&second, s)))
+        .context("a share below the pool's target")?;
+    assert_eq!(m.submit(&low, "farm.dup").await?, Ok(()));
+    let r = m
+        .call(ClientRequest::SuggestDifficulty(DIFF / 16.0))
+        .await?;
+    assert!(r.as_bool()?);
+    let third = m.next_job().await?;
+    assert_ne!(third.job_id, second.job_id);
+    let low_again = support::miner::Share {
+        job_id: third.job_id.clone(),
+        ..low.clone()
+    };
+    assert_eq!(m.submit(&low_again, "farm.dup").await?, DUPLICATE);
+    // And the first share once more, under the third id.
+    let share_again = support::miner::Share {
+        job_id: third.job_id.clone(),
+        ..share
+    };
+    assert_eq!(m.submit(&share_again, "farm.dup").await?, DUPLICATE);
+
+    let stats = a.stats();
+    assert_eq!(stats.accepted, 1, "the pool got the share once");
+    assert_eq!(stats.rejected_total(), 0, "no duplicate reached the pool");
+    let miners = proxy.instruments().sv1.shares.snapshot();
+    assert_eq!(miners.accepted, 2, "each share credited once");
+    assert_eq!(
+        proxy
+            .instruments()
+            .sv1
+            .shares
+            .reasons
+            .get(RejectReason::Duplicate),
+        4
+    );
+    proxy.shutdown(Duration::from_secs(2)).await;
+    Ok(())
+}
+
+/// A miner that reconnects into the same extranonce slot (the only one on the connection)
+/// and re-sends a share it sent before the reconnect: its new session has never seen the
+/// share, but the pool has, so the proxy answers "duplicate" and does not send it.
+#[tokio::test]
+async fn a_share_resent_after_the_miner_reconnects_into_the_same_slot_never_reaches_the_pool()
+-> Result<()> {
+    let a = pool("a").await?;
+    let extra = "[aggregation]\nproxy_extranonce2_bytes = 2\nmax_miners_per_upstream = 1\nworker_identity = \"passthrough\"\n";
+    let proxy = start(&config(&[(&a, 0, 1)], extra)?).await?;
+    let mut m = Miner::connect(proxy.listen_addrs()[0]).await?;
+    let (_, job) = m.handshake("farm.again", None).await?;
+    let share = m.find_share(&job, 5, None);
+    assert_eq!(m.submit(&share, "farm.again").await?, Ok(()));
+    let extranonce1 = m.extranonce1.clone();
+    drop(m);
+    within("the slot to be freed", async {
+        while proxy.pools()[0].miners > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await?;
+    let mut m = Miner::connect(proxy.listen_addrs()[0]).await?;
+    let (_, again) = m.handshake("farm.again", None).await?;
+    assert_eq!(
+        m.extranonce1, extranonce1,
+        "the same slot on the same connection"
+    );
+    assert_eq!(again.job_id, job.job_id, "the same job");
+    assert_eq!(m.submit(&share, "farm.again").await?, Err(22));
+    let stats = a.stats();
+    assert_eq!(stats.accepted, 1);
+    assert_eq!(stats.rejected_total(), 0, "no duplicate reached the pool");
+    proxy.shutdown(Duration::from_secs(2)).await;
+    Ok(())
+}

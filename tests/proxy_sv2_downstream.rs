@@ -4,11 +4,13 @@
 
 mod support;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use hashshift::config::Config;
 use hashshift::testpool::{TestPool, TestPoolConfig};
 use support::miner::within;
-use support::sv2_miner::{REQUIRES_STANDARD_JOBS, REQUIRES_WORK_SELECTION, Received, Sv2Miner};
+use support::sv2_miner::{
+    FoundShare, MiningJob, REQUIRES_STANDARD_JOBS, REQUIRES_WORK_SELECTION, Received, Sv2Miner,
+};
 use support::sv2_site::{DIFF, KeyFile, Setup, pool_accepts};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -495,4 +497,122 @@ async fn oversized_and_tampered_frames_close_only_their_connection() -> Result<(
     pool_accepts(&s.pool, 1).await?;
     s.stop().await;
     Ok(())
+}
+
+/// The next `SetTarget` on `channel` (its raw target), then the job re-issued under a new id.
+async fn retargeted_job(
+    m: &mut Sv2Miner,
+    channel: u32,
+    old: &MiningJob,
+) -> Result<([u8; 32], MiningJob)> {
+    let target = m
+        .expect("SetTarget", |r| match r {
+            Received::SetTarget { channel_id, target } if *channel_id == channel => Some(*target),
+            _ => None,
+        })
+        .await?;
+    let job_id = m
+        .expect("re-issued job", |r| match r {
+            Received::NewMiningJob {
+                channel_id, job_id, ..
+            }
+            | Received::NewExtendedJob {
+                channel_id, job_id, ..
+            } if *channel_id == channel => Some(*job_id),
+            _ => None,
+        })
+        .await?;
+    assert_ne!(job_id, old.job_id, "re-issued under a new id");
+    Ok((
+        target,
+        MiningJob {
+            job_id,
+            ..old.clone()
+        },
+    ))
+}
+
+/// Issue 12 on SV2: `UpdateChannel` lowers the target and re-issues the pool's job under a
+/// new id; a share resubmitted under it is answered `duplicate-share`, reaches the pool once,
+/// and is credited once, above and below the pool's target.
+async fn update_channel_reissue_keeps_duplicates_out(extended: bool) -> Result<()> {
+    use hashshift::protocol::share::Target;
+    use hashshift::telemetry::RejectReason;
+    let duplicate = Err("duplicate-share".to_string());
+
+    let s = Setup::start("").await?;
+    let mut m = s.miner().await?;
+    m.setup(if extended { 0 } else { REQUIRES_STANDARD_JOBS })
+        .await?;
+    let ch = m.open_channel(1, "farm.dup", extended).await?;
+    let first = m.first_job(ch.id).await?;
+    let extranonce = vec![7; ch.size];
+    let share = first.find(
+        &ch.prefix,
+        extranonce.clone(),
+        first.version,
+        &ch.target,
+        1,
+        false,
+    );
+    let seq = m.submit(ch.id, &share, extended).await?;
+    assert_eq!(m.verdict(ch.id, seq).await?, Ok(()));
+    pool_accepts(&s.pool, 1).await?;
+
+    // 10 kH/s: a difficulty below the pool's; SetTarget and the same job under a new id.
+    m.update_channel(ch.id, 1e4, [0xff; 32]).await?;
+    let (target, second) = retargeted_job(&mut m, ch.id, &first).await?;
+    let again = FoundShare {
+        job_id: second.job_id,
+        ..share.clone()
+    };
+    let seq = m.submit(ch.id, &again, extended).await?;
+    assert_eq!(m.verdict(ch.id, seq).await?, duplicate);
+
+    // Below the pool's target: credited by the proxy once, a duplicate under the next id.
+    let pool_target = Target::from_difficulty(DIFF)?;
+    let low = (100..)
+        .map(|seed| {
+            second.find(
+                &ch.prefix,
+                extranonce.clone(),
+                second.version,
+                &target,
+                seed,
+                false,
+            )
+        })
+        .find(|f| !pool_target.is_met_by(&second.hash(&ch.prefix, f)))
+        .context("a share below the pool's target")?;
+    let seq = m.submit(ch.id, &low, extended).await?;
+    assert_eq!(m.verdict(ch.id, seq).await?, Ok(()));
+    m.update_channel(ch.id, 5e3, [0xff; 32]).await?;
+    let (_, third) = retargeted_job(&mut m, ch.id, &second).await?;
+    for f in [&low, &share] {
+        let again = FoundShare {
+            job_id: third.job_id,
+            ..f.clone()
+        };
+        let seq = m.submit(ch.id, &again, extended).await?;
+        assert_eq!(m.verdict(ch.id, seq).await?, duplicate);
+    }
+
+    let stats = s.pool.stats();
+    assert_eq!(stats.accepted, 1, "the pool got the share once");
+    assert_eq!(stats.rejected_total(), 0, "no duplicate reached the pool");
+    let miners = &s.proxy.instruments().sv2.shares;
+    assert_eq!(miners.snapshot().accepted, 2, "each share credited once");
+    assert_eq!(miners.reasons.get(RejectReason::Duplicate), 3);
+    s.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn update_channel_reissue_keeps_duplicates_out_standard() -> Result<()> {
+    update_channel_reissue_keeps_duplicates_out(false).await
+}
+
+#[tokio::test]
+async fn update_channel_reissue_keeps_duplicates_out_extended() -> Result<()> {
+    update_channel_reissue_keeps_duplicates_out(true).await
 }

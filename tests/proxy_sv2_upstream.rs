@@ -406,3 +406,29 @@ async fn a_reconnect_is_followed_only_to_a_host_with_the_same_authority() -> Res
     proxy.shutdown(Duration::from_secs(2)).await;
     Ok(())
 }
+
+/// Issue 12 with an SV2 pool: a share resubmitted under the job id a lower
+/// `mining.suggest_difficulty` re-issued is a duplicate and never reaches the pool.
+#[tokio::test]
+async fn a_share_resubmitted_under_a_reissued_job_id_never_reaches_the_sv2_pool() -> Result<()> {
+    let a = sv2_pool("a", 0x1fff_e000).await?;
+    let proxy = start(&config(&[a.url()])?).await?;
+    let mut m = Miner::connect(proxy.listen_addrs()[0]).await?;
+    let (_, first) = m.handshake("farm.dup", Some(0x1fff_e000)).await?;
+    let share = m.find_share(&first, 1, Some(0x4000));
+    assert_eq!(m.submit(&share, "farm.dup").await?, Ok(()));
+    let r = m.call(ClientRequest::SuggestDifficulty(DIFF / 4.0)).await?;
+    assert!(r.as_bool()?);
+    let second = m.next_job().await?;
+    assert_ne!(second.job_id, first.job_id, "re-issued under a new id");
+    let again = support::miner::Share {
+        job_id: second.job_id.clone(),
+        ..share
+    };
+    assert_eq!(m.submit(&again, "farm.dup").await?, Err(22));
+    let stats = a.stats();
+    assert_eq!(stats.accepted, 1, "the pool got the share once");
+    assert_eq!(stats.rejected_for(reason::DUPLICATE), 0);
+    proxy.shutdown(Duration::from_secs(2)).await;
+    Ok(())
+}

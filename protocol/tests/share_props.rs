@@ -148,6 +148,8 @@ fn arb_version() -> impl Strategy<Value = SubmittedVersion> {
 #[derive(Debug, Clone)]
 enum Event {
     Job(u32, Job, bool),
+    /// A job under a work key (re-issues share a duplicate set).
+    WorkJob(u32, Job, bool, u64),
     Share(u32, Vec<u8>, u32, u32, SubmittedVersion),
     MinerTarget([u8; 32]),
 }
@@ -155,6 +157,8 @@ enum Event {
 fn arb_event() -> impl Strategy<Value = Event> {
     prop_oneof![
         (0u32..6, arb_job(), any::<bool>()).prop_map(|(id, j, c)| Event::Job(id, j, c)),
+        (0u32..6, arb_job(), any::<bool>(), 0u64..3)
+            .prop_map(|(id, j, c, w)| Event::WorkJob(id, j, c, w)),
         (
             0u32..8,
             proptest::collection::vec(any::<u8>(), 0..12),
@@ -189,6 +193,9 @@ proptest! {
             match event {
                 Event::Job(id, job, clean) => {
                     let _ = v.add_job(id, job, clean);
+                }
+                Event::WorkJob(id, job, clean, work) => {
+                    let _ = v.add_job_for_work(id, job, clean, work);
                 }
                 Event::Share(job_id, extranonce, ntime, nonce, version) => {
                     let share = Submission { job_id, extranonce: &extranonce, ntime, nonce, version };

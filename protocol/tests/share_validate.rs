@@ -367,3 +367,65 @@ fn invalid_nbits_job_is_refused_and_changes_nothing() {
     assert_eq!(v.active_jobs(), 1);
     v.validate(&share(1, 1)).unwrap();
 }
+
+#[test]
+fn a_reissue_of_the_same_work_shares_its_duplicate_set() {
+    // Job 1 at difficulty 1; the miner asks for less and gets the same work as job 2.
+    let mut v = ShareValidator::new(config(), vec![0xEE; 4], Target::MAX);
+    v.add_job_for_work(1, job(HARD_NBITS), true, 42).unwrap();
+    let first = v.validate(&share(1, 9)).unwrap();
+    v.set_miner_target(Target::MAX);
+    v.add_job_for_work(2, job(HARD_NBITS), false, 42).unwrap();
+    assert_eq!(v.validate(&share(2, 9)), Err(Rejection::Duplicate));
+    assert_eq!(v.remembered_shares(), 1, "one set for both issues");
+    // A clean re-issue of the same work keeps the set too.
+    v.add_job_for_work(3, job(HARD_NBITS), true, 42).unwrap();
+    assert_eq!(v.validate(&share(3, 9)), Err(Rejection::Duplicate));
+    // Other work (another upstream job, or one after a failover) is judged on its own.
+    v.add_job_for_work(4, job(HARD_NBITS), false, 43).unwrap();
+    let other = v.validate(&share(4, 9)).unwrap();
+    assert_eq!(
+        other.hash, first.hash,
+        "same header, different upstream job"
+    );
+    assert_eq!(v.remembered_shares(), 2);
+}
+
+#[test]
+fn a_work_set_lives_until_its_last_job_retires() {
+    let mut v = ShareValidator::new(
+        ValidatorConfig {
+            max_jobs: 2,
+            ..config()
+        },
+        vec![0xEE; 4],
+        Target::MAX,
+    );
+    v.add_job_for_work(1, job(HARD_NBITS), true, 7).unwrap();
+    v.validate(&share(1, 1)).unwrap();
+    v.add_job_for_work(2, job(HARD_NBITS), false, 7).unwrap();
+    // Job 3 evicts job 1; job 2 still holds work 7's set.
+    v.add_job_for_work(3, job(HARD_NBITS), false, 8).unwrap();
+    assert_eq!(
+        v.validate(&share(1, 1)),
+        Err(Rejection::StaleJob { job_id: 1 })
+    );
+    assert_eq!(v.validate(&share(2, 1)), Err(Rejection::Duplicate));
+    // Job 4 evicts job 2: work 7 is gone, its set freed.
+    v.add_job_for_work(4, job(HARD_NBITS), false, 8).unwrap();
+    assert_eq!(v.remembered_shares(), 0);
+    // Replacing an active id under other work frees the old set as well.
+    v.validate(&share(4, 2)).unwrap();
+    v.add_job(4, job(HARD_NBITS), false).unwrap();
+    v.add_job(5, job(HARD_NBITS), false).unwrap();
+    assert_eq!(v.remembered_shares(), 0);
+}
+
+#[test]
+fn plain_jobs_keep_sets_of_their_own() {
+    let mut v = validator(Target::MAX);
+    v.validate(&share(1, 4)).unwrap();
+    v.add_job(2, job(HARD_NBITS), false).unwrap();
+    v.validate(&share(2, 4)).unwrap();
+    assert_eq!(v.remembered_shares(), 2);
+}

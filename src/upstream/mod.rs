@@ -4,6 +4,7 @@ pub mod connection;
 pub mod extranonce;
 pub mod manager;
 pub mod router;
+pub mod sent;
 pub mod sv1;
 pub mod sv2;
 pub mod work;

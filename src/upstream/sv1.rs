@@ -35,6 +35,7 @@ use super::connection::{
     wait_to_reconnect,
 };
 use super::extranonce::{ExtranonceTooSmall, miner_extranonce2_size};
+use super::sent::{PoolShare, SentShares};
 use super::work::{UpstreamJob, WorkState, next_session};
 use crate::config::WorkerIdentity;
 use crate::telemetry::{RejectReason, ShareCounters};
@@ -55,6 +56,7 @@ pub fn spawn(
         counters: ends.counters,
         submit_latency: ends.submit_latency,
         shutdown,
+        sent: SentShares::new(),
     };
     tracker.spawn(task.run().instrument(span));
     handle
@@ -68,6 +70,9 @@ struct Task {
     counters: Arc<ShareCounters>,
     submit_latency: Arc<crate::telemetry::Histogram>,
     shutdown: CancellationToken,
+    /// Shares sent on this connection, across its sessions (a pool that resumes a session
+    /// with the same extranonce1 would see a re-sent share as a duplicate).
+    sent: SentShares,
 }
 
 /// Why a session with the pool ended.
@@ -249,6 +254,24 @@ impl Task {
                         // reject it as a stale or invalid share.
                         self.counters.lose_weighted(share.difficulty);
                         let _ = share.reply.send(SubmitOutcome::Lost("job from a previous pool session"));
+                        continue;
+                    }
+                    // The header version the pool rebuilds from the rolled bits (BIP310).
+                    let job_version = share.job.job.version;
+                    let version = share.version_bits.map_or(job_version, |bits| {
+                        (job_version & !state.version_mask) | (bits & state.version_mask)
+                    });
+                    let seen = self.sent.check(&PoolShare {
+                        extranonce1: &state.extranonce1,
+                        job_id: &share.job.pool_job_id,
+                        extranonce2: &share.extranonce2,
+                        ntime: share.ntime,
+                        nonce: share.nonce,
+                        version,
+                    });
+                    if let Some(refusal) = seen.refusal() {
+                        debug!(?seen, pool_job = %share.job.pool_job_id, "share not sent to the pool");
+                        let _ = share.reply.send(refusal);
                         continue;
                     }
                     let worker: Arc<str> = match p.identity {

@@ -53,6 +53,23 @@ pub struct UpstreamJob {
     pub pool_target: Target,
     /// The `mining.notify` line for miners, with `id` as job id, encoded once.
     pub notify_line: Bytes,
+    /// Names the pool's job (upstream session and pool job id) for miners' duplicate sets:
+    /// every issue of one pool job, under any downstream id, shares one set. Two `UpstreamJob`s
+    /// of the same pool job (an SV2 `SetTarget` re-issue, an SV1 pool re-sending a job id)
+    /// have the same key.
+    pub work: u64,
+}
+
+/// The duplicate-set key of a pool's job: a hash of the upstream session (process-unique,
+/// so another pool or connection never shares a key) and the pool's job id. A fixed-key
+/// SipHash is enough: a validator holds at most 8 jobs, and even a collision would only merge
+/// two sets whose entries (header hashes of different jobs) still differ.
+pub fn work_key(session: u64, pool_job_id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    session.hash(&mut h);
+    pool_job_id.hash(&mut h);
+    h.finish()
 }
 
 impl UpstreamJob {
@@ -92,6 +109,7 @@ impl UpstreamJob {
         let notify_line = encode_notify(&job, id, clean);
         UpstreamJob {
             id,
+            work: work_key(session, &pool_job_id),
             pool_job_id,
             job,
             clean,

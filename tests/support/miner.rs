@@ -212,6 +212,32 @@ impl Miner {
         self.search(job, 0xbad, None, false)
     }
 
+    /// The header hash of `share` on `job`, computed from scratch.
+    pub fn share_hash(&self, job: &Notify, share: &Share) -> [u8; 32] {
+        let ext = ExtendedJob {
+            version: job.version,
+            prev_hash: job.prev_hash,
+            coinbase_prefix: job.coinb1.clone(),
+            coinbase_suffix: job.coinb2.clone(),
+            merkle_branch: job.merkle_branch.clone(),
+            nbits: job.nbits,
+            ntime: job.ntime,
+        };
+        let root = merkle_root(
+            &sha256d(&ext.coinbase(&self.extranonce1, &share.extranonce2)),
+            &job.merkle_branch,
+        );
+        let version = share.version_bits.map_or(job.version, |b| job.version | b);
+        sha256d_80(&build_header(
+            version,
+            &job.prev_hash,
+            &root,
+            share.ntime,
+            job.nbits,
+            share.nonce,
+        ))
+    }
+
     pub fn search(&self, job: &Notify, seed: u64, bits: Option<u32>, want: bool) -> Share {
         let mut extranonce2 = vec![0u8; self.extranonce2_size];
         let seed = seed.to_le_bytes();

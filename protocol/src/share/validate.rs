@@ -21,9 +21,15 @@
 //!   the mask, and the final version is `(job.version & !mask) | (bits & mask)`; SV2 miners
 //!   send the full version, which must satisfy `(version & !mask) == (job.version & !mask)`.
 //! - **ntime** must be in `[job.ntime, job.ntime + ntime_window]` (default 7200 s, SRI's rule).
-//! - **Duplicates** are found by a 64-bit key of the header hash, per job, in a set of at most
-//!   [`ValidatorConfig::max_shares_per_job`] entries, freed when the job retires. Memory is
-//!   therefore bounded by `max_jobs × max_shares_per_job × ~16 bytes` per validator.
+//! - **Duplicates** are found by a 64-bit key of the header hash, per *work*, in a set of at
+//!   most [`ValidatorConfig::max_shares_per_job`] entries. A job added with
+//!   [`ShareValidator::add_job`] is its own work; jobs added with
+//!   [`ShareValidator::add_job_for_work`] under the same work key share one set, so a job
+//!   re-issued under a new id (after a difficulty change) cannot take the same share twice.
+//!   The header hash covers everything the pool checks (extranonce via the merkle root,
+//!   ntime, nonce, version), so within one work an equal key means an equal submission. A set
+//!   is freed when the last active job of its work retires; there are at most `max_jobs` sets,
+//!   so memory is bounded by `max_jobs × max_shares_per_job × ~16 bytes` per validator.
 
 use std::collections::{HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -140,14 +146,30 @@ impl Hasher for PassThroughHasher {
 
 type ShareKeySet = HashSet<u64, BuildHasherDefault<PassThroughHasher>>;
 
-/// An active job with its target and the keys of shares accepted for it.
+/// Which duplicate set a job's shares are recorded in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scope {
+    /// The job's own set ([`ShareValidator::add_job`]); the number is the validator's serial.
+    Own(u64),
+    /// Shared by every job added under this work key.
+    Work(u64),
+}
+
+/// An active job with its target.
 #[derive(Debug)]
 struct JobSlot {
     id: u32,
     prepared: PreparedJob,
     target: Target,
     credited_difficulty: f64,
-    seen: ShareKeySet,
+    scope: Scope,
+}
+
+/// The keys of shares accepted for one work (one job, or all issues of one upstream job).
+#[derive(Debug)]
+struct SeenSet {
+    scope: Scope,
+    keys: ShareKeySet,
 }
 
 /// Share validator for one miner / channel. See the module docs for the rules.
@@ -161,6 +183,10 @@ pub struct ShareValidator {
     jobs: VecDeque<JobSlot>,
     /// Recently retired job ids, oldest first.
     retired: VecDeque<u32>,
+    /// Duplicate sets of the active jobs' works: at most one per active job.
+    seen: Vec<SeenSet>,
+    /// Next serial for [`Scope::Own`].
+    next_own: u64,
 }
 
 impl ShareValidator {
@@ -178,6 +204,8 @@ impl ShareValidator {
             upstream_target: miner_target,
             jobs: VecDeque::new(),
             retired: VecDeque::new(),
+            seen: Vec::new(),
+            next_own: 0,
         }
     }
 
@@ -208,7 +236,7 @@ impl ShareValidator {
 
     /// Total share keys held for duplicate detection (for memory monitoring).
     pub fn remembered_shares(&self) -> usize {
-        self.jobs.iter().map(|j| j.seen.len()).sum()
+        self.seen.iter().map(|s| s.keys.len()).sum()
     }
 
     /// Sets the miner target (vardiff) for jobs added from now on; shares of earlier jobs
@@ -241,19 +269,58 @@ impl ShareValidator {
         self.extranonce_prefix = prefix;
     }
 
-    /// Adds a job at the current miner target. With `clean`, every other job is retired
-    /// (their shares become stale). Re-using an active id replaces that job.
+    /// Adds a job at the current miner target, with a duplicate set of its own. With `clean`,
+    /// every other job is retired (their shares become stale). Re-using an active id replaces
+    /// that job.
     pub fn add_job(&mut self, job_id: u32, job: Job, clean: bool) -> Result<(), JobError> {
+        let scope = Scope::Own(self.next_own);
+        self.next_own = self.next_own.wrapping_add(1);
+        self.insert_job(job_id, job, clean, scope)
+    }
+
+    /// Adds a job like [`ShareValidator::add_job`], sharing its duplicate set with every
+    /// active job of the same `work` key: the caller's name for the upstream job it issues
+    /// (pool, upstream session and pool job id), so that a share already taken under one
+    /// downstream id is a duplicate under any other id of the same upstream job.
+    pub fn add_job_for_work(
+        &mut self,
+        job_id: u32,
+        job: Job,
+        clean: bool,
+        work: u64,
+    ) -> Result<(), JobError> {
+        self.insert_job(job_id, job, clean, Scope::Work(work))
+    }
+
+    fn insert_job(
+        &mut self,
+        job_id: u32,
+        job: Job,
+        clean: bool,
+        scope: Scope,
+    ) -> Result<(), JobError> {
         let prepared = PreparedJob::new(job, &self.extranonce_prefix)?;
         if clean {
-            self.retire_all();
-        } else if let Some(pos) = self.jobs.iter().position(|j| j.id == job_id) {
-            self.jobs.remove(pos);
+            // Keep a set this job will share (a clean re-issue of the same work).
+            self.retire_all_keeping(Some(scope));
+        } else if let Some(pos) = self.jobs.iter().position(|j| j.id == job_id)
+            && let Some(old) = self.jobs.remove(pos)
+        {
+            self.release_scope(old.scope, Some(scope));
         }
         while self.jobs.len() >= self.config.max_jobs {
             if let Some(old) = self.jobs.pop_front() {
                 self.remember_retired(old.id);
+                self.release_scope(old.scope, Some(scope));
             }
+        }
+        self.retired.retain(|id| *id != job_id);
+        if !self.seen.iter().any(|s| s.scope == scope) {
+            self.seen.reserve_exact(1);
+            self.seen.push(SeenSet {
+                scope,
+                keys: ShareKeySet::default(),
+            });
         }
         self.retired.retain(|id| *id != job_id);
         // Grow one slot at a time: a slot is ~270 bytes and an idle miner holds few jobs, so
@@ -264,7 +331,7 @@ impl ShareValidator {
             prepared,
             target: self.miner_target,
             credited_difficulty: self.miner_target.to_difficulty(),
-            seen: ShareKeySet::default(),
+            scope,
         });
         Ok(())
     }
@@ -272,9 +339,22 @@ impl ShareValidator {
     /// Retires every active job (e.g. on a new block with no job yet): their shares become
     /// stale and their duplicate sets are freed.
     pub fn retire_all(&mut self) {
+        self.retire_all_keeping(None);
+    }
+
+    fn retire_all_keeping(&mut self, keep: Option<Scope>) {
         while let Some(old) = self.jobs.pop_front() {
             self.remember_retired(old.id);
         }
+        self.seen.retain(|s| Some(s.scope) == keep);
+    }
+
+    /// Frees `scope`'s set once no active job uses it (unless it is `keep`, about to be used).
+    fn release_scope(&mut self, scope: Scope, keep: Option<Scope>) {
+        if Some(scope) == keep || self.jobs.iter().any(|j| j.scope == scope) {
+            return;
+        }
+        self.seen.retain(|s| s.scope != scope);
     }
 
     fn remember_retired(&mut self, id: u32) {
@@ -296,7 +376,7 @@ impl ShareValidator {
         let upstream = self.upstream_target;
 
         // Newest first: shares are nearly always for the latest job.
-        let Some(slot) = self.jobs.iter_mut().rev().find(|j| j.id == share.job_id) else {
+        let Some(slot) = self.jobs.iter().rev().find(|j| j.id == share.job_id) else {
             return Err(if self.retired.contains(&share.job_id) {
                 Rejection::StaleJob {
                     job_id: share.job_id,
@@ -359,20 +439,26 @@ impl ShareValidator {
             });
         }
 
+        let scope = slot.scope;
+        let credited_difficulty = slot.credited_difficulty;
+        // Every active job's scope has a set (added with the job, freed after it).
+        let Some(seen) = self.seen.iter_mut().find(|s| s.scope == scope) else {
+            return Err(Rejection::TooManyShares);
+        };
         let key = share_key(&hash);
-        if slot.seen.contains(&key) {
+        if seen.keys.contains(&key) {
             return Err(Rejection::Duplicate);
         }
-        if slot.seen.len() >= max_shares {
+        if seen.keys.len() >= max_shares {
             return Err(Rejection::TooManyShares);
         }
-        slot.seen.insert(key);
+        seen.keys.insert(key);
 
         Ok(AcceptedShare {
             hash,
             header,
             difficulty: hash_difficulty(&hash),
-            credited_difficulty: slot.credited_difficulty,
+            credited_difficulty,
             meets_upstream: upstream.is_met_by(&hash),
             is_block,
         })

@@ -429,10 +429,12 @@ impl Session {
         }
     }
 
+    /// Registers `job` under downstream `id`. Duplicates are kept per pool job (`job.work`),
+    /// so a re-issue after a difficulty change cannot take a share the miner already sent.
     fn add_job(&mut self, id: u32, job: &Arc<UpstreamJob>, clean: bool) {
         if self
             .validator
-            .add_job(id, Job::Extended(job.job.clone()), clean)
+            .add_job_for_work(id, Job::Extended(job.job.clone()), clean, job.work)
             .is_err()
         {
             warn!(job = id, "pool job has invalid nbits; not sent");

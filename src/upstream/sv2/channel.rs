@@ -31,6 +31,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use crate::upstream::connection::{REQUESTED_VERSION_MASK, SubmitOutcome, UpstreamSubmit};
+use crate::upstream::sent::{PoolShare, SentShares};
 use crate::upstream::work::{UpstreamJob, WorkState, next_session};
 
 /// Future jobs kept while waiting for their `SetNewPrevHash` (pools send one or two).
@@ -90,6 +91,9 @@ pub struct Channel {
     current: Option<Arc<UpstreamJob>>,
     next_seq: u32,
     pending: VecDeque<Pending>,
+    /// Shares sent on this channel, so none goes up twice (the pool keys duplicates by
+    /// channel and job; a reconnect opens a new channel).
+    sent: SentShares,
     /// Hash rate last announced to the pool, and when.
     announced: f32,
     announced_at: Instant,
@@ -120,6 +124,7 @@ impl Channel {
             current: None,
             next_seq: 0,
             pending: VecDeque::new(),
+            sent: SentShares::new(),
             announced,
             announced_at: now,
             guessed,
@@ -349,6 +354,24 @@ impl Channel {
             Some(bits) => (job_version & !REQUESTED_VERSION_MASK) | (bits & REQUESTED_VERSION_MASK),
             None => job_version,
         };
+        let seen = self.sent.check(&PoolShare {
+            extranonce1: &self.extranonce_prefix,
+            job_id: &share.job.pool_job_id,
+            extranonce2: &share.extranonce2,
+            ntime: share.ntime,
+            nonce: share.nonce,
+            version,
+        });
+        if let Some(outcome) = seen.refusal() {
+            debug!(?seen, job_id, "share not sent to the pool");
+            return Err(Verdict {
+                reply: share.reply,
+                outcome,
+                difficulty: share.difficulty,
+                block: share.block,
+                sent: now,
+            });
+        }
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1);
         self.pending.push_back(Pending {

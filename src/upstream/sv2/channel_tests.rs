@@ -195,7 +195,9 @@ fn old_sessions_timeouts_and_disconnects_are_lost_never_silent() {
         send(ch.expire(now + Duration::from_secs(31), Duration::from_secs(30))),
         1
     );
-    let (s, _rx2) = share(&reissued, None);
+    // Another share: the expired one went up once and is never sent again.
+    let (mut s, _rx2) = share(&reissued, None);
+    s.nonce = 43;
     ch.submit(s, now).unwrap();
     let v = ch.fail_all("gone");
     assert_eq!(v.len(), 1);
@@ -273,4 +275,38 @@ fn a_guessed_announcement_is_replaced_by_the_first_estimate_at_once() {
             .is_none(),
         "then the usual spacing"
     );
+}
+
+#[test]
+fn a_share_goes_up_once_whatever_upstream_job_it_comes_under() {
+    let mut ch = Channel::open(&granted(), 1e12, false, Instant::now());
+    let now = Instant::now();
+    ch.on_new_job(job(2, None), now);
+    ch.on_prev_hash(&prev(2), now);
+    let j = ch.work_state().job.unwrap();
+    let (s, _rx) = share(&j, Some(0x2000));
+    assert!(ch.submit(s, now).is_ok());
+    // A harder SetTarget re-publishes pool job 2 as another UpstreamJob: same work key.
+    assert!(ch.set_target(Target::from_difficulty(4.0).unwrap().to_le_bytes(), now));
+    let j2 = ch.work_state().job.unwrap();
+    assert_ne!(j2.id, j.id);
+    assert_eq!(j2.work, j.work, "miners' duplicate sets see one pool job");
+    for upstream in [&j, &j2] {
+        let (s, mut rx) = share(upstream, Some(0x2000));
+        let v = ch.submit(s, now).expect_err("not sent again");
+        let _ = v.reply.send(v.outcome);
+        match rx.try_recv() {
+            Ok(SubmitOutcome::Rejected(e)) => assert_eq!(e.code, 22),
+            other => panic!("expected a duplicate reject, got {other:?}"),
+        }
+    }
+    // Other rolled bits are another share.
+    let (s, _rx) = share(&j2, Some(0x4000));
+    assert!(ch.submit(s, now).is_ok());
+    // The next pool job is another job for the pool.
+    ch.on_new_job(job(3, Some(1_700_000_000)), now);
+    let j3 = ch.work_state().job.unwrap();
+    assert_ne!(j3.work, j.work);
+    let (s, _rx) = share(&j3, Some(0x2000));
+    assert!(ch.submit(s, now).is_ok());
 }

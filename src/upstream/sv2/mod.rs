@@ -324,6 +324,11 @@ impl Task {
                                 break end;
                             }
                         }
+                        // Refused by the proxy (a share already sent): the pool never saw
+                        // it, so it is not one of the pool's rejects.
+                        Err(verdict) if matches!(verdict.outcome, SubmitOutcome::Rejected(_)) => {
+                            let _ = verdict.reply.send(verdict.outcome);
+                        }
                         Err(verdict) => self.deliver_one(verdict),
                     }
                 }

@@ -187,7 +187,13 @@ impl Channel {
             }),
             ChannelKind::Extended => Job::Extended(ext.clone()),
         };
-        if self.validator.add_job(job_id, job, clean).is_err() {
+        // Keyed by the pool's job: an UpdateChannel or vardiff re-issue under a new id shares
+        // the duplicate set of the earlier issues.
+        if self
+            .validator
+            .add_job_for_work(job_id, job, clean, up.work)
+            .is_err()
+        {
             warn!(
                 channel = self.id,
                 "upstream job has invalid nbits; not sent"
