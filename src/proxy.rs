@@ -133,6 +133,10 @@ impl Proxy {
         let sessions_guard = sessions_stop.clone().drop_guard();
         let sessions = TaskTracker::new();
         let mut listeners = Vec::new();
+        let caps = listener::ConnectionLimits {
+            total: config.limits.max_connections,
+            per_address: config.limits.max_connections_per_address,
+        };
         for (index, d) in config.downstream.iter().enumerate() {
             let name = format!("listener-{index}");
             let listener = listener::bind(d.listen)?;
@@ -144,9 +148,8 @@ impl Proxy {
                     let stop = accept_stop.clone();
                     let session_stop = sessions_stop.clone();
                     let tracker = sessions.clone();
-                    let max = config.limits.max_connections;
                     supervisor.spawn_critical(&sessions, &name, async move {
-                        listener::serve(listener, max, "sv1", stop, tracker, move |mut accepted| {
+                        listener::serve(listener, caps, "sv1", stop, tracker, move |mut accepted| {
                             // Sessions end on the session token, not the accept token, so that
                             // shutdown can stop accepting first and drain sessions after.
                             accepted.shutdown = session_stop.clone();
@@ -185,9 +188,8 @@ impl Proxy {
                     let stop = accept_stop.clone();
                     let session_stop = sessions_stop.clone();
                     let tracker = sessions.clone();
-                    let max = config.limits.max_connections;
                     supervisor.spawn_critical(&sessions, &name, async move {
-                        listener::serve(listener, max, "sv2", stop, tracker, move |mut accepted| {
+                        listener::serve(listener, caps, "sv2", stop, tracker, move |mut accepted| {
                             accepted.shutdown = session_stop.clone();
                             sv2_session::serve(accepted, sv2_settings.clone(), manager.clone())
                         })
