@@ -123,6 +123,7 @@ impl Proxy {
                 .send_queue
                 .saturating_mul(SEND_QUEUE_ENTRY_BYTES),
             handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs),
+            idle_timeout: Duration::from_secs(config.limits.idle_timeout_secs),
             write_timeout: Duration::from_secs(config.limits.write_timeout_secs),
             drain_grace: Duration::from_secs(config.limits.drain_grace_secs),
             stats: instruments.sv1.clone(),
@@ -173,6 +174,7 @@ impl Proxy {
                             initial_difficulty: settings.initial_difficulty,
                         },
                         handshake_timeout: settings.handshake_timeout,
+                        idle_timeout: settings.idle_timeout,
                         write_timeout: settings.write_timeout,
                         drain_grace: settings.drain_grace,
                         max_frame_bytes: d.max_frame_bytes,

@@ -1,11 +1,12 @@
 //! `[limits]` against one host trying to take every slot, end to end over 127.0.0.1: the
-//! per-address connection cap. Every wait is bounded.
+//! per-address connection cap and the idle timeout for authorized miners (SV1 and SV2).
+//! Every wait is bounded.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, ensure};
+use anyhow::{Result, bail, ensure};
 use hashshift::config::Config;
 use hashshift::protocol::sv1::ServerMessage;
 use hashshift::proxy::Proxy;
@@ -14,6 +15,8 @@ use hashshift::upstream::manager::ManagerSettings;
 
 use support::miner::Miner;
 use support::site::{self, Limits};
+use support::sv2_miner::Received;
+use support::sv2_site::Setup;
 use support::wire::alive;
 
 /// A test pool and an SV1 proxy in front of it with `extra` appended to its `[limits]` table
@@ -86,5 +89,82 @@ async fn one_address_gets_at_most_its_cap_and_a_freed_place_is_taken_again() -> 
         alive(m).await?;
     }
     stop(pool, proxy).await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authorized_sv1_miner_that_sends_nothing_is_dropped_after_the_idle_timeout()
+-> Result<()> {
+    let (pool, proxy) = start("idle-sv1", "idle_timeout_secs = 1\n").await?;
+    let addr = proxy.listen_addrs()[0];
+    let mut quiet = Miner::connect(addr).await?;
+    let mut talking = Miner::connect(addr).await?;
+    quiet.handshake("quiet", None).await?;
+    talking.handshake("talking", None).await?;
+    let silent_from = Instant::now();
+    let talker = tokio::spawn(async move {
+        // A request every 300 ms for 3 s: never a second of silence.
+        for _ in 0..10 {
+            alive(&mut talking).await?;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        alive(&mut talking).await?;
+        Ok::<_, anyhow::Error>(talking)
+    });
+    ensure!(
+        closes_within(&mut quiet, Duration::from_secs(4)).await?,
+        "a miner silent for 4 s with idle_timeout_secs = 1 was kept"
+    );
+    let after = silent_from.elapsed();
+    ensure!(
+        after >= Duration::from_millis(900),
+        "dropped after {after:?}: before the idle timeout"
+    );
+    let talking = talker.await??;
+    drop(talking);
+    stop(pool, proxy).await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sv2_connection_that_sends_nothing_is_dropped_after_the_idle_timeout() -> Result<()> {
+    let s = Setup::start("[limits]\nidle_timeout_secs = 1\n").await?;
+    let mut quiet = s.miner().await?;
+    let mut talking = s.miner().await?;
+    for (m, user) in [(&mut quiet, "farm.quiet"), (&mut talking, "farm.talking")] {
+        ensure!(matches!(m.setup(0).await?, Received::SetupSuccess { .. }));
+        m.open_channel(1, user, true).await?;
+    }
+    let silent_from = Instant::now();
+    let talker = tokio::spawn(async move {
+        for _ in 0..10 {
+            talking.update_channel(2, 1e9, [0xff; 32]).await?;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        Ok::<_, anyhow::Error>(talking)
+    });
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        while quiet.recv().await?.is_some() {}
+        Ok::<_, anyhow::Error>(())
+    })
+    .await;
+    match closed {
+        Ok(r) => r?,
+        Err(_) => bail!("an SV2 miner silent for 5 s with idle_timeout_secs = 1 was kept"),
+    }
+    let after = silent_from.elapsed();
+    ensure!(
+        after >= Duration::from_millis(900),
+        "dropped after {after:?}: before the idle timeout"
+    );
+    let mut talking = talker.await??;
+    // Still connected: it gets the proxy's answer to one more request.
+    talking.update_channel(99, 1e9, [0xff; 32]).await?;
+    talking
+        .expect("UpdateChannel.Error for an unknown channel", |r| {
+            matches!(r, Received::UpdateChannelError { .. }).then_some(())
+        })
+        .await?;
+    s.stop().await;
     Ok(())
 }
