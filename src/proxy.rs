@@ -252,7 +252,7 @@ impl Proxy {
         };
         let mut web = None;
         if let (Some(h), Some(plane)) = (&config.http, &control) {
-            let server = crate::web::WebServer::bind(h, plane.clone()).await?;
+            let server = crate::web::WebServer::bind(h, &config.limits, plane.clone()).await?;
             web = Some(server.local_addr()?);
             supervisor.spawn_critical(&admin, "http-server", server.serve(admin_stop.clone()));
         }
@@ -267,8 +267,12 @@ impl Proxy {
             );
             let registry = crate::telemetry::metrics::registry(Arc::new(source), m.top_workers)
                 .map_err(|e| std::io::Error::other(format!("[metrics]: {e}")))?;
-            let server =
-                crate::telemetry::metrics::server::MetricsServer::bind(m.listen, registry).await?;
+            let server = crate::telemetry::metrics::server::MetricsServer::bind(
+                m.listen,
+                registry,
+                crate::http_server::HttpLimits::from_config(&config.limits),
+            )
+            .await?;
             metrics = Some(server.local_addr()?);
             supervisor.spawn_critical(&admin, "metrics-server", server.serve(admin_stop.clone()));
         }
