@@ -150,12 +150,19 @@ impl Proxy {
                     let session_stop = sessions_stop.clone();
                     let tracker = sessions.clone();
                     supervisor.spawn_critical(&sessions, &name, async move {
-                        listener::serve(listener, caps, "sv1", stop, tracker, move |mut accepted| {
-                            // Sessions end on the session token, not the accept token, so that
-                            // shutdown can stop accepting first and drain sessions after.
-                            accepted.shutdown = session_stop.clone();
-                            sv1_session::serve(accepted, settings.clone(), manager.clone())
-                        })
+                        listener::serve(
+                            listener,
+                            caps,
+                            "sv1",
+                            stop,
+                            tracker,
+                            move |mut accepted| {
+                                // Sessions end on the session token, not the accept token, so that
+                                // shutdown can stop accepting first and drain sessions after.
+                                accepted.shutdown = session_stop.clone();
+                                sv1_session::serve(accepted, settings.clone(), manager.clone())
+                            },
+                        )
                         .await
                     });
                 }
@@ -191,10 +198,17 @@ impl Proxy {
                     let session_stop = sessions_stop.clone();
                     let tracker = sessions.clone();
                     supervisor.spawn_critical(&sessions, &name, async move {
-                        listener::serve(listener, caps, "sv2", stop, tracker, move |mut accepted| {
-                            accepted.shutdown = session_stop.clone();
-                            sv2_session::serve(accepted, sv2_settings.clone(), manager.clone())
-                        })
+                        listener::serve(
+                            listener,
+                            caps,
+                            "sv2",
+                            stop,
+                            tracker,
+                            move |mut accepted| {
+                                accepted.shutdown = session_stop.clone();
+                                sv2_session::serve(accepted, sv2_settings.clone(), manager.clone())
+                            },
+                        )
                         .await
                     });
                 }

@@ -87,7 +87,10 @@ async fn one_address_gets_at_most_its_cap_and_a_freed_place_is_taken_again() -> 
             m.handshake("rig-again", None).await?;
             break;
         }
-        ensure!(Instant::now() < deadline, "the freed place was never given out");
+        ensure!(
+            Instant::now() < deadline,
+            "the freed place was never given out"
+        );
     }
     for m in &mut three {
         alive(m).await?;
@@ -97,8 +100,8 @@ async fn one_address_gets_at_most_its_cap_and_a_freed_place_is_taken_again() -> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_authorized_sv1_miner_that_sends_nothing_is_dropped_after_the_idle_timeout()
--> Result<()> {
+async fn an_authorized_sv1_miner_that_sends_nothing_is_dropped_after_the_idle_timeout() -> Result<()>
+{
     let (pool, proxy) = start("idle-sv1", "idle_timeout_secs = 1\n").await?;
     let addr = proxy.listen_addrs()[0];
     let mut quiet = Miner::connect(addr).await?;
@@ -229,7 +232,10 @@ async fn http_clients_that_send_headers_slowly_are_cut_off() -> Result<()> {
     )
     .await?;
     for (addr, path) in [(api, "/api/pools"), (metrics, "/metrics")] {
-        ensure!(get(addr, path).await? == 200, "{path} answers a prompt client");
+        ensure!(
+            get(addr, path).await? == 200,
+            "{path} answers a prompt client"
+        );
         let s = TcpStream::connect(addr).await?;
         let (mut read, mut write) = s.into_split();
         let started = Instant::now();
@@ -240,7 +246,11 @@ async fn http_clients_that_send_headers_slowly_are_cut_off() -> Result<()> {
                 .write_all(format!("GET {path} HTTP/1.1\r\n").as_bytes())
                 .await;
             for i in 0..50 {
-                if write.write_all(format!("X-Slow-{i}: 1\r\n").as_bytes()).await.is_err() {
+                if write
+                    .write_all(format!("X-Slow-{i}: 1\r\n").as_bytes())
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -280,10 +290,8 @@ async fn an_http_request_whose_body_stalls_is_closed_after_the_idle_timeout() ->
     .await?;
     let mut s = TcpStream::connect(api).await?;
     // Headers complete, then 10 of the 100 body bytes announced, then nothing.
-    s.write_all(
-        b"POST /api/drain HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"rig\": \"",
-    )
-    .await?;
+    s.write_all(b"POST /api/drain HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"rig\": \"")
+        .await?;
     let started = Instant::now();
     ensure!(
         read_until_closed(&mut s, Duration::from_secs(4))
@@ -323,7 +331,11 @@ async fn http_clients_beyond_the_connection_cap_wait_until_one_closes() -> Resul
     let answer = read_until_closed(&mut third, Duration::from_secs(5))
         .await
         .context("the waiting client was never served")?;
-    ensure!(status_of(&answer) == Some(200), "{:?}", String::from_utf8_lossy(&answer));
+    ensure!(
+        status_of(&answer) == Some(200),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
     stop(pool, proxy).await;
     Ok(())
 }

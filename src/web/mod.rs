@@ -100,7 +100,6 @@ impl WebServer {
     pub async fn serve(self, shutdown: CancellationToken) {
         let addr = self.listener.local_addr().ok();
         info!(?addr, "HTTP API ready");
-        crate::http_server::serve(self.listener, self.router, self.limits, "http", shutdown)
-            .await;
+        crate::http_server::serve(self.listener, self.router, self.limits, "http", shutdown).await;
     }
 }
