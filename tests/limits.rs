@@ -100,8 +100,7 @@ async fn one_address_gets_at_most_its_cap_and_a_freed_place_is_taken_again() -> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_authorized_sv1_miner_that_sends_nothing_is_dropped_after_the_idle_timeout() -> Result<()>
-{
+async fn a_silent_authorized_sv1_miner_is_dropped_after_the_idle_timeout() -> Result<()> {
     let (pool, proxy) = start("idle-sv1", "idle_timeout_secs = 1\n").await?;
     let addr = proxy.listen_addrs()[0];
     let mut quiet = Miner::connect(addr).await?;
@@ -134,7 +133,7 @@ async fn an_authorized_sv1_miner_that_sends_nothing_is_dropped_after_the_idle_ti
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_sv2_connection_that_sends_nothing_is_dropped_after_the_idle_timeout() -> Result<()> {
+async fn a_silent_sv2_connection_is_dropped_after_the_idle_timeout() -> Result<()> {
     let s = Setup::start("[limits]\nidle_timeout_secs = 1\n").await?;
     let mut quiet = s.miner().await?;
     let mut talking = s.miner().await?;
