@@ -74,7 +74,8 @@ pub struct Accepted {
     pub permit: Slot,
 }
 
-/// The caps [`serve`] enforces.
+/// The caps [`serve`] enforces, each listener on its own (as `[limits] max_connections`
+/// always was).
 #[derive(Clone, Copy, Debug)]
 pub struct ConnectionLimits {
     /// Most connections at once.
