@@ -13,6 +13,7 @@
 //! | [`firmware`] | rig management APIs (LuxOS, Braiins OS+): sleep, wake, status; protocol-faithful fakes |
 //! | [`gpu`] | GPU scheduler adapters (Slurm license reservation, webhook, command hook) |
 //! | [`http_client`] | the one HTTP/1.1 client (hyper): one bounded request per connection |
+//! | [`http_server`] | the one HTTP/1.1 server loop (API and metrics): connection cap, header and idle timeouts |
 //! | [`keyfile`] | the SV2 authority key file (`hashshift keygen`) |
 //! | [`noise_tcp`] | the Noise NX handshake over TCP, responder and initiator sides |
 //! | [`upstream`] | pools: connections, work, extranonce splitting, the failover/split router and manager |
@@ -35,6 +36,7 @@ pub mod downstream;
 pub mod firmware;
 pub mod gpu;
 pub mod http_client;
+pub mod http_server;
 pub mod keyfile;
 pub mod noise_tcp;
 pub mod proxy;

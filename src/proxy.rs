@@ -123,6 +123,7 @@ impl Proxy {
                 .send_queue
                 .saturating_mul(SEND_QUEUE_ENTRY_BYTES),
             handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs),
+            idle_timeout: Duration::from_secs(config.limits.idle_timeout_secs),
             write_timeout: Duration::from_secs(config.limits.write_timeout_secs),
             drain_grace: Duration::from_secs(config.limits.drain_grace_secs),
             stats: instruments.sv1.clone(),
@@ -133,6 +134,10 @@ impl Proxy {
         let sessions_guard = sessions_stop.clone().drop_guard();
         let sessions = TaskTracker::new();
         let mut listeners = Vec::new();
+        let caps = listener::ConnectionLimits {
+            total: config.limits.max_connections,
+            per_address: config.limits.max_connections_per_address,
+        };
         for (index, d) in config.downstream.iter().enumerate() {
             let name = format!("listener-{index}");
             let listener = listener::bind(d.listen)?;
@@ -144,14 +149,20 @@ impl Proxy {
                     let stop = accept_stop.clone();
                     let session_stop = sessions_stop.clone();
                     let tracker = sessions.clone();
-                    let max = config.limits.max_connections;
                     supervisor.spawn_critical(&sessions, &name, async move {
-                        listener::serve(listener, max, "sv1", stop, tracker, move |mut accepted| {
-                            // Sessions end on the session token, not the accept token, so that
-                            // shutdown can stop accepting first and drain sessions after.
-                            accepted.shutdown = session_stop.clone();
-                            sv1_session::serve(accepted, settings.clone(), manager.clone())
-                        })
+                        listener::serve(
+                            listener,
+                            caps,
+                            "sv1",
+                            stop,
+                            tracker,
+                            move |mut accepted| {
+                                // Sessions end on the session token, not the accept token, so that
+                                // shutdown can stop accepting first and drain sessions after.
+                                accepted.shutdown = session_stop.clone();
+                                sv1_session::serve(accepted, settings.clone(), manager.clone())
+                            },
+                        )
                         .await
                     });
                 }
@@ -170,6 +181,7 @@ impl Proxy {
                             initial_difficulty: settings.initial_difficulty,
                         },
                         handshake_timeout: settings.handshake_timeout,
+                        idle_timeout: settings.idle_timeout,
                         write_timeout: settings.write_timeout,
                         drain_grace: settings.drain_grace,
                         max_frame_bytes: d.max_frame_bytes,
@@ -185,12 +197,18 @@ impl Proxy {
                     let stop = accept_stop.clone();
                     let session_stop = sessions_stop.clone();
                     let tracker = sessions.clone();
-                    let max = config.limits.max_connections;
                     supervisor.spawn_critical(&sessions, &name, async move {
-                        listener::serve(listener, max, "sv2", stop, tracker, move |mut accepted| {
-                            accepted.shutdown = session_stop.clone();
-                            sv2_session::serve(accepted, sv2_settings.clone(), manager.clone())
-                        })
+                        listener::serve(
+                            listener,
+                            caps,
+                            "sv2",
+                            stop,
+                            tracker,
+                            move |mut accepted| {
+                                accepted.shutdown = session_stop.clone();
+                                sv2_session::serve(accepted, sv2_settings.clone(), manager.clone())
+                            },
+                        )
                         .await
                     });
                 }
@@ -248,7 +266,7 @@ impl Proxy {
         };
         let mut web = None;
         if let (Some(h), Some(plane)) = (&config.http, &control) {
-            let server = crate::web::WebServer::bind(h, plane.clone()).await?;
+            let server = crate::web::WebServer::bind(h, &config.limits, plane.clone()).await?;
             web = Some(server.local_addr()?);
             supervisor.spawn_critical(&admin, "http-server", server.serve(admin_stop.clone()));
         }
@@ -263,8 +281,12 @@ impl Proxy {
             );
             let registry = crate::telemetry::metrics::registry(Arc::new(source), m.top_workers)
                 .map_err(|e| std::io::Error::other(format!("[metrics]: {e}")))?;
-            let server =
-                crate::telemetry::metrics::server::MetricsServer::bind(m.listen, registry).await?;
+            let server = crate::telemetry::metrics::server::MetricsServer::bind(
+                m.listen,
+                registry,
+                crate::http_server::HttpLimits::from_config(&config.limits),
+            )
+            .await?;
             metrics = Some(server.local_addr()?);
             supervisor.spawn_critical(&admin, "metrics-server", server.serve(admin_stop.clone()));
         }

@@ -91,6 +91,7 @@ shares_per_minute = 20.0
 max_line_bytes = 16384
 send_queue = 256
 max_connections = {max_connections}
+max_connections_per_address = {max_connections}
 handshake_timeout_secs = 60
 "#
     )
@@ -253,6 +254,8 @@ mod tests {
             assert_eq!(config.vardiff.min, miner_difficulty());
             assert_eq!(config.vardiff.max, miner_difficulty());
             assert!(config.limits.max_connections >= 2000);
+            // Every bench miner connects from 127.0.0.1.
+            assert!(config.limits.max_connections_per_address >= 2000);
         }
     }
 }

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::control::arbiter::RigId;
 use crate::control::power::{PowerView, RigPower};
 use crate::downstream::listener::ConnId;
-use crate::upstream::manager::{MinerReport, PoolSnapshot};
+use crate::upstream::manager::MinerReport;
 
 /// One rig as `ctl rigs` shows it.
 #[derive(Clone, Debug, Serialize)]
@@ -48,11 +48,12 @@ pub struct RigView {
     pub power: Option<RigPower>,
 }
 
-/// Rigs from the manager's miners, with unique ids, and (with power control) the rigs the
-/// arbiter knows that are not connected (asleep ones), sorted by id.
+/// Rigs from the manager's miners (`pool_urls` by pool index), with unique ids, and (with
+/// power control) the rigs the arbiter knows that are not connected (asleep ones), sorted by
+/// id. Runs on copies, holding no lock.
 pub fn rigs(
     miners: &[MinerReport],
-    pools: &[PoolSnapshot],
+    pool_urls: &[String],
     power: Option<&PowerView>,
     now_unix_ms: u64,
 ) -> Vec<RigView> {
@@ -92,7 +93,7 @@ pub fn rigs(
                 conn: Some(s.id),
                 address: Some(s.peer),
                 state: power.as_ref().map(state_name),
-                pool: pools.get(m.pool).map(|p| p.url.clone()),
+                pool: pool_urls.get(m.pool).cloned(),
                 hashrate_ths: m.hashrate / 1e12,
                 difficulty: s.difficulty.get(),
                 accepted: counters.accepted,

@@ -53,7 +53,7 @@ impl ControlPlane {
         let view = self.power.as_ref().map(|p| p.view());
         inventory::rigs(
             &self.manager.miner_reports(),
-            &self.manager.pools(),
+            &self.manager.pool_urls(),
             view.as_deref(),
             unix_ms(),
         )

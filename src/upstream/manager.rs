@@ -8,9 +8,12 @@
 //!
 //! State sits behind one `std::sync::Mutex`: every critical section is short and never
 //! awaits (sends to sessions use `try_send`), so a blocking mutex is both correct and cheaper
-//! than an async one.
+//! than an async one. Reports over the whole fleet ([`PoolManager::miner_reports`]) take it
+//! once per [`REPORT_CHUNK`] miners, never for the whole fleet: the lock also serves every
+//! connect, disconnect and the health tick.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -32,6 +35,8 @@ use crate::telemetry::{HistogramSnapshot, RejectReason};
 const HORIZON_REBALANCES: u32 = 10;
 /// Seconds of history in a miner's hashrate estimate, once it has that much.
 const ESTIMATE_WINDOW: f64 = 60.0;
+/// Miners copied per hold of the lock by [`PoolManager::miner_reports`] (a few µs of work).
+pub const REPORT_CHUNK: usize = 256;
 
 /// A miner's place: a connection and an extranonce prefix on it.
 #[derive(Clone, Debug)]
@@ -108,7 +113,9 @@ struct MinerEntry {
 struct Inner {
     router: Router,
     pools: Vec<PoolEntry>,
-    miners: HashMap<ConnId, MinerEntry>,
+    /// Ordered by id so that a report can resume after the last id it copied
+    /// ([`PoolManager::miner_reports`]); ids only grow, so new miners come last.
+    miners: BTreeMap<ConnId, MinerEntry>,
     /// Per pool, the accepted difficulty (all its connections) already credited to the router.
     credited_seen: Vec<f64>,
     last_rebalance: Instant,
@@ -212,7 +219,7 @@ impl PoolManager {
             inner: Mutex::new(Inner {
                 router,
                 pools,
-                miners: HashMap::new(),
+                miners: BTreeMap::new(),
                 credited_seen,
                 last_rebalance: Instant::now(),
             }),
@@ -344,6 +351,13 @@ impl PoolManager {
     /// Pools as operators see them.
     pub fn pools(&self) -> Vec<PoolSnapshot> {
         let inner = self.lock();
+        // One pass over the miners, not one per pool.
+        let mut miners = vec![0usize; inner.pools.len()];
+        for m in inner.miners.values() {
+            if let Some(n) = miners.get_mut(m.pool) {
+                *n = n.saturating_add(1);
+            }
+        }
         inner
             .pools
             .iter()
@@ -377,7 +391,7 @@ impl PoolManager {
                         .iter()
                         .any(|c| *c.handle.status.borrow() == ConnStatus::Up),
                     connections: p.conns.len(),
-                    miners: inner.miners.values().filter(|m| m.pool == i).count(),
+                    miners: miners.get(i).copied().unwrap_or(0),
                     shares,
                     rejected,
                     rejected_difficulty,
@@ -387,17 +401,53 @@ impl PoolManager {
             .collect()
     }
 
-    /// Every miner with the manager's view of it, for the control plane.
-    pub fn miner_reports(&self) -> Vec<MinerReport> {
+    /// Pool URLs, in config order (what the rig inventory needs of the pools).
+    pub fn pool_urls(&self) -> Vec<String> {
         self.lock()
+            .pools
+            .iter()
+            .map(|p| p.params.url.to_string())
+            .collect()
+    }
+
+    /// Every miner with the manager's view of it, for the control plane and metrics.
+    ///
+    /// Copied [`REPORT_CHUNK`] miners per hold of the lock, so a fleet of 10 000 never holds
+    /// up connects or the health tick for the whole copy. Not one atomic snapshot: a miner
+    /// that connects or leaves meanwhile may or may not be in it; each one in it is whole.
+    pub fn miner_reports(&self) -> Vec<MinerReport> {
+        let mut out = Vec::new();
+        let mut after = None;
+        while let Some(last) = self.report_chunk(after, &mut out) {
+            after = Some(last);
+        }
+        out
+    }
+
+    /// Appends up to [`REPORT_CHUNK`] miners with ids above `after` (all of them from the
+    /// first when `None`) under one hold of the lock; returns the last id when there may be
+    /// more.
+    fn report_chunk(&self, after: Option<ConnId>, out: &mut Vec<MinerReport>) -> Option<ConnId> {
+        // Room first: growing the vector under the lock would copy every report so far.
+        out.reserve(REPORT_CHUNK);
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let inner = self.lock();
+        let mut copied = 0;
+        let mut last = None;
+        for (&id, m) in inner
             .miners
-            .values()
-            .map(|m| MinerReport {
+            .range((from, Bound::Unbounded))
+            .take(REPORT_CHUNK)
+        {
+            out.push(MinerReport {
                 shared: m.shared.clone(),
                 pool: m.pool,
                 hashrate: m.hashrate,
-            })
-            .collect()
+            });
+            copied += 1;
+            last = Some(id);
+        }
+        if copied < REPORT_CHUNK { None } else { last }
     }
 
     /// Disconnects a miner (SV2: its whole connection). False if it is gone.
@@ -591,4 +641,138 @@ fn pool_loads(inner: &Inner) -> (Vec<f64>, f64) {
         }
     }
     (loads, average)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+
+    /// A manager with two (unreachable) pools and `n` registered miners, as sessions would
+    /// leave them.
+    fn fleet(n: u64) -> Arc<PoolManager> {
+        let config = Config::from_toml(
+            "[[downstream]]\nprotocol = \"sv1\"\nlisten = \"127.0.0.1:0\"\n\
+             [[upstream]]\nurl = \"stratum+tcp://127.0.0.1:9\"\nuser = \"farm\"\n\
+             [[upstream]]\nurl = \"stratum+tcp://127.0.0.1:9\"\nuser = \"backup\"\n",
+        )
+        .expect("config");
+        let manager = PoolManager::start(
+            &config,
+            ManagerSettings::from_config(&config),
+            CancellationToken::new(),
+            TaskTracker::new(),
+        );
+        {
+            let mut inner = manager.lock();
+            for id in 0..n {
+                let peer = SocketAddr::from(([10, 0, (id >> 8) as u8, id as u8], 4028));
+                let shared = Arc::new(MinerShared::new(id, peer));
+                shared.set_worker(&format!("rig{id}"));
+                let (control, _mailbox) = crate::downstream::mailbox::mailbox();
+                let pool = usize::try_from(id % 2).unwrap_or(0);
+                inner.miners.insert(
+                    id,
+                    MinerEntry {
+                        pool,
+                        conn: 0,
+                        slot: 0,
+                        control,
+                        shared,
+                        credited: 0.0,
+                        hashrate: 1e12,
+                        joined: Instant::now(),
+                    },
+                );
+            }
+        }
+        manager
+    }
+
+    #[tokio::test]
+    async fn reports_have_every_miner_once_whatever_the_count() {
+        for n in [0, 1, 255, 256, 257, 512, 1000] {
+            let ids: Vec<ConnId> = fleet(n)
+                .miner_reports()
+                .iter()
+                .map(|r| r.shared.id)
+                .collect();
+            assert_eq!(ids, (0..n).collect::<Vec<_>>(), "{n} miners");
+        }
+    }
+
+    /// Median, 99th percentile and longest, as one line.
+    fn spread(mut v: Vec<Duration>) -> String {
+        v.sort();
+        let at = |q: f64| v[((v.len() - 1) as f64 * q) as usize];
+        format!(
+            "median {:?}, p99 {:?}, max {:?}",
+            at(0.5),
+            at(0.99),
+            at(1.0)
+        )
+    }
+
+    /// Not a timed assertion: prints the longest time building the rig inventory holds the
+    /// manager's lock with 10 000 miners (`cargo test --release --lib inventory_lock_hold --
+    /// --nocapture`). Each `report_chunk` call is one hold of the lock.
+    #[tokio::test]
+    async fn inventory_lock_hold_with_10k_miners() {
+        let manager = fleet(10_000);
+        let mut chunks = Vec::new();
+        let mut whole_copy = Vec::new();
+        let mut urls = Vec::new();
+        let mut pools = Vec::new();
+        let mut outside = Vec::new();
+        for _ in 0..20 {
+            let started = Instant::now();
+            let mut reports = Vec::new();
+            let mut after = None;
+            loop {
+                let t = Instant::now();
+                let next = manager.report_chunk(after, &mut reports);
+                chunks.push(t.elapsed());
+                match next {
+                    Some(last) => after = Some(last),
+                    None => break,
+                }
+            }
+            whole_copy.push(started.elapsed());
+            assert_eq!(reports.len(), 10_000);
+            let t = Instant::now();
+            let u = manager.pool_urls();
+            urls.push(t.elapsed());
+            let t = Instant::now();
+            let p = manager.pools();
+            pools.push(t.elapsed());
+            assert_eq!(p.iter().map(|p| p.miners).sum::<usize>(), 10_000);
+            let t = Instant::now();
+            let rigs = crate::control::inventory::rigs(&reports, &u, None, 0);
+            outside.push(t.elapsed());
+            assert_eq!(rigs.len(), 10_000);
+        }
+        println!(
+            "miner_reports: one lock hold ({REPORT_CHUNK} miners): {}",
+            spread(chunks)
+        );
+        println!(
+            "miner_reports: whole copy, lock released between holds: {}",
+            spread(whole_copy)
+        );
+        println!("pool_urls: one lock hold: {}", spread(urls));
+        println!(
+            "pools (metrics, /api/pools): one lock hold: {}",
+            spread(pools)
+        );
+        println!("inventory, outside the lock: {}", spread(outside));
+        // For comparison, not changed here: the health tick holds the lock over every miner.
+        let mut ticks = Vec::new();
+        for _ in 0..20 {
+            let t = Instant::now();
+            manager.tick(Instant::now(), 0.25);
+            ticks.push(t.elapsed());
+        }
+        println!("health tick: one lock hold: {}", spread(ticks));
+    }
 }

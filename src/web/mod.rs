@@ -6,8 +6,9 @@
 //! where the token comes from the environment variable `[http] token_env` names or the file
 //! `token_file` names (a Docker secret), never from the config file itself; without one,
 //! changes are refused. Tokens are compared in
-//! constant time. Bodies are capped; every answer says `X-Content-Type-Options: nosniff`; the
-//! server stops with the proxy.
+//! constant time. Bodies are capped (`[limits] http_max_body_bytes`, `413` beyond); every
+//! answer says `X-Content-Type-Options: nosniff`; connections are capped and timed out as
+//! [`crate::http_server`] describes; the server stops with the proxy.
 
 pub mod api;
 pub mod noc;
@@ -20,9 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::control::plane::ControlPlane;
-
-/// Largest request body accepted (bytes).
-pub const MAX_BODY: usize = 16 * 1024;
+use crate::http_server::HttpLimits;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -46,14 +45,16 @@ async fn nosniff(mut response: axum::response::Response) -> axum::response::Resp
 pub struct WebServer {
     listener: tokio::net::TcpListener,
     router: Router,
+    limits: HttpLimits,
 }
 
 impl WebServer {
     /// Binds `config.listen` and prepares the routes, with the token from `token_env` or
-    /// `token_file`. An unreadable token file is an error (a typo must not silently make the
-    /// API read-only).
+    /// `token_file`, within the `http_*` keys of `limits`. An unreadable token file is an
+    /// error (a typo must not silently make the API read-only).
     pub async fn bind(
         config: &crate::config::Http,
+        limits: &crate::config::Limits,
         plane: Arc<ControlPlane>,
     ) -> std::io::Result<WebServer> {
         let from_env = config
@@ -77,11 +78,17 @@ impl WebServer {
         let state = AppState { plane, token };
         let router = api::routes()
             .merge(noc::routes())
-            .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+            .layer(axum::extract::DefaultBodyLimit::max(
+                limits.http_max_body_bytes,
+            ))
             .layer(axum::middleware::map_response(nosniff))
             .with_state(state);
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
-        Ok(WebServer { listener, router })
+        Ok(WebServer {
+            listener,
+            router,
+            limits: HttpLimits::from_config(limits),
+        })
     }
 
     /// The bound address.
@@ -93,14 +100,6 @@ impl WebServer {
     pub async fn serve(self, shutdown: CancellationToken) {
         let addr = self.listener.local_addr().ok();
         info!(?addr, "HTTP API ready");
-        let app = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
-        {
-            warn!(error = %e, "HTTP server stopped");
-        }
+        crate::http_server::serve(self.listener, self.router, self.limits, "http", shutdown).await;
     }
 }

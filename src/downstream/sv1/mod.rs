@@ -47,6 +47,8 @@ pub struct SessionSettings {
     pub max_outbox_bytes: usize,
     /// Time to subscribe and authorize.
     pub handshake_timeout: Duration,
+    /// An authorized miner that sends nothing at all for this long is dropped.
+    pub idle_timeout: Duration,
     /// Output waiting this long without any of it being written means the miner stopped
     /// reading.
     pub write_timeout: Duration,
@@ -73,10 +75,15 @@ pub async fn serve(
     let mut reader = LineReader::new(settings.max_line_bytes);
     let mut s = Session::new(settings.clone(), shared.clone());
     let mut out = Outbox::new(settings.max_outbox_bytes);
-    // One timer serves three deadlines (handshake, stuck writer, vardiff tick): each timer
-    // costs memory in every connection's task, and only the earliest matters.
+    // One timer serves four deadlines (handshake, stuck writer, idle miner, vardiff tick):
+    // each timer costs memory in every connection's task, and only the earliest matters.
     let handshake_deadline = Instant::now() + settings.handshake_timeout;
     let mut next_tick = Instant::now() + VARDIFF_TICK;
+    // Reads only note the time (no timer reset per read); the idle check moves its deadline
+    // up to `last_read + idle_timeout` when it fires, so it fires at most once per timeout
+    // while the miner talks.
+    let mut last_read = Instant::now();
+    let mut idle_check = last_read + settings.idle_timeout;
     let timer = tokio::time::sleep_until(handshake_deadline);
     tokio::pin!(timer);
 
@@ -84,7 +91,9 @@ pub async fn serve(
         let working = s.is_working();
         let write_deadline = out.deadline(settings.write_timeout);
         let mut deadline = next_tick;
-        if !working {
+        if working {
+            deadline = deadline.min(idle_check);
+        } else {
             deadline = deadline.min(handshake_deadline);
         }
         if let Some(d) = write_deadline {
@@ -101,9 +110,18 @@ pub async fn serve(
                     Err(End::HandshakeTimeout)
                 } else if write_deadline.is_some_and(|d| now >= d) {
                     Err(End::Stuck)
-                } else {
+                } else if working && now >= idle_check {
+                    idle_check = last_read + settings.idle_timeout;
+                    if now >= idle_check {
+                        Err(End::Idle(settings.idle_timeout.as_secs()))
+                    } else {
+                        Ok(())
+                    }
+                } else if now >= next_tick {
                     next_tick = now + VARDIFF_TICK;
                     s.on_tick(&mut out)
+                } else {
+                    Ok(())
                 }
             }
             writable = writer.writable(), if !out.is_empty() => writable.map_err(End::Io),
@@ -119,7 +137,10 @@ pub async fn serve(
             Some(verdict) = s.pending.next(), if !s.pending.is_empty() => s.on_upstream_verdict(verdict, &mut out),
             readable = read.readable() => match readable {
                 Err(e) => Err(End::Io(e)),
-                Ok(()) => on_readable(&mut s, &mut reader, &mut read, &manager, &control_tx, &mut out).await,
+                Ok(()) => {
+                    last_read = Instant::now();
+                    on_readable(&mut s, &mut reader, &mut read, &manager, &control_tx, &mut out).await
+                }
             },
         };
         if let Err(end) = step {

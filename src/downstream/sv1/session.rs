@@ -65,6 +65,8 @@ pub(super) enum End {
     TooManyErrors,
     #[error("did not subscribe and authorize in time")]
     HandshakeTimeout,
+    #[error("sent nothing for {0} s (idle timeout)")]
+    Idle(u64),
     #[error("no pool available")]
     NoPool,
     #[error("moved to another pool by reconnect")]

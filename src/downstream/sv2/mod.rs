@@ -42,6 +42,9 @@ pub struct Sv2Settings {
     /// Time from accept to the first open channel (Noise handshake and `SetupConnection`
     /// included); a connection that has not got there is dropped.
     pub handshake_timeout: Duration,
+    /// A connection with an open channel that sends nothing at all for this long is dropped
+    /// (checked on the connection's one-second tick, so it goes within a tick or two after).
+    pub idle_timeout: Duration,
     /// A write that cannot complete in this time means the miner stopped reading.
     pub write_timeout: Duration,
     /// How long shutdown waits for verdicts of shares in flight.

@@ -78,6 +78,8 @@ enum End {
     Stuck,
     #[error("no channel opened in time")]
     HandshakeTimeout,
+    #[error("sent nothing for {0} s (idle timeout)")]
+    Idle(u64),
     #[error("too many consecutive errors")]
     TooManyErrors,
     #[error("disconnected by the control plane (operator kick, or the rig confirmed asleep)")]
@@ -102,6 +104,10 @@ struct Conn {
     pending: FuturesUnordered<Pending>,
     flush_at: Option<tokio::time::Instant>,
     consecutive_errors: u32,
+    /// A frame arrived since the last tick: a flag, not a clock read per frame.
+    heard: bool,
+    /// The first tick that found `heard` unset since the miner last sent anything.
+    quiet_since: Instant,
 }
 
 /// Runs one SV2 miner connection to its end.
@@ -144,6 +150,8 @@ pub async fn serve(accepted: Accepted, settings: Arc<Sv2Settings>, manager: Arc<
         pending: FuturesUnordered::new(),
         flush_at: None,
         consecutive_errors: 0,
+        heard: false,
+        quiet_since: Instant::now(),
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -165,12 +173,12 @@ pub async fn serve(accepted: Accepted, settings: Arc<Sv2Settings>, manager: Arc<
             frame = reader.next() => match frame {
                 None => Err(End::Closed),
                 Some(Err(e)) => Err(End::Transport(e)),
-                Some(Ok(frame)) => c.on_frame(frame).await,
+                Some(Ok(frame)) => {
+                    c.heard = true;
+                    c.on_frame(frame).await
+                }
             },
-            _ = tick.tick() => {
-                c.on_tick();
-                Ok(())
-            }
+            _ = tick.tick() => c.on_tick(),
         };
         // Whatever was decided goes out before the connection ends (e.g. SetupConnection.Error).
         let written = c.write_out().await;
@@ -440,10 +448,18 @@ impl Conn {
         }
     }
 
-    fn on_tick(&mut self) {
+    fn on_tick(&mut self) -> Result<(), End> {
         let now = Instant::now();
+        if std::mem::take(&mut self.heard) {
+            self.quiet_since = now;
+        } else if self.opened_any
+            && now.saturating_duration_since(self.quiet_since) >= self.settings.idle_timeout
+        {
+            return Err(End::Idle(self.settings.idle_timeout.as_secs()));
+        }
         for ch in self.channels.values_mut() {
             ch.on_tick(now, &mut self.outbox);
         }
+        Ok(())
     }
 }

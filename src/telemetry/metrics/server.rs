@@ -3,7 +3,8 @@
 //!
 //! A scrape is CPU work (a pass over every miner), so it runs on the blocking pool, never on
 //! the runtime's worker threads that move miners' shares; at most [`MAX_SCRAPES`] run at
-//! once, more get `503` (Prometheus retries on its next interval).
+//! once, more get `503` (Prometheus retries on its next interval). Connections are capped
+//! and timed out as [`crate::http_server`] describes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +19,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::http_server::HttpLimits;
+
 /// Scrapes rendered at once.
 pub const MAX_SCRAPES: usize = 2;
 
@@ -31,11 +34,16 @@ struct ScrapeState {
 pub struct MetricsServer {
     listener: tokio::net::TcpListener,
     router: Router,
+    limits: HttpLimits,
 }
 
 impl MetricsServer {
-    /// Binds `listen` to serve `registry`.
-    pub async fn bind(listen: SocketAddr, registry: Registry) -> std::io::Result<MetricsServer> {
+    /// Binds `listen` to serve `registry` within `limits`.
+    pub async fn bind(
+        listen: SocketAddr,
+        registry: Registry,
+        limits: HttpLimits,
+    ) -> std::io::Result<MetricsServer> {
         let state = ScrapeState {
             registry,
             permits: Arc::new(Semaphore::new(MAX_SCRAPES)),
@@ -44,7 +52,11 @@ impl MetricsServer {
             .route("/metrics", get(scrape))
             .with_state(state);
         let listener = tokio::net::TcpListener::bind(listen).await?;
-        Ok(MetricsServer { listener, router })
+        Ok(MetricsServer {
+            listener,
+            router,
+            limits,
+        })
     }
 
     /// The bound address.
@@ -56,12 +68,8 @@ impl MetricsServer {
     pub async fn serve(self, shutdown: CancellationToken) {
         let addr = self.listener.local_addr().ok();
         info!(?addr, "metrics endpoint ready");
-        if let Err(e) = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
-        {
-            warn!(error = %e, "metrics server stopped");
-        }
+        crate::http_server::serve(self.listener, self.router, self.limits, "metrics", shutdown)
+            .await;
     }
 }
 
