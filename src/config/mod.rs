@@ -380,7 +380,10 @@ pub struct Limits {
     pub http_max_connections: usize,
     /// HTTP API and metrics servers: seconds a client may take to send a request's headers.
     pub http_header_timeout_secs: u64,
-    /// HTTP API and metrics servers: seconds a kept-alive connection may stay idle.
+    /// HTTP API and metrics servers: seconds a connection may move no byte in either
+    /// direction in the middle of a request (a stalled body, a client that stops reading).
+    /// A kept-alive connection waiting for its next request is closed after the shorter of
+    /// this and `http_header_timeout_secs`.
     pub http_idle_timeout_secs: u64,
     /// HTTP API: largest request body accepted, in bytes.
     pub http_max_body_bytes: usize,
