@@ -56,11 +56,7 @@ pub struct Reservation {
 
 /// Parses `scontrol show reservation <name>` for reservation `name`, license `license`.
 /// `Ok(None)` when the output says the reservation is not found.
-pub fn reservation(
-    text: &str,
-    name: &str,
-    license: &str,
-) -> Result<Option<Reservation>, GpuError> {
+pub fn reservation(text: &str, name: &str, license: &str) -> Result<Option<Reservation>, GpuError> {
     const WHAT: &str = "scontrol show reservation";
     if text.contains(&format!("Reservation {name} not found")) {
         return Ok(None);
@@ -95,11 +91,7 @@ pub fn reservation(
 
 /// The count of `license` in a Slurm license list: `a:3,b:2`, `a*3` (older form), `a` (= 1),
 /// `a@server:3` (remote). 0 when the list does not mention it.
-pub fn license_count(
-    list: &str,
-    license: &str,
-    what: &'static str,
-) -> Result<u64, GpuError> {
+pub fn license_count(list: &str, license: &str, what: &'static str) -> Result<u64, GpuError> {
     let mut total: u64 = 0;
     for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (name, count) = match item.split_once([':', '*']) {
