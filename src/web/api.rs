@@ -346,3 +346,55 @@ async fn gpu_request(
 ) -> Answer {
     post_body(&s, peer, &headers, BodyRoute::GpuRequest, &body).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_800_000_000;
+
+    #[test]
+    fn bodies_read_as_documented() {
+        let read = |route, body: &str| request_from_body(route, body.as_bytes(), NOW);
+        assert_eq!(
+            read(BodyRoute::Curtail, r#"{"kw":800,"minutes":90}"#),
+            Ok(Request {
+                command: Command::Curtail {
+                    kw: 800.0,
+                    until_unix: NOW + 90 * 60,
+                    reason: None
+                },
+                by: Some("grid-signal".into()),
+            })
+        );
+        assert_eq!(
+            read(
+                BodyRoute::Drain,
+                r#"{"group":"hall-a","reason":"GPU job","by":"noc"}"#
+            ),
+            Ok(Request {
+                command: Command::Drain {
+                    target: Target::Group("hall-a".into()),
+                    reason: Some("GPU job".into())
+                },
+                by: Some("noc".into()),
+            })
+        );
+        assert_eq!(
+            read(BodyRoute::CurtailClear, " \n").map(|r| r.command),
+            Ok(Command::CurtailClear { reason: None })
+        );
+        for (route, bad) in [
+            (BodyRoute::Drain, "{}"),
+            (BodyRoute::Resume, r#"{"rig":"a","group":"b"}"#),
+            (BodyRoute::Resume, r#"{"rig":""}"#),
+            (BodyRoute::Curtail, r#"{"kw":1,"until_unix":1,"minutes":1}"#),
+            (BodyRoute::Curtail, r#"{"kw":1}"#),
+            (BodyRoute::Curtail, r#"{"kw":1,"minutes":1e9}"#),
+            (BodyRoute::GpuRequest, r#"{"kw":"lots"}"#),
+            (BodyRoute::GpuRequest, r#"{"kw":1,"extra":1}"#),
+        ] {
+            assert!(read(route, bad).is_err(), "{route:?} {bad}");
+        }
+    }
+}
