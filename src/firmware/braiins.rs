@@ -279,4 +279,33 @@ mod tests {
         assert_eq!(short(b"oops"), "oops");
         assert_eq!(short(&[0xff; 300]).chars().count(), 200);
     }
+
+    #[test]
+    fn replies() {
+        use serde_json::json;
+        assert_eq!(login_token(&json!({"token": "abc123"})), Some("abc123"));
+        for bad in [
+            json!(""),
+            json!("a b"),
+            json!("a\r\nX-Evil: 1"),
+            json!("x".repeat(4097)),
+        ] {
+            assert_eq!(login_token(&json!({ "token": bad })), None, "{bad}");
+        }
+        let details = json!({"status": 3});
+        let stats = json!({
+            "miner_stats": {"real_hashrate": {"last_5s": {"gigahash_per_second": 0.0}}},
+            "power_stats": {"approximated_consumption": {"watt": 95}},
+        });
+        let s = status_from_replies(&details, &stats);
+        assert_eq!(
+            (s.state, s.power_w, s.hashrate_ths),
+            (RigState::Sleeping, Some(95.0), Some(0.0))
+        );
+        let s = status_from_replies(&json!(null), &json!({"power_stats": "x"}));
+        assert_eq!(
+            (s.state, s.power_w, s.hashrate_ths),
+            (RigState::Unknown, None, None)
+        );
+    }
 }

@@ -295,4 +295,36 @@ mod tests {
         );
         assert_eq!(derive_state(None, Some(95.0)), RigState::Unknown);
     }
+
+    #[test]
+    fn replies() {
+        use serde_json::json;
+        let logon = |sid: Value| json!({"SESSION": [{"SessionID": sid}]});
+        assert_eq!(session_id(&logon(json!("1a2b"))), Some("1a2b"));
+        for bad in [
+            json!(""),
+            json!("a,curtail"),
+            json!("x".repeat(129)),
+            json!(7),
+        ] {
+            assert_eq!(session_id(&logon(bad.clone())), None, "{bad}");
+        }
+        let config = json!({"CONFIG": [{"CurtailMode": "None"}]});
+        let power = json!({"POWER": [{"Watts": 3250}]});
+        let summary = cgminer::parse_reply(b"{\"SUMMARY\":[{\"GHS 5s\":\"95000\"}]}\0").unwrap();
+        let s = status_from_replies(&config, &power, &summary);
+        assert_eq!(
+            (s.state, s.power_w, s.hashrate_ths),
+            (RigState::Mining, Some(3250.0), Some(95.0))
+        );
+        let s = status_from_replies(
+            &json!({}),
+            &json!([]),
+            &json!({"SUMMARY": [{"GHS 5s": null}]}),
+        );
+        assert_eq!(
+            (s.state, s.power_w, s.hashrate_ths),
+            (RigState::Unknown, None, None)
+        );
+    }
 }
