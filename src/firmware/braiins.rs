@@ -156,17 +156,24 @@ async fn login(client: &FirmwareClient, endpoint: &Endpoint) -> Result<String, F
         _ => return Err(rejected(endpoint, "POST /api/v1/auth/login", &resp)),
     }
     let v = json(endpoint, "POST /api/v1/auth/login", &resp.body)?;
-    match v.get("token").and_then(Value::as_str) {
-        // The token becomes a header value: refuse one that could break the request.
-        Some(t) if !t.is_empty() && t.len() <= 4096 && t.bytes().all(|b| b.is_ascii_graphic()) => {
-            Ok(t.to_owned())
-        }
-        _ => Err(FirmwareError::Malformed {
+    match login_token(&v) {
+        Some(t) => Ok(t.to_owned()),
+        None => Err(FirmwareError::Malformed {
             addr: endpoint.addr,
             command: "POST /api/v1/auth/login".into(),
             detail: "no usable token".into(),
         }),
     }
+}
+
+/// Reads a login reply: its `token`, or `None` when there is no usable one. The token becomes
+/// a header value, so one that is empty, longer than 4096 bytes or has anything but printable
+/// ASCII is refused.
+pub fn login_token(reply: &Value) -> Option<&str> {
+    reply
+        .get("token")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty() && t.len() <= 4096 && t.bytes().all(|b| b.is_ascii_graphic()))
 }
 
 /// An authenticated request, logging in again once if the token is refused.
@@ -231,17 +238,23 @@ pub async fn status(
     let details = json(endpoint, details_path, &details.body)?;
     let stats = authed(client, endpoint, Method::GET, stats_path, &mut token).await?;
     let stats = json(endpoint, stats_path, &stats.body)?;
+    Ok(status_from_replies(&details, &stats))
+}
+
+/// Reads the JSON replies to `miner/details` and `miner/stats` into a [`RigStatus`]: the
+/// parsing half of [`status`]. Missing, non-numeric or non-finite fields read as unknown.
+pub fn status_from_replies(details: &Value, stats: &Value) -> RigStatus {
     let finite = |v: Option<&Value>| v.and_then(Value::as_f64).filter(|x| x.is_finite());
     let power_w = finite(stats.pointer("/power_stats/approximated_consumption/watt"));
     let hashrate_ths =
         finite(stats.pointer("/miner_stats/real_hashrate/last_5s/gigahash_per_second"))
             .map(|ghs| ghs / 1000.0);
     let state = derive_state(details.get("status").and_then(Value::as_u64), hashrate_ths);
-    Ok(RigStatus {
+    RigStatus {
         state,
         power_w,
         hashrate_ths,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -265,5 +278,34 @@ mod tests {
         assert_eq!(short(br#"{"message":"bad password"}"#), "bad password");
         assert_eq!(short(b"oops"), "oops");
         assert_eq!(short(&[0xff; 300]).chars().count(), 200);
+    }
+
+    #[test]
+    fn replies() {
+        use serde_json::json;
+        assert_eq!(login_token(&json!({"token": "abc123"})), Some("abc123"));
+        for bad in [
+            json!(""),
+            json!("a b"),
+            json!("a\r\nX-Evil: 1"),
+            json!("x".repeat(4097)),
+        ] {
+            assert_eq!(login_token(&json!({ "token": bad })), None, "{bad}");
+        }
+        let details = json!({"status": 3});
+        let stats = json!({
+            "miner_stats": {"real_hashrate": {"last_5s": {"gigahash_per_second": 0.0}}},
+            "power_stats": {"approximated_consumption": {"watt": 95}},
+        });
+        let s = status_from_replies(&details, &stats);
+        assert_eq!(
+            (s.state, s.power_w, s.hashrate_ths),
+            (RigState::Sleeping, Some(95.0), Some(0.0))
+        );
+        let s = status_from_replies(&json!(null), &json!({"power_stats": "x"}));
+        assert_eq!(
+            (s.state, s.power_w, s.hashrate_ths),
+            (RigState::Unknown, None, None)
+        );
     }
 }

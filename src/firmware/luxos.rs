@@ -164,23 +164,26 @@ async fn logon(client: &FirmwareClient, endpoint: &Endpoint) -> Result<String, F
             },
         });
     }
-    match reply
-        .get("SESSION")
-        .and_then(|s| s.get(0))
-        .and_then(|s| s.get("SessionID"))
-        .and_then(Value::as_str)
-    {
-        // The id goes into a comma-separated parameter: refuse one that would smuggle
-        // arguments (a rig is not trusted to send a sane id).
-        Some(sid) if !sid.is_empty() && sid.len() <= 128 && !sid.contains(',') => {
-            Ok(sid.to_owned())
-        }
-        _ => Err(FirmwareError::Malformed {
+    match session_id(&reply) {
+        Some(sid) => Ok(sid.to_owned()),
+        None => Err(FirmwareError::Malformed {
             addr,
             command: "logon".into(),
             detail: "no usable SESSION[0].SessionID".into(),
         }),
     }
+}
+
+/// Reads a `logon` reply: `SESSION[0].SessionID`, or `None` when there is no usable one.
+/// The id goes into a comma-separated parameter, so one that is empty, longer than 128 bytes
+/// or contains a comma is refused (a rig is not trusted to send a sane id).
+pub fn session_id(reply: &Value) -> Option<&str> {
+    reply
+        .get("SESSION")
+        .and_then(|s| s.get(0))
+        .and_then(|s| s.get("SessionID"))
+        .and_then(Value::as_str)
+        .filter(|sid| !sid.is_empty() && sid.len() <= 128 && !sid.contains(','))
 }
 
 fn rejected(endpoint: &Endpoint, command: &str, status: Status) -> FirmwareError {
@@ -216,6 +219,13 @@ pub async fn status(
         read(client, endpoint, "power"),
         read(client, endpoint, "summary"),
     )?;
+    Ok(status_from_replies(&config, &power, &summary))
+}
+
+/// Reads the replies to `config`, `power` and `summary` (parsed by [`cgminer::parse_reply`])
+/// into a [`RigStatus`]: the parsing half of [`status`]. Missing or malformed fields read as
+/// unknown, never as an error.
+pub fn status_from_replies(config: &Value, power: &Value, summary: &Value) -> RigStatus {
     let curtail_mode = config
         .get("CONFIG")
         .and_then(|c| c.get(0))
@@ -234,11 +244,11 @@ pub async fn status(
             .and_then(|s| s.get("GHS 5s")),
     )
     .map(|ghs| ghs / 1000.0);
-    Ok(RigStatus {
+    RigStatus {
         state: derive_state(curtail_mode, hashrate_ths),
         power_w,
         hashrate_ths,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -284,5 +294,37 @@ mod tests {
             RigState::Unknown
         );
         assert_eq!(derive_state(None, Some(95.0)), RigState::Unknown);
+    }
+
+    #[test]
+    fn replies() {
+        use serde_json::json;
+        let logon = |sid: Value| json!({"SESSION": [{"SessionID": sid}]});
+        assert_eq!(session_id(&logon(json!("1a2b"))), Some("1a2b"));
+        for bad in [
+            json!(""),
+            json!("a,curtail"),
+            json!("x".repeat(129)),
+            json!(7),
+        ] {
+            assert_eq!(session_id(&logon(bad.clone())), None, "{bad}");
+        }
+        let config = json!({"CONFIG": [{"CurtailMode": "None"}]});
+        let power = json!({"POWER": [{"Watts": 3250}]});
+        let summary = cgminer::parse_reply(b"{\"SUMMARY\":[{\"GHS 5s\":\"95000\"}]}\0").unwrap();
+        let s = status_from_replies(&config, &power, &summary);
+        assert_eq!(
+            (s.state, s.power_w, s.hashrate_ths),
+            (RigState::Mining, Some(3250.0), Some(95.0))
+        );
+        let s = status_from_replies(
+            &json!({}),
+            &json!([]),
+            &json!({"SUMMARY": [{"GHS 5s": null}]}),
+        );
+        assert_eq!(
+            (s.state, s.power_w, s.hashrate_ths),
+            (RigState::Unknown, None, None)
+        );
     }
 }

@@ -142,16 +142,102 @@ struct TargetBody {
     by: Option<String>,
 }
 
-/// Parses a [`TargetBody`] into its target, reason and operator name, or the 400 answer.
-fn target_of(body: &[u8]) -> Result<(Target, Option<String>, Option<String>), Answer> {
-    let bad = |e: String| (StatusCode::BAD_REQUEST, Json(Response::error(e)));
-    let b: TargetBody = serde_json::from_slice(body).map_err(|e| bad(format!("bad body: {e}")))?;
+/// Parses a [`TargetBody`] into its target, reason and operator name, or the 400 message.
+fn target_of(body: &[u8]) -> Result<(Target, Option<String>, Option<String>), String> {
+    let b: TargetBody = parse_body(body)?;
     let target = match (b.rig, b.group) {
         (Some(r), None) if !r.is_empty() => Target::Rig(r),
         (None, Some(g)) if !g.is_empty() => Target::Group(g),
-        _ => return Err(bad("give one of \"rig\" or \"group\"".to_owned())),
+        _ => return Err("give one of \"rig\" or \"group\"".to_owned()),
     };
     Ok((target, b.reason, b.by))
+}
+
+/// The POST routes, whose JSON bodies [`request_from_body`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyRoute {
+    /// `POST /api/drain`.
+    Drain,
+    /// `POST /api/resume`.
+    Resume,
+    /// `POST /api/curtail`.
+    Curtail,
+    /// `POST /api/curtail/clear`.
+    CurtailClear,
+    /// `POST /api/gpu-request`.
+    GpuRequest,
+}
+
+/// Reads the body of a POST route into the control request it stands for: the API's parsing
+/// entry point (the handlers check the token, call this, and hand the request to the control
+/// plane, which range-checks it with [`limits::check_request`]). `now_unix` turns a
+/// curtailment's `minutes` into its end.
+///
+/// # Errors
+/// The message of the 400 answer: a malformed body, a missing or ambiguous field, or
+/// `minutes` out of range.
+pub fn request_from_body(route: BodyRoute, body: &[u8], now_unix: u64) -> Result<Request, String> {
+    let (command, by) = match route {
+        BodyRoute::Drain => {
+            let (target, reason, by) = target_of(body)?;
+            (Command::Drain { target, reason }, by)
+        }
+        BodyRoute::Resume => {
+            let (target, reason, by) = target_of(body)?;
+            (Command::Resume { target, reason }, by)
+        }
+        BodyRoute::Curtail => {
+            let b: CurtailBody = parse_body(body)?;
+            // `until_unix` is range-checked with the rest of the command by the control plane.
+            let until_unix = match (b.until_unix, b.minutes) {
+                (Some(t), None) => t,
+                (None, Some(m)) => limits::minutes_to_until(m, now_unix)?,
+                _ => return Err("give one of until_unix or minutes".to_owned()),
+            };
+            let command = Command::Curtail {
+                kw: b.kw,
+                until_unix,
+                reason: b.reason,
+            };
+            (command, b.by.or(Some("grid-signal".to_owned())))
+        }
+        BodyRoute::CurtailClear => {
+            // The body is optional.
+            let b = if body.iter().all(u8::is_ascii_whitespace) {
+                ReasonBody::default()
+            } else {
+                parse_body::<ReasonBody>(body)?
+            };
+            let by = b.by.or(Some("grid-signal".to_owned()));
+            (Command::CurtailClear { reason: b.reason }, by)
+        }
+        BodyRoute::GpuRequest => {
+            let b: GpuBody = parse_body(body)?;
+            let command = Command::GpuRequest {
+                kw: b.kw,
+                reason: b.reason,
+            };
+            (command, b.by)
+        }
+    };
+    Ok(Request { command, by })
+}
+
+/// A POST route: the token, then the body, then the control plane.
+async fn post_body(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    route: BodyRoute,
+    body: &[u8],
+) -> Answer {
+    if let Err(e) = authorize(state, headers) {
+        return e;
+    }
+    match request_from_body(route, body, unix_ms() / 1000) {
+        Ok(Request { command, by }) => run(state, peer, command, by).await,
+        Err(e) => bad_request(e),
+    }
 }
 
 async fn drain(
@@ -160,13 +246,7 @@ async fn drain(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Answer {
-    if let Err(e) = authorize(&s, &headers) {
-        return e;
-    }
-    match target_of(&body) {
-        Ok((target, reason, by)) => run(&s, peer, Command::Drain { target, reason }, by).await,
-        Err(e) => e,
-    }
+    post_body(&s, peer, &headers, BodyRoute::Drain, &body).await
 }
 
 async fn resume(
@@ -175,13 +255,7 @@ async fn resume(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Answer {
-    if let Err(e) = authorize(&s, &headers) {
-        return e;
-    }
-    match target_of(&body) {
-        Ok((target, reason, by)) => run(&s, peer, Command::Resume { target, reason }, by).await,
-        Err(e) => e,
-    }
+    post_body(&s, peer, &headers, BodyRoute::Resume, &body).await
 }
 
 #[derive(Deserialize)]
@@ -223,8 +297,8 @@ fn bad_request(error: String) -> Answer {
 
 /// Parses a JSON body; a malformed one is a 400 with the `{"ok":false,..}` answer (axum's own
 /// `Json` rejection would be plain text, and 422 for a wrong type).
-fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Answer> {
-    serde_json::from_slice(body).map_err(|e| bad_request(format!("bad body: {e}")))
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("bad body: {e}"))
 }
 
 async fn curtail(
@@ -233,29 +307,7 @@ async fn curtail(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Answer {
-    if let Err(e) = authorize(&s, &headers) {
-        return e;
-    }
-    let b: CurtailBody = match parse_body(&body) {
-        Ok(b) => b,
-        Err(e) => return e,
-    };
-    // `until_unix` is range-checked with the rest of the command by the control plane.
-    let until_unix = match (b.until_unix, b.minutes) {
-        (Some(t), None) => t,
-        (None, Some(m)) => match limits::minutes_to_until(m, unix_ms() / 1000) {
-            Ok(t) => t,
-            Err(e) => return bad_request(e),
-        },
-        _ => return bad_request("give one of until_unix or minutes".to_owned()),
-    };
-    let by = b.by.or(Some("grid-signal".to_owned()));
-    let command = Command::Curtail {
-        kw: b.kw,
-        until_unix,
-        reason: b.reason,
-    };
-    run(&s, peer, command, by).await
+    post_body(&s, peer, &headers, BodyRoute::Curtail, &body).await
 }
 
 #[derive(Deserialize, Default)]
@@ -273,25 +325,7 @@ async fn curtail_clear(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Answer {
-    if let Err(e) = authorize(&s, &headers) {
-        return e;
-    }
-    // The body is optional.
-    let b = if body.iter().all(u8::is_ascii_whitespace) {
-        ReasonBody::default()
-    } else {
-        match serde_json::from_slice::<ReasonBody>(&body) {
-            Ok(b) => b,
-            Err(e) => {
-                return (
-                    StatusCode::BAD_REQUEST,
-                    Json(Response::error(format!("bad body: {e}"))),
-                );
-            }
-        }
-    };
-    let by = b.by.or(Some("grid-signal".to_owned()));
-    run(&s, peer, Command::CurtailClear { reason: b.reason }, by).await
+    post_body(&s, peer, &headers, BodyRoute::CurtailClear, &body).await
 }
 
 #[derive(Deserialize)]
@@ -310,16 +344,57 @@ async fn gpu_request(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Answer {
-    if let Err(e) = authorize(&s, &headers) {
-        return e;
+    post_body(&s, peer, &headers, BodyRoute::GpuRequest, &body).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_800_000_000;
+
+    #[test]
+    fn bodies_read_as_documented() {
+        let read = |route, body: &str| request_from_body(route, body.as_bytes(), NOW);
+        assert_eq!(
+            read(BodyRoute::Curtail, r#"{"kw":800,"minutes":90}"#),
+            Ok(Request {
+                command: Command::Curtail {
+                    kw: 800.0,
+                    until_unix: NOW + 90 * 60,
+                    reason: None
+                },
+                by: Some("grid-signal".into()),
+            })
+        );
+        assert_eq!(
+            read(
+                BodyRoute::Drain,
+                r#"{"group":"hall-a","reason":"GPU job","by":"noc"}"#
+            ),
+            Ok(Request {
+                command: Command::Drain {
+                    target: Target::Group("hall-a".into()),
+                    reason: Some("GPU job".into())
+                },
+                by: Some("noc".into()),
+            })
+        );
+        assert_eq!(
+            read(BodyRoute::CurtailClear, " \n").map(|r| r.command),
+            Ok(Command::CurtailClear { reason: None })
+        );
+        for (route, bad) in [
+            (BodyRoute::Drain, "{}"),
+            (BodyRoute::Resume, r#"{"rig":"a","group":"b"}"#),
+            (BodyRoute::Resume, r#"{"rig":""}"#),
+            (BodyRoute::Curtail, r#"{"kw":1,"until_unix":1,"minutes":1}"#),
+            (BodyRoute::Curtail, r#"{"kw":1}"#),
+            (BodyRoute::Curtail, r#"{"kw":1,"minutes":1e9}"#),
+            (BodyRoute::GpuRequest, r#"{"kw":"lots"}"#),
+            (BodyRoute::GpuRequest, r#"{"kw":1,"extra":1}"#),
+        ] {
+            assert!(read(route, bad).is_err(), "{route:?} {bad}");
+        }
     }
-    let b: GpuBody = match parse_body(&body) {
-        Ok(b) => b,
-        Err(e) => return e,
-    };
-    let command = Command::GpuRequest {
-        kw: b.kw,
-        reason: b.reason,
-    };
-    run(&s, peer, command, b.by).await
 }

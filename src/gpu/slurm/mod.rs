@@ -21,7 +21,7 @@
 //! `scontrol`/`squeue` run as subprocesses (no shell) with a timeout; without slurmdbd only
 //! root or the `slurm` user may update reservations, jobs and nodes.
 
-mod parse;
+pub mod parse;
 
 use std::path::PathBuf;
 use std::sync::Mutex;

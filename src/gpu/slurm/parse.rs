@@ -23,7 +23,7 @@ fn tokens(text: &str) -> impl Iterator<Item = (&str, &str)> {
 
 /// The `Total=` of license `name` in `scontrol show license <name>` output; `None` when Slurm
 /// printed no such license (it exits 0 with empty output).
-pub(crate) fn license_total(stdout: &[u8], name: &str) -> Result<Option<u64>, GpuError> {
+pub fn license_total(stdout: &[u8], name: &str) -> Result<Option<u64>, GpuError> {
     const WHAT: &str = "scontrol show license";
     let text = std::str::from_utf8(stdout).map_err(|_| perr(WHAT, "not UTF-8"))?;
     let mut current: Option<&str> = None;
@@ -47,7 +47,7 @@ pub(crate) fn license_total(stdout: &[u8], name: &str) -> Result<Option<u64>, Gp
 
 /// What `scontrol show reservation <name>` says about our hold reservation.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Reservation {
+pub struct Reservation {
     /// Licenses of `license` the reservation holds (0 when it lists none of them).
     pub held: u64,
     /// The `Flags=` field, e.g. `ANY_NODES`.
@@ -56,11 +56,7 @@ pub(crate) struct Reservation {
 
 /// Parses `scontrol show reservation <name>` for reservation `name`, license `license`.
 /// `Ok(None)` when the output says the reservation is not found.
-pub(crate) fn reservation(
-    text: &str,
-    name: &str,
-    license: &str,
-) -> Result<Option<Reservation>, GpuError> {
+pub fn reservation(text: &str, name: &str, license: &str) -> Result<Option<Reservation>, GpuError> {
     const WHAT: &str = "scontrol show reservation";
     if text.contains(&format!("Reservation {name} not found")) {
         return Ok(None);
@@ -95,11 +91,7 @@ pub(crate) fn reservation(
 
 /// The count of `license` in a Slurm license list: `a:3,b:2`, `a*3` (older form), `a` (= 1),
 /// `a@server:3` (remote). 0 when the list does not mention it.
-pub(crate) fn license_count(
-    list: &str,
-    license: &str,
-    what: &'static str,
-) -> Result<u64, GpuError> {
+pub fn license_count(list: &str, license: &str, what: &'static str) -> Result<u64, GpuError> {
     let mut total: u64 = 0;
     for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (name, count) = match item.split_once([':', '*']) {
@@ -121,7 +113,7 @@ pub(crate) fn license_count(
 
 /// Where a job stands, for power purposes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum JobPhase {
+pub enum JobPhase {
     /// Pending and waiting only for resources/licenses/priority: it wants power.
     Waiting,
     /// Pending for another reason (held, dependency, begin time, ...): not a power request yet.
@@ -136,14 +128,17 @@ pub(crate) enum JobPhase {
 
 /// One job from `squeue --json`, reduced to what the power side needs.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Job {
+pub struct Job {
+    /// `job_id`.
     pub id: u64,
     pub phase: JobPhase,
     /// Licenses of the configured license this job asks for / holds.
     pub kw: u64,
     /// Unix start time (0 when not started); newest-started jobs are shed first.
     pub start_time: u64,
+    /// `job_state` (the base state of 23.02+'s list).
     pub state: String,
+    /// `state_reason` (`None` when absent).
     pub reason: String,
 }
 
@@ -175,7 +170,7 @@ fn phase(state: &str, reason: &str) -> JobPhase {
 
 /// Parses `squeue --json` (Slurm 22.05 `openapi/v0.0.38`; the list form of `job_state` that
 /// later versions print is accepted too), keeping every job with its license count.
-pub(crate) fn squeue_jobs(stdout: &[u8], license: &str) -> Result<Vec<Job>, GpuError> {
+pub fn squeue_jobs(stdout: &[u8], license: &str) -> Result<Vec<Job>, GpuError> {
     const WHAT: &str = "squeue --json";
     let root: Value =
         serde_json::from_slice(stdout).map_err(|e| perr(WHAT, format!("not JSON: {e}")))?;
