@@ -125,7 +125,7 @@ pub fn check_reason(reason: Option<&str>) -> Result<(), String> {
 }
 
 /// Checks every field of a control request. `site_cap_kw` is `None` without power control
-/// (then kW figures are not range-checked here: the command is refused anyway). Returns the
+/// (then kW figures are only checked to be finite and >= 0: the command is refused anyway). Returns the
 /// request with `events`' limit capped at [`MAX_EVENTS`].
 pub fn check_request(
     mut request: Request,
@@ -137,6 +137,11 @@ pub fn check_request(
     }
     let kw = |what: &str, kw: f64| match site_cap_kw {
         Some(cap) => check_kw(what, kw, cap).map(drop),
+        // Without a cap the command is refused later; a figure that is no figure is still
+        // refused here, so nothing downstream ever sees one.
+        None if !kw.is_finite() || kw < 0.0 => {
+            Err(format!("{what} must be a number >= 0, got {kw}"))
+        }
         None => Ok(()),
     };
     let target = |cmd: &str, t: &Target| match t {
@@ -326,6 +331,11 @@ mod tests {
         assert!(check_request(drain(Target::Kw(5.0)), Some(100.0), NOW).is_ok());
         assert!(check_request(drain(Target::Kw(-5.0)), Some(100.0), NOW).is_err());
         assert!(check_request(drain(Target::Kw(1e300)), Some(100.0), NOW).is_err());
+        // Without power control a kW figure is not range-checked, but it must be a figure.
+        assert!(check_request(drain(Target::Kw(1e300)), None, NOW).is_ok());
+        assert!(check_request(drain(Target::Kw(f64::NAN)), None, NOW).is_err());
+        assert!(check_request(drain(Target::Kw(-5.0)), None, NOW).is_err());
+        assert!(check_request(gpu(f64::INFINITY), None, NOW).is_err());
         let long = "g".repeat(MAX_NAME_BYTES + 1);
         assert!(check_request(drain(Target::Group(long.clone())), Some(100.0), NOW).is_err());
         assert!(check_request(req(Command::Kick { id: long }), None, NOW).is_err());
