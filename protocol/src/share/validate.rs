@@ -322,7 +322,6 @@ impl ShareValidator {
                 keys: ShareKeySet::default(),
             });
         }
-        self.retired.retain(|id| *id != job_id);
         // Grow one slot at a time: a slot is ~270 bytes and an idle miner holds few jobs, so
         // doubling growth would cost every connection up to a kilobyte it never uses.
         self.jobs.reserve_exact(1);
