@@ -31,6 +31,12 @@ use crate::telemetry::{Histogram, ShareCounters};
 /// Version-rolling mask the proxy asks pools for (BIP320 general-purpose bits).
 pub const REQUESTED_VERSION_MASK: u32 = 0x1fff_e000;
 
+/// The header version a pool rebuilds from a share: the job's version with the rolled
+/// `bits` inside `mask` (BIP310), or the job's own without them.
+pub fn rolled_version(job_version: u32, bits: Option<u32>, mask: u32) -> u32 {
+    bits.map_or(job_version, |bits| (job_version & !mask) | (bits & mask))
+}
+
 /// Shares queued for one pool connection; beyond it a miner's share is answered as lost.
 const SUBMIT_QUEUE: usize = 4096;
 

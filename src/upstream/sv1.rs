@@ -32,7 +32,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use super::connection::{
     ConnStatus, ConnectionHandle, ConnectionParams, REQUESTED_VERSION_MASK, SubmitOutcome,
     UpstreamSubmit, WriteFailure, bounded_write, endpoints, fail_queued, reconnect_delay,
-    wait_to_reconnect,
+    rolled_version, wait_to_reconnect,
 };
 use super::extranonce::{ExtranonceTooSmall, miner_extranonce2_size};
 use super::sent::{PoolShare, SentShares};
@@ -256,11 +256,11 @@ impl Task {
                         let _ = share.reply.send(SubmitOutcome::Lost("job from a previous pool session"));
                         continue;
                     }
-                    // The header version the pool rebuilds from the rolled bits (BIP310).
-                    let job_version = share.job.job.version;
-                    let version = share.version_bits.map_or(job_version, |bits| {
-                        (job_version & !state.version_mask) | (bits & state.version_mask)
-                    });
+                    let version = rolled_version(
+                        share.job.job.version,
+                        share.version_bits,
+                        state.version_mask,
+                    );
                     let seen = self.sent.check(&PoolShare {
                         extranonce1: &state.extranonce1,
                         job_id: &share.job.pool_job_id,

@@ -30,7 +30,9 @@ use hashshift_protocol::sv2::{
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
-use crate::upstream::connection::{REQUESTED_VERSION_MASK, SubmitOutcome, UpstreamSubmit};
+use crate::upstream::connection::{
+    REQUESTED_VERSION_MASK, SubmitOutcome, UpstreamSubmit, rolled_version,
+};
 use crate::upstream::sent::{PoolShare, SentShares};
 use crate::upstream::work::{UpstreamJob, WorkState, next_session};
 
@@ -348,12 +350,12 @@ impl Channel {
         let Ok(extranonce) = B032::try_from(share.extranonce2.as_slice()) else {
             return Err(lost(share, "extranonce longer than 32 bytes"));
         };
-        let job_version = share.job.job.version;
         // SV2 submits the full version; SV1 miners send only the rolled bits.
-        let version = match share.version_bits {
-            Some(bits) => (job_version & !REQUESTED_VERSION_MASK) | (bits & REQUESTED_VERSION_MASK),
-            None => job_version,
-        };
+        let version = rolled_version(
+            share.job.job.version,
+            share.version_bits,
+            REQUESTED_VERSION_MASK,
+        );
         let seen = self.sent.check(&PoolShare {
             extranonce1: &self.extranonce_prefix,
             job_id: &share.job.pool_job_id,
