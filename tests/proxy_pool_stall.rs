@@ -10,21 +10,16 @@
 
 mod support;
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
-use bytes::BytesMut;
+use anyhow::{Context, Result, ensure};
 use hashshift::config::Config;
-use hashshift::protocol::sv1::{
-    ClientMessage, ClientRequest, Id, Notify, ServerMessage, ServerNotification, Submit,
-};
-use hashshift::proxy::Proxy;
 use hashshift::testpool::{TestPool, TestPoolConfig};
-use support::miner::{Miner, within};
-use tokio::io::AsyncWriteExt;
-use tokio_util::codec::Encoder;
+use support::failover::{
+    Log, Pace, drive, job_pool, lock, start_on_primary, subscribed_miner, wait_until,
+};
+use support::miner::within;
 use tokio_util::sync::CancellationToken;
 
 /// Share difficulty (pools and miners): a handful of hashes a share, so the test miners can
@@ -135,156 +130,6 @@ fn config(primary: &TestPool, backup: &TestPool) -> Result<Config> {
     Ok(Config::from_toml(&text)?)
 }
 
-/// Which test pool made a job: its name is in the coinbase tag after the extranonces (cut to
-/// 24 bytes by the pool, so pool names here are 3 characters).
-fn job_pool(job: &Notify, pools: &[&TestPool]) -> Option<usize> {
-    pools.iter().position(|p| {
-        let tag = format!("/hashshift-testpool:{}/", p.name());
-        job.coinb2.windows(tag.len()).any(|w| w == tag.as_bytes())
-    })
-}
-
-/// What a driven miner saw.
-#[derive(Default, Debug)]
-struct Log {
-    /// Jobs received: when, and from which pool.
-    jobs: Vec<(Instant, Option<usize>)>,
-    submitted: usize,
-    accepted: usize,
-    /// Error codes of rejected (or lost) shares.
-    errors: Vec<i64>,
-    closed: bool,
-}
-
-impl Log {
-    fn first_job_from(&self, pool: usize, after: Instant) -> Option<Instant> {
-        self.jobs
-            .iter()
-            .find(|(t, p)| *t >= after && *p == Some(pool))
-            .map(|(t, _)| *t)
-    }
-}
-
-fn lock(log: &Mutex<Log>) -> std::sync::MutexGuard<'_, Log> {
-    log.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Keeps a subscribed miner submitting: `BURST` shares in one write every `TICK` while fewer
-/// than `max_pending` are unanswered, applying
-/// set_extranonce / set_difficulty / notify as firmware does, until `stop`; then waits up to
-/// 10 s for the answers still due. Returns how many submits were never answered.
-async fn drive(
-    mut m: Miner,
-    worker: String,
-    mut job: Notify,
-    pools: Vec<TestPool>,
-    log: Arc<Mutex<Log>>,
-    max_pending: usize,
-    stop: CancellationToken,
-) -> Result<usize> {
-    let pools: Vec<&TestPool> = pools.iter().collect();
-    let mut pending: HashSet<Id> = HashSet::new();
-    let mut tick = tokio::time::interval(TICK);
-    let mut seed = 1_000u64;
-    let mut drain_until: Option<tokio::time::Instant> = None;
-    let mut codec = hashshift::protocol::sv1::ClientCodec::new();
-    loop {
-        if drain_until.is_some() && pending.is_empty() {
-            break;
-        }
-        // Cancel-safe branches: `cancelled`, `sleep_until`, `tick`, and `recv` (it only reads
-        // into the miner's buffer, so a lost race loses no bytes).
-        tokio::select! {
-            _ = stop.cancelled(), if drain_until.is_none() => {
-                drain_until = Some(tokio::time::Instant::now() + Duration::from_secs(10));
-            }
-            _ = async { tokio::time::sleep_until(drain_until.unwrap_or_else(tokio::time::Instant::now)).await }, if drain_until.is_some() => break,
-            _ = tick.tick(), if drain_until.is_none() && pending.len() < max_pending => {
-                let mut out = BytesMut::new();
-                for _ in 0..BURST {
-                    let share = m.find_share(&job, seed, None);
-                    seed += 1;
-                    let id = Id::from(m.next_id);
-                    m.next_id += 1;
-                    codec.encode(ClientMessage::Request {
-                        id: id.clone(),
-                        request: ClientRequest::Submit(Submit {
-                            worker: worker.clone(),
-                            job_id: share.job_id,
-                            extranonce2: share.extranonce2,
-                            ntime: share.ntime,
-                            nonce: share.nonce,
-                            version_bits: None,
-                        }),
-                    }, &mut out)?;
-                    pending.insert(id);
-                }
-                m.stream.write_all(&out).await?;
-                lock(&log).submitted += BURST;
-            }
-            msg = m.recv() => match msg? {
-                None => {
-                    lock(&log).closed = true;
-                    break;
-                }
-                Some(ServerMessage::Response(r)) => {
-                    if !pending.remove(&r.id) {
-                        bail!("{worker}: answer to a request never sent: {r:?}");
-                    }
-                    let verdict = match &r.error {
-                        Some(e) => Err(e.code),
-                        None if r.as_bool()? => Ok(()),
-                        None => Err(0),
-                    };
-                    let mut l = lock(&log);
-                    match verdict {
-                        Ok(()) => l.accepted += 1,
-                        Err(code) => l.errors.push(code),
-                    }
-                }
-                Some(ServerMessage::Notification { notification, .. }) => match notification {
-                    ServerNotification::SetExtranonce(e) => {
-                        m.extranonce1 = e.extranonce1;
-                        m.extranonce2_size = e.extranonce2_size;
-                    }
-                    ServerNotification::SetDifficulty(d) => m.difficulty = d,
-                    ServerNotification::Notify(n) => {
-                        let from = job_pool(&n, &pools);
-                        lock(&log).jobs.push((Instant::now(), from));
-                        job = n;
-                    }
-                    _ => {}
-                },
-            },
-        }
-    }
-    Ok(pending.len())
-}
-
-/// Polls `cond` every 10 ms for up to `limit`.
-async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Result<()> {
-    tokio::time::timeout(limit, async {
-        while !cond() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .with_context(|| format!("timed out waiting for {what}"))
-}
-
-/// A miner that subscribed to extranonce changes, after its handshake.
-async fn subscribed_miner(proxy: &Proxy, worker: &str) -> Result<(Miner, Notify)> {
-    let mut m = Miner::connect(proxy.listen_addrs()[0]).await?;
-    let (_, job) = m.handshake(worker, None).await?;
-    ensure!(
-        m.call(ClientRequest::ExtranonceSubscribe)
-            .await?
-            .as_bool()?,
-        "extranonce.subscribe refused"
-    );
-    Ok((m, job))
-}
-
 async fn primary_stops_reading(sv2: bool) -> Result<()> {
     let label = if sv2 { "sv2" } else { "sv1" };
     let bound = if sv2 {
@@ -294,11 +139,7 @@ async fn primary_stops_reading(sv2: bool) -> Result<()> {
     };
     let a = start_primary(pool_config(if sv2 { "p2a" } else { "p1a" }, sv2), sv2).await?;
     let b = start_pool(pool_config(if sv2 { "p2b" } else { "p1b" }, sv2), sv2).await?;
-    let proxy = Proxy::start(&config(&a, &b)?).await?;
-    wait_until("the primary to be active", Duration::from_secs(20), || {
-        proxy.pools().first().is_some_and(|p| p.active)
-    })
-    .await?;
+    let proxy = start_on_primary(&config(&a, &b)?).await?;
 
     // The primary stops reading before the miners submit: then the proxy's socket towards it
     // has carried almost nothing, and the kernel has not grown its send buffer (it sizes it
@@ -330,10 +171,14 @@ async fn primary_stops_reading(sv2: bool) -> Result<()> {
             job,
             vec![a.clone(), b.clone()],
             log,
-            if sv2 {
-                SV2_MAX_PENDING
-            } else {
-                SV1_MAX_PENDING
+            Pace {
+                burst: BURST,
+                every: TICK,
+                max_pending: if sv2 {
+                    SV2_MAX_PENDING
+                } else {
+                    SV1_MAX_PENDING
+                },
             },
             stop.clone(),
         )));

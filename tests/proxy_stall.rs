@@ -15,16 +15,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use bytes::BytesMut;
 use hashshift::config::Config;
-use hashshift::protocol::sv1::{
-    ClientMessage, ClientRequest, Id, Notify, ServerMessage, ServerNotification, Submit,
-};
-use hashshift::proxy::Proxy;
+use hashshift::protocol::sv1::{ClientRequest, Id, ServerMessage, ServerNotification, Submit};
 use hashshift::testpool::{TestPool, TestPoolConfig};
-use support::miner::{Miner, within};
-use tokio::io::AsyncWriteExt;
-use tokio_util::codec::Encoder;
+use support::failover::{
+    Log, Pace, drive, job_pool, lock, start_on_primary, subscribed_miner, wait_until,
+};
+use support::miner::within;
 use tokio_util::sync::CancellationToken;
 
 /// Share difficulty (pool and miners): ~430 hashes a share, a few ms for the test miner.
@@ -66,160 +63,8 @@ fn config(primary: &TestPool, standby: &TestPool) -> Result<Config> {
     Ok(Config::from_toml(&text)?)
 }
 
-/// Which test pool made a job: its name is in the coinbase tag after the extranonces (cut to
-/// 24 bytes by the pool, so pool names here are short).
-fn job_pool(job: &Notify, pools: &[&TestPool]) -> Option<usize> {
-    pools.iter().position(|p| {
-        let tag = format!("/hashshift-testpool:{}/", p.name());
-        job.coinb2.windows(tag.len()).any(|w| w == tag.as_bytes())
-    })
-}
-
-/// What a driven miner saw.
-#[derive(Default, Debug)]
-struct Log {
-    /// Jobs received: when, and from which pool.
-    jobs: Vec<(Instant, Option<usize>)>,
-    set_extranonce: usize,
-    reconnects: usize,
-    submitted: usize,
-    accepted: usize,
-    /// Error codes of rejected shares.
-    errors: Vec<i64>,
-    closed: bool,
-}
-
-impl Log {
-    fn first_job_from(&self, pool: usize, after: Instant) -> Option<Instant> {
-        self.jobs
-            .iter()
-            .find(|(t, p)| *t >= after && *p == Some(pool))
-            .map(|(t, _)| *t)
-    }
-}
-
-/// Keeps a subscribed miner mining: a share on the newest job every `every`, applying
-/// set_extranonce / set_difficulty / notify as firmware does, until `stop`; then waits up to
-/// 10 s for the answers still due. Returns how many submits were never answered.
-async fn drive(
-    mut m: Miner,
-    worker: String,
-    mut job: Notify,
-    pools: Vec<TestPool>,
-    log: Arc<Mutex<Log>>,
-    every: Duration,
-    stop: CancellationToken,
-) -> Result<usize> {
-    let pools: Vec<&TestPool> = pools.iter().collect();
-    let record =
-        |f: &mut dyn FnMut(&mut Log)| f(&mut log.lock().unwrap_or_else(|e| e.into_inner()));
-    let mut pending: HashSet<Id> = HashSet::new();
-    let mut tick = tokio::time::interval(every);
-    let mut seed = 1_000u64;
-    let mut drain_until: Option<tokio::time::Instant> = None;
-    loop {
-        if drain_until.is_some() && pending.is_empty() {
-            break;
-        }
-        // Cancel-safe branches: `cancelled`, `sleep_until`, `tick`, and `recv` (it only reads
-        // into the miner's buffer, so a lost race loses no bytes).
-        tokio::select! {
-            _ = stop.cancelled(), if drain_until.is_none() => {
-                drain_until = Some(tokio::time::Instant::now() + Duration::from_secs(10));
-            }
-            _ = async { tokio::time::sleep_until(drain_until.unwrap_or_else(tokio::time::Instant::now)).await }, if drain_until.is_some() => break,
-            _ = tick.tick(), if drain_until.is_none() => {
-                let share = m.find_share(&job, seed, None);
-                seed += 1;
-                let id = m.send(ClientRequest::Submit(Submit {
-                    worker: worker.clone(),
-                    job_id: share.job_id,
-                    extranonce2: share.extranonce2,
-                    ntime: share.ntime,
-                    nonce: share.nonce,
-                    version_bits: None,
-                })).await?;
-                pending.insert(id);
-                record(&mut |l| l.submitted += 1);
-            }
-            msg = m.recv() => match msg? {
-                None => {
-                    record(&mut |l| l.closed = true);
-                    break;
-                }
-                Some(ServerMessage::Response(r)) => {
-                    if !pending.remove(&r.id) {
-                        bail!("{worker}: answer to a request never sent: {r:?}");
-                    }
-                    let verdict = match &r.error {
-                        Some(e) => Err(e.code),
-                        None if r.as_bool()? => Ok(()),
-                        None => Err(0),
-                    };
-                    record(&mut |l| match verdict {
-                        Ok(()) => l.accepted += 1,
-                        Err(code) => l.errors.push(code),
-                    });
-                }
-                Some(ServerMessage::Notification { notification, .. }) => match notification {
-                    ServerNotification::SetExtranonce(e) => {
-                        m.extranonce1 = e.extranonce1;
-                        m.extranonce2_size = e.extranonce2_size;
-                        record(&mut |l| l.set_extranonce += 1);
-                    }
-                    ServerNotification::SetDifficulty(d) => m.difficulty = d,
-                    ServerNotification::Notify(n) => {
-                        let from = job_pool(&n, &pools);
-                        record(&mut |l| l.jobs.push((Instant::now(), from)));
-                        job = n;
-                    }
-                    ServerNotification::Reconnect(_) => record(&mut |l| l.reconnects += 1),
-                    _ => {}
-                },
-            },
-        }
-    }
-    Ok(pending.len())
-}
-
-/// Starts the proxy and waits until the primary is the active pool (whichever pool answers
-/// first is used at once; the primary takes over after `failback_after`).
-async fn start_on_primary(config: &Config) -> Result<Proxy> {
-    let proxy = Proxy::start(config).await?;
-    wait_until("the primary to be active", || {
-        proxy.pools().first().is_some_and(|p| p.active)
-    })
-    .await?;
-    Ok(proxy)
-}
-
-/// A miner that subscribed to extranonce changes, after its handshake.
-async fn subscribed_miner(proxy: &Proxy, worker: &str) -> Result<(Miner, Notify)> {
-    let mut m = Miner::connect(proxy.listen_addrs()[0]).await?;
-    let (_, job) = m.handshake(worker, None).await?;
-    ensure!(
-        m.call(ClientRequest::ExtranonceSubscribe)
-            .await?
-            .as_bool()?,
-        "extranonce.subscribe refused"
-    );
-    Ok((m, job))
-}
-
-/// Polls `cond` every 10 ms for up to 20 s.
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) -> Result<()> {
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while !cond() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .with_context(|| format!("timed out waiting for {what}"))
-}
-
-fn lock(log: &Mutex<Log>) -> std::sync::MutexGuard<'_, Log> {
-    log.lock().unwrap_or_else(|e| e.into_inner())
-}
+/// Longest wait for miners to move.
+const WAIT: Duration = Duration::from_secs(20);
 
 /// Bound on a whole test.
 const TEST_LIMIT: Duration = Duration::from_secs(120);
@@ -255,7 +100,7 @@ async fn stall_and_resume() -> Result<()> {
             job,
             vec![a.clone(), b.clone()],
             log,
-            Duration::from_millis(200),
+            Pace::every(Duration::from_millis(200)),
             stop.clone(),
         )));
     }
@@ -269,7 +114,7 @@ async fn stall_and_resume() -> Result<()> {
         .job_sent_at(a.current_job_tag())
         .context("the last job's send time")?;
     let deadline = last_job + NO_WORK_TIMEOUT;
-    wait_until("every miner to get the standby's work", || {
+    wait_until("every miner to get the standby's work", WAIT, || {
         logs.iter()
             .all(|l| lock(l).first_job_from(1, stalled_at).is_some())
     })
@@ -300,7 +145,7 @@ async fn stall_and_resume() -> Result<()> {
     ensure!(b.stats().accepted > 0, "shares reach the standby");
     a.stall(false);
     let resumed_at = Instant::now();
-    wait_until("every miner to return to the primary", || {
+    wait_until("every miner to return to the primary", WAIT, || {
         logs.iter()
             .all(|l| lock(l).first_job_from(0, resumed_at).is_some())
     })
@@ -372,29 +217,20 @@ async fn kill_and_revive() -> Result<()> {
     // A burst of valid shares written at once, and the pool killed right behind it: some are
     // answered by the pool, some are in flight when its connection closes.
     const BURST: usize = 200;
-    let mut out = BytesMut::new();
-    let mut ids = HashSet::new();
-    let mut codec = hashshift::protocol::sv1::ClientCodec::new();
-    for seed in 0..BURST as u64 {
-        let share = m.find_share(&job, seed, None);
-        let id = Id::from(10_000 + seed);
-        ids.insert(id.clone());
-        codec.encode(
-            ClientMessage::Request {
-                id,
-                request: ClientRequest::Submit(Submit {
-                    worker: "rig".into(),
-                    job_id: share.job_id,
-                    extranonce2: share.extranonce2,
-                    ntime: share.ntime,
-                    nonce: share.nonce,
-                    version_bits: None,
-                }),
-            },
-            &mut out,
-        )?;
-    }
-    m.stream.write_all(&out).await?;
+    let shares: Vec<_> = (0..BURST as u64)
+        .map(|seed| {
+            let share = m.find_share(&job, seed, None);
+            ClientRequest::Submit(Submit {
+                worker: "rig".into(),
+                job_id: share.job_id,
+                extranonce2: share.extranonce2,
+                ntime: share.ntime,
+                nonce: share.nonce,
+                version_bits: None,
+            })
+        })
+        .collect();
+    let mut ids: HashSet<Id> = m.send_all(shares).await?.into_iter().collect();
     let killed_at = Instant::now();
     a.kill().await;
 

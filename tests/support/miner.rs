@@ -66,18 +66,31 @@ impl Miner {
     }
 
     pub async fn send(&mut self, request: ClientRequest) -> Result<Id> {
-        let id = Id::from(self.next_id);
-        self.next_id += 1;
+        let ids = self.send_all([request]).await?;
+        ids.into_iter().next().context("no id")
+    }
+
+    /// Sends `requests` in one write; returns their ids in order.
+    pub async fn send_all(
+        &mut self,
+        requests: impl IntoIterator<Item = ClientRequest>,
+    ) -> Result<Vec<Id>> {
         let mut out = BytesMut::new();
-        self.codec.encode(
-            ClientMessage::Request {
-                id: id.clone(),
-                request,
-            },
-            &mut out,
-        )?;
+        let mut ids = Vec::new();
+        for request in requests {
+            let id = Id::from(self.next_id);
+            self.next_id += 1;
+            self.codec.encode(
+                ClientMessage::Request {
+                    id: id.clone(),
+                    request,
+                },
+                &mut out,
+            )?;
+            ids.push(id);
+        }
         self.stream.write_all(&out).await?;
-        Ok(id)
+        Ok(ids)
     }
 
     /// The next message, or `None` when the pool closed the connection.
