@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Result, bail};
@@ -15,6 +13,7 @@ use hashshift::protocol::sv1::{ClientRequest, ServerNotification, Submit};
 use hashshift::proxy::Proxy;
 use hashshift::testpool::{TestPool, TestPoolConfig, reason};
 use hashshift::upstream::manager::ManagerSettings;
+use support::logs::Logs;
 use support::miner::{Miner, within};
 
 /// Share difficulty everywhere: ~4,300 hashes a share, quick in debug builds.
@@ -145,40 +144,10 @@ async fn an_upstream_reject_is_relayed_with_the_pools_code() -> Result<()> {
     Ok(())
 }
 
-/// Collects log output of the current thread's subscriber.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
-    }
-}
-
 // A current-thread runtime: every task runs on this thread, under the thread's subscriber.
 #[tokio::test(flavor = "current_thread")]
 async fn a_wrong_authority_key_keeps_the_pool_down_and_says_why() -> Result<()> {
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Logs::capture_warnings();
 
     let a = sv2_pool("a", 0x1fff_e000).await?;
     let impostor = AuthorityKeypair::generate(&mut rand::rng()).public_key();

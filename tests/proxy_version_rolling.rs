@@ -10,8 +10,6 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -22,6 +20,7 @@ use hashshift::protocol::sv1::{
 use hashshift::proxy::Proxy;
 use hashshift::testpool::{ConfigureAnswer, TestPool, TestPoolConfig};
 use hashshift::upstream::manager::ManagerSettings;
+use support::logs::Logs;
 use support::miner::{Miner, within};
 
 /// Share difficulty everywhere: ~4,300 hashes a share, quick in debug builds.
@@ -332,40 +331,10 @@ async fn miners_get_what_is_left_of_8_and_4_byte_pool_extranonce2() -> Result<()
     Ok(())
 }
 
-/// Log lines, shared with the subscriber that writes them.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
-    }
-}
-
 // A current-thread runtime: every task runs on this thread, under the thread's subscriber.
 #[tokio::test(flavor = "current_thread")]
 async fn a_2_byte_pool_is_refused_clearly_and_the_next_pool_used() -> Result<()> {
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Logs::capture_warnings();
 
     let tight = extranonce_pool("tight", 2).await?;
     let roomy = extranonce_pool("roomy", 8).await?;

@@ -4,6 +4,7 @@
 pub mod browser;
 pub mod failover;
 pub mod honest;
+pub mod logs;
 pub mod miner;
 pub mod power_site;
 pub mod rig;
