@@ -133,12 +133,19 @@ mod tests {
     use tokio::io::AsyncReadExt;
     use tokio::net::{TcpListener, TcpStream};
 
+    /// A connected (client, server) pair on 127.0.0.1.
+    async fn socket_pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server)
+    }
+
     #[tokio::test]
     async fn flushes_in_order_and_frees_memory() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut client = TcpStream::connect(addr).await.unwrap();
-        let (mut server, _) = listener.accept().await.unwrap();
+        let (mut client, mut server) = socket_pair().await;
         let (_, writer) = server.split();
         let mut out = Outbox::new(1024);
         out.push(b"one\n").unwrap();
@@ -175,10 +182,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_job_room_goes_once_the_outbox_drains() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut client = TcpStream::connect(addr).await.unwrap();
-        let (mut server, _) = listener.accept().await.unwrap();
+        let (mut client, mut server) = socket_pair().await;
         let (_, writer) = server.split();
         let mut out = Outbox::new(1024);
         out.push_job(&[b'j'; 4096]).unwrap();
@@ -194,10 +198,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_miner_that_does_not_read_overflows_the_bound() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let _client = TcpStream::connect(addr).await.unwrap(); // never reads
-        let (mut server, _) = listener.accept().await.unwrap();
+        let (_client, mut server) = socket_pair().await; // the client never reads
         let (_, writer) = server.split();
         let mut out = Outbox::new(64 * 1024);
         let chunk = vec![b'x'; 16 * 1024];

@@ -225,8 +225,9 @@ impl Miner {
         self.search(job, 0xbad, None, false)
     }
 
-    /// The header hash of `share` on `job`, computed from scratch.
-    pub fn share_hash(&self, job: &Notify, share: &Share) -> [u8; 32] {
+    /// The merkle root of `job` with this miner's extranonce1 and `extranonce2`, computed
+    /// independently of the validator's midstate path: the plain coinbase, then the branch.
+    fn merkle_root(&self, job: &Notify, extranonce2: &[u8]) -> [u8; 32] {
         let ext = ExtendedJob {
             version: job.version,
             prev_hash: job.prev_hash,
@@ -236,10 +237,15 @@ impl Miner {
             nbits: job.nbits,
             ntime: job.ntime,
         };
-        let root = merkle_root(
-            &sha256d(&ext.coinbase(&self.extranonce1, &share.extranonce2)),
+        merkle_root(
+            &sha256d(&ext.coinbase(&self.extranonce1, extranonce2)),
             &job.merkle_branch,
-        );
+        )
+    }
+
+    /// The header hash of `share` on `job`, computed from scratch.
+    pub fn share_hash(&self, job: &Notify, share: &Share) -> [u8; 32] {
+        let root = self.merkle_root(job, &share.extranonce2);
         let version = share.version_bits.map_or(job.version, |b| job.version | b);
         sha256d_80(&build_header(
             version,
@@ -256,20 +262,7 @@ impl Miner {
         let seed = seed.to_le_bytes();
         let n = seed.len().min(extranonce2.len());
         extranonce2[..n].copy_from_slice(&seed[..n]);
-        // Independent of the validator's midstate path: the plain coinbase, then headers.
-        let ext = ExtendedJob {
-            version: job.version,
-            prev_hash: job.prev_hash,
-            coinbase_prefix: job.coinb1.clone(),
-            coinbase_suffix: job.coinb2.clone(),
-            merkle_branch: job.merkle_branch.clone(),
-            nbits: job.nbits,
-            ntime: job.ntime,
-        };
-        let root = merkle_root(
-            &sha256d(&ext.coinbase(&self.extranonce1, &extranonce2)),
-            &job.merkle_branch,
-        );
+        let root = self.merkle_root(job, &extranonce2);
         let version = bits.map_or(job.version, |b| job.version | b);
         let target = Target::from_difficulty(self.difficulty).expect("difficulty");
         let nonce = (0..=u32::MAX)
