@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use hashshift::config::Config;
-use hashshift::protocol::sv1::{ClientCodec, ClientRequest, Notify, Submit};
+use hashshift::protocol::sv1::{ClientCodec, Notify};
 use hashshift::proxy::Proxy;
 use hashshift::testpool::{TestPool, TestPoolConfig};
 use support::miner::Miner;
@@ -72,18 +72,11 @@ async fn mine(proxy_addr: std::net::SocketAddr, worker: String) -> Result<usize>
             let share = m.find_share(&job, seed, None);
             seed += 1;
             let r = m
-                .call(ClientRequest::Submit(Submit {
-                    worker: worker.clone(),
-                    job_id: share.job_id,
-                    extranonce2: share.extranonce2,
-                    ntime: share.ntime,
-                    nonce: share.nonce,
-                    version_bits: None,
-                }))
+                .submit(&share, &worker)
                 .await
                 .with_context(|| format!("{worker}: submit on job {n}"))?;
             ensure!(
-                r.error.is_none() && r.as_bool()?,
+                r == Ok(()),
                 "{worker}: share on job {n} not accepted: {r:?}"
             );
             accepted += 1;
