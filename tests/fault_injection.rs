@@ -37,7 +37,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use fault_site::{FaultRig, Proc, RIG_KW, ask, ask_ok, free_port, raw, write_hook};
+use fault_site::{Proc, RIG_KW, ask, ask_ok, fault_rig, free_port, raw, write_hook};
 use hashshift::control::admin::protocol::{Command, Target};
 use hashshift::firmware::fake::FakePhase;
 use hashshift::testpool::{TestPool, TestPoolConfig};
@@ -45,6 +45,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
+use support::rig::SimRig;
 
 const RIGS: usize = 4;
 const SITE_CAP_KW: f64 = 14.0;
@@ -182,7 +183,7 @@ struct Suite {
     config: PathBuf,
     log: PathBuf,
     pool: TestPool,
-    rigs: Vec<FaultRig>,
+    rigs: Vec<SimRig>,
     proc: Option<Proc>,
     rng: StdRng,
     tally: Tally,
@@ -204,7 +205,7 @@ impl Suite {
         .await?;
         let mut rigs = Vec::new();
         for i in 0..RIGS {
-            rigs.push(FaultRig::new(&format!("farm.rig{i}")).await?);
+            rigs.push(fault_rig(&format!("farm.rig{i}")).await?);
         }
         let hook = write_hook(&dir)?;
         let port = free_port()?;

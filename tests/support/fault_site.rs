@@ -3,139 +3,36 @@
 //! management APIs are in-process fakes with fault switches, a command-hook "scheduler" script
 //! that can be told to hang or fail, and raw access to the admin socket.
 //!
-//! Each rig here records what its miners saw (accepted shares, and every error that ended a
-//! miner), so the suite can tell a share that went unanswered on a live connection (lost) from
-//! one cut off by a kill (its connection closed).
+//! The rigs are [`SimRig`]s, which record what their miners saw (accepted shares, and every
+//! error that ended a miner).
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use hashshift::control::admin::ctl::call;
 use hashshift::control::admin::protocol::{Command, Request, Response};
-use hashshift::firmware::fake::{FakeLuxos, FakeLuxosConfig, FakePhase, RigProfile};
+use hashshift::firmware::fake::RigProfile;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
-use crate::support::honest::Honest;
+use crate::support::rig::SimRig;
 
 /// Nameplate of every simulated rig (an S19), kW.
 pub const RIG_KW: f64 = 3.25;
 
-/// A rig: firmware fake plus a miner that hashes while the fake's real phase says so.
-pub struct FaultRig {
-    pub worker: String,
-    pub firmware: Arc<FakeLuxos>,
-    /// Shares the proxy accepted, over every miner this rig ran.
-    pub accepted: Arc<AtomicU64>,
-    /// Why each of its miners ended other than by our stop (disconnects, timeouts, rejects).
-    pub errors: Arc<Mutex<Vec<String>>>,
-    stop: CancellationToken,
-    task: Option<JoinHandle<()>>,
-}
-
-impl FaultRig {
-    pub async fn new(worker: &str) -> Result<FaultRig> {
-        let profile = RigProfile {
+/// A rig for the suite: a [`SimRig`] whose fake sleeps in 0.3 s and wakes in 0.8 s.
+pub async fn fault_rig(worker: &str) -> Result<SimRig> {
+    SimRig::new(
+        worker,
+        RigProfile {
             sleep_delay: Duration::from_millis(300),
             wake_delay: Duration::from_millis(800),
             ..RigProfile::default()
-        };
-        let firmware = Arc::new(
-            FakeLuxos::start(FakeLuxosConfig {
-                profile,
-                ..FakeLuxosConfig::default()
-            })
-            .await?,
-        );
-        Ok(FaultRig {
-            worker: worker.to_owned(),
-            firmware,
-            accepted: Arc::new(AtomicU64::new(0)),
-            errors: Arc::new(Mutex::new(Vec::new())),
-            stop: CancellationToken::new(),
-            task: None,
-        })
-    }
-
-    /// Mines into `proxy` whenever the fake's real phase hashes (lying faults do not stop it).
-    pub fn mine(&mut self, proxy: SocketAddr) {
-        self.task = Some(tokio::spawn(run(
-            proxy,
-            self.worker.clone(),
-            self.firmware.clone(),
-            self.accepted.clone(),
-            self.errors.clone(),
-            self.stop.clone(),
-        )));
-    }
-
-    /// The simulated rig's real phase.
-    pub fn phase(&self) -> FakePhase {
-        self.firmware.phase()
-    }
-
-    pub async fn stop(mut self) {
-        self.stop.cancel();
-        if let Some(t) = self.task.take() {
-            let _ = t.await;
-        }
-        self.firmware.shutdown().await;
-    }
-}
-
-async fn run(
-    proxy: SocketAddr,
-    worker: String,
-    firmware: Arc<FakeLuxos>,
-    accepted: Arc<AtomicU64>,
-    errors: Arc<Mutex<Vec<String>>>,
-    stop: CancellationToken,
-) {
-    let mut miner: Option<Honest> = None;
-    // Accepted by miners already ended.
-    let mut base = 0u64;
-    let end = |m: Honest, base: &mut u64| {
-        let errors = errors.clone();
-        *base += m.accepted();
-        async move {
-            if let Err(e) = m.stop().await {
-                errors
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(format!("{e:#}"));
-            }
-        }
-    };
-    loop {
-        let hashing = matches!(firmware.phase(), FakePhase::Mining | FakePhase::Stopping);
-        match (miner.take(), hashing) {
-            (None, true) => {
-                if let Ok(m) = Honest::start(proxy, &worker).await {
-                    miner = Some(m);
-                }
-            }
-            (Some(m), false) => end(m, &mut base).await,
-            // Ended while hashing (kicked, proxy killed): reconnect, as firmware does.
-            (Some(m), true) if !m.is_running() => end(m, &mut base).await,
-            (m, _) => miner = m,
-        }
-        let live = miner.as_ref().map_or(0, Honest::accepted);
-        accepted.store(base + live, Ordering::Relaxed);
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-        }
-    }
-    if let Some(m) = miner {
-        end(m, &mut base).await;
-    }
+        },
+    )
+    .await
 }
 
 /// The proxy binary as a child process.

@@ -1,11 +1,13 @@
 //! A simulated rig with a management API: a fake LuxOS controller (`firmware::fake`) and an
 //! honest SV1 miner that mines only while the fake says the rig hashes. When the rig falls
 //! asleep its miner stops (shares stop, as on a real rig); when it wakes, a new miner
-//! connects, as firmware reconnecting after a wake does.
+//! connects, as firmware reconnecting after a wake does. Each rig records what its miners saw
+//! (accepted shares, and every error that ended a miner), so a test can tell a share that went
+//! unanswered on a live connection (lost) from one cut off by a kill (its connection closed).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -21,6 +23,10 @@ pub struct SimRig {
     pub firmware: Arc<FakeLuxos>,
     /// Times its miner connected (1 at start, +1 per wake).
     pub connects: Arc<AtomicU64>,
+    /// Shares the proxy accepted, over every miner this rig ran.
+    pub accepted: Arc<AtomicU64>,
+    /// Why each of its miners ended other than by our stop (disconnects, timeouts, rejects).
+    pub errors: Arc<Mutex<Vec<String>>>,
     stop: CancellationToken,
     task: Option<JoinHandle<()>>,
 }
@@ -40,6 +46,8 @@ impl SimRig {
             worker: worker.to_owned(),
             firmware,
             connects: Arc::new(AtomicU64::new(0)),
+            accepted: Arc::new(AtomicU64::new(0)),
+            errors: Arc::new(Mutex::new(Vec::new())),
             stop: CancellationToken::new(),
             task: None,
         })
@@ -52,6 +60,8 @@ impl SimRig {
             self.worker.clone(),
             self.firmware.clone(),
             self.connects.clone(),
+            self.accepted.clone(),
+            self.errors.clone(),
             self.stop.clone(),
         )));
     }
@@ -75,37 +85,48 @@ async fn run(
     worker: String,
     firmware: Arc<FakeLuxos>,
     connects: Arc<AtomicU64>,
+    accepted: Arc<AtomicU64>,
+    errors: Arc<Mutex<Vec<String>>>,
     stop: CancellationToken,
 ) {
     let mut miner: Option<Honest> = None;
+    // Accepted by miners already ended.
+    let mut base = 0u64;
+    let end = |m: Honest, base: &mut u64| {
+        let errors = errors.clone();
+        *base += m.accepted();
+        async move {
+            if let Err(e) = m.stop().await {
+                errors
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(format!("{e:#}"));
+            }
+        }
+    };
     loop {
         let hashing = matches!(firmware.phase(), FakePhase::Mining | FakePhase::Stopping);
-        match (&miner, hashing) {
+        match (miner.take(), hashing) {
             (None, true) => {
                 if let Ok(m) = Honest::start(proxy, &worker).await {
                     connects.fetch_add(1, Ordering::Relaxed);
                     miner = Some(m);
                 }
             }
-            (Some(_), false) => {
-                if let Some(m) = miner.take() {
-                    let _ = m.stop().await;
-                }
-            }
-            // Disconnected while hashing (kicked, proxy restart): reconnect, as firmware does.
-            (Some(m), true) if !m.is_running() => {
-                if let Some(m) = miner.take() {
-                    let _ = m.stop().await;
-                }
-            }
-            _ => {}
+            (Some(m), false) => end(m, &mut base).await,
+            // Ended while hashing (kicked, proxy restarted or killed): reconnect, as firmware
+            // does.
+            (Some(m), true) if !m.is_running() => end(m, &mut base).await,
+            (m, _) => miner = m,
         }
+        let live = miner.as_ref().map_or(0, Honest::accepted);
+        accepted.store(base + live, Ordering::Relaxed);
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
     }
     if let Some(m) = miner {
-        let _ = m.stop().await;
+        end(m, &mut base).await;
     }
 }
