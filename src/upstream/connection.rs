@@ -28,8 +28,8 @@ use crate::config::{PoolUrl, UpstreamProtocol, WorkerIdentity};
 use crate::telemetry::histogram::LATENCY_BUCKETS;
 use crate::telemetry::{Histogram, ShareCounters};
 
-/// Version-rolling mask the proxy asks pools for (BIP320 general-purpose bits).
-pub const REQUESTED_VERSION_MASK: u32 = 0x1fff_e000;
+/// Version-rolling mask the proxy asks pools for: the BIP320 general-purpose bits.
+pub const REQUESTED_VERSION_MASK: u32 = hashshift_protocol::share::BIP320_VERSION_BITS;
 
 /// The header version a pool rebuilds from a share: the job's version with the rolled
 /// `bits` inside `mask` (BIP310), or the job's own without them.

@@ -145,20 +145,6 @@ pub fn encode_notify(job: &ExtendedJob, id: u32, clean: bool) -> Bytes {
     buf.freeze()
 }
 
-/// BIP320's general-purpose version bits: what an SV2 job's `version_rolling_allowed` lets a
-/// miner roll.
-pub const BIP320_VERSION_BITS: u32 = 0x1fff_e000;
-
-/// Whether SV2 extended jobs on a pool session with this version mask may say
-/// `version_rolling_allowed`. The flag has no mask: "if set to True, the general purpose bits
-/// of version (as specified in BIP320) can be freely manipulated by the downstream node"
-/// (SV2 Mining Protocol, `NewExtendedMiningJob`). So it is only true when the pool granted
-/// every one of those bits; with a narrower mask, SV2 miners would roll bits the pool
-/// rejects, so they must keep the job's version.
-pub fn allows_bip320_rolling(mask: u32) -> bool {
-    mask & BIP320_VERSION_BITS == BIP320_VERSION_BITS
-}
-
 /// Everything a miner on a connection needs; replaced as a whole on every change.
 #[derive(Clone, Debug)]
 pub struct WorkState {
@@ -182,22 +168,5 @@ impl WorkState {
     /// Whether miners can be given work from this state.
     pub fn is_ready(&self) -> bool {
         self.job.is_some() && self.extranonce2_size > 0
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sv2_rolling_needs_every_bip320_bit() {
-        assert!(allows_bip320_rolling(0x1fff_e000));
-        assert!(allows_bip320_rolling(0xffff_ffff));
-        assert!(
-            !allows_bip320_rolling(0x00ff_e000),
-            "narrower: bits 24..28 missing"
-        );
-        assert!(!allows_bip320_rolling(0x1fff_c000), "bit 13 missing");
-        assert!(!allows_bip320_rolling(0));
     }
 }

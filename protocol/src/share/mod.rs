@@ -22,7 +22,9 @@ pub mod target;
 mod u256;
 pub mod validate;
 
-pub use job::{ExtendedJob, Job, PreparedJob, StandardJob};
+pub use job::{
+    BIP320_VERSION_BITS, ExtendedJob, Job, PreparedJob, StandardJob, allows_bip320_rolling,
+};
 pub use rejection::Rejection;
 pub use target::{Target, TargetError};
 pub use validate::{

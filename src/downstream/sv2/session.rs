@@ -43,7 +43,7 @@ use super::channel::{Channel, ChannelKind, SubmittedShare};
 use super::events::{Event, work_stream};
 use crate::downstream::listener::Accepted;
 use crate::upstream::manager::{Control, PoolManager};
-use crate::upstream::work::allows_bip320_rolling;
+use hashshift_protocol::share::allows_bip320_rolling;
 
 /// The group channel every channel of a connection belongs to (reported in `Open*Success`).
 /// Jobs go to it when the miner did not set `REQUIRES_STANDARD_JOBS` and all its channels are
