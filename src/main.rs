@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use hashshift::config::Config;
+use hashshift_proxy::config::Config;
 
 #[derive(Parser)]
 #[command(
@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// A whole mining site on this machine: test pools, the proxy, simulated rigs.
-    Demo(hashshift::demo::DemoArgs),
+    Demo(hashshift_tools::demo::DemoArgs),
     /// Run the proxy.
     Run {
         /// The TOML configuration file.
@@ -48,9 +48,9 @@ enum Command {
         out: PathBuf,
     },
     /// Talk to a running proxy's admin socket: rigs, pools, drain/resume, power, events.
-    Ctl(#[command(flatten)] hashshift::control::admin::ctl::CtlArgs),
+    Ctl(#[command(flatten)] hashshift_proxy::control::admin::ctl::CtlArgs),
     /// Load-test a proxy (or, with --direct, the embedded test pool) with many SV1 miners.
-    Bench(#[command(flatten)] hashshift::bench::BenchArgs),
+    Bench(#[command(flatten)] hashshift_tools::bench::BenchArgs),
 }
 
 /// Logs go to stderr: human text, coloured only when stderr is a terminal (journald, files
@@ -98,10 +98,10 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     match cli.command {
-        Command::Bench(args) => hashshift::bench::main(args),
-        Command::Ctl(args) => hashshift::control::admin::ctl::main(args),
+        Command::Bench(args) => hashshift_tools::bench::main(args),
+        Command::Ctl(args) => hashshift_proxy::control::admin::ctl::main(args),
         Command::Demo(args) => {
-            match runtime().and_then(|rt| rt.block_on(hashshift::demo::run(args))) {
+            match runtime().and_then(|rt| rt.block_on(hashshift_tools::demo::run(args))) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("hashshift demo: {e:#}");
@@ -120,7 +120,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            hashshift::supervisor::install_panic_hook();
+            hashshift_proxy::supervisor::install_panic_hook();
             let rt = match runtime() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -128,7 +128,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let options = hashshift::proxy::StartOptions { reset_power_state };
+            let options = hashshift_proxy::proxy::StartOptions { reset_power_state };
             let outcome = rt.block_on(run(config, options));
             // A blocking task (a file write, a hook command) must not hold the exit up.
             rt.shutdown_timeout(std::time::Duration::from_secs(2));
@@ -137,9 +137,9 @@ fn main() -> ExitCode {
                 Ok(Some(failure)) => {
                     eprintln!(
                         "hashshift: {failure}; exiting with status {} for a restart",
-                        hashshift::supervisor::EXIT_TASK_FAILED
+                        hashshift_proxy::supervisor::EXIT_TASK_FAILED
                     );
-                    ExitCode::from(hashshift::supervisor::EXIT_TASK_FAILED)
+                    ExitCode::from(hashshift_proxy::supervisor::EXIT_TASK_FAILED)
                 }
                 Err(e) => {
                     eprintln!("hashshift: {e:#}");
@@ -147,7 +147,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Keygen { out } => match hashshift::keyfile::generate(&out) {
+        Command::Keygen { out } => match hashshift_proxy::keyfile::generate(&out) {
             Ok(public) => {
                 println!("{public}");
                 eprintln!(
@@ -194,15 +194,15 @@ const FAILURE_EXIT_WITHIN: std::time::Duration = std::time::Duration::from_secs(
 
 /// Runs the proxy until SIGINT or SIGTERM, or until a critical task fails, then shuts down
 /// gracefully. Returns the failure, if any (the exit status is then
-/// [`hashshift::supervisor::EXIT_TASK_FAILED`]).
+/// [`hashshift_proxy::supervisor::EXIT_TASK_FAILED`]).
 async fn run(
     config: Config,
-    options: hashshift::proxy::StartOptions,
-) -> anyhow::Result<Option<hashshift::supervisor::TaskFailure>> {
+    options: hashshift_proxy::proxy::StartOptions,
+) -> anyhow::Result<Option<hashshift_proxy::supervisor::TaskFailure>> {
     use anyhow::Context;
-    hashshift::sys::raise_fd_limit();
-    let settings = hashshift::upstream::manager::ManagerSettings::from_config(&config);
-    let proxy = hashshift::proxy::Proxy::start_with_options(&config, settings, options)
+    hashshift_proxy::sys::raise_fd_limit();
+    let settings = hashshift_proxy::upstream::manager::ManagerSettings::from_config(&config);
+    let proxy = hashshift_proxy::proxy::Proxy::start_with_options(&config, settings, options)
         .await
         .context("starting the proxy")?;
     for addr in proxy.listen_addrs() {
@@ -210,7 +210,7 @@ async fn run(
     }
     let supervisor = proxy.supervisor().clone();
     let failed = tokio::select! {
-        () = hashshift::sys::shutdown_signal() => None,
+        () = hashshift_proxy::sys::shutdown_signal() => None,
         failure = proxy.failed() => Some(failure),
     };
     let grace = match &failed {
@@ -222,7 +222,7 @@ async fn run(
             std::thread::spawn(|| {
                 std::thread::sleep(FAILURE_EXIT_WITHIN);
                 eprintln!("hashshift: shutdown after a task failure took too long; exiting");
-                std::process::exit(i32::from(hashshift::supervisor::EXIT_TASK_FAILED));
+                std::process::exit(i32::from(hashshift_proxy::supervisor::EXIT_TASK_FAILED));
             });
             FAILURE_GRACE
         }

@@ -24,7 +24,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::time::{Duration, Instant};
 
-use hashshift::control::arbiter::{
+use hashshift_proxy::control::arbiter::{
     Action, Arbiter, Confirmation, Curtailment, GpuDemand, GroupId, Observed, RigId, RigInfo,
     RigState, Settings, Watts,
 };

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use hashshift::bench::{BenchArgs, BenchProtocol, ChannelKind, Report, run};
-use hashshift::config::Config;
-use hashshift::proxy::Proxy;
-use hashshift::testpool::{TestPool, TestPoolConfig};
+use hashshift_proxy::config::Config;
+use hashshift_proxy::proxy::Proxy;
+use hashshift_tools::bench::{BenchArgs, BenchProtocol, ChannelKind, Report, run};
+use hashshift_tools::testpool::{TestPool, TestPoolConfig};
 use tokio::time::timeout;
 
 /// An authority key file in the temp dir, removed on drop.
@@ -59,14 +59,14 @@ async fn bench_through_in_process_proxy(channel: &str) -> Result<Report> {
         std::process::id(),
         rand::random::<u64>()
     )));
-    let public = hashshift::keyfile::generate(&key.0)?;
+    let public = hashshift_proxy::keyfile::generate(&key.0)?;
     let config = Config::from_toml(&format!(
         "[[downstream]]\nprotocol = \"sv2\"\nlisten = \"127.0.0.1:0\"\nauthority_key_file = {:?}\n\
          [[upstream]]\nurl = \"stratum+tcp://{}\"\nuser = \"bench\"\n\
          [vardiff]\ninitial = {d:e}\nmin = {d:e}\nmax = {d:e}\nshares_per_minute = 20.0\n",
         key.0.display().to_string(),
         pool.addr(),
-        d = hashshift::bench::process::miner_difficulty(),
+        d = hashshift_tools::bench::process::miner_difficulty(),
     ))?;
     let proxy = Proxy::start(&config).await?;
     let addr = proxy.listen_addrs()[0].to_string();

@@ -1,6 +1,6 @@
 //! The configuration file format: the shipped example loads, and mistakes name their key.
 
-use hashshift::config::{Config, ConfigError};
+use hashshift_proxy::config::{Config, ConfigError};
 
 #[test]
 fn example_config_loads() {
@@ -142,7 +142,7 @@ fn shed_aids_default_and_are_range_checked() {
     let p = config.power.as_ref().unwrap();
     assert_eq!(p.drain_margin, 0.05);
     assert_eq!(p.replace_after_secs, 30.0);
-    let settings = hashshift::control::power::settings(p);
+    let settings = hashshift_proxy::control::power::settings(p);
     assert_eq!(settings.replace_after, std::time::Duration::from_secs(30));
     for bad in [
         "drain_margin = -0.1",

@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use hashshift::config::Config;
-use hashshift::control::admin::ctl::call;
-use hashshift::control::admin::protocol::{Command, Request, Response};
-use hashshift::proxy::Proxy;
-use hashshift::testpool::{TestPool, TestPoolConfig};
+use hashshift_proxy::config::Config;
+use hashshift_proxy::control::admin::ctl::call;
+use hashshift_proxy::control::admin::protocol::{Command, Request, Response};
+use hashshift_proxy::proxy::Proxy;
+use hashshift_tools::testpool::{TestPool, TestPoolConfig};
 use serde_json::Value;
 use support::honest::{Honest, stop_all};
 use support::miner::{Miner, within};

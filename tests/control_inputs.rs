@@ -11,9 +11,9 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use hashshift::control::admin::protocol::Command;
-use hashshift::proxy::{Proxy, StartOptions};
-use hashshift::upstream::manager::ManagerSettings;
+use hashshift_proxy::control::admin::protocol::Command;
+use hashshift_proxy::proxy::{Proxy, StartOptions};
+use hashshift_proxy::upstream::manager::ManagerSettings;
 use serde_json::Value;
 use support::miner::within;
 use support::power_site::{Site, all_mining_on_firmware_figures};

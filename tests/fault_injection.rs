@@ -38,9 +38,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use fault_site::{Proc, RIG_KW, ask, ask_ok, fault_rig, free_port, raw, write_hook};
-use hashshift::control::admin::protocol::{Command, Target};
-use hashshift::firmware::fake::FakePhase;
-use hashshift::testpool::{TestPool, TestPoolConfig};
+use hashshift_proxy::control::admin::protocol::{Command, Target};
+use hashshift_tools::fake_firmware::FakePhase;
+use hashshift_tools::testpool::{TestPool, TestPoolConfig};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};

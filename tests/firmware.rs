@@ -8,12 +8,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use hashshift::firmware::fake::{
-    FakeBraiins, FakeBraiinsConfig, FakeLuxos, FakeLuxosConfig, FakePhase, RigProfile,
-};
-use hashshift::firmware::{
+use hashshift_proxy::firmware::{
     Credentials, Endpoint, FirmwareClient, FirmwareError, FirmwareKind, RigState, RigStatus,
     Timeouts,
+};
+use hashshift_tools::fake_firmware::{
+    FakeBraiins, FakeBraiinsConfig, FakeLuxos, FakeLuxosConfig, FakePhase, RigProfile,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -233,7 +233,7 @@ async fn cgminer_quirks_on_the_wire() -> Result<()> {
         let quirky = b"{\"STATUS\":[{\"STATUS\":\"S\",\"Msg\":\"Summary\"}],\"SUMMARY\":[{\"GHS 5s\":0,\"Work Utility\":inf,\"X\":nan}{\"Elapsed\":1}],\"id\":1}\n\0".to_vec();
         let addr = canned_server(quirky).await?;
         let (v, status) =
-            hashshift::firmware::cgminer::request(&c, addr, "summary", None).await?;
+            hashshift_proxy::firmware::cgminer::request(&c, addr, "summary", None).await?;
         assert_eq!(status.letter, "S");
         assert_eq!(v["SUMMARY"].as_array().map(Vec::len), Some(2));
         assert!(v["SUMMARY"][0]["Work Utility"].is_null());

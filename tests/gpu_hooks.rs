@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use hashshift::gpu::{
+use hashshift_proxy::gpu::{
     CommandConfig, GpuDemand, GpuError, GpuScheduler, GpuSchedulerConfig, ShedAction, WebhookConfig,
 };
 use serde_json::Value;

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use hashshift::control::admin::protocol::Command;
-use hashshift::http_client::{Limits, Request, request};
+use hashshift_proxy::control::admin::protocol::Command;
+use hashshift_proxy::http_client::{Limits, Request, request};
 use serde_json::Value;
 use support::power_site::Site;
 

@@ -9,11 +9,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use hashshift::config::Config;
-use hashshift::protocol::sv1::ServerMessage;
-use hashshift::proxy::Proxy;
-use hashshift::testpool::TestPool;
-use hashshift::upstream::manager::ManagerSettings;
+use hashshift_protocol::sv1::ServerMessage;
+use hashshift_proxy::config::Config;
+use hashshift_proxy::proxy::Proxy;
+use hashshift_proxy::upstream::manager::ManagerSettings;
+use hashshift_tools::testpool::TestPool;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -11,11 +11,11 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use hashshift::config::Config;
-use hashshift::control::admin::protocol::{Command, Target};
-use hashshift::http_client::{Limits, Request, request};
-use hashshift::proxy::Proxy;
-use hashshift::testpool::{TestPool, TestPoolConfig};
+use hashshift_proxy::config::Config;
+use hashshift_proxy::control::admin::protocol::{Command, Target};
+use hashshift_proxy::http_client::{Limits, Request, request};
+use hashshift_proxy::proxy::Proxy;
+use hashshift_tools::testpool::{TestPool, TestPoolConfig};
 use support::miner::{Miner, within};
 use support::power_site::{Site, all_mining_on_firmware_figures, states};
 use tokio::io::AsyncWriteExt;

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use hashshift::control::admin::protocol::Command;
+use hashshift_proxy::control::admin::protocol::Command;
 use serde_json::{Value, json};
 use support::browser::{attr, chromium, dump_dom, http, rig_rows, screenshot, text_of};
 use support::miner::within;
@@ -446,7 +446,7 @@ fn fake_farm(n: usize) -> axum::Router {
         "curtailment": null,
     }})
     .to_string();
-    let now_ms = hashshift::control::audit::unix_ms();
+    let now_ms = hashshift_proxy::control::audit::unix_ms();
     let samples: Vec<Value> = (0..2160u64)
         .map(|i| {
             let f = (i as f64 / 2160.0 * std::f64::consts::TAU).sin().abs();
@@ -468,7 +468,7 @@ fn fake_farm(n: usize) -> axum::Router {
             }
         }
     };
-    hashshift::web::noc::routes()
+    hashshift_proxy::web::noc::routes()
         .route("/api/rigs", get(json_answer(rigs)))
         .route("/api/pools", get(json_answer(pools)))
         .route("/api/power", get(json_answer(power)))
@@ -515,7 +515,7 @@ async fn ten_thousand_rigs_render_in_chromium_with_only_the_visible_rows() -> Re
     println!(
         "10k rigs: {} rows in the DOM; page assets {} bytes; chromium run {browser_secs:.1} s",
         rows.len(),
-        hashshift::web::noc::page_bytes()
+        hashshift_proxy::web::noc::page_bytes()
     );
     screenshot(&bin, &url, "noc-10k.png").await?;
 

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use hashshift::config::Config;
+use hashshift_proxy::config::Config;
 use serde_json::Value;
 
 /// The build command of the README, which the Dockerfile must use verbatim.
@@ -352,7 +352,7 @@ fn dashboard_covers_the_metrics_contract() {
         .map(|n| n.strip_suffix("_bucket").unwrap_or(n))
         .collect();
     // Every metric the dashboard queries is one the proxy exports (its catalogue).
-    let exported: BTreeSet<&str> = hashshift::telemetry::metrics::catalogue::ALL
+    let exported: BTreeSet<&str> = hashshift_proxy::telemetry::metrics::catalogue::ALL
         .iter()
         .map(|spec| spec.name)
         .collect();
@@ -479,8 +479,12 @@ fn dockerfile_builds_like_the_readme() {
             );
         }
     }
-    for (dir, file) in [("", "Cargo.toml"), ("protocol/", "protocol/Cargo.toml")] {
-        let m: toml::Value = toml::from_str(&read(file)).unwrap();
+    for member in manifest["workspace"]["members"].as_array().unwrap() {
+        let dir = match member.as_str().unwrap() {
+            "." => String::new(),
+            m => format!("{m}/"),
+        };
+        let m: toml::Value = toml::from_str(&read(&format!("{dir}Cargo.toml"))).unwrap();
         for bench in m
             .get("bench")
             .and_then(|b| b.as_array())
@@ -565,7 +569,7 @@ fn systemd_unit_is_hardened_and_matches_the_config() {
         Some(Path::new("/var/lib/hashshift"))
     );
     assert_eq!(
-        hashshift::control::admin::ctl::DEFAULT_SOCKET,
+        hashshift_proxy::control::admin::ctl::DEFAULT_SOCKET,
         "/run/hashshift/admin.sock"
     );
 

@@ -8,8 +8,8 @@ mod support;
 use std::time::Duration;
 
 use anyhow::Result;
-use hashshift::control::admin::protocol::{Command, Target};
-use hashshift::firmware::fake::FakePhase;
+use hashshift_proxy::control::admin::protocol::{Command, Target};
+use hashshift_tools::fake_firmware::FakePhase;
 use support::power_site::{
     Site, all_mining_on_firmware_figures, confirmed_asleep, position, states,
 };

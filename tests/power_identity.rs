@@ -14,12 +14,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use hashshift::config::Config;
-use hashshift::control::admin::ctl::call;
-use hashshift::control::admin::protocol::{Command, Request, Response};
-use hashshift::firmware::fake::{FakeLuxos, FakeLuxosConfig};
-use hashshift::proxy::Proxy;
-use hashshift::testpool::{TestPool, TestPoolConfig};
+use hashshift_proxy::config::Config;
+use hashshift_proxy::control::admin::ctl::call;
+use hashshift_proxy::control::admin::protocol::{Command, Request, Response};
+use hashshift_proxy::proxy::Proxy;
+use hashshift_tools::fake_firmware::{FakeLuxos, FakeLuxosConfig};
+use hashshift_tools::testpool::{TestPool, TestPoolConfig};
 use serde_json::Value;
 use support::miner::Miner;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use hashshift::testpool::{TestPool, TestPoolConfig};
+use hashshift_tools::testpool::{TestPool, TestPoolConfig};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 

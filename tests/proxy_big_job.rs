@@ -14,10 +14,10 @@ mod support;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use hashshift::config::Config;
-use hashshift::protocol::sv1::{ClientCodec, Notify};
-use hashshift::proxy::Proxy;
-use hashshift::testpool::{TestPool, TestPoolConfig};
+use hashshift_protocol::sv1::{ClientCodec, Notify};
+use hashshift_proxy::config::Config;
+use hashshift_proxy::proxy::Proxy;
+use hashshift_tools::testpool::{TestPool, TestPoolConfig};
 use support::miner::Miner;
 use support::sv2_miner::{MiningJob, REQUIRES_STANDARD_JOBS, Received, Sv2Miner};
 use support::sv2_site::KeyFile;

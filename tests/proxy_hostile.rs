@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use hashshift::protocol::sv1::Id;
-use hashshift::proxy::Proxy;
-use hashshift::testpool::{TestPool, reason};
+use hashshift_protocol::sv1::Id;
+use hashshift_proxy::proxy::Proxy;
+use hashshift_tools::testpool::{TestPool, reason};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinSet;
@@ -556,7 +556,7 @@ async fn worker_names_that_are_too_long_or_carry_control_characters_are_refused(
     let site = Site::start("names", Limits::default()).await?;
     let mut m = Miner::connect(site.addr).await?;
     let sub = m
-        .call(hashshift::protocol::sv1::ClientRequest::Subscribe(
+        .call(hashshift_protocol::sv1::ClientRequest::Subscribe(
             Default::default(),
         ))
         .await?;
@@ -569,8 +569,8 @@ async fn worker_names_that_are_too_long_or_carry_control_characters_are_refused(
         String::new(),
     ] {
         let r = m
-            .call(hashshift::protocol::sv1::ClientRequest::Authorize(
-                hashshift::protocol::sv1::Authorize {
+            .call(hashshift_protocol::sv1::ClientRequest::Authorize(
+                hashshift_protocol::sv1::Authorize {
                     user: bad.clone(),
                     password: Some("x".into()),
                 },

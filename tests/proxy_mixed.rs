@@ -9,10 +9,10 @@ mod support;
 use std::time::Duration;
 
 use anyhow::Result;
-use hashshift::config::Config;
-use hashshift::proxy::Proxy;
-use hashshift::testpool::{TestPool, TestPoolConfig};
-use hashshift::upstream::manager::ManagerSettings;
+use hashshift_proxy::config::Config;
+use hashshift_proxy::proxy::Proxy;
+use hashshift_proxy::upstream::manager::ManagerSettings;
+use hashshift_tools::testpool::{TestPool, TestPoolConfig};
 use support::miner::{Miner, within};
 use support::sv2_miner::{OpenedChannel, Received, Sv2Miner};
 use support::sv2_site::{DIFF, KeyFile, pool_accepts};

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use hashshift::config::Config;
-use hashshift::testpool::{TestPool, TestPoolConfig};
+use hashshift_proxy::config::Config;
+use hashshift_tools::testpool::{TestPool, TestPoolConfig};
 use support::failover::{
     Log, Pace, drive, job_pool, lock, start_on_primary, subscribed_miner, wait_until,
 };

@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use hashshift::protocol::sv1::{ClientRequest, Id, ServerMessage, Submit};
+use hashshift_protocol::sv1::{ClientRequest, Id, ServerMessage, Submit};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};

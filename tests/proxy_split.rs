@@ -10,11 +10,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
-use hashshift::config::Config;
-use hashshift::proxy::Proxy;
-use hashshift::sim::{Firmware, RigConfig, RigHandle};
-use hashshift::testpool::{PoolStats, TestPool, TestPoolConfig};
-use hashshift::upstream::manager::ManagerSettings;
+use hashshift_proxy::config::Config;
+use hashshift_proxy::proxy::Proxy;
+use hashshift_proxy::upstream::manager::ManagerSettings;
+use hashshift_tools::sim::{Firmware, RigConfig, RigHandle};
+use hashshift_tools::testpool::{PoolStats, TestPool, TestPoolConfig};
 use tokio_util::sync::CancellationToken;
 
 /// Pool and miner difficulty: about 86 hashes a share, so ~60 shares/s over all rigs.

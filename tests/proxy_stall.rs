@@ -15,9 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use hashshift::config::Config;
-use hashshift::protocol::sv1::{ClientRequest, Id, ServerMessage, ServerNotification, Submit};
-use hashshift::testpool::{TestPool, TestPoolConfig};
+use hashshift_protocol::sv1::{ClientRequest, Id, ServerMessage, ServerNotification, Submit};
+use hashshift_proxy::config::Config;
+use hashshift_tools::testpool::{TestPool, TestPoolConfig};
 use support::failover::{
     Log, Pace, drive, job_pool, lock, start_on_primary, subscribed_miner, wait_until,
 };

@@ -6,11 +6,11 @@ mod support;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use hashshift::config::Config;
-use hashshift::protocol::sv1::{ClientRequest, ServerNotification};
-use hashshift::proxy::Proxy;
-use hashshift::testpool::{TestPool, TestPoolConfig};
-use hashshift::upstream::manager::ManagerSettings;
+use hashshift_protocol::sv1::{ClientRequest, ServerNotification};
+use hashshift_proxy::config::Config;
+use hashshift_proxy::proxy::Proxy;
+use hashshift_proxy::upstream::manager::ManagerSettings;
+use hashshift_tools::testpool::{TestPool, TestPoolConfig};
 use support::miner::{Miner, within};
 
 /// Share difficulty everywhere: ~4,300 hashes a share, quick in debug builds.
@@ -292,8 +292,8 @@ async fn a_miner_is_never_given_more_than_the_pools_difficulty() -> Result<()> {
 #[tokio::test]
 async fn a_share_resubmitted_under_a_reissued_job_id_is_a_duplicate_and_never_reaches_the_pool()
 -> Result<()> {
-    use hashshift::protocol::share::Target;
-    use hashshift::telemetry::RejectReason;
+    use hashshift_protocol::share::Target;
+    use hashshift_proxy::telemetry::RejectReason;
     const DUPLICATE: Result<(), i64> = Err(22);
 
     let a = pool("a").await?;

@@ -5,8 +5,8 @@
 mod support;
 
 use anyhow::{Context, Result, bail};
-use hashshift::config::Config;
-use hashshift::testpool::{TestPool, TestPoolConfig};
+use hashshift_proxy::config::Config;
+use hashshift_tools::testpool::{TestPool, TestPoolConfig};
 use support::miner::within;
 use support::sv2_miner::{
     FoundShare, MiningJob, REQUIRES_STANDARD_JOBS, REQUIRES_WORK_SELECTION, Received, Sv2Miner,
@@ -218,7 +218,7 @@ async fn next_target(m: &mut Sv2Miner, channel: u32) -> Result<f64> {
             _ => None,
         })
         .await?;
-    Ok(hashshift::protocol::share::Target::from_le_bytes(target).to_difficulty())
+    Ok(hashshift_protocol::share::Target::from_le_bytes(target).to_difficulty())
 }
 
 #[tokio::test]
@@ -423,9 +423,9 @@ fn sv2_listeners_need_an_authority_key_file() {
 /// encrypt whatever bytes it likes.
 async fn raw_session(
     addr: std::net::SocketAddr,
-    authority: hashshift::protocol::noise::AuthorityPublicKey,
-) -> Result<(TcpStream, hashshift::protocol::noise::transport::CipherHalf)> {
-    use hashshift::protocol::noise::{Initiator, RESPONDER_MESSAGE_LEN};
+    authority: hashshift_protocol::noise::AuthorityPublicKey,
+) -> Result<(TcpStream, hashshift_protocol::noise::transport::CipherHalf)> {
+    use hashshift_protocol::noise::{Initiator, RESPONDER_MESSAGE_LEN};
     let mut stream = TcpStream::connect(addr).await?;
     let mut initiator = Initiator::new(Some(authority), &mut rand::rng());
     stream.write_all(&initiator.step_0()?).await?;
@@ -440,7 +440,7 @@ async fn raw_session(
 }
 
 /// `plain` encrypted as one Noise transport message.
-fn seal(cipher: &mut hashshift::protocol::noise::transport::CipherHalf, plain: &[u8]) -> Vec<u8> {
+fn seal(cipher: &mut hashshift_protocol::noise::transport::CipherHalf, plain: &[u8]) -> Vec<u8> {
     let mut buf = plain.to_vec();
     buf.extend_from_slice(&[0u8; 16]);
     cipher.encrypt_in_place(&mut buf).expect("fresh cipher");
@@ -449,7 +449,7 @@ fn seal(cipher: &mut hashshift::protocol::noise::transport::CipherHalf, plain: &
 
 #[tokio::test]
 async fn oversized_and_tampered_frames_close_only_their_connection() -> Result<()> {
-    use hashshift::protocol::sv2::frame::Header;
+    use hashshift_protocol::sv2::frame::Header;
     // A long handshake timeout: a close within it is the frame check, not the timer.
     let s = Setup::start(
         "[limits]\nmax_line_bytes = 16384\nsend_queue = 64\nmax_connections = 1000\nhandshake_timeout_secs = 60\n",
@@ -536,8 +536,8 @@ async fn retargeted_job(
 /// new id; a share resubmitted under it is answered `duplicate-share`, reaches the pool once,
 /// and is credited once, above and below the pool's target.
 async fn update_channel_reissue_keeps_duplicates_out(extended: bool) -> Result<()> {
-    use hashshift::protocol::share::Target;
-    use hashshift::telemetry::RejectReason;
+    use hashshift_protocol::share::Target;
+    use hashshift_proxy::telemetry::RejectReason;
     let duplicate = Err("duplicate-share".to_string());
 
     let s = Setup::start("").await?;

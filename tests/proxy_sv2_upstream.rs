@@ -7,12 +7,12 @@ mod support;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use hashshift::config::Config;
-use hashshift::protocol::noise::AuthorityKeypair;
-use hashshift::protocol::sv1::{ClientRequest, ServerNotification, Submit};
-use hashshift::proxy::Proxy;
-use hashshift::testpool::{TestPool, TestPoolConfig, reason};
-use hashshift::upstream::manager::ManagerSettings;
+use hashshift_protocol::noise::AuthorityKeypair;
+use hashshift_protocol::sv1::{ClientRequest, ServerNotification, Submit};
+use hashshift_proxy::config::Config;
+use hashshift_proxy::proxy::Proxy;
+use hashshift_proxy::upstream::manager::ManagerSettings;
+use hashshift_tools::testpool::{TestPool, TestPoolConfig, reason};
 use support::logs::Logs;
 use support::miner::{Miner, within};
 
@@ -205,7 +205,7 @@ async fn failover_from_an_sv2_primary_to_an_sv1_backup_and_back() -> Result<()> 
     assert_eq!(a.stats().accepted, 1);
 
     // Moves to a new pool's work: its extranonce, then a clean job.
-    async fn follow(m: &mut Miner) -> Result<hashshift::protocol::sv1::Notify> {
+    async fn follow(m: &mut Miner) -> Result<hashshift_protocol::sv1::Notify> {
         let mut got_extranonce = false;
         within("work from the other pool", async {
             loop {
@@ -269,7 +269,7 @@ fn a_bad_authority_key_is_a_config_error_naming_the_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_channel_announces_the_hashrate_its_miners_really_have() -> Result<()> {
-    use hashshift::upstream::router::HASHES_PER_DIFFICULTY;
+    use hashshift_proxy::upstream::router::HASHES_PER_DIFFICULTY;
     use support::honest::{Honest, stop_all};
 
     let a = sv2_pool("a", 0x1fff_e000).await?;

@@ -13,13 +13,13 @@ mod support;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use hashshift::config::Config;
-use hashshift::protocol::sv1::{
+use hashshift_protocol::sv1::{
     ClientRequest, Configure, ConfigureResult, ExtensionResult, Notify, ServerNotification,
 };
-use hashshift::proxy::Proxy;
-use hashshift::testpool::{ConfigureAnswer, TestPool, TestPoolConfig};
-use hashshift::upstream::manager::ManagerSettings;
+use hashshift_proxy::config::Config;
+use hashshift_proxy::proxy::Proxy;
+use hashshift_proxy::upstream::manager::ManagerSettings;
+use hashshift_tools::testpool::{ConfigureAnswer, TestPool, TestPoolConfig};
 use support::logs::Logs;
 use support::miner::{Miner, within};
 

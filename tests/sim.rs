@@ -17,13 +17,13 @@ use tokio::time::timeout;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
-use hashshift::protocol::share::hash::sha256d_80;
-use hashshift::protocol::share::{ExtendedJob, Target};
-use hashshift::protocol::sv1::{
+use hashshift_protocol::share::hash::sha256d_80;
+use hashshift_protocol::share::{ExtendedJob, Target};
+use hashshift_protocol::sv1::{
     ClientMessage, ClientRequest, ConfigureResult, ExtensionResult, Notify, Reconnect, Response,
     ServerCodec, ServerMessage, ServerNotification, SetExtranonce, SubscribeResult,
 };
-use hashshift::sim::{Firmware, RigConfig, RigHandle, RigStats};
+use hashshift_tools::sim::{Firmware, RigConfig, RigHandle, RigStats};
 
 const DIFFICULTY: f64 = 1e-6;
 const SERVER_MASK: u32 = 0x1fff_e000;
@@ -218,8 +218,8 @@ async fn serve(
                         out.push(ServerMessage::Response(if ok {
                             Response::boolean(id, true)
                         } else {
-                            Response::error(id, hashshift::protocol::sv1::StratumError::new(
-                                hashshift::protocol::sv1::ErrorCode::LowDifficulty,
+                            Response::error(id, hashshift_protocol::sv1::StratumError::new(
+                                hashshift_protocol::sv1::ErrorCode::LowDifficulty,
                             ))
                         }));
                     }
@@ -450,7 +450,7 @@ async fn a_dropped_rig_reconnects_and_stop_is_prompt() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_direct_mode_reports_shares_and_sane_percentiles() -> Result<()> {
     use clap::Parser;
-    use hashshift::bench::{BenchArgs, run};
+    use hashshift_tools::bench::{BenchArgs, run};
     let args = BenchArgs::try_parse_from([
         "bench",
         "--direct",
@@ -492,7 +492,7 @@ async fn bench_direct_mode_reports_shares_and_sane_percentiles() -> Result<()> {
 #[tokio::test]
 async fn bench_refuses_non_loopback_proxies() -> Result<()> {
     use clap::Parser;
-    let args = hashshift::bench::BenchArgs::try_parse_from([
+    let args = hashshift_tools::bench::BenchArgs::try_parse_from([
         "bench",
         "--proxy",
         "192.0.2.1:3333",
@@ -501,7 +501,7 @@ async fn bench_refuses_non_loopback_proxies() -> Result<()> {
         "--duration",
         "1",
     ])?;
-    let err = timeout(Duration::from_secs(10), hashshift::bench::run(args))
+    let err = timeout(Duration::from_secs(10), hashshift_tools::bench::run(args))
         .await?
         .expect_err("must refuse");
     assert!(err.to_string().contains("loopback"), "{err}");
@@ -510,7 +510,7 @@ async fn bench_refuses_non_loopback_proxies() -> Result<()> {
 
 mod against_the_test_pool {
     use super::*;
-    use hashshift::testpool::{TestPool, TestPoolConfig};
+    use hashshift_tools::testpool::{TestPool, TestPoolConfig};
 
     async fn pool(difficulty: f64) -> Result<TestPool> {
         Ok(TestPool::start(TestPoolConfig {
@@ -593,7 +593,7 @@ mod against_the_test_pool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_against_a_given_address_reports_process_figures() -> Result<()> {
     use clap::Parser;
-    use hashshift::testpool::{TestPool, TestPoolConfig};
+    use hashshift_tools::testpool::{TestPool, TestPoolConfig};
     // The "proxy" is a test pool in this process; its pid is ours, so the RSS and CPU
     // probes have something real to read.
     let pool = TestPool::start(TestPoolConfig {
@@ -603,7 +603,7 @@ async fn bench_against_a_given_address_reports_process_figures() -> Result<()> {
     .await?;
     let pid = std::process::id().to_string();
     let addr = pool.addr().to_string();
-    let args = hashshift::bench::BenchArgs::try_parse_from([
+    let args = hashshift_tools::bench::BenchArgs::try_parse_from([
         "bench",
         "--proxy",
         &addr,
@@ -617,7 +617,7 @@ async fn bench_against_a_given_address_reports_process_figures() -> Result<()> {
         "10",
         "--quiet",
     ])?;
-    let report = timeout(Duration::from_secs(60), hashshift::bench::run(args))
+    let report = timeout(Duration::from_secs(60), hashshift_tools::bench::run(args))
         .await
         .context("bench did not finish")??;
     pool.shutdown().await;

@@ -14,7 +14,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use hashshift::gpu::{GpuDemand, GpuScheduler, ShedAction, ShedMode, SlurmConfig, SlurmScheduler};
+use hashshift_proxy::gpu::{
+    GpuDemand, GpuScheduler, ShedAction, ShedMode, SlurmConfig, SlurmScheduler,
+};
 use support::slurm::{enabled, sbatch, sh, wait_job};
 
 const JOB_NAME: &str = "hashshift-gpu-test";
@@ -69,9 +71,9 @@ async fn slurm_power_budget_knob_demand_and_shed() -> Result<()> {
 
 async fn scenario() -> Result<()> {
     cleanup().await?;
-    let sched = GpuScheduler::from_config(hashshift::gpu::GpuSchedulerConfig::Slurm(config(
-        ShedMode::Requeue,
-    )))?;
+    let sched = GpuScheduler::from_config(hashshift_proxy::gpu::GpuSchedulerConfig::Slurm(
+        config(ShedMode::Requeue),
+    ))?;
     let GpuScheduler::Slurm(slurm) = &sched else {
         bail!("not slurm")
     };

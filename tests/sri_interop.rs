@@ -25,14 +25,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use futures_util::{SinkExt, StreamExt};
 use harness::{FLOW, Harness, connect_when_listening, free_port, sri_bin, until};
-use hashshift::config::Config;
-use hashshift::protocol::noise::{AuthorityKeypair, Initiator, NoiseCodec};
-use hashshift::protocol::sv1::{ClientRequest, Notify, ServerNotification, Subscribe};
-use hashshift::protocol::sv2::types::{Reader, Sv2Decode, Sv2Encode};
-use hashshift::protocol::sv2::{B064K, Message, Protocol, SetupConnection, Str0255};
-use hashshift::proxy::Proxy;
-use hashshift::testpool::{TestPool, TestPoolConfig};
-use hashshift::upstream::manager::ManagerSettings;
+use hashshift_protocol::noise::{AuthorityKeypair, Initiator, NoiseCodec};
+use hashshift_protocol::sv1::{ClientRequest, Notify, ServerNotification, Subscribe};
+use hashshift_protocol::sv2::types::{Reader, Sv2Decode, Sv2Encode};
+use hashshift_protocol::sv2::{B064K, Message, Protocol, SetupConnection, Str0255};
+use hashshift_proxy::config::Config;
+use hashshift_proxy::proxy::Proxy;
+use hashshift_proxy::upstream::manager::ManagerSettings;
+use hashshift_tools::testpool::{TestPool, TestPoolConfig};
 use support::honest::{Honest, stop_all};
 use support::miner::Miner;
 use support::template_provider::{TemplateProvider, TpConfig, msg_type};
@@ -56,7 +56,7 @@ async fn sv2_proxy(
     spm: f64,
 ) -> Result<(Proxy, String)> {
     let key_path = h.dir.join("authority.key");
-    let public = hashshift::keyfile::generate(&key_path)?;
+    let public = hashshift_proxy::keyfile::generate(&key_path)?;
     let text = format!(
         "[[downstream]]\nprotocol = \"sv2\"\nlisten = \"127.0.0.1:0\"\nauthority_key_file = {:?}\n\
          [[upstream]]\nurl = \"stratum+tcp://{}\"\nuser = \"farm\"\n\
@@ -535,7 +535,7 @@ async fn template_provider_serves_templates_and_records_solutions() -> Result<()
         let mut stream = TcpStream::connect(tp.addr()).await?;
         let mut initiator = Initiator::new(Some(tp.authority_public_key()), &mut rand::rng());
         stream.write_all(&initiator.step_0()?).await?;
-        let mut reply = [0u8; hashshift::protocol::noise::RESPONDER_MESSAGE_LEN];
+        let mut reply = [0u8; hashshift_protocol::noise::RESPONDER_MESSAGE_LEN];
         stream.read_exact(&mut reply).await?;
         let now = u32::try_from(std::time::UNIX_EPOCH.elapsed()?.as_secs())?;
         let (transport, _) = initiator.step_2(&reply, now)?;
@@ -565,7 +565,7 @@ async fn template_provider_serves_templates_and_records_solutions() -> Result<()
         100u32.encode(&mut p);
         4u16.encode(&mut p);
         wire.send(
-            hashshift::protocol::sv2::Frame::new(
+            hashshift_protocol::sv2::Frame::new(
                 0,
                 false,
                 msg_type::COINBASE_OUTPUT_CONSTRAINTS,
@@ -598,7 +598,7 @@ async fn template_provider_serves_templates_and_records_solutions() -> Result<()
         7u32.encode(&mut p);
         B064K::try_from(vec![1u8, 2, 3])?.encode(&mut p);
         wire.send(
-            hashshift::protocol::sv2::Frame::new(0, false, msg_type::SUBMIT_SOLUTION, p.freeze())
+            hashshift_protocol::sv2::Frame::new(0, false, msg_type::SUBMIT_SOLUTION, p.freeze())
                 .context("frame")?,
         )
         .await?;

@@ -27,7 +27,7 @@ use support::rig::SimRig;
 use support::site;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hashshift");
-/// The exit status of a run stopped by a task failure (`hashshift::supervisor`).
+/// The exit status of a run stopped by a task failure (`hashshift_proxy::supervisor`).
 const TASK_FAILED: i32 = 70;
 /// From the fault to the exit: the shutdown after a failure gives sessions 5 s, the pool
 /// connections and the control plane 2 s each, and a watchdog exits after 20 s regardless.
@@ -475,7 +475,7 @@ async fn a_restarted_proxy_resumes_the_persisted_plan() -> Result<()> {
     for _ in 0..10 {
         assert_eq!(
             rig.phase(),
-            hashshift::firmware::fake::FakePhase::Sleeping,
+            hashshift_tools::fake_firmware::FakePhase::Sleeping,
             "woken after the restart"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -13,10 +13,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::Encoder;
 
-use hashshift::protocol::sv1::{
+use hashshift_protocol::sv1::{
     ClientMessage, ClientRequest, Configure, Id, ServerMessage, ServerNotification, Subscribe,
 };
-use hashshift::testpool::{TestPool, TestPoolConfig, job_tag, reason};
+use hashshift_tools::testpool::{TestPool, TestPoolConfig, job_tag, reason};
 use support::miner::{Miner, Share, within};
 
 /// Share difficulty for tests: 2^32 × 1e-6 ≈ 4300 hashes per share on average. A debug build

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use hashshift::control::admin::protocol::Command;
+use hashshift_proxy::control::admin::protocol::Command;
 use serde_json::Value;
 use support::power_site::{Site, all_mining_on_firmware_figures};
 

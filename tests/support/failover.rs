@@ -8,12 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use hashshift::config::Config;
-use hashshift::protocol::sv1::{
+use hashshift_protocol::sv1::{
     ClientRequest, Id, Notify, ServerMessage, ServerNotification, Submit,
 };
-use hashshift::proxy::Proxy;
-use hashshift::testpool::TestPool;
+use hashshift_proxy::config::Config;
+use hashshift_proxy::proxy::Proxy;
+use hashshift_tools::testpool::TestPool;
 use tokio_util::sync::CancellationToken;
 
 use super::miner::Miner;

@@ -11,9 +11,9 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use hashshift::control::admin::ctl::call;
-use hashshift::control::admin::protocol::{Command, Request, Response};
-use hashshift::firmware::fake::RigProfile;
+use hashshift_proxy::control::admin::ctl::call;
+use hashshift_proxy::control::admin::protocol::{Command, Request, Response};
+use hashshift_tools::fake_firmware::RigProfile;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 

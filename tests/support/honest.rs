@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
-use hashshift::protocol::sv1::{Notify, ServerMessage, ServerNotification};
+use hashshift_protocol::sv1::{Notify, ServerMessage, ServerNotification};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 

@@ -14,11 +14,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Decoder, Encoder};
 
-use hashshift::protocol::share::hash::{sha256d, sha256d_80};
-use hashshift::protocol::share::job::build_header;
-use hashshift::protocol::share::merkle::merkle_root;
-use hashshift::protocol::share::{ExtendedJob, Target};
-use hashshift::protocol::sv1::{
+use hashshift_protocol::share::hash::{sha256d, sha256d_80};
+use hashshift_protocol::share::job::build_header;
+use hashshift_protocol::share::merkle::merkle_root;
+use hashshift_protocol::share::{ExtendedJob, Target};
+use hashshift_protocol::sv1::{
     Authorize, ClientCodec, ClientMessage, ClientRequest, Configure, Id, Notify, Response,
     ServerMessage, ServerNotification, Submit, Subscribe,
 };

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
-use hashshift::firmware::fake::{FakeLuxos, FakeLuxosConfig, FakePhase, RigProfile};
+use hashshift_tools::fake_firmware::{FakeLuxos, FakeLuxosConfig, FakePhase, RigProfile};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 

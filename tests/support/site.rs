@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Result;
-use hashshift::config::Config;
-use hashshift::proxy::Proxy;
-use hashshift::testpool::{TestPool, TestPoolConfig};
-use hashshift::upstream::manager::ManagerSettings;
+use hashshift_proxy::config::Config;
+use hashshift_proxy::proxy::Proxy;
+use hashshift_proxy::upstream::manager::ManagerSettings;
+use hashshift_tools::testpool::{TestPool, TestPoolConfig};
 
 /// Share difficulty at the pool and the proxy: about 430 hashes a share, cheap even in debug
 /// builds on busy cores. Vardiff is pinned to it (min = max), so the proxy's target is the

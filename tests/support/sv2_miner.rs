@@ -21,10 +21,10 @@ use mining_sv2 as sri;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use hashshift::protocol::share::Target;
-use hashshift::protocol::share::hash::{sha256d, sha256d_80};
-use hashshift::protocol::share::job::build_header;
-use hashshift::protocol::share::merkle::merkle_root;
+use hashshift_protocol::share::Target;
+use hashshift_protocol::share::hash::{sha256d, sha256d_80};
+use hashshift_protocol::share::job::build_header;
+use hashshift_protocol::share::merkle::merkle_root;
 
 use super::miner::within;
 

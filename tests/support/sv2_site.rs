@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
-use hashshift::config::Config;
-use hashshift::protocol::noise::AuthorityPublicKey;
-use hashshift::proxy::Proxy;
-use hashshift::testpool::{TestPool, TestPoolConfig};
-use hashshift::upstream::manager::ManagerSettings;
+use hashshift_protocol::noise::AuthorityPublicKey;
+use hashshift_proxy::config::Config;
+use hashshift_proxy::proxy::Proxy;
+use hashshift_proxy::upstream::manager::ManagerSettings;
+use hashshift_tools::testpool::{TestPool, TestPoolConfig};
 
 use super::miner::within;
 use super::sv2_miner::Sv2Miner;
@@ -30,7 +30,7 @@ impl KeyFile {
             std::process::id(),
             rand::random::<u64>()
         ));
-        let public = hashshift::keyfile::generate(&path)?;
+        let public = hashshift_proxy::keyfile::generate(&path)?;
         Ok(KeyFile { path, public })
     }
 }

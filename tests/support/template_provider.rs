@@ -28,17 +28,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
-use hashshift::noise_tcp;
-use hashshift::protocol::noise::{
+use hashshift_protocol::noise::{
     AuthorityKeypair, AuthorityPublicKey, NoiseCodec, ResponderConfig, SecretKey,
 };
-use hashshift::protocol::share::Target;
-use hashshift::protocol::share::hash::sha256;
-use hashshift::protocol::sv2::types::{Reader, Sv2Decode, Sv2Encode};
-use hashshift::protocol::sv2::{
+use hashshift_protocol::share::Target;
+use hashshift_protocol::share::hash::sha256;
+use hashshift_protocol::sv2::types::{Reader, Sv2Decode, Sv2Encode};
+use hashshift_protocol::sv2::{
     B064K, B0255, Frame, Message, Protocol, Seq064K, Seq0255, SetupConnectionError,
     SetupConnectionSuccess, Str0255, U256,
 };
+use hashshift_proxy::noise_tcp;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::codec::Framed;

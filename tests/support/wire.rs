@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use bytes::BytesMut;
-use hashshift::protocol::sv1::{ClientMessage, ClientRequest, Id, ServerMessage, Submit};
+use hashshift_protocol::sv1::{ClientMessage, ClientRequest, Id, ServerMessage, Submit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::{Decoder, Encoder};
 

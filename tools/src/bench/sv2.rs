@@ -35,13 +35,13 @@ use tokio_util::sync::CancellationToken;
 use super::args::ChannelKind;
 use super::stats::Shared;
 use super::sv1::{MAX_IN_FLIGHT, close, next_tick, share_ticker};
-use crate::protocol::noise::{AuthorityPublicKey, NoiseCodec};
-use crate::protocol::sv2::constants::setup_flags;
-use crate::protocol::sv2::{
+use crate::testpool::job_tag;
+use hashshift_protocol::noise::{AuthorityPublicKey, NoiseCodec};
+use hashshift_protocol::sv2::constants::setup_flags;
+use hashshift_protocol::sv2::{
     B032, Message, OpenExtendedMiningChannel, OpenStandardMiningChannel, Protocol, SetupConnection,
     Str0255, SubmitSharesExtended, SubmitSharesStandard,
 };
-use crate::testpool::job_tag;
 
 /// Largest frame accepted from the proxy (jobs are a few hundred bytes).
 const MAX_PAYLOAD: usize = 64 * 1024;
@@ -90,7 +90,7 @@ async fn connect(config: &Sv2MinerConfig, shared: &Shared) -> Option<Conn> {
     let started = Instant::now();
     let mut stream = TcpStream::connect(config.addr).await.ok()?;
     let _ = stream.set_nodelay(true);
-    let (transport, _cert) = crate::noise_tcp::initiate(&mut stream, config.authority)
+    let (transport, _cert) = hashshift_proxy::noise_tcp::initiate(&mut stream, config.authority)
         .await
         .ok()?;
     shared.handshake_done(started);

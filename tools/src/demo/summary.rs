@@ -5,9 +5,9 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::DemoRig;
-use crate::control::power::PowerView;
-use crate::proxy::Proxy;
 use crate::testpool::TestPool;
+use hashshift_proxy::control::power::PowerView;
+use hashshift_proxy::proxy::Proxy;
 
 /// One report.
 pub fn summary(
@@ -34,8 +34,9 @@ pub fn summary(
         let hashrate = s.accepted_difficulty * 4_294_967_296.0 / secs;
         let state = power
             .and_then(|p| {
-                p.rigs
-                    .get(&crate::control::arbiter::RigId(rig.worker.clone()))
+                p.rigs.get(&hashshift_proxy::control::arbiter::RigId(
+                    rig.worker.clone(),
+                ))
             })
             .map_or("-".to_owned(), |r| format!("{:?}", r.state).to_lowercase());
         let _ = writeln!(

@@ -20,11 +20,11 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use super::stats::Shared;
-use crate::protocol::sv1::{
+use crate::testpool::job_tag;
+use hashshift_protocol::sv1::{
     Authorize, ClientCodec, ClientMessage, ClientRequest, Id, ServerMessage, ServerNotification,
     Submit, Subscribe,
 };
-use crate::testpool::job_tag;
 
 /// Outstanding submits per miner beyond which it skips a tick instead of piling up.
 pub(crate) const MAX_IN_FLIGHT: usize = 1024;

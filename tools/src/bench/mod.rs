@@ -29,10 +29,10 @@ use anyhow::{Context, Result, bail};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::protocol::noise::AuthorityPublicKey;
 use crate::testpool::{TestPool, TestPoolConfig};
 use args::pool_difficulty;
 pub use args::{BenchArgs, BenchProtocol, ChannelKind};
+use hashshift_protocol::noise::AuthorityPublicKey;
 use process::SpawnedProxy;
 pub use report::{Percentiles, ProxyFigures, Report};
 use stats::Shared;

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use anyhow::{Result, bail};
 use serde::Serialize;
 
-use crate::protocol::noise::AuthorityPublicKey;
+use hashshift_protocol::noise::AuthorityPublicKey;
 
 /// Difficulty that clamps the share target to its maximum: every random share passes.
 pub(crate) const TINY_DIFFICULTY: f64 = 1e-12;

@@ -1,16 +1,14 @@
-//! hashshift: the proxy. Downstream miners, upstream pools, the control plane.
+//! hashshift-proxy: the proxy library. Downstream miners, upstream pools, the control plane.
 //!
 //! The wire formats and share arithmetic live in the `hashshift-protocol` crate; this crate
 //! moves bytes between sockets and those state machines.
 //!
 //! | module | what it holds |
 //! |---|---|
-//! | [`bench`] | the load generator (`hashshift bench`) |
 //! | [`config`] | the configuration file, typed and validated |
 //! | [`control`] | the control plane: admin socket and `hashshift ctl`, the power arbiter, audit log |
-//! | [`demo`] | `hashshift demo`: test pools, the proxy and simulated rigs on one machine |
 //! | [`downstream`] | miners: listener, SV1 and SV2 sessions, vardiff, the shared per-miner record |
-//! | [`firmware`] | rig management APIs (LuxOS, Braiins OS+): sleep, wake, status; protocol-faithful fakes |
+//! | [`firmware`] | rig management APIs (LuxOS, Braiins OS+): sleep, wake, status |
 //! | [`gpu`] | GPU scheduler adapters (Slurm license reservation, webhook, command hook) |
 //! | [`http_client`] | the one HTTP/1.1 client (hyper): one bounded request per connection |
 //! | [`http_server`] | the one HTTP/1.1 server loop (API and metrics): connection cap, header and idle timeouts |
@@ -18,8 +16,6 @@
 //! | [`noise_tcp`] | the Noise NX handshake over TCP, responder and initiator sides |
 //! | [`upstream`] | pools: connections, work, extranonce splitting, the failover/split router and manager |
 //! | [`proxy`] | the whole proxy assembled, with graceful shutdown |
-//! | [`sim`] | simulated ASICs that speak SV1 like real firmware and really hash |
-//! | [`testpool`] | an embedded SV1 pool that validates shares itself (demo, tests, load generator) |
 //! | [`telemetry`] | counters shared between tasks and reports |
 //! | [`supervisor`] | critical tasks: a panic or an early end stops the process for a restart |
 //! | [`sys`] | signals and OS limits |
@@ -28,10 +24,8 @@
 
 pub use hashshift_protocol as protocol;
 
-pub mod bench;
 pub mod config;
 pub mod control;
-pub mod demo;
 pub mod downstream;
 pub mod firmware;
 pub mod gpu;
@@ -40,10 +34,8 @@ pub mod http_server;
 pub mod keyfile;
 pub mod noise_tcp;
 pub mod proxy;
-pub mod sim;
 pub mod supervisor;
 pub mod sys;
 pub mod telemetry;
-pub mod testpool;
 pub mod upstream;
 pub mod web;

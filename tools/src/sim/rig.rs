@@ -22,8 +22,8 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use super::hasher::{self, FoundShare, Work};
 use super::{FIRMWARE_VERSION_MASK, Firmware, RigConfig, RigStats};
-use crate::protocol::share::{PreparedJob, Target};
-use crate::protocol::sv1::{
+use hashshift_protocol::share::{PreparedJob, Target};
+use hashshift_protocol::sv1::{
     Authorize, ClientCodec, ClientMessage, ClientRequest, Configure, Id, Notify, Response,
     ServerMessage, ServerNotification, Submit, Subscribe, extension,
 };
@@ -410,7 +410,7 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn reconnect_target(&self, r: crate::protocol::sv1::Reconnect) -> SessionEnd {
+    fn reconnect_target(&self, r: hashshift_protocol::sv1::Reconnect) -> SessionEnd {
         let wait = Duration::from_secs(r.wait.unwrap_or(0)).min(MAX_RECONNECT_WAIT);
         let mut to = self.addr;
         if let Some(port) = r.port {

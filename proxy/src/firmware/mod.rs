@@ -10,7 +10,8 @@
 //! | `luxos` | cgminer-style JSON over TCP (port 4028), one request per connection, logon session | `logon` → `curtail <sid>,sleep` / `curtail <sid>,wakeup` → `logoff` | `config` (`CurtailMode`), `power` (`Watts`), `summary` (`GHS 5s`) |
 //! | `braiins` | Braiins OS+ REST (port 80, HTTP/1.1, JSON) | `POST /api/v1/auth/login` → token; `PUT /api/v1/actions/pause` / `resume` | `GET /api/v1/miner/details` (`status`), `GET /api/v1/miner/stats` (power, hashrate) |
 //!
-//! [`fake`] holds protocol-faithful in-process fakes of both, for tests and `hashshift demo`.
+//! Protocol-faithful in-process fakes of both, for tests and `hashshift demo`, live in the tooling
+//! crate (`hashshift_tools::fake_firmware`).
 //!
 //! # Invariants
 //! - Every network step is bounded: connect and each request have a timeout
@@ -62,7 +63,6 @@
 
 pub mod braiins;
 pub mod cgminer;
-pub mod fake;
 pub mod luxos;
 
 use std::fmt;

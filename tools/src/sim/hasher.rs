@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::protocol::share::{PreparedJob, Target};
+use hashshift_protocol::share::{PreparedJob, Target};
 
 /// Most seconds a rig advances ntime past the job's ntime (pools accept a few minutes).
 pub const MAX_NTIME_ROLL: u32 = 60;

@@ -119,7 +119,7 @@ fn the_catalogue_follows_prometheus_naming() {
 
 #[test]
 fn the_readme_lists_every_metric() {
-    let readme = include_str!("../../../README.md");
+    let readme = include_str!("../../../../README.md");
     for s in ALL {
         assert!(readme.contains(s.name), "README does not list {}", s.name);
     }

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::rig::{FakePhase, RigModel, RigProfile, RigSnapshot};
 use super::{Counters, Faults, READ_TIMEOUT, Server};
-use crate::firmware::{Credentials, Endpoint, FirmwareKind};
+use hashshift_proxy::firmware::{Credentials, Endpoint, FirmwareKind};
 
 /// Largest request body the fake reads.
 const MAX_BODY: usize = 16 * 1024;

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::rig::{FakePhase, RigModel, RigProfile, RigSnapshot};
 use super::{Counters, Faults, READ_TIMEOUT, Server};
-use crate::firmware::{Credentials, Endpoint, FirmwareKind};
+use hashshift_proxy::firmware::{Credentials, Endpoint, FirmwareKind};
 
 /// Largest request the fake reads.
 const MAX_REQUEST: usize = 16 * 1024;

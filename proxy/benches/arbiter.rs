@@ -8,7 +8,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use hashshift::control::arbiter::{
+use hashshift_proxy::control::arbiter::{
     Action, Arbiter, Confirmation, GpuDemand, GroupId, Observed, RigId, RigInfo, Settings, Watts,
 };
 

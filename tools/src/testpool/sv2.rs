@@ -79,7 +79,7 @@ async fn run(
     let timeout = inner.config.send_timeout;
     let transport = tokio::select! {
         _ = cancel.cancelled() => return "closed by the pool",
-        r = tokio::time::timeout(timeout, crate::noise_tcp::accept(&mut stream, noise)) => match r {
+        r = tokio::time::timeout(timeout, hashshift_proxy::noise_tcp::accept(&mut stream, noise)) => match r {
             Ok(Ok(t)) => t,
             Ok(Err(error)) => {
                 debug!(%error, "handshake failed");

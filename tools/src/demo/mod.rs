@@ -23,11 +23,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
-use crate::firmware::fake::{FakeLuxos, FakeLuxosConfig, FakePhase};
-use crate::proxy::Proxy;
+use crate::fake_firmware::{FakeLuxos, FakeLuxosConfig, FakePhase};
 use crate::sim::{Firmware, RigConfig, RigHandle, RigStats};
 use crate::testpool::{TestPool, TestPoolConfig};
+use hashshift_proxy::config::Config;
+use hashshift_proxy::proxy::Proxy;
 
 /// Options of `hashshift demo`.
 #[derive(Clone, Debug, clap::Args)]

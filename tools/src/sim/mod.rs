@@ -3,7 +3,7 @@
 //! A [`RigHandle`] is two halves: an async connection task (one per rig, one span per
 //! connection) that runs the SV1 client state machine, and a blocking hashing thread
 //! ([`hasher`]) that computes real sha256d headers with
-//! [`PreparedJob`](crate::protocol::share::PreparedJob), throttled to
+//! [`PreparedJob`](hashshift_protocol::share::PreparedJob), throttled to
 //! [`RigConfig::hashrate`], and hands every header that meets the share target back to be
 //! submitted. They share work through a `watch` (latest job and target win) and shares
 //! through a bounded channel.

@@ -12,8 +12,8 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
 use super::args::BenchProtocol;
-use crate::protocol::noise::AuthorityPublicKey;
-use crate::protocol::share::Target;
+use hashshift_protocol::noise::AuthorityPublicKey;
+use hashshift_protocol::share::Target;
 
 /// Linux reports `/proc/PID/stat` times in USER_HZ ticks, which is 100 on every mainstream
 /// architecture (it is fixed ABI, independent of the kernel's HZ).
@@ -131,7 +131,7 @@ impl SpawnedProxy {
         let (key_file, authority) = match protocol {
             BenchProtocol::Sv2 => {
                 let file = dir.join("authority.key");
-                let public = crate::keyfile::generate(&file)?;
+                let public = hashshift_proxy::keyfile::generate(&file)?;
                 (Some(file), Some(public))
             }
             BenchProtocol::Sv1 => (None, None),
@@ -231,7 +231,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let key = dir.join("authority.key");
         let _ = std::fs::remove_file(&key);
-        crate::keyfile::generate(&key).unwrap();
+        hashshift_proxy::keyfile::generate(&key).unwrap();
         let file = dir.join("proxy.toml");
         let mut loaded = Vec::new();
         for (protocol, key) in [
@@ -246,7 +246,7 @@ mod tests {
                 key,
             );
             std::fs::write(&file, text).unwrap();
-            loaded.push(crate::config::Config::load(&file));
+            loaded.push(hashshift_proxy::config::Config::load(&file));
         }
         std::fs::remove_dir_all(&dir).unwrap();
         for config in loaded {

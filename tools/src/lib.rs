@@ -1,0 +1,19 @@
+//! hashshift's tooling: everything that is not the proxy but runs next to it.
+//!
+//! The proxy library (`hashshift-proxy`) does not depend on this crate; the `hashshift` binary
+//! does, for `hashshift demo` and `hashshift bench`, and so do the end-to-end tests.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`testpool`] | an embedded SV1/SV2 pool that validates shares itself (demo, tests, load generator) |
+//! | [`sim`] | simulated ASICs that speak SV1 like real firmware and really hash |
+//! | [`fake_firmware`] | protocol-faithful fakes of the LuxOS and Braiins OS+ APIs over simulated rigs |
+//! | [`bench`] | the load generator (`hashshift bench`) |
+//! | [`demo`] | `hashshift demo`: test pools, the proxy and simulated rigs on one machine |
+#![deny(unsafe_code)]
+
+pub mod bench;
+pub mod demo;
+pub mod fake_firmware;
+pub mod sim;
+pub mod testpool;
