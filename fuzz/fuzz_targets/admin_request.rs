@@ -7,7 +7,7 @@
 #[path = "common/control.rs"]
 mod control;
 
-use hashshift::control::admin::protocol::Request;
+use hashshift_proxy::control::admin::protocol::Request;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

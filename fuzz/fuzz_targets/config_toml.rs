@@ -3,7 +3,7 @@
 //! same text (what the loader accepts, it can also print).
 #![no_main]
 
-use hashshift::config::Config;
+use hashshift_proxy::config::Config;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -9,7 +9,7 @@
 //! tokens that cannot smuggle arguments or break a header).
 #![no_main]
 
-use hashshift::firmware::{RigStatus, braiins, cgminer, luxos};
+use hashshift_proxy::firmware::{RigStatus, braiins, cgminer, luxos};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 

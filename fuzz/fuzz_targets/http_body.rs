@@ -7,9 +7,9 @@
 #[path = "common/control.rs"]
 mod control;
 
-use hashshift::control::admin::protocol::Command;
-use hashshift::control::limits::check_until;
-use hashshift::web::api::{BodyRoute, request_from_body};
+use hashshift_proxy::control::admin::protocol::Command;
+use hashshift_proxy::control::limits::check_until;
+use hashshift_proxy::web::api::{BodyRoute, request_from_body};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 

@@ -7,7 +7,7 @@
 //! string, in the order and number `squeue` listed them.
 #![no_main]
 
-use hashshift::gpu::slurm::parse::{
+use hashshift_proxy::gpu::slurm::parse::{
     JobPhase, license_count, license_total, reservation, squeue_jobs,
 };
 use libfuzzer_sys::fuzz_target;

@@ -2,8 +2,8 @@
 //! either entrance goes through `limits::check_request` as the control plane does, with and
 //! without a site cap.
 
-use hashshift::control::admin::protocol::{Command, Request, Target};
-use hashshift::control::limits::{
+use hashshift_proxy::control::admin::protocol::{Command, Request, Target};
+use hashshift_proxy::control::limits::{
     KW_CAP_MULTIPLE, MAX_CURTAILMENT, MAX_EVENTS, MAX_NAME_BYTES, MAX_REASON_BYTES, check_request,
 };
 use serde_json::Value;
