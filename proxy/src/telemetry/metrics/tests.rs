@@ -118,10 +118,10 @@ fn the_catalogue_follows_prometheus_naming() {
 }
 
 #[test]
-fn the_readme_lists_every_metric() {
-    let readme = include_str!("../../../../README.md");
+fn the_metrics_page_lists_every_metric() {
+    let page = include_str!("../../../../docs/metrics.md");
     for s in ALL {
-        assert!(readme.contains(s.name), "README does not list {}", s.name);
+        assert!(page.contains(s.name), "metrics.md lacks {}", s.name);
     }
 }
 
