@@ -1,6 +1,6 @@
 //! Every metric the endpoint can expose: name, type, help and label names, in one table.
 //! The collector describes itself from it (so the registry checks names and labels once, at
-//! start), builds each scrape's families from it, and README's metrics list mirrors it (a
+//! start), builds each scrape's families from it, and docs/metrics.md mirrors it (a
 //! test checks that every name here appears there).
 
 use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily};
