@@ -352,7 +352,7 @@ fn dashboard_covers_the_metrics_contract() {
         .map(|n| n.strip_suffix("_bucket").unwrap_or(n))
         .collect();
     // Every metric the dashboard queries is one the proxy exports (its catalogue).
-    let exported: BTreeSet<&str> = hashshift_proxy::telemetry::metrics::catalogue::ALL
+    let exported: BTreeSet<&str> = hashshift_proxy::web::metrics::catalogue::ALL
         .iter()
         .map(|spec| spec.name)
         .collect();

@@ -1,5 +1,5 @@
 //! The one HTTP/1.1 server loop, shared by the HTTP API ([`crate::web`]) and the metrics
-//! endpoint ([`crate::telemetry::metrics::server`]): an axum [`Router`] served over hyper's
+//! endpoint ([`crate::web::metrics::server`]): an axum [`Router`] served over hyper's
 //! connection API with limits `axum::serve` does not offer.
 //!
 //! Invariants (each server on its own):

@@ -14,6 +14,7 @@
 //! | [`http_server`] | the one HTTP/1.1 server loop (API and metrics): connection cap, header and idle timeouts |
 //! | [`keyfile`] | the SV2 authority key file (`hashshift keygen`) |
 //! | [`noise_tcp`] | the Noise NX handshake over TCP, responder and initiator sides |
+//! | [`pool_link`] | what miners and pools share: work, shares and verdicts, assignments, the miner's record |
 //! | [`upstream`] | pools: connections, work, extranonce splitting, the failover/split router and manager |
 //! | [`proxy`] | the whole proxy assembled, with graceful shutdown |
 //! | [`telemetry`] | counters shared between tasks and reports |
@@ -33,6 +34,7 @@ pub mod http_client;
 pub mod http_server;
 pub mod keyfile;
 pub mod noise_tcp;
+pub mod pool_link;
 pub mod proxy;
 pub mod supervisor;
 pub mod sys;

@@ -273,15 +273,15 @@ impl Proxy {
         let mut metrics = None;
         if let Some(m) = &config.metrics {
             let power = control.as_ref().and_then(|c| c.power().cloned());
-            let source = crate::telemetry::metrics::live::LiveSource::new(
+            let source = crate::web::metrics::live::LiveSource::new(
                 config,
                 manager.clone(),
                 power,
                 instruments.clone(),
             );
-            let registry = crate::telemetry::metrics::registry(Arc::new(source), m.top_workers)
+            let registry = crate::web::metrics::registry(Arc::new(source), m.top_workers)
                 .map_err(|e| std::io::Error::other(format!("[metrics]: {e}")))?;
-            let server = crate::telemetry::metrics::server::MetricsServer::bind(
+            let server = crate::web::metrics::server::MetricsServer::bind(
                 m.listen,
                 registry,
                 crate::http_server::HttpLimits::from_config(&config.limits),

@@ -36,7 +36,12 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, warn};
 
-use crate::control::audit::{AuditEvent, AuditLog};
+/// Where a task failure is recorded besides the log: the control plane's audit log
+/// implements it. Defined here so that the supervisor, which every part uses, names no part.
+pub trait FailureSink: Send + Sync {
+    /// Records `failure` (called once, for the first failure, before shutdown starts).
+    fn task_failed(&self, failure: &TaskFailure);
+}
 
 /// The exit status of `hashshift run` when a critical task ended or panicked (sysexits
 /// `EX_SOFTWARE`): distinct from 1 (could not start) and 2 (bad configuration).
@@ -144,7 +149,7 @@ struct Inner {
     fault: Option<Fault>,
     /// Whether the fault's task was spawned (a fault naming no task is a test bug).
     fault_armed: std::sync::atomic::AtomicBool,
-    audit: OnceLock<Arc<AuditLog>>,
+    audit: OnceLock<Arc<dyn FailureSink>>,
 }
 
 impl Supervisor {
@@ -171,7 +176,7 @@ impl Supervisor {
     }
 
     /// Where failures are recorded besides the log (the first call wins).
-    pub fn set_audit(&self, audit: Arc<AuditLog>) {
+    pub fn set_audit(&self, audit: Arc<dyn FailureSink>) {
         let _ = self.inner.audit.set(audit);
     }
 
@@ -306,12 +311,7 @@ impl Inner {
         // The audit line first: whoever waits on `failed` starts the shutdown, which ends the
         // audit writer.
         if let Some(audit) = self.audit.get() {
-            audit.record(AuditEvent::now(
-                "proxy",
-                "task-failed",
-                format!("{}: {}", failure.task, failure.why),
-                Some("exiting so that the service manager restarts the proxy".into()),
-            ));
+            audit.task_failed(&failure);
         }
         self.failure.send_replace(Some(failure));
     }

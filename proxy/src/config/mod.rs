@@ -4,6 +4,7 @@
 //! silently ignored setting. [`Config::from_toml`] parses and then [`Config::validate`]s once;
 //! the rest of the proxy can rely on the invariants listed on each field.
 
+pub mod limits;
 mod metrics;
 mod site;
 mod url;

@@ -5,8 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
+use super::limits;
 use super::{ConfigError, invalid};
-use crate::control::limits;
 
 /// Largest site cap (kW): 1 GW, far above any site, far below where watts as `u64` or the
 /// ×1000 of kW→W could lose meaning.
@@ -100,10 +100,10 @@ fn default_max_rigs_per_address() -> u32 {
 const MAX_REPLACE_AFTER_SECS: f64 = 86_400.0;
 
 fn default_drain_margin() -> f64 {
-    crate::control::arbiter::DEFAULT_DRAIN_MARGIN
+    limits::DEFAULT_DRAIN_MARGIN
 }
 fn default_replace_after_secs() -> f64 {
-    crate::control::arbiter::DEFAULT_REPLACE_AFTER.as_secs_f64()
+    limits::DEFAULT_REPLACE_AFTER.as_secs_f64()
 }
 
 /// A group of rigs: model, efficiency, how to reach their management API, and which

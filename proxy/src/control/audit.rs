@@ -72,6 +72,18 @@ pub struct AuditLog {
     path: Option<PathBuf>,
 }
 
+/// A critical task's death, recorded before the proxy exits for a restart.
+impl crate::supervisor::FailureSink for AuditLog {
+    fn task_failed(&self, failure: &crate::supervisor::TaskFailure) {
+        self.record(AuditEvent::now(
+            "proxy",
+            "task-failed",
+            format!("{}: {}", failure.task, failure.why),
+            Some("exiting so that the service manager restarts the proxy".into()),
+        ));
+    }
+}
+
 impl AuditLog {
     /// A log that only keeps events in memory (no state directory configured).
     pub fn in_memory() -> Arc<AuditLog> {

@@ -1,7 +1,8 @@
 //! The ranges every control input must fall in, checked in one place where it enters: the
 //! admin socket and the HTTP API both hand their requests to [`check_request`] (through the
-//! control plane), the config uses [`check_secs`], and the power controller uses
-//! [`rig_power_w`] on what firmware reports.
+//! control plane), and the power controller uses [`mining_power_w`] on what firmware reports.
+//! The config's ranges and the plain firmware reading check live with the config
+//! ([`crate::config::limits`]), which names no other part.
 //!
 //! A value outside its range is refused with a message that names the field and the limit;
 //! nothing here panics, whatever the input. The limits are wide enough for any real site and
@@ -15,12 +16,13 @@
 //! | rig ids, group names, `by` | ≤ [`MAX_NAME_BYTES`] bytes, no control characters |
 //! | reasons | ≤ [`MAX_REASON_BYTES`] bytes, no control characters but tab |
 //! | `events` limit | capped at [`MAX_EVENTS`] |
-//! | firmware power reading | finite, > 0, ≤ [`MAX_RIG_POWER_W`]; mining: ≥ 10 W and ≥ 10% of nameplate |
-//! | config deadlines / polls | finite, > 0 (or ≥ 0), ≤ [`MAX_DEADLINE_SECS`] / [`MAX_POLL_SECS`] |
+//! | firmware power reading | finite, > 0, ≤ [`MAX_RIG_POWER_W`](crate::config::limits::MAX_RIG_POWER_W); mining: ≥ 10 W and ≥ 10% of nameplate |
+//! | config deadlines / polls | finite, > 0 (or ≥ 0), ≤ [`MAX_DEADLINE_SECS`](crate::config::limits::MAX_DEADLINE_SECS) / [`MAX_POLL_SECS`](crate::config::limits::MAX_POLL_SECS) |
 
 use std::time::Duration;
 
 use super::admin::protocol::{Command, Request, Target};
+use crate::config::limits::{MAX_DEADLINE_SECS, rig_power_w};
 
 /// Longest rig id, group name or operator name (`by`), in bytes.
 pub const MAX_NAME_BYTES: usize = 128;
@@ -33,19 +35,11 @@ pub const MAX_EVENTS: usize = crate::control::audit::RECENT;
 pub const KW_CAP_MULTIPLE: f64 = 10.0;
 /// Longest curtailment: a grid event lasts hours; a week bounds a typo in `until_unix`.
 pub const MAX_CURTAILMENT: Duration = Duration::from_secs(7 * 24 * 3600);
-/// Highest power one rig can draw (W); a firmware reading above is garbage (the largest
-/// hydro rigs draw ~12 kW).
-pub const MAX_RIG_POWER_W: f64 = 20_000.0;
 /// Least power a mining rig can draw (W): the smallest ASICs draw ~15 W.
 pub const MIN_MINING_W: f64 = 10.0;
 /// A mining rig draws at least this share of its nameplate (the deepest underclocking
 /// profiles stay near half).
 pub const MIN_NAMEPLATE_SHARE: f64 = 0.1;
-/// Largest config deadline or interval (s): 7 days.
-pub const MAX_DEADLINE_SECS: f64 = 7.0 * 24.0 * 3600.0;
-/// Largest config poll period or quiet time (s): 1 day.
-pub const MAX_POLL_SECS: f64 = 24.0 * 3600.0;
-
 /// Checks a kW figure for `what` (e.g. `"curtail: kw"`): finite, ≥ 0 and at most
 /// [`KW_CAP_MULTIPLE`] × `site_cap_kw`.
 pub fn check_kw(what: &str, kw: f64, site_cap_kw: f64) -> Result<f64, String> {
@@ -192,20 +186,8 @@ pub fn check_request(
     Ok(request)
 }
 
-/// A firmware power reading (W) the arbiter can use: finite, > 0 and at most
-/// [`MAX_RIG_POWER_W`]; otherwise why not.
-pub fn rig_power_w(w: f64) -> Result<f64, String> {
-    if w.is_finite() && w > 0.0 && w <= MAX_RIG_POWER_W {
-        Ok(w)
-    } else {
-        Err(format!(
-            "firmware reported {w} W, outside (0, {MAX_RIG_POWER_W}] W for one rig"
-        ))
-    }
-}
-
 /// A firmware power reading (W) for a rig that reports it is mining, against its nameplate:
-/// as [`rig_power_w`], and at least [`MIN_MINING_W`] and [`MIN_NAMEPLATE_SHARE`] of the
+/// as [`rig_power_w`](crate::config::limits::rig_power_w), and at least [`MIN_MINING_W`] and [`MIN_NAMEPLATE_SHARE`] of the
 /// nameplate. A mining rig reading 1 W is lying or broken, and believing it would let the GPU
 /// grant grow into power the rig still draws; the nameplate (or the estimate) is used instead.
 pub fn mining_power_w(w: f64, nameplate_w: Option<f64>) -> Result<f64, String> {
@@ -221,18 +203,6 @@ pub fn mining_power_w(w: f64, nameplate_w: Option<f64>) -> Result<f64, String> {
         ));
     }
     Ok(w)
-}
-
-/// Checks a config duration in seconds: finite, > 0 (≥ 0 when `zero_ok`), at most `max`.
-/// The message is the reason; the caller names the key.
-pub fn check_secs(v: f64, zero_ok: bool, max: f64) -> Result<(), String> {
-    let low_ok = if zero_ok { v >= 0.0 } else { v > 0.0 };
-    if v.is_finite() && low_ok && v <= max {
-        Ok(())
-    } else {
-        let low = if zero_ok { ">= 0" } else { "> 0" };
-        Err(format!("must be {low} and at most {max} seconds, got {v}"))
-    }
 }
 
 /// Seconds as a [`Duration`] without the panics of `Duration::from_secs_f64`: NaN and
@@ -414,12 +384,7 @@ mod tests {
     }
 
     #[test]
-    fn config_seconds_are_bounded_and_never_panic() {
-        assert!(check_secs(30.0, false, MAX_POLL_SECS).is_ok());
-        assert!(check_secs(0.0, true, MAX_POLL_SECS).is_ok());
-        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e20] {
-            assert!(check_secs(bad, false, MAX_DEADLINE_SECS).is_err(), "{bad}");
-        }
+    fn config_seconds_never_panic_as_durations() {
         assert_eq!(secs(f64::NAN), Duration::ZERO);
         assert_eq!(secs(-3.0), Duration::ZERO);
         assert_eq!(secs(1e300), Duration::from_secs_f64(MAX_DEADLINE_SECS));

@@ -29,6 +29,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::pool_link::ConnId;
+
 /// Connections the kernel may hold for us before `accept` (capped by `net.core.somaxconn`).
 const LISTEN_BACKLOG: u32 = 4096;
 
@@ -46,9 +48,6 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }
-
-/// A process-wide connection id, for logs and registries.
-pub type ConnId = u64;
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 

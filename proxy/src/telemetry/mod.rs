@@ -2,15 +2,17 @@
 //! socket, metrics). Plain atomics: written on hot paths without locks, read as snapshots.
 //!
 //! [`histogram`] holds the latency histograms, [`instruments`] the process-level instruments
-//! sessions and the power controller write to, [`metrics`] the Prometheus endpoint that reads
-//! all of it (and the live state of pools, miners and power) at scrape time.
+//! sessions and the power controller write to. The Prometheus endpoint that reads all of it
+//! (and the live state of pools, miners and power) at scrape time is `web::metrics`.
+//!
+//! Invariant: this module is a leaf. It names no other part of the proxy, so every part can
+//! count into it without an import cycle (a layer test checks this).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub mod histogram;
 pub mod instruments;
-pub mod metrics;
 mod reject;
 
 pub use histogram::{Histogram, HistogramSnapshot};

@@ -17,14 +17,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hashshift_protocol::share::Target;
-use hashshift_protocol::sv1::StratumError;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::router::PoolId;
-use super::work::{UpstreamJob, WorkState};
 use crate::config::{PoolUrl, UpstreamProtocol, WorkerIdentity};
+use crate::pool_link::PoolId;
+use crate::pool_link::submit::{SubmitOutcome, UpstreamSubmit};
+use crate::pool_link::work::WorkState;
 use crate::telemetry::histogram::LATENCY_BUCKETS;
 use crate::telemetry::{Histogram, ShareCounters};
 
@@ -66,42 +66,8 @@ pub struct ConnectionParams {
     pub write_timeout: Duration,
     /// Bytes of the pool's extranonce2 the proxy keeps per miner (`[aggregation]
     /// proxy_extranonce2_bytes`): a pool session leaving miners less than
-    /// [`MIN_MINER_EXTRANONCE2`](super::extranonce::MIN_MINER_EXTRANONCE2) after it is refused.
+    /// [`MIN_MINER_EXTRANONCE2`](crate::pool_link::extranonce::MIN_MINER_EXTRANONCE2) after it is refused.
     pub prefix_bytes: usize,
-}
-
-/// A share going to the pool.
-#[derive(Debug)]
-pub struct UpstreamSubmit {
-    /// Worker name it is submitted under (passthrough mode; ignored in fixed mode).
-    pub worker: Arc<str>,
-    /// The job it solves.
-    pub job: Arc<UpstreamJob>,
-    /// The pool-sized extranonce2 (the proxy's prefix, padding, then the miner's part).
-    pub extranonce2: Vec<u8>,
-    /// Header time.
-    pub ntime: u32,
-    /// Nonce.
-    pub nonce: u32,
-    /// Rolled version bits, if version rolling is in use.
-    pub version_bits: Option<u32>,
-    /// The pool's difficulty for this share (for accounting).
-    pub difficulty: f64,
-    /// Whether it meets the network target (counted as a block once the pool accepts it).
-    pub block: bool,
-    /// Where the verdict goes.
-    pub reply: oneshot::Sender<SubmitOutcome>,
-}
-
-/// The pool's verdict on a share.
-#[derive(Clone, Debug, PartialEq)]
-pub enum SubmitOutcome {
-    /// Accepted by the pool.
-    Accepted,
-    /// Rejected by the pool, with its error.
-    Rejected(StratumError),
-    /// Never answered: the connection went away or the pool timed out.
-    Lost(&'static str),
 }
 
 /// Connection state for the pool manager.

@@ -1,10 +1,9 @@
 //! Pools: connections, work distribution, failover and weighted split.
 
 pub mod connection;
-pub mod extranonce;
 pub mod manager;
+pub mod prefix;
 pub mod router;
 pub mod sent;
 pub mod sv1;
 pub mod sv2;
-pub mod work;

@@ -29,8 +29,7 @@
 
 use std::time::{Duration, Instant};
 
-/// Index of a pool in the configuration's `[[upstream]]` list.
-pub type PoolId = usize;
+use crate::pool_link::PoolId;
 
 /// Health of one pool as the manager sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -28,7 +28,7 @@ use std::hash::{BuildHasher, RandomState};
 
 use hashshift_protocol::sv1::{ErrorCode, StratumError};
 
-use super::connection::SubmitOutcome;
+use crate::pool_link::submit::SubmitOutcome;
 
 /// Pool jobs whose shares are remembered; the job that got its first share longest ago goes
 /// first. Miners keep 8 downstream jobs, so a share for a job 16 pool jobs old is stale.

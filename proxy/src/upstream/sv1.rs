@@ -30,14 +30,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::connection::{
-    ConnStatus, ConnectionHandle, ConnectionParams, REQUESTED_VERSION_MASK, SubmitOutcome,
-    UpstreamSubmit, WriteFailure, bounded_write, endpoints, fail_queued, reconnect_delay,
-    rolled_version, wait_to_reconnect,
+    ConnStatus, ConnectionHandle, ConnectionParams, REQUESTED_VERSION_MASK, WriteFailure,
+    bounded_write, endpoints, fail_queued, reconnect_delay, rolled_version, wait_to_reconnect,
 };
-use super::extranonce::{ExtranonceTooSmall, miner_extranonce2_size};
 use super::sent::{PoolShare, SentShares};
-use super::work::{UpstreamJob, WorkState, next_session};
 use crate::config::WorkerIdentity;
+use crate::pool_link::extranonce::{ExtranonceTooSmall, miner_extranonce2_size};
+use crate::pool_link::submit::{SubmitOutcome, UpstreamSubmit};
+use crate::pool_link::work::{UpstreamJob, WorkState, next_session};
 use crate::telemetry::{RejectReason, ShareCounters};
 
 /// Starts a connection task; it runs until `shutdown`.

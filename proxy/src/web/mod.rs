@@ -1,6 +1,7 @@
 //! The proxy's HTTP server (axum): a JSON API for automation that cannot use the admin socket,
 //! above all the grid operator's curtailment signal ([`api`]), and the NOC status page that
-//! polls it ([`noc`], at `/`).
+//! polls it ([`noc`], at `/`). The Prometheus endpoint ([`metrics`]) lives here too: it is the
+//! other reader of the running proxy, on its own listener.
 //!
 //! Reads (`GET`) need no token; every change (`POST`) needs `Authorization: Bearer <token>`
 //! where the token comes from the environment variable `[http] token_env` names or the file
@@ -11,6 +12,7 @@
 //! [`crate::http_server`] describes; the server stops with the proxy.
 
 pub mod api;
+pub mod metrics;
 pub mod noc;
 
 use std::net::SocketAddr;

@@ -72,7 +72,6 @@ pub use types::{
     Observed, Operator, OperatorCommand, PowerSnapshot, Reason, RigCounts, RigId, RigInfo,
     RigState, RigView, Settings, Watts,
 };
-pub use types::{DEFAULT_DRAIN_MARGIN, DEFAULT_REPLACE_AFTER};
 
 /// Most rigs the inventory holds (bounds memory and the cost of a replan).
 pub const MAX_RIGS: usize = 100_000;

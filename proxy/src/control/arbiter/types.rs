@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::limits::{DEFAULT_DRAIN_MARGIN, DEFAULT_REPLACE_AFTER};
+
 /// Electrical power in watts. Integer so the cap arithmetic is exact (no float rounding can
 /// let `mining + gpu` creep over the cap); [`Watts::from_kw`] and [`Watts::kw`] convert at the
 /// edges. Subtraction saturates at zero.
@@ -150,13 +152,6 @@ pub struct Settings {
     #[serde(default = "default_replace_after")]
     pub replace_after: Duration,
 }
-
-/// Default [`Settings::drain_margin`]: 5% on top of a shed (the silent share of a fleet is
-/// usually a few percent).
-pub const DEFAULT_DRAIN_MARGIN: f64 = 0.05;
-/// Default [`Settings::replace_after`]: a sleep confirms in 11-20 s (firmware command, then
-/// 10 s without a share); 30 s leaves time for a replacement to confirm within 60 s.
-pub const DEFAULT_REPLACE_AFTER: Duration = Duration::from_secs(30);
 
 fn default_drain_margin() -> f64 {
     DEFAULT_DRAIN_MARGIN

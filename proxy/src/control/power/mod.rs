@@ -127,7 +127,7 @@ pub struct PowerView {
     pub rigs: HashMap<RigId, RigPower>,
     /// Which rig each connected miner counts as (a worker name is not always its rig: a
     /// claim from another address, or an address's overflow).
-    pub conn_rigs: HashMap<crate::downstream::listener::ConnId, RigId>,
+    pub conn_rigs: HashMap<crate::pool_link::ConnId, RigId>,
     /// The GPU shed being carried through, and counts (metrics).
     pub gpu_shed: shed::ShedStatus,
 }

@@ -32,8 +32,8 @@ use serde::{Deserialize, Serialize};
 use super::ports::RigControl;
 use crate::config::{Rig as RigOverride, RigGroup};
 use crate::control::arbiter::{GroupId, MAX_RIGS, RigId, RigInfo, Watts};
-use crate::downstream::listener::ConnId;
-use crate::downstream::registry::MinerShared;
+use crate::pool_link::ConnId;
+use crate::pool_link::miner::MinerShared;
 use crate::upstream::manager::MinerReport;
 
 /// Group of rigs that match no `[[rig_group]]`.
@@ -713,7 +713,7 @@ pub fn changed_enough(old: &RigInfo, new: &RigInfo) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::downstream::registry::MinerShared;
+    use crate::pool_link::miner::MinerShared;
 
     fn group(firmware: bool) -> RigGroup {
         RigGroup {

@@ -25,12 +25,12 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::listener::Accepted;
-use super::mailbox::{MailboxSender, mailbox};
 use super::outbox::Outbox;
-use super::registry::MinerShared;
 use super::vardiff::VardiffSettings;
+use crate::pool_link::mailbox::{MailboxSender, mailbox};
+use crate::pool_link::miner::MinerShared;
+use crate::pool_link::{Control, Pools};
 use crate::telemetry::DownstreamStats;
-use crate::upstream::manager::{Control, PoolManager};
 use reader::{Fill, LineReader};
 use session::{End, Session};
 
@@ -65,7 +65,7 @@ const VARDIFF_TICK: Duration = Duration::from_secs(5);
 pub async fn serve(
     mut accepted: Accepted,
     settings: Arc<SessionSettings>,
-    manager: Arc<PoolManager>,
+    manager: Arc<dyn Pools>,
 ) {
     let _open = settings.stats.connection();
     let shared =
@@ -198,7 +198,7 @@ async fn on_readable(
     s: &mut Session,
     reader: &mut LineReader,
     read: &mut ReadHalf<'_>,
-    manager: &Arc<PoolManager>,
+    manager: &Arc<dyn Pools>,
     control: &MailboxSender,
     out: &mut Outbox,
 ) -> Result<(), End> {
@@ -219,7 +219,7 @@ async fn on_readable(
 async fn on_line(
     s: &mut Session,
     item: Result<ClientMessage, Sv1Error>,
-    manager: &Arc<PoolManager>,
+    manager: &Arc<dyn Pools>,
     control: &MailboxSender,
     out: &mut Outbox,
 ) -> Result<(), End> {

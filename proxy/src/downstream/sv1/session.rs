@@ -20,13 +20,13 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::SessionSettings;
-use crate::downstream::mailbox::MailboxSender;
 use crate::downstream::outbox::{Outbox, Overflow};
-use crate::downstream::registry::MinerShared;
 use crate::downstream::vardiff::Vardiff;
-use crate::upstream::extranonce::MinerExtranonce;
-use crate::upstream::manager::{Assignment, PoolManager};
-use crate::upstream::work::{UpstreamJob, WorkState};
+use crate::pool_link::extranonce::MinerExtranonce;
+use crate::pool_link::mailbox::MailboxSender;
+use crate::pool_link::miner::MinerShared;
+use crate::pool_link::work::{UpstreamJob, WorkState};
+use crate::pool_link::{Assignment, Pools};
 pub(super) use shares::PendingShare;
 
 mod shares;
@@ -230,7 +230,7 @@ impl Session {
     /// Takes a place on a pool, waiting briefly if none is ready (pools still connecting).
     pub(super) async fn ensure_assigned(
         &mut self,
-        manager: &PoolManager,
+        manager: &dyn Pools,
         control: &MailboxSender,
     ) -> Result<(), End> {
         if self.assignment.is_some() {

@@ -4,7 +4,7 @@
 //! Sans-IO: methods take the upstream [`WorkState`] and push the messages to send into an
 //! outbox; the connection task ([`super::session`]) owns the channels and the socket.
 //!
-//! Each channel is one "miner" for the [`PoolManager`](crate::upstream::manager::PoolManager):
+//! Each channel is one "miner" for the pool manager ([`Pools`](crate::pool_link::Pools)):
 //! it has its own extranonce slot on an upstream connection, so channels never search the same
 //! space and the manager can move them one by one.
 //!
@@ -36,13 +36,13 @@ use hashshift_protocol::sv2::{
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::downstream::registry::MinerShared;
 use crate::downstream::vardiff::{Vardiff, VardiffSettings};
+use crate::pool_link::Assignment;
+use crate::pool_link::extranonce::MinerExtranonce;
+use crate::pool_link::miner::MinerShared;
+use crate::pool_link::submit::{SubmitOutcome, UpstreamSubmit};
+use crate::pool_link::work::{UpstreamJob, WorkState};
 use crate::telemetry::RejectReason;
-use crate::upstream::connection::{SubmitOutcome, UpstreamSubmit};
-use crate::upstream::extranonce::MinerExtranonce;
-use crate::upstream::manager::Assignment;
-use crate::upstream::work::{UpstreamJob, WorkState};
 
 mod jobs;
 

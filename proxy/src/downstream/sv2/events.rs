@@ -14,10 +14,10 @@ use futures_util::stream::BoxStream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::downstream::mailbox::{Mailbox, mailbox};
-use crate::downstream::registry::MinerShared;
-use crate::upstream::manager::{Assignment, Control, PoolManager};
-use crate::upstream::work::WorkState;
+use crate::pool_link::mailbox::{Mailbox, mailbox};
+use crate::pool_link::miner::MinerShared;
+use crate::pool_link::work::WorkState;
+use crate::pool_link::{Assignment, Control, Pools};
 
 /// What a channel's merged streams deliver.
 pub enum Event {
@@ -62,7 +62,7 @@ pub fn control_stream(channel: u32, rx: Mailbox) -> BoxStream<'static, (u32, Eve
 /// and has work. The manager holds the channel's control sender. (A free function: the
 /// connection state is not `Sync` and must not be borrowed across this wait.)
 pub async fn assign(
-    manager: &PoolManager,
+    manager: &dyn Pools,
     shared: &Arc<MinerShared>,
     wait: Duration,
 ) -> Option<(Assignment, Mailbox, Arc<WorkState>)> {

@@ -18,7 +18,7 @@
 //! `SubmitShares.Success` sent in batches.
 //!
 //! Upstream is protocol-neutral: a channel takes an extranonce slot on a pool connection
-//! through the [`PoolManager`](crate::upstream::manager::PoolManager) exactly like an SV1
+//! through the pool manager ([`Pools`](crate::pool_link::Pools)) exactly like an SV1
 //! miner, and is moved with `SetExtranoncePrefix` when the manager reassigns it.
 
 pub mod channel;

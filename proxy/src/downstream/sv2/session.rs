@@ -42,7 +42,7 @@ use super::Sv2Settings;
 use super::channel::{Channel, ChannelKind, SubmittedShare};
 use super::events::{Event, work_stream};
 use crate::downstream::listener::Accepted;
-use crate::upstream::manager::{Control, PoolManager};
+use crate::pool_link::{Control, Pools};
 use hashshift_protocol::share::allows_bip320_rolling;
 
 /// The group channel every channel of a connection belongs to (reported in `Open*Success`).
@@ -90,7 +90,7 @@ enum End {
 
 struct Conn {
     settings: Arc<Sv2Settings>,
-    manager: Arc<PoolManager>,
+    manager: Arc<dyn Pools>,
     peer: SocketAddr,
     writer: OwnedWriteHalf,
     encoder: NoiseEncoder,
@@ -111,7 +111,7 @@ struct Conn {
 }
 
 /// Runs one SV2 miner connection to its end.
-pub async fn serve(accepted: Accepted, settings: Arc<Sv2Settings>, manager: Arc<PoolManager>) {
+pub async fn serve(accepted: Accepted, settings: Arc<Sv2Settings>, manager: Arc<dyn Pools>) {
     let _open = settings.stats.connection();
     let Accepted {
         mut stream,

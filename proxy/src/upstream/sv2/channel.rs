@@ -30,11 +30,10 @@ use hashshift_protocol::sv2::{
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
-use crate::upstream::connection::{
-    REQUESTED_VERSION_MASK, SubmitOutcome, UpstreamSubmit, rolled_version,
-};
+use crate::pool_link::submit::{SubmitOutcome, UpstreamSubmit};
+use crate::pool_link::work::{UpstreamJob, WorkState, next_session};
+use crate::upstream::connection::{REQUESTED_VERSION_MASK, rolled_version};
 use crate::upstream::sent::{PoolShare, SentShares};
-use crate::upstream::work::{UpstreamJob, WorkState, next_session};
 
 /// Future jobs kept while waiting for their `SetNewPrevHash` (pools send one or two).
 const MAX_FUTURE_JOBS: usize = 16;

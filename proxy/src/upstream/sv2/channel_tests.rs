@@ -73,7 +73,7 @@ fn grant_maps_to_extranonce1_and_size() {
     assert!(w.job.is_none() && !w.is_ready());
     assert!(ch.addresses(7) && ch.addresses(9) && !ch.addresses(8));
     // The proxy's per-miner split gives an SV1 miner at most 8 of the 16 bytes.
-    let m = crate::upstream::extranonce::MinerExtranonce::new(&w.extranonce1, 16, 2, 3).unwrap();
+    let m = crate::pool_link::extranonce::MinerExtranonce::new(&w.extranonce1, 16, 2, 3).unwrap();
     assert_eq!(m.extranonce2_size, 8);
     assert_eq!(m.upstream_prefix.len() + m.extranonce2_size, 16);
 }

@@ -49,11 +49,12 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use self::channel::{Channel, Verdict};
 use super::connection::{
-    ConnStatus, ConnectionHandle, ConnectionParams, Hashrate, SubmitOutcome, UpstreamSubmit,
-    WriteFailure, bounded_write, endpoints, fail_queued, reconnect_delay, wait_to_reconnect,
+    ConnStatus, ConnectionHandle, ConnectionParams, Hashrate, WriteFailure, bounded_write,
+    endpoints, fail_queued, reconnect_delay, wait_to_reconnect,
 };
-use super::work::WorkState;
 use crate::noise_tcp::{HandshakeFailure, initiate};
+use crate::pool_link::submit::{SubmitOutcome, UpstreamSubmit};
+use crate::pool_link::work::WorkState;
 use crate::telemetry::{RejectReason, ShareCounters};
 
 /// Extranonce bytes asked for: enough for the proxy's per-miner prefix (up to 4 bytes) and a
@@ -131,7 +132,7 @@ enum SessionEnd {
     #[error("pool closed our channel: {0}")]
     ChannelClosed(String),
     #[error("pool unusable: {0}")]
-    Extranonce(#[from] crate::upstream::extranonce::ExtranonceTooSmall),
+    Extranonce(#[from] crate::pool_link::extranonce::ExtranonceTooSmall),
     #[error("pool asked us to reconnect to {0}")]
     Reconnect(String),
     #[error("pool stopped reading: a write took longer than {0:?}")]
@@ -404,7 +405,7 @@ impl Task {
                 }
                 // A channel too small to split among miners is refused (the pool counts as
                 // down), as on SV1 pools.
-                crate::upstream::extranonce::miner_extranonce2_size(
+                crate::pool_link::extranonce::miner_extranonce2_size(
                     usize::from(s.extranonce_size),
                     p.prefix_bytes,
                 )

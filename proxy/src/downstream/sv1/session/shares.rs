@@ -14,8 +14,8 @@ use tracing::{debug, info, warn};
 
 use super::{End, Session};
 use crate::downstream::outbox::Outbox;
+use crate::pool_link::submit::{SubmitOutcome, UpstreamSubmit};
 use crate::telemetry::RejectReason;
-use crate::upstream::connection::{SubmitOutcome, UpstreamSubmit};
 
 /// A share sent to the pool, waiting for its verdict.
 pub(in crate::downstream::sv1) struct PendingShare {

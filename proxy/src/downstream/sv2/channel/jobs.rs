@@ -19,7 +19,7 @@ use hashshift_protocol::sv2::{
 use tracing::warn;
 
 use super::{Channel, ChannelKind, JOBS_KEPT};
-use crate::upstream::work::{UpstreamJob, next_job_id};
+use crate::pool_link::work::{UpstreamJob, next_job_id};
 use hashshift_protocol::share::allows_bip320_rolling;
 
 /// `NewExtendedMiningJob` for `up` on `channel_id` (a channel or a group), or `None` when the

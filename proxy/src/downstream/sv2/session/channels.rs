@@ -15,10 +15,10 @@ use tracing::{info, warn};
 
 use super::{Conn, End, GROUP_CHANNEL_ID, str0255};
 use crate::downstream::listener::next_conn_id;
-use crate::downstream::registry::MinerShared;
 use crate::downstream::sv2::channel::{Channel, ChannelKind, GroupJob};
 use crate::downstream::sv2::events::{assign, control_stream, work_stream};
-use crate::upstream::work::UpstreamJob;
+use crate::pool_link::miner::MinerShared;
+use crate::pool_link::work::UpstreamJob;
 
 impl Conn {
     pub(super) fn open_error(&mut self, request_id: u32, code: &str) {

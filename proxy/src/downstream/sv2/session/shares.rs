@@ -13,8 +13,8 @@ use tracing::{debug, warn};
 
 use super::{Conn, End, str0255};
 use crate::downstream::sv2::channel::{Channel, ShareResult, SubmittedShare};
+use crate::pool_link::submit::SubmitOutcome;
 use crate::telemetry::RejectReason;
-use crate::upstream::connection::SubmitOutcome;
 
 /// A pool's answer on a share that went up, with what is needed to relay it.
 pub(super) struct Verdict {

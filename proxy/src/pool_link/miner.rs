@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::downstream::listener::ConnId;
+use super::ConnId;
 use crate::telemetry::{AtomicF64, ShareCounters};
 
 /// One miner's shared state.

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::Notify;
 
-use crate::upstream::manager::Control;
+use super::Control;
 
 #[derive(Debug, Default)]
 struct Slot {
