@@ -21,6 +21,9 @@
 //! | [`supervisor`] | critical tasks: a panic or an early end stops the process for a restart |
 //! | [`sys`] | signals and OS limits |
 //! | [`web`] | the HTTP server: JSON API (grid curtailment signal, GPU requests, status) |
+//!
+//! The parts sit in layers, each naming only parts below it; `layers.rs` draws them and holds
+//! the test that keeps them (no import cycle, miners and pools meet only in [`pool_link`]).
 #![deny(unsafe_code)]
 
 pub use hashshift_protocol as protocol;
@@ -33,6 +36,7 @@ pub mod gpu;
 pub mod http_client;
 pub mod http_server;
 pub mod keyfile;
+mod layers;
 pub mod noise_tcp;
 pub mod pool_link;
 pub mod proxy;

@@ -6,7 +6,7 @@
 //! (and the live state of pools, miners and power) at scrape time is `web::metrics`.
 //!
 //! Invariant: this module is a leaf. It names no other part of the proxy, so every part can
-//! count into it without an import cycle (a layer test checks this).
+//! count into it without an import cycle (the layer test in `layers.rs` checks this).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
