@@ -10,8 +10,8 @@
 //! extranonce split never hands a miner more than the pool gave.
 #![no_main]
 
+use hashshift_proxy::pool_link::extranonce::MinerExtranonce;
 use hashshift_proxy::upstream::connection::REQUESTED_VERSION_MASK;
-use hashshift_proxy::upstream::extranonce::MinerExtranonce;
 use hashshift_protocol::sv1::response::{ConfigureResult, SubscribeResult};
 use hashshift_protocol::sv1::{MAX_EXTRANONCE_LEN, ServerMessage, Sv1Message};
 use libfuzzer_sys::fuzz_target;

@@ -7,7 +7,7 @@
 //! |---|---|
 //! | [`config`] | the configuration file, typed and validated |
 //! | [`control`] | the control plane: admin socket and `hashshift ctl`, the power arbiter, audit log |
-//! | [`downstream`] | miners: listener, SV1 and SV2 sessions, vardiff, the shared per-miner record |
+//! | [`downstream`] | miners: listener, SV1 and SV2 sessions, vardiff |
 //! | [`firmware`] | rig management APIs (LuxOS, Braiins OS+): sleep, wake, status |
 //! | [`gpu`] | GPU scheduler adapters (Slurm license reservation, webhook, command hook) |
 //! | [`http_client`] | the one HTTP/1.1 client (hyper): one bounded request per connection |

@@ -17,7 +17,7 @@
 //! | reasons | ≤ [`MAX_REASON_BYTES`] bytes, no control characters but tab |
 //! | `events` limit | capped at [`MAX_EVENTS`] |
 //! | firmware power reading | finite, > 0, ≤ [`MAX_RIG_POWER_W`](crate::config::limits::MAX_RIG_POWER_W); mining: ≥ 10 W and ≥ 10% of nameplate |
-//! | config deadlines / polls | finite, > 0 (or ≥ 0), ≤ [`MAX_DEADLINE_SECS`](crate::config::limits::MAX_DEADLINE_SECS) / [`MAX_POLL_SECS`](crate::config::limits::MAX_POLL_SECS) |
+//! | config deadlines / polls | finite, > 0 (or ≥ 0), ≤ [`MAX_DEADLINE_SECS`] / [`MAX_POLL_SECS`](crate::config::limits::MAX_POLL_SECS) |
 
 use std::time::Duration;
 
@@ -187,7 +187,7 @@ pub fn check_request(
 }
 
 /// A firmware power reading (W) for a rig that reports it is mining, against its nameplate:
-/// as [`rig_power_w`](crate::config::limits::rig_power_w), and at least [`MIN_MINING_W`] and [`MIN_NAMEPLATE_SHARE`] of the
+/// as [`rig_power_w`], and at least [`MIN_MINING_W`] and [`MIN_NAMEPLATE_SHARE`] of the
 /// nameplate. A mining rig reading 1 W is lying or broken, and believing it would let the GPU
 /// grant grow into power the rig still draws; the nameplate (or the estimate) is used instead.
 pub fn mining_power_w(w: f64, nameplate_w: Option<f64>) -> Result<f64, String> {

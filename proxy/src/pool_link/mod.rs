@@ -43,8 +43,6 @@ pub type PoolId = usize;
 /// go up by. The pool manager keeps the rest of the connection (status, counters) to itself.
 #[derive(Clone, Debug)]
 pub struct PoolConn {
-    /// The pool the connection belongs to.
-    pub pool: PoolId,
     /// The connection's current work; latest wins.
     pub work: watch::Receiver<Arc<WorkState>>,
     /// Shares to the pool (bounded: a full queue answers the share as lost).

@@ -1,9 +1,11 @@
-//! What the rest of the proxy sees of a pool connection, whatever protocol it speaks: a
-//! [`ConnectionHandle`] with the current work (`watch`), a bounded queue of shares going up,
-//! each answered through its own oneshot, and the connection's status for failover.
+//! What the pool manager sees of a pool connection, whatever protocol it speaks: a
+//! [`ConnectionHandle`] with the current work (`watch`), a bounded queue of shares going up
+//! (each answered through its own oneshot), the connection's status for failover, its
+//! counters and its miners' hashrate.
 //!
-//! Each protocol (`sv1`, `sv2`) implements the connection task behind [`spawn`]; the pool
-//! manager and the miner sessions only use the types here.
+//! Each protocol (`sv1`, `sv2`) implements the connection task behind [`spawn`]. Miner
+//! sessions see only the work and the share queue, as a [`PoolConn`](crate::pool_link::PoolConn)
+//! in their assignment; the work and share types are in [`crate::pool_link`].
 //!
 //! Writes towards a pool go through [`bounded_write`]: each one may take at most
 //! `write_timeout` and gives way to shutdown at once. A pool that stops reading fills the
@@ -81,7 +83,8 @@ pub enum ConnStatus {
     Down,
 }
 
-/// What the rest of the proxy holds of a connection.
+/// What the pool manager holds of a connection (miners get its work and submit queue as a
+/// [`PoolConn`](crate::pool_link::PoolConn)).
 #[derive(Clone, Debug)]
 pub struct ConnectionHandle {
     /// The pool.

@@ -6,7 +6,7 @@
 //! every share to a pool passes: it also covers shares that reach the same pool job from
 //! different miner sessions (a prefix slot handed to a new session, a channel moved away and
 //! back, SV2 group channels) and the same pool job re-published as a new
-//! [`UpstreamJob`](super::work::UpstreamJob) (an SV2 `SetTarget`, an SV1 pool re-sending a
+//! [`UpstreamJob`](crate::pool_link::work::UpstreamJob) (an SV2 `SetTarget`, an SV1 pool re-sending a
 //! job id).
 //!
 //! The key is the pool's view of a share: the pool job (its extranonce1 or channel

@@ -279,7 +279,6 @@ impl PoolManager {
         Some(Assignment {
             pool,
             conn: PoolConn {
-                pool,
                 work: c.handle.work.clone(),
                 submit: c.handle.submit.clone(),
             },

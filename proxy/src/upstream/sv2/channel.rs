@@ -4,7 +4,7 @@
 //! The connection task ([`super`]) feeds it the channel's messages and the proxy's shares;
 //! it turns them into what the SV1 side of the proxy understands:
 //! - `extranonce_prefix` / `extranonce_size` become the session's `extranonce1` /
-//!   `extranonce2_size`, so the per-miner split of `upstream::extranonce` applies unchanged;
+//!   `extranonce2_size`, so the per-miner split of `pool_link::extranonce` applies unchanged;
 //! - a future `NewExtendedMiningJob` plus the `SetNewPrevHash` naming it become a clean
 //!   [`UpstreamJob`]; a non-future job on the current prevhash becomes a non-clean one;
 //! - each share gets the next sequence number and waits in order until the pool answers:

@@ -12,7 +12,7 @@
 //! 3. `OpenExtendedMiningChannel` as the configured user, asking for
 //!    [`MIN_EXTRANONCE_SIZE`] bytes; the pool decides (SRI grants 16). The granted prefix and
 //!    size become the session's extranonce1 / extranonce2 size, which the proxy splits per
-//!    miner (`upstream::extranonce`, at most 8 bytes per SV1 miner).
+//!    miner (`pool_link::extranonce`, at most 8 bytes per SV1 miner).
 //! 4. Jobs, targets and share verdicts, through the sans-IO [`channel::Channel`].
 //!
 //! Worker names: SV2 has no per-share worker, so in `passthrough` mode shares still go up
