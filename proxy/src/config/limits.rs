@@ -1,62 +1,130 @@
-//! The ranges a configuration value and a firmware power reading must fall in, and the power
-//! arbiter's defaults the config falls back on. Plain numbers and checks with no other part
-//! behind them: the config validates with them, and the control plane (`control::limits`,
-//! which checks operators' requests), the power controller and the arbiter use the same ones.
-//!
-//! Nothing here panics, whatever the input.
+//! `[limits]`: defensive limits on peers, and the proxy's own timings towards miners and
+//! HTTP clients.
 
-use std::time::Duration;
+use serde::{Deserialize, Serialize};
 
-/// Default drain margin of the power arbiter (`[power] drain_margin`): 5% on top of a shed
-/// (the silent share of a fleet is usually a few percent).
-pub const DEFAULT_DRAIN_MARGIN: f64 = 0.05;
-/// Default time before the arbiter replaces an unconfirmed sleep (`[power]
-/// replace_after_secs`): a sleep confirms in 11-20 s (firmware command, then 10 s without a
-/// share); 30 s leaves time for a replacement to confirm within 60 s.
-pub const DEFAULT_REPLACE_AFTER: Duration = Duration::from_secs(30);
+use super::{ConfigError, invalid};
 
-/// Highest power one rig can draw (W); a firmware reading above is garbage (the largest
-/// hydro rigs draw ~12 kW).
-pub const MAX_RIG_POWER_W: f64 = 20_000.0;
-/// Largest config deadline or interval (s): 7 days.
-pub const MAX_DEADLINE_SECS: f64 = 7.0 * 24.0 * 3600.0;
-/// Largest config poll period or quiet time (s): 1 day.
-pub const MAX_POLL_SECS: f64 = 24.0 * 3600.0;
-
-/// A firmware power reading (W) the arbiter can use: finite, > 0 and at most
-/// [`MAX_RIG_POWER_W`]; otherwise why not.
-pub fn rig_power_w(w: f64) -> Result<f64, String> {
-    if w.is_finite() && w > 0.0 && w <= MAX_RIG_POWER_W {
-        Ok(w)
-    } else {
-        Err(format!(
-            "firmware reported {w} W, outside (0, {MAX_RIG_POWER_W}] W for one rig"
-        ))
-    }
+/// Defensive limits on peers, and the proxy's own timings towards miners. Every key is
+/// optional (defaults below).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Longest SV1 line accepted from a miner, in bytes.
+    pub max_line_bytes: usize,
+    /// Messages that may wait for one miner (counted as 2 KiB each: its send buffer is capped
+    /// at `send_queue × 2 KiB`, and never below what one job of the current pool needs); a
+    /// miner that lets more pile up is not reading and is dropped.
+    pub send_queue: usize,
+    /// Most simultaneous miner connections.
+    pub max_connections: usize,
+    /// Most simultaneous miner connections from one address. Generous by default: a site's
+    /// NAT can put hundreds of rigs behind one address.
+    pub max_connections_per_address: usize,
+    /// Seconds a new connection may take to subscribe and authorize.
+    pub handshake_timeout_secs: u64,
+    /// Seconds an authorized miner may send nothing at all before it is disconnected.
+    pub idle_timeout_secs: u64,
+    /// Seconds a write to a miner may take before the miner counts as not reading and is
+    /// dropped (it must never hold up the others).
+    pub write_timeout_secs: u64,
+    /// Seconds a closing miner session still waits for the pool's verdicts on shares it
+    /// already sent upstream, to relay them.
+    pub drain_grace_secs: u64,
+    /// Seconds a graceful stop (SIGTERM) lets sessions drain before they are aborted.
+    pub shutdown_grace_secs: u64,
+    /// SV2 miners: most shares acknowledged by one `SubmitShares.Success`.
+    pub sv2_ack_batch: u32,
+    /// SV2 miners: milliseconds an acknowledgement may wait for more shares to cover (0 to
+    /// 10000). 0: acknowledged as soon as the session has nothing else ready; a real channel
+    /// sends a share every few seconds, so waiting mostly adds latency, and shares that
+    /// arrive together are still acknowledged together.
+    pub sv2_ack_delay_ms: u64,
+    /// HTTP API and metrics servers: most simultaneous connections (each server); further
+    /// connections wait in the kernel's backlog.
+    pub http_max_connections: usize,
+    /// HTTP API and metrics servers: seconds a client may take to send a request's headers.
+    pub http_header_timeout_secs: u64,
+    /// HTTP API and metrics servers: seconds a connection may move no byte in either
+    /// direction in the middle of a request (a stalled body, a client that stops reading).
+    /// A kept-alive connection waiting for its next request is closed after the shorter of
+    /// this and `http_header_timeout_secs`.
+    pub http_idle_timeout_secs: u64,
+    /// HTTP API: largest request body accepted, in bytes.
+    pub http_max_body_bytes: usize,
 }
 
-/// Checks a config duration in seconds: finite, > 0 (≥ 0 when `zero_ok`), at most `max`.
-/// The message is the reason; the caller names the key.
-pub fn check_secs(v: f64, zero_ok: bool, max: f64) -> Result<(), String> {
-    let low_ok = if zero_ok { v >= 0.0 } else { v > 0.0 };
-    if v.is_finite() && low_ok && v <= max {
-        Ok(())
-    } else {
-        let low = if zero_ok { ">= 0" } else { "> 0" };
-        Err(format!("must be {low} and at most {max} seconds, got {v}"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn config_seconds_are_bounded_and_never_panic() {
-        assert!(check_secs(30.0, false, MAX_POLL_SECS).is_ok());
-        assert!(check_secs(0.0, true, MAX_POLL_SECS).is_ok());
-        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e20] {
-            assert!(check_secs(bad, false, MAX_DEADLINE_SECS).is_err(), "{bad}");
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_line_bytes: 16 * 1024,
+            send_queue: 64,
+            max_connections: 100_000,
+            max_connections_per_address: 512,
+            handshake_timeout_secs: 30,
+            idle_timeout_secs: 600,
+            write_timeout_secs: 10,
+            drain_grace_secs: 5,
+            shutdown_grace_secs: 10,
+            sv2_ack_batch: 32,
+            sv2_ack_delay_ms: 0,
+            http_max_connections: 128,
+            http_header_timeout_secs: 10,
+            http_idle_timeout_secs: 60,
+            http_max_body_bytes: 16 * 1024,
         }
+    }
+}
+
+impl Limits {
+    /// Checks every size and timing is within what the proxy can turn into buffers and
+    /// deadlines.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let l = self;
+        if !(512..=(1 << 24)).contains(&l.max_line_bytes) {
+            return Err(invalid("limits.max_line_bytes", "must be 512 to 16777216"));
+        }
+        for (key, value, max) in [
+            ("send_queue", l.send_queue, 1 << 20),
+            ("max_connections", l.max_connections, 10_000_000),
+            (
+                "max_connections_per_address",
+                l.max_connections_per_address,
+                10_000_000,
+            ),
+            ("http_max_connections", l.http_max_connections, 65_536),
+            ("http_max_body_bytes", l.http_max_body_bytes, 1 << 24),
+        ] {
+            if !(1..=max).contains(&value) {
+                return Err(invalid(
+                    format!("limits.{key}"),
+                    format!("must be 1 to {max}"),
+                ));
+            }
+        }
+        if !(1..=65_536).contains(&l.sv2_ack_batch) {
+            return Err(invalid("limits.sv2_ack_batch", "must be 1 to 65536"));
+        }
+        if l.sv2_ack_delay_ms > 10_000 {
+            return Err(invalid("limits.sv2_ack_delay_ms", "must be 0 to 10000"));
+        }
+        for (key, value) in [
+            ("handshake_timeout_secs", l.handshake_timeout_secs),
+            ("idle_timeout_secs", l.idle_timeout_secs),
+            ("write_timeout_secs", l.write_timeout_secs),
+            ("drain_grace_secs", l.drain_grace_secs),
+            ("shutdown_grace_secs", l.shutdown_grace_secs),
+            ("http_header_timeout_secs", l.http_header_timeout_secs),
+            ("http_idle_timeout_secs", l.http_idle_timeout_secs),
+        ] {
+            // Bounded: each becomes `Instant + Duration` per connection.
+            if !(1..=86_400).contains(&value) {
+                return Err(invalid(
+                    format!("limits.{key}"),
+                    "must be 1 to 86400 seconds",
+                ));
+            }
+        }
+        Ok(())
     }
 }

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-use super::limits;
+use super::ranges;
 use super::{ConfigError, invalid};
 
 /// Largest site cap (kW): 1 GW, far above any site, far below where watts as `u64` or the
@@ -100,10 +100,10 @@ fn default_max_rigs_per_address() -> u32 {
 const MAX_REPLACE_AFTER_SECS: f64 = 86_400.0;
 
 fn default_drain_margin() -> f64 {
-    limits::DEFAULT_DRAIN_MARGIN
+    ranges::DEFAULT_DRAIN_MARGIN
 }
 fn default_replace_after_secs() -> f64 {
-    limits::DEFAULT_REPLACE_AFTER.as_secs_f64()
+    ranges::DEFAULT_REPLACE_AFTER.as_secs_f64()
 }
 
 /// A group of rigs: model, efficiency, how to reach their management API, and which
@@ -291,27 +291,27 @@ pub(super) fn validate(
                 "resume_interval_secs",
                 p.resume_interval_secs,
                 false,
-                limits::MAX_POLL_SECS,
+                ranges::MAX_POLL_SECS,
             ),
             (
                 "confirm_deadline_secs",
                 p.confirm_deadline_secs,
                 false,
-                limits::MAX_DEADLINE_SECS,
+                ranges::MAX_DEADLINE_SECS,
             ),
             (
                 "wake_deadline_secs",
                 p.wake_deadline_secs,
                 false,
-                limits::MAX_DEADLINE_SECS,
+                ranges::MAX_DEADLINE_SECS,
             ),
             (
                 "status_poll_secs",
                 p.status_poll_secs,
                 false,
-                limits::MAX_POLL_SECS,
+                ranges::MAX_POLL_SECS,
             ),
-            ("quiet_secs", p.quiet_secs, true, limits::MAX_POLL_SECS),
+            ("quiet_secs", p.quiet_secs, true, ranges::MAX_POLL_SECS),
             (
                 "replace_after_secs",
                 p.replace_after_secs,
@@ -319,9 +319,9 @@ pub(super) fn validate(
                 MAX_REPLACE_AFTER_SECS,
             ),
         ] {
-            limits::check_secs(v, zero_ok, max).map_err(|e| invalid(format!("power.{key}"), e))?;
+            ranges::check_secs(v, zero_ok, max).map_err(|e| invalid(format!("power.{key}"), e))?;
         }
-        limits::check_secs(p.forget_unverified_secs, false, limits::MAX_DEADLINE_SECS)
+        ranges::check_secs(p.forget_unverified_secs, false, ranges::MAX_DEADLINE_SECS)
             .map_err(|e| invalid("power.forget_unverified_secs", e))?;
         if p.max_rigs_per_address == 0 {
             return Err(invalid("power.max_rigs_per_address", "must be at least 1"));
@@ -335,7 +335,7 @@ pub(super) fn validate(
         if g.name.is_empty() || groups[..i].iter().any(|o| o.name == g.name) {
             return Err(invalid(key("name"), "must be non-empty and unique"));
         }
-        if limits::rig_power_w(g.rated_w).is_err() {
+        if ranges::rig_power_w(g.rated_w).is_err() {
             return Err(invalid(key("rated_w"), RATED_W_RANGE));
         }
         if g.j_per_th
@@ -370,7 +370,7 @@ pub(super) fn validate(
                 ));
             }
         }
-        if r.rated_w.is_some_and(|w| limits::rig_power_w(w).is_err()) {
+        if r.rated_w.is_some_and(|w| ranges::rig_power_w(w).is_err()) {
             return Err(invalid(format!("rig[{i}].rated_w"), RATED_W_RANGE));
         }
         if rigs[..i].iter().any(|o| o.worker == r.worker) {

@@ -2,7 +2,7 @@
 //! admin socket and the HTTP API both hand their requests to [`check_request`] (through the
 //! control plane), and the power controller uses [`mining_power_w`] on what firmware reports.
 //! The config's ranges and the plain firmware reading check live with the config
-//! ([`crate::config::limits`]), which names no other part.
+//! ([`crate::config::ranges`]), which names no other part.
 //!
 //! A value outside its range is refused with a message that names the field and the limit;
 //! nothing here panics, whatever the input. The limits are wide enough for any real site and
@@ -16,13 +16,13 @@
 //! | rig ids, group names, `by` | ≤ [`MAX_NAME_BYTES`] bytes, no control characters |
 //! | reasons | ≤ [`MAX_REASON_BYTES`] bytes, no control characters but tab |
 //! | `events` limit | capped at [`MAX_EVENTS`] |
-//! | firmware power reading | finite, > 0, ≤ [`MAX_RIG_POWER_W`](crate::config::limits::MAX_RIG_POWER_W); mining: ≥ 10 W and ≥ 10% of nameplate |
-//! | config deadlines / polls | finite, > 0 (or ≥ 0), ≤ [`MAX_DEADLINE_SECS`] / [`MAX_POLL_SECS`](crate::config::limits::MAX_POLL_SECS) |
+//! | firmware power reading | finite, > 0, ≤ [`MAX_RIG_POWER_W`](crate::config::ranges::MAX_RIG_POWER_W); mining: ≥ 10 W and ≥ 10% of nameplate |
+//! | config deadlines / polls | finite, > 0 (or ≥ 0), ≤ [`MAX_DEADLINE_SECS`] / [`MAX_POLL_SECS`](crate::config::ranges::MAX_POLL_SECS) |
 
 use std::time::Duration;
 
 use super::admin::protocol::{Command, Request, Target};
-use crate::config::limits::{MAX_DEADLINE_SECS, rig_power_w};
+use crate::config::ranges::{MAX_DEADLINE_SECS, rig_power_w};
 
 /// Longest rig id, group name or operator name (`by`), in bytes.
 pub const MAX_NAME_BYTES: usize = 128;

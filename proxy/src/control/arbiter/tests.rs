@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::config::limits::{DEFAULT_DRAIN_MARGIN, DEFAULT_REPLACE_AFTER};
+use crate::config::ranges::{DEFAULT_DRAIN_MARGIN, DEFAULT_REPLACE_AFTER};
 
 fn t(secs: u64) -> Duration {
     Duration::from_secs(secs)

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::limits::{DEFAULT_DRAIN_MARGIN, DEFAULT_REPLACE_AFTER};
+use crate::config::ranges::{DEFAULT_DRAIN_MARGIN, DEFAULT_REPLACE_AFTER};
 
 /// Electrical power in watts. Integer so the cap arithmetic is exact (no float rounding can
 /// let `mining + gpu` creep over the cap); [`Watts::from_kw`] and [`Watts::kw`] convert at the
