@@ -3,9 +3,10 @@
 //! (each answered through its own oneshot), the connection's status for failover, its
 //! counters and its miners' hashrate.
 //!
-//! Each protocol (`sv1`, `sv2`) implements the connection task behind [`spawn`]. Miner
-//! sessions see only the work and the share queue, as a [`PoolConn`](crate::pool_link::PoolConn)
-//! in their assignment; the work and share types are in [`crate::pool_link`].
+//! Each protocol (`sv1`, `sv2`) implements one session behind [`spawn`], and both run it in
+//! the same reconnect loop (`upstream::reconnect`). Miner sessions see only the work and the
+//! share queue, as a [`PoolConn`](crate::pool_link::PoolConn) in their assignment; the work and
+//! share types are in [`crate::pool_link`].
 //!
 //! Writes towards a pool go through [`bounded_write`]: each one may take at most
 //! `write_timeout` and gives way to shutdown at once. A pool that stops reading fills the
@@ -25,7 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{PoolUrl, UpstreamProtocol, WorkerIdentity};
 use crate::pool_link::PoolId;
-use crate::pool_link::submit::{SubmitOutcome, UpstreamSubmit};
+use crate::pool_link::submit::UpstreamSubmit;
 use crate::pool_link::work::WorkState;
 use crate::telemetry::histogram::LATENCY_BUCKETS;
 use crate::telemetry::{Histogram, ShareCounters};
@@ -60,6 +61,8 @@ pub struct ConnectionParams {
     pub max_line_bytes: usize,
     /// Time allowed to connect and subscribe.
     pub connect_timeout: Duration,
+    /// First wait before reconnecting (doubles per failure, see `upstream::reconnect`).
+    pub min_backoff: Duration,
     /// Longest wait between reconnect attempts.
     pub max_backoff: Duration,
     /// Time the pool has to answer a share.
@@ -181,40 +184,6 @@ pub fn spawn(
     }
 }
 
-/// How long to wait before reconnecting after `failures` consecutive failed sessions:
-/// exponential from 250 ms up to `max`, with ±50% jitter so a fleet of proxies does not
-/// reconnect to a recovering pool in step.
-pub(super) fn reconnect_delay(failures: u32, max: Duration) -> Duration {
-    use rand::Rng;
-    let base = Duration::from_millis(250)
-        .saturating_mul(1u32 << failures.min(8))
-        .min(max);
-    base.mul_f64(rand::rng().random_range(0.5..1.5))
-}
-
-/// Waits out a reconnect delay. Shares queued meanwhile belong to the ended session and can
-/// never be submitted: they are answered at once instead of leaving their miners waiting.
-/// Returns false when `shutdown` ended the wait.
-pub(super) async fn wait_to_reconnect(
-    wait: Duration,
-    shutdown: &CancellationToken,
-    submit_rx: &mut mpsc::Receiver<UpstreamSubmit>,
-    counters: &ShareCounters,
-) -> bool {
-    let backoff = tokio::time::sleep(wait);
-    tokio::pin!(backoff);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return false,
-            _ = &mut backoff => return true,
-            Some(s) = submit_rx.recv() => {
-                counters.lose_weighted(s.difficulty);
-                let _ = s.reply.send(SubmitOutcome::Lost("pool connection down"));
-            }
-        }
-    }
-}
-
 /// Why a write towards the pool did not complete.
 #[derive(Debug)]
 pub(super) enum WriteFailure<E> {
@@ -250,15 +219,6 @@ pub(super) async fn bounded_write<T, E>(
             Ok(Err(e)) => Err(WriteFailure::Failed(e)),
             Err(_) => Err(WriteFailure::TimedOut),
         },
-    }
-}
-
-/// Closes the share queue of a connection task that is ending and fails what is still in
-/// it, so no miner waits forever.
-pub(super) fn fail_queued(submit_rx: &mut mpsc::Receiver<UpstreamSubmit>) {
-    submit_rx.close();
-    while let Ok(s) = submit_rx.try_recv() {
-        let _ = s.reply.send(SubmitOutcome::Lost("proxy shutting down"));
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod connection;
 pub mod manager;
 pub mod prefix;
+mod reconnect;
 pub mod router;
 pub mod sent;
 pub mod sv1;

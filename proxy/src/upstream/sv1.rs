@@ -24,21 +24,22 @@ use hashshift_protocol::sv1::{
     ServerNotification, StratumError, Submit, Subscribe,
 };
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::oneshot;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::connection::{
     ConnStatus, ConnectionHandle, ConnectionParams, REQUESTED_VERSION_MASK, WriteFailure,
-    bounded_write, endpoints, fail_queued, reconnect_delay, rolled_version, wait_to_reconnect,
+    bounded_write, rolled_version,
 };
+use super::reconnect::{self, Ended, Link, SWEEP_EVERY};
 use super::sent::{PoolShare, SentShares};
 use crate::config::WorkerIdentity;
 use crate::pool_link::extranonce::{ExtranonceTooSmall, miner_extranonce2_size};
-use crate::pool_link::submit::{SubmitOutcome, UpstreamSubmit};
+use crate::pool_link::submit::SubmitOutcome;
 use crate::pool_link::work::{UpstreamJob, WorkState, next_session};
-use crate::telemetry::{RejectReason, ShareCounters};
+use crate::telemetry::RejectReason;
 
 /// Starts a connection task; it runs until `shutdown`.
 pub fn spawn(
@@ -46,30 +47,19 @@ pub fn spawn(
     shutdown: CancellationToken,
     tracker: &tokio_util::task::TaskTracker,
 ) -> ConnectionHandle {
-    let (handle, ends) = endpoints(params.pool);
     let span = info_span!("pool", pool = params.pool, url = %params.url);
+    let (handle, link) = Link::new(params, shutdown);
     let task = Task {
-        params,
-        work_tx: ends.work_tx,
-        status_tx: ends.status_tx,
-        submit_rx: ends.submit_rx,
-        counters: ends.counters,
-        submit_latency: ends.submit_latency,
-        shutdown,
+        link,
         sent: SentShares::new(),
     };
-    tracker.spawn(task.run().instrument(span));
+    tracker.spawn(reconnect::run(task).instrument(span));
     handle
 }
 
+/// The SV1 connection task: the shared [`Link`] and the shares already sent.
 struct Task {
-    params: ConnectionParams,
-    work_tx: watch::Sender<Arc<WorkState>>,
-    status_tx: watch::Sender<ConnStatus>,
-    submit_rx: mpsc::Receiver<UpstreamSubmit>,
-    counters: Arc<ShareCounters>,
-    submit_latency: Arc<crate::telemetry::Histogram>,
-    shutdown: CancellationToken,
+    link: Link,
     /// Shares sent on this connection, across its sessions (a pool that resumes a session
     /// with the same extranonce1 would see a re-sent share as a duplicate).
     sent: SentShares,
@@ -98,6 +88,30 @@ enum SessionEnd {
     Shutdown,
 }
 
+impl Ended for SessionEnd {
+    fn shutdown() -> Self {
+        SessionEnd::Shutdown
+    }
+    fn timeout() -> Self {
+        SessionEnd::Timeout
+    }
+    fn is_shutdown(&self) -> bool {
+        matches!(self, SessionEnd::Shutdown)
+    }
+    // No redirect: SV1's `client.reconnect` is answered by reconnecting to the configured
+    // address (see `on_notification`).
+}
+
+impl reconnect::Session for Task {
+    type End = SessionEnd;
+    fn link(&mut self) -> &mut Link {
+        &mut self.link
+    }
+    async fn session(&mut self) -> SessionEnd {
+        self.run_session().await
+    }
+}
+
 impl SessionEnd {
     /// The end of a session whose write to the pool did not complete.
     fn from_write(failure: WriteFailure<std::io::Error>, timeout: Duration) -> Self {
@@ -123,46 +137,12 @@ enum Call {
 }
 
 impl Task {
-    async fn run(mut self) {
-        let mut failures: u32 = 0;
-        loop {
-            let _ = self.status_tx.send(ConnStatus::Connecting);
-            let started = Instant::now();
-            let end = self.session().await;
-            let _ = self.status_tx.send(ConnStatus::Down);
-            if matches!(end, SessionEnd::Shutdown) {
-                break;
-            }
-            // A session that lasted a while resets the backoff: the pool was healthy.
-            if started.elapsed() > Duration::from_secs(30) {
-                failures = 0;
-            }
-            failures = failures.saturating_add(1);
-            let wait = reconnect_delay(failures, self.params.max_backoff);
-            warn!(error = %end, retry_in = ?wait, "pool session ended");
-            if !wait_to_reconnect(wait, &self.shutdown, &mut self.submit_rx, &self.counters).await {
-                break;
-            }
-        }
-        fail_queued(&mut self.submit_rx);
-    }
-
-    async fn session(&mut self) -> SessionEnd {
-        let p = self.params.clone();
-        let connect = async {
-            let stream = TcpStream::connect(p.url.authority())
-                .await
-                .map_err(SessionEnd::Connect)?;
-            let _ = stream.set_nodelay(true);
-            Ok::<_, SessionEnd>(stream)
-        };
-        let stream = tokio::select! {
-            _ = self.shutdown.cancelled() => return SessionEnd::Shutdown,
-            r = tokio::time::timeout(p.connect_timeout, connect) => match r {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return e,
-                Err(_) => return SessionEnd::Timeout,
-            },
+    async fn run_session(&mut self) -> SessionEnd {
+        let p = self.link.params.clone();
+        let connect = async { self.link.tcp_connect().await.map_err(SessionEnd::Connect) };
+        let stream = match self.link.opening(connect).await {
+            Ok(stream) => stream,
+            Err(end) => return end,
         };
         let mut framed = Framed::new(stream, ClientCodec::with_max_line_len(p.max_line_bytes));
         let mut state = SessionState::default();
@@ -199,7 +179,7 @@ impl Task {
             Call::Authorize(user.clone()),
         ));
         authorized.insert(user);
-        let (write_timeout, shutdown) = (p.write_timeout, self.shutdown.clone());
+        let (write_timeout, shutdown) = (p.write_timeout, self.link.shutdown.clone());
         let write_end = |e| SessionEnd::from_write(e, write_timeout);
         // Fed, then flushed once: one write for the four requests.
         for (request, call) in opening {
@@ -225,10 +205,10 @@ impl Task {
         }
 
         let deadline = tokio::time::Instant::now() + p.connect_timeout;
-        let mut sweep = tokio::time::interval(Duration::from_secs(1));
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
         let end = loop {
             tokio::select! {
-                _ = self.shutdown.cancelled() => break SessionEnd::Shutdown,
+                _ = self.link.shutdown.cancelled() => break SessionEnd::Shutdown,
                 _ = tokio::time::sleep_until(deadline), if state.session == 0 => break SessionEnd::Timeout,
                 _ = sweep.tick() => {
                     let now = Instant::now();
@@ -239,7 +219,7 @@ impl Task {
                     }).collect();
                     for id in expired {
                         if let Some(Call::Submit { reply, difficulty, .. }) = calls.remove(&id) {
-                            self.counters.lose_weighted(difficulty);
+                            self.link.counters.lose_weighted(difficulty);
                             let _ = reply.send(SubmitOutcome::Lost("pool did not answer"));
                         }
                     }
@@ -247,12 +227,12 @@ impl Task {
                 // Taken before the subscription too: a share queued then is for a job of an
                 // earlier session, and is answered at once instead of after the handshake
                 // (or its timeout, when the pool does not answer).
-                share = self.submit_rx.recv() => {
+                share = self.link.submit_rx.recv() => {
                     let Some(share) = share else { break SessionEnd::Shutdown };
                     if share.job.session != state.session {
                         // The job's extranonce1 belongs to an earlier session: the pool would
                         // reject it as a stale or invalid share.
-                        self.counters.lose_weighted(share.difficulty);
+                        self.link.counters.lose_weighted(share.difficulty);
                         let _ = share.reply.send(SubmitOutcome::Lost("job from a previous pool session"));
                         continue;
                     }
@@ -286,7 +266,7 @@ impl Task {
                         let request = ClientRequest::Authorize(Authorize { user: worker.to_string(), password: Some(p.password.clone()) });
                         let feed = framed.feed(ClientMessage::Request { id: Id::from(id), request });
                         if let Err(e) = bounded_write(feed, write_timeout, &shutdown).await {
-                            self.counters.lose_weighted(share.difficulty);
+                            self.link.counters.lose_weighted(share.difficulty);
                             let _ = share.reply.send(SubmitOutcome::Lost("pool connection failed"));
                             break write_end(e);
                         }
@@ -339,7 +319,7 @@ impl Task {
                 reply, difficulty, ..
             } = call
             {
-                self.counters.lose_weighted(difficulty);
+                self.link.counters.lose_weighted(difficulty);
                 let _ = reply.send(SubmitOutcome::Lost("pool connection lost"));
             }
         }
@@ -407,22 +387,24 @@ impl Task {
                 block,
                 sent,
             } => {
-                self.submit_latency.observe_duration(sent.elapsed());
+                self.link.submit_latency.observe_duration(sent.elapsed());
                 let outcome = match (r.as_bool(), r.error) {
                     (Ok(true), _) => {
-                        self.counters.accept(difficulty);
+                        self.link.counters.accept(difficulty);
                         if block {
-                            self.counters.block();
+                            self.link.counters.block();
                         }
                         SubmitOutcome::Accepted
                     }
                     (_, Some(e)) => {
-                        self.counters
+                        self.link
+                            .counters
                             .reject_weighted(RejectReason::from_sv1_code(e.code), difficulty);
                         SubmitOutcome::Rejected(e)
                     }
                     (_, None) => {
-                        self.counters
+                        self.link
+                            .counters
                             .reject_weighted(RejectReason::Other, difficulty);
                         SubmitOutcome::Rejected(StratumError::with_message(
                             hashshift_protocol::sv1::ErrorCode::Other,
@@ -496,11 +478,11 @@ impl Task {
                         concat!("hashshift/", env!("CARGO_PKG_VERSION")).into(),
                     ),
                 );
-                let timeout = self.params.write_timeout;
+                let timeout = self.link.params.write_timeout;
                 bounded_write(
                     framed.send(ClientMessage::Response(reply)),
                     timeout,
-                    &self.shutdown,
+                    &self.link.shutdown,
                 )
                 .await
                 .map_err(|e| SessionEnd::from_write(e, timeout))?;
@@ -528,16 +510,18 @@ impl Task {
     /// proxy's prefix: the session ends (the pool counts as down and miners go to the next
     /// pool) instead of miners being handed an unusable extranonce.
     fn check_extranonce2(&self, pool_extranonce2_size: usize) -> Result<(), SessionEnd> {
-        miner_extranonce2_size(pool_extranonce2_size, self.params.prefix_bytes).map_err(|e| {
-            error!(
-                pool = %self.params.url,
-                pool_extranonce2 = e.pool_extranonce2,
-                proxy_extranonce2_bytes = e.prefix_bytes,
-                left = e.left(),
-                "{e}"
-            );
-            SessionEnd::from(e)
-        })?;
+        miner_extranonce2_size(pool_extranonce2_size, self.link.params.prefix_bytes).map_err(
+            |e| {
+                error!(
+                    pool = %self.link.params.url,
+                    pool_extranonce2 = e.pool_extranonce2,
+                    proxy_extranonce2_bytes = e.prefix_bytes,
+                    left = e.left(),
+                    "{e}"
+                );
+                SessionEnd::from(e)
+            },
+        )?;
         Ok(())
     }
 
@@ -553,8 +537,8 @@ impl Task {
             version_mask: state.version_mask,
             job: state.job.clone(),
         };
-        self.work_tx.send_replace(Arc::new(work));
-        let _ = self.status_tx.send(if ready {
+        self.link.work_tx.send_replace(Arc::new(work));
+        let _ = self.link.status_tx.send(if ready {
             ConnStatus::Up
         } else {
             ConnStatus::Connecting

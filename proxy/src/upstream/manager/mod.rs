@@ -174,6 +174,7 @@ impl PoolManager {
                     connect_timeout: Duration::from_secs_f64(
                         config.failover.pool_connect_timeout_secs,
                     ),
+                    min_backoff: Duration::from_secs_f64(config.failover.pool_min_backoff_secs),
                     max_backoff: Duration::from_secs_f64(config.failover.pool_max_backoff_secs),
                     submit_timeout: Duration::from_secs_f64(
                         config.failover.pool_submit_timeout_secs,

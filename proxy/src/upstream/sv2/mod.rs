@@ -42,20 +42,18 @@ use hashshift_protocol::sv2::{
     Message, OpenExtendedMiningChannel, Protocol, SetupConnection, Str0255, Sv2Error,
 };
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use self::channel::{Channel, Verdict};
 use super::connection::{
-    ConnStatus, ConnectionHandle, ConnectionParams, Hashrate, WriteFailure, bounded_write,
-    endpoints, fail_queued, reconnect_delay, wait_to_reconnect,
+    ConnStatus, ConnectionHandle, ConnectionParams, WriteFailure, bounded_write,
 };
+use super::reconnect::{self, Ended, Link, SWEEP_EVERY};
 use crate::noise_tcp::{HandshakeFailure, initiate};
-use crate::pool_link::submit::{SubmitOutcome, UpstreamSubmit};
-use crate::pool_link::work::WorkState;
-use crate::telemetry::{RejectReason, ShareCounters};
+use crate::pool_link::submit::SubmitOutcome;
+use crate::telemetry::RejectReason;
 
 /// Extranonce bytes asked for: enough for the proxy's per-miner prefix (up to 4 bytes) and a
 /// miner's own space, and small enough for any pool to grant. Pools usually give more.
@@ -77,35 +75,16 @@ pub fn spawn(
     shutdown: CancellationToken,
     tracker: &tokio_util::task::TaskTracker,
 ) -> ConnectionHandle {
-    let (handle, ends) = endpoints(params.pool);
     let span = info_span!("pool", pool = params.pool, url = %params.url, protocol = "sv2");
-    let task = Task {
-        params,
-        work_tx: ends.work_tx,
-        status_tx: ends.status_tx,
-        submit_rx: ends.submit_rx,
-        counters: ends.counters,
-        hashrate: ends.hashrate,
-        submit_latency: ends.submit_latency,
-        shutdown,
-        redirect: None,
-    };
-    tracker.spawn(task.run().instrument(span));
+    let (handle, link) = Link::new(params, shutdown);
+    tracker.spawn(reconnect::run(Task { link }).instrument(span));
     handle
 }
 
+/// The SV2 connection task: all it keeps across sessions is the shared [`Link`] (a
+/// `Reconnect`'s address is the link's `redirect`).
 struct Task {
-    params: ConnectionParams,
-    work_tx: watch::Sender<Arc<WorkState>>,
-    status_tx: watch::Sender<ConnStatus>,
-    submit_rx: mpsc::Receiver<UpstreamSubmit>,
-    counters: Arc<ShareCounters>,
-    hashrate: Arc<Hashrate>,
-    submit_latency: Arc<crate::telemetry::Histogram>,
-    shutdown: CancellationToken,
-    /// Where a `Reconnect` sent us, for the next session only: when that session ends for
-    /// any other reason, the configured address is next.
-    redirect: Option<String>,
+    link: Link,
 }
 
 /// Why a session with the pool ended.
@@ -141,6 +120,46 @@ enum SessionEnd {
     Shutdown,
 }
 
+impl Ended for SessionEnd {
+    fn shutdown() -> Self {
+        SessionEnd::Shutdown
+    }
+    fn timeout() -> Self {
+        SessionEnd::Timeout
+    }
+    fn is_shutdown(&self) -> bool {
+        matches!(self, SessionEnd::Shutdown)
+    }
+    fn redirect(&self) -> Option<String> {
+        match self {
+            SessionEnd::Reconnect(to) => Some(to.clone()),
+            _ => None,
+        }
+    }
+    fn log(&self, link: &Link, retry_in: Duration) {
+        match self {
+            SessionEnd::Handshake(e) => error!(
+                error = %e,
+                pinned_authority_key = ?link.params.url.authority_key(),
+                ?retry_in,
+                "pool failed Noise authentication (wrong authority key in the URL, expired \
+                 certificate, or not an SV2 pool); not using it"
+            ),
+            other => warn!(error = %other, ?retry_in, "pool session ended"),
+        }
+    }
+}
+
+impl reconnect::Session for Task {
+    type End = SessionEnd;
+    fn link(&mut self) -> &mut Link {
+        &mut self.link
+    }
+    async fn session(&mut self) -> SessionEnd {
+        self.run_session().await
+    }
+}
+
 impl SessionEnd {
     /// The end of a session whose write to the pool did not complete.
     fn from_write(failure: WriteFailure<NoiseCodecError>, timeout: Duration) -> Self {
@@ -164,44 +183,6 @@ enum Phase {
 }
 
 impl Task {
-    async fn run(mut self) {
-        let mut failures: u32 = 0;
-        loop {
-            let _ = self.status_tx.send(ConnStatus::Connecting);
-            let started = Instant::now();
-            let end = self.session().await;
-            let _ = self.status_tx.send(ConnStatus::Down);
-            if matches!(end, SessionEnd::Shutdown) {
-                break;
-            }
-            // A redirect holds for the next session only; it goes through the usual backoff,
-            // so hosts that keep redirecting to each other cannot make us spin.
-            self.redirect = match &end {
-                SessionEnd::Reconnect(to) => Some(to.clone()),
-                _ => None,
-            };
-            if started.elapsed() > Duration::from_secs(30) {
-                failures = 0;
-            }
-            failures = failures.saturating_add(1);
-            let wait = reconnect_delay(failures, self.params.max_backoff);
-            match &end {
-                SessionEnd::Handshake(e) => error!(
-                    error = %e,
-                    pinned_authority_key = ?self.params.url.authority_key(),
-                    retry_in = ?wait,
-                    "pool failed Noise authentication (wrong authority key in the URL, expired \
-                     certificate, or not an SV2 pool); not using it"
-                ),
-                other => warn!(error = %other, retry_in = ?wait, "pool session ended"),
-            }
-            if !wait_to_reconnect(wait, &self.shutdown, &mut self.submit_rx, &self.counters).await {
-                break;
-            }
-        }
-        fail_queued(&mut self.submit_rx);
-    }
-
     fn deliver(&self, verdicts: Vec<Verdict>) {
         for v in verdicts {
             self.deliver_one(v);
@@ -211,18 +192,19 @@ impl Task {
     fn deliver_one(&self, v: Verdict) {
         match &v.outcome {
             SubmitOutcome::Accepted => {
-                self.counters.accept(v.difficulty);
+                self.link.counters.accept(v.difficulty);
                 if v.block {
-                    self.counters.block();
+                    self.link.counters.block();
                 }
             }
             SubmitOutcome::Rejected(e) => self
+                .link
                 .counters
                 .reject_weighted(RejectReason::from_sv1_code(e.code), v.difficulty),
-            SubmitOutcome::Lost(_) => self.counters.lose_weighted(v.difficulty),
+            SubmitOutcome::Lost(_) => self.link.counters.lose_weighted(v.difficulty),
         }
         if !matches!(v.outcome, SubmitOutcome::Lost(_)) {
-            self.submit_latency.observe_duration(v.sent.elapsed());
+            self.link.submit_latency.observe_duration(v.sent.elapsed());
         }
         let _ = v.reply.send(v.outcome);
     }
@@ -230,21 +212,17 @@ impl Task {
     /// Sends one message to the pool within `write_timeout` (see [`bounded_write`] on why a
     /// write that does not complete must end the session).
     async fn send(&self, conn: &mut Conn, message: Message) -> Result<(), SessionEnd> {
-        let timeout = self.params.write_timeout;
-        bounded_write(conn.send(message.to_frame()), timeout, &self.shutdown)
+        let timeout = self.link.params.write_timeout;
+        bounded_write(conn.send(message.to_frame()), timeout, &self.link.shutdown)
             .await
             .map_err(|e| SessionEnd::from_write(e, timeout))
     }
 
     /// TCP connect and Noise handshake, pinned to the URL's authority key.
     async fn connect(&self) -> Result<Conn, SessionEnd> {
-        let p = &self.params;
+        let p = &self.link.params;
         let authority = p.url.authority_key().ok_or(SessionEnd::NotSv2)?;
-        let address = self.redirect.clone().unwrap_or_else(|| p.url.authority());
-        let mut stream = TcpStream::connect(address)
-            .await
-            .map_err(SessionEnd::Connect)?;
-        let _ = stream.set_nodelay(true);
+        let mut stream = self.link.tcp_connect().await.map_err(SessionEnd::Connect)?;
         let (transport, cert) = initiate(&mut stream, authority)
             .await
             .map_err(|e| match e {
@@ -263,15 +241,11 @@ impl Task {
         ))
     }
 
-    async fn session(&mut self) -> SessionEnd {
-        let p = self.params.clone();
-        let mut conn = tokio::select! {
-            _ = self.shutdown.cancelled() => return SessionEnd::Shutdown,
-            r = tokio::time::timeout(p.connect_timeout, self.connect()) => match r {
-                Ok(Ok(c)) => c,
-                Ok(Err(e)) => return e,
-                Err(_) => return SessionEnd::Timeout,
-            },
+    async fn run_session(&mut self) -> SessionEnd {
+        let p = self.link.params.clone();
+        let mut conn = match self.link.opening(self.connect()).await {
+            Ok(conn) => conn,
+            Err(end) => return end,
         };
         let setup = SetupConnection {
             protocol: Protocol::Mining,
@@ -290,17 +264,17 @@ impl Task {
         }
         let mut phase = Phase::Setup;
         let deadline = tokio::time::Instant::now() + p.connect_timeout;
-        let mut sweep = tokio::time::interval(Duration::from_secs(1));
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
         let end = loop {
             let open = matches!(phase, Phase::Open(_));
             tokio::select! {
-                _ = self.shutdown.cancelled() => break SessionEnd::Shutdown,
+                _ = self.link.shutdown.cancelled() => break SessionEnd::Shutdown,
                 _ = tokio::time::sleep_until(deadline), if !open => break SessionEnd::Timeout,
                 _ = sweep.tick() => {
                     if let Phase::Open(ch) = &mut phase {
                         let now = Instant::now();
                         self.deliver(ch.expire(now, p.submit_timeout));
-                        if let Some(update) = ch.hashrate_update(self.hashrate.get(), now) {
+                        if let Some(update) = ch.hashrate_update(self.link.hashrate.get(), now) {
                             debug!(nominal_hash_rate = update.nominal_hash_rate, "announcing the miners' hashrate");
                             if let Err(end) = self.send(&mut conn, Message::from(update)).await {
                                 break end;
@@ -311,10 +285,10 @@ impl Task {
                 // Taken before the channel is open too: a share queued then is for a job of an
                 // earlier session, and is answered at once instead of after the setup (or its
                 // timeout, when the pool does not answer).
-                share = self.submit_rx.recv() => {
+                share = self.link.submit_rx.recv() => {
                     let Some(share) = share else { break SessionEnd::Shutdown };
                     let Phase::Open(ch) = &mut phase else {
-                        self.counters.lose_weighted(share.difficulty);
+                        self.link.counters.lose_weighted(share.difficulty);
                         let _ = share.reply.send(SubmitOutcome::Lost("job from a previous pool session"));
                         continue;
                     };
@@ -517,7 +491,7 @@ impl Task {
     /// Hash rate to announce when opening a channel: the miners' estimate, if any, else the
     /// default (then `true`: a guess).
     fn nominal_hash_rate(&self) -> (f32, bool) {
-        let estimate = self.hashrate.get();
+        let estimate = self.link.hashrate.get();
         if estimate.is_finite() && estimate > 0.0 {
             (estimate as f32, false)
         } else {
@@ -527,13 +501,14 @@ impl Task {
 
     fn publish(&self, phase: &Phase) {
         let Phase::Open(ch) = phase else { return };
-        self.work_tx.send_replace(Arc::new(ch.work_state()));
+        self.link.work_tx.send_replace(Arc::new(ch.work_state()));
         let status = if ch.has_job() {
             ConnStatus::Up
         } else {
             ConnStatus::Connecting
         };
-        self.status_tx
+        self.link
+            .status_tx
             .send_if_modified(|s| std::mem::replace(s, status) != status);
     }
 }
