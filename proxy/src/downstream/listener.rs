@@ -34,6 +34,11 @@ use crate::pool_link::ConnId;
 /// Connections the kernel may hold for us before `accept` (capped by `net.core.somaxconn`).
 const LISTEN_BACKLOG: u32 = 4096;
 
+/// First and longest wait after a failed `accept` (EMFILE and friends). Not configurable: it
+/// only paces retries while the process is out of descriptors, the kernel's backlog holds the
+/// miners meanwhile, and any value from milliseconds to a second serves equally well.
+const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(5), Duration::from_secs(1));
+
 /// Binds a listener for miners with a backlog deep enough for a connection storm
 /// ([`TcpListener::bind`] uses 128).
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -64,7 +69,8 @@ pub struct Accepted {
     pub peer: SocketAddr,
     /// Connection id.
     pub id: ConnId,
-    /// Cancelled when the proxy shuts down.
+    /// Cancelled when the proxy stops its miner sessions (after it stopped accepting): the
+    /// session then drains.
     pub shutdown: CancellationToken,
     /// This connection's place under the connection caps, freed when the handler drops it.
     /// Held by the handler's own future rather than by a wrapper around it: a wrapping async
@@ -141,12 +147,15 @@ fn address_of(peer: SocketAddr) -> IpAddr {
 }
 
 /// Accepts connections until `shutdown` is cancelled, running `handler` for each in a task
-/// tracked by `tracker`, within `limits`.
+/// tracked by `tracker`, within `limits`. Each connection gets `sessions` as its
+/// [`Accepted::shutdown`]: a separate token, so that shutdown can stop accepting first and
+/// drain the sessions after.
 pub async fn serve<H, Fut>(
     listener: TcpListener,
     limits: ConnectionLimits,
     protocol: &'static str,
     shutdown: CancellationToken,
+    sessions: CancellationToken,
     tracker: TaskTracker,
     handler: H,
 ) where
@@ -158,7 +167,8 @@ pub async fn serve<H, Fut>(
     let per_address = Arc::new(PerAddress::default());
     let local = listener.local_addr().ok();
     info!(?local, protocol, "listening for miners");
-    let mut backoff = Duration::from_millis(5);
+    let (first_backoff, max_backoff) = ACCEPT_BACKOFF;
+    let mut backoff = first_backoff;
     let mut refused: u64 = 0;
     let mut refused_per_address: u64 = 0;
     loop {
@@ -168,7 +178,7 @@ pub async fn serve<H, Fut>(
         };
         let (stream, peer) = match accepted {
             Ok(pair) => {
-                backoff = Duration::from_millis(5);
+                backoff = first_backoff;
                 pair
             }
             Err(error) => {
@@ -178,7 +188,7 @@ pub async fn serve<H, Fut>(
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(backoff) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                backoff = (backoff * 2).min(max_backoff);
                 continue;
             }
         };
@@ -211,7 +221,7 @@ pub async fn serve<H, Fut>(
             stream,
             peer,
             id,
-            shutdown: shutdown.clone(),
+            shutdown: sessions.clone(),
             permit,
         });
         tracker.spawn(fut.instrument(span));
