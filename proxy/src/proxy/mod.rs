@@ -247,3 +247,43 @@ fn start_pools(
     supervisor.spawn_critical(&stage.tasks, "pool-manager", manager.clone().run());
     manager
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A start that fails at its last step (the metrics port is taken) stops what the earlier
+    /// steps started: the root's guard cancels every stage, so the miners' listener lets go
+    /// of its port.
+    #[tokio::test]
+    async fn a_failed_start_stops_the_stages_already_started() {
+        let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let miners = free.local_addr().unwrap();
+        drop(free);
+        let config = Config::from_toml(&format!(
+            "[[downstream]]\nprotocol = \"sv1\"\nlisten = \"{miners}\"\n\
+             [[upstream]]\nurl = \"stratum+tcp://127.0.0.1:1\"\nuser = \"u\"\n\
+             [metrics]\nlisten = \"{}\"\n",
+            busy.local_addr().unwrap()
+        ))
+        .unwrap();
+        assert!(
+            Proxy::start(&config).await.is_err(),
+            "the metrics port is taken"
+        );
+        // The listener task sees its token cancelled the next time it runs.
+        let mut rebound = None;
+        for _ in 0..1000 {
+            tokio::task::yield_now().await;
+            if let Ok(l) = crate::downstream::listener::bind(miners) {
+                rebound = Some(l);
+                break;
+            }
+        }
+        assert!(
+            rebound.is_some(),
+            "the miners' port is still held after a failed start"
+        );
+    }
+}

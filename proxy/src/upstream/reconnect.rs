@@ -213,6 +213,156 @@ fn fail_queued(submit_rx: &mut mpsc::Receiver<UpstreamSubmit>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{PoolUrl, WorkerIdentity};
+    use crate::upstream::work::UpstreamJob;
+    use hashshift_protocol::share::{ExtendedJob, Target};
+    use std::collections::VecDeque;
+    use tokio::sync::oneshot;
+
+    /// Ends scripted per session; past the script a session waits for shutdown.
+    #[derive(Debug)]
+    enum End {
+        Timeout,
+        Redirect(String),
+        Shutdown,
+    }
+
+    impl fmt::Display for End {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "{self:?}")
+        }
+    }
+
+    impl Ended for End {
+        fn shutdown() -> Self {
+            End::Shutdown
+        }
+        fn timeout() -> Self {
+            End::Timeout
+        }
+        fn is_shutdown(&self) -> bool {
+            matches!(self, End::Shutdown)
+        }
+        fn redirect(&self) -> Option<String> {
+            match self {
+                End::Redirect(to) => Some(to.clone()),
+                _ => None,
+            }
+        }
+    }
+
+    /// Per session: the redirect it was to use and the status it started under.
+    type Starts = std::sync::Arc<std::sync::Mutex<Vec<(Option<String>, ConnStatus)>>>;
+
+    /// A protocol whose sessions end as scripted, recording what each one started with.
+    struct Scripted {
+        link: Link,
+        script: VecDeque<End>,
+        started: Starts,
+    }
+
+    impl Session for Scripted {
+        type End = End;
+        fn link(&mut self) -> &mut Link {
+            &mut self.link
+        }
+        async fn session(&mut self) -> End {
+            let status = *self.link.status_tx.borrow();
+            let redirect = self.link.redirect.clone();
+            self.started.lock().unwrap().push((redirect, status));
+            match self.script.pop_front() {
+                Some(end) => end,
+                None => {
+                    self.link.shutdown.cancelled().await;
+                    End::Shutdown
+                }
+            }
+        }
+    }
+
+    fn params() -> ConnectionParams {
+        ConnectionParams {
+            pool: 0,
+            url: PoolUrl::parse("stratum+tcp://127.0.0.1:1").unwrap(),
+            user: "u".into(),
+            password: "x".into(),
+            identity: WorkerIdentity::Fixed,
+            max_line_bytes: 1024,
+            connect_timeout: Duration::from_secs(10),
+            min_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            submit_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(5),
+            prefix_bytes: 2,
+        }
+    }
+
+    fn share() -> (UpstreamSubmit, oneshot::Receiver<SubmitOutcome>) {
+        let job = ExtendedJob {
+            version: 0x2000_0000,
+            prev_hash: [0; 32],
+            coinbase_prefix: vec![],
+            coinbase_suffix: vec![],
+            merkle_branch: vec![],
+            nbits: 0x1d00_ffff,
+            ntime: 0,
+        };
+        let job = UpstreamJob::new(job, "j".into(), true, 1, Instant::now(), Target::DIFF1);
+        let (reply, verdict) = oneshot::channel();
+        let share = UpstreamSubmit {
+            worker: "w".into(),
+            job: Arc::new(job),
+            extranonce2: vec![0; 4],
+            ntime: 0,
+            nonce: 0,
+            version_bits: None,
+            difficulty: 1.0,
+            block: false,
+            reply,
+        };
+        (share, verdict)
+    }
+
+    /// The loop both protocols share: a redirect holds for one session only, every session
+    /// starts `Connecting` and ends `Down`, a share queued while the pool is down is answered
+    /// at once, and shutdown ends the task.
+    #[tokio::test(start_paused = true)]
+    async fn sessions_follow_one_redirect_then_the_configured_address_until_shutdown() {
+        let shutdown = CancellationToken::new();
+        let (handle, link) = Link::new(params(), shutdown.clone());
+        let started = Starts::default();
+        let task = Scripted {
+            link,
+            script: VecDeque::from([End::Redirect("127.0.0.2:2".into()), End::Timeout]),
+            started: started.clone(),
+        };
+        // Queued before the first session, which never reads it: the backoff answers it.
+        let (s, verdict) = share();
+        handle.submit.send(s).await.unwrap();
+        let task = tokio::spawn(run(task));
+        assert_eq!(
+            verdict.await.unwrap(),
+            SubmitOutcome::Lost("pool connection down")
+        );
+        // Two backoffs of at most 0.75 s and 1.5 s, then the third session waits.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(
+            *started.lock().unwrap(),
+            [
+                (None, ConnStatus::Connecting),
+                (Some("127.0.0.2:2".to_owned()), ConnStatus::Connecting),
+                (None, ConnStatus::Connecting),
+            ]
+        );
+        shutdown.cancel();
+        task.await.unwrap();
+        assert_eq!(*handle.status.borrow(), ConnStatus::Down);
+        let (s, _) = share();
+        assert!(
+            handle.submit.send(s).await.is_err(),
+            "the queue closes with the task"
+        );
+    }
 
     #[test]
     fn the_backoff_doubles_from_min_to_max_within_its_jitter() {
