@@ -275,6 +275,9 @@ fn new_timings_are_range_checked() {
         ("limits", "shutdown_grace_secs", "100000"),
         ("failover", "pool_write_timeout_secs", "0.0"),
         ("failover", "pool_connect_timeout_secs", "nan"),
+        ("failover", "pool_min_backoff_secs", "0.0"),
+        ("failover", "pool_min_backoff_secs", "31.0"),
+        ("limits", "sv2_ack_delay_ms", "10001"),
     ] {
         let e = error_of(&format!("{BASE}\n[{table}]\n{key} = {bad}\n"));
         assert!(
