@@ -214,7 +214,7 @@ fn fail_queued(submit_rx: &mut mpsc::Receiver<UpstreamSubmit>) {
 mod tests {
     use super::*;
     use crate::config::{PoolUrl, WorkerIdentity};
-    use crate::upstream::work::UpstreamJob;
+    use crate::pool_link::work::UpstreamJob;
     use hashshift_protocol::share::{ExtendedJob, Target};
     use std::collections::VecDeque;
     use tokio::sync::oneshot;
