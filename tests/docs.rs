@@ -238,6 +238,52 @@ fn the_readmes_configuration_loads() {
     );
 }
 
+/// Every key of a TOML table, as `table.key` paths (array-of-tables entries under their table).
+fn toml_keys(prefix: &str, value: &toml::Value, out: &mut BTreeSet<String>) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                if v.is_table() || v.as_array().is_some_and(|a| a.iter().all(|e| e.is_table())) {
+                    toml_keys(&path, v, out);
+                } else {
+                    out.insert(path);
+                }
+            }
+        }
+        toml::Value::Array(a) => a.iter().for_each(|e| toml_keys(prefix, e, out)),
+        _ => {}
+    }
+}
+
+/// The reference page and the commented example cannot drift apart: every key the example
+/// sets is in `docs/configuration.md`, by its name in backticks (`key` in its table's section,
+/// or `table.key`).
+#[test]
+fn the_configuration_page_names_every_key_of_the_example() {
+    let example: toml::Value = toml::from_str(&read(&root().join("config.example.toml")))
+        .expect("config.example.toml parses");
+    let mut keys = BTreeSet::new();
+    toml_keys("", &example, &mut keys);
+    assert!(keys.len() > 50, "the example sets {} keys", keys.len());
+    let page = read(&root().join("docs/configuration.md"));
+    let missing: Vec<&String> = keys
+        .iter()
+        .filter(|path| {
+            let key = path.rsplit('.').next().unwrap_or(path);
+            !page.contains(&format!("`{path}`")) && !page.contains(&format!("`{key}`"))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/configuration.md does not name these keys of config.example.toml: {missing:?}"
+    );
+}
+
 #[test]
 fn the_readme_links_every_page() {
     let readme = read(&root().join("README.md"));
