@@ -446,7 +446,7 @@ fn fake_farm(n: usize) -> axum::Router {
         "curtailment": null,
     }})
     .to_string();
-    let now_ms = hashshift_proxy::control::audit::unix_ms();
+    let now_ms = hashshift_proxy::time::unix_ms();
     let samples: Vec<Value> = (0..2160u64)
         .map(|i| {
             let f = (i as f64 / 2160.0 * std::f64::consts::TAU).sin().abs();

@@ -31,6 +31,8 @@ use hyper::{Method, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpStream, ToSocketAddrs};
 
+use crate::error::Retry;
+
 /// The largest status line + headers accepted in a reply.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 
@@ -108,6 +110,25 @@ pub enum HttpError {
     /// retryable: nothing was sent.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+}
+
+/// The retry hint only: which side failed depends on whom the client was talking to (a rig's
+/// firmware, the GPU scheduler's webhook), which only the caller knows, so `HttpError` does
+/// not implement [`Classify`](crate::error::Classify); the callers wrap it in their own
+/// error, which does.
+impl HttpError {
+    /// Whether the same request can succeed later: every failure of the peer or the network
+    /// may pass; a request we could not build fails the same way every time.
+    pub fn retry(&self) -> Retry {
+        match self {
+            HttpError::InvalidRequest(_) => Retry::No,
+            HttpError::Connect(_)
+            | HttpError::Timeout { .. }
+            | HttpError::Io(_)
+            | HttpError::Malformed(_)
+            | HttpError::TooLarge { .. } => Retry::Yes,
+        }
+    }
 }
 
 /// Sends one request on a fresh connection to `addr` and reads the whole reply, within
@@ -314,6 +335,27 @@ impl HttpUrl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_request_we_could_not_build_is_not_worth_retrying() {
+        let io = || io::Error::from(io::ErrorKind::ConnectionReset);
+        for e in [
+            HttpError::Connect(io()),
+            HttpError::Io(io()),
+            HttpError::Timeout {
+                step: "connect",
+                after: Duration::from_secs(1),
+            },
+            HttpError::Malformed("x".into()),
+            HttpError::TooLarge {
+                status: 200,
+                limit: 1,
+            },
+        ] {
+            assert_eq!(e.retry(), Retry::Yes, "{e}");
+        }
+        assert_eq!(HttpError::InvalidRequest("x".into()).retry(), Retry::No);
+    }
 
     #[test]
     fn urls() {

@@ -8,6 +8,7 @@
 //! | [`config`] | the configuration file, typed and validated |
 //! | [`control`] | the control plane: admin socket and `hashshift ctl`, the power arbiter, audit log |
 //! | [`downstream`] | miners: listener, SV1 and SV2 sessions, vardiff |
+//! | [`error`] | which side caused an error (miner, pool, firmware, scheduler, operator) and whether to retry |
 //! | [`firmware`] | rig management APIs (LuxOS, Braiins OS+): sleep, wake, status |
 //! | [`gpu`] | GPU scheduler adapters (Slurm license reservation, webhook, command hook) |
 //! | [`http_client`] | the one HTTP/1.1 client (hyper): one bounded request per connection |
@@ -18,6 +19,7 @@
 //! | [`upstream`] | pools: connections, work, extranonce splitting, the failover/split router and manager |
 //! | [`proxy`] | the whole proxy assembled, with graceful shutdown |
 //! | [`telemetry`] | counters shared between tasks and reports |
+//! | [`time`] | wall-clock time as Unix seconds and milliseconds, saturating |
 //! | [`supervisor`] | critical tasks: a panic or an early end stops the process for a restart |
 //! | [`sys`] | signals and OS limits |
 //! | [`web`] | the HTTP server: JSON API (grid curtailment signal, GPU requests, status) |
@@ -31,6 +33,7 @@ pub use hashshift_protocol as protocol;
 pub mod config;
 pub mod control;
 pub mod downstream;
+pub mod error;
 pub mod firmware;
 pub mod gpu;
 pub mod http_client;
@@ -43,5 +46,6 @@ pub mod proxy;
 pub mod supervisor;
 pub mod sys;
 pub mod telemetry;
+pub mod time;
 pub mod upstream;
 pub mod web;

@@ -4,8 +4,6 @@
 //! peer cannot make either side buffer more; callers bound the exchange with their own
 //! timeout, which is what drops a peer that stalls.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use hashshift_protocol::noise::{
     AuthorityPublicKey, Certificate, HandshakeError, INITIATOR_MESSAGE_LEN, Initiator,
     RESPONDER_MESSAGE_LEN, Responder, ResponderConfig, TransportState,
@@ -39,13 +37,6 @@ impl From<std::io::Error> for HandshakeFailure {
     }
 }
 
-/// Unix time in seconds (0 if the clock is before 1970), for certificate windows.
-pub fn unix_now() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
-}
-
 /// The responder side on `stream`: reads the initiator's 64 bytes, writes our 234.
 pub async fn accept(
     stream: &mut TcpStream,
@@ -55,7 +46,7 @@ pub async fn accept(
     stream.read_exact(&mut hello).await?;
     // The thread RNG is not Send: use it only in this synchronous block.
     let responder = Responder::new(config, &mut rand::rng());
-    let (reply, transport) = responder.step_1(&hello, unix_now())?;
+    let (reply, transport) = responder.step_1(&hello, crate::time::unix_secs_u32())?;
     stream.write_all(&reply).await?;
     Ok(transport)
 }
@@ -72,5 +63,5 @@ pub async fn initiate(
     stream.write_all(&hello).await?;
     let mut reply = [0u8; RESPONDER_MESSAGE_LEN];
     stream.read_exact(&mut reply).await?;
-    Ok(initiator.step_2(&reply, unix_now())?)
+    Ok(initiator.step_2(&reply, crate::time::unix_secs_u32())?)
 }

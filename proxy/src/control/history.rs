@@ -15,8 +15,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::arbiter::PowerSnapshot;
-use super::audit::unix_ms;
 use super::power::PowerView;
+use crate::time::unix_ms;
 
 /// How often the sampler records the power picture.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);

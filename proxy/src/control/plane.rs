@@ -11,10 +11,11 @@ use super::admin::protocol::Target;
 use super::admin::protocol::{Command, Request, Response};
 use super::admin::server::{Caller, Handler};
 use super::arbiter::{GroupId, Operator, OperatorCommand, RigId, Watts};
-use super::audit::{AuditEvent, AuditLog, unix_ms};
+use super::audit::{AuditEvent, AuditLog};
 use super::inventory::{self, RigView};
 use super::limits;
 use super::power::PowerHandle;
+use crate::time::unix_ms;
 use crate::upstream::manager::PoolManager;
 
 /// What the admin socket talks to.

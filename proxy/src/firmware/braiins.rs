@@ -73,7 +73,7 @@ fn rejected(endpoint: &Endpoint, command: &str, resp: &Response) -> FirmwareErro
         addr: endpoint.addr,
         command: command.to_owned(),
         detail: format!("HTTP {}: {}", resp.status, short(&resp.body)),
-        retryable: resp.status >= 500 || resp.status == 429 || resp.status == 408,
+        retryable: crate::error::Retry::for_http_status(resp.status).is_retryable(),
     }
 }
 

@@ -71,6 +71,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Classify, Retry, Side};
+
 /// Which management API a rig speaks. Lowercase in config (`kind = "luxos"`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -214,8 +216,12 @@ impl Default for Timeouts {
     }
 }
 
+/// How long LuxOS keeps an idle session: a session another tool left open is gone by then.
+pub const LUXOS_SESSION_IDLE: Duration = Duration::from_secs(60);
+
 /// Why a firmware call failed. Each variant says whether trying again later makes sense
-/// ([`FirmwareError::is_retryable`]).
+/// ([`Classify::retry`], [`FirmwareError::is_retryable`]); the side is always
+/// [`Side::Firmware`]: even a refused login is fixed on the rig or in its credentials.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FirmwareError {
@@ -303,15 +309,26 @@ pub enum FirmwareError {
 impl FirmwareError {
     /// Whether trying the same call again later can succeed without an operator.
     pub fn is_retryable(&self) -> bool {
+        self.retry().is_retryable()
+    }
+}
+
+impl Classify for FirmwareError {
+    fn side(&self) -> Side {
+        Side::Firmware
+    }
+
+    fn retry(&self) -> Retry {
         match self {
             FirmwareError::Connect { .. }
             | FirmwareError::Timeout { .. }
             | FirmwareError::Io { .. }
-            | FirmwareError::SessionBusy { .. }
             | FirmwareError::SessionExpired { .. }
-            | FirmwareError::Malformed { .. } => true,
-            FirmwareError::LoginRefused { .. } => false,
-            FirmwareError::Rejected { retryable, .. } => *retryable,
+            | FirmwareError::Malformed { .. } => Retry::Yes,
+            // The other tool's session expires by itself once it stops using it.
+            FirmwareError::SessionBusy { .. } => Retry::After(LUXOS_SESSION_IDLE),
+            FirmwareError::LoginRefused { .. } => Retry::No,
+            FirmwareError::Rejected { retryable, .. } => Retry::from_bool(*retryable),
         }
     }
 }
@@ -445,6 +462,75 @@ mod tests {
             serde_json::to_string(&RigState::Sleeping).unwrap(),
             "\"sleeping\""
         );
+    }
+
+    #[test]
+    fn every_error_is_the_firmware_side_with_its_retry_hint() {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let io = || std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let detail = String::new;
+        let cases = [
+            (FirmwareError::Connect { addr, source: io() }, Retry::Yes),
+            (
+                FirmwareError::Timeout {
+                    addr,
+                    step: "request",
+                    after: Duration::from_secs(5),
+                },
+                Retry::Yes,
+            ),
+            (
+                FirmwareError::Io {
+                    addr,
+                    command: "x".into(),
+                    source: io(),
+                },
+                Retry::Yes,
+            ),
+            (
+                FirmwareError::LoginRefused {
+                    addr,
+                    detail: detail(),
+                },
+                Retry::No,
+            ),
+            (
+                FirmwareError::SessionBusy {
+                    addr,
+                    detail: detail(),
+                },
+                Retry::After(LUXOS_SESSION_IDLE),
+            ),
+            (
+                FirmwareError::SessionExpired {
+                    addr,
+                    detail: detail(),
+                },
+                Retry::Yes,
+            ),
+            (
+                FirmwareError::Malformed {
+                    addr,
+                    command: "x".into(),
+                    detail: detail(),
+                },
+                Retry::Yes,
+            ),
+            (
+                FirmwareError::Rejected {
+                    addr,
+                    command: "x".into(),
+                    detail: detail(),
+                    retryable: true,
+                },
+                Retry::Yes,
+            ),
+        ];
+        for (e, retry) in cases {
+            assert_eq!(e.side(), Side::Firmware, "{e}");
+            assert_eq!(e.retry(), retry, "{e}");
+            assert_eq!(e.is_retryable(), retry.is_retryable(), "{e}");
+        }
     }
 
     #[test]

@@ -30,6 +30,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Classify, Retry, Side};
+
 pub use command::{CommandConfig, CommandScheduler};
 pub use slurm::{ShedMode, SlurmConfig, SlurmScheduler};
 pub use webhook::{WebhookConfig, WebhookScheduler};
@@ -182,6 +184,47 @@ pub enum GpuError {
     /// This adapter does not take demand reports (Slurm reads its own queue).
     #[error("the {0} adapter does not take demand reports")]
     Unsupported(&'static str),
+}
+
+/// Which side each failure is and whether the call may pass later. A program that cannot be
+/// found, a configured name Slurm does not know, or output we cannot parse will fail the same
+/// way until someone acts; the controller still retries sheds by policy (the site must get
+/// under its cap) and pages a person when one is overdue.
+impl Classify for GpuError {
+    fn side(&self) -> Side {
+        match self {
+            GpuError::InvalidKw { .. } | GpuError::Unsupported(_) => Side::Internal,
+            GpuError::Config(_)
+            | GpuError::Spawn { .. }
+            | GpuError::NoSuchLicense(_)
+            | GpuError::Url { .. } => Side::Operator,
+            GpuError::Io { .. }
+            | GpuError::Timeout { .. }
+            | GpuError::OutputTooLarge { .. }
+            | GpuError::Exit { .. }
+            | GpuError::Parse { .. }
+            | GpuError::Http { .. }
+            | GpuError::HttpStatus { .. } => Side::Scheduler,
+        }
+    }
+
+    fn retry(&self) -> Retry {
+        match self {
+            GpuError::Io { .. }
+            | GpuError::Timeout { .. }
+            | GpuError::Exit { .. }
+            | GpuError::Http { .. } => Retry::Yes,
+            GpuError::HttpStatus { status, .. } => Retry::for_http_status(*status),
+            GpuError::InvalidKw { .. }
+            | GpuError::Config(_)
+            | GpuError::Spawn { .. }
+            | GpuError::OutputTooLarge { .. }
+            | GpuError::Parse { .. }
+            | GpuError::NoSuchLicense(_)
+            | GpuError::Url { .. }
+            | GpuError::Unsupported(_) => Retry::No,
+        }
+    }
 }
 
 /// `[gpu_scheduler]` as it appears in the config file: `kind = "slurm" | "webhook" | "command"`
@@ -392,6 +435,105 @@ pub(crate) fn clean_reason(reason: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_name_their_side_and_retry_hint() {
+        let io = || std::io::Error::from(std::io::ErrorKind::NotFound);
+        let s = String::new;
+        let cases = [
+            (GpuError::InvalidKw { kw: -1.0 }, Side::Internal, Retry::No),
+            (GpuError::Unsupported("slurm"), Side::Internal, Retry::No),
+            (GpuError::Config(s()), Side::Operator, Retry::No),
+            (
+                GpuError::Spawn {
+                    program: s(),
+                    source: io(),
+                },
+                Side::Operator,
+                Retry::No,
+            ),
+            (GpuError::NoSuchLicense(s()), Side::Operator, Retry::No),
+            (
+                GpuError::Url {
+                    url: s(),
+                    detail: s(),
+                },
+                Side::Operator,
+                Retry::No,
+            ),
+            (
+                GpuError::Io {
+                    program: s(),
+                    source: io(),
+                },
+                Side::Scheduler,
+                Retry::Yes,
+            ),
+            (
+                GpuError::Timeout {
+                    what: s(),
+                    after: Duration::from_secs(1),
+                },
+                Side::Scheduler,
+                Retry::Yes,
+            ),
+            (
+                GpuError::OutputTooLarge {
+                    program: s(),
+                    limit: 1,
+                },
+                Side::Scheduler,
+                Retry::No,
+            ),
+            (
+                GpuError::Exit {
+                    program: s(),
+                    code: Some(1),
+                    stderr: s(),
+                },
+                Side::Scheduler,
+                Retry::Yes,
+            ),
+            (
+                GpuError::Parse {
+                    what: "squeue",
+                    detail: s(),
+                },
+                Side::Scheduler,
+                Retry::No,
+            ),
+            (
+                GpuError::Http {
+                    url: s(),
+                    detail: s(),
+                    attempts: 3,
+                },
+                Side::Scheduler,
+                Retry::Yes,
+            ),
+            (
+                GpuError::HttpStatus {
+                    url: s(),
+                    status: 503,
+                    attempts: 3,
+                },
+                Side::Scheduler,
+                Retry::Yes,
+            ),
+            (
+                GpuError::HttpStatus {
+                    url: s(),
+                    status: 403,
+                    attempts: 1,
+                },
+                Side::Scheduler,
+                Retry::No,
+            ),
+        ];
+        for (e, side, retry) in cases {
+            assert_eq!((e.side(), e.retry()), (side, retry), "{e}");
+        }
+    }
 
     #[test]
     fn config_kinds_parse_from_toml() {

@@ -17,7 +17,7 @@
 //! `max_attempts × timeout_ms + backoffs`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use hyper::Method;
 use hyper::header::{AUTHORIZATION, HeaderValue};
@@ -27,6 +27,7 @@ use super::{
     GpuDemand, GpuError, ReportedDemand, ShedOutcome, check_kw, check_ms, check_shed_deadline,
     clean_reason,
 };
+use crate::error::{Classify, Retry};
 use crate::http_client::{self, HttpError, HttpUrl, Limits};
 
 /// The most of a reply body read; the status is what counts, a longer body is not an error.
@@ -213,13 +214,13 @@ impl WebhookScheduler {
                 Err(HttpError::TooLarge { status, .. }) => Ok(status),
                 Err(e) => Err(e),
             };
-            let (retryable, err) = match status {
+            let (retry, err) = match status {
                 Ok(status) if (200..300).contains(&status) => {
                     tracing::info!(event, kw, seq, attempt, "GPU webhook delivered");
                     return Ok(());
                 }
                 Ok(status) => (
-                    status >= 500 || status == 408 || status == 429,
+                    Retry::for_http_status(status),
                     GpuError::HttpStatus {
                         url: self.cfg.url.clone(),
                         status,
@@ -227,7 +228,7 @@ impl WebhookScheduler {
                     },
                 ),
                 Err(e) => (
-                    !matches!(e, HttpError::InvalidRequest(_)),
+                    e.retry(),
                     GpuError::Http {
                         url: self.cfg.url.clone(),
                         detail: e.to_string(),
@@ -235,8 +236,16 @@ impl WebhookScheduler {
                     },
                 ),
             };
-            tracing::warn!(event, seq, attempt, error = %err, "GPU webhook attempt failed");
-            if !retryable || attempt >= self.cfg.max_attempts {
+            tracing::warn!(
+                event,
+                seq,
+                attempt,
+                error = %err,
+                side = %err.side(),
+                %retry,
+                "GPU webhook attempt failed"
+            );
+            if !retry.is_retryable() || attempt >= self.cfg.max_attempts {
                 return Err(err);
             }
             tokio::time::sleep(backoff).await;
@@ -247,7 +256,7 @@ impl WebhookScheduler {
 
 /// RFC 3339 UTC with milliseconds, without a date crate (civil-from-days, H. Hinnant).
 fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let d = crate::time::since_epoch_at(t);
     let secs = d.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let z = days as i64 + 719_468;
@@ -271,6 +280,7 @@ fn rfc3339(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn rfc3339_known_instants() {

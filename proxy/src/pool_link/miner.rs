@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use super::ConnId;
 use crate::telemetry::{AtomicF64, ShareCounters};
@@ -84,9 +84,7 @@ impl MinerShared {
 
     /// Marks a share now.
     pub fn touch(&self) {
-        let ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let ms = crate::time::unix_ms();
         self.last_share_unix_ms.store(ms, Ordering::Relaxed);
     }
 

@@ -195,6 +195,24 @@ pub(super) enum WriteFailure<E> {
     Shutdown,
 }
 
+/// A failed or stalled write is the pool's: the session ends and the connection task
+/// reconnects after a backoff. Shutdown is ours, and final.
+impl<E> crate::error::Classify for WriteFailure<E> {
+    fn side(&self) -> crate::error::Side {
+        match self {
+            WriteFailure::Failed(_) | WriteFailure::TimedOut => crate::error::Side::Pool,
+            WriteFailure::Shutdown => crate::error::Side::Internal,
+        }
+    }
+
+    fn retry(&self) -> crate::error::Retry {
+        match self {
+            WriteFailure::Failed(_) | WriteFailure::TimedOut => crate::error::Retry::Yes,
+            WriteFailure::Shutdown => crate::error::Retry::No,
+        }
+    }
+}
+
 /// Runs one write (a `send`, `feed` or `flush` on the pool's sink) for at most `timeout`, or
 /// until `shutdown`.
 ///
@@ -264,5 +282,19 @@ mod tests {
         shutdown.cancel();
         let r = bounded_write(client.write_all(&chunk), Duration::from_secs(60), &shutdown).await;
         assert!(matches!(r, Err(WriteFailure::Shutdown)));
+    }
+
+    #[test]
+    fn a_write_failure_is_the_pools_and_retried_unless_we_shut_down() {
+        use crate::error::{Classify, Retry, Side};
+        let failed = WriteFailure::Failed(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        assert_eq!((failed.side(), failed.retry()), (Side::Pool, Retry::Yes));
+        let stalled = WriteFailure::<std::io::Error>::TimedOut;
+        assert_eq!((stalled.side(), stalled.retry()), (Side::Pool, Retry::Yes));
+        let stopping = WriteFailure::<std::io::Error>::Shutdown;
+        assert_eq!(
+            (stopping.side(), stopping.retry()),
+            (Side::Internal, Retry::No)
+        );
     }
 }

@@ -29,9 +29,9 @@ use serde::Deserialize;
 use super::AppState;
 use crate::control::admin::protocol::{Command, Request, Response, Target};
 use crate::control::admin::server::{Caller, Handler, Origin};
-use crate::control::audit::unix_ms;
 use crate::control::history::{KEEP, PowerSample, SAMPLE_EVERY};
 use crate::control::limits;
+use crate::time::unix_ms;
 
 /// The routes.
 pub fn routes() -> Router<AppState> {

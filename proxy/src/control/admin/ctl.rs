@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use futures_util::{SinkExt, StreamExt};
@@ -153,7 +153,7 @@ pub fn parse_until(text: &str, now: SystemTime) -> Result<u64> {
         Err(_) => humantime::parse_rfc3339_weak(text)
             .with_context(|| format!("--until {text:?}: neither a duration (2h) nor a time"))?,
     };
-    Ok(at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()))
+    Ok(crate::time::since_epoch_at(at).as_secs())
 }
 
 fn request(command: &CtlCommand) -> Result<Command> {
@@ -386,6 +386,7 @@ fn fields(v: &Value, indent: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn until_takes_durations_and_times() {

@@ -613,3 +613,24 @@ pub enum ArbiterError {
     #[error("unsupported persisted state version {0}")]
     UnsupportedVersion(u32),
 }
+
+/// None of these passes on a retry: each needs a different input (a known rig, other
+/// settings, a free slot, a state file this version reads).
+impl crate::error::Classify for ArbiterError {
+    fn side(&self) -> crate::error::Side {
+        use crate::error::Side;
+        match self {
+            // The rigs and groups named come from operator commands and the config.
+            ArbiterError::UnknownRig(_)
+            | ArbiterError::UnknownGroup(_)
+            | ArbiterError::InvalidSettings(_)
+            | ArbiterError::UnsupportedVersion(_) => Side::Operator,
+            // One more miner connected than the inventory holds.
+            ArbiterError::TooManyRigs(_) => Side::Miner,
+        }
+    }
+
+    fn retry(&self) -> crate::error::Retry {
+        crate::error::Retry::No
+    }
+}

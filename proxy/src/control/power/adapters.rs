@@ -5,7 +5,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::ports::{BoxFuture, FirmwareState, FirmwareStatus, GpuControl, GpuLoad, RigControl};
+use super::ports::{
+    BoxFuture, FirmwareState, FirmwareStatus, GpuControl, GpuLoad, PortError, RigControl,
+};
 use super::rigs::ControlFactory;
 use crate::config::RigGroup;
 use crate::firmware::{Credentials, Endpoint, FirmwareClient, RigState};
@@ -18,31 +20,31 @@ pub struct Firmware {
 }
 
 impl RigControl for Firmware {
-    fn sleep(&self) -> BoxFuture<'_, Result<(), String>> {
+    fn sleep(&self) -> BoxFuture<'_, Result<(), PortError>> {
         Box::pin(async move {
             self.client
                 .sleep(&self.endpoint)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(PortError::from)
         })
     }
 
-    fn wake(&self) -> BoxFuture<'_, Result<(), String>> {
+    fn wake(&self) -> BoxFuture<'_, Result<(), PortError>> {
         Box::pin(async move {
             self.client
                 .wake(&self.endpoint)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(PortError::from)
         })
     }
 
-    fn status(&self) -> BoxFuture<'_, Result<FirmwareStatus, String>> {
+    fn status(&self) -> BoxFuture<'_, Result<FirmwareStatus, PortError>> {
         Box::pin(async move {
             let s = self
                 .client
                 .status(&self.endpoint)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(PortError::from)?;
             let state = match s.state {
                 RigState::Mining => FirmwareState::Mining,
                 RigState::Sleeping => FirmwareState::Sleeping,
@@ -82,34 +84,32 @@ pub fn firmware_factory() -> ControlFactory {
 }
 
 impl GpuControl for GpuScheduler {
-    fn set_budget_kw(&self, kw: f64) -> BoxFuture<'_, Result<(), String>> {
+    fn set_budget_kw(&self, kw: f64) -> BoxFuture<'_, Result<(), PortError>> {
         Box::pin(async move {
             GpuScheduler::set_budget_kw(self, kw)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(PortError::from)
         })
     }
 
-    fn shed_kw(&self, kw: f64, reason: &str) -> BoxFuture<'_, Result<(), String>> {
+    fn shed_kw(&self, kw: f64, reason: &str) -> BoxFuture<'_, Result<(), PortError>> {
         let reason = reason.to_owned();
         Box::pin(async move {
             self.shed(kw, &reason)
                 .await
                 .map(|_| ())
-                .map_err(|e| e.to_string())
+                .map_err(PortError::from)
         })
     }
 
-    fn demand(&self) -> BoxFuture<'_, Result<Option<GpuLoad>, String>> {
+    fn demand(&self) -> BoxFuture<'_, Result<Option<GpuLoad>, PortError>> {
         Box::pin(async move {
             if self.kind() != "slurm" {
                 // Webhook and command hooks learn nothing by themselves: demand comes through
                 // the admin socket (`ctl gpu-request`).
                 return Ok(None);
             }
-            let d = GpuScheduler::demand(self)
-                .await
-                .map_err(|e| e.to_string())?;
+            let d = GpuScheduler::demand(self).await.map_err(PortError::from)?;
             // Suspended work keeps its licenses: it counts as in use.
             let in_use = d.running_kw + d.suspended_kw;
             Ok(Some(GpuLoad {
@@ -134,15 +134,15 @@ impl GpuControl for GpuScheduler {
 pub struct SocketOnly;
 
 impl GpuControl for SocketOnly {
-    fn set_budget_kw(&self, _kw: f64) -> BoxFuture<'_, Result<(), String>> {
+    fn set_budget_kw(&self, _kw: f64) -> BoxFuture<'_, Result<(), PortError>> {
         Box::pin(async { Ok(()) })
     }
 
-    fn shed_kw(&self, _kw: f64, _reason: &str) -> BoxFuture<'_, Result<(), String>> {
+    fn shed_kw(&self, _kw: f64, _reason: &str) -> BoxFuture<'_, Result<(), PortError>> {
         Box::pin(async { Ok(()) })
     }
 
-    fn demand(&self) -> BoxFuture<'_, Result<Option<GpuLoad>, String>> {
+    fn demand(&self) -> BoxFuture<'_, Result<Option<GpuLoad>, PortError>> {
         Box::pin(async { Ok(None) })
     }
 

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 
 use super::ops::{self, Done, Op};
 use super::persist;
-use super::ports::{FirmwareState, GpuControl};
+use super::ports::{FirmwareState, GpuControl, PortError};
 use super::rigs::{KnownRig, Refusal, Registry, SyncReport, changed_enough};
 use super::shed::{ShedStep, ShedTracker};
 use super::{IdentityCounters, PowerView, Request, RigPower};
@@ -25,8 +25,10 @@ use crate::control::arbiter::{
     Action, Arbiter, Confirmation, GpuDemand, Observed, Operator, OperatorCommand, RigId, RigState,
     Watts,
 };
-use crate::control::audit::{AuditEvent, AuditLog, unix_ms};
+use crate::control::audit::{AuditEvent, AuditLog};
 use crate::control::limits;
+use crate::error::{Classify, Retry, Side};
+use crate::time::{since_epoch, unix_ms};
 use crate::upstream::manager::PoolManager;
 
 /// Status polls in flight at once (bounds sockets and load on a big site).
@@ -48,13 +50,6 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 const MAX_WAIT: Duration = Duration::from_secs(3600);
 /// After a reset, a rig counts as mining once a share of it was accepted this recently.
 const SHARE_FLOW: Duration = Duration::from_secs(60);
-
-/// Wall-clock time as the arbiter's `now` (persisted deadlines survive a restart).
-pub fn wall_now() -> Duration {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-}
 
 pub(super) struct Controller {
     pub arbiter: Arbiter,
@@ -125,7 +120,7 @@ impl Controller {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let wake_at = self.arbiter.poll_timeout().map(|at| {
-                let from_now = at.saturating_sub(wall_now()).min(MAX_WAIT);
+                let from_now = at.saturating_sub(since_epoch()).min(MAX_WAIT);
                 tokio::time::Instant::now() + from_now
             });
             let shed_at = self.shed.poll_at();
@@ -139,12 +134,12 @@ impl Controller {
                 Some(done) = self.ops.next(), if !self.ops.is_empty() => self.on_done(done),
                 Ok(()) = self.gpu_held.changed() => {
                     if let Some(kw) = *self.gpu_held.borrow_and_update() {
-                        self.arbiter.handle_gpu_budget_applied(wall_now(), Watts::from_kw(kw));
+                        self.arbiter.handle_gpu_budget_applied(since_epoch(), Watts::from_kw(kw));
                     }
                 }
                 _ = tick.tick() => self.on_tick(),
                 _ = async { if let Some(t) = wake_at { tokio::time::sleep_until(t).await } }, if wake_at.is_some() => {
-                    self.arbiter.handle_timeout(wall_now());
+                    self.arbiter.handle_timeout(since_epoch());
                 }
                 // The shed follow-up's next call or escalation (`carry_out` does it).
                 _ = async { if let Some(t) = shed_at { tokio::time::sleep_until(t).await } }, if shed_at.is_some() => {}
@@ -164,7 +159,7 @@ impl Controller {
     }
 
     fn on_request(&mut self, request: Request) {
-        let now = wall_now();
+        let now = since_epoch();
         match request {
             Request::Operator {
                 command,
@@ -237,7 +232,7 @@ impl Controller {
         self.registry.forget(rig)?;
         if in_arbiter {
             self.arbiter
-                .handle_rig_removed(wall_now(), rig)
+                .handle_rig_removed(since_epoch(), rig)
                 .map_err(|e| e.to_string())?;
         }
         self.last_status.remove(rig);
@@ -330,7 +325,7 @@ impl Controller {
     }
 
     fn confirm(&mut self, rig: &RigId, c: Confirmation) {
-        if let Err(e) = self.arbiter.handle_confirmation(wall_now(), rig, c) {
+        if let Err(e) = self.arbiter.handle_confirmation(since_epoch(), rig, c) {
             debug!(rig = %rig, error = %e, "late confirmation");
         }
     }
@@ -343,13 +338,19 @@ impl Controller {
             }
             Done::QuietCheck(rig) => self.confirm_quiet(&rig),
             Done::Slept(rig, Err(e)) | Done::Woke(rig, Err(e)) => {
-                warn!(rig = %rig, error = %e, "firmware command failed");
+                warn!(
+                    rig = %rig,
+                    error = %e,
+                    side = %e.side(),
+                    retry = %e.retry(),
+                    "firmware command failed"
+                );
                 self.sleep_commanded.remove(&rig);
                 self.audit.record(AuditEvent::now(
                     "firmware",
                     "command-failed",
                     rig.0.clone(),
-                    Some(e),
+                    Some(e.to_string()),
                 ));
                 self.confirm(&rig, Confirmation::CommandFailed);
             }
@@ -398,12 +399,12 @@ impl Controller {
                 self.settle_after_reset(&rig, observed);
                 if let (Some(observed), Some(entry)) = (observed, self.registry.rigs.get(&rig)) {
                     let info = self.registry.info(entry, Instant::now());
-                    let _ = self.arbiter.handle_rig(wall_now(), info, observed);
+                    let _ = self.arbiter.handle_rig(since_epoch(), info, observed);
                 }
             }
             Done::Demand(Ok(Some(load))) => {
                 self.arbiter.handle_gpu_demand(
-                    wall_now(),
+                    since_epoch(),
                     GpuDemand {
                         wanted: Watts::from_kw(load.wanted_kw),
                         in_use: Watts::from_kw(load.in_use_kw),
@@ -418,7 +419,13 @@ impl Controller {
             }
             Done::Demand(Ok(None)) => self.polled_demand = false,
             Done::Demand(Err(e)) => {
-                warn!(error = %e, gpu = %self.gpu.describe(), "GPU demand poll failed")
+                warn!(
+                    error = %e,
+                    side = %e.side(),
+                    retry = %e.retry(),
+                    gpu = %self.gpu.describe(),
+                    "GPU demand poll failed"
+                )
             }
             Done::Shed(kw, r) => {
                 self.audit.record(AuditEvent::now(
@@ -426,14 +433,22 @@ impl Controller {
                     "shed-result",
                     format!(
                         "{kw:.1} kW: {}",
-                        r.as_ref().map_or_else(|e| e.as_str(), |_| "done")
+                        r.as_ref().map_or_else(|e| e.message(), |_| "done")
                     ),
                     None,
                 ));
                 if let Err(e) = &r {
-                    warn!(kw, error = %e, gpu = %self.gpu.describe(), "GPU shed call failed; retrying with backoff");
+                    warn!(
+                        kw,
+                        error = %e,
+                        side = %e.side(),
+                        retry = %e.retry(),
+                        gpu = %self.gpu.describe(),
+                        "GPU shed call failed; retrying with backoff"
+                    );
                 }
                 let now = tokio::time::Instant::now();
+                let r = r.map_err(|e| e.to_string());
                 if let Some(step) = self.shed.handle_result(now, r, self.polled_demand) {
                     self.on_shed_step(step);
                 }
@@ -594,8 +609,11 @@ impl Controller {
                 Some("counted as drawing again".into()),
             ));
             let info = self.registry.info(entry, now);
-            if let Err(e) = self.arbiter.handle_rig(wall_now(), info, Observed::Mining) {
-                warn!(rig = %id, error = %e, "rig not taken by the arbiter");
+            if let Err(e) = self
+                .arbiter
+                .handle_rig(since_epoch(), info, Observed::Mining)
+            {
+                warn!(rig = %id, error = %e, side = %e.side(), retry = %e.retry(), "rig not taken by the arbiter");
             }
         }
     }
@@ -630,7 +648,7 @@ impl Controller {
             }
             self.last_status.remove(&rig);
             self.sleep_commanded.remove(&rig);
-            if self.arbiter.handle_rig_removed(wall_now(), &rig).is_ok() {
+            if self.arbiter.handle_rig_removed(since_epoch(), &rig).is_ok() {
                 self.identity.forgotten_unverified.fetch_add(1, Relaxed);
                 info!(rig = %rig, away_secs = away.as_secs(), "unverified rig forgotten");
                 self.audit.record(AuditEvent::now(
@@ -668,13 +686,18 @@ impl Controller {
                 }
                 (_, false) => Observed::Unknown,
             };
-            match self.arbiter.handle_rig(wall_now(), info.clone(), observed) {
+            match self
+                .arbiter
+                .handle_rig(since_epoch(), info.clone(), observed)
+            {
                 Ok(()) => {
                     if let Some(e) = self.registry.rigs.get_mut(&id) {
                         e.announced = Some(info);
                     }
                 }
-                Err(e) => warn!(rig = %id, error = %e, "rig not taken by the arbiter"),
+                Err(e) => {
+                    warn!(rig = %id, error = %e, side = %e.side(), retry = %e.retry(), "rig not taken by the arbiter")
+                }
             }
         }
         self.confirm_by_shares();
@@ -707,7 +730,7 @@ impl Controller {
             self.last_demand = Some(now);
             self.ops.push(ops::demand(self.gpu.clone(), CALL_TIMEOUT));
         }
-        self.arbiter.handle_timeout(wall_now());
+        self.arbiter.handle_timeout(since_epoch());
     }
 
     /// After a reset: a rig not yet confirmed whose firmware now says which it is. Found
@@ -726,8 +749,8 @@ impl Controller {
                 why: "found asleep after the power state was reset: resume it by hand".to_owned(),
             };
             let command = OperatorCommand::DrainRig { rig: rig.clone() };
-            if let Err(e) = self.arbiter.handle_operator(wall_now(), pin, command) {
-                warn!(rig = %rig, error = %e, "could not pin a rig found asleep");
+            if let Err(e) = self.arbiter.handle_operator(since_epoch(), pin, command) {
+                warn!(rig = %rig, error = %e, side = %e.side(), retry = %e.retry(), "could not pin a rig found asleep");
             }
         }
     }
@@ -754,8 +777,11 @@ impl Controller {
             unconfirmed.remove(&id);
             if let Some(entry) = self.registry.rigs.get(&id) {
                 let info = self.registry.info(entry, now);
-                if let Err(e) = self.arbiter.handle_rig(wall_now(), info, Observed::Mining) {
-                    warn!(rig = %id, error = %e, "rig not taken by the arbiter");
+                if let Err(e) = self
+                    .arbiter
+                    .handle_rig(since_epoch(), info, Observed::Mining)
+                {
+                    warn!(rig = %id, error = %e, side = %e.side(), retry = %e.retry(), "rig not taken by the arbiter");
                 }
             }
         }
@@ -962,7 +988,13 @@ pub(super) async fn apply_budgets(
             let bound = gpu.call_bound().saturating_add(GPU_CALL_MARGIN);
             let result = tokio::time::timeout(bound, gpu.set_budget_kw(kw))
                 .await
-                .unwrap_or_else(|_| Err(format!("no answer within {bound:?}")));
+                .unwrap_or_else(|_| {
+                    Err(PortError::new(
+                        Side::Scheduler,
+                        Retry::Yes,
+                        format!("no answer within {bound:?}"),
+                    ))
+                });
             match result {
                 Ok(()) => {
                     info!(kw, gpu = %gpu.describe(), "GPU budget set");
@@ -976,7 +1008,13 @@ pub(super) async fn apply_budgets(
                     held.send_replace(Some(kw));
                 }
                 Err(e) => {
-                    warn!(kw, error = %e, "GPU budget not applied; retrying in 1 s");
+                    warn!(
+                        kw,
+                        error = %e,
+                        side = %e.side(),
+                        retry = %e.retry(),
+                        "GPU budget not applied; retrying in 1 s"
+                    );
                     let before = (*held.borrow()).unwrap_or(kw);
                     held.send_replace(Some(before.max(kw)));
                     tokio::select! {

@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use self::controller::{Controller, Reply, wall_now};
+use self::controller::{Controller, Reply};
 use self::ports::GpuControl;
 use self::rigs::{ControlFactory, Identity, IdentitySettings, PowerSource, Registry};
 use crate::config::Config;
@@ -43,6 +43,8 @@ use crate::control::arbiter::{
 use crate::control::audit::{AuditEvent, AuditLog};
 use crate::control::history::{PowerHistory, SAMPLE_EVERY};
 use crate::control::limits;
+use crate::error::{Classify, Retry, Side};
+use crate::time::since_epoch;
 use crate::upstream::manager::PoolManager;
 
 /// A rig's power side, for `ctl rigs`.
@@ -180,6 +182,19 @@ pub enum PowerError {
     /// The arbiter refused it.
     #[error("{0}")]
     Refused(String),
+}
+
+impl Classify for PowerError {
+    fn side(&self) -> Side {
+        match self {
+            PowerError::Stopped => Side::Internal,
+            PowerError::Refused(_) => Side::Operator,
+        }
+    }
+
+    fn retry(&self) -> Retry {
+        Retry::No
+    }
 }
 
 impl PowerHandle {
@@ -328,6 +343,23 @@ pub enum StartError {
     Arbiter(#[from] ArbiterError),
 }
 
+/// Each needs an operator (the config, the state file, the state directory's permissions):
+/// starting again unchanged fails the same way.
+impl Classify for StartError {
+    fn side(&self) -> Side {
+        match self {
+            StartError::Arbiter(e) => e.side(),
+            StartError::NoStateDir | StartError::BadState { .. } | StartError::Reset { .. } => {
+                Side::Operator
+            }
+        }
+    }
+
+    fn retry(&self) -> Retry {
+        Retry::No
+    }
+}
+
 /// Moves the plan at `path` aside to `power.json.bad-<unix seconds>` (kept for a post-mortem)
 /// and records that in the audit log. No file: nothing to move, recorded as well.
 fn reset_state(path: &std::path::Path, audit: &AuditLog) -> Result<(), StartError> {
@@ -345,7 +377,7 @@ fn reset_state(path: &std::path::Path, audit: &AuditLog) -> Result<(), StartErro
         ));
         return Ok(());
     }
-    let stamp = wall_now().as_secs();
+    let stamp = since_epoch().as_secs();
     let mut aside = path.with_file_name(format!("{}.bad-{stamp}", persist::FILE_NAME));
     // Two resets within a second must not overwrite the first file moved aside.
     let mut n = 1;
@@ -438,7 +470,7 @@ pub fn start(
         problem,
     };
     let restored = controller::restore_state(&state_file).map_err(bad)?;
-    let now = wall_now();
+    let now = since_epoch();
     let (restored, restored_known) = match restored {
         Some(file) => (Some(file.plan), file.registry),
         None => (None, Vec::new()),
@@ -546,4 +578,35 @@ pub fn start(
         drain_to_confirmed,
         identity,
     }))
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+    use crate::control::arbiter::{GroupId, RigId};
+
+    #[test]
+    fn control_errors_name_their_side_and_are_not_retried() {
+        let cases: [(&dyn Classify, Side); 9] = [
+            (&ArbiterError::UnknownRig(RigId("r".into())), Side::Operator),
+            (
+                &ArbiterError::UnknownGroup(GroupId("g".into())),
+                Side::Operator,
+            ),
+            (&ArbiterError::InvalidSettings("x"), Side::Operator),
+            (&ArbiterError::UnsupportedVersion(9), Side::Operator),
+            (&ArbiterError::TooManyRigs(1), Side::Miner),
+            (&PowerError::Stopped, Side::Internal),
+            (&PowerError::Refused("no".into()), Side::Operator),
+            (&StartError::NoStateDir, Side::Operator),
+            (
+                &StartError::Arbiter(ArbiterError::TooManyRigs(1)),
+                Side::Miner,
+            ),
+        ];
+        for (i, (e, side)) in cases.into_iter().enumerate() {
+            assert_eq!(e.side(), side, "case {i}");
+            assert_eq!(e.retry(), Retry::No, "case {i}");
+        }
+    }
 }

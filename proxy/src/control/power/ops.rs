@@ -5,8 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::ports::{BoxFuture, FirmwareState, FirmwareStatus, GpuControl, GpuLoad, RigControl};
+use super::ports::{
+    BoxFuture, FirmwareState, FirmwareStatus, GpuControl, GpuLoad, PortError, RigControl,
+};
 use crate::control::arbiter::RigId;
+use crate::error::{Retry, Side};
 
 /// How often a rig is asked whether a command took effect.
 pub const CONFIRM_POLL: Duration = Duration::from_millis(500);
@@ -14,17 +17,17 @@ pub const CONFIRM_POLL: Duration = Duration::from_millis(500);
 /// A finished piece of work.
 pub enum Done {
     /// A sleep command: `Ok` once the firmware says the rig sleeps.
-    Slept(RigId, Result<(), String>),
+    Slept(RigId, Result<(), PortError>),
     /// A wake command: `Ok` once the firmware says the rig mines again.
-    Woke(RigId, Result<(), String>),
+    Woke(RigId, Result<(), PortError>),
     /// The firmware said the rig sleeps, but shares still arrived: look again now.
     QuietCheck(RigId),
     /// A status poll.
-    Status(RigId, Result<FirmwareStatus, String>),
+    Status(RigId, Result<FirmwareStatus, PortError>),
     /// A GPU demand poll.
-    Demand(Result<Option<GpuLoad>, String>),
+    Demand(Result<Option<GpuLoad>, PortError>),
     /// A shed request.
-    Shed(f64, Result<(), String>),
+    Shed(f64, Result<(), PortError>),
 }
 
 /// A boxed piece of work.
@@ -57,9 +60,13 @@ pub fn command(rig: RigId, control: Arc<dyn RigControl>, sleep: bool, deadline: 
         })
         .await
         .unwrap_or_else(|_| {
-            Err(format!(
-                "{} did not report {want:?} within {deadline:?}",
-                control.describe()
+            Err(PortError::new(
+                Side::Firmware,
+                Retry::Yes,
+                format!(
+                    "{} did not report {want:?} within {deadline:?}",
+                    control.describe()
+                ),
             ))
         });
         if sleep {
@@ -83,7 +90,13 @@ pub fn status(rig: RigId, control: Arc<dyn RigControl>, timeout: Duration) -> Op
     Box::pin(async move {
         let r = tokio::time::timeout(timeout, control.status())
             .await
-            .unwrap_or_else(|_| Err("status timed out".to_owned()));
+            .unwrap_or_else(|_| {
+                Err(PortError::new(
+                    Side::Firmware,
+                    Retry::Yes,
+                    "status timed out",
+                ))
+            });
         Done::Status(rig, r)
     })
 }
@@ -93,7 +106,13 @@ pub fn demand(gpu: Arc<dyn GpuControl>, timeout: Duration) -> Op {
     Box::pin(async move {
         let r = tokio::time::timeout(timeout, gpu.demand())
             .await
-            .unwrap_or_else(|_| Err("demand poll timed out".to_owned()));
+            .unwrap_or_else(|_| {
+                Err(PortError::new(
+                    Side::Scheduler,
+                    Retry::Yes,
+                    "demand poll timed out",
+                ))
+            });
         Done::Demand(r)
     })
 }
@@ -105,9 +124,13 @@ pub fn shed(gpu: Arc<dyn GpuControl>, kw: f64, reason: String, bound: Duration) 
         let r = tokio::time::timeout(bound, gpu.shed_kw(kw, &reason))
             .await
             .unwrap_or_else(|_| {
-                Err(format!(
-                    "{} did not answer the shed within {bound:?}",
-                    gpu.describe()
+                Err(PortError::new(
+                    Side::Scheduler,
+                    Retry::Yes,
+                    format!(
+                        "{} did not answer the shed within {bound:?}",
+                        gpu.describe()
+                    ),
                 ))
             });
         Done::Shed(kw, r)

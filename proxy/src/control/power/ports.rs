@@ -1,15 +1,81 @@
 //! What the power controller needs from the outside world, as two small traits: a rig's
 //! management API ([`RigControl`]) and the GPU scheduler ([`GpuControl`]). The firmware
 //! adapters (`crate::firmware`) and scheduler adapters (`crate::gpu`) implement them; tests
-//! and the demo can plug in fakes. Errors are strings here: the controller only logs them and
-//! turns them into the arbiter's `CommandFailed`.
+//! and the demo can plug in fakes. Errors are a message with its side and retry hint
+//! ([`PortError`]): the controller logs them and turns them into the arbiter's
+//! `CommandFailed`; it never branches on the message.
 
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use crate::error::{Classify, Retry, Side};
+use crate::firmware::FirmwareError;
+use crate::gpu::GpuError;
+
 /// A boxed future, for object-safe async methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a call to a rig or the GPU side failed: the adapter's message, with the side and retry
+/// hint of the typed error it came from (kept, not the error, so fakes need no error type).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortError {
+    side: Side,
+    retry: Retry,
+    message: String,
+}
+
+impl PortError {
+    /// An error with its side and retry hint spelled out (timeouts, fakes).
+    pub fn new(side: Side, retry: Retry, message: impl Into<String>) -> Self {
+        PortError {
+            side,
+            retry,
+            message: message.into(),
+        }
+    }
+
+    /// The typed error's side and hint, and its message.
+    pub fn of(e: &(impl Classify + fmt::Display)) -> Self {
+        PortError::new(e.side(), e.retry(), e.to_string())
+    }
+
+    /// The message alone (the audit log's detail).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for PortError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for PortError {}
+
+impl Classify for PortError {
+    fn side(&self) -> Side {
+        self.side
+    }
+
+    fn retry(&self) -> Retry {
+        self.retry
+    }
+}
+
+impl From<FirmwareError> for PortError {
+    fn from(e: FirmwareError) -> Self {
+        PortError::of(&e)
+    }
+}
+
+impl From<GpuError> for PortError {
+    fn from(e: GpuError) -> Self {
+        PortError::of(&e)
+    }
+}
 
 /// A rig's power state as its management API reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,11 +102,11 @@ pub struct FirmwareStatus {
 /// One rig's management API.
 pub trait RigControl: Send + Sync {
     /// Commands sleep (returns once the rig accepted the command, not once it is asleep).
-    fn sleep(&self) -> BoxFuture<'_, Result<(), String>>;
+    fn sleep(&self) -> BoxFuture<'_, Result<(), PortError>>;
     /// Commands wake.
-    fn wake(&self) -> BoxFuture<'_, Result<(), String>>;
+    fn wake(&self) -> BoxFuture<'_, Result<(), PortError>>;
     /// Reads the rig's state and power.
-    fn status(&self) -> BoxFuture<'_, Result<FirmwareStatus, String>>;
+    fn status(&self) -> BoxFuture<'_, Result<FirmwareStatus, PortError>>;
     /// What it is, for logs (`luxos 10.0.1.17:4028`).
     fn describe(&self) -> String;
 }
@@ -60,12 +126,12 @@ pub struct GpuLoad {
 /// The GPU scheduler.
 pub trait GpuControl: Send + Sync {
     /// Sets the power the GPU cluster may use now.
-    fn set_budget_kw(&self, kw: f64) -> BoxFuture<'_, Result<(), String>>;
+    fn set_budget_kw(&self, kw: f64) -> BoxFuture<'_, Result<(), PortError>>;
     /// Asks the GPU side to give back `kw` of what it uses now.
-    fn shed_kw(&self, kw: f64, reason: &str) -> BoxFuture<'_, Result<(), String>>;
+    fn shed_kw(&self, kw: f64, reason: &str) -> BoxFuture<'_, Result<(), PortError>>;
     /// What it wants and uses; `None` when demand arrives through the admin socket instead
     /// (`ctl gpu-request`).
-    fn demand(&self) -> BoxFuture<'_, Result<Option<GpuLoad>, String>>;
+    fn demand(&self) -> BoxFuture<'_, Result<Option<GpuLoad>, PortError>>;
     /// What it is, for logs.
     fn describe(&self) -> String;
     /// The longest one `set_budget_kw` or `shed_kw` call can take, from the adapter's own

@@ -754,17 +754,31 @@ mod tests {
 
     struct Silent;
     impl RigControl for Silent {
-        fn sleep(&self) -> super::super::ports::BoxFuture<'_, Result<(), String>> {
+        fn sleep(
+            &self,
+        ) -> super::super::ports::BoxFuture<'_, Result<(), super::super::ports::PortError>>
+        {
             Box::pin(async { Ok(()) })
         }
-        fn wake(&self) -> super::super::ports::BoxFuture<'_, Result<(), String>> {
+        fn wake(
+            &self,
+        ) -> super::super::ports::BoxFuture<'_, Result<(), super::super::ports::PortError>>
+        {
             Box::pin(async { Ok(()) })
         }
         fn status(
             &self,
-        ) -> super::super::ports::BoxFuture<'_, Result<super::super::ports::FirmwareStatus, String>>
-        {
-            Box::pin(async { Err("silent".to_owned()) })
+        ) -> super::super::ports::BoxFuture<
+            '_,
+            Result<super::super::ports::FirmwareStatus, super::super::ports::PortError>,
+        > {
+            Box::pin(async {
+                Err(super::super::ports::PortError::new(
+                    crate::error::Side::Firmware,
+                    crate::error::Retry::Yes,
+                    "silent",
+                ))
+            })
         }
         fn describe(&self) -> String {
             "silent".into()

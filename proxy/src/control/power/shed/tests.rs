@@ -12,7 +12,8 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::control::power::ops::{self, Done, Op};
-use crate::control::power::ports::{BoxFuture, GpuControl, GpuLoad};
+use crate::control::power::ports::{BoxFuture, GpuControl, GpuLoad, PortError};
+use crate::error::{Retry, Side};
 
 fn kw(x: f64) -> Watts {
     Watts::from_kw(x)
@@ -211,11 +212,11 @@ impl FakeGpu {
 }
 
 impl GpuControl for FakeGpu {
-    fn set_budget_kw(&self, _kw: f64) -> BoxFuture<'_, Result<(), String>> {
+    fn set_budget_kw(&self, _kw: f64) -> BoxFuture<'_, Result<(), PortError>> {
         Box::pin(async { Ok(()) })
     }
 
-    fn shed_kw(&self, _kw: f64, _reason: &str) -> BoxFuture<'_, Result<(), String>> {
+    fn shed_kw(&self, _kw: f64, _reason: &str) -> BoxFuture<'_, Result<(), PortError>> {
         let n = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
         let (hang, fail) = (self.hang, n <= self.fail);
         Box::pin(async move {
@@ -225,14 +226,18 @@ impl GpuControl for FakeGpu {
             // A call takes a while, like a real webhook or hook.
             tokio::time::sleep(Duration::from_millis(200)).await;
             if fail {
-                Err(format!("call {n} refused"))
+                Err(PortError::new(
+                    Side::Scheduler,
+                    Retry::Yes,
+                    format!("call {n} refused"),
+                ))
             } else {
                 Ok(())
             }
         })
     }
 
-    fn demand(&self) -> BoxFuture<'_, Result<Option<GpuLoad>, String>> {
+    fn demand(&self) -> BoxFuture<'_, Result<Option<GpuLoad>, PortError>> {
         Box::pin(async { Ok(None) })
     }
 
@@ -274,7 +279,7 @@ async fn drive(
         let at = t.poll_at().unwrap_or(t0 + limit).min(t0 + limit);
         let step = tokio::select! {
             Some(Done::Shed(_, r)) = ops.next(), if !ops.is_empty() => {
-                t.handle_result(Instant::now(), r, drawing.is_some())
+                t.handle_result(Instant::now(), r.map_err(|e| e.to_string()), drawing.is_some())
             }
             _ = demand.tick(), if drawing.is_some() => {
                 let w = drawing.map(|f| f(t0.elapsed())).unwrap_or_default();
