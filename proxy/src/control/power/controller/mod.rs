@@ -2,6 +2,15 @@
 //! connecting, firmware confirmations, GPU demand, operator commands, curtailments, time) and
 //! carries out its actions (firmware commands, GPU budget, shed requests, escalations), logs
 //! every decision in the audit log and persists the plan after every change.
+//!
+//! This file holds the loop and what it dispatches on (requests, finished work, the tick, the
+//! arbiter's actions); [`confirm`] what rigs and their shares say besides their firmware,
+//! [`gpu`] the shed follow-up and the budget writer, [`publish`] the plan on disk and the
+//! operator view.
+
+mod confirm;
+mod gpu;
+mod publish;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -16,20 +25,22 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::ops::{self, Done, Op};
-use super::persist;
-use super::ports::{FirmwareState, GpuControl, PortError};
-use super::rigs::{KnownRig, Refusal, Registry, SyncReport, changed_enough};
-use super::shed::{ShedStep, ShedTracker};
-use super::{IdentityCounters, PowerView, Request, RigPower};
+use super::ports::{FirmwareState, GpuControl};
+use super::rigs::{KnownRig, Registry, changed_enough};
+use super::shed::ShedTracker;
+use super::{IdentityCounters, PowerView, Request};
 use crate::control::arbiter::{
-    Action, Arbiter, Confirmation, GpuDemand, Observed, Operator, OperatorCommand, RigId, RigState,
-    Watts,
+    Action, Arbiter, Confirmation, GpuDemand, Observed, OperatorCommand, RigId, RigState, Watts,
 };
 use crate::control::audit::{AuditEvent, AuditLog};
 use crate::control::limits;
-use crate::error::{Classify, Retry, Side};
-use crate::time::{since_epoch, unix_ms};
+use crate::error::Classify;
+use crate::time::since_epoch;
 use crate::upstream::manager::PoolManager;
+
+pub(super) use self::gpu::apply_budgets;
+use self::publish::describe;
+pub(super) use self::publish::restore_state;
 
 /// Status polls in flight at once (bounds sockets and load on a big site).
 const MAX_STATUS_POLLS: usize = 64;
@@ -248,82 +259,6 @@ impl Controller {
         Ok(vec![rig.clone()])
     }
 
-    /// The GPU side draws more than the arbiter can ever grant it (a restart in the middle of a
-    /// shed, which is not persisted; jobs started beyond their budget): shed the excess. Only
-    /// beyond the target grant, which already counts what draining mining will free, so jobs
-    /// that mining can make room for are not requeued.
-    fn shed_if_over(&mut self, now: tokio::time::Instant, drawing: Watts) {
-        let snap = self.arbiter.snapshot();
-        let reachable = snap.gpu_granted + snap.gpu_pending;
-        let Some(excess) = self.shed.handle_over_grant(now, drawing, reachable) else {
-            return;
-        };
-        warn!(
-            drawing_kw = drawing.kw(),
-            reachable_kw = reachable.kw(),
-            "GPU side draws above what it can be granted: asking it to shed"
-        );
-        self.audit.record(AuditEvent::now(
-            "gpu",
-            "over-grant",
-            format!(
-                "the scheduler reports {:.1} kW drawn; at most {:.1} kW can be granted",
-                drawing.kw(),
-                reachable.kw()
-            ),
-            Some(format!("asking it to shed {:.1} kW", excess.kw())),
-        ));
-    }
-
-    /// Audits what a registry sync found: identity conflicts and refused workers.
-    fn report(&mut self, report: SyncReport) {
-        for (rig, from, conn) in report.conflicts {
-            self.identity.conflicts.fetch_add(1, Relaxed);
-            let home = self
-                .registry
-                .rigs
-                .get(&rig)
-                .and_then(|e| e.home)
-                .map_or_else(|| "?".to_owned(), |h| h.to_string());
-            warn!(rig = %rig, %from, %home, "identity conflict: a connection from another address uses a known rig's worker name");
-            self.audit.record(AuditEvent::now(
-                "registry",
-                "identity-conflict",
-                format!(
-                    "{} claimed from {from} (connection {conn}); the rig is at {home}",
-                    rig.0
-                ),
-                Some(format!(
-                    "the rig stays bound to {home}; the connection counts as {}@{} (unverified)",
-                    rig.0,
-                    from.ip()
-                )),
-            ));
-        }
-        for (worker, from, why) in report.refused {
-            let (counter, detail) = match why {
-                Refusal::PerAddress => (
-                    &self.identity.refused_per_address,
-                    format!(
-                        "{from} holds max_rigs_per_address unverified rigs: {worker} counts in overflow@{}",
-                        from.ip()
-                    ),
-                ),
-                Refusal::MaxRigs => (
-                    &self.identity.refused_max_rigs,
-                    format!(
-                        "the inventory holds {} rigs (MAX_RIGS): {worker} from {from} is not counted",
-                        crate::control::arbiter::MAX_RIGS
-                    ),
-                ),
-            };
-            counter.fetch_add(1, Relaxed);
-            warn!(%worker, %from, reason = why.label(), "rig cap reached");
-            self.audit
-                .record(AuditEvent::now("registry", "rig-cap", detail, None));
-        }
-    }
-
     fn confirm(&mut self, rig: &RigId, c: Confirmation) {
         if let Err(e) = self.arbiter.handle_confirmation(since_epoch(), rig, c) {
             debug!(rig = %rig, error = %e, "late confirmation");
@@ -456,188 +391,6 @@ impl Controller {
         }
     }
 
-    /// Carries out and records one step of the GPU shed follow-up.
-    fn on_shed_step(&mut self, step: ShedStep) {
-        match step {
-            ShedStep::Send {
-                kw,
-                reason,
-                attempt,
-            } => {
-                if attempt > 1 {
-                    info!(kw, attempt, "GPU shed sent again");
-                }
-                self.audit.record(AuditEvent::now(
-                    "gpu",
-                    "shed-request",
-                    format!("{kw:.1} kW, attempt {attempt}"),
-                    Some(reason.clone()),
-                ));
-                let bound = self.gpu.call_bound().saturating_add(GPU_CALL_MARGIN);
-                self.ops
-                    .push(ops::shed(self.gpu.clone(), kw, reason, bound));
-            }
-            ShedStep::Done {
-                attempts,
-                took,
-                how,
-            } => {
-                info!(
-                    attempts,
-                    took_secs = took.as_secs_f64(),
-                    how,
-                    "GPU shed done"
-                );
-                self.audit.record(AuditEvent::now(
-                    "gpu",
-                    "shed-complete",
-                    format!("after {attempts} attempts in {:.1} s", took.as_secs_f64()),
-                    Some(how.to_owned()),
-                ));
-            }
-            ShedStep::NoLongerNeeded { grant, attempts } => {
-                self.audit.record(AuditEvent::now(
-                    "gpu",
-                    "shed-cancelled",
-                    format!(
-                        "grant back to {:.1} kW after {attempts} attempts",
-                        grant.kw()
-                    ),
-                    Some("the GPU side's use fits the grant again".into()),
-                ));
-            }
-            ShedStep::Overdue {
-                outstanding,
-                in_use,
-                grant,
-                attempts,
-                age,
-                last_error,
-            } => {
-                warn!(
-                    outstanding_kw = outstanding.kw(),
-                    in_use_kw = in_use.kw(),
-                    grant_kw = grant.kw(),
-                    attempts,
-                    age_secs = age.as_secs_f64(),
-                    gpu = %self.gpu.describe(),
-                    "GPU shed overdue: the site is over its cap until the GPU side sheds; needs a person"
-                );
-                let error = last_error.map_or_else(String::new, |e| format!("; last error: {e}"));
-                self.audit.record(AuditEvent::now(
-                    "gpu",
-                    "shed-overdue",
-                    format!(
-                        "{:.1} kW still to shed: in use {:.1} kW, grant {:.1} kW, {attempts} attempts in {:.0} s{error}",
-                        outstanding.kw(),
-                        in_use.kw(),
-                        grant.kw(),
-                        age.as_secs_f64()
-                    ),
-                    Some(format!(
-                        "the site is over its cap until the GPU side sheds: stop, requeue or suspend \
-                         GPU jobs worth {:.1} kW by hand on {} (or fix it so it answers); \
-                         hashshift keeps retrying every {} s",
-                        outstanding.kw(),
-                        self.gpu.describe(),
-                        super::shed::MAX_BACKOFF.as_secs()
-                    )),
-                ));
-            }
-        }
-    }
-
-    /// The firmware says the rig sleeps: it counts as asleep once its shares stopped too.
-    fn confirm_quiet(&mut self, rig: &RigId) {
-        let Some(entry) = self.registry.rigs.get(rig) else {
-            return;
-        };
-        // Quiet means no share for `quiet` since the sleep command too: a rig with no share
-        // yet (it has not connected, or not since a restart) is not quiet just for that.
-        let last = entry.live_last_share_unix_ms();
-        let mut wait = Duration::ZERO;
-        if last > 0 {
-            let age = Duration::from_millis(unix_ms().saturating_sub(last));
-            wait = self.quiet.saturating_sub(age);
-        }
-        if let Some(commanded) = self.sleep_commanded.get(rig) {
-            wait = wait.max(self.quiet.saturating_sub(commanded.elapsed()));
-        }
-        if !wait.is_zero() {
-            self.ops.push(ops::quiet_check(rig.clone(), wait));
-            return;
-        }
-        // Asleep: stop giving it work (it has stopped asking anyway).
-        for conn in &entry.conns {
-            self.manager.kick(*conn);
-        }
-        if let Some(t) = self.sleep_commanded.remove(rig) {
-            self.drain_to_confirmed.observe_duration(t.elapsed());
-        }
-        self.asleep_at.insert(rig.clone(), unix_ms());
-        self.confirm(rig, Confirmation::Asleep);
-    }
-
-    /// A rig counted asleep whose shares are accepted again is drawing: its firmware lied or
-    /// someone woke it. It counts as mining again at once (a pinned rig is told to sleep
-    /// again), and the audit log says so.
-    fn shares_while_asleep(&mut self) {
-        let mut woke = Vec::new();
-        self.asleep_at.retain(|id, at| {
-            if self.arbiter.rig(id).map(|v| v.state) != Some(RigState::Asleep) {
-                return false;
-            }
-            match self.registry.rigs.get(id) {
-                Some(e) if e.live_last_share_unix_ms() > *at => {
-                    woke.push((id.clone(), e.live_last_share_unix_ms() - *at));
-                    false
-                }
-                Some(_) => true,
-                None => false,
-            }
-        });
-        let now = Instant::now();
-        for (id, after_ms) in woke {
-            let Some(entry) = self.registry.rigs.get(&id) else {
-                continue;
-            };
-            warn!(rig = %id, after_ms, "shares accepted from a rig counted asleep: counting it as mining");
-            self.audit.record(AuditEvent::now(
-                "registry",
-                "shares-while-asleep",
-                format!("{} ({} ms after it was confirmed asleep)", id.0, after_ms),
-                Some("counted as drawing again".into()),
-            ));
-            let info = self.registry.info(entry, now);
-            if let Err(e) = self
-                .arbiter
-                .handle_rig(since_epoch(), info, Observed::Mining)
-            {
-                warn!(rig = %id, error = %e, side = %e.side(), retry = %e.retry(), "rig not taken by the arbiter");
-            }
-        }
-    }
-
-    /// A rig's management API answered: audited the first time (it holds budget from now).
-    fn answered(&mut self, rig: &RigId) {
-        if self.registry.answered(rig) {
-            let at = self
-                .registry
-                .rigs
-                .get(rig)
-                .and_then(|e| e.control.as_ref())
-                .map(|c| c.describe())
-                .unwrap_or_default();
-            info!(rig = %rig, api = %at, "rig verified: its management API answered");
-            self.audit.record(AuditEvent::now(
-                "registry",
-                "rig-verified",
-                format!("{} ({at})", rig.0),
-                None,
-            ));
-        }
-    }
-
     fn on_tick(&mut self) {
         let now = Instant::now();
         let report = self.registry.sync(&self.manager.miner_reports(), now);
@@ -733,60 +486,6 @@ impl Controller {
         self.arbiter.handle_timeout(since_epoch());
     }
 
-    /// After a reset: a rig not yet confirmed whose firmware now says which it is. Found
-    /// asleep, it is pinned first (which also repeats the sleep command, harmless to a
-    /// sleeping rig), so the confirmation that follows can never let the plan wake it.
-    fn settle_after_reset(&mut self, rig: &RigId, observed: Option<Observed>) {
-        let Some(unconfirmed) = &mut self.unconfirmed else {
-            return;
-        };
-        if observed.is_none() || !unconfirmed.remove(rig) {
-            return;
-        }
-        if observed == Some(Observed::Asleep) {
-            let pin = Operator {
-                who: "reset-power-state".to_owned(),
-                why: "found asleep after the power state was reset: resume it by hand".to_owned(),
-            };
-            let command = OperatorCommand::DrainRig { rig: rig.clone() };
-            if let Err(e) = self.arbiter.handle_operator(since_epoch(), pin, command) {
-                warn!(rig = %rig, error = %e, side = %e.side(), retry = %e.retry(), "could not pin a rig found asleep");
-            }
-        }
-    }
-
-    /// After a reset: rigs not yet confirmed whose shares are being accepted mine.
-    fn confirm_by_shares(&mut self) {
-        let Some(unconfirmed) = &mut self.unconfirmed else {
-            return;
-        };
-        let now_ms = unix_ms();
-        let flowing: Vec<RigId> = unconfirmed
-            .iter()
-            .filter(|id| {
-                self.registry.rigs.get(*id).is_some_and(|e| {
-                    e.last_share_unix_ms > 0
-                        && u128::from(now_ms.saturating_sub(e.last_share_unix_ms))
-                            < SHARE_FLOW.as_millis()
-                })
-            })
-            .cloned()
-            .collect();
-        let now = Instant::now();
-        for id in flowing {
-            unconfirmed.remove(&id);
-            if let Some(entry) = self.registry.rigs.get(&id) {
-                let info = self.registry.info(entry, now);
-                if let Err(e) = self
-                    .arbiter
-                    .handle_rig(since_epoch(), info, Observed::Mining)
-                {
-                    warn!(rig = %id, error = %e, side = %e.side(), retry = %e.retry(), "rig not taken by the arbiter");
-                }
-            }
-        }
-    }
-
     /// Carries out the arbiter's actions and logs its events.
     fn carry_out(&mut self) {
         while let Some(action) = self.arbiter.poll_action() {
@@ -849,201 +548,7 @@ impl Controller {
             self.on_shed_step(step);
         }
     }
-
-    fn persist(&mut self, force: bool) {
-        let Some(path) = &self.state_file else { return };
-        let now = Instant::now();
-        if !force
-            && self
-                .last_persist_at
-                .is_some_and(|t| now.saturating_duration_since(t) < PERSIST_EVERY)
-        {
-            return;
-        }
-        let Ok(mut plan) = serde_json::to_value(self.arbiter.persist()) else {
-            return;
-        };
-        // What the registry knows of each rig (how it proved itself, its address) travels
-        // with the plan: a restart must not forget which names are machines.
-        if let (Some(map), Ok(known)) = (
-            plan.as_object_mut(),
-            serde_json::to_value(self.registry.known()),
-        ) {
-            map.insert(persist::REGISTRY_KEY.to_owned(), known);
-        }
-        // The plan changes only when something but its `saved_at` stamp does: compare without
-        // it, or an idle site would rewrite (and fsync) the file every second.
-        let stamp = plan.as_object_mut().and_then(|m| m.remove("saved_at"));
-        if self.last_persisted.as_ref() == Some(&plan) {
-            return;
-        }
-        let mut stamped = plan.clone();
-        if let (Some(m), Some(stamp)) = (stamped.as_object_mut(), stamp) {
-            m.insert("saved_at".to_owned(), stamp);
-        }
-        self.last_persist_at = Some(now);
-        match persist::write_atomically(path, stamped.to_string().as_bytes()) {
-            Ok(()) => self.last_persisted = Some(plan),
-            Err(e) => warn!(error = %e, path = %path.display(), "cannot persist the power plan"),
-        }
-    }
-
-    fn publish(&mut self, force: bool) {
-        let now = Instant::now();
-        if !force
-            && self
-                .last_publish_at
-                .is_some_and(|t| now.saturating_duration_since(t) < PUBLISH_EVERY)
-        {
-            return;
-        }
-        self.last_publish_at = Some(now);
-        self.view_tx.send_replace(self.build_view());
-    }
-
-    fn build_view(&self) -> Arc<PowerView> {
-        let now = Instant::now();
-        let rigs = self
-            .arbiter
-            .rigs()
-            .map(|v| {
-                let entry = self.registry.rigs.get(&v.info.id);
-                let (power_w, source, age) = match entry {
-                    Some(e) => {
-                        let (w, s, a) = self.registry.power(e, now);
-                        (w, Some(s), a)
-                    }
-                    None => (v.info.power.0 as f64, None, None),
-                };
-                let group = entry
-                    .and_then(|e| e.group)
-                    .and_then(|g| self.registry.groups().get(g));
-                let identity = entry.map(|e| e.identity);
-                (
-                    v.info.id.clone(),
-                    RigPower {
-                        state: v.state,
-                        group: v.info.group.0.clone(),
-                        model: group.map(|g| g.model.clone()).filter(|m| !m.is_empty()),
-                        power_w,
-                        power_source: source,
-                        power_age_secs: age.map(|a| a.as_secs_f64()),
-                        pinned: v.pinned.map(|p| format!("{}: {}", p.who, p.why)),
-                        escalated: v.escalated,
-                        management: entry.and_then(|e| e.control.as_ref()).map(|c| c.describe()),
-                        identity,
-                        identity_conflicts: entry.map_or(0, |e| e.conflicts),
-                        last_conflict: entry.and_then(|e| e.last_conflict),
-                    },
-                )
-            })
-            .collect();
-        let conn_rigs = self
-            .registry
-            .rigs
-            .values()
-            .flat_map(|e| e.conns.iter().map(|c| (*c, e.id.clone())))
-            .collect();
-        Arc::new(PowerView {
-            snapshot: self.arbiter.snapshot(),
-            rigs,
-            conn_rigs,
-            gpu_shed: self.shed.status(),
-        })
-    }
-}
-
-/// An arbiter event as an audit verb and detail.
-fn describe(event: &crate::control::arbiter::Event) -> (String, String) {
-    let json = serde_json::to_value(event).unwrap_or_default();
-    let what = json
-        .get("event")
-        .and_then(|v| v.as_str())
-        .unwrap_or("event")
-        .replace('_', "-");
-    let mut detail = json;
-    if let Some(map) = detail.as_object_mut() {
-        map.remove("event");
-    }
-    (what, detail.to_string())
-}
-
-/// Applies the GPU budget the arbiter decided, latest value wins, retrying failures. Each
-/// call is bounded by the adapter itself ([`GpuControl::call_bound`]; a margin on top only
-/// catches an adapter that would not stop).
-///
-/// `held` tells the controller the most the GPU side may hold: the budget applied, or after a
-/// call that failed or timed out (its outcome unknown), the higher of that and the one tried.
-pub(super) async fn apply_budgets(
-    gpu: Arc<dyn GpuControl>,
-    mut budget: watch::Receiver<Option<f64>>,
-    held: watch::Sender<Option<f64>>,
-    audit: Arc<AuditLog>,
-    shutdown: CancellationToken,
-) {
-    let mut applied: Option<f64> = None;
-    loop {
-        let target = *budget.borrow_and_update();
-        if let Some(kw) = target.filter(|kw| Some(*kw) != applied) {
-            let bound = gpu.call_bound().saturating_add(GPU_CALL_MARGIN);
-            let result = tokio::time::timeout(bound, gpu.set_budget_kw(kw))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(PortError::new(
-                        Side::Scheduler,
-                        Retry::Yes,
-                        format!("no answer within {bound:?}"),
-                    ))
-                });
-            match result {
-                Ok(()) => {
-                    info!(kw, gpu = %gpu.describe(), "GPU budget set");
-                    audit.record(AuditEvent::now(
-                        "gpu",
-                        "budget-applied",
-                        format!("{kw:.1} kW"),
-                        None,
-                    ));
-                    applied = Some(kw);
-                    held.send_replace(Some(kw));
-                }
-                Err(e) => {
-                    warn!(
-                        kw,
-                        error = %e,
-                        side = %e.side(),
-                        retry = %e.retry(),
-                        "GPU budget not applied; retrying in 1 s"
-                    );
-                    let before = (*held.borrow()).unwrap_or(kw);
-                    held.send_replace(Some(before.max(kw)));
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    }
-                }
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            changed = budget.changed() => if changed.is_err() { return },
-        }
-    }
 }
 
 /// `reply` for operator commands.
 pub(super) type Reply = oneshot::Sender<Result<Vec<RigId>, String>>;
-
-/// The persisted plan and what the registry kept: `Ok(None)` if there is no file (first run),
-/// an error naming the problem if it exists but cannot be read or parsed. Never touches the
-/// file.
-pub(super) fn restore_state(path: &std::path::Path) -> Result<Option<persist::PlanFile>, String> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read it: {e}")),
-    };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| format!("cannot parse it: {e}"))
-}
