@@ -54,9 +54,12 @@
 //! The target grant is `min(max(wanted, in_use), budget − unsheddable)`: the GPU side has
 //! priority over mining (mining is the interruptible load).
 
+mod operator;
+mod outputs;
 mod persist;
 mod plan;
 mod types;
+mod view;
 
 #[cfg(test)]
 mod proptests;
@@ -66,12 +69,13 @@ mod tests;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
+pub use outputs::{Action, AuditEvent, Event, Reason};
 pub use persist::PersistedState;
 pub use types::{
-    Action, ArbiterError, AuditEvent, Confirmation, Curtailment, Event, GpuDemand, GroupId,
-    Observed, Operator, OperatorCommand, PowerSnapshot, Reason, RigCounts, RigId, RigInfo,
-    RigState, RigView, Settings, Watts,
+    ArbiterError, Confirmation, Curtailment, GpuDemand, GroupId, Observed, Operator,
+    OperatorCommand, RigId, RigInfo, RigState, Settings, Watts,
 };
+pub use view::{PowerSnapshot, RigCounts, RigView};
 
 /// Most rigs the inventory holds (bounds memory and the cost of a replan).
 pub const MAX_RIGS: usize = 100_000;
@@ -418,57 +422,6 @@ impl Arbiter {
         Ok(())
     }
 
-    /// A manual operator action. Returns the rigs it pinned or unpinned (already-pinned or
-    /// already-unpinned rigs are not listed). Errors change nothing.
-    pub fn handle_operator(
-        &mut self,
-        now: Duration,
-        by: Operator,
-        command: OperatorCommand,
-    ) -> Result<Vec<RigId>, ArbiterError> {
-        let now = self.tick(now);
-        let rigs = self.operator_rigs(&command)?;
-        let reason = Reason::Operator {
-            who: by.who.clone(),
-            why: by.why.clone(),
-        };
-        let pin = matches!(
-            command,
-            OperatorCommand::DrainRig { .. }
-                | OperatorCommand::DrainGroup { .. }
-                | OperatorCommand::DrainPower { .. }
-        );
-        let mut touched = Vec::new();
-        for id in rigs {
-            let Some(rig) = self.rigs.get_mut(&id) else {
-                continue;
-            };
-            if pin {
-                if rig.pin.is_none() {
-                    rig.pin = Some(by.clone());
-                    touched.push(id.clone());
-                }
-                // Any state but asleep/draining: the operator asked explicitly, so even a rig in
-                // fault or unknown state is told to sleep.
-                if !matches!(rig.state, RigState::Asleep | RigState::Draining) {
-                    self.command_sleep(now, &id, reason.clone());
-                }
-            } else if rig.pin.take().is_some() {
-                touched.push(id);
-            }
-        }
-        self.event(
-            now,
-            Event::Operator {
-                by,
-                command,
-                rigs: touched.clone(),
-            },
-        );
-        self.replan(now);
-        Ok(touched)
-    }
-
     // ---- persistence --------------------------------------------------------------------
 
     /// The state to persist (serde) so a restarted proxy resumes the same plan.
@@ -585,46 +538,6 @@ impl Arbiter {
                 None => Reason::OverCap,
             };
             self.command_sleep(now, id, reason);
-        }
-    }
-
-    /// The rigs an operator command applies to.
-    fn operator_rigs(&self, command: &OperatorCommand) -> Result<Vec<RigId>, ArbiterError> {
-        match command {
-            OperatorCommand::DrainRig { rig } | OperatorCommand::ResumeRig { rig } => {
-                if self.rigs.contains_key(rig) {
-                    Ok(vec![rig.clone()])
-                } else {
-                    Err(ArbiterError::UnknownRig(rig.clone()))
-                }
-            }
-            OperatorCommand::DrainGroup { group } | OperatorCommand::ResumeGroup { group } => {
-                let rigs: Vec<RigId> = self
-                    .rigs
-                    .values()
-                    .filter(|r| &r.info.group == group)
-                    .map(|r| r.info.id.clone())
-                    .collect();
-                if rigs.is_empty() {
-                    Err(ArbiterError::UnknownGroup(group.clone()))
-                } else {
-                    Ok(rigs)
-                }
-            }
-            OperatorCommand::DrainPower { amount } => {
-                let mut picked = Vec::new();
-                let mut sum = Watts::ZERO;
-                for id in self.drain_order() {
-                    if sum >= *amount {
-                        break;
-                    }
-                    if let Some(rig) = self.rigs.get(&id) {
-                        sum = sum + rig.info.power;
-                    }
-                    picked.push(id);
-                }
-                Ok(picked)
-            }
         }
     }
 }

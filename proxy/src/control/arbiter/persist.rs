@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::outputs::Event;
 use super::types::{
-    ArbiterError, Curtailment, Event, GpuDemand, Operator, RigInfo, RigState, Settings, Watts,
+    ArbiterError, Curtailment, GpuDemand, Operator, RigInfo, RigState, Settings, Watts,
 };
 use super::{Arbiter, MAX_RIGS, Rig};
 

@@ -15,7 +15,8 @@
 use std::cmp::{Ordering, max, min};
 use std::time::Duration;
 
-use super::types::{Action, Event, Reason, RigId, RigState, Watts};
+use super::outputs::{Action, Event, Reason};
+use super::types::{RigId, RigState, Watts};
 use super::{Arbiter, Rig};
 
 /// Power sums over the rigs, by how the plan can act on them.
