@@ -31,11 +31,15 @@
 pub use hashshift_protocol as protocol;
 
 pub mod config;
+#[warn(missing_docs)]
 pub mod control;
 pub mod downstream;
 pub mod error;
+#[warn(missing_docs)]
 pub mod firmware;
+#[warn(missing_docs)]
 pub mod gpu;
+#[warn(missing_docs)]
 pub mod http_client;
 pub mod http_server;
 pub mod keyfile;

@@ -74,13 +74,35 @@ impl GpuDemand {
 pub enum ShedAction {
     /// The Slurm job was requeued: killed, back to PENDING (Slurm delays its eligibility by
     /// about two minutes, reason `BeginTime`), its licenses returned.
-    Requeued { job_id: u64, kw: f64 },
+    Requeued {
+        /// The Slurm job id.
+        job_id: u64,
+        /// Power its licenses stand for, in kW.
+        kw: f64,
+    },
     /// The Slurm job was suspended (SIGSTOP); it keeps its licenses until resumed.
-    Suspended { job_id: u64, kw: f64 },
+    Suspended {
+        /// The Slurm job id.
+        job_id: u64,
+        /// Power its licenses stand for, in kW.
+        kw: f64,
+    },
     /// The Slurm job ended by itself before it could be shed (its power is free anyway).
-    AlreadyEnded { job_id: u64, kw: f64 },
+    AlreadyEnded {
+        /// The Slurm job id.
+        job_id: u64,
+        /// Power its licenses stood for, in kW.
+        kw: f64,
+    },
     /// `scontrol` refused to shed this job; the message is Slurm's.
-    Failed { job_id: u64, kw: f64, error: String },
+    Failed {
+        /// The Slurm job id.
+        job_id: u64,
+        /// Power its licenses stand for, in kW.
+        kw: f64,
+        /// What `scontrol` said.
+        error: String,
+    },
     /// The request went to an external system (webhook or command), which acknowledged it; what
     /// it frees shows up in later demand reports.
     Notified,
@@ -128,57 +150,93 @@ impl ShedOutcome {
 pub enum GpuError {
     /// A kW figure that is negative, NaN or infinite (our caller's bug; nothing was sent).
     #[error("invalid power figure {kw} kW (must be finite and >= 0)")]
-    InvalidKw { kw: f64 },
+    InvalidKw {
+        /// The figure refused.
+        kw: f64,
+    },
     /// The configuration is unusable (e.g. a Slurm name with characters scontrol would parse).
     #[error("invalid GPU scheduler configuration: {0}")]
     Config(String),
     /// The program could not be started (not installed, not executable).
     #[error("cannot run {program}: {source}")]
     Spawn {
+        /// The program's path or name.
         program: String,
+        /// The OS error.
         source: std::io::Error,
     },
     /// I/O with a running subprocess failed.
     #[error("I/O with {program}: {source}")]
     Io {
+        /// The program's path or name.
         program: String,
+        /// The OS error.
         source: std::io::Error,
     },
     /// The program or request did not finish in time (the subprocess was killed).
     #[error("{what} timed out after {after:?}")]
-    Timeout { what: String, after: Duration },
+    Timeout {
+        /// The program or request that timed out.
+        what: String,
+        /// The bound that was hit.
+        after: Duration,
+    },
     /// The program printed more than we accept.
     #[error("{program} printed more than {limit} bytes")]
-    OutputTooLarge { program: String, limit: usize },
+    OutputTooLarge {
+        /// The program's path or name.
+        program: String,
+        /// The bound, in bytes.
+        limit: usize,
+    },
     /// The program exited unsuccessfully; `stderr` is its (truncated) message.
     #[error("{program} exited with {code:?}: {stderr}")]
     Exit {
+        /// The program's path or name.
         program: String,
+        /// Its exit code (`None`: killed by a signal).
         code: Option<i32>,
+        /// What it printed on stderr, truncated.
         stderr: String,
     },
     /// The program's output does not have the shape we parse (never guessed around).
     #[error("unexpected output from {what}: {detail}")]
-    Parse { what: &'static str, detail: String },
+    Parse {
+        /// Whose output (`"squeue --json"`, `"scontrol show license"`).
+        what: &'static str,
+        /// What did not match.
+        detail: String,
+    },
     /// Slurm does not know the configured license.
     #[error("Slurm has no license named {0} (scontrol show license)")]
     NoSuchLicense(String),
     /// The webhook URL is not a plain `http://host[:port]/path` URL.
     #[error("unsupported webhook URL {url}: {detail}")]
-    Url { url: String, detail: String },
+    Url {
+        /// The configured URL.
+        url: String,
+        /// What is wrong with it.
+        detail: String,
+    },
     /// The webhook could not be reached or answered garbage, after every attempt.
     #[error("webhook {url}: {detail} (after {attempts} attempts)")]
     Http {
+        /// The webhook URL.
         url: String,
+        /// The last attempt's failure.
         detail: String,
+        /// Attempts made.
         attempts: u32,
     },
     /// The webhook answered a non-2xx status; `attempts` made (4xx other than 408/429 is not
     /// retried).
     #[error("webhook {url} answered HTTP {status} (after {attempts} attempts)")]
     HttpStatus {
+        /// The webhook URL.
         url: String,
+        /// The last status answered.
         status: u16,
+        /// Attempts made.
         attempts: u32,
     },
     /// This adapter does not take demand reports (Slurm reads its own queue).
@@ -383,11 +441,13 @@ pub(crate) fn check_kw(kw: f64) -> Result<f64, GpuError> {
 pub(crate) struct ReportedDemand(Mutex<GpuDemand>);
 
 impl ReportedDemand {
+    /// The demand last reported (zero until the first report).
     pub(crate) fn get(&self) -> GpuDemand {
         // A poisoned lock only means a panic elsewhere mid-copy of a Copy value: keep going.
         *self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Replaces the demand with a new report.
     pub(crate) fn set(&self, d: GpuDemand) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = d;
     }

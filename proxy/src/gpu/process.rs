@@ -16,8 +16,11 @@ use super::GpuError;
 /// What a finished subprocess left behind.
 #[derive(Debug)]
 pub(crate) struct Output {
+    /// How it exited.
     pub status: ExitStatus,
+    /// What it printed on stdout (bounded by the caller's limit).
     pub stdout: Vec<u8>,
+    /// What it printed on stderr (bounded by the caller's limit).
     pub stderr: Vec<u8>,
 }
 

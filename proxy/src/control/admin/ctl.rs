@@ -80,6 +80,7 @@ pub enum CtlCommand {
     Pools,
     /// Drain rigs: sleep through their firmware, confirm, release their power.
     Drain {
+        /// Which rigs: one, a group, or an amount of power.
         #[command(flatten)]
         which: Selection,
         /// Why (kept in the audit log).
@@ -88,6 +89,7 @@ pub enum CtlCommand {
     },
     /// Resume drained rigs, staggered.
     Resume {
+        /// Which rigs: one, a group, or every drained rig.
         #[command(flatten)]
         which: Selection,
         /// Why (kept in the audit log).

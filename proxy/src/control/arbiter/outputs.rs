@@ -29,9 +29,9 @@ pub enum Reason {
     OverCap,
     /// An operator asked.
     Operator {
-        /// Who.
+        /// The operator's name.
         who: String,
-        /// Why.
+        /// The reason they gave.
         why: String,
     },
     /// The rig did not confirm its last command within the deadline.
@@ -50,14 +50,14 @@ pub enum Action {
     Sleep {
         /// The rig.
         rig: RigId,
-        /// Why.
+        /// Why the arbiter decided it.
         reason: Reason,
     },
     /// Command the rig to wake; report the outcome with `handle_confirmation`.
     Wake {
         /// The rig.
         rig: RigId,
-        /// Why.
+        /// Why the arbiter decided it.
         reason: Reason,
     },
     /// Set the GPU scheduler's power budget to exactly this (grow or shrink). When it
@@ -65,7 +65,7 @@ pub enum Action {
     SetGpuBudget {
         /// The new budget.
         budget: Watts,
-        /// Why.
+        /// Why the arbiter decided it.
         reason: Reason,
     },
     /// Ask the GPU side to shed this much of what it uses now (the budget was already cut by
@@ -73,7 +73,7 @@ pub enum Action {
     AskGpuShed {
         /// How much.
         amount: Watts,
-        /// Why.
+        /// Why the arbiter decided it.
         reason: Reason,
     },
     /// The rig did not confirm (or its command failed): report it, or power-cycle it through
@@ -84,7 +84,7 @@ pub enum Action {
         /// Its state when escalated (`Draining`: it was told to sleep; `Waking`: to wake;
         /// `Fault`: the command failed; `Unknown`: never confirmed after appearing/restart).
         state: RigState,
-        /// Why.
+        /// Why the arbiter decided it.
         reason: Reason,
     },
 }
@@ -94,7 +94,7 @@ pub enum Action {
 pub struct AuditEvent {
     /// Same clock as `now`.
     pub at: Duration,
-    /// What.
+    /// What happened, and why.
     pub event: Event,
 }
 
@@ -105,7 +105,7 @@ pub struct AuditEvent {
 pub enum Event {
     /// An action was queued.
     Action {
-        /// It.
+        /// The action queued.
         action: Action,
     },
     /// A rig joined the inventory.
@@ -117,7 +117,7 @@ pub enum Event {
     },
     /// A rig left the inventory (its power no longer counts).
     RigRemoved {
-        /// It.
+        /// The rig removed.
         rig: RigId,
     },
     /// A draining rig has not confirmed its sleep within `replace_after`: it still counts
@@ -148,7 +148,7 @@ pub enum Event {
     },
     /// A curtailment started (or was replaced).
     CurtailmentSet {
-        /// It.
+        /// The curtailment now in force.
         curtailment: Curtailment,
     },
     /// The curtailment ended.
@@ -160,7 +160,7 @@ pub enum Event {
     Operator {
         /// Who and why.
         by: Operator,
-        /// What.
+        /// The command given.
         command: OperatorCommand,
         /// The rigs pinned or unpinned.
         rigs: Vec<RigId>,

@@ -41,6 +41,7 @@ struct PersistedRig {
 }
 
 impl PersistedState {
+    /// What of `arbiter` survives a restart, stamped with its `now`.
     pub(super) fn capture(arbiter: &Arbiter) -> PersistedState {
         PersistedState {
             version: VERSION,
@@ -71,6 +72,7 @@ impl PersistedState {
     }
 }
 
+/// Rebuilds an arbiter from `state` under `settings` (see the module doc of the arbiter, rule 6).
 pub(super) fn restore(
     settings: Settings,
     state: PersistedState,

@@ -46,6 +46,7 @@ impl Arbiter {
         self.effective_cap() - self.settings.headroom
     }
 
+    /// The site's power by kind, from every rig's state (see [`Totals`]).
     pub(crate) fn totals(&self) -> Totals {
         let mut t = Totals::default();
         for rig in self.rigs.values() {
@@ -293,6 +294,8 @@ impl Arbiter {
         if n == 0 { 0.0 } else { sum / n as f64 }
     }
 
+    /// Tells a rig to sleep: it turns draining, with its confirmation deadline and the point
+    /// where it turns late, and the `Sleep` action is queued.
     pub(crate) fn command_sleep(&mut self, now: Duration, id: &RigId, reason: Reason) {
         let deadline = now.saturating_add(self.settings.confirm_deadline);
         let replace_at = now.saturating_add(self.settings.replace_after);

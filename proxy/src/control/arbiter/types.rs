@@ -225,7 +225,7 @@ impl Settings {
 /// What the integrator knows about a rig (inventory + live figures).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RigInfo {
-    /// Identity.
+    /// The rig's stable identity.
     pub id: RigId,
     /// Its group.
     pub group: GroupId,
@@ -271,7 +271,7 @@ pub enum Confirmation {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RigState {
-    /// Hashing.
+    /// Hashing at full power.
     Mining,
     /// `Sleep` commanded, not confirmed yet.
     Draining,

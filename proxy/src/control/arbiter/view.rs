@@ -10,9 +10,9 @@ use super::types::{Curtailment, Operator, RigInfo, RigState, Watts};
 /// A rig as operators see it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RigView {
-    /// Figures.
+    /// What the integrator last reported of it (group, power, efficiency).
     pub info: RigInfo,
-    /// State.
+    /// Its power state as the arbiter tracks it.
     pub state: RigState,
     /// The operator pin, if any (who/why).
     pub pinned: Option<Operator>,
@@ -25,17 +25,17 @@ pub struct RigView {
 /// How many rigs are in each state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RigCounts {
-    /// Mining.
+    /// Rigs mining.
     pub mining: usize,
-    /// Draining.
+    /// Rigs told to sleep, not confirmed yet.
     pub draining: usize,
-    /// Asleep.
+    /// Rigs confirmed asleep.
     pub asleep: usize,
-    /// Waking.
+    /// Rigs told to wake, not confirmed yet.
     pub waking: usize,
-    /// Fault.
+    /// Rigs whose last command failed.
     pub fault: usize,
-    /// Unknown.
+    /// Rigs whose state is not known (counted as drawing).
     pub unknown: usize,
     /// Pinned (any state).
     pub pinned: usize,

@@ -55,7 +55,7 @@ pub struct RigPower {
     pub state: RigState,
     /// Group name.
     pub group: String,
-    /// Model.
+    /// Its group's model name, if the config gives one.
     pub model: Option<String>,
     /// Power figure (W).
     pub power_w: f64,
@@ -138,26 +138,44 @@ pub struct PowerView {
 pub enum Request {
     /// An operator drain or resume.
     Operator {
+        /// What to drain or resume.
         command: OperatorCommand,
+        /// Who asks and why (audit log, pins).
         operator: Operator,
+        /// Gets the rigs pinned or unpinned, or why the arbiter refused.
         reply: Reply,
     },
     /// Resume every operator-drained rig.
-    ResumeAll { operator: Operator, reply: Reply },
+    ResumeAll {
+        /// Who asks and why (audit log).
+        operator: Operator,
+        /// Gets the rigs unpinned.
+        reply: Reply,
+    },
     /// A grid curtailment.
-    Curtail { curtailment: Curtailment },
+    Curtail {
+        /// The lower cap and when it ends.
+        curtailment: Curtailment,
+    },
     /// End the curtailment.
     CurtailClear,
     /// The GPU side asks for this many kW in total (through the admin socket).
-    GpuRequest { kw: f64 },
+    GpuRequest {
+        /// Total power the GPU side wants, in kW.
+        kw: f64,
+    },
     /// A fresh view, after everything queued before it.
     View {
+        /// Gets the view.
         reply: oneshot::Sender<Arc<PowerView>>,
     },
     /// Remove a rig an operator knows is gone (refused while connected).
     Forget {
+        /// The rig to remove.
         rig: RigId,
+        /// Who asks and why (audit log).
         operator: Operator,
+        /// Gets the rig removed, or why it was refused.
         reply: Reply,
     },
 }

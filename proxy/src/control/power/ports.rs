@@ -80,7 +80,7 @@ impl From<GpuError> for PortError {
 /// A rig's power state as its management API reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FirmwareState {
-    /// Hashing.
+    /// Hashing at full power.
     Mining,
     /// Asleep / paused / curtailed: not drawing mining power.
     Sleeping,

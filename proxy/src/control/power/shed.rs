@@ -31,26 +31,42 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub enum ShedStep {
     /// Call the scheduler's shed for `kw` (attempt `attempt`, from 1).
     Send {
+        /// Power to give back, in kW.
         kw: f64,
+        /// Why the arbiter asked (audit log).
         reason: String,
+        /// This call's number, from 1.
         attempt: u32,
     },
     /// The shed took effect.
     Done {
+        /// Shed calls it took.
         attempts: u32,
+        /// Time from the arbiter's ask to the shed taking effect.
         took: Duration,
         /// How we know (`"scheduler reports in use <= grant"`, `"acknowledged"`).
         how: &'static str,
     },
     /// The grant rose to what the GPU side uses: nothing left to shed.
-    NoLongerNeeded { grant: Watts, attempts: u32 },
+    NoLongerNeeded {
+        /// The grant now.
+        grant: Watts,
+        /// Shed calls made before it was no longer needed.
+        attempts: u32,
+    },
     /// The shed is past its deadline (recorded once per shed).
     Overdue {
+        /// Power still to shed.
         outstanding: Watts,
+        /// What the GPU side reports in use.
         in_use: Watts,
+        /// The grant it must get under.
         grant: Watts,
+        /// Shed calls made so far.
         attempts: u32,
+        /// Time since the arbiter asked.
         age: Duration,
+        /// The last call's error, if the last call failed.
         last_error: Option<String>,
     },
 }

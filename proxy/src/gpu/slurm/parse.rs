@@ -129,8 +129,9 @@ pub enum JobPhase {
 /// One job from `squeue --json`, reduced to what the power side needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
-    /// `job_id`.
+    /// The Slurm job id (`job_id`).
     pub id: u64,
+    /// Whether it waits, runs or is suspended.
     pub phase: JobPhase,
     /// Licenses of the configured license this job asks for / holds.
     pub kw: u64,

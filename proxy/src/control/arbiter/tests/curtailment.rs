@@ -1,4 +1,5 @@
-//! Grid curtailments: mining is shed first, the GPU side only for what mining cannot cover, and the end resumes rigs staggered.
+//! Grid curtailments: mining is shed first, the GPU side only for what mining cannot cover, and the
+//! end resumes rigs staggered.
 
 use super::*;
 

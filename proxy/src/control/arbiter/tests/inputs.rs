@@ -1,4 +1,5 @@
-//! Restart safety (rule 6), input validation, settings changes, the audit stream and a clock going backwards.
+//! Restart safety (rule 6), input validation, settings changes, the audit stream and a clock going
+//! backwards.
 
 use super::*;
 

@@ -1,4 +1,5 @@
-//! Rigs that do not confirm, fail, are found asleep or are unknown (rule 5), and operator drains that pin them.
+//! Rigs that do not confirm, fail, are found asleep or are unknown (rule 5), and operator drains
+//! that pin them.
 
 use super::*;
 

@@ -1,4 +1,5 @@
-//! The drain margin on top of a shortfall and the replacement of rigs late to confirm (rules 3 and 5).
+//! The drain margin on top of a shortfall and the replacement of rigs late to confirm (rules 3 and
+//! 5).
 
 use super::*;
 use crate::config::ranges::{DEFAULT_DRAIN_MARGIN, DEFAULT_REPLACE_AFTER};

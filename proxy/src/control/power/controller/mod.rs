@@ -62,26 +62,45 @@ const MAX_WAIT: Duration = Duration::from_secs(3600);
 /// After a reset, a rig counts as mining once a share of it was accepted this recently.
 const SHARE_FLOW: Duration = Duration::from_secs(60);
 
+/// The controller task's state: the arbiter it owns and everything it needs to act on it.
 pub(super) struct Controller {
+    /// The plan: which rigs sleep, what the GPU side is granted.
     pub arbiter: Arbiter,
+    /// Which connected miners are which rigs, and their power figures.
     pub registry: Registry,
+    /// The pools' manager: miner reports in, connections of sleeping rigs kicked.
     pub manager: Arc<PoolManager>,
+    /// The GPU scheduler adapter (or the admin socket standing in for one).
     pub gpu: Arc<dyn GpuControl>,
+    /// The GPU budget the arbiter decided, for the budget writer task.
     pub budget_tx: watch::Sender<Option<f64>>,
+    /// Where every decision is recorded.
     pub audit: Arc<AuditLog>,
+    /// Where the plan is persisted (`None`: not persisted, tests).
     pub state_file: Option<PathBuf>,
+    /// The operator view, published for the admin socket and the web API.
     pub view_tx: watch::Sender<Arc<PowerView>>,
+    /// Time a sleep command has to be confirmed.
     pub confirm_deadline: Duration,
+    /// Time a wake command has to be confirmed.
     pub wake_deadline: Duration,
+    /// How often each rig's firmware is asked for its status.
     pub status_every: Duration,
+    /// Time without shares before a rig the firmware calls asleep counts as asleep.
     pub quiet: Duration,
+    /// Slow work in flight (firmware commands, polls, sheds), each bounded in time.
     pub ops: FuturesUnordered<Op>,
+    /// Status polls in flight (at most `MAX_STATUS_POLLS`).
     pub status_in_flight: usize,
+    /// When each rig was last asked for its status.
     pub last_status: HashMap<RigId, Instant>,
+    /// When the GPU demand was last polled.
     pub last_demand: Option<Instant>,
     /// The plan last written, without its `saved_at` stamp.
     pub last_persisted: Option<serde_json::Value>,
+    /// When the plan was last written.
     pub last_persist_at: Option<Instant>,
+    /// When the operator view was last published.
     pub last_publish_at: Option<Instant>,
     /// Whether the GPU side reports its own demand (else it comes through `gpu-request`).
     pub polled_demand: bool,
@@ -107,6 +126,8 @@ pub(super) struct Controller {
 }
 
 impl Controller {
+    /// Runs the loop until `shutdown` or until every request sender is gone; requests already
+    /// queued then are applied and the plan persisted before it returns.
     pub async fn run(mut self, mut requests: mpsc::Receiver<Request>, shutdown: CancellationToken) {
         // Rigs restored from disk are not connected (asleep ones never will be until woken):
         // their management API comes from the config.

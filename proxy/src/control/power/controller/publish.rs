@@ -12,6 +12,8 @@ use crate::control::power::persist;
 use crate::control::power::{PowerView, RigPower};
 
 impl Controller {
+    /// Writes the plan if it changed and `PERSIST_EVERY` passed since the last write (at once
+    /// with `force`).
     pub(super) fn persist(&mut self, force: bool) {
         let Some(path) = &self.state_file else { return };
         let now = Instant::now();
@@ -50,6 +52,7 @@ impl Controller {
         }
     }
 
+    /// Publishes a fresh operator view if `PUBLISH_EVERY` passed (at once with `force`).
     pub(super) fn publish(&mut self, force: bool) {
         let now = Instant::now();
         if !force
@@ -63,6 +66,7 @@ impl Controller {
         self.view_tx.send_replace(self.build_view());
     }
 
+    /// The operator view of the plan, the registry and the shed now.
     pub(super) fn build_view(&self) -> Arc<PowerView> {
         let now = Instant::now();
         let rigs = self
