@@ -4,8 +4,8 @@
 //! every decision in the audit log and persists the plan after every change.
 //!
 //! This file holds the loop and what it dispatches on (requests, finished work, the tick, the
-//! arbiter's actions); [`confirm`] what rigs and their shares say besides their firmware,
-//! [`gpu`] the shed follow-up and the budget writer, [`publish`] the plan on disk and the
+//! arbiter's actions); `confirm.rs` what rigs and their shares say besides their firmware,
+//! `gpu.rs` the shed follow-up and the budget writer, `publish.rs` the plan on disk and the
 //! operator view.
 
 mod confirm;

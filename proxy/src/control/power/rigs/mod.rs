@@ -19,7 +19,7 @@
 //! count together as `overflow@ADDRESS`. The registry holds at most [`MAX_RIGS`] rigs.
 //!
 //! Power figures, best first: what the firmware reported in its last status (if fresh), the
-//! live hashrate × the group's J/TH, the nameplate ([`power`]). Each figure says where it
+//! live hashrate × the group's J/TH, the nameplate (`power.rs`). Each figure says where it
 //! came from and how old it is, so `ctl rigs` can show it.
 
 use std::collections::{HashMap, HashSet};
