@@ -36,7 +36,7 @@ pub enum Side {
 }
 
 impl Side {
-    /// The lowercase name used in logs and metrics labels (`"firmware"`).
+    /// The lowercase name logged as the `side` field (`"firmware"`).
     pub const fn as_str(self) -> &'static str {
         match self {
             Side::Miner => "miner",

@@ -10,8 +10,21 @@ use super::ports::{
 };
 use super::rigs::ControlFactory;
 use crate::config::RigGroup;
-use crate::firmware::{Credentials, Endpoint, FirmwareClient, RigState};
-use crate::gpu::GpuScheduler;
+use crate::firmware::{Credentials, Endpoint, FirmwareClient, FirmwareError, RigState};
+use crate::gpu::{GpuError, GpuScheduler};
+
+// The controller logs the side and retry hint of what the adapters report: keep them.
+impl From<FirmwareError> for PortError {
+    fn from(e: FirmwareError) -> Self {
+        PortError::of(&e)
+    }
+}
+
+impl From<GpuError> for PortError {
+    fn from(e: GpuError) -> Self {
+        PortError::of(&e)
+    }
+}
 
 /// A rig's management API through [`crate::firmware`].
 pub struct Firmware {
@@ -162,4 +175,23 @@ pub fn gpu(config: &crate::config::Config) -> Result<Arc<dyn GpuControl>, crate:
         Some(c) => Arc::new(GpuScheduler::from_config(c.clone())?),
         None => Arc::new(SocketOnly),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{Classify, Retry, Side};
+
+    #[test]
+    fn port_errors_keep_the_side_and_hint_of_the_adapter_error() {
+        let refused = || FirmwareError::LoginRefused {
+            addr: "127.0.0.1:4028".parse().unwrap(),
+            detail: "bad password".into(),
+        };
+        let e = PortError::from(refused());
+        assert_eq!((e.side(), e.retry()), (Side::Firmware, Retry::No));
+        assert_eq!(e.message(), refused().to_string());
+        let e = PortError::from(GpuError::NoSuchLicense("power_kw".into()));
+        assert_eq!((e.side(), e.retry()), (Side::Operator, Retry::No));
+    }
 }

@@ -11,8 +11,6 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use crate::error::{Classify, Retry, Side};
-use crate::firmware::FirmwareError;
-use crate::gpu::GpuError;
 
 /// A boxed future, for object-safe async methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -62,18 +60,6 @@ impl Classify for PortError {
 
     fn retry(&self) -> Retry {
         self.retry
-    }
-}
-
-impl From<FirmwareError> for PortError {
-    fn from(e: FirmwareError) -> Self {
-        PortError::of(&e)
-    }
-}
-
-impl From<GpuError> for PortError {
-    fn from(e: GpuError) -> Self {
-        PortError::of(&e)
     }
 }
 
