@@ -8,14 +8,14 @@
 //! control                                 admin socket, power arbitration
 //! downstream   upstream   firmware   gpu  miners, pools, rig and scheduler adapters
 //! pool_link                               what miners and pools share
-//! config telemetry supervisor http_server http_client noise_tcp keyfile sys
+//! config telemetry supervisor time error http_server http_client noise_tcp keyfile sys
 //! ```
 //!
 //! The test walks `src/`, strips comments and string literals, and collects for every file the
 //! top-level modules it names (`crate::x`, `use crate::{x, ...}`, a `super::` that climbs to
 //! the crate root). It then checks that the graph has no cycle, that miners and pools never
 //! name each other (they meet in `pool_link`), that `control` reaches miners only through
-//! `pool_link`, that the leaves (`telemetry`, `supervisor`) name nothing and that `config` and
+//! `pool_link`, that the leaves (`telemetry`, `supervisor`, `time`, `error`) name nothing and that `config` and
 //! `pool_link` name only what sits below them. A failure prints each offending file and path.
 
 #[cfg(test)]
@@ -57,8 +57,10 @@ mod tests {
     const ONLY: &[(&str, &[&str])] = &[
         ("telemetry", &[]),
         ("supervisor", &[]),
+        ("time", &[]),
+        ("error", &[]),
         ("config", &["firmware", "gpu"]),
-        ("pool_link", &["telemetry"]),
+        ("pool_link", &["telemetry", "time"]),
     ];
 
     /// One place a module names another.
