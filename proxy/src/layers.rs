@@ -575,7 +575,7 @@ mod tests {
         );
         assert!(broken.contains("pool_link names upstream"), "{broken}");
         assert!(
-            broken.contains("pool_link may name only telemetry but names upstream"),
+            broken.contains("pool_link may name only telemetry, time but names upstream"),
             "{broken}"
         );
     }
