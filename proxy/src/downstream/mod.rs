@@ -1,9 +1,9 @@
-//! Miners: listeners and per-connection sessions (SV1 in `sv1`, SV2 in `sv2`). Sessions reach
-//! pools only through [`crate::pool_link`]: a place from its `Pools`, work and a share queue in
-//! the assignment, commands in the mailbox.
+//! Miners: listeners and per-connection sessions (SV1 in `sv1`, SV2 in `sv2`).
 
 pub mod listener;
+pub mod mailbox;
 pub mod outbox;
+pub mod registry;
 pub mod sv1;
 pub mod sv2;
 pub mod vardiff;
@@ -12,6 +12,12 @@ pub mod vardiff;
 /// and SV1 miners get the same bound (the name becomes a rig id, a log field and a metric
 /// label).
 pub const MAX_WORKER_NAME_BYTES: usize = 255;
+
+/// Consecutive errors (bad lines or messages, rejected shares other than stale ones, refused
+/// requests) after which a miner of either protocol is dropped: enough that an honest miner
+/// never gets there (any accepted share resets the count), few enough that a broken or
+/// hostile one cannot keep the proxy busy answering it.
+pub const MAX_CONSECUTIVE_ERRORS: u32 = 500;
 
 /// Whether a miner's worker name is usable: 1 to [`MAX_WORKER_NAME_BYTES`] bytes, no control
 /// characters (they would forge log lines and break the NOC page and metric labels).

@@ -1,53 +1,58 @@
 //! A miner's shares: validation against its own target, forwarding of those that meet the
-//! pool's target, and relaying the pool's verdict (never a fake "accepted"). Every reject is
-//! counted by reason; all but stale shares count toward the consecutive-error limit.
+//! pool's target ([`Action::Submit`]), and relaying the pool's verdict (never a fake
+//! "accepted"). Every reject is counted by reason; all but stale shares count toward the
+//! consecutive-error limit.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::Instant;
 
 use hashshift_protocol::share::{Rejection, Submission, SubmittedVersion};
 use hashshift_protocol::sv1::{ErrorCode, Id, StratumError, Submit};
-use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
-use super::{End, Session};
+use super::{Action, End, Session};
 use crate::downstream::outbox::Outbox;
-use crate::pool_link::submit::{SubmitOutcome, UpstreamSubmit};
 use crate::telemetry::RejectReason;
+use crate::upstream::connection::SubmitOutcome;
+use crate::upstream::work::UpstreamJob;
 
-/// A share sent to the pool, waiting for its verdict.
-pub(in crate::downstream::sv1) struct PendingShare {
-    id: Option<Id>,
-    credited: f64,
-    reply: oneshot::Receiver<SubmitOutcome>,
-    read_at: Instant,
+/// A share for the pool: what the connection task needs to submit it and, with the
+/// verdict, to answer the miner.
+#[derive(Debug)]
+pub(in crate::downstream::sv1) struct ShareUp {
+    /// The miner's request id, for the answer.
+    pub id: Id,
+    /// Difficulty to credit if the pool accepts.
+    pub credited: f64,
+    /// When the share was read (the round trip is timed from it).
+    pub read_at: Instant,
+    /// Worker name it goes up under.
+    pub worker: Arc<str>,
+    /// The job it solves.
+    pub job: Arc<UpstreamJob>,
+    /// The pool-sized extranonce2 (the proxy's prefix, padding, then the miner's part).
+    pub extranonce2: Vec<u8>,
+    /// Header time.
+    pub ntime: u32,
+    /// Nonce.
+    pub nonce: u32,
+    /// Rolled version bits, only when rolling was granted.
+    pub version_bits: Option<u32>,
+    /// Whether it meets the network target.
+    pub block: bool,
 }
 
 /// A pool's verdict on one forwarded share.
+#[derive(Debug)]
 pub(in crate::downstream::sv1) struct Verdict {
-    id: Id,
-    outcome: SubmitOutcome,
-    credited: f64,
-    read_at: Instant,
-}
-
-impl Future for PendingShare {
-    type Output = Verdict;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Verdict> {
-        let outcome = match Pin::new(&mut self.reply).poll(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(r) => r.unwrap_or(SubmitOutcome::Lost("pool connection ended")),
-        };
-        Poll::Ready(Verdict {
-            id: self.id.take().unwrap_or(Id::Null),
-            outcome,
-            credited: self.credited,
-            read_at: self.read_at,
-        })
-    }
+    /// The miner's request id.
+    pub id: Id,
+    /// What the pool said.
+    pub outcome: SubmitOutcome,
+    /// Difficulty to credit if accepted.
+    pub credited: f64,
+    /// When the share was read.
+    pub read_at: Instant,
 }
 
 impl Session {
@@ -79,12 +84,29 @@ impl Session {
         Ok(())
     }
 
+    /// `mining.submit`: answered here (timed now), or sent up (timed at the verdict).
     pub(super) fn on_submit(
         &mut self,
         id: Id,
         submit: Submit,
+        now: Instant,
         out: &mut Outbox,
-        read_at: Instant,
+    ) -> Result<(), End> {
+        let waiting = self.actions.len();
+        let result = self.validate_submit(id, submit, now, out);
+        if self.actions.len() == waiting {
+            let rtt = &self.settings.stats.share_round_trip;
+            rtt.observe_duration(std::time::Duration::ZERO);
+        }
+        result
+    }
+
+    fn validate_submit(
+        &mut self,
+        id: Id,
+        submit: Submit,
+        now: Instant,
+        out: &mut Outbox,
     ) -> Result<(), End> {
         if !self.subscribed {
             let e = StratumError::new(ErrorCode::NotSubscribed);
@@ -132,11 +154,9 @@ impl Session {
             .find(|(j, _)| *j == job_id)
             .map(|(_, j)| j.clone());
         let upstream = job.filter(|j| accepted.is_block || j.pool_target.is_met_by(&accepted.hash));
-        let (Some(job), Some(a), Some(layout)) =
-            (upstream, self.assignment.as_ref(), self.layout.as_ref())
-        else {
+        let (Some(job), Some(layout)) = (upstream, self.layout.as_ref()) else {
             self.reply_true(out, id)?;
-            return self.accept(credited, out);
+            return self.accept(credited, now, out);
         };
         if accepted.is_block {
             let mut shown = accepted.hash;
@@ -146,10 +166,12 @@ impl Session {
         }
         let mut extranonce2 = layout.extranonce.upstream_prefix.clone();
         extranonce2.extend_from_slice(&submit.extranonce2);
-        let (reply_tx, reply_rx) = oneshot::channel();
-        let up = UpstreamSubmit {
+        self.actions.push_back(Action::Submit(ShareUp {
+            id,
+            credited,
+            read_at: now,
             worker: submit.worker.as_str().into(),
-            job: job.clone(),
+            job,
             extranonce2,
             ntime: submit.ntime,
             nonce: submit.nonce,
@@ -159,48 +181,49 @@ impl Session {
                 .version_bits
                 .map(|b| b & self.granted_mask)
                 .filter(|_| self.granted_mask != 0),
-            difficulty: job.pool_difficulty,
             block: accepted.is_block,
-            reply: reply_tx,
-        };
-        // The pool connection has a deep queue; if even that is full the pool is not keeping
-        // up and the share is reported lost rather than blocking this miner.
-        if a.conn.submit.try_send(up).is_err() {
-            self.shared.counters.lose();
-            let err = StratumError::with_message(ErrorCode::Other, "pool connection unavailable");
-            return self.reply(out, id, Err(err));
-        }
-        self.pending.push(PendingShare {
-            id: Some(id),
-            credited,
-            reply: reply_rx,
-            read_at,
-        });
+        }));
         Ok(())
     }
 
     /// Credits an accepted share; vardiff may retarget at once (a flooding miner).
-    pub(super) fn accept(&mut self, credited: f64, out: &mut Outbox) -> Result<(), End> {
+    fn accept(&mut self, credited: f64, now: Instant, out: &mut Outbox) -> Result<(), End> {
         self.shared.counters.accept(credited);
-        self.shared.touch();
+        self.touched = true;
         self.vardiff.on_share(credited);
-        self.on_tick(out)
+        self.on_tick(now, out)
+    }
+
+    /// The share could not be queued for the pool (its queue is full: the pool is not
+    /// keeping up). It is reported lost rather than blocking this miner.
+    pub(in crate::downstream::sv1) fn handle_submit_failed(
+        &mut self,
+        share: ShareUp,
+        now: Instant,
+        out: &mut Outbox,
+    ) -> Result<(), End> {
+        let rtt = &self.settings.stats.share_round_trip;
+        rtt.observe_duration(now.saturating_duration_since(share.read_at));
+        self.shared.counters.lose();
+        let err = StratumError::with_message(ErrorCode::Other, "pool connection unavailable");
+        self.reply(out, share.id, Err(err))
     }
 
     /// Relays the pool's verdict on a forwarded share.
-    pub(in crate::downstream::sv1) fn on_upstream_verdict(
+    pub(in crate::downstream::sv1) fn handle_verdict(
         &mut self,
         v: Verdict,
+        now: Instant,
         out: &mut Outbox,
     ) -> Result<(), End> {
         // Observed as the answer is queued (microseconds before it is written).
         let rtt = &self.settings.stats.share_round_trip;
-        rtt.observe_duration(v.read_at.elapsed());
+        rtt.observe_duration(now.saturating_duration_since(v.read_at));
         match v.outcome {
             SubmitOutcome::Accepted => {
                 // The answer goes first: a retarget's set_difficulty applies to later shares.
                 self.reply_true(out, v.id)?;
-                self.accept(v.credited, out)
+                self.accept(v.credited, now, out)
             }
             SubmitOutcome::Rejected(e) => {
                 debug!(code = e.code, message = %e.message, "pool rejected share");
