@@ -2,9 +2,9 @@
 //! its jobs, share validation, vardiff and the batch of acknowledgements not yet sent.
 //!
 //! Sans-IO: methods take the upstream [`WorkState`] and push the messages to send into an
-//! outbox; the connection task ([`super::session`]) owns the channels and the socket.
+//! outbox; the connection state ([`super::state`]) owns the channels, its task the socket.
 //!
-//! Each channel is one "miner" for the pool manager ([`Pools`](crate::pool_link::Pools)):
+//! Each channel is one "miner" for the [`PoolManager`](crate::upstream::manager::PoolManager):
 //! it has its own extranonce slot on an upstream connection, so channels never search the same
 //! space and the manager can move them one by one.
 //!
@@ -36,13 +36,13 @@ use hashshift_protocol::sv2::{
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use crate::downstream::registry::MinerShared;
 use crate::downstream::vardiff::{Vardiff, VardiffSettings};
-use crate::pool_link::Assignment;
-use crate::pool_link::extranonce::MinerExtranonce;
-use crate::pool_link::miner::MinerShared;
-use crate::pool_link::submit::{SubmitOutcome, UpstreamSubmit};
-use crate::pool_link::work::{UpstreamJob, WorkState};
 use crate::telemetry::RejectReason;
+use crate::upstream::connection::{SubmitOutcome, UpstreamSubmit};
+use crate::upstream::extranonce::MinerExtranonce;
+use crate::upstream::manager::Assignment;
+use crate::upstream::work::{UpstreamJob, WorkState};
 
 mod jobs;
 
@@ -520,8 +520,8 @@ impl Channel {
 
     /// Counts an accepted share and adds it to the acknowledgement batch.
     pub fn accept(&mut self, sequence_number: u32, credited: f64) {
+        // The last-share time is stamped by the connection task (a wall-clock read).
         self.shared.counters.accept(credited);
-        self.shared.touch();
         self.vardiff.on_share(credited);
         self.batch.count += 1;
         self.batch.last_sequence_number = sequence_number;

@@ -1,23 +1,21 @@
 //! What a connection's task waits on besides its socket: each channel's upstream work
 //! (`watch`) and pool-manager commands (a [`Mailbox`]), merged into one stream of [`Event`]s tagged
-//! with the channel id, and the initial slot assignment of a new channel.
+//! with the channel id.
 //!
 //! A channel's work stream ends when its `stop` token is cancelled (the channel moved to
 //! another connection or closed); its control stream ends when the manager drops the sender
 //! (the channel was released), so nothing outlives its channel for long.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::pool_link::mailbox::{Mailbox, mailbox};
-use crate::pool_link::miner::MinerShared;
-use crate::pool_link::work::WorkState;
-use crate::pool_link::{Assignment, Control, Pools};
+use crate::downstream::mailbox::Mailbox;
+use crate::upstream::manager::Control;
+use crate::upstream::work::WorkState;
 
 /// What a channel's merged streams deliver.
 pub enum Event {
@@ -50,40 +48,11 @@ pub fn work_stream(
     .boxed()
 }
 
+/// A channel's commands from the pool manager, until the manager drops its sender.
 pub fn control_stream(channel: u32, rx: Mailbox) -> BoxStream<'static, (u32, Event)> {
     futures_util::stream::unfold(rx, move |mut rx| async move {
         let c = rx.recv().await?;
         Some(((channel, Event::Control(c)), rx))
     })
     .boxed()
-}
-
-/// Takes an extranonce slot for a new channel, waiting (up to `wait`) for a pool that is up
-/// and has work. The manager holds the channel's control sender. (A free function: the
-/// connection state is not `Sync` and must not be borrowed across this wait.)
-pub async fn assign(
-    manager: &dyn Pools,
-    shared: &Arc<MinerShared>,
-    wait: Duration,
-) -> Option<(Assignment, Mailbox, Arc<WorkState>)> {
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let (tx, rx) = mailbox();
-        if let Some(a) = manager.assign(shared.id, tx, shared.clone()) {
-            let mut work = a.conn.work.clone();
-            let ready = tokio::time::timeout_at(deadline, work.wait_for(|w| w.is_ready()))
-                .await
-                .is_ok_and(|r| r.is_ok());
-            if !ready {
-                manager.release(shared.id);
-                return None;
-            }
-            let current = work.borrow().clone();
-            return Some((a, rx, current));
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }

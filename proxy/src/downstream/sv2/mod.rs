@@ -4,33 +4,42 @@
 //! | module | role |
 //! |---|---|
 //! | [`handshake`] | Noise NX responder, authority key loading, certificate validity |
-//! | [`session`] | one connection's task: `SetupConnection`, channel management, shares |
+//! | `state` | one connection's state machine (sans-IO): `SetupConnection`, channels, shares, acks; frames, work, verdicts and `now` in, messages, actions and the next deadline out |
+//! | `conn` | one connection's I/O task ([`serve`]): Noise, frames, the pool manager, timers |
 //! | [`channel`] | one channel's state (sans-IO): extranonce, jobs, validation, vardiff, acks |
 //! | [`events`] | per-channel work and manager commands merged into one event stream |
+//!
+//! The SV1 side (`super::sv1`) has the same `state` + `conn` split.
 //!
 //! What a miner sees: a Noise handshake whose certificate is signed by the configured
 //! authority key; `SetupConnection` for the Mining protocol (version 2; flags
 //! `REQUIRES_STANDARD_JOBS` and `REQUIRES_VERSION_ROLLING` accepted,
 //! `REQUIRES_WORK_SELECTION` refused); any number of standard and extended channels up to a
-//! per-connection cap, all in group channel [`session::GROUP_CHANNEL_ID`]; jobs and targets
+//! per-connection cap, all in group channel [`GROUP_CHANNEL_ID`]; jobs and targets
 //! per channel; shares validated by the proxy with the same rules as SV1 shares and, when
 //! they meet the pool's target, forwarded to the pool with the answer waiting for its verdict;
 //! `SubmitShares.Success` sent in batches.
 //!
 //! Upstream is protocol-neutral: a channel takes an extranonce slot on a pool connection
-//! through the pool manager ([`Pools`](crate::pool_link::Pools)) exactly like an SV1
+//! through the [`PoolManager`](crate::upstream::manager::PoolManager) exactly like an SV1
 //! miner, and is moved with `SetExtranoncePrefix` when the manager reassigns it.
 
 pub mod channel;
+mod conn;
 pub mod events;
 pub mod handshake;
-pub mod session;
+mod state;
 
 use std::time::Duration;
 
 use hashshift_protocol::noise::ResponderConfig;
 
-pub use session::serve;
+pub use conn::serve;
+
+/// The group channel every channel of a connection belongs to (reported in `Open*Success`).
+/// Jobs go to it when the miner did not set `REQUIRES_STANDARD_JOBS` and all its channels are
+/// on the same upstream job; otherwise each channel gets its own.
+pub const GROUP_CHANNEL_ID: u32 = 1;
 
 /// Settings every connection of one SV2 listener shares.
 #[derive(Clone, Debug)]

@@ -1,6 +1,6 @@
-//! A connection's channels: opening one (an extranonce slot from the pool manager, then
-//! `Open*Success` and its first job), closing one, and giving new upstream jobs to them, to
-//! the group at once when the miner allows it.
+//! A connection's channels: opening one (a slot from the pool manager on a connection with
+//! work, then `Open*Success` and its first job), closing one, and giving new upstream jobs to
+//! them, to the group at once when the miner allows it.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,41 +13,58 @@ use hashshift_protocol::sv2::{
 };
 use tracing::{info, warn};
 
-use super::{Conn, End, GROUP_CHANNEL_ID, str0255};
+use super::{Action, End, GROUP_CHANNEL_ID, Session, SlotWait, str0255};
 use crate::downstream::listener::next_conn_id;
+use crate::downstream::registry::MinerShared;
 use crate::downstream::sv2::channel::{Channel, ChannelKind, GroupJob};
-use crate::downstream::sv2::events::{assign, control_stream, work_stream};
-use crate::pool_link::miner::MinerShared;
-use crate::pool_link::work::UpstreamJob;
+use crate::upstream::manager::Assignment;
+use crate::upstream::work::{UpstreamJob, WorkState};
 
-impl Conn {
+/// An `Open*MiningChannel` request, kept while a slot is sought.
+#[derive(Clone, Debug)]
+pub(in crate::downstream::sv2) struct OpenRequest {
+    /// Standard or extended.
+    pub kind: ChannelKind,
+    /// Echoed in the answer.
+    pub request_id: u32,
+    /// The miner's hashrate estimate (suggests a starting difficulty).
+    pub nominal_hash_rate: f32,
+    /// The easiest target the miner takes (a difficulty floor).
+    pub max_target: U256,
+    /// Rollable extranonce bytes asked for (extended channels).
+    pub min_extranonce_size: u16,
+}
+
+impl Session {
     pub(super) fn open_error(&mut self, request_id: u32, code: &str) {
-        self.outbox
+        self.output
             .push(Message::OpenMiningChannelError(OpenMiningChannelError {
                 request_id,
                 error_code: str0255(code),
             }));
     }
 
-    /// Opens a channel: an extranonce slot on a pool with work, `Open*Success` (or
-    /// `OpenMiningChannel.Error`), then the first job.
-    pub(super) async fn open(
+    /// A channel open request: checked here, then a slot is asked for ([`Action::RequestSlot`]).
+    pub(super) fn open(
         &mut self,
-        kind: ChannelKind,
-        request_id: u32,
+        request: OpenRequest,
         user_identity: &Str0255,
-        nominal_hash_rate: f32,
-        max_target: &U256,
-        min_extranonce_size: u16,
+        now: Instant,
     ) -> Result<(), End> {
         if self.channels.len() >= self.settings.max_channels {
-            self.open_error(request_id, open_mining_channel::CHANNEL_CAPACITY_EXHAUSTED);
+            self.open_error(
+                request.request_id,
+                open_mining_channel::CHANNEL_CAPACITY_EXHAUSTED,
+            );
             return self.count_error();
         }
         let worker: Arc<str> = user_identity.to_string_lossy().into();
         if !crate::downstream::valid_worker_name(&worker) {
             warn!("user_identity refused: empty or with control characters");
-            self.open_error(request_id, open_mining_channel::INVALID_USER_IDENTITY);
+            self.open_error(
+                request.request_id,
+                open_mining_channel::INVALID_USER_IDENTITY,
+            );
             return self.count_error();
         }
         if !self.opened_any {
@@ -59,33 +76,105 @@ impl Conn {
         shared.set_worker(&worker);
         // SV2 channels can always be moved: SetExtranoncePrefix exists for that.
         shared.set_movable(true);
-        let Some((assignment, control, work)) =
-            assign(&self.manager, &shared, self.settings.handshake_timeout).await
-        else {
-            warn!("no pool with work for a new channel");
-            // No code says "no upstream"; this is the closest the spec has.
-            self.open_error(request_id, open_mining_channel::CHANNEL_CAPACITY_EXHAUSTED);
-            return Ok(());
+        self.actions.push_back(Action::RequestSlot(shared.clone()));
+        self.slot_wait = Some(SlotWait {
+            request,
+            shared,
+            assignment: None,
+            deadline: now + self.settings.handshake_timeout,
+            retry_at: None,
+        });
+        Ok(())
+    }
+
+    /// The pool manager found no slot: ask again shortly, unless the wait is over.
+    pub(in crate::downstream::sv2) fn handle_no_slot(&mut self, now: Instant) {
+        let Some(wait) = &mut self.slot_wait else {
+            return;
         };
+        if now >= wait.deadline {
+            self.give_up_slot();
+        } else {
+            wait.retry_at = Some(now + super::ASSIGN_RETRY);
+        }
+    }
+
+    /// The pool manager gave the new channel a slot; the connection's work follows through
+    /// [`Session::handle_slot_work`].
+    pub(in crate::downstream::sv2) fn handle_slot(&mut self, a: Assignment) {
+        if let Some(wait) = &mut self.slot_wait {
+            wait.assignment = Some(a);
+        }
+    }
+
+    /// Work on the new channel's slot connection: once it is ready, the channel opens.
+    /// Returns the new channel's id, when it opened.
+    pub(in crate::downstream::sv2) fn handle_slot_work(
+        &mut self,
+        work: &WorkState,
+        now: Instant,
+    ) -> Option<u32> {
+        let ready = self
+            .slot_wait
+            .as_ref()
+            .is_some_and(|w| w.assignment.is_some() && work.is_ready());
+        if !ready {
+            return None;
+        }
+        let wait = self.slot_wait.take()?;
+        let assignment = wait.assignment?;
+        self.complete_open(wait.request, wait.shared, assignment, work, now)
+    }
+
+    /// The slot's connection ended before it had work, or the wait ran out.
+    pub(in crate::downstream::sv2) fn give_up_slot(&mut self) {
+        let Some(wait) = self.slot_wait.take() else {
+            return;
+        };
+        if wait.assignment.is_some() {
+            self.actions.push_back(Action::Release(wait.shared.id));
+        }
+        warn!("no pool with work for a new channel");
+        // No code says "no upstream"; this is the closest the spec has.
+        self.open_error(
+            wait.request.request_id,
+            open_mining_channel::CHANNEL_CAPACITY_EXHAUSTED,
+        );
+    }
+
+    /// Opens the channel on its slot: `Open*Success` (or `OpenMiningChannel.Error`), then
+    /// the first job.
+    fn complete_open(
+        &mut self,
+        request: OpenRequest,
+        shared: Arc<MinerShared>,
+        assignment: Assignment,
+        work: &WorkState,
+        now: Instant,
+    ) -> Option<u32> {
+        let OpenRequest {
+            kind, request_id, ..
+        } = request;
         let id = self.next_channel_id;
+        let worker: Arc<str> = shared.worker().unwrap_or_default().into();
         let mut ch = match Channel::open(
             id,
             kind,
             worker.clone(),
             shared.clone(),
             assignment,
-            &work,
+            work,
             &self.settings.channel,
-            nominal_hash_rate,
-            max_target,
-            min_extranonce_size,
-            Instant::now(),
+            request.nominal_hash_rate,
+            &request.max_target,
+            request.min_extranonce_size,
+            now,
         ) {
             Ok(ch) => ch,
             Err(code) => {
-                self.manager.release(shared.id);
+                self.actions.push_back(Action::Release(shared.id));
                 self.open_error(request_id, code);
-                return Ok(());
+                return None;
             }
         };
         self.next_channel_id = self
@@ -94,9 +183,9 @@ impl Conn {
             .max(GROUP_CHANNEL_ID + 1);
         let Ok(prefix) = B032::try_from(ch.extranonce().prefix.as_slice()) else {
             // `fit` guarantees at most 32 bytes.
-            self.manager.release(shared.id);
+            self.actions.push_back(Action::Release(shared.id));
             self.open_error(request_id, open_mining_channel::CHANNEL_CAPACITY_EXHAUSTED);
-            return Ok(());
+            return None;
         };
         let success = match kind {
             ChannelKind::Standard => {
@@ -119,15 +208,15 @@ impl Conn {
                 })
             }
         };
-        self.outbox.push(success);
+        self.output.push(success);
         // The first job, on the channel: future job + SetNewPrevHash (no previous hash yet).
-        match ch.on_work(&work, &mut self.outbox) {
-            Ok(Some(job)) => ch.send_job(&job, job.clean, &mut self.outbox),
+        match ch.on_work(work, &mut self.output) {
+            Ok(Some(job)) => ch.send_job(&job, job.clean, &mut self.output),
             Ok(None) => {}
             Err(_) => {
                 // Unreachable: `open` already fitted the extranonce on this very work.
-                self.manager.release(shared.id);
-                return Ok(());
+                self.actions.push_back(Action::Release(shared.id));
+                return None;
             }
         }
         info!(
@@ -137,16 +226,10 @@ impl Conn {
             difficulty = shared.difficulty.get(),
             "channel opened"
         );
-        self.events.push(work_stream(
-            id,
-            ch.generation,
-            ch.assignment.conn.work.clone(),
-            ch.work_stop.clone(),
-        ));
-        self.events.push(control_stream(id, control));
         self.channels.insert(id, ch);
         self.opened_any = true;
-        Ok(())
+        self.actions.push_back(Action::Opened(id));
+        Some(id)
     }
 
     /// Closes a channel (the miner's request, or ours with a reason sent to the miner).
@@ -155,16 +238,16 @@ impl Conn {
             return;
         };
         if let Some(m) = ch.take_batch() {
-            self.outbox.push(m);
+            self.output.push(m);
         }
         if let Some(reason) = reason {
-            self.outbox.push(Message::CloseChannel(CloseChannel {
+            self.output.push(Message::CloseChannel(CloseChannel {
                 channel_id: channel,
                 reason_code: str0255(reason),
             }));
         }
         // Dropping the manager's entry drops the control sender: the control stream ends.
-        self.manager.release(ch.shared.id);
+        self.actions.push_back(Action::Release(ch.shared.id));
         ch.work_stop.cancel();
     }
 
@@ -188,17 +271,17 @@ impl Conn {
             if all {
                 let mut joined = true;
                 for c in self.channels.values_mut() {
-                    joined &= c.join_group_job(&group, &mut self.outbox);
+                    joined &= c.join_group_job(&group, &mut self.output);
                 }
                 if joined {
-                    self.outbox
+                    self.output
                         .extend(group.messages(GROUP_CHANNEL_ID, version_rolling));
                 }
                 return;
             }
         }
         if let Some(ch) = self.channels.get_mut(&leader) {
-            ch.send_job(&job, job.clean, &mut self.outbox);
+            ch.send_job(&job, job.clean, &mut self.output);
         }
     }
 }
