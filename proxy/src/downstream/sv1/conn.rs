@@ -342,3 +342,6 @@ fn place_of(a: &Assignment) -> Place {
         prefix_bytes: a.prefix_bytes,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -311,3 +311,6 @@ impl Conn {
         );
     }
 }
+
+#[cfg(test)]
+mod tests;
