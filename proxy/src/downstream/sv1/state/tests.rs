@@ -185,7 +185,7 @@ fn extranonce1(reply: &Value) -> Vec<u8> {
     hex::decode(reply["result"][1].as_str().unwrap()).unwrap()
 }
 
-/// A `mining.submit` line for `job_id` whose hash meets `difficulty` (`want`) or not.
+/// A `mining.submit` line for `job_id` whose hash meets [`EASY`] (`want`) or not.
 fn share(
     id: u32,
     worker: &str,
@@ -193,10 +193,9 @@ fn share(
     up: &UpstreamJob,
     en1: &[u8],
     en2: u32,
-    difficulty: f64,
     want: bool,
 ) -> String {
-    let target = Target::from_difficulty(difficulty).unwrap();
+    let target = Target::from_difficulty(EASY).unwrap();
     // The miner rolls 6 bytes (8 from the pool, 2 kept for its slot).
     let mut bytes = [0u8; 6];
     bytes[2..].copy_from_slice(&en2.to_be_bytes());

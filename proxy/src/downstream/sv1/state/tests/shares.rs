@@ -16,7 +16,7 @@ fn shares_accepted_duplicate_stale_and_from_unknown_workers() {
     )
     .unwrap();
     r.sent();
-    let good = share(10, "w2", &id, &up, &en1, 1, EASY, true);
+    let good = share(10, "w2", &id, &up, &en1, 1, true);
     r.line(1.0, &good).unwrap();
     let first = r.sent();
     assert_eq!(
@@ -27,10 +27,10 @@ fn shares_accepted_duplicate_stale_and_from_unknown_workers() {
     r.line(1.1, &good.replace("\"id\":10", "\"id\":11"))
         .unwrap();
     assert_eq!(r.sent()[0]["error"][0], 22, "duplicate");
-    r.line(1.2, &share(12, "w1", &id, &up, &en1, 2, EASY, false))
+    r.line(1.2, &share(12, "w1", &id, &up, &en1, 2, false))
         .unwrap();
     assert_eq!(r.sent()[0]["error"][0], 23, "low difficulty");
-    r.line(1.3, &share(13, "nobody", &id, &up, &en1, 3, EASY, true))
+    r.line(1.3, &share(13, "nobody", &id, &up, &en1, 3, true))
         .unwrap();
     assert_eq!(r.sent()[0]["error"][0], 24, "unauthorized worker");
     // A new block: the old job is stale.
@@ -43,10 +43,10 @@ fn shares_accepted_duplicate_stale_and_from_unknown_workers() {
     .unwrap();
     let (new_id, clean) = notify(&r.sent()[0]);
     assert!(clean);
-    r.line(2.1, &share(14, "w1", &id, &up, &en1, 4, EASY, true))
+    r.line(2.1, &share(14, "w1", &id, &up, &en1, 4, true))
         .unwrap();
     assert_eq!(r.sent()[0]["error"][0], 21, "stale");
-    r.line(2.2, &share(15, "w1", &new_id, &next, &en1, 4, EASY, true))
+    r.line(2.2, &share(15, "w1", &new_id, &next, &en1, 4, true))
         .unwrap();
     assert_eq!(r.sent()[0]["result"], true);
     let c = r.shared.counters.snapshot();
@@ -69,7 +69,7 @@ fn shares_meeting_the_pool_target_wait_for_its_verdict() {
         ),
         (3, SubmitOutcome::Lost("pool connection ended")),
     ] {
-        r.line(1.0, &share(20 + n, "w1", &id, &up, &en1, n, EASY, true))
+        r.line(1.0, &share(20 + n, "w1", &id, &up, &en1, n, true))
             .unwrap();
         let early = r.sent();
         assert!(early.is_empty(), "no answer before the pool's: {early:?}");
@@ -96,7 +96,7 @@ fn shares_meeting_the_pool_target_wait_for_its_verdict() {
     let c = r.shared.counters.snapshot();
     assert_eq!((c.accepted, c.rejected, c.lost), (1, 1, 1));
     // A full pool queue: the share is answered as lost.
-    r.line(2.0, &share(30, "w1", &id, &up, &en1, 9, EASY, true))
+    r.line(2.0, &share(30, "w1", &id, &up, &en1, 9, true))
         .unwrap();
     let Some(Action::Submit(s)) = r.s.poll_action() else {
         panic!()
@@ -116,7 +116,7 @@ fn the_500th_consecutive_error_drops_the_miner_and_an_accepted_share_resets_the_
     for _ in 0..MAX_CONSECUTIVE_ERRORS - 1 {
         r.line(1.0, bad).unwrap();
     }
-    r.line(1.0, &share(10, "w1", &id, &up, &en1, 1, EASY, true))
+    r.line(1.0, &share(10, "w1", &id, &up, &en1, 1, true))
         .unwrap();
     for _ in 0..MAX_CONSECUTIVE_ERRORS - 1 {
         r.line(1.0, bad).unwrap();
@@ -128,7 +128,7 @@ fn the_500th_consecutive_error_drops_the_miner_and_an_accepted_share_resets_the_
         &mut r.out,
     )
     .unwrap();
-    r.line(2.0, &share(11, "w1", &id, &up, &en1, 2, EASY, true))
+    r.line(2.0, &share(11, "w1", &id, &up, &en1, 2, true))
         .unwrap();
     assert!(matches!(r.line(2.0, bad), Err(End::TooManyErrors)));
     // Lines that do not parse count too.
@@ -156,7 +156,7 @@ fn vardiff_raises_a_flooding_miner_and_halves_a_silent_one() {
     let tail = loop {
         r.line(
             3.0,
-            &share(100 + answered, "w1", &id, &up, &en1, answered, EASY, true),
+            &share(100 + answered, "w1", &id, &up, &en1, answered, true),
         )
         .unwrap();
         answered += 1;
