@@ -34,7 +34,6 @@ use hashshift_protocol::sv2::{
     B032, Message, SetExtranoncePrefix, SetTarget, SubmitSharesSuccess, U256,
 };
 use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
 
 use crate::downstream::registry::MinerShared;
 use crate::downstream::vardiff::{Vardiff, VardiffSettings};
@@ -176,9 +175,6 @@ pub struct Channel {
     pub assignment: Assignment,
     /// Bumped on every reassignment; work from an older connection is ignored.
     pub generation: u64,
-    /// Ends the stream of work updates of the current connection (cancelled and replaced
-    /// when the channel moves, cancelled when it closes).
-    pub work_stop: CancellationToken,
     /// Upstream session the extranonce belongs to (0: must be recomputed).
     session: u64,
     extranonce: ChannelExtranonce,
@@ -281,7 +277,6 @@ impl Channel {
             shared,
             assignment,
             generation: 0,
-            work_stop: CancellationToken::new(),
             session: work.session,
             extranonce,
             validator,
@@ -386,8 +381,6 @@ impl Channel {
         self.assignment = assignment;
         self.session = 0;
         self.generation += 1;
-        self.work_stop.cancel();
-        self.work_stop = CancellationToken::new();
     }
 
     pub(super) fn send_target_if_changed(

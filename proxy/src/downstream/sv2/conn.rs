@@ -13,6 +13,7 @@
 //! buffered; a decrypt failure, a malformed message or a protocol violation ends this
 //! connection only. A miner that stops reading is dropped after the write timeout.
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::codec::{Encoder, FramedRead};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::Sv2Settings;
@@ -68,6 +70,9 @@ struct Conn {
     events: SelectAll<BoxStream<'static, (u32, Event)>>,
     pending: FuturesUnordered<Pending>,
     slot: Option<Slot>,
+    /// Per channel, ends the stream of its current connection's work (cancelled when the
+    /// channel moves or closes).
+    work_stops: HashMap<u32, CancellationToken>,
 }
 
 /// Runs one SV2 miner connection to its end.
@@ -104,6 +109,7 @@ pub async fn serve(accepted: Accepted, settings: Arc<Sv2Settings>, manager: Arc<
         events: SelectAll::new(),
         pending: FuturesUnordered::new(),
         slot: None,
+        work_stops: HashMap::new(),
     };
     let timer = tokio::time::sleep_until(Instant::from_std(c.s.poll_timeout()));
     tokio::pin!(timer);
@@ -209,11 +215,9 @@ impl Conn {
                 let Some(generation) = self.s.handle_reassigned(channel, a) else {
                     return Ok(()); // closed meanwhile
                 };
-                if let Some(ch) = self.s.channel(channel) {
-                    let stop = ch.work_stop.clone();
-                    self.events
-                        .push(work_stream(channel, generation, rx.clone(), stop));
-                }
+                let stop = self.follow(channel);
+                self.events
+                    .push(work_stream(channel, generation, rx.clone(), stop));
                 // The new connection's current work counts as a change, handled now.
                 let current = rx.borrow().clone();
                 self.s.handle_work(channel, generation, &current, now());
@@ -254,14 +258,16 @@ impl Conn {
                     let Some(slot) = self.slot.take() else {
                         continue;
                     };
+                    let stop = self.follow(id);
                     if let Some(ch) = self.s.channel(id) {
-                        self.events.push(work_stream(
-                            id,
-                            ch.generation,
-                            ch.assignment.conn.work.clone(),
-                            ch.work_stop.clone(),
-                        ));
+                        let work = ch.assignment.conn.work.clone();
+                        self.events.push(work_stream(id, ch.generation, work, stop));
                         self.events.push(control_stream(id, slot.control));
+                    }
+                }
+                Action::Closed(id) => {
+                    if let Some(stop) = self.work_stops.remove(&id) {
+                        stop.cancel();
                     }
                 }
                 Action::Submit(share) => self.submit(share),
@@ -278,6 +284,15 @@ impl Conn {
             }
         }
         Ok(())
+    }
+
+    /// A fresh stop token for `channel`'s work stream, ending the one it replaces.
+    fn follow(&mut self, channel: u32) -> CancellationToken {
+        let stop = CancellationToken::new();
+        if let Some(old) = self.work_stops.insert(channel, stop.clone()) {
+            old.cancel();
+        }
+        stop
     }
 
     fn submit(&mut self, share: ShareUp) {

@@ -97,6 +97,8 @@ pub(super) enum Action {
     RequestSlot(Arc<MinerShared>),
     /// A channel opened: start following its work and the manager's commands.
     Opened(u32),
+    /// A channel closed: stop following its work.
+    Closed(u32),
     /// Send a share to the pool through channel's connection; its verdict comes back through
     /// [`Session::handle_verdict`], or [`Session::handle_submit_failed`] if it cannot be queued.
     Submit(ShareUp),
@@ -450,7 +452,8 @@ impl Session {
     }
 
     /// The manager moved `channel` to another connection; that connection's work follows
-    /// through [`Session::handle_work`] with the channel's new generation (returned).
+    /// through [`Session::handle_work`] with the channel's new generation (returned). The
+    /// task stops following the old connection's work.
     pub(super) fn handle_reassigned(&mut self, channel: u32, a: Assignment) -> Option<u64> {
         let ch = self.channels.get_mut(&channel)?;
         ch.reassign(a);

@@ -248,7 +248,7 @@ impl Session {
         }
         // Dropping the manager's entry drops the control sender: the control stream ends.
         self.actions.push_back(Action::Release(ch.shared.id));
-        ch.work_stop.cancel();
+        self.actions.push_back(Action::Closed(channel));
     }
 
     /// Gives `leader` (the channel whose work brought it) a new upstream job: to the whole

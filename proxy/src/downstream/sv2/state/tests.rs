@@ -581,3 +581,27 @@ fn an_open_channel_that_hears_nothing_for_the_idle_timeout_is_dropped() {
     // Heard just before the 30 s tick, silent after: dropped a timeout later.
     assert_eq!(t, 30.0 + IDLE.as_secs_f64());
 }
+
+#[test]
+fn closing_a_channel_flushes_its_acks_and_releases_its_slot() {
+    let p = pool(work(5, &[0xaa], Some(job(5, 1, true, HARD))));
+    let mut r = Rig::new(8);
+    r.setup(0);
+    let (id, out) = r.open_standard(&p, 3, 0.0);
+    r.send(1.0, standard_share(id, 1, &out[1..], EASY)).unwrap();
+    let record = r.s.channel(id).unwrap().shared.id;
+    r.send(
+        1.0,
+        Message::CloseChannel(hashshift_protocol::sv2::CloseChannel {
+            channel_id: id,
+            reason_code: Str0255::truncated("bye"),
+        }),
+    )
+    .unwrap();
+    assert_eq!(names(&r.out()), ["SubmitShares.Success"]);
+    let actions: Vec<_> = std::iter::from_fn(|| r.s.poll_action()).collect();
+    assert!(
+        matches!(actions[..], [Action::Release(a), Action::Closed(c)] if a == record && c == id)
+    );
+    assert!(r.s.channel(id).is_none());
+}
