@@ -1,8 +1,8 @@
 //! One SV1 miner connection: the I/O task around its [`Session`].
 //!
 //! The task owns the socket, the session, the miner's work `watch` and its mailbox from the
-//! pool manager, and the shares waiting for the pool's verdict. It reads the clock once per
-//! wake-up, hands each event to the session with that time, performs the session's
+//! pool manager, and the shares waiting for the pool's verdict. It reads the clock (tokio's)
+//! for each event, hands the event to the session with that time, performs the session's
 //! [`Action`]s (ask the manager for a place, queue a share for the pool), flushes the
 //! [`Outbox`] with non-blocking writes, and sleeps until the earliest of the session's
 //! deadline ([`Session::poll_timeout`]) and the outbox's write deadline. So several replies

@@ -10,7 +10,7 @@
 //!   waiting for a pool); the task calls [`Session::handle_timeout`] when it passes.
 //!
 //! No clock, socket, channel or sleep in here: the task ([`super::conn`]) reads the clock
-//! once per wake-up and passes it in, so the unit tests drive every order of events and any
+//! for each event and passes it in, so the unit tests drive every order of events and any
 //! amount of time directly.
 //!
 //! Invariants: one event is handled completely before the next, so the order of output is

@@ -3,7 +3,7 @@
 //! The task does the Noise handshake, then owns the encrypted socket, the session, each
 //! channel's upstream work (`watch`) and manager commands (a mailbox), merged into one stream
 //! of events tagged with the channel id, and the shares waiting for the pool's verdict. It
-//! reads the clock once per wake-up, hands each event to the session with that time,
+//! reads the clock (tokio's) for each event, hands the event to the session with that time,
 //! performs the session's [`Action`]s (ask the manager for a slot, queue a share for the
 //! pool, release a record), writes what the session decided, and sleeps until the session's
 //! next deadline ([`Session::poll_timeout`]).
@@ -33,8 +33,9 @@ use tracing::{info, warn};
 use super::Sv2Settings;
 use super::events::{Event, control_stream, work_stream};
 use super::state::{Action, End, Session, ShareUp, Verdict};
-use crate::downstream::listener::Accepted;
+use crate::downstream::listener::{Accepted, next_conn_id};
 use crate::downstream::mailbox::{Mailbox, mailbox};
+use crate::downstream::registry::MinerShared;
 use crate::upstream::connection::SubmitOutcome;
 use crate::upstream::manager::{Control, PoolManager};
 use crate::upstream::work::WorkState;
@@ -70,6 +71,9 @@ struct Conn {
     events: SelectAll<BoxStream<'static, (u32, Event)>>,
     pending: FuturesUnordered<Pending>,
     slot: Option<Slot>,
+    peer: std::net::SocketAddr,
+    /// The record of the channel being opened, kept across retries until the manager takes it.
+    record: Option<Arc<MinerShared>>,
     /// Per channel, ends the stream of its current connection's work (cancelled when the
     /// channel moves or closes).
     work_stops: HashMap<u32, CancellationToken>,
@@ -100,7 +104,9 @@ pub async fn serve(accepted: Accepted, settings: Arc<Sv2Settings>, manager: Arc<
     // A small initial buffer: an idle miner should cost little memory; it grows if needed.
     let mut reader = FramedRead::with_capacity(read, decoder, 256);
     let mut c = Conn {
-        s: Session::new(settings.clone(), peer, deadline.into_std(), now()),
+        s: Session::new(settings.clone(), deadline.into_std(), now()),
+        peer,
+        record: None,
         manager,
         settings: settings.clone(),
         writer,
@@ -240,15 +246,27 @@ impl Conn {
     fn perform_actions(&mut self) -> Result<(), End> {
         while let Some(action) = self.s.poll_action() {
             match action {
-                Action::RequestSlot(shared) => {
+                Action::RequestSlot(worker) => {
+                    let (peer, stats) = (self.peer, &self.settings.stats.shares);
+                    let shared = self
+                        .record
+                        .get_or_insert_with(|| {
+                            let record = MinerShared::new(next_conn_id(), peer).with_totals(stats);
+                            record.set_worker(&worker);
+                            // SV2 channels can always be moved: SetExtranoncePrefix exists for that.
+                            record.set_movable(true);
+                            Arc::new(record)
+                        })
+                        .clone();
                     let (tx, rx) = mailbox();
                     match self.manager.assign(shared.id, tx, shared.clone()) {
                         Some(a) => {
+                            self.record = None;
                             self.slot = Some(Slot {
                                 control: rx,
                                 work: a.conn.work.clone(),
                             });
-                            self.s.handle_slot(a);
+                            self.s.handle_slot(a, shared);
                             self.slot_work()?;
                         }
                         None => self.s.handle_no_slot(now()),
@@ -277,6 +295,7 @@ impl Conn {
         if !self.s.awaiting_slot() {
             // A slot given up (or never used) leaves nothing to watch.
             self.slot = None;
+            self.record = None;
         }
         for id in self.s.take_touched() {
             if let Some(ch) = self.s.channel(id) {

@@ -21,7 +21,6 @@ mod shares;
 mod tests;
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -91,10 +90,10 @@ pub(super) enum End {
 /// What the connection task must do for the session (besides writing its output).
 #[derive(Debug)]
 pub(super) enum Action {
-    /// Ask the pool manager for a slot for this new channel's record; answer with
-    /// [`Session::handle_slot`] (then the slot connection's work through
+    /// Ask the pool manager for a slot for a new channel of this worker (a record the task
+    /// makes); answer with [`Session::handle_slot`] (then the slot connection's work through
     /// [`Session::handle_slot_work`]) or [`Session::handle_no_slot`].
-    RequestSlot(Arc<MinerShared>),
+    RequestSlot(Arc<str>),
     /// A channel opened: start following its work and the manager's commands.
     Opened(u32),
     /// A channel closed: stop following its work.
@@ -109,8 +108,9 @@ pub(super) enum Action {
 /// A channel being opened: waiting for a slot, then for its connection's first work.
 struct SlotWait {
     request: OpenRequest,
-    shared: Arc<MinerShared>,
-    assignment: Option<Assignment>,
+    worker: Arc<str>,
+    /// The slot and the manager's record, once given.
+    slot: Option<(Assignment, Arc<MinerShared>)>,
     deadline: Instant,
     retry_at: Option<Instant>,
 }
@@ -118,7 +118,6 @@ struct SlotWait {
 /// One SV2 connection's state.
 pub(super) struct Session {
     settings: Arc<Sv2Settings>,
-    peer: SocketAddr,
     setup: Option<u32>,
     channels: HashMap<u32, Channel>,
     next_channel_id: u32,
@@ -149,15 +148,9 @@ fn str0255(s: &str) -> Str0255 {
 impl Session {
     /// A session for a connection whose handshake ended at `now`; a channel must be open by
     /// `handshake` (counted from the accept).
-    pub(super) fn new(
-        settings: Arc<Sv2Settings>,
-        peer: SocketAddr,
-        handshake: Instant,
-        now: Instant,
-    ) -> Self {
+    pub(super) fn new(settings: Arc<Sv2Settings>, handshake: Instant, now: Instant) -> Self {
         Session {
             settings,
-            peer,
             setup: None,
             channels: HashMap::new(),
             next_channel_id: GROUP_CHANNEL_ID + 1,
@@ -220,8 +213,8 @@ impl Session {
                 self.give_up_slot();
             } else if wait.retry_at.is_some_and(|r| now >= r) {
                 wait.retry_at = None;
-                let shared = wait.shared.clone();
-                self.actions.push_back(Action::RequestSlot(shared));
+                let worker = wait.worker.clone();
+                self.actions.push_back(Action::RequestSlot(worker));
             }
         } else if !self.opened_any && now >= self.handshake {
             return Err(End::HandshakeTimeout);
@@ -462,9 +455,10 @@ impl Session {
 
     /// Channels' records, for the end of the connection (the manager forgets them).
     pub(super) fn records(&self) -> impl Iterator<Item = &Arc<MinerShared>> {
-        self.channels
-            .values()
-            .map(|c| &c.shared)
-            .chain(self.slot_wait.iter().map(|w| &w.shared))
+        self.channels.values().map(|c| &c.shared).chain(
+            self.slot_wait
+                .iter()
+                .filter_map(|w| w.slot.as_ref().map(|s| &s.1)),
+        )
     }
 }

@@ -14,7 +14,6 @@ use hashshift_protocol::sv2::{
 use tracing::{info, warn};
 
 use super::{Action, End, GROUP_CHANNEL_ID, Session, SlotWait, str0255};
-use crate::downstream::listener::next_conn_id;
 use crate::downstream::registry::MinerShared;
 use crate::downstream::sv2::channel::{Channel, ChannelKind, GroupJob};
 use crate::upstream::manager::Assignment;
@@ -70,17 +69,11 @@ impl Session {
         if !self.opened_any {
             tracing::Span::current().record("worker", &*worker);
         }
-        let shared = Arc::new(
-            MinerShared::new(next_conn_id(), self.peer).with_totals(&self.settings.stats.shares),
-        );
-        shared.set_worker(&worker);
-        // SV2 channels can always be moved: SetExtranoncePrefix exists for that.
-        shared.set_movable(true);
-        self.actions.push_back(Action::RequestSlot(shared.clone()));
+        self.actions.push_back(Action::RequestSlot(worker.clone()));
         self.slot_wait = Some(SlotWait {
             request,
-            shared,
-            assignment: None,
+            worker,
+            slot: None,
             deadline: now + self.settings.handshake_timeout,
             retry_at: None,
         });
@@ -99,11 +92,16 @@ impl Session {
         }
     }
 
-    /// The pool manager gave the new channel a slot; the connection's work follows through
-    /// [`Session::handle_slot_work`].
-    pub(in crate::downstream::sv2) fn handle_slot(&mut self, a: Assignment) {
+    /// The pool manager gave the new channel a slot, registered under `record` (made by the
+    /// task: a fresh connection id, the worker name, movable); the connection's work follows
+    /// through [`Session::handle_slot_work`].
+    pub(in crate::downstream::sv2) fn handle_slot(
+        &mut self,
+        a: Assignment,
+        record: Arc<MinerShared>,
+    ) {
         if let Some(wait) = &mut self.slot_wait {
-            wait.assignment = Some(a);
+            wait.slot = Some((a, record));
         }
     }
 
@@ -117,13 +115,13 @@ impl Session {
         let ready = self
             .slot_wait
             .as_ref()
-            .is_some_and(|w| w.assignment.is_some() && work.is_ready());
+            .is_some_and(|w| w.slot.is_some() && work.is_ready());
         if !ready {
             return None;
         }
         let wait = self.slot_wait.take()?;
-        let assignment = wait.assignment?;
-        self.complete_open(wait.request, wait.shared, assignment, work, now)
+        let (assignment, record) = wait.slot?;
+        self.complete_open(wait.request, wait.worker, record, assignment, work, now)
     }
 
     /// The slot's connection ended before it had work, or the wait ran out.
@@ -131,8 +129,8 @@ impl Session {
         let Some(wait) = self.slot_wait.take() else {
             return;
         };
-        if wait.assignment.is_some() {
-            self.actions.push_back(Action::Release(wait.shared.id));
+        if let Some((_, record)) = &wait.slot {
+            self.actions.push_back(Action::Release(record.id));
         }
         warn!("no pool with work for a new channel");
         // No code says "no upstream"; this is the closest the spec has.
@@ -147,6 +145,7 @@ impl Session {
     fn complete_open(
         &mut self,
         request: OpenRequest,
+        worker: Arc<str>,
         shared: Arc<MinerShared>,
         assignment: Assignment,
         work: &WorkState,
@@ -156,7 +155,6 @@ impl Session {
             kind, request_id, ..
         } = request;
         let id = self.next_channel_id;
-        let worker: Arc<str> = shared.worker().unwrap_or_default().into();
         let mut ch = match Channel::open(
             id,
             kind,

@@ -126,6 +126,11 @@ fn assignment(p: &Pool, slot: u32) -> Assignment {
     }
 }
 
+/// The manager's record for a new channel, as the task makes it.
+fn record() -> Arc<MinerShared> {
+    Arc::new(MinerShared::new(77, "127.0.0.1:4000".parse().unwrap()))
+}
+
 struct Rig {
     s: Session,
     t0: Instant,
@@ -134,9 +139,8 @@ struct Rig {
 impl Rig {
     fn new(ack_batch: u32) -> Rig {
         let t0 = Instant::now();
-        let peer = "127.0.0.1:4000".parse().unwrap();
         Rig {
-            s: Session::new(settings(ack_batch), peer, t0 + HANDSHAKE, t0),
+            s: Session::new(settings(ack_batch), t0 + HANDSHAKE, t0),
             t0,
         }
     }
@@ -166,7 +170,7 @@ impl Rig {
         let Some(Action::RequestSlot(_)) = self.s.poll_action() else {
             panic!("no slot request")
         };
-        self.s.handle_slot(assignment(p, slot));
+        self.s.handle_slot(assignment(p, slot), record());
         let w = p.handle.work.borrow().clone();
         let id = self.s.handle_slot_work(&w, self.at(secs)).expect("opened");
         assert!(matches!(self.s.poll_action(), Some(Action::Opened(i)) if i == id));
@@ -256,12 +260,11 @@ fn a_standard_channel_opens_once_its_slot_has_work_with_a_future_job() {
     r.setup(0);
     let p = pool(work(0, &[], None));
     r.send(0.0, open_standard(7)).unwrap();
-    let Some(Action::RequestSlot(shared)) = r.s.poll_action() else {
+    let Some(Action::RequestSlot(worker)) = r.s.poll_action() else {
         panic!()
     };
-    assert_eq!(shared.worker().as_deref(), Some("farm.rig1"));
-    assert!(shared.is_movable());
-    r.s.handle_slot(assignment(&p, 3));
+    assert_eq!(&*worker, "farm.rig1");
+    r.s.handle_slot(assignment(&p, 3), record());
     // The connection is still subscribing upstream: nothing yet.
     assert_eq!(
         r.s.handle_slot_work(&p.handle.work.borrow().clone(), r.at(0.5)),
@@ -352,7 +355,7 @@ fn extended_channels_unless_the_miner_wants_standard_jobs() {
     r.setup(0);
     r.send(0.0, extended(2)).unwrap();
     r.s.poll_action();
-    r.s.handle_slot(assignment(&p, 3));
+    r.s.handle_slot(assignment(&p, 3), record());
     r.s.handle_slot_work(&p.handle.work.borrow().clone(), r.at(0.0))
         .unwrap();
     let out = r.out();
