@@ -1,9 +1,9 @@
-//! Miners: listeners and per-connection sessions (SV1 in `sv1`, SV2 in `sv2`).
+//! Miners: listeners and per-connection sessions (SV1 in `sv1`, SV2 in `sv2`). Sessions reach
+//! pools only through [`crate::pool_link`]: a place from its `Pools`, work and a share queue in
+//! the assignment, commands in the mailbox.
 
 pub mod listener;
-pub mod mailbox;
 pub mod outbox;
-pub mod registry;
 pub mod sv1;
 pub mod sv2;
 pub mod vardiff;

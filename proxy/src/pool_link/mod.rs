@@ -90,6 +90,20 @@ pub trait Pools: Send + Sync {
     fn release(&self, id: ConnId);
 }
 
+/// A [`Pools`] with no usable pool: every request for a place is answered `None` (what the
+/// manager answers while every pool is down), for tests of sessions waiting for a pool.
+#[cfg(test)]
+pub struct NoPools;
+
+#[cfg(test)]
+impl Pools for NoPools {
+    fn assign(&self, _: ConnId, _: MailboxSender, _: Arc<MinerShared>) -> Option<Assignment> {
+        None
+    }
+
+    fn release(&self, _: ConnId) {}
+}
+
 /// A shared handle is a `Pools` too, so a session can pass its `&Arc<dyn Pools>` wherever a
 /// `&dyn Pools` is asked for (the compiler does not deref before it unsizes).
 impl<P: Pools + ?Sized> Pools for Arc<P> {

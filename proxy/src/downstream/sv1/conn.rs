@@ -30,12 +30,12 @@ use super::SessionSettings;
 use super::reader::{Fill, LineReader};
 use super::state::{Action, End, Place, Session, ShareUp, Verdict};
 use crate::downstream::listener::Accepted;
-use crate::downstream::mailbox::{MailboxSender, mailbox};
 use crate::downstream::outbox::Outbox;
-use crate::downstream::registry::MinerShared;
-use crate::upstream::connection::{SubmitOutcome, UpstreamSubmit};
-use crate::upstream::manager::{Assignment, Control, PoolManager};
-use crate::upstream::work::WorkState;
+use crate::pool_link::mailbox::{MailboxSender, mailbox};
+use crate::pool_link::miner::MinerShared;
+use crate::pool_link::submit::{SubmitOutcome, UpstreamSubmit};
+use crate::pool_link::work::WorkState;
+use crate::pool_link::{Assignment, Control, Pools};
 
 /// A share sent to the pool, waiting for its verdict.
 struct PendingShare {
@@ -83,7 +83,7 @@ struct Conn {
     out: Outbox,
     reader: LineReader,
     shared: Arc<MinerShared>,
-    manager: Arc<PoolManager>,
+    manager: Arc<dyn Pools>,
     control: MailboxSender,
     assignment: Option<Assignment>,
     work: Option<watch::Receiver<Arc<WorkState>>>,
@@ -96,7 +96,7 @@ struct Conn {
 pub async fn serve(
     mut accepted: Accepted,
     settings: Arc<SessionSettings>,
-    manager: Arc<PoolManager>,
+    manager: Arc<dyn Pools>,
 ) {
     let _open = settings.stats.connection();
     let shared =

@@ -35,10 +35,10 @@ use tracing::{debug, warn};
 use super::SessionSettings;
 use crate::downstream::MAX_CONSECUTIVE_ERRORS;
 use crate::downstream::outbox::{Outbox, Overflow};
-use crate::downstream::registry::MinerShared;
 use crate::downstream::vardiff::Vardiff;
-use crate::upstream::extranonce::MinerExtranonce;
-use crate::upstream::work::{UpstreamJob, WorkState};
+use crate::pool_link::extranonce::MinerExtranonce;
+use crate::pool_link::miner::MinerShared;
+use crate::pool_link::work::{UpstreamJob, WorkState};
 pub(super) use shares::{ShareUp, Verdict};
 
 mod shares;

@@ -35,13 +35,13 @@ use hashshift_protocol::sv2::{
 };
 use tokio::sync::oneshot;
 
-use crate::downstream::registry::MinerShared;
 use crate::downstream::vardiff::{Vardiff, VardiffSettings};
+use crate::pool_link::Assignment;
+use crate::pool_link::extranonce::MinerExtranonce;
+use crate::pool_link::miner::MinerShared;
+use crate::pool_link::submit::{SubmitOutcome, UpstreamSubmit};
+use crate::pool_link::work::{UpstreamJob, WorkState};
 use crate::telemetry::RejectReason;
-use crate::upstream::connection::{SubmitOutcome, UpstreamSubmit};
-use crate::upstream::extranonce::MinerExtranonce;
-use crate::upstream::manager::Assignment;
-use crate::upstream::work::{UpstreamJob, WorkState};
 
 mod jobs;
 

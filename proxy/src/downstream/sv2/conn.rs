@@ -34,11 +34,11 @@ use super::Sv2Settings;
 use super::events::{Event, control_stream, work_stream};
 use super::state::{Action, End, Session, ShareUp, Verdict};
 use crate::downstream::listener::{Accepted, next_conn_id};
-use crate::downstream::mailbox::{Mailbox, mailbox};
-use crate::downstream::registry::MinerShared;
-use crate::upstream::connection::SubmitOutcome;
-use crate::upstream::manager::{Control, PoolManager};
-use crate::upstream::work::WorkState;
+use crate::pool_link::mailbox::{Mailbox, mailbox};
+use crate::pool_link::miner::MinerShared;
+use crate::pool_link::submit::SubmitOutcome;
+use crate::pool_link::work::WorkState;
+use crate::pool_link::{Control, Pools};
 
 type Pending = Pin<Box<dyn std::future::Future<Output = Verdict> + Send>>;
 
@@ -63,7 +63,7 @@ async fn slot_changed(slot: &mut Option<Slot>) -> Result<(), watch::error::RecvE
 
 struct Conn {
     s: Session,
-    manager: Arc<PoolManager>,
+    manager: Arc<dyn Pools>,
     settings: Arc<Sv2Settings>,
     writer: OwnedWriteHalf,
     encoder: NoiseEncoder,
@@ -80,7 +80,7 @@ struct Conn {
 }
 
 /// Runs one SV2 miner connection to its end.
-pub async fn serve(accepted: Accepted, settings: Arc<Sv2Settings>, manager: Arc<PoolManager>) {
+pub async fn serve(accepted: Accepted, settings: Arc<Sv2Settings>, manager: Arc<dyn Pools>) {
     let _open = settings.stats.connection();
     let Accepted {
         mut stream,

@@ -13,9 +13,9 @@ use futures_util::stream::BoxStream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::downstream::mailbox::Mailbox;
-use crate::upstream::manager::Control;
-use crate::upstream::work::WorkState;
+use crate::pool_link::Control;
+use crate::pool_link::mailbox::Mailbox;
+use crate::pool_link::work::WorkState;
 
 /// What a channel's merged streams deliver.
 pub enum Event {

@@ -1,6 +1,6 @@
 //! The SV1 I/O task over a real loopback socket, with tokio's clock paused: the task's one
 //! timer follows the state machine's deadlines (nothing here sleeps in wall-clock time).
-//! The pool manager has one unreachable pool, so a miner never gets a place.
+//! No pool is usable ([`NoPools`]), so a miner never gets a place.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,29 +12,18 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::*;
-use crate::config::Config;
 use crate::downstream::listener::{self, ConnectionLimits};
 use crate::downstream::vardiff::VardiffSettings;
+use crate::pool_link::{NoPools, Pools};
 use crate::telemetry::DownstreamStats;
-use crate::upstream::manager::ManagerSettings;
 
 const HANDSHAKE: Duration = Duration::from_secs(30);
 
 /// A listener serving SV1 sessions, its address, and the sessions' shutdown token.
 async fn proxy() -> (std::net::SocketAddr, CancellationToken) {
-    let config = Config::from_toml(
-        "[[downstream]]\nprotocol = \"sv1\"\nlisten = \"127.0.0.1:0\"\n\
-         [[upstream]]\nurl = \"stratum+tcp://127.0.0.1:9\"\nuser = \"farm\"\n",
-    )
-    .expect("config");
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let manager = PoolManager::start(
-        &config,
-        ManagerSettings::from_config(&config),
-        stop.clone(),
-        tracker.clone(),
-    );
+    let manager: Arc<dyn Pools> = Arc::new(NoPools);
     let settings = Arc::new(SessionSettings {
         vardiff: VardiffSettings {
             min: 1.0,
@@ -57,10 +46,17 @@ async fn proxy() -> (std::net::SocketAddr, CancellationToken) {
         per_address: 16,
     };
     let accept_stop = stop.clone();
+    let sessions = stop.clone();
     tokio::spawn(async move {
-        listener::serve(socket, limits, "sv1", accept_stop, tracker, move |a| {
-            serve(a, settings.clone(), manager.clone())
-        })
+        listener::serve(
+            socket,
+            limits,
+            "sv1",
+            accept_stop,
+            sessions,
+            tracker,
+            move |a| serve(a, settings.clone(), manager.clone()),
+        )
         .await
     });
     (addr, stop)

@@ -12,9 +12,9 @@ use tracing::{debug, info, warn};
 
 use super::{Action, End, Session};
 use crate::downstream::outbox::Outbox;
+use crate::pool_link::submit::SubmitOutcome;
+use crate::pool_link::work::UpstreamJob;
 use crate::telemetry::RejectReason;
-use crate::upstream::connection::SubmitOutcome;
-use crate::upstream::work::UpstreamJob;
 
 /// A share for the pool: what the connection task needs to submit it and, with the
 /// verdict, to answer the miner.

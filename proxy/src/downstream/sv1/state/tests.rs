@@ -14,8 +14,8 @@ use tokio_util::codec::Decoder;
 
 use super::*;
 use crate::downstream::vardiff::VardiffSettings;
+use crate::pool_link::submit::SubmitOutcome;
 use crate::telemetry::DownstreamStats;
-use crate::upstream::connection::SubmitOutcome;
 
 mod shares;
 

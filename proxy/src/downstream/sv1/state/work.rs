@@ -11,7 +11,7 @@ use tracing::{debug, warn};
 
 use super::{End, Layout, Place, Session};
 use crate::downstream::outbox::Outbox;
-use crate::upstream::work::{UpstreamJob, WorkState};
+use crate::pool_link::work::{UpstreamJob, WorkState};
 
 impl Session {
     /// The pool connection published new work (or the miner got a place and this is the

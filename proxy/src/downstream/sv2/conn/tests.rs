@@ -17,12 +17,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::*;
-use crate::config::Config;
 use crate::downstream::listener::{self, ConnectionLimits};
 use crate::downstream::sv2::channel::ChannelSettings;
 use crate::downstream::vardiff::VardiffSettings;
+use crate::pool_link::{NoPools, Pools};
 use crate::telemetry::DownstreamStats;
-use crate::upstream::manager::ManagerSettings;
 
 const HANDSHAKE: Duration = Duration::from_secs(30);
 
@@ -32,19 +31,9 @@ async fn proxy() -> (
     hashshift_protocol::noise::AuthorityPublicKey,
     CancellationToken,
 ) {
-    let config = Config::from_toml(
-        "[[downstream]]\nprotocol = \"sv1\"\nlisten = \"127.0.0.1:0\"\n\
-         [[upstream]]\nurl = \"stratum+tcp://127.0.0.1:9\"\nuser = \"farm\"\n",
-    )
-    .expect("config");
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let manager = PoolManager::start(
-        &config,
-        ManagerSettings::from_config(&config),
-        stop.clone(),
-        tracker.clone(),
-    );
+    let manager: Arc<dyn Pools> = Arc::new(NoPools);
     let mut rng = rand::rng();
     let noise = hashshift_protocol::noise::ResponderConfig::new(
         AuthorityKeypair::generate(&mut rng),
@@ -79,10 +68,17 @@ async fn proxy() -> (
         per_address: 16,
     };
     let accept_stop = stop.clone();
+    let sessions = stop.clone();
     tokio::spawn(async move {
-        listener::serve(socket, limits, "sv2", accept_stop, tracker, move |a| {
-            serve(a, settings.clone(), manager.clone())
-        })
+        listener::serve(
+            socket,
+            limits,
+            "sv2",
+            accept_stop,
+            sessions,
+            tracker,
+            move |a| serve(a, settings.clone(), manager.clone()),
+        )
         .await
     });
     (addr, authority, stop)

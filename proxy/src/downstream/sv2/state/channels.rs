@@ -14,10 +14,10 @@ use hashshift_protocol::sv2::{
 use tracing::{info, warn};
 
 use super::{Action, End, GROUP_CHANNEL_ID, Session, SlotWait, str0255};
-use crate::downstream::registry::MinerShared;
 use crate::downstream::sv2::channel::{Channel, ChannelKind, GroupJob};
-use crate::upstream::manager::Assignment;
-use crate::upstream::work::{UpstreamJob, WorkState};
+use crate::pool_link::Assignment;
+use crate::pool_link::miner::MinerShared;
+use crate::pool_link::work::{UpstreamJob, WorkState};
 
 /// An `Open*MiningChannel` request, kept while a slot is sought.
 #[derive(Clone, Debug)]

@@ -13,8 +13,8 @@ use tracing::{debug, warn};
 
 use super::{Action, End, Session, str0255};
 use crate::downstream::sv2::channel::{Channel, ShareResult, SubmittedShare};
+use crate::pool_link::submit::{SubmitOutcome, UpstreamSubmit};
 use crate::telemetry::RejectReason;
-use crate::upstream::connection::{SubmitOutcome, UpstreamSubmit};
 
 /// A share for the pool, with what is needed to relay its verdict.
 #[derive(Debug)]

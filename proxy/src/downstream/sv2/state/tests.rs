@@ -17,12 +17,10 @@ use tokio::sync::{mpsc, watch};
 use super::*;
 use crate::downstream::sv2::channel::ChannelSettings;
 use crate::downstream::vardiff::VardiffSettings;
-use crate::telemetry::histogram::LATENCY_BUCKETS;
-use crate::telemetry::{DownstreamStats, Histogram};
-use crate::upstream::connection::{
-    ConnStatus, ConnectionHandle, Hashrate, SubmitOutcome, UpstreamSubmit,
-};
-use crate::upstream::work::UpstreamJob;
+use crate::pool_link::PoolConn;
+use crate::pool_link::submit::{SubmitOutcome, UpstreamSubmit};
+use crate::pool_link::work::UpstreamJob;
+use crate::telemetry::DownstreamStats;
 
 const EASY: f64 = 1e-8;
 const HARD: f64 = 1e12;
@@ -94,22 +92,13 @@ fn work(session: u64, en1: &[u8], job: Option<Arc<UpstreamJob>>) -> Arc<WorkStat
 struct Pool {
     work: watch::Sender<Arc<WorkState>>,
     shares: mpsc::Receiver<UpstreamSubmit>,
-    handle: ConnectionHandle,
+    handle: PoolConn,
 }
 
 fn pool(w: Arc<WorkState>) -> Pool {
     let (work, rx) = watch::channel(w);
     let (submit, shares) = mpsc::channel(16);
-    let (_status_tx, status) = watch::channel(ConnStatus::Up);
-    let handle = ConnectionHandle {
-        pool: 0,
-        work: rx,
-        submit,
-        status,
-        counters: Default::default(),
-        hashrate: Arc::new(Hashrate::default()),
-        submit_latency: Arc::new(Histogram::new(LATENCY_BUCKETS)),
-    };
+    let handle = PoolConn { work: rx, submit };
     Pool {
         work,
         shares,
