@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::control::arbiter::RigId;
 use crate::control::power::{PowerView, RigPower};
 use crate::pool_link::ConnId;
-use crate::upstream::manager::MinerReport;
+use crate::pool_link::report::MinerReport;
 
 /// One rig as `ctl rigs` shows it.
 #[derive(Clone, Debug, Serialize)]

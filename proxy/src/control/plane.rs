@@ -15,12 +15,12 @@ use super::audit::{AuditEvent, AuditLog};
 use super::inventory::{self, RigView};
 use super::limits;
 use super::power::PowerHandle;
+use crate::pool_link::report::Fleet;
 use crate::time::unix_ms;
-use crate::upstream::manager::PoolManager;
 
 /// What the admin socket talks to.
 pub struct ControlPlane {
-    manager: Arc<PoolManager>,
+    manager: Arc<dyn Fleet>,
     audit: Arc<AuditLog>,
     power: Option<PowerHandle>,
 }
@@ -28,7 +28,7 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// A control plane over the proxy's pool manager, with power control if configured.
     pub fn new(
-        manager: Arc<PoolManager>,
+        manager: Arc<dyn Fleet>,
         audit: Arc<AuditLog>,
         power: Option<PowerHandle>,
     ) -> Arc<Self> {

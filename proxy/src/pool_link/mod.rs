@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, watch};
 pub mod extranonce;
 pub mod mailbox;
 pub mod miner;
+pub mod report;
 pub mod submit;
 pub mod work;
 

@@ -51,9 +51,10 @@ use tracing::info;
 use self::stage::Stage;
 use crate::config::Config;
 use crate::control::plane::ControlPlane;
+use crate::pool_link::report::PoolSnapshot;
 use crate::supervisor::{Fault, Supervisor, TaskFailure};
 use crate::telemetry::Instruments;
-use crate::upstream::manager::{ManagerSettings, PoolManager, PoolSnapshot};
+use crate::upstream::manager::{ManagerSettings, PoolManager};
 
 /// How long shutdown waits for the pools' and then the control stage's tasks once told to
 /// stop. Not configurable: told to stop, they only close sockets and flush the audit log

@@ -43,8 +43,8 @@ use crate::control::arbiter::{
 use crate::control::audit::{AuditEvent, AuditLog};
 use crate::control::history::{PowerHistory, SAMPLE_EVERY};
 use crate::control::limits;
+use crate::pool_link::report::Fleet;
 use crate::time::since_epoch;
-use crate::upstream::manager::PoolManager;
 
 pub use self::error::{PowerError, StartError};
 
@@ -386,7 +386,7 @@ fn clamp_curtailment(arbiter: &mut Arbiter, now: Duration, audit: &AuditLog) {
 #[allow(clippy::too_many_arguments)]
 pub fn start(
     config: &Config,
-    manager: Arc<PoolManager>,
+    manager: Arc<dyn Fleet>,
     audit: Arc<AuditLog>,
     factory: ControlFactory,
     gpu: Arc<dyn GpuControl>,

@@ -28,7 +28,6 @@ use crate::config::Config;
 use crate::pool_link::mailbox::MailboxSender;
 use crate::pool_link::miner::MinerShared;
 use crate::pool_link::{Assignment, ConnId, Control, PoolConn, PoolId, Pools};
-use crate::telemetry::{HistogramSnapshot, RejectReason};
 
 mod health;
 mod report;
@@ -109,46 +108,6 @@ pub struct PoolManager {
     max_miners: u32,
     shutdown: CancellationToken,
     tracker: TaskTracker,
-}
-
-/// A miner as the pool manager sees it.
-#[derive(Clone, Debug)]
-pub struct MinerReport {
-    /// Its shared record.
-    pub shared: Arc<MinerShared>,
-    /// The pool it is on.
-    pub pool: PoolId,
-    /// Estimated hashrate (H/s) from the difficulty it got accepted; 0 before its first share.
-    pub hashrate: f64,
-}
-
-/// A pool as reported to operators.
-#[derive(Clone, Debug)]
-pub struct PoolSnapshot {
-    /// Index in the config.
-    pub pool: PoolId,
-    /// URL.
-    pub url: String,
-    /// Priority.
-    pub priority: u32,
-    /// Weight.
-    pub weight: u32,
-    /// Healthy and in the active tier.
-    pub active: bool,
-    /// Any connection up.
-    pub up: bool,
-    /// Upstream connections open or opening.
-    pub connections: usize,
-    /// Miners on it.
-    pub miners: usize,
-    /// Shares as the pool judged them, over all its connections.
-    pub shares: crate::telemetry::ShareSnapshot,
-    /// Rejected and lost shares per reason, in `RejectReason::ALL` order.
-    pub rejected: [u64; RejectReason::ALL.len()],
-    /// Their pool difficulty per reason, same order.
-    pub rejected_difficulty: [f64; RejectReason::ALL.len()],
-    /// Share sent → the pool's verdict, over all its connections.
-    pub submit_latency: HistogramSnapshot,
 }
 
 impl PoolManager {

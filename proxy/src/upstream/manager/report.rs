@@ -3,8 +3,9 @@
 
 use std::ops::Bound;
 
-use super::{MinerReport, PoolManager, PoolSnapshot, REPORT_CHUNK};
+use super::{PoolManager, REPORT_CHUNK};
 use crate::pool_link::ConnId;
+use crate::pool_link::report::{Fleet, MinerReport, PoolSnapshot};
 use crate::telemetry::histogram::LATENCY_BUCKETS;
 use crate::telemetry::{HistogramSnapshot, RejectReason};
 use crate::upstream::connection::ConnStatus;
@@ -114,5 +115,24 @@ impl PoolManager {
             last = Some(id);
         }
         if copied < REPORT_CHUNK { None } else { last }
+    }
+}
+
+/// The control plane's view: the same reports, and a kick.
+impl Fleet for PoolManager {
+    fn miner_reports(&self) -> Vec<MinerReport> {
+        PoolManager::miner_reports(self)
+    }
+
+    fn pools(&self) -> Vec<PoolSnapshot> {
+        PoolManager::pools(self)
+    }
+
+    fn pool_urls(&self) -> Vec<String> {
+        PoolManager::pool_urls(self)
+    }
+
+    fn kick(&self, id: ConnId) -> bool {
+        PoolManager::kick(self, id)
     }
 }

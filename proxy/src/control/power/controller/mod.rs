@@ -35,8 +35,8 @@ use crate::control::arbiter::{
 use crate::control::audit::{AuditEvent, AuditLog};
 use crate::control::limits;
 use crate::error::Classify;
+use crate::pool_link::report::Fleet;
 use crate::time::since_epoch;
-use crate::upstream::manager::PoolManager;
 
 pub(super) use self::gpu::apply_budgets;
 use self::publish::describe;
@@ -69,7 +69,7 @@ pub(super) struct Controller {
     /// Which connected miners are which rigs, and their power figures.
     pub registry: Registry,
     /// The pools' manager: miner reports in, connections of sleeping rigs kicked.
-    pub manager: Arc<PoolManager>,
+    pub manager: Arc<dyn Fleet>,
     /// The GPU scheduler adapter (or the admin socket standing in for one).
     pub gpu: Arc<dyn GpuControl>,
     /// The GPU budget the arbiter decided, for the budget writer task.

@@ -34,7 +34,7 @@ use crate::config::{Rig as RigOverride, RigGroup};
 use crate::control::arbiter::{MAX_RIGS, RigId, RigInfo};
 use crate::pool_link::ConnId;
 use crate::pool_link::miner::MinerShared;
-use crate::upstream::manager::MinerReport;
+use crate::pool_link::report::MinerReport;
 
 mod power;
 
