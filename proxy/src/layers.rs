@@ -8,9 +8,9 @@
 //! control                                 admin socket, power arbitration
 //! downstream   upstream                   miners, pools
 //! pool_link                               what miners and pools share; what control reads
-//! config                                  the configuration (names firmware and gpu sections)
+//! config   http_server                    the configuration (names firmware and gpu sections); the HTTP loop
 //! firmware   gpu                          rig and scheduler adapters
-//! telemetry supervisor time error http_server http_client noise_tcp keyfile sys
+//! telemetry supervisor time error http_client noise_tcp keyfile sys
 //! ```
 //!
 //! The test walks `src/`, strips comments and string literals, and collects for every file the
