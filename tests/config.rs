@@ -285,6 +285,13 @@ fn new_timings_are_range_checked() {
             "{table}.{key} = {bad}: {e}"
         );
     }
+    let admin = "\n[admin]\nsocket = \"/tmp/x.sock\"\n";
+    for bad in ["0", "86401"] {
+        let e = error_of(&format!("{BASE}{admin}idle_timeout_secs = {bad}\n"));
+        assert!(e.contains("admin.idle_timeout_secs"), "{bad}: {e}");
+    }
+    let config = Config::from_toml(&format!("{BASE}{admin}")).unwrap();
+    assert_eq!(config.admin.unwrap().idle_timeout_secs, 600);
 }
 
 #[test]

@@ -34,4 +34,27 @@ pub struct Admin {
     /// Absent: the audit log is kept in memory only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_dir: Option<std::path::PathBuf>,
+    /// An admin client (a `hashshift ctl` or an automation script) that sends nothing this
+    /// long is disconnected, in seconds (1 to 86400; default 600).
+    #[serde(default = "default_admin_idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+}
+
+/// Default [`Admin::idle_timeout_secs`]: ten minutes, long enough for a script that keeps one
+/// connection open between polls.
+fn default_admin_idle_timeout_secs() -> u64 {
+    600
+}
+
+impl Admin {
+    /// Range-checks what serde cannot.
+    pub(super) fn validate(&self) -> Result<(), super::ConfigError> {
+        if !(1..=86_400).contains(&self.idle_timeout_secs) {
+            return Err(super::invalid(
+                "admin.idle_timeout_secs",
+                "must be 1 to 86400 seconds",
+            ));
+        }
+        Ok(())
+    }
 }

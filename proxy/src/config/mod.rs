@@ -172,6 +172,9 @@ impl Config {
         if let Some(m) = &self.metrics {
             m.validate()?;
         }
+        if let Some(a) = &self.admin {
+            a.validate()?;
+        }
         if self.http.is_some() && self.admin.is_none() {
             return Err(invalid(
                 "http",

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::StartOptions;
 use super::stage::Stage;
@@ -70,6 +71,7 @@ impl Control<'_> {
             socket.serve(
                 plane.clone(),
                 a.allowed_uids.clone(),
+                Duration::from_secs(a.idle_timeout_secs),
                 stage.stop.clone(),
                 stage.tasks.clone(),
             ),

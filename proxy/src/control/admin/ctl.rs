@@ -19,8 +19,8 @@ use super::protocol::{Command, Request, Response, Target};
 pub const DEFAULT_SOCKET: &str = "/run/hashshift/admin.sock";
 /// Longest answer read (a `rigs` listing of a large site is a few MiB).
 const MAX_RESPONSE_BYTES: usize = 64 << 20;
-/// How long the proxy may take to answer.
-const TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the proxy may take to answer unless `--timeout-secs` says otherwise.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
 
 /// `hashshift ctl` options.
 #[derive(Clone, Debug, clap::Parser)]
@@ -32,6 +32,11 @@ pub struct CtlArgs {
     /// Print the proxy's JSON answer instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Seconds to wait for the proxy's answer (1 to 3600; a `rigs` listing of a very large
+    /// site over a slow link may need more than the default).
+    #[arg(long, global = true, default_value_t = DEFAULT_TIMEOUT_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout_secs: u64,
     /// What to do.
     #[command(subcommand)]
     pub command: CtlCommand,
@@ -209,14 +214,23 @@ fn request(command: &CtlCommand) -> Result<Command> {
     })
 }
 
-/// Sends one request and returns the answer.
+/// Sends one request and returns the answer, waiting at most [`DEFAULT_TIMEOUT_SECS`].
 pub async fn call(socket: &std::path::Path, request: &Request) -> Result<Response> {
+    call_within(socket, request, Duration::from_secs(DEFAULT_TIMEOUT_SECS)).await
+}
+
+/// Sends one request and returns the answer, waiting at most `timeout` for it.
+pub async fn call_within(
+    socket: &std::path::Path,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Response> {
     let stream = UnixStream::connect(socket)
         .await
         .with_context(|| format!("cannot reach the proxy at {}", socket.display()))?;
     let mut lines = Framed::new(stream, LinesCodec::new_with_max_length(MAX_RESPONSE_BYTES));
     let line = serde_json::to_string(request)?;
-    let answer = tokio::time::timeout(TIMEOUT, async {
+    let answer = tokio::time::timeout(timeout, async {
         lines.send(line).await?;
         lines.next().await.transpose()
     })
@@ -237,7 +251,11 @@ pub fn main(args: CtlArgs) -> ExitCode {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        rt.block_on(call(&args.socket, &request))
+        rt.block_on(call_within(
+            &args.socket,
+            &request,
+            Duration::from_secs(args.timeout_secs),
+        ))
     })();
     match result {
         Err(e) => {

@@ -28,8 +28,6 @@ use super::protocol::{MAX_REQUEST_BYTES, Request, Response};
 const MAX_CLIENTS: usize = 64;
 /// Consecutive unparsable lines after which a client is closed.
 const MAX_BAD_LINES: u32 = 16;
-/// A client idle this long is closed.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// How a request reached the control plane, as far as it can be trusted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,6 +123,7 @@ impl AdminSocket {
         self,
         handler: Arc<dyn Handler>,
         allowed_uids: Vec<u32>,
+        idle_timeout: Duration,
         shutdown: CancellationToken,
         tracker: TaskTracker,
     ) {
@@ -163,7 +162,16 @@ impl AdminSocket {
             tracker.spawn(
                 async move {
                     let _permit = permit;
-                    client(stream, handler, uid, cred.pid(), allowed_here, shutdown).await;
+                    client(
+                        stream,
+                        handler,
+                        uid,
+                        cred.pid(),
+                        allowed_here,
+                        idle_timeout,
+                        shutdown,
+                    )
+                    .await;
                 }
                 .instrument(span),
             );
@@ -178,6 +186,7 @@ async fn client(
     uid: u32,
     pid: Option<i32>,
     allowed: bool,
+    idle_timeout: Duration,
     shutdown: CancellationToken,
 ) {
     let mut lines = Framed::new(stream, LinesCodec::new_with_max_length(MAX_REQUEST_BYTES));
@@ -194,7 +203,7 @@ async fn client(
     loop {
         let next = tokio::select! {
             _ = shutdown.cancelled() => break,
-            n = tokio::time::timeout(IDLE_TIMEOUT, lines.next()) => n,
+            n = tokio::time::timeout(idle_timeout, lines.next()) => n,
         };
         let line = match next {
             Err(_) | Ok(None) => break,
