@@ -27,19 +27,16 @@
 //! The parts sit in layers, each naming only parts below it; `layers.rs` draws them and holds
 //! the test that keeps them (no import cycle, miners and pools meet only in [`pool_link`]).
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 pub use hashshift_protocol as protocol;
 
 pub mod config;
-#[warn(missing_docs)]
 pub mod control;
 pub mod downstream;
 pub mod error;
-#[warn(missing_docs)]
 pub mod firmware;
-#[warn(missing_docs)]
 pub mod gpu;
-#[warn(missing_docs)]
 pub mod http_client;
 pub mod http_server;
 pub mod keyfile;

@@ -11,6 +11,7 @@
 //! | [`bench`] | the load generator (`hashshift bench`) |
 //! | [`demo`] | `hashshift demo`: test pools, the proxy and simulated rigs on one machine |
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod bench;
 pub mod demo;
