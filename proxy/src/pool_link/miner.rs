@@ -14,7 +14,7 @@ use crate::telemetry::{AtomicF64, ShareCounters};
 pub struct MinerShared {
     /// Connection id.
     pub id: ConnId,
-    /// Address.
+    /// The miner's address (IP and port) as the listener accepted it.
     pub peer: SocketAddr,
     /// When it connected.
     pub connected_at: Instant,

@@ -25,11 +25,11 @@ pub struct MinerReport {
 pub struct PoolSnapshot {
     /// Index in the config.
     pub pool: PoolId,
-    /// URL.
+    /// The pool's URL as configured.
     pub url: String,
-    /// Priority.
+    /// Failover order: the lowest priority with a healthy connection gets the miners.
     pub priority: u32,
-    /// Weight.
+    /// Its share of accepted difficulty among pools of the same priority (relative).
     pub weight: u32,
     /// Healthy and in the active tier.
     pub active: bool,

@@ -20,7 +20,7 @@ pub struct UpstreamSubmit {
     pub extranonce2: Vec<u8>,
     /// Header time.
     pub ntime: u32,
-    /// Nonce.
+    /// Nonce the miner found.
     pub nonce: u32,
     /// Rolled version bits, if version rolling is in use.
     pub version_bits: Option<u32>,

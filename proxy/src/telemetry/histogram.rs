@@ -106,7 +106,7 @@ impl HistogramSnapshot {
         }
     }
 
-    /// Observations.
+    /// Observations recorded so far.
     pub fn count(&self) -> u64 {
         self.buckets.iter().sum()
     }

@@ -50,9 +50,9 @@ pub struct ConnectionParams {
     pub pool: PoolId,
     /// Pool name for logs (its URL).
     pub url: PoolUrl,
-    /// Account.
+    /// Account (worker name) the proxy authorizes with at this pool.
     pub user: String,
-    /// Password.
+    /// Password sent with the account (often ignored by pools).
     pub password: String,
     /// Which worker names shares go up under. SV2 has no per-share worker name: SV2 pools
     /// always get shares under `user`, whatever this says.

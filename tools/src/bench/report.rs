@@ -13,7 +13,7 @@ use super::args::{BenchProtocol, ChannelKind};
 pub struct Percentiles {
     /// Samples recorded.
     pub count: u64,
-    /// Median.
+    /// Median (50th percentile).
     pub p50: u64,
     /// 90th percentile.
     pub p90: u64,

@@ -23,7 +23,7 @@ pub enum Kind {
 pub struct Spec {
     /// Full name (`hashshift_` prefix, unit suffix, `_total` for counters).
     pub name: &'static str,
-    /// Type.
+    /// Prometheus metric type (counter, gauge, histogram).
     pub kind: Kind,
     /// Label names, in the order values are given.
     pub labels: &'static [&'static str],

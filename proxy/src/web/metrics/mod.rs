@@ -46,7 +46,7 @@ pub struct PoolSample {
     pub up: bool,
     /// In the active tier.
     pub active: bool,
-    /// Connections.
+    /// Upstream connections open or opening.
     pub connections: usize,
     /// Miners on it.
     pub miners: usize,

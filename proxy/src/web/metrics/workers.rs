@@ -51,7 +51,7 @@ pub struct WorkerSample {
 /// One group's aggregate.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct GroupAggregate {
-    /// Workers.
+    /// Workers with their own series (the rest are summed under one label).
     pub workers: usize,
     /// Workers without a hashrate estimate.
     pub idle: usize,

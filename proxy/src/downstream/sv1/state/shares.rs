@@ -34,7 +34,7 @@ pub(in crate::downstream::sv1) struct ShareUp {
     pub extranonce2: Vec<u8>,
     /// Header time.
     pub ntime: u32,
-    /// Nonce.
+    /// Nonce the miner found.
     pub nonce: u32,
     /// Rolled version bits, only when rolling was granted.
     pub version_bits: Option<u32>,
