@@ -8,17 +8,14 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, bail};
 use hashshift_protocol::sv1::{ClientRequest, Id, ServerMessage, Submit};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
 
 use support::miner::{Miner, STEP, Share, within};
+use support::process::{Running, run_command};
 use support::site::{self, Limits};
 
 /// How long the pool holds each verdict: long enough to signal the proxy meanwhile, well
@@ -27,112 +24,31 @@ const HOLD: Duration = Duration::from_secs(2);
 /// `run` gives sessions 10 s to drain (src/main.rs), then closes pool connections (≤ 2 s).
 const EXIT_WITHIN: Duration = Duration::from_secs(14);
 
-/// The binary, its log lines as they come, and its config file (removed on drop).
-struct Running {
-    child: Child,
-    log: mpsc::UnboundedReceiver<String>,
-    seen: Vec<String>,
-    config: PathBuf,
-}
+/// A config file, removed on drop.
+struct ConfigFile(PathBuf);
 
-impl Drop for Running {
+impl Drop for ConfigFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.config);
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
-impl Running {
-    /// Starts `hashshift run` in front of `pool`; returns once it listens, with its address.
-    async fn start(pool: SocketAddr, name: &str) -> Result<(Running, SocketAddr)> {
-        let config = std::env::temp_dir().join(format!(
-            "hashshift-shutdown-{}-{name}.toml",
-            std::process::id()
-        ));
-        std::fs::write(&config, site::config_text(pool, &Limits::default()))?;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hashshift"))
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()?;
-        let stderr = child.stderr.take().context("stderr")?;
-        let (tx, log) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if tx.send(strip_ansi(&line)).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut running = Running {
-            child,
-            log,
-            seen: Vec::new(),
-            config,
-        };
-        let up = running.wait_log("hashshift is up").await?;
-        let addr = up
-            .split_whitespace()
-            .find_map(|field| field.strip_prefix("addr="))
-            .context("no addr in the startup line")?
-            .parse()?;
-        Ok((running, addr))
-    }
-
-    /// The next log line containing `what`.
-    async fn wait_log(&mut self, what: &str) -> Result<String> {
-        let found = within(&format!("log line {what:?}"), async {
-            while let Some(line) = self.log.recv().await {
-                self.seen.push(line.clone());
-                if line.contains(what) {
-                    return Some(line);
-                }
-            }
-            None
-        })
-        .await;
-        match found {
-            Ok(Some(line)) => Ok(line),
-            _ => bail!(
-                "no log line {what:?}; log so far:\n{}",
-                self.seen.join("\n")
-            ),
-        }
-    }
-
-    fn signal(&self, signal: &str) -> Result<()> {
-        let pid = self.child.id().context("the proxy already exited")?;
-        let status = std::process::Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()?;
-        ensure!(status.success(), "kill -{signal} {pid}: {status}");
-        Ok(())
-    }
-}
-
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // CSI: ESC [ parameters final-byte
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
+/// Starts `hashshift run` in front of `pool`; returns once it listens, with its address and
+/// its config file.
+async fn start(pool: SocketAddr, name: &str) -> Result<(Running, SocketAddr, ConfigFile)> {
+    let config = ConfigFile(std::env::temp_dir().join(format!(
+        "hashshift-shutdown-{}-{name}.toml",
+        std::process::id()
+    )));
+    std::fs::write(&config.0, site::config_text(pool, &Limits::default()))?;
+    let mut running = Running::spawn(run_command(&config.0))?;
+    let up = running.wait_log("hashshift is up", STEP).await?;
+    let addr = up
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("addr="))
+        .context("no addr in the startup line")?
+        .parse()?;
+    Ok((running, addr, config))
 }
 
 fn submit_request(share: &Share, worker: &str) -> ClientRequest {
@@ -183,7 +99,7 @@ async fn refused(addr: SocketAddr) -> Result<bool> {
 /// SIGTERM with shares in flight, optionally followed by `second` signals during the drain.
 async fn drain_on_sigterm(name: &str, second: &[&str]) -> Result<()> {
     let pool = site::pool(name).await?;
-    let (mut proxy, addr) = Running::start(pool.addr(), name).await?;
+    let (mut proxy, addr, _config) = start(pool.addr(), name).await?;
     let mut m = Miner::connect(addr).await?;
     let (_, job) = m.handshake("farm.rig1", None).await?;
     assert_eq!(
@@ -207,7 +123,7 @@ async fn drain_on_sigterm(name: &str, second: &[&str]) -> Result<()> {
 
     proxy.signal("TERM")?;
     let signalled = Instant::now();
-    proxy.wait_log("SIGTERM received").await?;
+    proxy.wait_log("SIGTERM received", STEP).await?;
     // The listener goes first, while the verdicts are still on their way.
     within("the listener closed", async {
         while !refused(addr).await? {
@@ -247,7 +163,7 @@ async fn drain_on_sigterm(name: &str, second: &[&str]) -> Result<()> {
     let stats = pool.stats();
     assert_eq!(stats.accepted, 4, "{stats:?}");
     assert_eq!(stats.workers["farm.rig1"].accepted, 4);
-    proxy.wait_log("shutdown complete").await?;
+    proxy.wait_log("shutdown complete", STEP).await?;
     Ok(())
 }
 

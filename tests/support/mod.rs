@@ -7,6 +7,7 @@ pub mod honest;
 pub mod logs;
 pub mod miner;
 pub mod power_site;
+pub mod process;
 pub mod rig;
 pub mod site;
 pub mod slurm;
