@@ -5,6 +5,7 @@ pub mod browser;
 pub mod failover;
 pub mod honest;
 pub mod logs;
+pub mod metrics;
 pub mod miner;
 pub mod power_site;
 pub mod process;
