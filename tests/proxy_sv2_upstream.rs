@@ -15,28 +15,7 @@ use hashshift_proxy::upstream::manager::ManagerSettings;
 use hashshift_tools::testpool::{TestPool, TestPoolConfig, reason};
 use support::logs::Logs;
 use support::miner::{Miner, within};
-
-/// Share difficulty everywhere: ~4,300 hashes a share, quick in debug builds.
-const DIFF: f64 = 1e-6;
-
-async fn sv2_pool(name: &str, version_mask: u32) -> Result<TestPool> {
-    Ok(TestPool::start_sv2(TestPoolConfig {
-        difficulty: DIFF,
-        name: name.into(),
-        version_mask,
-        ..TestPoolConfig::sv2()
-    })
-    .await?)
-}
-
-async fn sv1_pool(name: &str) -> Result<TestPool> {
-    Ok(TestPool::start(TestPoolConfig {
-        difficulty: DIFF,
-        name: name.into(),
-        ..TestPoolConfig::default()
-    })
-    .await?)
-}
+use support::sv2_site::{DIFF, sv1_pool, sv2_pool};
 
 fn config(urls: &[String]) -> Result<Config> {
     let mut text = String::from("[[downstream]]\nprotocol = \"sv1\"\nlisten = \"127.0.0.1:0\"\n");

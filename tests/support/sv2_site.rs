@@ -17,6 +17,27 @@ use super::sv2_miner::Sv2Miner;
 /// Share difficulty of the pool and the proxy's vardiff: ~4,300 hashes a share.
 pub const DIFF: f64 = 1e-6;
 
+/// An SV1 test pool at [`DIFF`].
+pub async fn sv1_pool(name: &str) -> Result<TestPool> {
+    Ok(TestPool::start(TestPoolConfig {
+        difficulty: DIFF,
+        name: name.into(),
+        ..TestPoolConfig::default()
+    })
+    .await?)
+}
+
+/// An SV2 test pool at [`DIFF`] that grants version rolling within `version_mask`.
+pub async fn sv2_pool(name: &str, version_mask: u32) -> Result<TestPool> {
+    Ok(TestPool::start_sv2(TestPoolConfig {
+        difficulty: DIFF,
+        name: name.into(),
+        version_mask,
+        ..TestPoolConfig::sv2()
+    })
+    .await?)
+}
+
 /// A fresh authority key file, removed on drop.
 pub struct KeyFile {
     pub path: PathBuf,
@@ -54,12 +75,7 @@ impl Setup {
 
     /// Pool "a" (priority 0) and the given standby pools (priorities 1, 2, ...).
     pub async fn start_with(standby: &[&TestPool], extra: &str) -> Result<Setup> {
-        let pool = TestPool::start(TestPoolConfig {
-            difficulty: DIFF,
-            name: "a".into(),
-            ..TestPoolConfig::default()
-        })
-        .await?;
+        let pool = sv1_pool("a").await?;
         let key = KeyFile::new()?;
         let mut upstreams = format!(
             "[[upstream]]\nurl = \"stratum+tcp://{}\"\nuser = \"farm\"\n",
