@@ -363,21 +363,53 @@ async fn closed_by_proxy(stream: &mut TcpStream) -> Result<()> {
     .await
 }
 
+/// A miner on a standard channel that has its first job: the bystander that hostile
+/// connections must leave unharmed.
+struct GoodMiner {
+    m: Sv2Miner,
+    channel: u32,
+    target: [u8; 32],
+    job: MiningJob,
+}
+
+impl GoodMiner {
+    /// Sets up (standard jobs), opens channel 1 as "good" and reads its first job, each
+    /// message expected in that order.
+    async fn open(s: &Setup) -> Result<GoodMiner> {
+        let mut m = s.miner().await?;
+        m.setup(REQUIRES_STANDARD_JOBS).await?;
+        m.open_standard(1, "good", 0.0).await?;
+        let (channel, target) = match m.recv().await? {
+            Some(Received::OpenStandardSuccess {
+                channel_id, target, ..
+            }) => (channel_id, target),
+            other => bail!("expected OpenStandardMiningChannel.Success, got {other:?}"),
+        };
+        let job = m.first_job(channel).await?;
+        Ok(GoodMiner {
+            m,
+            channel,
+            target,
+            job,
+        })
+    }
+
+    /// Submits a share for the first job (found from `seed`) and asserts it accepted.
+    async fn share_accepted(&mut self, seed: u32) -> Result<()> {
+        let job = &self.job;
+        let share = job.find(&[], Vec::new(), job.version, &self.target, seed, false);
+        let seq = self.m.submit(self.channel, &share, false).await?;
+        assert_eq!(self.m.verdict(self.channel, seq).await?, Ok(()));
+        Ok(())
+    }
+}
+
 #[tokio::test]
 async fn stalled_and_garbage_handshakes_are_dropped_without_harming_others() -> Result<()> {
     let s = Setup::start(
         "[limits]\nmax_line_bytes = 16384\nsend_queue = 64\nmax_connections = 1000\nhandshake_timeout_secs = 1\n",
     ).await?;
-    let mut good = s.miner().await?;
-    good.setup(REQUIRES_STANDARD_JOBS).await?;
-    good.open_standard(1, "good", 0.0).await?;
-    let (channel, target) = match good.recv().await? {
-        Some(Received::OpenStandardSuccess {
-            channel_id, target, ..
-        }) => (channel_id, target),
-        other => bail!("expected OpenStandardMiningChannel.Success, got {other:?}"),
-    };
-    let job = good.first_job(channel).await?;
+    let mut good = GoodMiner::open(&s).await?;
 
     let addr = s.proxy.listen_addrs()[0];
     // Stalls half-way through the first handshake message.
@@ -396,9 +428,7 @@ async fn stalled_and_garbage_handshakes_are_dropped_without_harming_others() -> 
     closed_by_proxy(&mut silent).await?;
 
     // The good miner, past the handshake timeout, is unaffected.
-    let share = job.find(&[], Vec::new(), job.version, &target, 9, false);
-    let seq = good.submit(channel, &share, false).await?;
-    assert_eq!(good.verdict(channel, seq).await?, Ok(()));
+    good.share_accepted(9).await?;
     pool_accepts(&s.pool, 1).await?;
     s.stop().await;
     Ok(())
@@ -455,16 +485,7 @@ async fn oversized_and_tampered_frames_close_only_their_connection() -> Result<(
         "[limits]\nmax_line_bytes = 16384\nsend_queue = 64\nmax_connections = 1000\nhandshake_timeout_secs = 60\n",
     )
     .await?;
-    let mut good = s.miner().await?;
-    good.setup(REQUIRES_STANDARD_JOBS).await?;
-    good.open_standard(1, "good", 0.0).await?;
-    let (channel, target) = match good.recv().await? {
-        Some(Received::OpenStandardSuccess {
-            channel_id, target, ..
-        }) => (channel_id, target),
-        other => bail!("expected OpenStandardMiningChannel.Success, got {other:?}"),
-    };
-    let job = good.first_job(channel).await?;
+    let mut good = GoodMiner::open(&s).await?;
     let addr = s.proxy.listen_addrs()[0];
 
     // A header announcing 16 MiB (the limit is 16 KiB): refused on the header, before any
@@ -491,9 +512,7 @@ async fn oversized_and_tampered_frames_close_only_their_connection() -> Result<(
     closed_by_proxy(&mut tampered).await?;
 
     // The good miner is unaffected.
-    let share = job.find(&[], Vec::new(), job.version, &target, 5, false);
-    let seq = good.submit(channel, &share, false).await?;
-    assert_eq!(good.verdict(channel, seq).await?, Ok(()));
+    good.share_accepted(5).await?;
     pool_accepts(&s.pool, 1).await?;
     s.stop().await;
     Ok(())
