@@ -27,6 +27,19 @@ pub fn quick() -> RigProfile {
     }
 }
 
+/// A file holding `token` (the caller removes it) and the `[http]` table that serves the web
+/// API on 127.0.0.1:0 behind that token.
+pub fn http_with_token(token: &str) -> Result<(PathBuf, String)> {
+    let token_file =
+        std::env::temp_dir().join(format!("hashshift-token-{}", rand::random::<u64>()));
+    std::fs::write(&token_file, format!("{token}\n"))?;
+    let extra = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = {:?}\n",
+        token_file.display().to_string()
+    );
+    Ok((token_file, extra))
+}
+
 pub struct Site {
     pub pool: TestPool,
     pub proxy: Option<Proxy>,
