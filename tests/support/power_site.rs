@@ -2,7 +2,7 @@
 //! management APIs (`rig::SimRig`), the proxy with `[admin]` and `[power]`, and `ctl` calls
 //! over its admin socket.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Result, bail};
@@ -38,6 +38,47 @@ pub fn http_with_token(token: &str) -> Result<(PathBuf, String)> {
         token_file.display().to_string()
     );
     Ok((token_file, extra))
+}
+
+/// One admin request on `socket` as the operator "noc"; its result (an error if refused).
+pub async fn ask_at(socket: &Path, command: Command) -> Result<Value> {
+    let r = call(
+        socket,
+        &Request {
+            command,
+            by: Some("noc".into()),
+        },
+    )
+    .await?;
+    match r {
+        Response {
+            ok: true,
+            result: Some(v),
+            ..
+        } => Ok(v),
+        other => bail!("refused: {other:?}"),
+    }
+}
+
+/// Asks `command` on `socket` (up to `secs`) until `check` holds on the result.
+pub async fn until_at(
+    socket: &Path,
+    what: &str,
+    secs: u64,
+    command: Command,
+    check: impl Fn(&Value) -> bool,
+) -> Result<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let v = ask_at(socket, command.clone()).await?;
+        if check(&v) {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out waiting for {what}; last: {v:#}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 pub struct Site {
@@ -123,22 +164,7 @@ impl Site {
     }
 
     pub async fn ask(&self, command: Command) -> Result<Value> {
-        let r = call(
-            &self.dir.join("admin.sock"),
-            &Request {
-                command,
-                by: Some("noc".into()),
-            },
-        )
-        .await?;
-        match r {
-            Response {
-                ok: true,
-                result: Some(v),
-                ..
-            } => Ok(v),
-            other => bail!("refused: {other:?}"),
-        }
+        ask_at(&self.dir.join("admin.sock"), command).await
     }
 
     /// Waits (up to `secs`) until `check` holds on `ctl rigs` or `ctl power`.
@@ -149,17 +175,7 @@ impl Site {
         command: Command,
         check: impl Fn(&Value) -> bool,
     ) -> Result<Value> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-        loop {
-            let v = self.ask(command.clone()).await?;
-            if check(&v) {
-                return Ok(v);
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!("timed out waiting for {what}; last: {v:#}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        until_at(&self.dir.join("admin.sock"), what, secs, command, check).await
     }
 
     pub fn phases(&self) -> Vec<FakePhase> {
