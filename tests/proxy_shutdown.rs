@@ -11,10 +11,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use hashshift_protocol::sv1::{ClientRequest, Id, ServerMessage, Submit};
+use hashshift_protocol::sv1::{Id, ServerMessage};
 use tokio::net::TcpStream;
 
-use support::miner::{Miner, STEP, Share, within};
+use support::miner::{Miner, STEP, within};
 use support::process::{Running, run_command};
 use support::site::{self, Limits};
 
@@ -49,17 +49,6 @@ async fn start(pool: SocketAddr, name: &str) -> Result<(Running, SocketAddr, Con
         .context("no addr in the startup line")?
         .parse()?;
     Ok((running, addr, config))
-}
-
-fn submit_request(share: &Share, worker: &str) -> ClientRequest {
-    ClientRequest::Submit(Submit {
-        worker: worker.into(),
-        job_id: share.job_id.clone(),
-        extranonce2: share.extranonce2.clone(),
-        ntime: share.ntime,
-        nonce: share.nonce,
-        version_bits: share.version_bits,
-    })
 }
 
 /// Answers to `ids`, in any order: `true` or the error code.
@@ -112,7 +101,7 @@ async fn drain_on_sigterm(name: &str, second: &[&str]) -> Result<()> {
     let mut ids = Vec::new();
     for seed in 1..=3 {
         let share = m.find_share(&job, seed, None);
-        ids.push(m.send(submit_request(&share, "farm.rig1")).await?);
+        ids.push(m.send(share.request("farm.rig1")).await?);
     }
     within("three answers held at the pool", async {
         while pool.held_answers() < 3 {
@@ -191,7 +180,7 @@ async fn testpool_answer_delay_holds_verdicts_but_not_reading() -> Result<()> {
     let mut ids = Vec::new();
     for seed in 0..3 {
         let share = m.find_share(&job, seed, None);
-        ids.push(m.send(submit_request(&share, "w")).await?);
+        ids.push(m.send(share.request("w")).await?);
     }
     // All three are read and judged while the first answer is still held.
     within("three answers held", async {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use hashshift_protocol::noise::AuthorityKeypair;
-use hashshift_protocol::sv1::{ClientRequest, ServerNotification, Submit};
+use hashshift_protocol::sv1::{ClientRequest, ServerNotification};
 use hashshift_proxy::config::Config;
 use hashshift_proxy::proxy::Proxy;
 use hashshift_proxy::upstream::manager::ManagerSettings;
@@ -95,16 +95,7 @@ async fn an_upstream_reject_is_relayed_with_the_pools_code() -> Result<()> {
     let mut m = Miner::connect(proxy.listen_addrs()[0]).await?;
     let (_, job) = m.handshake("w", Some(0x1fff_e000)).await?;
     let share = m.find_share(&job, 1, Some(0x0010_0000));
-    let r = m
-        .call(ClientRequest::Submit(Submit {
-            worker: "w".into(),
-            job_id: share.job_id.clone(),
-            extranonce2: share.extranonce2.clone(),
-            ntime: share.ntime,
-            nonce: share.nonce,
-            version_bits: share.version_bits,
-        }))
-        .await?;
+    let r = m.call(share.request("w")).await?;
     let Some(e) = r.error else {
         bail!("the pool's reject was not relayed: {r:?}")
     };
