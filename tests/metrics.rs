@@ -14,7 +14,6 @@ use anyhow::{Context, Result, bail};
 use hashshift_proxy::config::Config;
 use hashshift_proxy::control::admin::protocol::{Command, Target};
 use hashshift_proxy::proxy::Proxy;
-use hashshift_tools::testpool::{TestPool, TestPoolConfig};
 use support::metrics::{scrape_text, series};
 use support::miner::{Miner, within};
 use support::power_site::{Site, all_mining_on_firmware_figures, states};
@@ -73,12 +72,7 @@ async fn promtool(text: &str) -> Result<()> {
 
 #[tokio::test]
 async fn counts_match_the_pools_verdicts_and_promtool_accepts_the_exposition() -> Result<()> {
-    let pool = TestPool::start(TestPoolConfig {
-        difficulty: DIFF,
-        name: "a".into(),
-        ..TestPoolConfig::default()
-    })
-    .await?;
+    let pool = support::site::pool_at("a", DIFF).await?;
     let config = Config::from_toml(&format!(
         "[[downstream]]\nprotocol = \"sv1\"\nlisten = \"127.0.0.1:0\"\n\
          [[upstream]]\nurl = \"stratum+tcp://{}\"\nuser = \"farm\"\n\

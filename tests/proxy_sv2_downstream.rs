@@ -6,12 +6,11 @@ mod support;
 
 use anyhow::{Context, Result, bail};
 use hashshift_proxy::config::Config;
-use hashshift_tools::testpool::{TestPool, TestPoolConfig};
 use support::miner::within;
 use support::sv2_miner::{
     FoundShare, MiningJob, REQUIRES_STANDARD_JOBS, REQUIRES_WORK_SELECTION, Received, Sv2Miner,
 };
-use support::sv2_site::{DIFF, KeyFile, Setup, pool_accepts};
+use support::sv2_site::{DIFF, KeyFile, Setup, pool_accepts, sv1_pool};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -268,12 +267,7 @@ async fn update_channel_moves_the_target() -> Result<()> {
 
 #[tokio::test]
 async fn failover_moves_every_channel_with_set_extranonce_prefix() -> Result<()> {
-    let b = TestPool::start(TestPoolConfig {
-        difficulty: DIFF,
-        name: "b".into(),
-        ..TestPoolConfig::default()
-    })
-    .await?;
+    let b = sv1_pool("b").await?;
     let s = Setup::start_with(&[&b], "").await?;
     let mut m = s.miner().await?;
     m.setup(0).await?;

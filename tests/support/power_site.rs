@@ -11,7 +11,7 @@ use hashshift_proxy::control::admin::ctl::call;
 use hashshift_proxy::control::admin::protocol::{Command, Request, Response};
 use hashshift_proxy::proxy::Proxy;
 use hashshift_tools::fake_firmware::{FakePhase, RigProfile};
-use hashshift_tools::testpool::{TestPool, TestPoolConfig};
+use hashshift_tools::testpool::TestPool;
 use serde_json::Value;
 
 use super::rig::SimRig;
@@ -117,12 +117,7 @@ impl Site {
 
     /// A pool, `n` rigs (firmware up, not mining until the proxy is up) and the proxy.
     pub async fn start(n: usize, cap_kw: f64, extra: &str) -> Result<Site> {
-        let pool = TestPool::start(TestPoolConfig {
-            difficulty: DIFF,
-            name: "a".into(),
-            ..TestPoolConfig::default()
-        })
-        .await?;
+        let pool = super::site::pool_at("a", DIFF).await?;
         let dir = std::env::temp_dir().join(format!("hashshift-power-{}", rand::random::<u64>()));
         std::fs::create_dir_all(&dir)?;
         let mut site = Site {

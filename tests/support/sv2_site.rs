@@ -19,12 +19,7 @@ pub const DIFF: f64 = 1e-6;
 
 /// An SV1 test pool at [`DIFF`].
 pub async fn sv1_pool(name: &str) -> Result<TestPool> {
-    Ok(TestPool::start(TestPoolConfig {
-        difficulty: DIFF,
-        name: name.into(),
-        ..TestPoolConfig::default()
-    })
-    .await?)
+    super::site::pool_at(name, DIFF).await
 }
 
 /// An SV2 test pool at [`DIFF`] that grants version rolling within `version_mask`.
