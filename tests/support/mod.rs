@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod bench;
 pub mod browser;
 pub mod failover;
 pub mod honest;
