@@ -16,4 +16,5 @@ pub mod slurm;
 pub mod sv2_miner;
 pub mod sv2_site;
 pub mod template_provider;
+pub mod toml_keys;
 pub mod wire;
