@@ -10,7 +10,7 @@ use support::miner::within;
 use support::sv2_miner::{
     FoundShare, MiningJob, REQUIRES_STANDARD_JOBS, REQUIRES_WORK_SELECTION, Received, Sv2Miner,
 };
-use support::sv2_site::{DIFF, KeyFile, Setup, pool_accepts, sv1_pool};
+use support::sv2_site::{DIFF, GoodMiner, KeyFile, Setup, pool_accepts, sv1_pool};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -355,47 +355,6 @@ async fn closed_by_proxy(stream: &mut TcpStream) -> Result<()> {
         }
     })
     .await
-}
-
-/// A miner on a standard channel that has its first job: the bystander that hostile
-/// connections must leave unharmed.
-struct GoodMiner {
-    m: Sv2Miner,
-    channel: u32,
-    target: [u8; 32],
-    job: MiningJob,
-}
-
-impl GoodMiner {
-    /// Sets up (standard jobs), opens channel 1 as "good" and reads its first job, each
-    /// message expected in that order.
-    async fn open(s: &Setup) -> Result<GoodMiner> {
-        let mut m = s.miner().await?;
-        m.setup(REQUIRES_STANDARD_JOBS).await?;
-        m.open_standard(1, "good", 0.0).await?;
-        let (channel, target) = match m.recv().await? {
-            Some(Received::OpenStandardSuccess {
-                channel_id, target, ..
-            }) => (channel_id, target),
-            other => bail!("expected OpenStandardMiningChannel.Success, got {other:?}"),
-        };
-        let job = m.first_job(channel).await?;
-        Ok(GoodMiner {
-            m,
-            channel,
-            target,
-            job,
-        })
-    }
-
-    /// Submits a share for the first job (found from `seed`) and asserts it accepted.
-    async fn share_accepted(&mut self, seed: u32) -> Result<()> {
-        let job = &self.job;
-        let share = job.find(&[], Vec::new(), job.version, &self.target, seed, false);
-        let seq = self.m.submit(self.channel, &share, false).await?;
-        assert_eq!(self.m.verdict(self.channel, seq).await?, Ok(()));
-        Ok(())
-    }
 }
 
 #[tokio::test]
