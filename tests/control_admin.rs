@@ -15,6 +15,7 @@ use hashshift_tools::testpool::TestPool;
 use serde_json::Value;
 use support::honest::{Honest, stop_all};
 use support::miner::{Miner, within};
+use support::power_site::result;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
@@ -68,17 +69,6 @@ impl Site {
 
     async fn stop(self) -> Result<()> {
         Ok(std::fs::remove_dir_all(self.shutdown().await)?)
-    }
-}
-
-fn result(r: Response) -> Result<Value> {
-    match r {
-        Response {
-            ok: true,
-            result: Some(v),
-            ..
-        } => Ok(v),
-        other => bail!("refused: {other:?}"),
     }
 }
 

@@ -50,6 +50,11 @@ pub async fn ask_at(socket: &Path, command: Command) -> Result<Value> {
         },
     )
     .await?;
+    result(r)
+}
+
+/// The result of an admin answer; an error if the request was refused.
+pub fn result(r: Response) -> Result<Value> {
     match r {
         Response {
             ok: true,
