@@ -5,15 +5,17 @@
 //! authority key). No timing assertions: only that every miner got through the handshake and
 //! every share was answered and accepted.
 
+mod support;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::Parser;
 use hashshift_proxy::config::Config;
 use hashshift_proxy::proxy::Proxy;
-use hashshift_tools::bench::{BenchArgs, BenchProtocol, ChannelKind, Report, run};
+use hashshift_tools::bench::{BenchProtocol, ChannelKind, Report};
 use hashshift_tools::testpool::{TestPool, TestPoolConfig};
+use support::bench::bench;
 use tokio::time::timeout;
 
 /// An authority key file in the temp dir, removed on drop.
@@ -72,7 +74,7 @@ async fn bench_through_in_process_proxy(channel: &str) -> Result<Report> {
     let addr = proxy.listen_addrs()[0].to_string();
     let pid = std::process::id().to_string();
     let public = public.to_string();
-    let args = BenchArgs::try_parse_from([
+    let report = bench(&[
         "bench",
         "--protocol",
         "sv2",
@@ -91,13 +93,11 @@ async fn bench_through_in_process_proxy(channel: &str) -> Result<Report> {
         "--share-rate",
         "10",
         "--quiet",
-    ])?;
-    let report = timeout(Duration::from_secs(60), run(args))
-        .await
-        .context("bench did not finish");
+    ])
+    .await;
     proxy.shutdown(Duration::from_secs(2)).await;
     pool.shutdown().await;
-    report?
+    report
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,7 +120,7 @@ async fn extended_channels_through_the_proxy() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_to_the_sv2_test_pool_with_job_fan_out() -> Result<()> {
-    let args = BenchArgs::try_parse_from([
+    let report = bench(&[
         "bench",
         "--direct",
         "--protocol",
@@ -136,10 +136,8 @@ async fn direct_to_the_sv2_test_pool_with_job_fan_out() -> Result<()> {
         "--jobs-every",
         "0.5",
         "--quiet",
-    ])?;
-    let report = timeout(Duration::from_secs(60), run(args))
-        .await
-        .context("bench did not finish")??;
+    ])
+    .await?;
     check_sv2(&report, 20);
     assert_eq!(report.mode, "direct");
     assert!(report.jobs_sent >= 2);

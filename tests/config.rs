@@ -1,6 +1,9 @@
 //! The configuration file format: the shipped example loads, and mistakes name their key.
 
+mod support;
+
 use hashshift_proxy::config::{Config, ConfigError};
+use support::toml_keys::key_paths;
 
 #[test]
 fn example_config_loads() {
@@ -163,40 +166,6 @@ fn shed_aids_default_and_are_range_checked() {
             error_of(&format!("{BASE}{admin}{power}{bad}\n")).contains("power.replace_after_secs"),
             "{bad}"
         );
-    }
-}
-
-/// `table.key` paths of a TOML value; array-of-tables elements share their table's path.
-fn key_paths(prefix: &str, v: &toml::Value, out: &mut std::collections::BTreeSet<String>) {
-    match v {
-        toml::Value::Table(t) => {
-            for (k, v) in t {
-                let path = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                // Inline maps of free-form names (a command's `env`) are values, not keys.
-                if matches!(v, toml::Value::Table(_)) && k == "env" {
-                    out.insert(path);
-                    continue;
-                }
-                match v {
-                    toml::Value::Table(_) => key_paths(&path, v, out),
-                    toml::Value::Array(a) if a.iter().all(|e| e.is_table()) && !a.is_empty() => {
-                        for e in a {
-                            key_paths(&path, e, out);
-                        }
-                    }
-                    _ => {
-                        out.insert(path);
-                    }
-                }
-            }
-        }
-        _ => {
-            out.insert(prefix.to_owned());
-        }
     }
 }
 

@@ -11,10 +11,11 @@ use hashshift_proxy::config::Config;
 use hashshift_proxy::control::admin::ctl::call;
 use hashshift_proxy::control::admin::protocol::{Command, Request, Response};
 use hashshift_proxy::proxy::Proxy;
-use hashshift_tools::testpool::{TestPool, TestPoolConfig};
+use hashshift_tools::testpool::TestPool;
 use serde_json::Value;
 use support::honest::{Honest, stop_all};
 use support::miner::{Miner, within};
+use support::power_site::result;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
@@ -28,12 +29,7 @@ struct Site {
 
 impl Site {
     async fn start() -> Result<Site> {
-        let pool = TestPool::start(TestPoolConfig {
-            difficulty: DIFF,
-            name: "a".into(),
-            ..TestPoolConfig::default()
-        })
-        .await?;
+        let pool = support::site::pool_at("a", DIFF).await?;
         let dir = std::env::temp_dir().join(format!("hashshift-admin-{}", rand::random::<u64>()));
         std::fs::create_dir_all(&dir)?;
         let text = format!(
@@ -73,17 +69,6 @@ impl Site {
 
     async fn stop(self) -> Result<()> {
         Ok(std::fs::remove_dir_all(self.shutdown().await)?)
-    }
-}
-
-fn result(r: Response) -> Result<Value> {
-    match r {
-        Response {
-            ok: true,
-            result: Some(v),
-            ..
-        } => Ok(v),
-        other => bail!("refused: {other:?}"),
     }
 }
 

@@ -16,7 +16,7 @@ use hashshift_proxy::proxy::{Proxy, StartOptions};
 use hashshift_proxy::upstream::manager::ManagerSettings;
 use serde_json::Value;
 use support::miner::within;
-use support::power_site::{Site, all_mining_on_firmware_figures};
+use support::power_site::{Site, all_mining_on_firmware_figures, http_with_token};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
@@ -67,13 +67,7 @@ async fn accepted_actions(site: &Site) -> Result<Vec<String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn absurd_inputs_are_refused_on_both_doors_and_power_control_lives_on() -> Result<()> {
-    let token_file =
-        std::env::temp_dir().join(format!("hashshift-token-{}", rand::random::<u64>()));
-    std::fs::write(&token_file, format!("{TOKEN}\n"))?;
-    let extra = format!(
-        "[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = {:?}\n",
-        token_file.display().to_string()
-    );
+    let (token_file, extra) = http_with_token(TOKEN)?;
     let mut site = Site::start(2, 10.0, &extra).await?;
     site.until("two rigs mining", 30, Command::Rigs, |r| {
         all_mining_on_firmware_figures(r, 2)

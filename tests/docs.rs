@@ -7,8 +7,12 @@
 //! rules. Links to other sites are not followed (CI has no network for them). The README's
 //! small configuration loads as `hashshift run` would load it.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+
+use support::toml_keys::key_paths;
 
 /// The README's line budget: what it is, the two commands, a small config, where to read next.
 const README_MAX_LINES: usize = 200;
@@ -238,28 +242,6 @@ fn the_readmes_configuration_loads() {
     );
 }
 
-/// Every key of a TOML table, as `table.key` paths (array-of-tables entries under their table).
-fn toml_keys(prefix: &str, value: &toml::Value, out: &mut BTreeSet<String>) {
-    match value {
-        toml::Value::Table(t) => {
-            for (k, v) in t {
-                let path = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                if v.is_table() || v.as_array().is_some_and(|a| a.iter().all(|e| e.is_table())) {
-                    toml_keys(&path, v, out);
-                } else {
-                    out.insert(path);
-                }
-            }
-        }
-        toml::Value::Array(a) => a.iter().for_each(|e| toml_keys(prefix, e, out)),
-        _ => {}
-    }
-}
-
 /// The reference page and the commented example cannot drift apart: every key the example
 /// sets is in `docs/configuration.md`, by its name in backticks (`key` in its table's section,
 /// or `table.key`).
@@ -268,7 +250,7 @@ fn the_configuration_page_names_every_key_of_the_example() {
     let example: toml::Value = toml::from_str(&read(&root().join("config.example.toml")))
         .expect("config.example.toml parses");
     let mut keys = BTreeSet::new();
-    toml_keys("", &example, &mut keys);
+    key_paths("", &example, &mut keys);
     assert!(keys.len() > 50, "the example sets {} keys", keys.len());
     let page = read(&root().join("docs/configuration.md"));
     let missing: Vec<&String> = keys

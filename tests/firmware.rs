@@ -42,6 +42,24 @@ fn quick_profile() -> RigProfile {
     }
 }
 
+/// A LuxOS fake whose rig changes state quickly ([`quick_profile`]).
+async fn quick_luxos() -> Result<FakeLuxos> {
+    Ok(FakeLuxos::start(FakeLuxosConfig {
+        profile: quick_profile(),
+        ..FakeLuxosConfig::default()
+    })
+    .await?)
+}
+
+/// A Braiins OS+ fake whose rig changes state quickly ([`quick_profile`]).
+async fn quick_braiins() -> Result<FakeBraiins> {
+    Ok(FakeBraiins::start(FakeBraiinsConfig {
+        profile: quick_profile(),
+        ..FakeBraiinsConfig::default()
+    })
+    .await?)
+}
+
 /// Poll status until it reports `want`, at most ~5 s.
 async fn wait_for(c: &FirmwareClient, ep: &Endpoint, want: RigState) -> Result<RigStatus> {
     let mut last = None;
@@ -59,11 +77,7 @@ async fn wait_for(c: &FirmwareClient, ep: &Endpoint, want: RigState) -> Result<R
 #[tokio::test]
 async fn luxos_sleep_confirm_and_wake() -> Result<()> {
     bounded(async {
-        let fake = FakeLuxos::start(FakeLuxosConfig {
-            profile: quick_profile(),
-            ..FakeLuxosConfig::default()
-        })
-        .await?;
+        let fake = quick_luxos().await?;
         let (c, ep) = (client(), fake.endpoint());
 
         let s = c.status(&ep).await?;
@@ -135,11 +149,7 @@ async fn luxos_session_busy_then_free_after_expiry() -> Result<()> {
 #[tokio::test]
 async fn luxos_expired_session_is_renewed_once() -> Result<()> {
     bounded(async {
-        let fake = FakeLuxos::start(FakeLuxosConfig {
-            profile: quick_profile(),
-            ..FakeLuxosConfig::default()
-        })
-        .await?;
+        let fake = quick_luxos().await?;
         let (c, ep) = (client(), fake.endpoint());
         fake.expire_next_sessions(1);
         c.sleep(&ep).await?;
@@ -179,16 +189,8 @@ async fn luxos_malformed_replies_are_errors() -> Result<()> {
 async fn stuck_rigs_acknowledge_but_keep_mining() -> Result<()> {
     bounded(async {
         let c = client();
-        let lux = FakeLuxos::start(FakeLuxosConfig {
-            profile: quick_profile(),
-            ..FakeLuxosConfig::default()
-        })
-        .await?;
-        let bos = FakeBraiins::start(FakeBraiinsConfig {
-            profile: quick_profile(),
-            ..FakeBraiinsConfig::default()
-        })
-        .await?;
+        let lux = quick_luxos().await?;
+        let bos = quick_braiins().await?;
         lux.set_stuck(true);
         bos.set_stuck(true);
         for ep in [lux.endpoint(), bos.endpoint()] {

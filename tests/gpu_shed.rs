@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use hashshift_proxy::control::admin::protocol::Command;
-use hashshift_proxy::http_client::{Limits, Request, request};
 use serde_json::Value;
+use support::metrics::{scrape_text, series};
 use support::power_site::Site;
 
 /// The hook: budget events succeed; shed events fail until the `fails`-th one has failed
@@ -95,37 +95,6 @@ async fn events_until(site: &Site, what: &str, secs: u64) -> Result<Value> {
     .await
 }
 
-async fn scrape(addr: SocketAddr) -> Result<HashMap<String, f64>> {
-    let host = addr.to_string();
-    let r = request(
-        addr,
-        Request {
-            method: hyper::Method::GET,
-            host: &host,
-            path: "/metrics",
-            headers: &[],
-            body: Default::default(),
-        },
-        Limits {
-            connect_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(10),
-            max_body: 16 << 20,
-        },
-    )
-    .await?;
-    if r.status != 200 {
-        bail!("GET /metrics: HTTP {}", r.status);
-    }
-    Ok(String::from_utf8(r.body.to_vec())?
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_owned(), v.parse().ok()?))
-        })
-        .collect())
-}
-
 /// The `hashshift_power_gpu_shed_*` series, once `check` holds on them (the view the
 /// exporter reads is refreshed every 100 ms), within 10 s.
 async fn shed_series(
@@ -134,8 +103,7 @@ async fn shed_series(
 ) -> Result<HashMap<String, f64>> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let m: HashMap<String, f64> = scrape(addr)
-            .await?
+        let m: HashMap<String, f64> = series(&scrape_text(addr).await?)
             .into_iter()
             .filter(|(k, _)| k.starts_with("hashshift_power_gpu_shed_"))
             .collect();

@@ -13,9 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use hashshift_proxy::config::Config;
 use hashshift_proxy::control::admin::protocol::{Command, Target};
-use hashshift_proxy::http_client::{Limits, Request, request};
 use hashshift_proxy::proxy::Proxy;
-use hashshift_tools::testpool::{TestPool, TestPoolConfig};
+use support::metrics::{scrape_text, series};
 use support::miner::{Miner, within};
 use support::power_site::{Site, all_mining_on_firmware_figures, states};
 use tokio::io::AsyncWriteExt;
@@ -25,38 +24,8 @@ const DIFF: f64 = 1e-6;
 /// One scrape: the body and how long it took.
 async fn scrape(addr: SocketAddr) -> Result<(String, Duration)> {
     let started = Instant::now();
-    let host = addr.to_string();
-    let r = request(
-        addr,
-        Request {
-            method: hyper::Method::GET,
-            host: &host,
-            path: "/metrics",
-            headers: &[],
-            body: Default::default(),
-        },
-        Limits {
-            connect_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(20),
-            max_body: 16 << 20,
-        },
-    )
-    .await?;
-    if r.status != 200 {
-        bail!("GET /metrics: HTTP {}", r.status);
-    }
-    Ok((String::from_utf8(r.body.to_vec())?, started.elapsed()))
-}
-
-/// Sample lines by series (`name{labels}` → value).
-fn series(text: &str) -> HashMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_owned(), v.parse().ok()?))
-        })
-        .collect()
+    let text = scrape_text(addr).await?;
+    Ok((text, started.elapsed()))
 }
 
 fn value(s: &HashMap<String, f64>, key: &str) -> Result<f64> {
@@ -103,12 +72,7 @@ async fn promtool(text: &str) -> Result<()> {
 
 #[tokio::test]
 async fn counts_match_the_pools_verdicts_and_promtool_accepts_the_exposition() -> Result<()> {
-    let pool = TestPool::start(TestPoolConfig {
-        difficulty: DIFF,
-        name: "a".into(),
-        ..TestPoolConfig::default()
-    })
-    .await?;
+    let pool = support::site::pool_at("a", DIFF).await?;
     let config = Config::from_toml(&format!(
         "[[downstream]]\nprotocol = \"sv1\"\nlisten = \"127.0.0.1:0\"\n\
          [[upstream]]\nurl = \"stratum+tcp://{}\"\nuser = \"farm\"\n\

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use hashshift_proxy::config::Config;
 use hashshift_proxy::control::admin::ctl::call;
 use hashshift_proxy::control::admin::protocol::{Command, Request, Response};
@@ -22,6 +22,7 @@ use hashshift_tools::fake_firmware::{FakeLuxos, FakeLuxosConfig};
 use hashshift_tools::testpool::{TestPool, TestPoolConfig};
 use serde_json::Value;
 use support::miner::Miner;
+use support::power_site::{ask_at, until_at};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket};
 
@@ -103,14 +104,7 @@ impl Site {
     }
 
     async fn ask(&self, command: Command) -> Result<Value> {
-        match self.call(command).await? {
-            Response {
-                ok: true,
-                result: Some(v),
-                ..
-            } => Ok(v),
-            other => bail!("refused: {other:?}"),
-        }
+        ask_at(&self.dir.join("admin.sock"), command).await
     }
 
     async fn until(
@@ -119,17 +113,7 @@ impl Site {
         command: Command,
         check: impl Fn(&Value) -> bool,
     ) -> Result<Value> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let v = self.ask(command.clone()).await?;
-            if check(&v) {
-                return Ok(v);
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!("timed out waiting for {what}; last: {v:#}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        until_at(&self.dir.join("admin.sock"), what, 20, command, check).await
     }
 
     async fn metrics(&self) -> Result<String> {

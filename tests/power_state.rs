@@ -6,13 +6,12 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use hashshift_tools::testpool::{TestPool, TestPoolConfig};
+use support::process::run_command;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 
 /// A config with power control whose state directory is `dir/state`.
 fn write_config(dir: &Path, pool: std::net::SocketAddr) -> Result<PathBuf> {
@@ -27,20 +26,6 @@ fn write_config(dir: &Path, pool: std::net::SocketAddr) -> Result<PathBuf> {
     let path = dir.join("hashshift.toml");
     std::fs::write(&path, text)?;
     Ok(path)
-}
-
-fn hashshift(config: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_hashshift"));
-    c.arg("run")
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    c
 }
 
 async fn site() -> Result<(TestPool, PathBuf, PathBuf)> {
@@ -65,7 +50,7 @@ async fn an_unusable_power_plan_stops_the_start_and_is_left_as_it_was() -> Resul
     ];
     for (bytes, problem) in cases {
         std::fs::write(&plan, bytes)?;
-        let out = tokio::time::timeout(Duration::from_secs(20), hashshift(&config).output())
+        let out = tokio::time::timeout(Duration::from_secs(20), run_command(&config).output())
             .await
             .context("hashshift run did not exit")??;
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -80,7 +65,7 @@ async fn an_unusable_power_plan_stops_the_start_and_is_left_as_it_was() -> Resul
     // A plan that cannot even be read (here: a directory in its place).
     std::fs::remove_file(&plan)?;
     std::fs::create_dir(&plan)?;
-    let out = tokio::time::timeout(Duration::from_secs(20), hashshift(&config).output())
+    let out = tokio::time::timeout(Duration::from_secs(20), run_command(&config).output())
         .await
         .context("hashshift run did not exit")??;
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -98,7 +83,7 @@ async fn reset_power_state_moves_the_plan_aside_audits_it_and_starts() -> Result
     let state = dir.join("state");
     let garbage = b"{\"version\":1,\"granted\":".to_vec();
     std::fs::write(state.join("power.json"), &garbage)?;
-    let mut child = hashshift(&config).arg("--reset-power-state").spawn()?;
+    let mut child = run_command(&config).arg("--reset-power-state").spawn()?;
     let stderr = child.stderr.take().context("stderr")?;
     let mut lines = BufReader::new(stderr).lines();
     let mut seen = Vec::new();

@@ -9,33 +9,16 @@ mod support;
 use std::time::Duration;
 
 use anyhow::Result;
+use hashshift_protocol::share::BIP320_VERSION_BITS;
 use hashshift_proxy::config::Config;
 use hashshift_proxy::proxy::Proxy;
 use hashshift_proxy::upstream::manager::ManagerSettings;
-use hashshift_tools::testpool::{TestPool, TestPoolConfig};
+use hashshift_tools::testpool::TestPool;
 use support::miner::{Miner, within};
 use support::sv2_miner::{OpenedChannel, Received, Sv2Miner};
-use support::sv2_site::{DIFF, KeyFile, pool_accepts};
+use support::sv2_site::{DIFF, KeyFile, pool_accepts, sv1_pool, sv2_pool};
 
 const SECOND: Duration = Duration::from_secs(1);
-
-async fn sv2_pool(name: &str) -> Result<TestPool> {
-    Ok(TestPool::start_sv2(TestPoolConfig {
-        difficulty: DIFF,
-        name: name.into(),
-        ..TestPoolConfig::sv2()
-    })
-    .await?)
-}
-
-async fn sv1_pool(name: &str) -> Result<TestPool> {
-    Ok(TestPool::start(TestPoolConfig {
-        difficulty: DIFF,
-        name: name.into(),
-        ..TestPoolConfig::default()
-    })
-    .await?)
-}
 
 /// The proxy with an SV1 listener (`listen_addrs()[0]`) and an SV2 one (`[1]`), in front of
 /// `pools` as (pool, priority, weight).
@@ -117,7 +100,7 @@ async fn moved(m: &mut Sv2Miner, ch: &mut OpenedChannel) -> Result<()> {
 
 #[tokio::test]
 async fn sv1_and_sv2_miners_share_one_sv2_pool_connection() -> Result<()> {
-    let a = sv2_pool("a").await?;
+    let a = sv2_pool("a", BIP320_VERSION_BITS).await?;
     let site = Site::start(&[(&a, 0, 1)], SECOND).await?;
     let mut sv1 = site.sv1_miner().await?;
     let (_, job) = sv1.handshake("farm.sv1", None).await?;
@@ -146,7 +129,7 @@ async fn sv1_and_sv2_miners_share_one_sv2_pool_connection() -> Result<()> {
 
 #[tokio::test]
 async fn sv2_miners_fail_over_from_an_sv2_pool_to_an_sv1_pool_and_back() -> Result<()> {
-    let a = sv2_pool("a").await?;
+    let a = sv2_pool("a", BIP320_VERSION_BITS).await?;
     let b = sv1_pool("b").await?;
     let site = Site::start(&[(&a, 0, 1), (&b, 1, 1)], SECOND).await?;
     let mut m = site.sv2_miner().await?;
@@ -185,7 +168,7 @@ async fn sv2_miners_fail_over_from_an_sv2_pool_to_an_sv1_pool_and_back() -> Resu
 
 #[tokio::test]
 async fn weighted_split_spreads_sv2_channels_over_sv2_and_sv1_pools() -> Result<()> {
-    let a = sv2_pool("a").await?;
+    let a = sv2_pool("a", BIP320_VERSION_BITS).await?;
     let b = sv1_pool("b").await?;
     // New channels are placed by weight; no rebalancing afterwards, so no channel moves
     // while the test mines (moves have their own tests).

@@ -10,14 +10,13 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use hashshift_proxy::config::Config;
 use hashshift_tools::testpool::{TestPool, TestPoolConfig};
 use support::failover::{
-    Log, Pace, drive, job_pool, lock, start_on_primary, subscribed_miner, wait_until,
+    Pace, job_pool, lock, spawn_drive, start_on_primary, subscribed_miner, wait_until,
 };
 use support::miner::within;
 use tokio_util::sync::CancellationToken;
@@ -163,14 +162,11 @@ async fn primary_stops_reading(sv2: bool) -> Result<()> {
     let mut logs = Vec::new();
     let mut drivers = Vec::new();
     for (worker, m, job) in miners {
-        let log = Arc::new(Mutex::new(Log::default()));
-        logs.push(log.clone());
-        drivers.push(tokio::spawn(drive(
+        let (log, driver) = spawn_drive(
             m,
             worker,
             job,
             vec![a.clone(), b.clone()],
-            log,
             Pace {
                 burst: BURST,
                 every: TICK,
@@ -181,7 +177,9 @@ async fn primary_stops_reading(sv2: bool) -> Result<()> {
                 },
             },
             stop.clone(),
-        )));
+        );
+        logs.push(log);
+        drivers.push(driver);
     }
     let stopped_at = Instant::now();
     wait_until("the primary to be marked down", bound, || {

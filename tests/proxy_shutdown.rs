@@ -8,17 +8,14 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
-use hashshift_protocol::sv1::{ClientRequest, Id, ServerMessage, Submit};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use anyhow::{Context, Result, bail};
+use hashshift_protocol::sv1::{Id, ServerMessage};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
 
-use support::miner::{Miner, STEP, Share, within};
+use support::miner::{Miner, STEP, within};
+use support::process::{Running, run_command};
 use support::site::{self, Limits};
 
 /// How long the pool holds each verdict: long enough to signal the proxy meanwhile, well
@@ -27,123 +24,31 @@ const HOLD: Duration = Duration::from_secs(2);
 /// `run` gives sessions 10 s to drain (src/main.rs), then closes pool connections (≤ 2 s).
 const EXIT_WITHIN: Duration = Duration::from_secs(14);
 
-/// The binary, its log lines as they come, and its config file (removed on drop).
-struct Running {
-    child: Child,
-    log: mpsc::UnboundedReceiver<String>,
-    seen: Vec<String>,
-    config: PathBuf,
-}
+/// A config file, removed on drop.
+struct ConfigFile(PathBuf);
 
-impl Drop for Running {
+impl Drop for ConfigFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.config);
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
-impl Running {
-    /// Starts `hashshift run` in front of `pool`; returns once it listens, with its address.
-    async fn start(pool: SocketAddr, name: &str) -> Result<(Running, SocketAddr)> {
-        let config = std::env::temp_dir().join(format!(
-            "hashshift-shutdown-{}-{name}.toml",
-            std::process::id()
-        ));
-        std::fs::write(&config, site::config_text(pool, &Limits::default()))?;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hashshift"))
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()?;
-        let stderr = child.stderr.take().context("stderr")?;
-        let (tx, log) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if tx.send(strip_ansi(&line)).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut running = Running {
-            child,
-            log,
-            seen: Vec::new(),
-            config,
-        };
-        let up = running.wait_log("hashshift is up").await?;
-        let addr = up
-            .split_whitespace()
-            .find_map(|field| field.strip_prefix("addr="))
-            .context("no addr in the startup line")?
-            .parse()?;
-        Ok((running, addr))
-    }
-
-    /// The next log line containing `what`.
-    async fn wait_log(&mut self, what: &str) -> Result<String> {
-        let found = within(&format!("log line {what:?}"), async {
-            while let Some(line) = self.log.recv().await {
-                self.seen.push(line.clone());
-                if line.contains(what) {
-                    return Some(line);
-                }
-            }
-            None
-        })
-        .await;
-        match found {
-            Ok(Some(line)) => Ok(line),
-            _ => bail!(
-                "no log line {what:?}; log so far:\n{}",
-                self.seen.join("\n")
-            ),
-        }
-    }
-
-    fn signal(&self, signal: &str) -> Result<()> {
-        let pid = self.child.id().context("the proxy already exited")?;
-        let status = std::process::Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()?;
-        ensure!(status.success(), "kill -{signal} {pid}: {status}");
-        Ok(())
-    }
-}
-
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // CSI: ESC [ parameters final-byte
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn submit_request(share: &Share, worker: &str) -> ClientRequest {
-    ClientRequest::Submit(Submit {
-        worker: worker.into(),
-        job_id: share.job_id.clone(),
-        extranonce2: share.extranonce2.clone(),
-        ntime: share.ntime,
-        nonce: share.nonce,
-        version_bits: share.version_bits,
-    })
+/// Starts `hashshift run` in front of `pool`; returns once it listens, with its address and
+/// its config file.
+async fn start(pool: SocketAddr, name: &str) -> Result<(Running, SocketAddr, ConfigFile)> {
+    let config = ConfigFile(std::env::temp_dir().join(format!(
+        "hashshift-shutdown-{}-{name}.toml",
+        std::process::id()
+    )));
+    std::fs::write(&config.0, site::config_text(pool, &Limits::default()))?;
+    let mut running = Running::spawn(run_command(&config.0))?;
+    let up = running.wait_log("hashshift is up", STEP).await?;
+    let addr = up
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("addr="))
+        .context("no addr in the startup line")?
+        .parse()?;
+    Ok((running, addr, config))
 }
 
 /// Answers to `ids`, in any order: `true` or the error code.
@@ -183,7 +88,7 @@ async fn refused(addr: SocketAddr) -> Result<bool> {
 /// SIGTERM with shares in flight, optionally followed by `second` signals during the drain.
 async fn drain_on_sigterm(name: &str, second: &[&str]) -> Result<()> {
     let pool = site::pool(name).await?;
-    let (mut proxy, addr) = Running::start(pool.addr(), name).await?;
+    let (mut proxy, addr, _config) = start(pool.addr(), name).await?;
     let mut m = Miner::connect(addr).await?;
     let (_, job) = m.handshake("farm.rig1", None).await?;
     assert_eq!(
@@ -196,7 +101,7 @@ async fn drain_on_sigterm(name: &str, second: &[&str]) -> Result<()> {
     let mut ids = Vec::new();
     for seed in 1..=3 {
         let share = m.find_share(&job, seed, None);
-        ids.push(m.send(submit_request(&share, "farm.rig1")).await?);
+        ids.push(m.send(share.request("farm.rig1")).await?);
     }
     within("three answers held at the pool", async {
         while pool.held_answers() < 3 {
@@ -207,7 +112,7 @@ async fn drain_on_sigterm(name: &str, second: &[&str]) -> Result<()> {
 
     proxy.signal("TERM")?;
     let signalled = Instant::now();
-    proxy.wait_log("SIGTERM received").await?;
+    proxy.wait_log("SIGTERM received", STEP).await?;
     // The listener goes first, while the verdicts are still on their way.
     within("the listener closed", async {
         while !refused(addr).await? {
@@ -247,7 +152,7 @@ async fn drain_on_sigterm(name: &str, second: &[&str]) -> Result<()> {
     let stats = pool.stats();
     assert_eq!(stats.accepted, 4, "{stats:?}");
     assert_eq!(stats.workers["farm.rig1"].accepted, 4);
-    proxy.wait_log("shutdown complete").await?;
+    proxy.wait_log("shutdown complete", STEP).await?;
     Ok(())
 }
 
@@ -275,7 +180,7 @@ async fn testpool_answer_delay_holds_verdicts_but_not_reading() -> Result<()> {
     let mut ids = Vec::new();
     for seed in 0..3 {
         let share = m.find_share(&job, seed, None);
-        ids.push(m.send(submit_request(&share, "w")).await?);
+        ids.push(m.send(share.request("w")).await?);
     }
     // All three are read and judged while the first answer is still held.
     within("three answers held", async {

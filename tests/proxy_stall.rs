@@ -11,7 +11,6 @@
 mod support;
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -19,7 +18,7 @@ use hashshift_protocol::sv1::{ClientRequest, Id, ServerMessage, ServerNotificati
 use hashshift_proxy::config::Config;
 use hashshift_tools::testpool::{TestPool, TestPoolConfig};
 use support::failover::{
-    Log, Pace, drive, job_pool, lock, start_on_primary, subscribed_miner, wait_until,
+    Pace, job_pool, lock, spawn_drive, start_on_primary, subscribed_miner, wait_until,
 };
 use support::miner::within;
 use tokio_util::sync::CancellationToken;
@@ -92,17 +91,16 @@ async fn stall_and_resume() -> Result<()> {
             job_pool(&job, &[&a, &b]) == Some(0),
             "miners start on the primary"
         );
-        let log = Arc::new(Mutex::new(Log::default()));
-        logs.push(log.clone());
-        drivers.push(tokio::spawn(drive(
+        let (log, driver) = spawn_drive(
             m,
             worker,
             job,
             vec![a.clone(), b.clone()],
-            log,
             Pace::every(Duration::from_millis(200)),
             stop.clone(),
-        )));
+        );
+        logs.push(log);
+        drivers.push(driver);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     ensure!(a.stats().accepted > 0, "shares reach the primary");

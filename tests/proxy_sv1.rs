@@ -10,19 +10,14 @@ use hashshift_protocol::sv1::{ClientRequest, ServerNotification};
 use hashshift_proxy::config::Config;
 use hashshift_proxy::proxy::Proxy;
 use hashshift_proxy::upstream::manager::ManagerSettings;
-use hashshift_tools::testpool::{TestPool, TestPoolConfig};
+use hashshift_tools::testpool::TestPool;
 use support::miner::{Miner, within};
 
 /// Share difficulty everywhere: ~4,300 hashes a share, quick in debug builds.
 const DIFF: f64 = 1e-6;
 
 async fn pool(name: &str) -> Result<TestPool> {
-    Ok(TestPool::start(TestPoolConfig {
-        difficulty: DIFF,
-        name: name.into(),
-        ..TestPoolConfig::default()
-    })
-    .await?)
+    support::site::pool_at(name, DIFF).await
 }
 
 fn config(pools: &[(&TestPool, u32, u32)], extra: &str) -> Result<Config> {

@@ -6,12 +6,11 @@ mod support;
 
 use anyhow::{Context, Result, bail};
 use hashshift_proxy::config::Config;
-use hashshift_tools::testpool::{TestPool, TestPoolConfig};
 use support::miner::within;
 use support::sv2_miner::{
     FoundShare, MiningJob, REQUIRES_STANDARD_JOBS, REQUIRES_WORK_SELECTION, Received, Sv2Miner,
 };
-use support::sv2_site::{DIFF, KeyFile, Setup, pool_accepts};
+use support::sv2_site::{DIFF, GoodMiner, KeyFile, Setup, pool_accepts, sv1_pool};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -268,12 +267,7 @@ async fn update_channel_moves_the_target() -> Result<()> {
 
 #[tokio::test]
 async fn failover_moves_every_channel_with_set_extranonce_prefix() -> Result<()> {
-    let b = TestPool::start(TestPoolConfig {
-        difficulty: DIFF,
-        name: "b".into(),
-        ..TestPoolConfig::default()
-    })
-    .await?;
+    let b = sv1_pool("b").await?;
     let s = Setup::start_with(&[&b], "").await?;
     let mut m = s.miner().await?;
     m.setup(0).await?;
@@ -368,16 +362,7 @@ async fn stalled_and_garbage_handshakes_are_dropped_without_harming_others() -> 
     let s = Setup::start(
         "[limits]\nmax_line_bytes = 16384\nsend_queue = 64\nmax_connections = 1000\nhandshake_timeout_secs = 1\n",
     ).await?;
-    let mut good = s.miner().await?;
-    good.setup(REQUIRES_STANDARD_JOBS).await?;
-    good.open_standard(1, "good", 0.0).await?;
-    let (channel, target) = match good.recv().await? {
-        Some(Received::OpenStandardSuccess {
-            channel_id, target, ..
-        }) => (channel_id, target),
-        other => bail!("expected OpenStandardMiningChannel.Success, got {other:?}"),
-    };
-    let job = good.first_job(channel).await?;
+    let mut good = GoodMiner::open(&s).await?;
 
     let addr = s.proxy.listen_addrs()[0];
     // Stalls half-way through the first handshake message.
@@ -396,9 +381,7 @@ async fn stalled_and_garbage_handshakes_are_dropped_without_harming_others() -> 
     closed_by_proxy(&mut silent).await?;
 
     // The good miner, past the handshake timeout, is unaffected.
-    let share = job.find(&[], Vec::new(), job.version, &target, 9, false);
-    let seq = good.submit(channel, &share, false).await?;
-    assert_eq!(good.verdict(channel, seq).await?, Ok(()));
+    good.share_accepted(9).await?;
     pool_accepts(&s.pool, 1).await?;
     s.stop().await;
     Ok(())
@@ -455,16 +438,7 @@ async fn oversized_and_tampered_frames_close_only_their_connection() -> Result<(
         "[limits]\nmax_line_bytes = 16384\nsend_queue = 64\nmax_connections = 1000\nhandshake_timeout_secs = 60\n",
     )
     .await?;
-    let mut good = s.miner().await?;
-    good.setup(REQUIRES_STANDARD_JOBS).await?;
-    good.open_standard(1, "good", 0.0).await?;
-    let (channel, target) = match good.recv().await? {
-        Some(Received::OpenStandardSuccess {
-            channel_id, target, ..
-        }) => (channel_id, target),
-        other => bail!("expected OpenStandardMiningChannel.Success, got {other:?}"),
-    };
-    let job = good.first_job(channel).await?;
+    let mut good = GoodMiner::open(&s).await?;
     let addr = s.proxy.listen_addrs()[0];
 
     // A header announcing 16 MiB (the limit is 16 KiB): refused on the header, before any
@@ -491,9 +465,7 @@ async fn oversized_and_tampered_frames_close_only_their_connection() -> Result<(
     closed_by_proxy(&mut tampered).await?;
 
     // The good miner is unaffected.
-    let share = job.find(&[], Vec::new(), job.version, &target, 5, false);
-    let seq = good.submit(channel, &share, false).await?;
-    assert_eq!(good.verdict(channel, seq).await?, Ok(()));
+    good.share_accepted(5).await?;
     pool_accepts(&s.pool, 1).await?;
     s.stop().await;
     Ok(())

@@ -8,35 +8,14 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use hashshift_protocol::noise::AuthorityKeypair;
-use hashshift_protocol::sv1::{ClientRequest, ServerNotification, Submit};
+use hashshift_protocol::sv1::{ClientRequest, ServerNotification};
 use hashshift_proxy::config::Config;
 use hashshift_proxy::proxy::Proxy;
 use hashshift_proxy::upstream::manager::ManagerSettings;
 use hashshift_tools::testpool::{TestPool, TestPoolConfig, reason};
 use support::logs::Logs;
 use support::miner::{Miner, within};
-
-/// Share difficulty everywhere: ~4,300 hashes a share, quick in debug builds.
-const DIFF: f64 = 1e-6;
-
-async fn sv2_pool(name: &str, version_mask: u32) -> Result<TestPool> {
-    Ok(TestPool::start_sv2(TestPoolConfig {
-        difficulty: DIFF,
-        name: name.into(),
-        version_mask,
-        ..TestPoolConfig::sv2()
-    })
-    .await?)
-}
-
-async fn sv1_pool(name: &str) -> Result<TestPool> {
-    Ok(TestPool::start(TestPoolConfig {
-        difficulty: DIFF,
-        name: name.into(),
-        ..TestPoolConfig::default()
-    })
-    .await?)
-}
+use support::sv2_site::{DIFF, sv1_pool, sv2_pool};
 
 fn config(urls: &[String]) -> Result<Config> {
     let mut text = String::from("[[downstream]]\nprotocol = \"sv1\"\nlisten = \"127.0.0.1:0\"\n");
@@ -116,16 +95,7 @@ async fn an_upstream_reject_is_relayed_with_the_pools_code() -> Result<()> {
     let mut m = Miner::connect(proxy.listen_addrs()[0]).await?;
     let (_, job) = m.handshake("w", Some(0x1fff_e000)).await?;
     let share = m.find_share(&job, 1, Some(0x0010_0000));
-    let r = m
-        .call(ClientRequest::Submit(Submit {
-            worker: "w".into(),
-            job_id: share.job_id.clone(),
-            extranonce2: share.extranonce2.clone(),
-            ntime: share.ntime,
-            nonce: share.nonce,
-            version_bits: share.version_bits,
-        }))
-        .await?;
+    let r = m.call(share.request("w")).await?;
     let Some(e) = r.error else {
         bail!("the pool's reject was not relayed: {r:?}")
     };

@@ -1,5 +1,5 @@
-//! Simulated rigs against a scripted SV1 server on 127.0.0.1, and the load generator in
-//! `--direct` mode against the embedded test pool.
+//! Simulated rigs against a scripted SV1 server on 127.0.0.1, and against the embedded test
+//! pool. (The load generator's SV1 runs are in `bench_sv1.rs`.)
 //!
 //! The scripted server records every request per connection and validates shares itself
 //! (rebuilding the header from the job, extranonce1 and the submitted fields), so these tests
@@ -447,67 +447,6 @@ async fn a_dropped_rig_reconnects_and_stop_is_prompt() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bench_direct_mode_reports_shares_and_sane_percentiles() -> Result<()> {
-    use clap::Parser;
-    use hashshift_tools::bench::{BenchArgs, run};
-    let args = BenchArgs::try_parse_from([
-        "bench",
-        "--direct",
-        "--miners",
-        "50",
-        "--duration",
-        "3",
-        "--share-rate",
-        "5",
-        "--jobs-every",
-        "0.5",
-        "--quiet",
-    ])?;
-    let report = timeout(Duration::from_secs(60), run(args))
-        .await
-        .context("bench did not finish")??;
-    assert_eq!(report.mode, "direct");
-    assert_eq!(report.miners_ready, 50, "{report:?}");
-    assert_eq!(report.connect_errors, 0);
-    assert!(report.shares_answered > 0 && report.shares_per_sec > 0.0);
-    assert_eq!(
-        report.rejected, 0,
-        "random shares at a tiny difficulty all pass"
-    );
-    assert!(report.accepted >= report.shares_answered);
-    let l = &report.latency_us;
-    assert!(l.count > 0);
-    assert!(l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.p999 && l.p999 <= l.max);
-    assert!(report.jobs_sent >= 2);
-    let f = &report.fanout_us;
-    assert!(f.count >= 50, "every miner saw the jobs: {f:?}");
-    assert!(f.p50 <= f.p99 && f.p99 <= f.max);
-    assert!(report.proxy.is_none());
-    let json = serde_json::to_value(&report)?;
-    assert!(json["latency_us"]["p999"].is_u64());
-    Ok(())
-}
-
-#[tokio::test]
-async fn bench_refuses_non_loopback_proxies() -> Result<()> {
-    use clap::Parser;
-    let args = hashshift_tools::bench::BenchArgs::try_parse_from([
-        "bench",
-        "--proxy",
-        "192.0.2.1:3333",
-        "--miners",
-        "1",
-        "--duration",
-        "1",
-    ])?;
-    let err = timeout(Duration::from_secs(10), hashshift_tools::bench::run(args))
-        .await?
-        .expect_err("must refuse");
-    assert!(err.to_string().contains("loopback"), "{err}");
-    Ok(())
-}
-
 mod against_the_test_pool {
     use super::*;
     use hashshift_tools::testpool::{TestPool, TestPoolConfig};
@@ -588,47 +527,4 @@ mod against_the_test_pool {
         shutdown.cancel();
         Ok(())
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bench_against_a_given_address_reports_process_figures() -> Result<()> {
-    use clap::Parser;
-    use hashshift_tools::testpool::{TestPool, TestPoolConfig};
-    // The "proxy" is a test pool in this process; its pid is ours, so the RSS and CPU
-    // probes have something real to read.
-    let pool = TestPool::start(TestPoolConfig {
-        difficulty: 1e-12,
-        ..TestPoolConfig::default()
-    })
-    .await?;
-    let pid = std::process::id().to_string();
-    let addr = pool.addr().to_string();
-    let args = hashshift_tools::bench::BenchArgs::try_parse_from([
-        "bench",
-        "--proxy",
-        &addr,
-        "--proxy-pid",
-        &pid,
-        "--miners",
-        "20",
-        "--duration",
-        "2",
-        "--share-rate",
-        "10",
-        "--quiet",
-    ])?;
-    let report = timeout(Duration::from_secs(60), hashshift_tools::bench::run(args))
-        .await
-        .context("bench did not finish")??;
-    pool.shutdown().await;
-    assert_eq!(report.mode, "proxy");
-    assert_eq!(report.miners_ready, 20);
-    assert!(report.shares_answered > 0);
-    assert_eq!(report.fanout_us.count, 0, "no embedded pool, no fan-out");
-    let proxy = report.proxy.context("figures for the given pid")?;
-    assert!(proxy.rss_before_kib.is_some_and(|k| k > 0));
-    assert!(proxy.rss_idle_kib.is_some() && proxy.rss_load_kib.is_some());
-    assert!(proxy.kib_per_idle_miner.is_some());
-    assert!(proxy.cpu_us_per_share.is_some());
-    Ok(())
 }

@@ -13,20 +13,17 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
+use tokio::process::Command;
 
 use support::power_site::quick;
+use support::process::{BIN, Running, run_command};
 use support::rig::SimRig;
 use support::site;
 
-const BIN: &str = env!("CARGO_BIN_EXE_hashshift");
 /// The exit status of a run stopped by a task failure (`hashshift_proxy::supervisor`).
 const TASK_FAILED: i32 = 70;
 /// From the fault to the exit: the shutdown after a failure gives sessions 5 s, the pool
@@ -84,125 +81,14 @@ impl Drop for Dir {
     }
 }
 
-/// `hashshift run` and its log lines as they come.
-struct Running {
-    child: Child,
-    log: mpsc::UnboundedReceiver<String>,
-    seen: Vec<String>,
-    started: Instant,
-}
-
-impl Running {
-    /// Starts the binary on `config`, with `fault` in `HASHSHIFT_TEST_FAULT` if given.
-    fn start(config: &Path, fault: Option<&str>) -> Result<Running> {
-        let mut command = Command::new(BIN);
-        command
-            .arg("run")
-            .arg("--config")
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .env_remove("HASHSHIFT_TEST_FAULT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        if let Some(f) = fault {
-            command.env("HASHSHIFT_TEST_FAULT", f);
-        }
-        let mut child = command.spawn()?;
-        let stderr = child.stderr.take().context("stderr")?;
-        let (tx, log) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if tx.send(strip_ansi(&line)).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Running {
-            child,
-            log,
-            seen: Vec::new(),
-            started: Instant::now(),
-        })
+/// `hashshift run` on `config`, with `fault` in `HASHSHIFT_TEST_FAULT` if given.
+fn start(config: &Path, fault: Option<&str>) -> Result<Running> {
+    let mut command = run_command(config);
+    command.env_remove("HASHSHIFT_TEST_FAULT");
+    if let Some(f) = fault {
+        command.env("HASHSHIFT_TEST_FAULT", f);
     }
-
-    /// Waits for a log line containing `what`, up to `within`.
-    async fn wait_log(&mut self, what: &str, within: Duration) -> Result<String> {
-        let found = tokio::time::timeout(within, async {
-            while let Some(line) = self.log.recv().await {
-                self.seen.push(line.clone());
-                if line.contains(what) {
-                    return Some(line);
-                }
-            }
-            None
-        })
-        .await;
-        match found {
-            Ok(Some(line)) => Ok(line),
-            _ => bail!(
-                "no log line {what:?}; log so far:\n{}",
-                self.seen.join("\n")
-            ),
-        }
-    }
-
-    /// Waits for the exit, up to `within`; returns the status and the whole log.
-    async fn wait_exit(&mut self, within: Duration) -> Result<(ExitStatus, String)> {
-        let status = match tokio::time::timeout(within, self.child.wait()).await {
-            Ok(status) => status?,
-            Err(_) => {
-                let _ = self.child.kill().await;
-                self.drain_log().await;
-                bail!(
-                    "still running {within:?} later; log:\n{}",
-                    self.seen.join("\n")
-                );
-            }
-        };
-        self.drain_log().await;
-        Ok((status, self.seen.join("\n")))
-    }
-
-    /// Collects the rest of the log (the reader ends with the process's stderr).
-    async fn drain_log(&mut self) {
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            while let Some(line) = self.log.recv().await {
-                self.seen.push(line);
-            }
-        })
-        .await;
-    }
-
-    fn signal(&self, signal: &str) -> Result<()> {
-        let pid = self.child.id().context("the proxy already exited")?;
-        let status = std::process::Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()?;
-        ensure!(status.success(), "kill -{signal} {pid}: {status}");
-        Ok(())
-    }
-}
-
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    Running::spawn(command)
 }
 
 /// `hashshift ctl --json --socket SOCKET args...`: the answer's `result`.
@@ -240,7 +126,7 @@ async fn fails_and_exits(task: &str, kind: &str) -> Result<(String, Dir)> {
     let config = dir.write_config(pool.addr())?;
     // 300 ms: after the proxy is up, so the failure hits a running proxy.
     let fault_after = Duration::from_millis(300);
-    let mut proxy = Running::start(
+    let mut proxy = start(
         &config,
         Some(&format!("{task}:{kind}@{}", fault_after.as_millis())),
     )?;
@@ -330,7 +216,7 @@ async fn a_fault_naming_no_task_refuses_to_start() -> Result<()> {
     let pool = site::pool("typo").await?;
     let dir = Dir::new("typo")?;
     let config = dir.write_config(pool.addr())?;
-    let mut proxy = Running::start(&config, Some("power-controler:panic"))?;
+    let mut proxy = start(&config, Some("power-controler:panic"))?;
     let (status, log) = proxy.wait_exit(STEP).await?;
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(log.contains("no task named \"power-controler\""), "{log}");
@@ -386,7 +272,7 @@ async fn a_restarted_proxy_resumes_the_persisted_plan() -> Result<()> {
     // Time enough to drain the rig, curtail and see both persisted before the controller
     // dies, even on a loaded machine; the test says so if it was not.
     let fault_after = Duration::from_secs(10);
-    let mut proxy = Running::start(
+    let mut proxy = start(
         &config,
         Some(&format!(
             "power-controller:panic@{}",
@@ -455,7 +341,7 @@ async fn a_restarted_proxy_resumes_the_persisted_plan() -> Result<()> {
     assert!(log.contains("task=\"power-controller\""), "{log}");
 
     // The service manager's restart: same config, same state directory, no fault.
-    let mut proxy = Running::start(&config, None)?;
+    let mut proxy = start(&config, None)?;
     proxy.wait_log("hashshift is up", STEP).await?;
     let power = ctl(&socket, &["power"]).await?;
     assert_eq!(power["curtailment"]["cap_kw"], 40.0, "{power}");

@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use hashshift_proxy::control::admin::protocol::Command;
 use serde_json::Value;
-use support::power_site::{Site, all_mining_on_firmware_figures};
+use support::power_site::{Site, all_mining_on_firmware_figures, http_with_token};
 
 const TOKEN: &str = "s3cret-grid-token";
 
@@ -27,13 +27,7 @@ async fn http(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grid_signal_over_http_curtails_the_site_and_needs_the_token() -> Result<()> {
-    let token_file =
-        std::env::temp_dir().join(format!("hashshift-token-{}", rand::random::<u64>()));
-    std::fs::write(&token_file, format!("{TOKEN}\n"))?;
-    let extra = format!(
-        "[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = {:?}\n",
-        token_file.display().to_string()
-    );
+    let (token_file, extra) = http_with_token(TOKEN)?;
     let site = Site::start(2, 10.0, &extra).await?;
     let addr = site.proxy()?.web_addr().context("no HTTP API")?;
     site.until("two rigs mining", 30, Command::Rigs, |r| {

@@ -173,6 +173,18 @@ fn block_840k_job() -> StandardJob {
     }
 }
 
+/// Block 840,000's own header as a share on job 1 of [`block_840k_job`], with the full rolled
+/// version 0x2a5fe000 (SV2 style).
+fn block_840k_share() -> Submission<'static> {
+    Submission {
+        job_id: 1,
+        extranonce: &[],
+        ntime: 1_713_571_767,
+        nonce: 0xea63_987d,
+        version: SubmittedVersion::Full(0x2a5f_e000),
+    }
+}
+
 #[test]
 fn block_840000_validates_with_version_rolling() {
     let config = ValidatorConfig {
@@ -188,13 +200,7 @@ fn block_840000_validates_with_version_rolling() {
     v.add_job(1, Job::Standard(block_840k_job()), true).unwrap();
 
     // SV2 style: the full rolled version 0x2a5fe000.
-    let share = Submission {
-        job_id: 1,
-        extranonce: &[],
-        ntime: 1_713_571_767,
-        nonce: 0xea63_987d,
-        version: SubmittedVersion::Full(0x2a5f_e000),
-    };
+    let share = block_840k_share();
     let accepted = v.validate(&share).unwrap();
     assert_eq!(to_display(&accepted.hash), B840K_HASH);
     assert!(accepted.is_block);
@@ -223,13 +229,7 @@ fn block_840000_needs_the_mask() {
     // With no rolling negotiated, the real block's version is refused before hashing.
     let mut v = ShareValidator::new(ValidatorConfig::default(), Vec::new(), Target::MAX);
     v.add_job(1, Job::Standard(block_840k_job()), true).unwrap();
-    let share = Submission {
-        job_id: 1,
-        extranonce: &[],
-        ntime: 1_713_571_767,
-        nonce: 0xea63_987d,
-        version: SubmittedVersion::Full(0x2a5f_e000),
-    };
+    let share = block_840k_share();
     let err = v.validate(&share).unwrap_err();
     assert_eq!(
         err,

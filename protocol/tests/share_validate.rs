@@ -33,6 +33,11 @@ fn config() -> ValidatorConfig {
     }
 }
 
+/// A validator for extranonce1 `EE EE EE EE` with `config`, the easiest target and no job yet.
+fn no_jobs(config: ValidatorConfig) -> ShareValidator {
+    ShareValidator::new(config, vec![0xEE; 4], Target::MAX)
+}
+
 fn validator(target: Target) -> ShareValidator {
     let mut v = ShareValidator::new(config(), vec![0xEE; 4], target);
     v.add_job(1, job(HARD_NBITS), true).unwrap();
@@ -110,14 +115,10 @@ fn stale_after_clean_job_and_unknown_job() {
 
 #[test]
 fn non_clean_jobs_stay_valid_up_to_the_window() {
-    let mut v = ShareValidator::new(
-        ValidatorConfig {
-            max_jobs: 2,
-            ..config()
-        },
-        vec![0xEE; 4],
-        Target::MAX,
-    );
+    let mut v = no_jobs(ValidatorConfig {
+        max_jobs: 2,
+        ..config()
+    });
     v.add_job(1, job(HARD_NBITS), false).unwrap();
     v.add_job(2, job(HARD_NBITS), false).unwrap();
     v.validate(&share(1, 1)).unwrap();
@@ -133,14 +134,10 @@ fn non_clean_jobs_stay_valid_up_to_the_window() {
 
 #[test]
 fn retired_ids_are_forgotten_within_bounds() {
-    let mut v = ShareValidator::new(
-        ValidatorConfig {
-            max_retired_job_ids: 2,
-            ..config()
-        },
-        vec![0xEE; 4],
-        Target::MAX,
-    );
+    let mut v = no_jobs(ValidatorConfig {
+        max_retired_job_ids: 2,
+        ..config()
+    });
     for id in 1..=4 {
         v.add_job(id, job(HARD_NBITS), true).unwrap();
     }
@@ -272,14 +269,10 @@ fn extranonce_size() {
 
 #[test]
 fn duplicate_memory_is_bounded() {
-    let mut v = ShareValidator::new(
-        ValidatorConfig {
-            max_shares_per_job: 3,
-            ..config()
-        },
-        vec![0xEE; 4],
-        Target::MAX,
-    );
+    let mut v = no_jobs(ValidatorConfig {
+        max_shares_per_job: 3,
+        ..config()
+    });
     v.add_job(1, job(HARD_NBITS), true).unwrap();
     for nonce in 0..3 {
         v.validate(&share(1, nonce)).unwrap();
@@ -371,7 +364,7 @@ fn invalid_nbits_job_is_refused_and_changes_nothing() {
 #[test]
 fn a_reissue_of_the_same_work_shares_its_duplicate_set() {
     // Job 1 at difficulty 1; the miner asks for less and gets the same work as job 2.
-    let mut v = ShareValidator::new(config(), vec![0xEE; 4], Target::MAX);
+    let mut v = no_jobs(config());
     v.add_job_for_work(1, job(HARD_NBITS), true, 42).unwrap();
     let first = v.validate(&share(1, 9)).unwrap();
     v.set_miner_target(Target::MAX);
@@ -393,14 +386,10 @@ fn a_reissue_of_the_same_work_shares_its_duplicate_set() {
 
 #[test]
 fn a_work_set_lives_until_its_last_job_retires() {
-    let mut v = ShareValidator::new(
-        ValidatorConfig {
-            max_jobs: 2,
-            ..config()
-        },
-        vec![0xEE; 4],
-        Target::MAX,
-    );
+    let mut v = no_jobs(ValidatorConfig {
+        max_jobs: 2,
+        ..config()
+    });
     v.add_job_for_work(1, job(HARD_NBITS), true, 7).unwrap();
     v.validate(&share(1, 1)).unwrap();
     v.add_job_for_work(2, job(HARD_NBITS), false, 7).unwrap();

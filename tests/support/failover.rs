@@ -74,6 +74,20 @@ impl Pace {
     }
 }
 
+/// Starts [`drive`] for `m` on its own task, with a fresh log: the log and the task.
+pub fn spawn_drive(
+    m: Miner,
+    worker: String,
+    job: Notify,
+    pools: Vec<TestPool>,
+    pace: Pace,
+    stop: CancellationToken,
+) -> (Arc<Mutex<Log>>, tokio::task::JoinHandle<Result<usize>>) {
+    let log = Arc::new(Mutex::new(Log::default()));
+    let task = tokio::spawn(drive(m, worker, job, pools, log.clone(), pace, stop));
+    (log, task)
+}
+
 /// Keeps a subscribed miner mining on the newest job at `pace`, applying set_extranonce /
 /// set_difficulty / notify as firmware does, until `stop`; then waits up to 10 s for the
 /// answers still due. Returns how many submits were never answered.

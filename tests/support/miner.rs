@@ -198,16 +198,7 @@ impl Miner {
 
     /// Submits and returns `Ok(())` for `true`, or the error code.
     pub async fn submit(&mut self, share: &Share, worker: &str) -> Result<Result<(), i64>> {
-        let r = self
-            .call(ClientRequest::Submit(Submit {
-                worker: worker.into(),
-                job_id: share.job_id.clone(),
-                extranonce2: share.extranonce2.clone(),
-                ntime: share.ntime,
-                nonce: share.nonce,
-                version_bits: share.version_bits,
-            }))
-            .await?;
+        let r = self.call(share.request(worker)).await?;
         Ok(match r.error {
             Some(e) => Err(e.code),
             None if r.as_bool()? => Ok(()),
@@ -289,4 +280,18 @@ pub struct Share {
     pub ntime: u32,
     pub nonce: u32,
     pub version_bits: Option<u32>,
+}
+
+impl Share {
+    /// The `mining.submit` request for this share as `worker`.
+    pub fn request(&self, worker: &str) -> ClientRequest {
+        ClientRequest::Submit(Submit {
+            worker: worker.into(),
+            job_id: self.job_id.clone(),
+            extranonce2: self.extranonce2.clone(),
+            ntime: self.ntime,
+            nonce: self.nonce,
+            version_bits: self.version_bits,
+        })
+    }
 }

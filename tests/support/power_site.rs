@@ -2,7 +2,7 @@
 //! management APIs (`rig::SimRig`), the proxy with `[admin]` and `[power]`, and `ctl` calls
 //! over its admin socket.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Result, bail};
@@ -11,7 +11,7 @@ use hashshift_proxy::control::admin::ctl::call;
 use hashshift_proxy::control::admin::protocol::{Command, Request, Response};
 use hashshift_proxy::proxy::Proxy;
 use hashshift_tools::fake_firmware::{FakePhase, RigProfile};
-use hashshift_tools::testpool::{TestPool, TestPoolConfig};
+use hashshift_tools::testpool::TestPool;
 use serde_json::Value;
 
 use super::rig::SimRig;
@@ -24,6 +24,65 @@ pub fn quick() -> RigProfile {
         sleep_delay: Duration::from_millis(300),
         wake_delay: Duration::from_secs(1),
         ..RigProfile::default()
+    }
+}
+
+/// A file holding `token` (the caller removes it) and the `[http]` table that serves the web
+/// API on 127.0.0.1:0 behind that token.
+pub fn http_with_token(token: &str) -> Result<(PathBuf, String)> {
+    let token_file =
+        std::env::temp_dir().join(format!("hashshift-token-{}", rand::random::<u64>()));
+    std::fs::write(&token_file, format!("{token}\n"))?;
+    let extra = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = {:?}\n",
+        token_file.display().to_string()
+    );
+    Ok((token_file, extra))
+}
+
+/// One admin request on `socket` as the operator "noc"; its result (an error if refused).
+pub async fn ask_at(socket: &Path, command: Command) -> Result<Value> {
+    let r = call(
+        socket,
+        &Request {
+            command,
+            by: Some("noc".into()),
+        },
+    )
+    .await?;
+    result(r)
+}
+
+/// The result of an admin answer; an error if the request was refused.
+pub fn result(r: Response) -> Result<Value> {
+    match r {
+        Response {
+            ok: true,
+            result: Some(v),
+            ..
+        } => Ok(v),
+        other => bail!("refused: {other:?}"),
+    }
+}
+
+/// Asks `command` on `socket` (up to `secs`) until `check` holds on the result.
+pub async fn until_at(
+    socket: &Path,
+    what: &str,
+    secs: u64,
+    command: Command,
+    check: impl Fn(&Value) -> bool,
+) -> Result<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let v = ask_at(socket, command.clone()).await?;
+        if check(&v) {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out waiting for {what}; last: {v:#}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -63,12 +122,7 @@ impl Site {
 
     /// A pool, `n` rigs (firmware up, not mining until the proxy is up) and the proxy.
     pub async fn start(n: usize, cap_kw: f64, extra: &str) -> Result<Site> {
-        let pool = TestPool::start(TestPoolConfig {
-            difficulty: DIFF,
-            name: "a".into(),
-            ..TestPoolConfig::default()
-        })
-        .await?;
+        let pool = super::site::pool_at("a", DIFF).await?;
         let dir = std::env::temp_dir().join(format!("hashshift-power-{}", rand::random::<u64>()));
         std::fs::create_dir_all(&dir)?;
         let mut site = Site {
@@ -110,22 +164,7 @@ impl Site {
     }
 
     pub async fn ask(&self, command: Command) -> Result<Value> {
-        let r = call(
-            &self.dir.join("admin.sock"),
-            &Request {
-                command,
-                by: Some("noc".into()),
-            },
-        )
-        .await?;
-        match r {
-            Response {
-                ok: true,
-                result: Some(v),
-                ..
-            } => Ok(v),
-            other => bail!("refused: {other:?}"),
-        }
+        ask_at(&self.dir.join("admin.sock"), command).await
     }
 
     /// Waits (up to `secs`) until `check` holds on `ctl rigs` or `ctl power`.
@@ -136,17 +175,7 @@ impl Site {
         command: Command,
         check: impl Fn(&Value) -> bool,
     ) -> Result<Value> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-        loop {
-            let v = self.ask(command.clone()).await?;
-            if check(&v) {
-                return Ok(v);
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!("timed out waiting for {what}; last: {v:#}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        until_at(&self.dir.join("admin.sock"), what, secs, command, check).await
     }
 
     pub fn phases(&self) -> Vec<FakePhase> {

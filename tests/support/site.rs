@@ -19,8 +19,13 @@ pub const DIFF: f64 = 1e-7;
 
 /// A test pool at [`DIFF`].
 pub async fn pool(name: &str) -> Result<TestPool> {
+    pool_at(name, DIFF).await
+}
+
+/// An SV1 test pool named `name` at share `difficulty`, otherwise as configured by default.
+pub async fn pool_at(name: &str, difficulty: f64) -> Result<TestPool> {
     Ok(TestPool::start(TestPoolConfig {
-        difficulty: DIFF,
+        difficulty,
         name: name.into(),
         ..TestPoolConfig::default()
     })

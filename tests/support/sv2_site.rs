@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use hashshift_protocol::noise::AuthorityPublicKey;
 use hashshift_proxy::config::Config;
 use hashshift_proxy::proxy::Proxy;
@@ -12,10 +12,26 @@ use hashshift_proxy::upstream::manager::ManagerSettings;
 use hashshift_tools::testpool::{TestPool, TestPoolConfig};
 
 use super::miner::within;
-use super::sv2_miner::Sv2Miner;
+use super::sv2_miner::{MiningJob, REQUIRES_STANDARD_JOBS, Received, Sv2Miner};
 
 /// Share difficulty of the pool and the proxy's vardiff: ~4,300 hashes a share.
 pub const DIFF: f64 = 1e-6;
+
+/// An SV1 test pool at [`DIFF`].
+pub async fn sv1_pool(name: &str) -> Result<TestPool> {
+    super::site::pool_at(name, DIFF).await
+}
+
+/// An SV2 test pool at [`DIFF`] that grants version rolling within `version_mask`.
+pub async fn sv2_pool(name: &str, version_mask: u32) -> Result<TestPool> {
+    Ok(TestPool::start_sv2(TestPoolConfig {
+        difficulty: DIFF,
+        name: name.into(),
+        version_mask,
+        ..TestPoolConfig::sv2()
+    })
+    .await?)
+}
 
 /// A fresh authority key file, removed on drop.
 pub struct KeyFile {
@@ -54,12 +70,7 @@ impl Setup {
 
     /// Pool "a" (priority 0) and the given standby pools (priorities 1, 2, ...).
     pub async fn start_with(standby: &[&TestPool], extra: &str) -> Result<Setup> {
-        let pool = TestPool::start(TestPoolConfig {
-            difficulty: DIFF,
-            name: "a".into(),
-            ..TestPoolConfig::default()
-        })
-        .await?;
+        let pool = sv1_pool("a").await?;
         let key = KeyFile::new()?;
         let mut upstreams = format!(
             "[[upstream]]\nurl = \"stratum+tcp://{}\"\nuser = \"farm\"\n",
@@ -109,4 +120,45 @@ pub async fn pool_accepts(pool: &TestPool, n: u64) -> Result<()> {
         }
     })
     .await
+}
+
+/// A miner on a standard channel that has its first job: the bystander that hostile
+/// connections must leave unharmed.
+pub struct GoodMiner {
+    m: Sv2Miner,
+    channel: u32,
+    target: [u8; 32],
+    job: MiningJob,
+}
+
+impl GoodMiner {
+    /// Sets up (standard jobs), opens channel 1 as "good" and reads its first job, each
+    /// message expected in that order.
+    pub async fn open(s: &Setup) -> Result<GoodMiner> {
+        let mut m = s.miner().await?;
+        m.setup(REQUIRES_STANDARD_JOBS).await?;
+        m.open_standard(1, "good", 0.0).await?;
+        let (channel, target) = match m.recv().await? {
+            Some(Received::OpenStandardSuccess {
+                channel_id, target, ..
+            }) => (channel_id, target),
+            other => bail!("expected OpenStandardMiningChannel.Success, got {other:?}"),
+        };
+        let job = m.first_job(channel).await?;
+        Ok(GoodMiner {
+            m,
+            channel,
+            target,
+            job,
+        })
+    }
+
+    /// Submits a share for the first job (found from `seed`) and asserts it accepted.
+    pub async fn share_accepted(&mut self, seed: u32) -> Result<()> {
+        let job = &self.job;
+        let share = job.find(&[], Vec::new(), job.version, &self.target, seed, false);
+        let seq = self.m.submit(self.channel, &share, false).await?;
+        assert_eq!(self.m.verdict(self.channel, seq).await?, Ok(()));
+        Ok(())
+    }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use bytes::BytesMut;
-use hashshift_protocol::sv1::{ClientMessage, ClientRequest, Id, ServerMessage, Submit};
+use hashshift_protocol::sv1::{ClientMessage, ClientRequest, Id, ServerMessage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -92,14 +92,7 @@ pub fn submits(
         m.codec.encode(
             ClientMessage::Request {
                 id: id.clone(),
-                request: ClientRequest::Submit(Submit {
-                    worker: worker.to_owned(),
-                    job_id: share.job_id.clone(),
-                    extranonce2: share.extranonce2.clone(),
-                    ntime: share.ntime,
-                    nonce: share.nonce,
-                    version_bits: share.version_bits,
-                }),
+                request: share.request(worker),
             },
             &mut out,
         )?;

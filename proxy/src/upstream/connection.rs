@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use hashshift_protocol::share::Target;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,7 +27,6 @@ use crate::config::{PoolUrl, UpstreamProtocol, WorkerIdentity};
 use crate::pool_link::PoolId;
 use crate::pool_link::submit::UpstreamSubmit;
 use crate::pool_link::work::WorkState;
-use crate::telemetry::histogram::LATENCY_BUCKETS;
 use crate::telemetry::{Histogram, ShareCounters};
 
 /// Version-rolling mask the proxy asks pools for: the BIP320 general-purpose bits.
@@ -41,7 +39,7 @@ pub fn rolled_version(job_version: u32, bits: Option<u32>, mask: u32) -> u32 {
 }
 
 /// Shares queued for one pool connection; beyond it a miner's share is answered as lost.
-const SUBMIT_QUEUE: usize = 4096;
+pub(super) const SUBMIT_QUEUE: usize = 4096;
 
 /// Settings of one pool connection.
 #[derive(Clone, Debug)]
@@ -123,53 +121,6 @@ impl Hashrate {
         self.0
             .store(hashes_per_second.max(0.0).to_bits(), Ordering::Relaxed);
     }
-}
-
-/// The connection task's side of a [`ConnectionHandle`].
-pub(super) struct Endpoints {
-    pub work_tx: watch::Sender<Arc<WorkState>>,
-    pub status_tx: watch::Sender<ConnStatus>,
-    pub submit_rx: mpsc::Receiver<UpstreamSubmit>,
-    pub counters: Arc<ShareCounters>,
-    pub hashrate: Arc<Hashrate>,
-    pub submit_latency: Arc<Histogram>,
-}
-
-/// A connection's handle and the task's ends of it, before the first session (no work).
-pub(super) fn endpoints(pool: PoolId) -> (ConnectionHandle, Endpoints) {
-    let initial = WorkState {
-        session: 0,
-        extranonce1: bytes::Bytes::new(),
-        extranonce2_size: 0,
-        difficulty: 1.0,
-        target: Target::DIFF1,
-        version_mask: 0,
-        job: None,
-    };
-    let (work_tx, work) = watch::channel(Arc::new(initial));
-    let (submit, submit_rx) = mpsc::channel(SUBMIT_QUEUE);
-    let (status_tx, status) = watch::channel(ConnStatus::Connecting);
-    let counters = Arc::new(ShareCounters::default());
-    let hashrate = Arc::new(Hashrate::default());
-    let submit_latency = Arc::new(Histogram::new(LATENCY_BUCKETS));
-    let handle = ConnectionHandle {
-        pool,
-        work,
-        submit,
-        status,
-        counters: counters.clone(),
-        hashrate: hashrate.clone(),
-        submit_latency: submit_latency.clone(),
-    };
-    let ends = Endpoints {
-        work_tx,
-        status_tx,
-        submit_rx,
-        counters,
-        hashrate,
-        submit_latency,
-    };
-    (handle, ends)
 }
 
 /// Starts the connection task for `params.url`'s protocol; it runs until `shutdown`.

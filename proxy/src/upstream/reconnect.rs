@@ -18,14 +18,16 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hashshift_protocol::share::Target;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::connection::{ConnStatus, ConnectionHandle, ConnectionParams, Hashrate, endpoints};
+use super::connection::{ConnStatus, ConnectionHandle, ConnectionParams, Hashrate, SUBMIT_QUEUE};
 use crate::pool_link::submit::{SubmitOutcome, UpstreamSubmit};
 use crate::pool_link::work::WorkState;
+use crate::telemetry::histogram::LATENCY_BUCKETS;
 use crate::telemetry::{Histogram, ShareCounters};
 
 /// A session that lasted this long proves the pool healthy: the next failure waits the
@@ -67,15 +69,38 @@ impl Link {
         params: ConnectionParams,
         shutdown: CancellationToken,
     ) -> (ConnectionHandle, Link) {
-        let (handle, ends) = endpoints(params.pool);
+        let initial = WorkState {
+            session: 0,
+            extranonce1: bytes::Bytes::new(),
+            extranonce2_size: 0,
+            difficulty: 1.0,
+            target: Target::DIFF1,
+            version_mask: 0,
+            job: None,
+        };
+        let (work_tx, work) = watch::channel(Arc::new(initial));
+        let (submit, submit_rx) = mpsc::channel(SUBMIT_QUEUE);
+        let (status_tx, status) = watch::channel(ConnStatus::Connecting);
+        let counters = Arc::new(ShareCounters::default());
+        let hashrate = Arc::new(Hashrate::default());
+        let submit_latency = Arc::new(Histogram::new(LATENCY_BUCKETS));
+        let handle = ConnectionHandle {
+            pool: params.pool,
+            work,
+            submit,
+            status,
+            counters: counters.clone(),
+            hashrate: hashrate.clone(),
+            submit_latency: submit_latency.clone(),
+        };
         let link = Link {
             params,
-            work_tx: ends.work_tx,
-            status_tx: ends.status_tx,
-            submit_rx: ends.submit_rx,
-            counters: ends.counters,
-            hashrate: ends.hashrate,
-            submit_latency: ends.submit_latency,
+            work_tx,
+            status_tx,
+            submit_rx,
+            counters,
+            hashrate,
+            submit_latency,
             shutdown,
             redirect: None,
         };

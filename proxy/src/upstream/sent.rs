@@ -28,7 +28,8 @@ use std::hash::{BuildHasher, RandomState};
 
 use hashshift_protocol::sv1::{ErrorCode, StratumError};
 
-use crate::pool_link::submit::SubmitOutcome;
+use super::connection::rolled_version;
+use crate::pool_link::submit::{SubmitOutcome, UpstreamSubmit};
 
 /// Pool jobs whose shares are remembered; the job that got its first share longest ago goes
 /// first. Miners keep 8 downstream jobs, so a share for a job 16 pool jobs old is stale.
@@ -54,6 +55,22 @@ pub struct PoolShare<'a> {
     pub nonce: u32,
     /// Header version as the pool rebuilds it.
     pub version: u32,
+}
+
+impl<'a> PoolShare<'a> {
+    /// `share` as the pool sees it on a connection (SV2: a channel) with `extranonce1`, where
+    /// version rolling within `mask` was negotiated: the version is the job's with the
+    /// share's rolled bits.
+    pub fn of(share: &'a UpstreamSubmit, extranonce1: &'a [u8], mask: u32) -> Self {
+        PoolShare {
+            extranonce1,
+            job_id: &share.job.pool_job_id,
+            extranonce2: &share.extranonce2,
+            ntime: share.ntime,
+            nonce: share.nonce,
+            version: rolled_version(share.job.job.version, share.version_bits, mask),
+        }
+    }
 }
 
 /// Whether a share may go up.

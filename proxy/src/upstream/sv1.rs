@@ -31,7 +31,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::connection::{
     ConnStatus, ConnectionHandle, ConnectionParams, REQUESTED_VERSION_MASK, WriteFailure,
-    bounded_write, rolled_version,
+    bounded_write,
 };
 use super::reconnect::{self, Ended, Link, SWEEP_EVERY};
 use super::sent::{PoolShare, SentShares};
@@ -236,19 +236,11 @@ impl Task {
                         let _ = share.reply.send(SubmitOutcome::Lost("job from a previous pool session"));
                         continue;
                     }
-                    let version = rolled_version(
-                        share.job.job.version,
-                        share.version_bits,
+                    let seen = self.sent.check(&PoolShare::of(
+                        &share,
+                        &state.extranonce1,
                         state.version_mask,
-                    );
-                    let seen = self.sent.check(&PoolShare {
-                        extranonce1: &state.extranonce1,
-                        job_id: &share.job.pool_job_id,
-                        extranonce2: &share.extranonce2,
-                        ntime: share.ntime,
-                        nonce: share.nonce,
-                        version,
-                    });
+                    ));
                     if let Some(refusal) = seen.refusal() {
                         debug!(?seen, pool_job = %share.job.pool_job_id, "share not sent to the pool");
                         let _ = share.reply.send(refusal);

@@ -13,7 +13,7 @@
 use std::collections::HashSet;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -25,12 +25,12 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::rig::{FakePhase, RigModel, RigProfile, RigSnapshot};
-use super::{Counters, Faults, READ_TIMEOUT, Server};
+use super::{Counters, READ_TIMEOUT, Server};
 use hashshift_proxy::firmware::{Credentials, Endpoint, FirmwareKind};
 
 /// Largest request body the fake reads.
@@ -69,17 +69,7 @@ struct Inner {
     counters: Counters,
 }
 
-struct Shared {
-    config: FakeBraiinsConfig,
-    inner: Mutex<Inner>,
-    faults: Faults,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
+type Shared = super::Shared<FakeBraiinsConfig, Inner>;
 
 /// A fake Braiins OS+ rig listening on `127.0.0.1:<ephemeral>`.
 pub struct FakeBraiins {
@@ -91,23 +81,14 @@ pub struct FakeBraiins {
 impl FakeBraiins {
     /// Start a fake with this config.
     pub async fn start(config: FakeBraiinsConfig) -> std::io::Result<FakeBraiins> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
-            inner: Mutex::new(Inner {
-                rig: RigModel::new(config.profile),
-                tokens: HashSet::new(),
-                next_token: 1,
-                doom_next: 0,
-                counters: Counters::default(),
-            }),
-            config,
-            faults: Faults::default(),
-        });
-        let s = shared.clone();
-        let server = Server::spawn(listener, move |stream, cancel| {
-            serve(stream, s.clone(), cancel)
-        });
+        let state = Inner {
+            rig: RigModel::new(config.profile),
+            tokens: HashSet::new(),
+            next_token: 1,
+            doom_next: 0,
+            counters: Counters::default(),
+        };
+        let (addr, shared, server) = super::listen(config, state, serve).await?;
         Ok(FakeBraiins {
             addr,
             shared,

@@ -12,17 +12,17 @@
 //! in `summary`.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::rig::{FakePhase, RigModel, RigProfile, RigSnapshot};
-use super::{Counters, Faults, READ_TIMEOUT, Server};
+use super::{Counters, READ_TIMEOUT, Server};
 use hashshift_proxy::firmware::{Credentials, Endpoint, FirmwareKind};
 
 /// Largest request the fake reads.
@@ -64,18 +64,7 @@ struct Inner {
     counters: Counters,
 }
 
-struct Shared {
-    config: FakeLuxosConfig,
-    inner: Mutex<Inner>,
-    faults: Faults,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic elsewhere while holding the lock leaves plain data: keep serving.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
+type Shared = super::Shared<FakeLuxosConfig, Inner>;
 
 /// A fake LuxOS rig listening on `127.0.0.1:<ephemeral>`.
 pub struct FakeLuxos {
@@ -87,23 +76,14 @@ pub struct FakeLuxos {
 impl FakeLuxos {
     /// Start a fake with this config.
     pub async fn start(config: FakeLuxosConfig) -> std::io::Result<FakeLuxos> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
-            inner: Mutex::new(Inner {
-                rig: RigModel::new(config.profile),
-                session: None,
-                next_sid: 1,
-                doom_next: 0,
-                counters: Counters::default(),
-            }),
-            config,
-            faults: Faults::default(),
-        });
-        let s = shared.clone();
-        let server = Server::spawn(listener, move |stream, cancel| {
-            serve(stream, s.clone(), cancel)
-        });
+        let state = Inner {
+            rig: RigModel::new(config.profile),
+            session: None,
+            next_sid: 1,
+            doom_next: 0,
+            counters: Counters::default(),
+        };
+        let (addr, shared, server) = super::listen(config, state, serve).await?;
         Ok(FakeLuxos {
             addr,
             shared,

@@ -31,8 +31,9 @@ pub use rig::{FakePhase, RigModel, RigProfile, RigSnapshot};
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -164,6 +165,48 @@ impl Counters {
     pub fn all(&self) -> &BTreeMap<String, u64> {
         &self.0
     }
+}
+
+/// What a fake's connection tasks share: its config, its state under one std mutex (never held
+/// across an `.await`) and its fault switches.
+struct Shared<C, S> {
+    config: C,
+    inner: Mutex<S>,
+    faults: Faults,
+}
+
+impl<C, S> Shared<C, S> {
+    fn lock(&self) -> MutexGuard<'_, S> {
+        // A panic elsewhere while holding the lock leaves plain data: keep serving.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Binds `127.0.0.1:0` and serves it with `serve` over state shared by its connections: the
+/// address, the shared state and the server, for a fake's `start`.
+async fn listen<C, S, F, Fut>(
+    config: C,
+    state: S,
+    serve: F,
+) -> std::io::Result<(SocketAddr, Arc<Shared<C, S>>, Server)>
+where
+    C: Send + Sync + 'static,
+    S: Send + 'static,
+    F: Fn(TcpStream, Arc<Shared<C, S>>, CancellationToken) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let shared = Arc::new(Shared {
+        config,
+        inner: Mutex::new(state),
+        faults: Faults::default(),
+    });
+    let s = shared.clone();
+    let server = Server::spawn(listener, move |stream, cancel| {
+        serve(stream, s.clone(), cancel)
+    });
+    Ok((addr, shared, server))
 }
 
 /// The accept loop and task bookkeeping every fake shares.

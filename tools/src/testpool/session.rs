@@ -26,7 +26,8 @@ use serde_json::Value;
 use tracing::{debug, warn};
 
 use hashshift_protocol::share::{
-    Job, Rejection, ShareValidator, Submission, SubmittedVersion, Target, ValidatorConfig,
+    AcceptedShare, Job, Rejection, ShareValidator, Submission, SubmittedVersion, Target,
+    ValidatorConfig,
 };
 use hashshift_protocol::sv1::{
     ClientMessage, ClientRequest, Configure, ConfigureResult, ErrorCode, ExtensionResult, Id,
@@ -300,17 +301,7 @@ impl Session {
         };
         match self.validator.validate(&share) {
             Ok(accepted) => {
-                stats.accepted(
-                    &s.worker,
-                    accepted.credited_difficulty,
-                    accepted.is_block,
-                    now,
-                );
-                if accepted.is_block {
-                    let mut hash = accepted.hash;
-                    hash.reverse();
-                    warn!(worker = %s.worker, hash = %hex::encode(hash), "block found");
-                }
+                credit(stats, &s.worker, &accepted, now);
                 (Response::boolean(id, true), accepted.is_block)
             }
             Err(rejection) => {
@@ -386,6 +377,17 @@ fn push(out: &mut Vec<Bytes>, message: ServerMessage) {
     // Serialising owned JSON values into memory cannot fail.
     let _ = message.encode_line(&mut buf);
     out.push(buf.freeze());
+}
+
+/// Credits an accepted share to `worker`, with a warning when it is a block (its hash shown
+/// in the usual byte order).
+pub(crate) fn credit(stats: &StatsRecorder, worker: &str, accepted: &AcceptedShare, now: Instant) {
+    stats.accepted(worker, accepted.credited_difficulty, accepted.is_block, now);
+    if accepted.is_block {
+        let mut hash = accepted.hash;
+        hash.reverse();
+        warn!(%worker, hash = %hex::encode(hash), "block found");
+    }
 }
 
 /// The stats key for a validator rejection.

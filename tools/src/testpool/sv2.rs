@@ -43,7 +43,7 @@ use tracing::{debug, info, warn};
 
 use super::Inner;
 use super::job::{PoolJob, Work};
-use super::session::{Flow, rejection_reason};
+use super::session::{Flow, credit, rejection_reason};
 use super::stats::{StatsRecorder, reason};
 
 /// Largest payload accepted from a client (its messages are all small).
@@ -335,17 +335,7 @@ impl Session {
         };
         match ch.validator.validate(&share) {
             Ok(accepted) => {
-                stats.accepted(
-                    &ch.user,
-                    accepted.credited_difficulty,
-                    accepted.is_block,
-                    now,
-                );
-                if accepted.is_block {
-                    let mut hash = accepted.hash;
-                    hash.reverse();
-                    warn!(user = %ch.user, hash = %hex::encode(hash), "block found");
-                }
+                credit(stats, &ch.user, &accepted, now);
                 out.push(
                     SubmitSharesSuccess {
                         channel_id: CHANNEL_ID,

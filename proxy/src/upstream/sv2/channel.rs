@@ -32,7 +32,7 @@ use tracing::{debug, warn};
 
 use crate::pool_link::submit::{SubmitOutcome, UpstreamSubmit};
 use crate::pool_link::work::{UpstreamJob, WorkState, next_session};
-use crate::upstream::connection::{REQUESTED_VERSION_MASK, rolled_version};
+use crate::upstream::connection::REQUESTED_VERSION_MASK;
 use crate::upstream::sent::{PoolShare, SentShares};
 
 /// Future jobs kept while waiting for their `SetNewPrevHash` (pools send one or two).
@@ -350,19 +350,9 @@ impl Channel {
             return Err(lost(share, "extranonce longer than 32 bytes"));
         };
         // SV2 submits the full version; SV1 miners send only the rolled bits.
-        let version = rolled_version(
-            share.job.job.version,
-            share.version_bits,
-            REQUESTED_VERSION_MASK,
-        );
-        let seen = self.sent.check(&PoolShare {
-            extranonce1: &self.extranonce_prefix,
-            job_id: &share.job.pool_job_id,
-            extranonce2: &share.extranonce2,
-            ntime: share.ntime,
-            nonce: share.nonce,
-            version,
-        });
+        let pool_share = PoolShare::of(&share, &self.extranonce_prefix, REQUESTED_VERSION_MASK);
+        let version = pool_share.version;
+        let seen = self.sent.check(&pool_share);
         if let Some(outcome) = seen.refusal() {
             debug!(?seen, job_id, "share not sent to the pool");
             return Err(Verdict {
