@@ -5,7 +5,11 @@
 //! Writes go through one writer task that batches events and `fsync`s each batch, so a burst
 //! (a thousand rigs confirming sleep) costs one disk sync, not a thousand, and an event is on
 //! disk within [`SYNC_EVERY`] even if the host loses power. [`AuditLog::record`] never blocks
-//! and never drops an event; the pending batch is bounded by how fast the site can act.
+//! and never drops an event; the pending batch is bounded by how fast the site can act. A
+//! persisted power plan is never ahead of its audit entries: the controller [`flush`]es the
+//! log before it writes the plan.
+//!
+//! [`flush`]: AuditLog::flush
 
 use std::collections::VecDeque;
 use std::io::{BufRead, Write};
@@ -70,6 +74,9 @@ pub struct AuditLog {
     inner: Mutex<Inner>,
     wake: Notify,
     path: Option<PathBuf>,
+    /// Held while a batch is taken and appended (by the writer task or [`AuditLog::flush`]),
+    /// so two appends never interleave and lines stay in the order they were recorded.
+    appending: Mutex<()>,
 }
 
 /// A critical task's death, recorded before the proxy exits for a restart.
@@ -91,6 +98,7 @@ impl AuditLog {
             inner: Mutex::new(Inner::default()),
             wake: Notify::new(),
             path: None,
+            appending: Mutex::new(()),
         })
     }
 
@@ -121,6 +129,7 @@ impl AuditLog {
             }),
             wake: Notify::new(),
             path: Some(path),
+            appending: Mutex::new(()),
         }))
     }
 
@@ -150,11 +159,28 @@ impl AuditLog {
         inner.recent.iter().skip(skip).cloned().collect()
     }
 
+    /// Writes and syncs every event recorded so far, now, on this thread (it blocks on the
+    /// disk). The power controller calls it before it persists a plan, so a plan on disk is
+    /// never ahead of the audit entries that explain it: a crash between the two (the writer
+    /// task batches for up to [`SYNC_EVERY`]) could otherwise leave a rig asleep on disk with
+    /// no record of why. A failed write drops the batch with the error, as the writer does.
+    pub fn flush(&self) -> std::io::Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let _appending = self.appending.lock().unwrap_or_else(|p| p.into_inner());
+        let batch = std::mem::take(&mut self.lock().unwritten);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        append(path, &batch)
+    }
+
     /// Writes events to disk until `shutdown`, then writes what is left. Run it on a task.
     pub async fn run_writer(self: Arc<Self>, shutdown: CancellationToken) {
-        let Some(path) = self.path.clone() else {
+        if self.path.is_none() {
             return;
-        };
+        }
         loop {
             let stop = tokio::select! {
                 _ = shutdown.cancelled() => true,
@@ -164,13 +190,10 @@ impl AuditLog {
                 // Let a burst gather into one batch.
                 tokio::time::sleep(SYNC_EVERY).await;
             }
-            let batch = std::mem::take(&mut self.lock().unwritten);
-            if !batch.is_empty() {
-                let path = path.clone();
-                let written = tokio::task::spawn_blocking(move || append(&path, &batch)).await;
-                if let Ok(Err(e)) | Err(e) = written.map_err(std::io::Error::other) {
-                    warn!(error = %e, "audit log write failed");
-                }
+            let log = self.clone();
+            let written = tokio::task::spawn_blocking(move || log.flush()).await;
+            if let Ok(Err(e)) | Err(e) = written.map_err(std::io::Error::other) {
+                warn!(error = %e, "audit log write failed");
             }
             if stop {
                 break;
@@ -227,6 +250,36 @@ mod tests {
         assert_eq!(events[2].detail, "rig-2");
         assert_eq!(events[0].why.as_deref(), Some("GPU job"));
         assert_eq!(again.recent(2).len(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// What the power controller relies on before it persists a plan: `flush` puts every
+    /// recorded event on disk at once, with no writer task running (a kill -9 right after
+    /// loses nothing recorded before the flush), in record order with the writer's batches.
+    #[tokio::test]
+    async fn flush_writes_what_was_recorded_without_the_writer() {
+        let dir = std::env::temp_dir().join(format!("hashshift-audit-{}", rand::random::<u64>()));
+        let log = AuditLog::open(&dir).unwrap();
+        let event = |d: &str| AuditEvent::now("arbiter", "confirmed", d.to_owned(), None);
+        log.record(event("rig-0 asleep"));
+        log.record(event("rig-1 asleep"));
+        log.flush().unwrap();
+        let on_disk = AuditLog::open(&dir).unwrap().recent(10);
+        assert_eq!(on_disk.len(), 2);
+        assert_eq!(on_disk[1].detail, "rig-1 asleep");
+        // Nothing pending: a second flush writes nothing, and the writer finds nothing.
+        log.flush().unwrap();
+        log.record(event("rig-2 asleep"));
+        let stop = CancellationToken::new();
+        stop.cancel();
+        log.clone().run_writer(stop).await;
+        let details: Vec<String> = AuditLog::open(&dir)
+            .unwrap()
+            .recent(10)
+            .into_iter()
+            .map(|e| e.detail)
+            .collect();
+        assert_eq!(details, ["rig-0 asleep", "rig-1 asleep", "rig-2 asleep"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

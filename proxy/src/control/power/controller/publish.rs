@@ -46,6 +46,10 @@ impl Controller {
             m.insert("saved_at".to_owned(), stamp);
         }
         self.last_persist_at = Some(now);
+        // The entries that explain this plan reach the disk first (see `AuditLog::flush`).
+        if let Err(e) = self.audit.flush() {
+            warn!(error = %e, "audit log write failed before persisting the power plan");
+        }
         match persist::write_atomically(path, stamped.to_string().as_bytes()) {
             Ok(()) => self.last_persisted = Some(plan),
             Err(e) => warn!(error = %e, path = %path.display(), "cannot persist the power plan"),
