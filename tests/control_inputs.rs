@@ -8,7 +8,7 @@
 mod support;
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use hashshift_proxy::control::admin::protocol::Command;
@@ -21,12 +21,6 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
 const TOKEN: &str = "s3cret-inputs-token";
-
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
 
 /// One raw request line on the admin socket, its answer parsed.
 async fn raw(socket: &Path, line: &str) -> Result<Value> {
@@ -74,7 +68,7 @@ async fn absurd_inputs_are_refused_on_both_doors_and_power_control_lives_on() ->
     })
     .await?;
     let socket = site.dir.join("admin.sock");
-    let soon = now_unix() + 600;
+    let soon = hashshift_proxy::time::unix_secs() + 600;
     let long = "x".repeat(200);
     let reason = "r".repeat(2000);
 
@@ -274,7 +268,7 @@ async fn a_saved_plan_with_an_absurd_curtailment_restores_clamped() -> Result<()
     .await?;
     site.ask(Command::Curtail {
         kw: 8.0,
-        until_unix: now_unix() + 3600,
+        until_unix: hashshift_proxy::time::unix_secs() + 3600,
         reason: Some("test".into()),
     })
     .await?;
@@ -291,7 +285,7 @@ async fn a_saved_plan_with_an_absurd_curtailment_restores_clamped() -> Result<()
     let until = power["curtailment"]["until_unix"]
         .as_u64()
         .context("the curtailment is kept")?;
-    let now = now_unix();
+    let now = hashshift_proxy::time::unix_secs();
     assert!(
         (now + week - 60..=now + week + 60).contains(&until),
         "{until} vs {now}"

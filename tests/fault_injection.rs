@@ -39,7 +39,7 @@ mod faults;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
 use fault_site::{Proc, RIG_KW, ask, ask_ok, fault_rig, free_port, raw, write_hook};
@@ -410,12 +410,6 @@ async fn wake_by_hand(addr: std::net::SocketAddr) -> Result<()> {
     one(addr, "curtail", &format!("{sid},wakeup")).await?;
     one(addr, "logoff", &sid).await?;
     Ok(())
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn hook_calls(dir: &Path) -> Vec<String> {

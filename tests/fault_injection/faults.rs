@@ -31,7 +31,7 @@ impl Suite {
             }
             Op::Curtail(kw) => Command::Curtail {
                 kw: *kw,
-                until_unix: unix_now() + 600,
+                until_unix: hashshift_proxy::time::unix_secs() + 600,
                 reason: Some("fault suite grid event".into()),
             },
             Op::CurtailClear => Command::CurtailClear { reason: None },
@@ -288,7 +288,7 @@ impl Suite {
     /// control must keep answering.
     pub(super) async fn absurd(&mut self, it: u64) -> Result<()> {
         let huge = "x".repeat(60_000);
-        let far = unix_now() + 30 * 86_400;
+        let far = hashshift_proxy::time::unix_secs() + 30 * 86_400;
         let cases: Vec<(&str, String)> = vec![
             (
                 "curtail until u64::MAX",
@@ -302,14 +302,14 @@ impl Suite {
                 "curtail negative kW",
                 format!(
                     r#"{{"cmd":"curtail","kw":-1,"until_unix":{}}}"#,
-                    unix_now() + 60
+                    hashshift_proxy::time::unix_secs() + 60
                 ),
             ),
             (
                 "curtail 1e308 kW",
                 format!(
                     r#"{{"cmd":"curtail","kw":1e308,"until_unix":{}}}"#,
-                    unix_now() + 60
+                    hashshift_proxy::time::unix_secs() + 60
                 ),
             ),
             ("gpu 1e300 kW", r#"{"cmd":"gpu_request","kw":1e300}"#.into()),

@@ -8,7 +8,6 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
 use binary_sv2 as bin;
@@ -37,12 +36,6 @@ use received::parse;
 pub const REQUIRES_STANDARD_JOBS: u32 = 1;
 /// SV2 Mining `SetupConnection` flag: work selection (we expect the proxy to refuse it).
 pub const REQUIRES_WORK_SELECTION: u32 = 2;
-
-fn unix_now() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as u32)
-}
 
 /// A job a channel can mine: the header fields, and for extended jobs the coinbase parts.
 #[derive(Clone, Debug)]
@@ -158,7 +151,7 @@ impl Sv2Miner {
         let mut reply = [0u8; 234];
         within("noise reply", stream.read_exact(&mut reply)).await??;
         let transport = sent
-            .step_2_with_now(reply, unix_now())
+            .step_2_with_now(reply, hashshift_proxy::time::unix_secs_u32())
             .map_err(|e| anyhow!("SRI rejected the handshake: {e:?}"))?;
         let (encrypt, decrypt) = transport.split();
         Ok(Sv2Miner {

@@ -23,7 +23,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use bytes::BytesMut;
@@ -130,12 +130,6 @@ struct Tip {
     time: u32,
 }
 
-fn unix_now() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
-}
-
 /// A running template provider on 127.0.0.1.
 pub struct TemplateProvider {
     addr: SocketAddr,
@@ -158,7 +152,7 @@ impl TemplateProvider {
         let (tip, _) = watch::channel(Tip {
             height: 840_000,
             prev_hash: sha256(b"hashshift fake chain genesis"),
-            time: unix_now(),
+            time: hashshift_proxy::time::unix_secs_u32(),
         });
         let stats = Arc::new(Mutex::new(TpStats::default()));
         let stop = CancellationToken::new();
@@ -228,7 +222,7 @@ impl TemplateProvider {
         self.tip.send_modify(|tip| {
             tip.prev_hash = sha256(&[&tip.prev_hash[..], &tip.height.to_le_bytes()].concat());
             tip.height += 1;
-            tip.time = unix_now().max(tip.time + 1);
+            tip.time = hashshift_proxy::time::unix_secs_u32().max(tip.time + 1);
         });
     }
 

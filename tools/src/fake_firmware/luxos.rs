@@ -255,9 +255,7 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Value
 }
 
 fn status_obj(letter: &str, code: u32, msg: &str) -> Value {
-    let when = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let when = hashshift_proxy::time::unix_secs();
     json!([{ "STATUS": letter, "When": when, "Code": code, "Msg": msg, "Description": "LUXminer fake" }])
 }
 

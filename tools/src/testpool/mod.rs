@@ -57,7 +57,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -142,12 +142,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn unix_now() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
-}
-
 impl Inner {
     /// Makes and publishes a job unless stalled. Publishing happens under the state lock so
     /// that two publishers cannot reorder their jobs.
@@ -160,7 +154,11 @@ impl Inner {
     }
 
     fn publish_locked(state: &mut PoolState, work: &watch::Sender<Work>, clean: bool) {
-        let job = state.factory.next_job(clean, state.difficulty, unix_now());
+        let job = state.factory.next_job(
+            clean,
+            state.difficulty,
+            hashshift_proxy::time::unix_secs_u32(),
+        );
         state.sent_at.insert(job.seq, Instant::now());
         while state.sent_at.len() > SENT_AT_KEPT {
             state.sent_at.pop_first();
@@ -266,7 +264,11 @@ impl TestPool {
             None => TcpListener::bind(config.listen).await?,
         };
         let addr = listener.local_addr()?;
-        let first = factory.next_job(true, config.difficulty, unix_now());
+        let first = factory.next_job(
+            true,
+            config.difficulty,
+            hashshift_proxy::time::unix_secs_u32(),
+        );
         let mut sent_at = BTreeMap::new();
         sent_at.insert(first.seq, Instant::now());
         let (work, _) = watch::channel(Work {
