@@ -8,7 +8,7 @@ mod support;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use hashshift_proxy::control::admin::protocol::Command;
@@ -63,9 +63,7 @@ async fn grant_then_curtail(site: &Site) -> Result<()> {
         p["gpu_granted_kw"] == 6.0
     })
     .await?;
-    let until_unix = (SystemTime::now() + Duration::from_secs(3600))
-        .duration_since(UNIX_EPOCH)?
-        .as_secs();
+    let until_unix = hashshift_proxy::time::unix_secs() + 3600;
     site.ask(Command::Curtail {
         kw: 2.0,
         until_unix,

@@ -414,9 +414,7 @@ async fn raw_session(
     stream.write_all(&initiator.step_0()?).await?;
     let mut reply = [0u8; RESPONDER_MESSAGE_LEN];
     within("handshake reply", stream.read_exact(&mut reply)).await??;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs() as u32;
+    let now = hashshift_proxy::time::unix_secs_u32();
     let (transport, _) = initiator.step_2(&reply, now)?;
     let (send, _recv) = transport.split();
     Ok((stream, send))

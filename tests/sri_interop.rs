@@ -537,7 +537,7 @@ async fn template_provider_serves_templates_and_records_solutions() -> Result<()
         stream.write_all(&initiator.step_0()?).await?;
         let mut reply = [0u8; hashshift_protocol::noise::RESPONDER_MESSAGE_LEN];
         stream.read_exact(&mut reply).await?;
-        let now = u32::try_from(std::time::UNIX_EPOCH.elapsed()?.as_secs())?;
+        let now = hashshift_proxy::time::unix_secs_u32();
         let (transport, _) = initiator.step_2(&reply, now)?;
         let mut wire = Framed::new(stream, NoiseCodec::new(transport));
         wire.send(

@@ -4,7 +4,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use hashshift_proxy::control::admin::protocol::Command;
@@ -73,7 +72,7 @@ async fn a_grid_signal_over_http_curtails_the_site_and_needs_the_token() -> Resu
     let until = power["curtailment"]["until_unix"]
         .as_u64()
         .context("until")?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let now = hashshift_proxy::time::unix_secs();
     assert!(
         (now + 29 * 60..=now + 31 * 60).contains(&until),
         "{until} vs {now}"
