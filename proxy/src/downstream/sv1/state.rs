@@ -251,7 +251,13 @@ impl Session {
 
     /// The next thing the connection task must do, if any. Call after every event.
     pub(super) fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        let next = self.actions.pop_front();
+        if next.is_none() && self.actions.capacity() > 0 {
+            // An idle miner keeps no queue: its first push allocates four 120-byte slots,
+            // which would otherwise stay with each of 10k idle miners (+10% memory each).
+            self.actions = VecDeque::new();
+        }
+        next
     }
 
     /// Whether a share was accepted since the last call (the task stamps the miner's

@@ -175,7 +175,18 @@ impl Session {
 
     /// The next thing the connection task must do, if any. Call after every event.
     pub(super) fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        let next = self.actions.pop_front();
+        if next.is_none() {
+            // An idle miner keeps no buffers: the queues' first pushes allocate room for
+            // several messages, which would otherwise stay with every idle connection.
+            if self.actions.capacity() > 0 {
+                self.actions = VecDeque::new();
+            }
+            if self.output.is_empty() && self.output.capacity() > 0 {
+                self.output = Vec::new();
+            }
+        }
+        next
     }
 
     /// Messages for the miner decided since the last call, in order.
