@@ -24,6 +24,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use crate::error::Classify;
+
 use super::connection::{ConnStatus, ConnectionHandle, ConnectionParams, Hashrate, SUBMIT_QUEUE};
 use crate::pool_link::submit::{SubmitOutcome, UpstreamSubmit};
 use crate::pool_link::work::WorkState;
@@ -135,7 +137,7 @@ impl Link {
 }
 
 /// How a protocol's session ended, as far as the reconnect loop needs to know.
-pub(super) trait Ended: fmt::Display {
+pub(super) trait Ended: fmt::Display + Classify {
     /// The end "shutting down".
     fn shutdown() -> Self;
     /// The end "the connect or handshake took longer than `connect_timeout`".
@@ -149,7 +151,7 @@ pub(super) trait Ended: fmt::Display {
     /// Logs the end (`retry_in`: the backoff before the next session).
     fn log(&self, link: &Link, retry_in: Duration) {
         let _ = link;
-        warn!(error = %self, ?retry_in, "pool session ended");
+        warn!(error = %self, side = %self.side(), retry = %self.retry(), ?retry_in, "pool session ended");
     }
 }
 
@@ -255,6 +257,16 @@ mod tests {
     impl fmt::Display for End {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             write!(f, "{self:?}")
+        }
+    }
+
+    impl Classify for End {
+        fn side(&self) -> crate::error::Side {
+            crate::error::Side::Pool
+        }
+
+        fn retry(&self) -> crate::error::Retry {
+            crate::error::Retry::Yes
         }
     }
 

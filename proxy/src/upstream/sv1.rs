@@ -36,6 +36,7 @@ use super::connection::{
 use super::reconnect::{self, Ended, Link, SWEEP_EVERY};
 use super::sent::{PoolShare, SentShares};
 use crate::config::WorkerIdentity;
+use crate::error::{Classify, Retry, Side};
 use crate::pool_link::extranonce::{ExtranonceTooSmall, miner_extranonce2_size};
 use crate::pool_link::submit::SubmitOutcome;
 use crate::pool_link::work::{UpstreamJob, WorkState, next_session};
@@ -86,6 +87,24 @@ enum SessionEnd {
     WriteTimeout(Duration),
     #[error("shutting down")]
     Shutdown,
+}
+
+/// Every end but shutdown is the pool's (or the way to it); the loop reconnects after each,
+/// and only an extranonce too small to split waits for an operator to change the pool.
+impl Classify for SessionEnd {
+    fn side(&self) -> Side {
+        match self {
+            SessionEnd::Shutdown => Side::Internal,
+            _ => Side::Pool,
+        }
+    }
+
+    fn retry(&self) -> Retry {
+        match self {
+            SessionEnd::Extranonce(_) | SessionEnd::Shutdown => Retry::No,
+            _ => Retry::Yes,
+        }
+    }
 }
 
 impl Ended for SessionEnd {
@@ -559,5 +578,25 @@ impl Default for SessionState {
             job: None,
             pending_notify: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A dropped pool is worth another session; an unusable extranonce is not until the pool
+    /// changes, and shutdown is ours.
+    #[test]
+    fn session_ends_say_whose_they_are_and_whether_to_retry() {
+        let too_small = ExtranonceTooSmall {
+            pool_extranonce2: 2,
+            prefix_bytes: 2,
+        };
+        assert_eq!(SessionEnd::Closed.side(), Side::Pool);
+        assert_eq!(SessionEnd::Closed.retry(), Retry::Yes);
+        assert_eq!(SessionEnd::Timeout.retry(), Retry::Yes);
+        assert_eq!(SessionEnd::Extranonce(too_small).retry(), Retry::No);
+        assert_eq!(SessionEnd::Shutdown.side(), Side::Internal);
     }
 }

@@ -51,6 +51,7 @@ use super::connection::{
     ConnStatus, ConnectionHandle, ConnectionParams, WriteFailure, bounded_write,
 };
 use super::reconnect::{self, Ended, Link, SWEEP_EVERY};
+use crate::error::{Classify, Retry, Side};
 use crate::noise_tcp::{HandshakeFailure, initiate};
 use crate::pool_link::submit::SubmitOutcome;
 use crate::telemetry::RejectReason;
@@ -120,6 +121,30 @@ enum SessionEnd {
     Shutdown,
 }
 
+/// The pool's side, except a URL that is not SV2 (the operator's) and shutdown; a failed
+/// authentication, a refusal or a too-small extranonce fail the same way until someone changes
+/// the pool or its key, though the loop keeps trying (a pool may renew its certificate).
+impl Classify for SessionEnd {
+    fn side(&self) -> Side {
+        match self {
+            SessionEnd::NotSv2 => Side::Operator,
+            SessionEnd::Shutdown => Side::Internal,
+            _ => Side::Pool,
+        }
+    }
+
+    fn retry(&self) -> Retry {
+        match self {
+            SessionEnd::Handshake(_)
+            | SessionEnd::NotSv2
+            | SessionEnd::Refused { .. }
+            | SessionEnd::Extranonce(_)
+            | SessionEnd::Shutdown => Retry::No,
+            _ => Retry::Yes,
+        }
+    }
+}
+
 impl Ended for SessionEnd {
     fn shutdown() -> Self {
         SessionEnd::Shutdown
@@ -145,7 +170,13 @@ impl Ended for SessionEnd {
                 "pool failed Noise authentication (wrong authority key in the URL, expired \
                  certificate, or not an SV2 pool); not using it"
             ),
-            other => warn!(error = %other, ?retry_in, "pool session ended"),
+            other => warn!(
+                error = %other,
+                side = %other.side(),
+                retry = %other.retry(),
+                ?retry_in,
+                "pool session ended"
+            ),
         }
     }
 }
