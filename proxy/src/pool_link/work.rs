@@ -170,3 +170,32 @@ impl WorkState {
         self.job.is_some() && self.extranonce2_size > 0
     }
 }
+
+/// A job for session state-machine tests: pool job id `p{prev}` on `session`, previous block
+/// hash all `prev` bytes; shares meeting `pool_difficulty` go up.
+#[cfg(test)]
+pub(crate) fn test_job(
+    session: u64,
+    prev: u8,
+    clean: bool,
+    pool_difficulty: f64,
+) -> Arc<UpstreamJob> {
+    let ext = ExtendedJob {
+        version: 0x2000_0000,
+        prev_hash: [prev; 32],
+        coinbase_prefix: vec![1; 60],
+        coinbase_suffix: vec![2; 40],
+        merkle_branch: vec![[3; 32]],
+        nbits: 0x1703_4219,
+        ntime: 1_700_000_000,
+    };
+    let target = Target::from_difficulty(pool_difficulty).expect("a positive test difficulty");
+    Arc::new(UpstreamJob::new(
+        ext,
+        format!("p{prev}"),
+        clean,
+        session,
+        Instant::now(),
+        target,
+    ))
+}

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use hashshift_protocol::share::hash::sha256d;
-use hashshift_protocol::share::{ExtendedJob, Target};
+use hashshift_protocol::share::Target;
 use hashshift_protocol::sv1::{ServerCodec, StratumError};
 use serde_json::{Value, json};
 use tokio_util::codec::Decoder;
@@ -15,6 +15,7 @@ use tokio_util::codec::Decoder;
 use super::*;
 use crate::downstream::vardiff::VardiffSettings;
 use crate::pool_link::submit::SubmitOutcome;
+use crate::pool_link::work::test_job as job;
 use crate::telemetry::DownstreamStats;
 
 mod shares;
@@ -42,28 +43,6 @@ fn settings() -> Arc<SessionSettings> {
         drain_grace: Duration::from_secs(5),
         stats: Arc::new(DownstreamStats::new("sv1")),
     })
-}
-
-/// A job on `session`; shares meeting `pool_difficulty` go up.
-fn job(session: u64, prev: u8, clean: bool, pool_difficulty: f64) -> Arc<UpstreamJob> {
-    let ext = ExtendedJob {
-        version: 0x2000_0000,
-        prev_hash: [prev; 32],
-        coinbase_prefix: vec![1; 60],
-        coinbase_suffix: vec![2; 40],
-        merkle_branch: vec![[3; 32]],
-        nbits: 0x1703_4219,
-        ntime: 1_700_000_000,
-    };
-    let target = Target::from_difficulty(pool_difficulty).unwrap();
-    Arc::new(UpstreamJob::new(
-        ext,
-        format!("p{prev}"),
-        clean,
-        session,
-        Instant::now(),
-        target,
-    ))
 }
 
 /// A pool connection's work: extranonce1 `en1`, 8 bytes of extranonce2, rolling mask `mask`.

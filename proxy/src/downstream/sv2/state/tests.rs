@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hashshift_protocol::noise::{AuthorityKeypair, ResponderConfig, SecretKey};
 use hashshift_protocol::share::hash::sha256d;
-use hashshift_protocol::share::{ExtendedJob, StandardJob, Target};
+use hashshift_protocol::share::{StandardJob, Target};
 use hashshift_protocol::sv2::{
     OpenExtendedMiningChannel, OpenStandardMiningChannel, SubmitSharesStandard, UpdateChannel,
 };
@@ -20,6 +20,7 @@ use crate::downstream::vardiff::VardiffSettings;
 use crate::pool_link::PoolConn;
 use crate::pool_link::submit::{SubmitOutcome, UpstreamSubmit};
 use crate::pool_link::work::UpstreamJob;
+use crate::pool_link::work::test_job as job;
 use crate::telemetry::DownstreamStats;
 
 const EASY: f64 = 1e-8;
@@ -53,27 +54,6 @@ fn settings(ack_batch: u32) -> Arc<Sv2Settings> {
         ack_batch,
         stats: Arc::new(DownstreamStats::new("sv2")),
     })
-}
-
-fn job(session: u64, prev: u8, clean: bool, pool_difficulty: f64) -> Arc<UpstreamJob> {
-    let ext = ExtendedJob {
-        version: 0x2000_0000,
-        prev_hash: [prev; 32],
-        coinbase_prefix: vec![1; 60],
-        coinbase_suffix: vec![2; 40],
-        merkle_branch: vec![[3; 32]],
-        nbits: 0x1703_4219,
-        ntime: 1_700_000_000,
-    };
-    let target = Target::from_difficulty(pool_difficulty).unwrap();
-    Arc::new(UpstreamJob::new(
-        ext,
-        format!("p{prev}"),
-        clean,
-        session,
-        Instant::now(),
-        target,
-    ))
 }
 
 fn work(session: u64, en1: &[u8], job: Option<Arc<UpstreamJob>>) -> Arc<WorkState> {
