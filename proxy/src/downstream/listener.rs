@@ -229,6 +229,42 @@ pub async fn serve<H, Fut>(
     info!(?local, "stopped accepting");
 }
 
+/// Serves `handler` on a fresh `127.0.0.1:0` listener (16 connections) until the returned token
+/// is cancelled: the session I/O tasks' component tests start their proxy side with it.
+#[cfg(test)]
+pub(crate) async fn serve_for_test<H, Fut>(
+    protocol: &'static str,
+    handler: H,
+) -> (SocketAddr, CancellationToken)
+where
+    H: Fn(Accepted) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let socket = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let addr = socket.local_addr().expect("the listener's address");
+    let stop = CancellationToken::new();
+    let limits = ConnectionLimits {
+        total: 16,
+        per_address: 16,
+    };
+    let (accept_stop, sessions) = (stop.clone(), stop.clone());
+    tokio::spawn(async move {
+        serve(
+            socket,
+            limits,
+            protocol,
+            accept_stop,
+            sessions,
+            TaskTracker::new(),
+            handler,
+        )
+        .await;
+    });
+    (addr, stop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

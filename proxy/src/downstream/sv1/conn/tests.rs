@@ -6,13 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::*;
-use crate::downstream::listener::{self, ConnectionLimits};
+use crate::downstream::listener;
 use crate::downstream::vardiff::VardiffSettings;
 use crate::pool_link::{NoPools, Pools};
 use crate::telemetry::DownstreamStats;
@@ -21,8 +20,6 @@ const HANDSHAKE: Duration = Duration::from_secs(30);
 
 /// A listener serving SV1 sessions, its address, and the sessions' shutdown token.
 async fn proxy() -> (std::net::SocketAddr, CancellationToken) {
-    let stop = CancellationToken::new();
-    let tracker = TaskTracker::new();
     let manager: Arc<dyn Pools> = Arc::new(NoPools);
     let settings = Arc::new(SessionSettings {
         vardiff: VardiffSettings {
@@ -39,26 +36,8 @@ async fn proxy() -> (std::net::SocketAddr, CancellationToken) {
         drain_grace: Duration::from_secs(5),
         stats: Arc::new(DownstreamStats::new("sv1")),
     });
-    let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = socket.local_addr().unwrap();
-    let limits = ConnectionLimits {
-        total: 16,
-        per_address: 16,
-    };
-    let accept_stop = stop.clone();
-    let sessions = stop.clone();
-    tokio::spawn(async move {
-        listener::serve(
-            socket,
-            limits,
-            "sv1",
-            accept_stop,
-            sessions,
-            tracker,
-            move |a| serve(a, settings.clone(), manager.clone()),
-        )
-        .await
-    });
+    let (addr, stop) =
+        listener::serve_for_test("sv1", move |a| serve(a, settings.clone(), manager.clone())).await;
     (addr, stop)
 }
 

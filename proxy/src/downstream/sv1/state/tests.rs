@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use hashshift_protocol::share::hash::sha256d;
 use hashshift_protocol::share::Target;
+use hashshift_protocol::share::hash::sha256d;
 use hashshift_protocol::sv1::{ServerCodec, StratumError};
 use serde_json::{Value, json};
 use tokio_util::codec::Decoder;

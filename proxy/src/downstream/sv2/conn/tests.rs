@@ -11,13 +11,12 @@ use hashshift_protocol::sv2::{
     Message, OpenStandardMiningChannel, Protocol, SetupConnection, Str0255,
 };
 use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::*;
-use crate::downstream::listener::{self, ConnectionLimits};
+use crate::downstream::listener;
 use crate::downstream::sv2::channel::ChannelSettings;
 use crate::downstream::vardiff::VardiffSettings;
 use crate::pool_link::{NoPools, Pools};
@@ -31,8 +30,6 @@ async fn proxy() -> (
     hashshift_protocol::noise::AuthorityPublicKey,
     CancellationToken,
 ) {
-    let stop = CancellationToken::new();
-    let tracker = TaskTracker::new();
     let manager: Arc<dyn Pools> = Arc::new(NoPools);
     let mut rng = rand::rng();
     let noise = hashshift_protocol::noise::ResponderConfig::new(
@@ -61,26 +58,8 @@ async fn proxy() -> (
         ack_batch: 8,
         stats: Arc::new(DownstreamStats::new("sv2")),
     });
-    let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = socket.local_addr().unwrap();
-    let limits = ConnectionLimits {
-        total: 16,
-        per_address: 16,
-    };
-    let accept_stop = stop.clone();
-    let sessions = stop.clone();
-    tokio::spawn(async move {
-        listener::serve(
-            socket,
-            limits,
-            "sv2",
-            accept_stop,
-            sessions,
-            tracker,
-            move |a| serve(a, settings.clone(), manager.clone()),
-        )
-        .await
-    });
+    let (addr, stop) =
+        listener::serve_for_test("sv2", move |a| serve(a, settings.clone(), manager.clone())).await;
     (addr, authority, stop)
 }
 
