@@ -43,6 +43,11 @@
 //!    the same way (a replacement is drained at once, or the GPU side is cut if no rig is
 //!    left to drain), still counted as drawing, and still escalated at `confirm_deadline`.
 //!    `poll_timeout` includes the points where draining rigs turn late.
+//!    Escalated is not given up: a rig in fault, or escalated with its command unconfirmed,
+//!    whose firmware answers a status poll that it mines ([`Arbiter::status_news`]) is
+//!    confirmed mining, so the plan commands it again (a pinned rig at once, any rig while
+//!    the site is over). Without that, firmware that stalled once leaves the site over its
+//!    budget until a person acts, though the rig answers again.
 //! 6. Restart safety: [`Arbiter::persist`]/[`Arbiter::restore`] keep rig states, pins, the
 //!    grant, the demand and the curtailment. Rigs with a command in flight come back
 //!    `Unknown` (drawing). The restored plan is the pre-restart plan, so nothing wakes unless
@@ -172,6 +177,28 @@ impl Arbiter {
     /// All rigs, by id.
     pub fn rigs(&self) -> impl Iterator<Item = RigView> + '_ {
         self.rigs.values().map(view)
+    }
+
+    /// What a status poll's answer about `rig` tells the plan: `Some` when the firmware's
+    /// settled state is news to apply with [`Arbiter::handle_rig`], `None` when it is not (a
+    /// rig the arbiter does not know, a state it already has, or a command in flight whose
+    /// deadline has not passed: a draining rig may still report mining for a moment).
+    ///
+    /// Mining is news for a rig counted asleep or unknown, and for one the arbiter gave up on
+    /// (fault, or escalated while draining or waking): its firmware answers again and the
+    /// rig draws, so it is confirmed mining and the plan may command it again (rule 5).
+    /// Asleep is news only for a rig counted mining or unknown: a sleep that failed or was
+    /// never confirmed is confirmed by the controller's quiet check (shares stopped too),
+    /// never by the firmware's word alone.
+    pub fn status_news(&self, rig: &RigId, reported: Observed) -> Option<Observed> {
+        let rig = self.rigs.get(rig)?;
+        let news = match (reported, rig.state) {
+            (Observed::Asleep, RigState::Mining | RigState::Unknown) => true,
+            (Observed::Mining, RigState::Asleep | RigState::Unknown | RigState::Fault) => true,
+            (Observed::Mining, RigState::Draining | RigState::Waking) => rig.escalated,
+            _ => false,
+        };
+        news.then_some(reported)
     }
 
     /// The power picture for operators.

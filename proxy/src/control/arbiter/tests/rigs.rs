@@ -158,3 +158,83 @@ fn an_unknown_rig_counts_as_drawing_and_is_escalated_after_the_deadline() {
         }]
     ));
 }
+
+/// Rule 5, escalated is not given up. Found by the fault suite (seed 17596137618229230047):
+/// a sleep sent during a curtailment timed out against stalled firmware, another rig's
+/// firmware had acknowledged a sleep it never took; both firmwares answered again seconds
+/// later and said they mined, but the plan kept both as loads it could not shed, and the site
+/// stayed over its budget with nothing left to drain.
+#[test]
+fn a_rig_given_up_on_whose_firmware_says_it_mines_is_commanded_again() {
+    let mut a = fleet();
+    // Budget 4 kW: three of the four 3 kW rigs must sleep.
+    a.handle_curtailment(
+        t(0),
+        Curtailment {
+            cap: kw(4.0),
+            until: None,
+            source: "grid".into(),
+        },
+    );
+    assert_eq!(sleeps(&actions(&mut a)), ["b", "c", "a"]);
+    // b's sleep fails (firmware stalled); c acknowledges but never confirms; a sleeps.
+    confirm(&mut a, 1, &["b".into()], Confirmation::CommandFailed);
+    confirm(&mut a, 1, &["a".into()], Confirmation::Asleep);
+    let mut out = actions(&mut a);
+    // b cannot be shed: d is drained in its place, and sleeps.
+    assert_eq!(sleeps(&out), ["d"]);
+    confirm(&mut a, 2, &["d".into()], Confirmation::Asleep);
+    a.handle_timeout(t(60));
+    out = actions(&mut a);
+    assert!(out.contains(&Action::Escalate {
+        rig: "c".into(),
+        state: RigState::Draining,
+        reason: Reason::NoConfirmation
+    }));
+    // Over (b and c: 6 kW on a 4 kW budget) with nothing left the plan can shed.
+    assert!(sleeps(&out).is_empty());
+    assert_eq!(a.snapshot().mining, kw(6.0));
+    // The firmware of b and c answers again: both mine. That is news for both.
+    for (id, eff) in [("b", 34.0), ("c", 21.5)] {
+        let rig: RigId = id.into();
+        assert_eq!(
+            a.status_news(&rig, Observed::Mining),
+            Some(Observed::Mining),
+            "{id}"
+        );
+        a.handle_rig(t(61), info(id, "g", 0, 3.0, Some(eff)), Observed::Mining)
+            .unwrap();
+    }
+    // Both count as mining (sheddable) again: the plan commands the worse one to sleep again
+    // instead of waiting for a person, and the other fits.
+    let out = actions(&mut a);
+    assert_eq!(sleeps(&out), ["b"]);
+    confirm(&mut a, 62, &["b".into()], Confirmation::Asleep);
+    actions(&mut a);
+    assert_eq!(a.snapshot().mining, kw(3.0));
+    assert_eq!(a.rig(&"c".into()).unwrap().state, RigState::Mining);
+}
+
+#[test]
+fn a_status_answer_is_news_only_where_it_settles_something() {
+    let mut a = fleet();
+    a.handle_gpu_demand(t(0), demand(3.0));
+    assert_eq!(sleeps(&actions(&mut a)), ["b"]);
+    let b: RigId = "b".into();
+    // A sleep in flight: the firmware may still say it mines, or already say it sleeps (the
+    // quiet check confirms it, not the status).
+    assert_eq!(a.status_news(&b, Observed::Mining), None);
+    assert_eq!(a.status_news(&b, Observed::Asleep), None);
+    // Mining rigs: asleep is news (found asleep), mining is not.
+    assert_eq!(a.status_news(&"a".into(), Observed::Mining), None);
+    assert_eq!(
+        a.status_news(&"a".into(), Observed::Asleep),
+        Some(Observed::Asleep)
+    );
+    // In fault: mining is news, asleep is not (a failed sleep is confirmed by the shares).
+    confirm(&mut a, 1, &["b".into()], Confirmation::CommandFailed);
+    actions(&mut a);
+    assert_eq!(a.status_news(&b, Observed::Mining), Some(Observed::Mining));
+    assert_eq!(a.status_news(&b, Observed::Asleep), None);
+    assert_eq!(a.status_news(&"nobody".into(), Observed::Mining), None);
+}

@@ -187,6 +187,9 @@ pub(in crate::control::power) async fn apply_budgets(
                     );
                     let before = (*held.borrow()).unwrap_or(kw);
                     held.send_replace(Some(before.max(kw)));
+                    // The outcome is unknown (the scheduler may have taken it): whatever comes
+                    // next must be sent, even the value applied before.
+                    applied = None;
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
@@ -198,5 +201,81 @@ pub(in crate::control::power) async fn apply_budgets(
             _ = shutdown.cancelled() => return,
             changed = budget.changed() => if changed.is_err() { return },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use futures_util::future::BoxFuture;
+
+    use super::*;
+    use crate::control::power::ports::GpuLoad;
+
+    /// A scheduler that records every budget call and fails the ones for `fail_kw`.
+    struct Recorder {
+        fail_kw: f64,
+        calls: Mutex<Vec<f64>>,
+    }
+
+    impl GpuControl for Recorder {
+        fn set_budget_kw(&self, kw: f64) -> BoxFuture<'_, Result<(), PortError>> {
+            self.calls.lock().unwrap().push(kw);
+            let fail = kw == self.fail_kw;
+            Box::pin(async move {
+                if fail {
+                    Err(PortError::new(Side::Scheduler, Retry::Yes, "timed out"))
+                } else {
+                    Ok(())
+                }
+            })
+        }
+
+        fn shed_kw(&self, _kw: f64, _reason: &str) -> BoxFuture<'_, Result<(), PortError>> {
+            Box::pin(async { Ok(()) })
+        }
+
+        fn demand(&self) -> BoxFuture<'_, Result<Option<GpuLoad>, PortError>> {
+            Box::pin(async { Ok(None) })
+        }
+
+        fn describe(&self) -> String {
+            "recorder".into()
+        }
+    }
+
+    /// Found by the fault suite (seed 1023): a 4 kW budget timed out against a hanging hook,
+    /// then the demand fell to 0, the budget applied before it; the writer skipped the call,
+    /// so a scheduler that took the 4 kW kept it, and `held` stayed at 4 kW.
+    #[tokio::test(start_paused = true)]
+    async fn after_a_failed_call_the_previous_budget_is_sent_again() {
+        let dir = std::env::temp_dir().join(format!("hashshift-gpu-{}", rand::random::<u64>()));
+        let audit = AuditLog::open(&dir).unwrap();
+        let gpu = Arc::new(Recorder {
+            fail_kw: 4.0,
+            calls: Mutex::new(Vec::new()),
+        });
+        let (budget_tx, budget_rx) = watch::channel(Some(0.0));
+        let (held_tx, held_rx) = watch::channel(None);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(apply_budgets(
+            gpu.clone(),
+            budget_rx,
+            held_tx,
+            audit,
+            stop.clone(),
+        ));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        budget_tx.send_replace(Some(4.0));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(*held_rx.borrow(), Some(4.0), "outcome unknown: may hold 4");
+        budget_tx.send_replace(Some(0.0));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(*gpu.calls.lock().unwrap(), [0.0, 4.0, 0.0]);
+        assert_eq!(*held_rx.borrow(), Some(0.0));
+        stop.cancel();
+        task.await.unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -30,7 +30,7 @@ use super::rigs::{KnownRig, Registry, changed_enough};
 use super::shed::ShedTracker;
 use super::{IdentityCounters, PowerView, Request};
 use crate::control::arbiter::{
-    Action, Arbiter, Confirmation, GpuDemand, Observed, OperatorCommand, RigId, RigState, Watts,
+    Action, Arbiter, Confirmation, GpuDemand, Observed, OperatorCommand, RigId, Watts,
 };
 use crate::control::audit::{AuditEvent, AuditLog};
 use crate::control::limits;
@@ -318,7 +318,6 @@ impl Controller {
                 self.status_in_flight = self.status_in_flight.saturating_sub(1);
                 let Ok(status) = r else { return };
                 self.answered(&rig);
-                let state = self.arbiter.rig(&rig).map(|v| v.state);
                 let nameplate = self
                     .registry
                     .rigs
@@ -341,17 +340,16 @@ impl Controller {
                         }
                     }
                 }
-                // Only settled states are news: a rig found asleep that we did not put to
-                // sleep (relay trip, another tool) or awake when we think it sleeps.
-                let observed = match (status.state, state) {
-                    (FirmwareState::Sleeping, Some(RigState::Mining | RigState::Unknown)) => {
-                        Some(Observed::Asleep)
-                    }
-                    (FirmwareState::Mining, Some(RigState::Asleep | RigState::Unknown)) => {
-                        Some(Observed::Mining)
-                    }
+                // Only settled states are news (the arbiter's rule): a rig found asleep that
+                // we did not put to sleep (relay trip, another tool), awake when we think it
+                // sleeps, or awake after its command failed or went unconfirmed (so the plan
+                // may command it again).
+                let reported = match status.state {
+                    FirmwareState::Sleeping => Some(Observed::Asleep),
+                    FirmwareState::Mining => Some(Observed::Mining),
                     _ => None,
                 };
+                let observed = reported.and_then(|r| self.arbiter.status_news(&rig, r));
                 self.settle_after_reset(&rig, observed);
                 if let (Some(observed), Some(entry)) = (observed, self.registry.rigs.get(&rig)) {
                     let info = self.registry.info(entry, Instant::now());
