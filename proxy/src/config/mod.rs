@@ -8,6 +8,7 @@ mod admin;
 mod limits;
 mod metrics;
 mod miners;
+mod pdu;
 mod pools;
 pub mod ranges;
 mod site;
@@ -21,6 +22,7 @@ pub use admin::{Admin, Http};
 pub use limits::Limits;
 pub use metrics::Metrics;
 pub use miners::{Downstream, DownstreamProtocol, Vardiff};
+pub use pdu::Pdu;
 pub use pools::{Aggregation, Failover, Upstream, WorkerIdentity};
 pub use site::{Cidr, Power, Rig, RigGroup, glob_match};
 pub use url::{PoolUrl, UpstreamProtocol};
@@ -98,6 +100,10 @@ pub struct Config {
     /// Per-rig overrides.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rig: Vec<Rig>,
+    /// Switched PDUs (`[[pdu]]`): the escalation when a rig does not confirm sleep, and the
+    /// only control of rigs whose group says `firmware = "pdu"`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pdu: Vec<Pdu>,
     /// The GPU scheduler power is handed to (`kind = "slurm" | "webhook" | "command"`).
     /// Absent: GPU demand arrives through the admin socket (`ctl gpu-request`) and grants are
     /// only recorded in the audit log.
@@ -164,7 +170,8 @@ impl Config {
         self.aggregation.validate()?;
         self.failover.validate()?;
         self.limits.validate()?;
-        site::validate(self.power.as_ref(), &self.rig_group, &self.rig)?;
+        pdu::validate(&self.pdu)?;
+        site::validate(self.power.as_ref(), &self.rig_group, &self.rig, &self.pdu)?;
         if let Some(g) = &self.gpu_scheduler {
             g.validate()
                 .map_err(|e| invalid("gpu_scheduler", e.to_string()))?;

@@ -258,6 +258,7 @@ pub(super) fn validate(
     power: Option<&Power>,
     groups: &[RigGroup],
     rigs: &[Rig],
+    _pdus: &[super::Pdu],
 ) -> Result<(), ConfigError> {
     if let Some(p) = power {
         if !(p.site_cap_kw.is_finite() && p.site_cap_kw > 0.0 && p.site_cap_kw <= MAX_SITE_KW) {

@@ -61,9 +61,12 @@
 //! size); hyper is in the tree anyway for the proxy's HTTP server. reqwest would add a
 //! connection pool, tower and a TLS stack we do not need.
 
+pub mod antminer;
 pub mod braiins;
 pub mod cgminer;
 pub mod luxos;
+pub mod vnish;
+pub mod whatsminer;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -82,14 +85,22 @@ pub enum FirmwareKind {
     Luxos,
     /// Braiins OS+ (≥ 25.07) REST API on port 80: token login, `actions/pause` / `resume`.
     Braiins,
+    /// Stock Antminer (and Hiveon) web API on port 80: HTTP Digest; sleep and wake through the
+    /// `miner-mode` setting of the whole miner config (read-modify-write).
+    Antminer,
+    /// Whatsminer API v2 on TCP 4028: token from `get_token`, AES-256-ECB encrypted
+    /// `power_off` / `power_on`.
+    Whatsminer,
+    /// VNish web API on port 80: `unlock` token; `mining/stop` / `start` (or pause / resume).
+    Vnish,
 }
 
 impl FirmwareKind {
     /// The port the firmware listens on by default (4028 for LuxOS, 80 for Braiins OS+).
     pub fn default_port(self) -> u16 {
         match self {
-            FirmwareKind::Luxos => 4028,
-            FirmwareKind::Braiins => 80,
+            FirmwareKind::Luxos | FirmwareKind::Whatsminer => 4028,
+            FirmwareKind::Braiins | FirmwareKind::Antminer | FirmwareKind::Vnish => 80,
         }
     }
 
@@ -98,6 +109,9 @@ impl FirmwareKind {
         match self {
             FirmwareKind::Luxos => "luxos",
             FirmwareKind::Braiins => "braiins",
+            FirmwareKind::Antminer => "antminer",
+            FirmwareKind::Whatsminer => "whatsminer",
+            FirmwareKind::Vnish => "vnish",
         }
     }
 }
@@ -367,6 +381,9 @@ impl FirmwareClient {
         match endpoint.kind {
             FirmwareKind::Luxos => luxos::curtail(self, endpoint, luxos::Curtail::Sleep).await,
             FirmwareKind::Braiins => braiins::action(self, endpoint, braiins::Action::Pause).await,
+            FirmwareKind::Antminer => antminer::sleep(self, endpoint).await,
+            FirmwareKind::Whatsminer => whatsminer::sleep(self, endpoint).await,
+            FirmwareKind::Vnish => vnish::sleep(self, endpoint).await,
         }
     }
 
@@ -376,6 +393,9 @@ impl FirmwareClient {
         match endpoint.kind {
             FirmwareKind::Luxos => luxos::curtail(self, endpoint, luxos::Curtail::Wakeup).await,
             FirmwareKind::Braiins => braiins::action(self, endpoint, braiins::Action::Resume).await,
+            FirmwareKind::Antminer => antminer::wake(self, endpoint).await,
+            FirmwareKind::Whatsminer => whatsminer::wake(self, endpoint).await,
+            FirmwareKind::Vnish => vnish::wake(self, endpoint).await,
         }
     }
 
@@ -384,6 +404,9 @@ impl FirmwareClient {
         match endpoint.kind {
             FirmwareKind::Luxos => luxos::status(self, endpoint).await,
             FirmwareKind::Braiins => braiins::status(self, endpoint).await,
+            FirmwareKind::Antminer => antminer::status(self, endpoint).await,
+            FirmwareKind::Whatsminer => whatsminer::status(self, endpoint).await,
+            FirmwareKind::Vnish => vnish::status(self, endpoint).await,
         }
     }
 }

@@ -21,13 +21,23 @@
 //! Each fake keeps its state behind one `std::sync::Mutex`, never held across an `.await`:
 //! the fakes are per-rig, so there is no contention between rigs.
 
+mod antminer;
 mod braiins;
+pub mod fixtures;
 mod luxos;
 mod rig;
+mod vnish;
+mod whatsminer;
 
+#[allow(unused_imports)] // until the fakes land
+pub use antminer::*;
 pub use braiins::{FakeBraiins, FakeBraiinsConfig};
 pub use luxos::{FakeLuxos, FakeLuxosConfig};
 pub use rig::{FakePhase, RigModel, RigProfile, RigSnapshot};
+#[allow(unused_imports)] // until the fakes land
+pub use vnish::*;
+#[allow(unused_imports)] // until the fakes land
+pub use whatsminer::*;
 
 use std::collections::BTreeMap;
 use std::future::Future;

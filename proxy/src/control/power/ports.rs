@@ -130,3 +130,27 @@ pub trait GpuControl: Send + Sync {
 
 /// [`GpuControl::call_bound`] of an adapter that does not say.
 pub const DEFAULT_CALL_BOUND: Duration = Duration::from_secs(30);
+
+/// What a switched PDU reports of one outlet.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OutletReading {
+    /// Whether the outlet is switched on (relay closed).
+    pub on: bool,
+    /// The outlet's load in watts, where the PDU meters it per outlet (directly, or current
+    /// × the PDU's configured voltage).
+    pub power_w: Option<f64>,
+    /// The outlet's current in amperes, where the PDU meters it.
+    pub current_a: Option<f64>,
+}
+
+/// One outlet of a switched PDU: a hard power cut, the last resort (and the only control of
+/// rigs without a management API).
+pub trait OutletControl: Send + Sync {
+    /// Switches the outlet on or off. Returns once the PDU accepted the command; confirm with
+    /// [`OutletControl::read`].
+    fn set(&self, on: bool) -> BoxFuture<'_, Result<(), PortError>>;
+    /// Reads the outlet's state and, where metered, its load.
+    fn read(&self) -> BoxFuture<'_, Result<OutletReading, PortError>>;
+    /// What it is, for logs and `ctl rigs` (`pdu-a outlet 7`).
+    fn describe(&self) -> String;
+}

@@ -1,0 +1,1 @@
+//! A fake of the Stock Antminer management API (being written).

@@ -1,0 +1,1 @@
+//! A fake of the VNish management API (being written).
