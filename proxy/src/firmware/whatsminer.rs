@@ -566,6 +566,7 @@ mod tests {
             classify_refusal(None, "miner is already power off"),
             Refusal::AlreadyThere
         );
+        assert_eq!(classify_refusal(None, "over max connect"), Refusal::Busy);
         assert_eq!(classify_refusal(Some(14), "invalid cmd"), Refusal::Other);
     }
 

@@ -73,6 +73,9 @@ pub struct FakeWhatsminerConfig {
     pub write_access: bool,
     /// A token older than this is refused (btminer: 30 minutes).
     pub token_ttl: Duration,
+    /// Send the refusal of a bad token encrypted (`{"enc":..}`) instead of in plaintext; which
+    /// one btminer does is not published, and the adapter reads both.
+    pub encrypted_errors: bool,
 }
 
 impl Default for FakeWhatsminerConfig {
@@ -83,6 +86,7 @@ impl Default for FakeWhatsminerConfig {
             password: "hashshift".to_owned(),
             write_access: true,
             token_ttl: Duration::from_secs(30 * 60),
+            encrypted_errors: false,
         }
     }
 }
@@ -388,13 +392,21 @@ fn privileged(shared: &Shared, request: &Value) -> String {
         .tokens
         .iter()
         .position(|t| t.sign == sign && now.duration_since(t.issued) < ttl);
+    let refuse = |inner: &mut Inner, i: Option<usize>| {
+        if let Some(i) = i {
+            inner.tokens.remove(i);
+        }
+        let text = flat(FIXTURES_TOKEN_ERR).to_string();
+        if shared.config.encrypted_errors {
+            json!({ "enc": crypto::encrypt(&keys.aes_key, text.as_bytes()) }).to_string()
+        } else {
+            text
+        }
+    };
     match pos {
         Some(i) if !inner.tokens[i].doomed => {}
-        Some(i) => {
-            inner.tokens.remove(i);
-            return flat(FIXTURES_TOKEN_ERR).to_string();
-        }
-        None => return flat(FIXTURES_TOKEN_ERR).to_string(),
+        Some(i) => return refuse(&mut inner, Some(i)),
+        None => return refuse(&mut inner, None),
     }
     let stuck = shared.faults.stuck();
     match name {
@@ -499,7 +511,19 @@ mod tests {
 
     #[tokio::test]
     async fn expired_token_is_renewed_once_transparently() {
-        let f = fake(WhatsminerModel::M30s).await;
+        for encrypted_errors in [false, true] {
+            expired_token_case(encrypted_errors).await;
+        }
+    }
+
+    async fn expired_token_case(encrypted_errors: bool) {
+        let f = FakeWhatsminer::start(FakeWhatsminerConfig {
+            profile: profile(),
+            encrypted_errors,
+            ..FakeWhatsminerConfig::default()
+        })
+        .await
+        .unwrap();
         f.expire_tokens();
         client().sleep(&f.endpoint()).await.unwrap();
         assert_eq!(f.phase(), FakePhase::Stopping);
