@@ -76,6 +76,9 @@ pub struct FakeWhatsminerConfig {
     /// Send the refusal of a bad token encrypted (`{"enc":..}`) instead of in plaintext; which
     /// one btminer does is not published, and the adapter reads both.
     pub encrypted_errors: bool,
+    /// While the hashboards are off, close `summary` connections without an answer (btminer's
+    /// cgminer side stopped); `status` still answers.
+    pub summary_down_when_off: bool,
 }
 
 impl Default for FakeWhatsminerConfig {
@@ -87,6 +90,7 @@ impl Default for FakeWhatsminerConfig {
             write_access: true,
             token_ttl: Duration::from_secs(30 * 60),
             encrypted_errors: false,
+            summary_down_when_off: false,
         }
     }
 }
@@ -104,6 +108,7 @@ struct Inner {
     next: u64,
     doom_next: u32,
     write_access: bool,
+    summary_down: bool,
     counters: Counters,
 }
 
@@ -125,6 +130,7 @@ impl FakeWhatsminer {
             next: 1,
             doom_next: 0,
             write_access: config.write_access,
+            summary_down: false,
             counters: Counters::default(),
         };
         let (addr, shared, server) = super::listen(config, state, serve).await?;
@@ -183,6 +189,12 @@ impl FakeWhatsminer {
         self.shared.lock().doom_next = n;
     }
 
+    /// Close every `summary` connection without an answer, whatever the rig does (`status`
+    /// still answers).
+    pub fn set_summary_down(&self, on: bool) {
+        self.shared.lock().summary_down = on;
+    }
+
     /// Hang: read requests, never answer.
     pub fn set_silent(&self, on: bool) {
         self.shared.faults.set_silent(on);
@@ -234,6 +246,8 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>, cancel: CancellationT
     let reply = if shared.faults.malformed() {
         shared.faults.hit();
         b"{\"STATUS\":\"S\",\"When\":1594179080,\"Code\":13".to_vec()
+    } else if summary_down(&shared, &request) {
+        return;
     } else {
         let mut r = answer(&shared, &request).into_bytes();
         r.push(0);
@@ -241,6 +255,26 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>, cancel: CancellationT
     };
     let _ = stream.write_all(&reply).await;
     let _ = stream.shutdown().await;
+}
+
+/// A `summary` request while the boards are off and `summary_down_when_off` is set.
+fn summary_down(shared: &Shared, request: &Value) -> bool {
+    let command = request
+        .get("command")
+        .or_else(|| request.get("cmd"))
+        .and_then(Value::as_str);
+    if command != Some("summary") {
+        return false;
+    }
+    let mut inner = shared.lock();
+    let phase = inner.rig.snapshot(Instant::now()).phase;
+    let off = shared.config.summary_down_when_off && phase == FakePhase::Sleeping;
+    if off || inner.summary_down {
+        inner.counters.bump("summary");
+        true
+    } else {
+        false
+    }
 }
 
 /// Read until the buffer holds one complete JSON value (the client does not close its side).
@@ -490,6 +524,37 @@ mod tests {
             assert_eq!(n.get("get_token"), 4);
             f.shutdown().await;
         }
+    }
+
+    #[tokio::test]
+    async fn asleep_only_on_the_firmware_word_when_summary_is_down() {
+        let f = FakeWhatsminer::start(FakeWhatsminerConfig {
+            profile: RigProfile {
+                sleep_delay: Duration::ZERO,
+                ..profile()
+            },
+            model: WhatsminerModel::M20s,
+            summary_down_when_off: true,
+            ..FakeWhatsminerConfig::default()
+        })
+        .await
+        .unwrap();
+        let (c, ep) = (client(), f.endpoint());
+        c.sleep(&ep).await.unwrap();
+        let s = c.status(&ep).await.unwrap();
+        assert_eq!(
+            (s.state, s.power_w, s.hashrate_ths),
+            (RigState::Sleeping, None, None)
+        );
+        assert!(f.counters().get("summary") >= 1);
+        // Summary failing while the firmware says the boards are on: an error, not asleep.
+        c.wake(&ep).await.unwrap();
+        f.set_summary_down(true);
+        let err = c.status(&ep).await.unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        f.set_summary_down(false);
+        assert_ne!(c.status(&ep).await.unwrap().state, RigState::Sleeping);
+        f.shutdown().await;
     }
 
     #[tokio::test]
