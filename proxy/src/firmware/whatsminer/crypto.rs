@@ -170,17 +170,23 @@ mod tests {
 
     /// Published vectors, each also checked with `openssl passwd -1 -salt S P` and glibc's
     /// `crypt(P, "$1$S$")`:
-    /// - `password`/`xxxxxxxx`: the example in OpenSSL's `openssl-passwd(1)` manual;
-    /// - empty password/`Eu.GHtia`: passlib's `md5_crypt` test vectors;
-    /// - `U*U*U*U*`/`dXc3I7Rw`: John the Ripper's md5crypt test vectors;
+    /// - `password`/`xxxxxxxx`: the example in OpenSSL's `openssl-passwd(1)` manual
+    ///   (and OpenSSL's own `test/recipes/20-test_passwd.t`);
+    /// - the `U*U*…` ones, the empty and the one-space password and `test`: passlib's
+    ///   `md5_crypt` `known_correct_hashes` (`passlib/tests/test_handlers.py`, the first ones
+    ///   taken from John the Ripper 1.7.9);
     /// - `admin`/`BQ5hoXV9`: the Whatsminer factory admin password with its fixed salt, whose
     ///   hash `RxmaDUO33TS7O26yeMHZ81` is published in reverse-engineering notes of btminer.
     #[test]
     fn md5_crypt_known_answers() {
-        let cases: [(&str, &str, &str); 6] = [
+        let cases: [(&str, &str, &str); 10] = [
             ("password", "xxxxxxxx", "$1$xxxxxxxx$UYCIxa628.9qXjpQCjM4a."),
             ("", "Eu.GHtia", "$1$Eu.GHtia$CFkL/nE1BYTlEPiVx1VWX0"),
             ("U*U*U*U*", "dXc3I7Rw", "$1$dXc3I7Rw$ctlgjDdWJLMT.qwHsWhXR1"),
+            ("U*U***U", "dXc3I7Rw", "$1$dXc3I7Rw$94JPyQc/eAgQ3MFMCoMF.0"),
+            ("*U*U*U*U", "eQT9Hwbt", "$1$eQT9Hwbt$XtuElNJD.eW5MN5UCWyTQ0"),
+            (" ", "m/5ee7ol", "$1$m/5ee7ol$bZn0kIBFipq39e.KDXX8I0"),
+            ("test", "ec6XvcoW", "$1$ec6XvcoW$ghEtNK2U1MC5l.Dwgi3020"),
             ("admin", "BQ5hoXV9", "$1$BQ5hoXV9$RxmaDUO33TS7O26yeMHZ81"),
             (
                 "a password longer than sixteen bytes, thirty-two+",
