@@ -77,8 +77,9 @@ fn rejected(endpoint: &Endpoint, command: &str, resp: &Response) -> FirmwareErro
     }
 }
 
-/// [`HttpError`] → [`FirmwareError`], keeping the step and the retry semantics.
-fn firmware_error(addr: SocketAddr, command: String, e: HttpError) -> FirmwareError {
+/// [`HttpError`] → [`FirmwareError`], keeping the step and the retry semantics (shared with
+/// the VNish adapter).
+pub(super) fn firmware_error(addr: SocketAddr, command: String, e: HttpError) -> FirmwareError {
     match e {
         HttpError::Connect(source) => FirmwareError::Connect { addr, source },
         HttpError::Timeout { step, after } => FirmwareError::Timeout { addr, step, after },
