@@ -4,8 +4,8 @@
 //! wrong password), `POST /api/v1/mining/stop` and `/start` (`Authorization: Bearer <token>`;
 //! 401 without a valid one; 200 with an empty body; a stop while already stopping or stopped,
 //! or a start while already mining or starting, answers 500 with the firmware's
-//! `{"err":"CGMiner err: ..."}` as real rigs do) and `GET /api/v1/summary` (public: state,
-//! power and hashrate). Unknown routes: 404.
+//! `{"err":"CGMiner err: ..."}` as real rigs do) and `GET /api/v1/summary` (public unless
+//! [`FakeVnish::set_summary_locked`]: state, power and hashrate). Unknown routes: 404.
 //!
 //! Replies are the ones captured from real rigs (`tools/fixtures/firmware/vnish/`, see its
 //! `sources.toml`) used as templates: the summary is an Antminer S19j Pro's on VNish
@@ -109,6 +109,7 @@ struct Inner {
     next_token: u64,
     doom_next: u32,
     busy: bool,
+    summary_locked: bool,
     counters: Counters,
 }
 
@@ -130,6 +131,7 @@ impl FakeVnish {
             next_token: 1,
             doom_next: 0,
             busy: false,
+            summary_locked: false,
             counters: Counters::default(),
         };
         let (addr, shared, server) = super::listen(config, state, serve).await?;
@@ -183,6 +185,12 @@ impl FakeVnish {
     /// restarting its web service, or overloaded).
     pub fn set_busy(&self, on: bool) {
         self.shared.lock().busy = on;
+    }
+
+    /// Require the token for `GET /api/v1/summary` too (401 without one), as a site that
+    /// restricted its API may.
+    pub fn set_summary_locked(&self, on: bool) {
+        self.shared.lock().summary_locked = on;
     }
 
     /// Hang: read requests, never answer.
@@ -307,6 +315,10 @@ fn answer(
             (200, Some(reply), false)
         }
         "GET /api/v1/summary" => {
+            let allowed = bearer.is_some_and(|t| inner.tokens.contains(t));
+            if inner.summary_locked && !allowed {
+                return (401, None, false);
+            }
             let snap = inner.rig.snapshot(now);
             (200, Some(summary(snap)), true)
         }
@@ -483,8 +495,17 @@ mod tests {
                 assert!(!err.is_retryable());
             }
             assert_eq!(fake.phase(), FakePhase::Mining);
-            // The summary needs no password.
+            // The summary needs no password...
             assert_eq!(c.status(&wrong).await?.state, RigState::Mining);
+            // ...unless the site locked it: then the adapter unlocks, and a wrong password
+            // is refused there too.
+            fake.set_summary_locked(true);
+            let err = c.status(&wrong).await.expect_err("locked summary");
+            assert!(matches!(err, FirmwareError::LoginRefused { .. }), "{err}");
+            let before = fake.counters().get("POST /api/v1/unlock");
+            let s = c.status(&fake.endpoint()).await?;
+            assert_eq!((s.state, s.power_w), (RigState::Mining, Some(2631.0)));
+            assert_eq!(fake.counters().get("POST /api/v1/unlock"), before + 1);
             Ok(())
         })
         .await
