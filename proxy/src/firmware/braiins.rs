@@ -77,8 +77,9 @@ fn rejected(endpoint: &Endpoint, command: &str, resp: &Response) -> FirmwareErro
     }
 }
 
-/// [`HttpError`] → [`FirmwareError`], keeping the step and the retry semantics.
-fn firmware_error(addr: SocketAddr, command: String, e: HttpError) -> FirmwareError {
+/// [`HttpError`] → [`FirmwareError`], keeping the step and the retry semantics (shared with
+/// the VNish adapter).
+pub(super) fn firmware_error(addr: SocketAddr, command: String, e: HttpError) -> FirmwareError {
     match e {
         HttpError::Connect(source) => FirmwareError::Connect { addr, source },
         HttpError::Timeout { step, after } => FirmwareError::Timeout { addr, step, after },
@@ -273,6 +274,54 @@ mod tests {
         assert_eq!(derive_state(None, Some(1.0)), RigState::Unknown);
     }
 
+    fn fixture(text: &str) -> Value {
+        serde_json::from_str(text).expect("fixture is JSON")
+    }
+
+    /// Replies captured from real machines (see tools/fixtures/firmware/braiins/sources.toml).
+    #[test]
+    fn captured_replies() {
+        let cases = [
+            (
+                include_str!(
+                    "../../../tools/fixtures/firmware/braiins/s19xp-25.07-miner-details.json"
+                ),
+                include_str!(
+                    "../../../tools/fixtures/firmware/braiins/s19xp-25.07-miner-stats.json"
+                ),
+                3137.0,
+                141.463_565_400_720_63,
+            ),
+            (
+                include_str!(
+                    "../../../tools/fixtures/firmware/braiins/s21pro-26.04-miner-details.json"
+                ),
+                include_str!(
+                    "../../../tools/fixtures/firmware/braiins/s21pro-26.04-miner-stats.json"
+                ),
+                3480.0,
+                248.186_677_200_024_98,
+            ),
+        ];
+        for (details, stats, watts, ths) in cases {
+            let s = status_from_replies(&fixture(details), &fixture(stats));
+            assert_eq!(s.state, RigState::Mining);
+            assert_eq!(s.power_w, Some(watts));
+            let h = s.hashrate_ths.unwrap();
+            assert!((h - ths).abs() < 1e-9, "{h} vs {ths}");
+        }
+        let login = fixture(include_str!(
+            "../../../tools/fixtures/firmware/braiins/login.json"
+        ));
+        assert_eq!(login_token(&login), Some("PLACEHOLDERtoken0001"));
+        let refused = include_bytes!("../../../tools/fixtures/firmware/braiins/login-refused.json");
+        assert_eq!(
+            login_token(&fixture(std::str::from_utf8(refused).unwrap())),
+            None
+        );
+        assert_eq!(short(refused), "Invalid credentials");
+    }
+
     #[test]
     fn error_bodies() {
         assert_eq!(short(br#"{"message":"bad password"}"#), "bad password");
@@ -292,11 +341,16 @@ mod tests {
         ] {
             assert_eq!(login_token(&json!({ "token": bad })), None, "{bad}");
         }
-        let details = json!({"status": 3});
-        let stats = json!({
-            "miner_stats": {"real_hashrate": {"last_5s": {"gigahash_per_second": 0.0}}},
-            "power_stats": {"approximated_consumption": {"watt": 95}},
-        });
+        // No paused rig was published: a captured reply with the paused figures put in.
+        let mut details = fixture(include_str!(
+            "../../../tools/fixtures/firmware/braiins/s19xp-25.07-miner-details.json"
+        ));
+        details["status"] = json!(3);
+        let mut stats = fixture(include_str!(
+            "../../../tools/fixtures/firmware/braiins/s19xp-25.07-miner-stats.json"
+        ));
+        stats["miner_stats"]["real_hashrate"]["last_5s"]["gigahash_per_second"] = json!(0.0);
+        stats["power_stats"]["approximated_consumption"]["watt"] = json!(95);
         let s = status_from_replies(&details, &stats);
         assert_eq!(
             (s.state, s.power_w, s.hashrate_ths),

@@ -6,6 +6,12 @@
 //! (`status`: 2 normal, 3 paused, 1 not started while waking) and `GET /api/v1/miner/stats`
 //! (power and hashrate). Replies close the connection; GETs use chunked encoding.
 //!
+//! Replies are the ones captured from an Antminer S19 XP on Braiins OS+ 25.07
+//! (`tools/fixtures/firmware/braiins/`, see its `sources.toml`) used as templates: only the
+//! fields that follow the simulated rig are patched (`status` in `miner/details`; every
+//! `real_hashrate` window and `approximated_consumption.watt` in `miner/stats`; the token in
+//! the login reply). A refused login answers the `login-refused.json` body.
+//!
 //! HTTP is `hyper`'s server (one request per connection, no keep-alive); this file holds only
 //! the routes. The request head must arrive within [`READ_TIMEOUT`], the body too, and a body
 //! over 16 KiB is refused.
@@ -13,7 +19,7 @@
 use std::collections::HashSet;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -37,6 +43,30 @@ use hashshift_proxy::firmware::{Credentials, Endpoint, FirmwareKind};
 const MAX_BODY: usize = 16 * 1024;
 /// Tokens remembered at once (older ones are forgotten: the client logs in again).
 const MAX_TOKENS: usize = 1024;
+
+/// A captured reply, parsed once. The files are checked JSON (the adapter's unit tests parse
+/// them too); should one ever be broken, the fake answers `null` and those tests say why.
+fn template(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or(Value::Null)
+}
+
+static DETAILS: LazyLock<Value> = LazyLock::new(|| {
+    template(include_str!(
+        "../../fixtures/firmware/braiins/s19xp-25.07-miner-details.json"
+    ))
+});
+static STATS: LazyLock<Value> = LazyLock::new(|| {
+    template(include_str!(
+        "../../fixtures/firmware/braiins/s19xp-25.07-miner-stats.json"
+    ))
+});
+static LOGIN: LazyLock<Value> =
+    LazyLock::new(|| template(include_str!("../../fixtures/firmware/braiins/login.json")));
+static LOGIN_REFUSED: LazyLock<Value> = LazyLock::new(|| {
+    template(include_str!(
+        "../../fixtures/firmware/braiins/login-refused.json"
+    ))
+});
 
 /// How a [`FakeBraiins`] behaves.
 #[derive(Clone, Debug)]
@@ -157,7 +187,7 @@ impl FakeBraiins {
 }
 
 /// A reply body: `Content-Length` or chunked.
-type Body = BoxBody<Bytes, Infallible>;
+pub(super) type Body = BoxBody<Bytes, Infallible>;
 
 async fn serve(stream: TcpStream, shared: Arc<Shared>, cancel: CancellationToken) {
     let service = service_fn(move |req| handle(req, shared.clone(), cancel.clone()));
@@ -192,7 +222,10 @@ async fn handle(
         cancel.cancelled().await;
     }
     if shared.faults.malformed() {
-        return Ok(reply(200, "{\"status\": 2, \"sticker_hash", false));
+        // A captured reply cut short, as a rig rebooting mid-reply sends.
+        let whole = DETAILS.to_string();
+        let cut = whole.get(..whole.len() / 2).unwrap_or("{").to_owned();
+        return Ok(reply(200, cut, false));
     }
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let route = format!("{} {path}", parts.method);
@@ -205,8 +238,8 @@ async fn handle(
 }
 
 /// A JSON reply; `chunked` sends the body in two chunks (as embedded web servers do for
-/// generated replies), to exercise the client's de-chunking.
-fn reply(status: u16, body: impl Into<Bytes>, chunked: bool) -> hyper::Response<Body> {
+/// generated replies), to exercise the client's de-chunking. Shared with the VNish fake.
+pub(super) fn reply(status: u16, body: impl Into<Bytes>, chunked: bool) -> hyper::Response<Body> {
     let bytes: Bytes = body.into();
     let body = if chunked {
         let (a, b) = bytes.split_at(bytes.len() / 2);
@@ -256,7 +289,7 @@ fn answer(
         if body.get("username").and_then(Value::as_str) != Some(creds.user.as_str())
             || body.get("password").and_then(Value::as_str) != Some(creds.password())
         {
-            return (401, json!({ "message": "Invalid credentials" }), false);
+            return (401, LOGIN_REFUSED.clone(), false);
         }
         let token = format!(
             "tok{:016x}",
@@ -271,7 +304,9 @@ fn answer(
             }
             inner.tokens.insert(token.clone());
         }
-        return (200, json!({ "token": token, "timeout_s": 3600 }), false);
+        let mut body = LOGIN.clone();
+        body["token"] = json!(token);
+        return (200, body, false);
     }
     if !known {
         return (404, json!({ "message": "Not found" }), false);
@@ -300,13 +335,8 @@ fn answer(
                 FakePhase::Stopping | FakePhase::Sleeping => 3,
                 FakePhase::Waking => 1,
             };
-            let sticker = inner.rig.profile().hashrate_ths * 1000.0;
-            let body = json!({
-                "hostname": "fake-braiins",
-                "miner_identity": { "name": "Antminer S19 XP (fake)" },
-                "status": status,
-                "sticker_hashrate": { "gigahash_per_second": sticker },
-            });
+            let mut body = DETAILS.clone();
+            body["status"] = json!(status);
             (200, body, true)
         }
         _ => {
@@ -316,14 +346,19 @@ fn answer(
     }
 }
 
+/// The captured `miner/stats` reply with the simulated rig's hashrate in every
+/// `real_hashrate` window and its power.
 fn stats(snap: RigSnapshot) -> Value {
     let ghs = snap.hashrate_ths * 1000.0;
-    json!({
-        "miner_stats": {
-            "real_hashrate": { "last_5s": { "gigahash_per_second": ghs } },
-        },
-        "power_stats": {
-            "approximated_consumption": { "watt": snap.power_w.round() as i64 },
-        },
-    })
+    let mut body = STATS.clone();
+    if let Some(windows) = body
+        .pointer_mut("/miner_stats/real_hashrate")
+        .and_then(Value::as_object_mut)
+    {
+        for window in windows.values_mut() {
+            window["gigahash_per_second"] = json!(ghs);
+        }
+    }
+    body["power_stats"]["approximated_consumption"]["watt"] = json!(snap.power_w.round() as i64);
+    body
 }
