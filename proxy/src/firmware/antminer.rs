@@ -681,6 +681,153 @@ mod tests {
         assert_eq!(f.hashrate_ths, None);
     }
 
+    /// A web server answering each path with a canned raw HTTP reply (no auth: the adapter's
+    /// first, bare request then succeeds), counting the requests per path.
+    async fn canned(
+        routes: Vec<(&'static str, Vec<u8>)>,
+    ) -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 8192];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let line = head.lines().next().unwrap_or("").to_owned();
+                let path = line.split(' ').nth(1).unwrap_or("").to_owned();
+                log.lock().expect("log").push(line);
+                let reply = routes
+                    .iter()
+                    .find(|(p, _)| *p == path)
+                    .map(|(_, r)| r.clone())
+                    .unwrap_or_else(|| {
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec()
+                    });
+                let _ = s.write_all(&reply).await;
+                let _ = s.shutdown().await;
+            }
+        });
+        (addr, seen)
+    }
+
+    fn ok(body: &str) -> Vec<u8> {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+
+    fn endpoint(addr: SocketAddr) -> Endpoint {
+        Endpoint::new(
+            super::super::FirmwareKind::Antminer,
+            addr,
+            super::super::Credentials::new("root", "root"),
+        )
+    }
+
+    fn client() -> FirmwareClient {
+        FirmwareClient::new(super::super::Timeouts {
+            connect: std::time::Duration::from_secs(2),
+            request: std::time::Duration::from_secs(2),
+        })
+    }
+
+    #[tokio::test]
+    async fn summary_is_read_where_stats_cgi_is_missing() {
+        let (addr, seen) = canned(vec![
+            (GET_CONF, ok(S19_CONF_SLEEP)),
+            (SUMMARY, ok(S19J_SUMMARY)),
+        ])
+        .await;
+        let s = client().status(&endpoint(addr)).await.expect("status");
+        assert_eq!(
+            (s.state, s.hashrate_ths, s.power_w),
+            (RigState::Stopping, Some(102.0), None)
+        );
+        let seen = seen.lock().expect("log").clone();
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert!(
+            seen[1].contains(STATS) && seen[2].contains(SUMMARY),
+            "{seen:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn refusals_and_broken_replies_have_their_class() {
+        let c = client();
+        let big = format!("{{\"x\": \"{}\"}}", "a".repeat(300 * 1024));
+        let cases: Vec<(Vec<u8>, fn(&FirmwareError) -> bool)> = vec![
+            (
+                b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n".to_vec(),
+                |e| matches!(e, FirmwareError::Malformed { detail, .. } if detail.contains("Digest")),
+            ),
+            (
+                b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Digest realm=\"r\", nonce=\"n\", algorithm=SHA-256\r\nContent-Length: 0\r\n\r\n".to_vec(),
+                |e| matches!(e, FirmwareError::Rejected { retryable: false, .. }),
+            ),
+            (
+                b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 4\r\n\r\nbusy".to_vec(),
+                |e| matches!(e, FirmwareError::Rejected { retryable: true, .. }),
+            ),
+            (
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n".to_vec(),
+                |e| matches!(e, FirmwareError::Rejected { retryable: true, .. }),
+            ),
+            (
+                b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n".to_vec(),
+                |e| matches!(e, FirmwareError::LoginRefused { .. }),
+            ),
+            (
+                ok(&big),
+                |e| matches!(e, FirmwareError::Malformed { detail, .. } if detail.contains("larger than")),
+            ),
+            (
+                ok(r#"{"pools": [], "bitmain-work-mode": "7"}"#),
+                |e| matches!(e, FirmwareError::Malformed { detail, .. } if detail.contains("miner-mode")),
+            ),
+        ];
+        for (reply, want) in cases {
+            let (addr, _) = canned(vec![(GET_CONF, reply.clone())]).await;
+            let e = c.status(&endpoint(addr)).await.expect_err("fails");
+            assert!(
+                want(&e),
+                "{}: {e}",
+                String::from_utf8_lossy(&reply[..60.min(reply.len())])
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_refused_or_unsafe_are_errors_and_redundant_ones_are_skipped() {
+        let c = client();
+        // The firmware's error reply to a write.
+        let (addr, _) = canned(vec![(GET_CONF, ok(X19_CONF)), (SET_CONF, ok(SET_ERROR))]).await;
+        let e = c.sleep(&endpoint(addr)).await.expect_err("refused");
+        assert!(
+            matches!(&e, FirmwareError::Rejected { retryable: false, detail, .. } if detail.contains("Invalid configuration")),
+            "{e}"
+        );
+        // Accepted.
+        let (addr, seen) = canned(vec![(GET_CONF, ok(X19_CONF)), (SET_CONF, ok(SET_OK))]).await;
+        c.sleep(&endpoint(addr)).await.expect("accepted");
+        assert_eq!(seen.lock().expect("log").len(), 2);
+        // Already awake: no write at all.
+        let (addr, seen) = canned(vec![(GET_CONF, ok(X19_CONF))]).await;
+        c.wake(&endpoint(addr)).await.expect("idempotent");
+        assert_eq!(seen.lock().expect("log").len(), 1);
+        // A config without pools is never written back.
+        let (addr, seen) = canned(vec![(GET_CONF, ok(r#"{"bitmain-work-mode": "0"}"#))]).await;
+        let e = c.sleep(&endpoint(addr)).await.expect_err("unsafe");
+        assert!(matches!(e, FirmwareError::Malformed { .. }), "{e}");
+        assert_eq!(seen.lock().expect("log").len(), 1);
+    }
+
     #[test]
     fn empty_and_garbage_bodies_are_malformed_with_a_reason() {
         let ep = Endpoint::new(
