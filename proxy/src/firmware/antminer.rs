@@ -762,7 +762,8 @@ mod tests {
     async fn refusals_and_broken_replies_have_their_class() {
         let c = client();
         let big = format!("{{\"x\": \"{}\"}}", "a".repeat(300 * 1024));
-        let cases: Vec<(Vec<u8>, fn(&FirmwareError) -> bool)> = vec![
+        type Check = fn(&FirmwareError) -> bool;
+        let cases: Vec<(Vec<u8>, Check)> = vec![
             (
                 b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n".to_vec(),
                 |e| matches!(e, FirmwareError::Malformed { detail, .. } if detail.contains("Digest")),
