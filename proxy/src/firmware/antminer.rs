@@ -533,6 +533,10 @@ mod tests {
         include_str!("../../../tools/fixtures/firmware/antminer/s19-get_miner_conf-sleep.json");
     const X19_CONF: &str =
         include_str!("../../../tools/fixtures/firmware/antminer/x19-get_miner_conf.json");
+    const DG_STATS: &str =
+        include_str!("../../../tools/fixtures/firmware/antminer/dg-home1-stats.json");
+    const DG_SUMMARY: &str =
+        include_str!("../../../tools/fixtures/firmware/antminer/dg-home1-summary.json");
     const SET_OK: &str =
         include_str!("../../../tools/fixtures/firmware/antminer/set_miner_conf-ok.json");
     const SET_ERROR: &str =
@@ -563,6 +567,32 @@ mod tests {
         let f = figures(&parse(S19J_SUMMARY)).expect("usable");
         assert_eq!(f.hashrate_ths, Some(102.0));
         assert_eq!(f.power_w, None);
+    }
+
+    #[test]
+    fn idle_fixtures_in_mhs_dg_home1() {
+        for reply in [DG_STATS, DG_SUMMARY] {
+            let f = figures(&parse(reply)).expect("usable");
+            assert_eq!((f.hashrate_ths, f.power_w), (Some(0.0), None));
+            assert_eq!(
+                derive_state(Some(Mode::Sleep), f.hashrate_ths),
+                RigState::Sleeping
+            );
+            assert_eq!(
+                derive_state(Some(Mode::Normal), f.hashrate_ths),
+                RigState::Waking
+            );
+        }
+        // The unit matters: its ideal rate is 3003.75 MH/s, i.e. 0.003 TH/s, not 3 TH/s.
+        let ideal = parse(DG_STATS)["STATS"][0]["rate_ideal"].as_f64();
+        let unit = parse(DG_STATS)["STATS"][0]["rate_unit"]
+            .as_str()
+            .map(str::to_owned);
+        let ths = ideal.and_then(|r| to_ths(r, unit.as_deref()));
+        assert!(
+            ths.is_some_and(|t| (t - 0.00300375).abs() < 1e-12),
+            "{ths:?}"
+        );
     }
 
     #[test]
@@ -615,6 +645,7 @@ mod tests {
     #[test]
     fn set_replies() {
         assert_eq!(parse(SET_OK)["stats"], "success");
+        assert_eq!(parse(SET_OK)["code"], "M000");
         assert_eq!(parse(SET_ERROR)["stats"], "error");
     }
 
