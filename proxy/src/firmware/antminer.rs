@@ -18,11 +18,20 @@
 //!   then restarts its miner process: for a few seconds stats come back refused, 5xx or
 //!   empty, which are retryable errors here, never "asleep".
 //! - Idempotent: a rig already in the wanted mode is not written to (sleep: mode 1; wake: any
-//!   mode but 1, so a rig a site keeps in low-power mode stays there).
+//!   mode but 1, so a rig a site keeps in low-power mode stays there; a rig we woke from
+//!   sleep comes back in normal mode, since a stateless call cannot know the mode it had).
+//!   This is also what makes a retry safe: a write that timed out (some firmware replies only
+//!   once its miner restarted; asic-rs allows it 30 s) may have been applied, and the next
+//!   call reads the mode before writing again.
 //! - `GET /cgi-bin/stats.cgi` (`summary.cgi` on firmware without it) → `STATS[0].rate_5s` in
 //!   `rate_unit` (GH/s on SHA-256 rigs; H/s, MH/s, TH/s elsewhere) and power where the
 //!   firmware reports it (`chain_power` "3250 W", `power`, `Power`, `watt`; stock S19-era
 //!   firmware does not: `None`).
+//!
+//! Facts from pyasic (`AntminerModernWebAPI`, `MiningModeConfig.as_am_modern`), asic-rs
+//! (`antminer` v2020 / v2023_07 backends: both mode keys, the `stats == "success"` check) and
+//! foreman-apps (a captured S19 config and the exact body its power-mode action posts); the
+//! replies the tests parse are in `tools/fixtures/firmware/antminer/` with their sources.
 //!
 //! Each call opens its own connections (one request each, [`crate::http_client`]) and keeps
 //! its Digest state on its stack: nothing is shared between rigs or calls.
