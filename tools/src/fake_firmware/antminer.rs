@@ -15,7 +15,7 @@
 //! - `GET /cgi-bin/stats.cgi` / `summary.cgi`: the captured S19Pro+ stats and S19j summary,
 //!   with only `rate_5s` (GH/s), `miner-mode` and, when [`FakeAntminerConfig::power_in_stats`]
 //!   is on, a Hiveon-style `chain_power` patched in from the simulated rig. During a restart
-//!   they answer as [`RestartReply`] says.
+//!   they answer as [`AntminerRestartReply`] says.
 //!
 //! HTTP is `hyper`'s server, one request per connection, like the other fakes.
 
@@ -44,7 +44,7 @@ use hashshift_proxy::firmware::antminer::{Mode, digest};
 use hashshift_proxy::firmware::{Credentials, Endpoint, FirmwareKind};
 
 /// The Digest realm of stock Antminer web servers.
-pub const REALM: &str = "antMiner Configuration";
+pub const ANTMINER_REALM: &str = "antMiner Configuration";
 
 const STATS_TEMPLATE: &str = include_str!("../../fixtures/firmware/antminer/s19proplus-stats.json");
 const SUMMARY_TEMPLATE: &str = include_str!("../../fixtures/firmware/antminer/s19j-summary.json");
@@ -60,7 +60,7 @@ const MAX_NONCES: usize = 256;
 
 /// How the stats answer while the miner process restarts after a config write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RestartReply {
+pub enum AntminerRestartReply {
     /// HTTP 503 (the web server up, the CGI failing).
     Unavailable,
     /// HTTP 200 with an empty body (the CGI could not reach the miner and printed nothing).
@@ -77,7 +77,7 @@ pub struct FakeAntminerConfig {
     /// How long the miner process restarts after an accepted config write.
     pub restart: Duration,
     /// What the stats answer during that restart.
-    pub restart_reply: RestartReply,
+    pub restart_reply: AntminerRestartReply,
     /// Report `chain_power` ("3250 W") in the stats, as Hiveon and newer stock firmware do.
     /// Off by default: the captured stock S19Pro+ stats have no power field.
     pub power_in_stats: bool,
@@ -89,7 +89,7 @@ impl Default for FakeAntminerConfig {
             profile: RigProfile::default(),
             credentials: Credentials::new("root", "root"),
             restart: Duration::from_millis(300),
-            restart_reply: RestartReply::Unavailable,
+            restart_reply: AntminerRestartReply::Unavailable,
             power_in_stats: false,
         }
     }
@@ -272,7 +272,7 @@ fn check_auth(
         .and_then(digest::parse_authorization)
         .ok_or(false)?;
     let want = &shared.config.credentials;
-    if creds.username != want.user || creds.realm != REALM || creds.uri != path {
+    if creds.username != want.user || creds.realm != ANTMINER_REALM || creds.uri != path {
         return Err(false);
     }
     let expected = digest::expected_response(&creds, want.password(), method).ok_or(false)?;
@@ -303,7 +303,7 @@ fn challenge(inner: &mut Inner, stale: bool) -> Reply {
     }
     inner.counters.bump("401");
     let mut value = format!(
-        "Digest realm=\"{REALM}\", charset=\"UTF-8\", algorithm=MD5, nonce=\"{nonce}\", qop=\"auth\""
+        "Digest realm=\"{ANTMINER_REALM}\", charset=\"UTF-8\", algorithm=MD5, nonce=\"{nonce}\", qop=\"auth\""
     );
     if stale {
         value.push_str(", stale=true");
@@ -370,8 +370,8 @@ fn answer(
     }
     if restarting {
         return match shared.config.restart_reply {
-            RestartReply::Unavailable => reply(503, "503 Service Unavailable"),
-            RestartReply::Empty => reply(200, ""),
+            AntminerRestartReply::Unavailable => reply(503, "503 Service Unavailable"),
+            AntminerRestartReply::Empty => reply(200, ""),
         };
     }
     let snap = inner.rig.snapshot(now);
@@ -545,7 +545,10 @@ mod tests {
 
     #[tokio::test]
     async fn restart_window_is_retryable_never_asleep() {
-        for restart_reply in [RestartReply::Unavailable, RestartReply::Empty] {
+        for restart_reply in [
+            AntminerRestartReply::Unavailable,
+            AntminerRestartReply::Empty,
+        ] {
             let fake = FakeAntminer::start(FakeAntminerConfig {
                 restart: Duration::from_secs(30),
                 restart_reply,
@@ -657,7 +660,7 @@ mod tests {
         let bare = raw_get(fake.addr(), None).await;
         assert_eq!(bare.status, 401);
         let ch = digest::find_challenge(&bare.www_authenticate).expect("challenge");
-        assert_eq!(ch.realm, REALM);
+        assert_eq!(ch.realm, ANTMINER_REALM);
         assert!(ch.qop_auth && !ch.stale);
         // A wrong response to a live nonce is refused without `stale`.
         let bad = digest::authorization(&ch, "root", "nope", "GET", CONF_PATH, 1, "c");
