@@ -469,6 +469,37 @@ mod tests {
         assert!(find_challenge::<&str>(&[]).is_err());
     }
 
+    proptest::proptest! {
+        /// Whatever a peer sends as a challenge, parsing returns (never panics).
+        #[test]
+        fn any_challenge_text_is_safe(text in ".{0,300}") {
+            let _ = parse_challenge(&text);
+            let _ = parse_challenge(&format!("Digest {text}"));
+            let _ = parse_authorization(&format!("Digest {text}"));
+        }
+
+        /// Values with quotes, backslashes and commas survive our quoting: what we send is
+        /// what a server reads back, and both halves compute the same response.
+        #[test]
+        fn quoted_values_round_trip(
+            realm in "[ -~]{1,40}",
+            nonce in "[!#-~]{1,40}",
+            user in "[ -~]{0,20}",
+            password in "[ -~]{0,20}",
+            nc in 1u32..1000,
+        ) {
+            let ch = Challenge { realm, nonce, opaque: None, qop_auth: true, stale: false };
+            let header = authorization(&ch, &user, &password, "POST", "/cgi-bin/x.cgi", nc, "cn");
+            let creds = parse_authorization(&header).expect("our own header parses");
+            proptest::prop_assert_eq!(&creds.realm, &ch.realm);
+            proptest::prop_assert_eq!(&creds.username, &user);
+            proptest::prop_assert_eq!(
+                expected_response(&creds, &password, "POST"),
+                Some(creds.response.clone())
+            );
+        }
+    }
+
     #[test]
     fn server_side_refuses_inconsistent_answers() {
         let mut c = Credentials {
