@@ -1,6 +1,7 @@
 //! The one HTTP/1.1 client of the proxy: a single request per TCP connection over `hyper`,
-//! bounded in time and in size. Used by the Braiins OS+ firmware adapter
-//! ([`crate::firmware::braiins`]) and the GPU webhook ([`crate::gpu::webhook`]).
+//! bounded in time and in size. Used by the Braiins OS+ and stock Antminer firmware adapters
+//! ([`crate::firmware::braiins`], [`crate::firmware::antminer`]) and the GPU webhook
+//! ([`crate::gpu::webhook`]).
 //!
 //! Why `hyper`'s connection API and not a pooled client (`reqwest`, `hyper-util`'s legacy
 //! client): every caller talks to a plain-HTTP LAN endpoint a few times a minute at most, and
@@ -66,6 +67,10 @@ pub struct Request<'a> {
     pub body: Bytes,
 }
 
+/// The most `WWW-Authenticate` values kept from one reply (a server offers one or two
+/// schemes; more is noise we need not hold).
+pub const MAX_CHALLENGES: usize = 4;
+
 /// A complete reply.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Response {
@@ -73,6 +78,10 @@ pub struct Response {
     pub status: u16,
     /// The whole body (de-chunked), at most [`Limits::max_body`] bytes.
     pub body: Bytes,
+    /// The reply's `WWW-Authenticate` values (HTTP Digest challenges and the like), in order,
+    /// at most [`MAX_CHALLENGES`]; values that are not visible ASCII are dropped. Bounded by
+    /// [`MAX_HEAD_BYTES`] like every header.
+    pub www_authenticate: Vec<String>,
 }
 
 /// Why a request failed. Every variant but [`HttpError::InvalidRequest`] is the peer's or the
@@ -213,6 +222,7 @@ async fn exchange(
     let exchange = async move {
         let resp = sender.send_request(req).await.map_err(classify)?;
         let status = resp.status().as_u16();
+        let www_authenticate = challenges(resp.headers());
         let body = resp.into_body();
         let too_large = HttpError::TooLarge {
             status,
@@ -226,6 +236,7 @@ async fn exchange(
             Ok(collected) => Ok(Response {
                 status,
                 body: collected.to_bytes(),
+                www_authenticate,
             }),
             Err(e) if e.is::<LengthLimitError>() => Err(too_large),
             Err(e) => Err(match e.downcast::<hyper::Error>() {
@@ -248,6 +259,19 @@ async fn exchange(
             exchange.await
         }
     }
+}
+
+/// The `WWW-Authenticate` values of a reply head that are plain visible ASCII (spaces and
+/// tabs allowed), at most [`MAX_CHALLENGES`].
+fn challenges(headers: &hyper::HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter(|v| v.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)))
+        .take(MAX_CHALLENGES)
+        .map(str::to_owned)
+        .collect()
 }
 
 /// hyper's error → ours: an I/O error anywhere in its chain is [`HttpError::Io`], anything
@@ -441,6 +465,27 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(10), request(addr, req, limits))
             .await
             .expect("bounded")
+    }
+
+    #[tokio::test]
+    async fn challenges_are_kept_in_order_and_bounded() {
+        let reply = b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Digest realm=\"a\", nonce=\"n\"\r\nwww-authenticate: Basic realm=\"a\"\r\nContent-Length: 0\r\n\r\n";
+        let r = get(reply, 100).await.expect("401 is an exchange");
+        assert_eq!(r.status, 401);
+        assert_eq!(
+            r.www_authenticate,
+            vec!["Digest realm=\"a\", nonce=\"n\"", "Basic realm=\"a\""]
+        );
+        let mut many = b"HTTP/1.1 401 X\r\nWWW-Authenticate: Digest realm=\"\xff\"\r\n".to_vec();
+        for i in 0..10 {
+            many.extend_from_slice(format!("WWW-Authenticate: Basic realm=\"{i}\"\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+        let r = get(&many, 100).await.expect("401");
+        assert_eq!(r.www_authenticate.len(), MAX_CHALLENGES);
+        assert_eq!(r.www_authenticate[0], "Basic realm=\"0\"");
+        let r = get(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 100).await;
+        assert!(r.expect("ok").www_authenticate.is_empty());
     }
 
     #[tokio::test]
