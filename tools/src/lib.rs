@@ -7,7 +7,7 @@
 //! |---|---|
 //! | [`testpool`] | an embedded SV1/SV2 pool that validates shares itself (demo, tests, load generator) |
 //! | [`sim`] | simulated ASICs that speak SV1 like real firmware and really hash |
-//! | [`fake_firmware`] | protocol-faithful fakes of the LuxOS and Braiins OS+ APIs over simulated rigs |
+//! | [`fake_firmware`] | protocol-faithful fakes of the LuxOS, Braiins OS+, stock Antminer, Whatsminer and VNish APIs over simulated rigs, answering with replies captured from real machines |
 //! | [`bench`] | the load generator (`hashshift bench`) |
 //! | [`demo`] | `hashshift demo`: test pools, the proxy and simulated rigs on one machine |
 #![deny(unsafe_code)]

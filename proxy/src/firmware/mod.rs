@@ -3,15 +3,19 @@
 //! Stratum has no "pause": a rig only stops drawing power when its firmware is told to sleep
 //! (or its PDU outlet is switched off). A drain is therefore: [`FirmwareClient::sleep`], then
 //! poll [`FirmwareClient::status`] until it reports [`RigState::Sleeping`] with low power, and
-//! later [`FirmwareClient::wake`]. This module speaks two firmware APIs:
+//! later [`FirmwareClient::wake`]. This module speaks five firmware APIs:
 //!
 //! | [`FirmwareKind`] | protocol | sleep / wake | status |
 //! |---|---|---|---|
 //! | `luxos` | cgminer-style JSON over TCP (port 4028), one request per connection, logon session | `logon` → `curtail <sid>,sleep` / `curtail <sid>,wakeup` → `logoff` | `config` (`CurtailMode`), `power` (`Watts`), `summary` (`GHS 5s`) |
 //! | `braiins` | Braiins OS+ REST (port 80, HTTP/1.1, JSON) | `POST /api/v1/auth/login` → token; `PUT /api/v1/actions/pause` / `resume` | `GET /api/v1/miner/details` (`status`), `GET /api/v1/miner/stats` (power, hashrate) |
+//! | `antminer` | stock Antminer web API (port 80, HTTP Digest) | `get_miner_conf.cgi` → `set_miner_conf.cgi` with `miner-mode` 1 (sleep) / 0 (normal), the rest of the config as read | mode from `get_miner_conf.cgi`; `stats.cgi` (hashrate, power where reported), `summary.cgi` |
+//! | `whatsminer` | Whatsminer API v2 (TCP 4028, cgminer-style JSON) | `get_token` → md5-crypt sign; AES-256-ECB encrypted `power_off` / `power_on` | `status` (`mineroff`), `summary` (`Power`, `MHS 5s`) |
+//! | `vnish` | VNish web API (port 80, JSON) | `POST /api/v1/unlock` → bearer token; `POST /api/v1/mining/stop` / `start` | `GET /api/v1/summary` (`miner_state`, `power_consumption`, `hr_realtime`) |
 //!
-//! Protocol-faithful in-process fakes of both, for tests and `hashshift demo`, live in the tooling
-//! crate (`hashshift_tools::fake_firmware`).
+//! Protocol-faithful in-process fakes of each, answering with replies captured from real
+//! machines (`tools/fixtures/firmware/`), for tests and `hashshift demo`, live in the tooling
+//! crate (`hashshift_tools::fake_firmware`); the adapters' unit tests parse the same captures.
 //!
 //! # Invariants
 //! - Every network step is bounded: connect and each request have a timeout

@@ -9,6 +9,16 @@
 //!   `inf`/`nan`, `}{`).
 //! - [`FakeBraiins`]: the Braiins OS+ REST API — token login, `actions/pause`/`resume`,
 //!   `miner/details`/`miner/stats`, chunked and Content-Length bodies.
+//! - [`FakeAntminer`]: the stock Antminer web API — HTTP Digest enforced on the wire,
+//!   `get_miner_conf`/`set_miner_conf` with the miner process restarting after a write,
+//!   `stats`/`summary`.
+//! - [`FakeWhatsminer`]: the Whatsminer API v2 on 4028 — `get_token`, AES-256-ECB encrypted
+//!   `power_off`/`power_on`, `summary`/`status`, write access that can be switched off.
+//! - [`FakeVnish`]: the VNish web API — `unlock` bearer tokens, `mining/stop`/`start`,
+//!   `summary`.
+//!
+//! Every fake answers with replies captured from real machines ([`fixtures`]), patching only
+//! the fields that follow the simulated rig (state, power, hashrate, session ids).
 //!
 //! Both expose their state to tests ([`FakeLuxos::snapshot`], command counters) and fault
 //! switches: [`Faults::silent`] (accept, read, never answer), [`Faults::malformed`] (broken
@@ -29,15 +39,12 @@ mod rig;
 mod vnish;
 mod whatsminer;
 
-#[allow(unused_imports)] // until the fakes land
-pub use antminer::*;
+pub use antminer::{ANTMINER_REALM, AntminerRestartReply, FakeAntminer, FakeAntminerConfig};
 pub use braiins::{FakeBraiins, FakeBraiinsConfig};
 pub use luxos::{FakeLuxos, FakeLuxosConfig};
 pub use rig::{FakePhase, RigModel, RigProfile, RigSnapshot};
-#[allow(unused_imports)] // until the fakes land
-pub use vnish::*;
-#[allow(unused_imports)] // until the fakes land
-pub use whatsminer::*;
+pub use vnish::{FakeVnish, FakeVnishConfig};
+pub use whatsminer::{FakeWhatsminer, FakeWhatsminerConfig, WhatsminerModel};
 
 use std::collections::BTreeMap;
 use std::future::Future;
