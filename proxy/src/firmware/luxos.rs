@@ -100,6 +100,11 @@ pub fn classify_refusal(msg: &str) -> Refusal {
 ///   (LuxOS does not say "ramping"; a rig that stays there past its deadline is a fault for the
 ///   caller to report);
 /// - any other `CurtailMode`, or none at all → `Unknown`.
+///
+/// `None` is in every published capture (S19k Pro, S19j Pro); the asleep value `Sleep` is not
+/// (no project publishes a sleeping machine's `config`; integrations compare against `None`
+/// or `"sleep"`). Matching is case-insensitive, and a value we do not know is `Unknown`, so a
+/// rig is never taken for asleep on a word we have not seen.
 pub fn derive_state(curtail_mode: Option<&str>, hashrate_ths: Option<f64>) -> RigState {
     let hashing = hashrate_ths.is_some_and(|h| h > 0.0);
     match curtail_mode.map(str::to_ascii_lowercase).as_deref() {
