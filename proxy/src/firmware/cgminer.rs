@@ -258,7 +258,10 @@ async fn read_reply(stream: &mut tokio::net::TcpStream, max: usize) -> Result<Ve
             return Err(ReadError::TooLarge);
         }
         buf.extend_from_slice(piece);
-        if piece.contains(&0) || (buf.ends_with(b"\n") && parse_reply(&buf).is_ok()) {
+        // The parse is tried only when the newline follows a closing brace, so a peer
+        // streaming newlines does not make us re-parse the buffer on every chunk.
+        let ends_an_object = buf.ends_with(b"\n") && last_significant(&buf) == Some(b'}');
+        if piece.contains(&0) || (ends_an_object && parse_reply(&buf).is_ok()) {
             return Ok(buf);
         }
     }
