@@ -5,7 +5,16 @@
 //! [`repair`] fixes before parsing:
 //! - a trailing NUL byte (cgminer terminates every reply with one), sometimes with a newline;
 //! - `}{` between objects of an array with no comma (bmminer's `stats`);
-//! - bare `inf`, `-inf`, `nan` for numbers (C's printf of a division by zero) — read as `null`.
+//! - bare `inf`, `-inf`, `nan`, `-nan` for numbers (C's printf of a division by zero, e.g. the
+//!   `Work Utility` of a rig that has not hashed yet) — read as `null`;
+//! - a comma before a closing bracket (`,}`, `,]`) or right after an opening one (`[,{`), which
+//!   pyasic's parser repairs for btminer and bmminer replies.
+//!
+//! Quoted `"inf"`/`"nan"` (Avalon) are valid JSON strings; [`number`] reads them as no value.
+//! Replies that are still not JSON after the repairs (cut short, cgminer's plain-text API form,
+//! two replies glued) are refused with the parser's message, never guessed at. The samples in
+//! `tools/fixtures/firmware/cgminer/` (from real machines, sources in its `sources.toml`) are
+//! parsed by the tests below.
 //!
 //! Every reply carries `"STATUS":[{"STATUS":"S"|"I"|"W"|"E"|"F","Code":N,"Msg":"..."}]`;
 //! [`check_status`] turns `E`/`F` into a refusal carrying the message.
@@ -62,9 +71,15 @@ pub fn repair(raw: &[u8]) -> Vec<u8> {
                     out.push(b',');
                 }
             }
-            b'-' if starts_word(&raw[i + 1..], b"inf") => {
+            b'-' if starts_word(&raw[i + 1..], b"inf") || starts_word_ci(&raw[i + 1..], b"nan") => {
                 out.extend_from_slice(b"null");
                 i += 4;
+            }
+            // `,}` / `,]`: a trailing comma; `[,`: a leading one. Both dropped.
+            b',' if next_significant(&raw[i + 1..]).is_some_and(|c| c == b'}' || c == b']')
+                || last_significant(&out) == Some(b'[') =>
+            {
+                i += 1;
             }
             b'i' if starts_word(&raw[i..], b"inf") => {
                 out.extend_from_slice(b"null");
@@ -89,6 +104,16 @@ pub fn repair(raw: &[u8]) -> Vec<u8> {
 /// `inf`; it is inside a string anyway, but `null`/`true` must not be touched either).
 fn starts_word(s: &[u8], word: &[u8]) -> bool {
     s.starts_with(word) && s.get(word.len()).is_none_or(|c| !c.is_ascii_alphanumeric())
+}
+
+/// The first byte of `s` that is not whitespace.
+fn next_significant(s: &[u8]) -> Option<u8> {
+    s.iter().copied().find(|c| !c.is_ascii_whitespace())
+}
+
+/// The last byte of `s` that is not whitespace.
+fn last_significant(s: &[u8]) -> Option<u8> {
+    s.iter().rev().copied().find(|c| !c.is_ascii_whitespace())
 }
 
 fn starts_word_ci(s: &[u8], word: &[u8]) -> bool {
@@ -215,7 +240,11 @@ impl From<std::io::Error> for ReadError {
     }
 }
 
-/// Read until the terminating NUL or EOF, never holding more than `max` bytes.
+/// Read until the terminating NUL, EOF, or a newline that ends a complete reply, never holding
+/// more than `max` bytes. Some firmwares end a reply with `\n` instead of a NUL and keep the
+/// connection open (asic-rs's reader stops on either for that reason): waiting for EOF there
+/// would turn every answer into a timeout. A newline alone is not enough, since pretty-printed
+/// replies contain newlines, so the buffer must also parse.
 async fn read_reply(stream: &mut tokio::net::TcpStream, max: usize) -> Result<Vec<u8>, ReadError> {
     let mut buf = Vec::with_capacity(4096.min(max));
     let mut chunk = [0u8; 4096];
@@ -229,7 +258,10 @@ async fn read_reply(stream: &mut tokio::net::TcpStream, max: usize) -> Result<Ve
             return Err(ReadError::TooLarge);
         }
         buf.extend_from_slice(piece);
-        if piece.contains(&0) {
+        // The parse is tried only when the newline follows a closing brace, so a peer
+        // streaming newlines does not make us re-parse the buffer on every chunk.
+        let ends_an_object = buf.ends_with(b"\n") && last_significant(&buf) == Some(b'}');
+        if piece.contains(&0) || (ends_an_object && parse_reply(&buf).is_ok()) {
             return Ok(buf);
         }
     }
@@ -306,6 +338,137 @@ mod tests {
         assert!(check_status(&serde_json::json!({"x": 1})).is_err());
         assert!(check_status(&serde_json::json!({"STATUS": []})).is_err());
         assert!(check_status(&serde_json::json!({"STATUS": [{"STATUS": 1}]})).is_err());
+    }
+
+    /// A sample from `tools/fixtures/firmware/cgminer/`.
+    macro_rules! quirk {
+        ($file:literal) => {
+            include_bytes!(concat!("../../../tools/fixtures/firmware/cgminer/", $file)).as_slice()
+        };
+    }
+
+    /// Every sample from a real machine: parsed with its figures where it is a reply, refused
+    /// with the parser's message where it is not (and never a panic).
+    #[test]
+    fn quirks_from_real_machines() {
+        // bmminer-style `}{` between STATS objects (VolcMiner D1).
+        let v = parse_reply(quirk!("volcminer-d1-stats-glued.json")).unwrap();
+        assert_eq!(v["STATS"].as_array().map(Vec::len), Some(2));
+        assert_eq!(v["STATS"][0]["CGMiner"], "2.3.3");
+        assert_eq!(
+            number(v["STATS"].get(1).and_then(|s| s.get("fan1"))),
+            Some(5610.0)
+        );
+
+        // A multi-command reply with `}{`, numbers as strings, cut short: the repair adds the
+        // comma, the parser still refuses the cut reply.
+        let raw = quirk!("antminer-d3-multi-truncated.json");
+        let fixed = String::from_utf8(repair(raw)).unwrap();
+        assert!(
+            fixed.contains(r#""Antminer D3 Blissz v1.1"},{"STATS":0"#),
+            "{fixed}"
+        );
+        let err = parse_reply(raw).unwrap_err();
+        assert!(err.starts_with("not JSON"), "{err}");
+        // The complete part of the same capture reads as strings-for-numbers.
+        let summary_end = fixed.find(r#"],"stats""#).unwrap();
+        let summary: Value =
+            serde_json::from_str(&format!("{}]}}", &fixed[..summary_end])).unwrap();
+        let s = &summary["summary"][0]["SUMMARY"][0];
+        assert_eq!(number(s.get("GHS 5s")), Some(15679.6));
+        assert_eq!(number(s.get("Accepted")), Some(5.0));
+
+        // A refusal, with and without cgminer's NUL terminator: the same reply.
+        let plain = parse_reply(quirk!("cgminer-3.7.2-invalid-command.json")).unwrap();
+        let nul = parse_reply(quirk!("cgminer-3.7.2-invalid-command-nul.json")).unwrap();
+        assert_eq!(plain, nul);
+        let status = check_status(&nul).unwrap();
+        assert!(status.is_error());
+        assert_eq!(status.msg, "Invalid command");
+
+        // cgminer's plain-text API form is not JSON: refused, not guessed at.
+        let err = parse_reply(quirk!("avalon-nano3-stats-text-truncated.txt")).unwrap_err();
+        assert!(err.starts_with("not JSON"), "{err}");
+
+        // Bare inf, nan and -nan read as no value; the finite figures survive.
+        let v = parse_reply(quirk!("summary-nonfinite-bare.json")).unwrap();
+        let s = &v["SUMMARY"][0];
+        for key in ["Work Utility", "Device Hardware%", "Device Rejected%"] {
+            assert!(s[key].is_null(), "{key}: {}", s[key]);
+        }
+        assert_eq!(number(s.get("GHS 5s")), Some(0.0));
+        assert_eq!(number(s.get("Pool Rejected%")), Some(0.0));
+
+        // Quoted "inf"/"nan" are strings; as numbers they are no value.
+        let v = parse_reply(quirk!("summary-nonfinite-quoted.json")).unwrap();
+        let s = &v["SUMMARY"][0];
+        assert_eq!(number(s.get("MHS av")), None);
+        assert_eq!(number(s.get("Work Utility")), None);
+        assert_eq!(number(s.get("MHS 5s")), Some(0.0));
+    }
+
+    /// Every prefix of every sample: an answer cut anywhere is an error or a value, never a
+    /// panic (the repairs index around the cut).
+    #[test]
+    fn cut_replies_never_panic() {
+        for raw in [
+            quirk!("volcminer-d1-stats-glued.json"),
+            quirk!("antminer-d3-multi-truncated.json"),
+            quirk!("summary-nonfinite-bare.json"),
+            quirk!("summary-nonfinite-quoted.json"),
+            quirk!("cgminer-3.7.2-invalid-command-nul.json"),
+        ] {
+            for end in 0..=raw.len() {
+                let _ = parse_reply(&raw[..end]);
+            }
+        }
+    }
+
+    #[test]
+    fn stray_commas_are_dropped() {
+        // btminer's trailing comma and bmminer's leading one (pyasic repairs both).
+        let v = parse_reply(br#"{"SUMMARY":[,{"a":1,},{"b":[1,2,]}],"id":1,}"#).unwrap();
+        assert_eq!(v["SUMMARY"][0]["a"], 1);
+        assert_eq!(v["SUMMARY"][1]["b"][1], 2);
+        // Inside strings they are data.
+        let v = parse_reply(br#"{"Msg":"a,}[,b"}"#).unwrap();
+        assert_eq!(v["Msg"], "a,}[,b");
+    }
+
+    /// A reply ended by a newline on a connection the peer keeps open is read at once, not
+    /// after the request timeout; a pretty-printed reply's inner newlines do not end it early.
+    #[tokio::test]
+    async fn newline_terminated_reply_on_an_open_connection() {
+        use std::time::Duration;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let reply = include_bytes!("../../../tools/fixtures/firmware/luxos/s19kpro-power.json");
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut req = [0u8; 256];
+            let _ = s.read(&mut req).await;
+            // Pretty-printed: send it line by line, then hold the connection open.
+            for line in reply.split_inclusive(|&b| b == b'\n') {
+                s.write_all(line).await.unwrap();
+                s.flush().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        let client = FirmwareClient::new(super::super::Timeouts {
+            connect: Duration::from_secs(2),
+            request: Duration::from_secs(10),
+        });
+        let started = std::time::Instant::now();
+        let (v, status) = request(&client, addr, "power", None).await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(status.msg, "Power usage");
+        assert_eq!(number(v["POWER"][0].get("Watts")), Some(1051.0));
+        server.abort();
     }
 
     #[test]

@@ -14,8 +14,16 @@
 //! and wake are idempotent for the drain logic, which re-sends them after restarts.
 //!
 //! Status comes from three read-only commands (no session): `config` (`CurtailMode`: `None`
-//! or `Sleep`), `power` (`POWER[0].Watts`) and `summary` (`SUMMARY[0]["GHS 5s"]`); see
-//! [`derive_state`] for how they combine.
+//! or `Sleep`), `power` (`POWER[0].Watts`, an integer; `PSU:false` means LuxOS estimates it
+//! rather than reading the PSU) and `summary` (`SUMMARY[0]["GHS 5s"]`, a number in GH/s, as
+//! cgminer's field name says and as pyasic reads it); see [`derive_state`] for how they combine.
+//!
+//! Replies as real machines send them (S19k Pro and S19j Pro captures, Luxor's documented
+//! `logon`/`session`/`curtail` replies) are in `tools/fixtures/firmware/luxos/`; the tests
+//! below read them. `logon` answers `Code 316 "Session created"` with `SESSION[0].SessionID`,
+//! or, while another tool holds the session, `STATUS:"E"`, `Code 402 "Another session is
+//! active"` with no `SESSION` at all (as Luxor's own tooling checks); `curtail` answers
+//! `Code 335 "Curtailment command sent"` with `CURTAIL[0].Action`.
 
 use serde_json::Value;
 
@@ -57,7 +65,12 @@ pub enum Refusal {
 /// Classify an `E` status message.
 pub fn classify_refusal(msg: &str) -> Refusal {
     let m = msg.to_ascii_lowercase();
-    if m.contains("already") && (m.contains("sleep") || m.contains("active") || m.contains("awake"))
+    // "already ... active" is about the rig only when it does not name a session: a session
+    // message such as "Session already active" must never read as "the rig is already there"
+    // (that would take a refused curtail for a done one).
+    if m.contains("already")
+        && !m.contains("session")
+        && (m.contains("sleep") || m.contains("active") || m.contains("awake"))
     {
         Refusal::AlreadyThere
     } else if m.contains("session")
@@ -87,6 +100,11 @@ pub fn classify_refusal(msg: &str) -> Refusal {
 ///   (LuxOS does not say "ramping"; a rig that stays there past its deadline is a fault for the
 ///   caller to report);
 /// - any other `CurtailMode`, or none at all → `Unknown`.
+///
+/// `None` is in every published capture (S19k Pro, S19j Pro); the asleep value `Sleep` is not
+/// (no project publishes a sleeping machine's `config`; integrations compare against `None`
+/// or `"sleep"`). Matching is case-insensitive, and a value we do not know is `Unknown`, so a
+/// rig is never taken for asleep on a word we have not seen.
 pub fn derive_state(curtail_mode: Option<&str>, hashrate_ths: Option<f64>) -> RigState {
     let hashing = hashrate_ths.is_some_and(|h| h > 0.0);
     match curtail_mode.map(str::to_ascii_lowercase).as_deref() {
@@ -278,6 +296,11 @@ mod tests {
             Refusal::SessionInvalid
         );
         assert_eq!(classify_refusal("Session expired"), Refusal::SessionInvalid);
+        // A session message never reads as "the rig is already there".
+        assert_eq!(
+            classify_refusal("Session already active"),
+            Refusal::SessionBusy
+        );
         assert_eq!(classify_refusal("Invalid command"), Refusal::Other);
     }
 
@@ -296,11 +319,80 @@ mod tests {
         assert_eq!(derive_state(None, Some(95.0)), RigState::Unknown);
     }
 
+    /// A reply from `tools/fixtures/firmware/luxos/`, parsed as the adapter parses the wire.
+    macro_rules! lux {
+        ($file:literal) => {
+            cgminer::parse_reply(include_bytes!(concat!(
+                "../../../tools/fixtures/firmware/luxos/",
+                $file
+            )))
+            .unwrap()
+        };
+    }
+
+    /// The status of a rig from its own `config`, `power` and `summary` replies.
+    fn from_fixtures(config: &Value, power: &Value, summary: &Value) -> (RigState, f64, f64) {
+        for reply in [config, power, summary] {
+            assert!(!cgminer::check_status(reply).unwrap().is_error());
+        }
+        let s = status_from_replies(config, power, summary);
+        (s.state, s.power_w.unwrap(), s.hashrate_ths.unwrap())
+    }
+
     #[test]
-    fn replies() {
+    fn status_of_real_machines() {
+        // S19k Pro on a -12 profile: 59,756.06 GH/s in summary is 59.76 TH/s, 1,051 W.
+        let (state, watts, ths) = from_fixtures(
+            &lux!("s19kpro-config.json"),
+            &lux!("s19kpro-power.json"),
+            &lux!("s19kpro-summary.json"),
+        );
+        assert_eq!(state, RigState::Mining);
+        assert_eq!(watts, 1051.0);
+        assert!((ths - 59.75606).abs() < 1e-9, "{ths}");
+
+        // S19j Pro with one board on 145 MHz: 9,051.39 GH/s, 398 W.
+        let (state, watts, ths) = from_fixtures(
+            &lux!("s19jpro-config.json"),
+            &lux!("s19jpro-power.json"),
+            &lux!("s19jpro-summary.json"),
+        );
+        assert_eq!(state, RigState::Mining);
+        assert_eq!(watts, 398.0);
+        assert!((ths - 9.05139).abs() < 1e-9, "{ths}");
+
+        // The unit check: `stats` of the same S19k Pro says rate_unit GH and its GHS 5s is the
+        // summary's; its per-chain rates are strings and add up to the same figure.
+        let stats = lux!("s19kpro-stats.json");
+        let chains = &stats["STATS"][1];
+        assert_eq!(chains["rate_unit"], "GH");
+        assert_eq!(
+            chains["GHS 5s"],
+            lux!("s19kpro-summary.json")["SUMMARY"][0]["GHS 5s"]
+        );
+        let sum: f64 = (1..=4)
+            .map(|i| cgminer::number(chains.get(format!("chain_rate{i}"))).unwrap())
+            .sum();
+        assert!((sum / 1000.0 - 56.917).abs() < 0.1, "{sum}");
+    }
+
+    #[test]
+    fn session_replies() {
+        assert_eq!(session_id(&lux!("docs-logon.json")), Some("yJN2nlj1"));
+        // `session` with none open: an empty id, which is no id.
+        assert_eq!(session_id(&lux!("docs-session-none.json")), None);
+        // Another tool holds the session: an error with no SESSION section.
+        let busy = lux!("logon-session-busy.json");
+        let status = cgminer::check_status(&busy).unwrap();
+        assert!(status.is_error());
+        assert_eq!(session_id(&busy), None);
+        assert_eq!(classify_refusal(&status.msg), Refusal::SessionBusy);
+        let expired = cgminer::check_status(&lux!("curtail-invalid-session.json")).unwrap();
+        assert_eq!(classify_refusal(&expired.msg), Refusal::SessionInvalid);
+
+        // Ids a rig is not trusted with.
         use serde_json::json;
         let logon = |sid: Value| json!({"SESSION": [{"SessionID": sid}]});
-        assert_eq!(session_id(&logon(json!("1a2b"))), Some("1a2b"));
         for bad in [
             json!(""),
             json!("a,curtail"),
@@ -309,14 +401,31 @@ mod tests {
         ] {
             assert_eq!(session_id(&logon(bad.clone())), None, "{bad}");
         }
-        let config = json!({"CONFIG": [{"CurtailMode": "None"}]});
-        let power = json!({"POWER": [{"Watts": 3250}]});
-        let summary = cgminer::parse_reply(b"{\"SUMMARY\":[{\"GHS 5s\":\"95000\"}]}\0").unwrap();
-        let s = status_from_replies(&config, &power, &summary);
-        assert_eq!(
-            (s.state, s.power_w, s.hashrate_ths),
-            (RigState::Mining, Some(3250.0), Some(95.0))
-        );
+    }
+
+    #[test]
+    fn curtail_replies() {
+        for (file, action) in [
+            (lux!("docs-curtail-sleep.json"), "sleep mode"),
+            (lux!("docs-curtail-wakeup.json"), "wake up"),
+        ] {
+            let status = cgminer::check_status(&file).unwrap();
+            assert!(!status.is_error(), "{}", status.msg);
+            assert_eq!(file["CURTAIL"][0]["Action"], action);
+        }
+        for file in [
+            lux!("curtail-already-sleeping.json"),
+            lux!("curtail-already-active.json"),
+        ] {
+            let status = cgminer::check_status(&file).unwrap();
+            assert!(status.is_error());
+            assert_eq!(classify_refusal(&status.msg), Refusal::AlreadyThere);
+        }
+    }
+
+    #[test]
+    fn missing_or_broken_fields_read_as_unknown() {
+        use serde_json::json;
         let s = status_from_replies(
             &json!({}),
             &json!([]),
@@ -326,5 +435,13 @@ mod tests {
             (s.state, s.power_w, s.hashrate_ths),
             (RigState::Unknown, None, None)
         );
+        // A summary whose rate is a string (bmminer style) still reads, in GH/s.
+        let summary = cgminer::parse_reply(b"{\"SUMMARY\":[{\"GHS 5s\":\"95000\"}]}\0").unwrap();
+        let s = status_from_replies(
+            &lux!("s19kpro-config.json"),
+            &lux!("s19kpro-power.json"),
+            &summary,
+        );
+        assert_eq!(s.hashrate_ths, Some(95.0));
     }
 }

@@ -1,15 +1,24 @@
 //! A fake LuxOS rig: the 4028 JSON API with logon sessions and `curtail`.
 //!
 //! Protocol as LuxOS serves it: one JSON request per connection, one reply terminated by a NUL
-//! byte, then close. Sessions: `logon` opens the rig's single session (refused with "Another
-//! session is active" while one is live), privileged commands take `"<sid>,<args>"`, a session
-//! idle for `session_ttl` expires ("Invalid session id"), `logoff <sid>` ends it. `curtail
-//! <sid>,sleep|wakeup` drives the [`RigModel`]; a redundant one is refused with LuxOS's own
-//! "Miner is already in sleep mode" / "Miner is already active".
+//! byte, then close. Sessions: `logon` opens the rig's single session (refused with LuxOS's
+//! `Code 402 "Another session is active"` while one is live), privileged commands take
+//! `"<sid>,<args>"`, a session idle for `session_ttl` expires ("Invalid session id"), `logoff
+//! <sid>` ends it. `curtail <sid>,sleep|wakeup` drives the [`RigModel`]; a redundant one is
+//! refused with "Miner is already in sleep mode" / "Miner is already active".
 //!
-//! Quirks (on by default, [`FakeLuxosConfig::quirks`]): the trailing NUL, `inf`/`nan` in
-//! `summary` while asleep (cgminer prints divisions by zero), and the `}{` of bmminer's arrays
-//! in `summary`.
+//! Every reply is a reply from a real machine or from Luxor's docs, taken from
+//! `tools/fixtures/firmware/luxos/` (sources in its `sources.toml`) and patched only where the
+//! simulated rig differs: `CurtailMode` in `config`, `Watts` in `power`, the `GHS` rates in
+//! `summary` and `stats`, and the session ids. The other fields (model, pools, temperatures,
+//! STATUS codes and messages) are the machine's own: `config`/`power`/`summary`/`stats` are an
+//! Antminer S19k Pro's, `logon`/`session`/`curtail` Luxor's documented examples.
+//!
+//! Quirks (on by default, [`FakeLuxosConfig::quirks`]): the trailing NUL always; with quirks on,
+//! bare `inf`/`nan` for the ratios in `summary` while the rig does not hash (cgminer prints
+//! divisions by zero that way) and bmminer's `}{` between the objects of `stats`. The LuxOS
+//! captures show neither; they are there so the end-to-end tests cross the shared cgminer
+//! parser's repairs too.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +36,67 @@ use hashshift_proxy::firmware::{Credentials, Endpoint, FirmwareKind};
 
 /// Largest request the fake reads.
 const MAX_REQUEST: usize = 16 * 1024;
+
+/// The captured replies the fake answers with (see the module docs).
+mod capture {
+    macro_rules! fixture {
+        ($file:literal) => {
+            include_str!(concat!("../../fixtures/firmware/luxos/", $file))
+        };
+    }
+    pub const CONFIG: &str = fixture!("s19kpro-config.json");
+    pub const POWER: &str = fixture!("s19kpro-power.json");
+    pub const SUMMARY: &str = fixture!("s19kpro-summary.json");
+    pub const STATS: &str = fixture!("s19kpro-stats.json");
+    pub const LOGON: &str = fixture!("docs-logon.json");
+    pub const SESSION: &str = fixture!("docs-session-none.json");
+    pub const CURTAIL_SLEEP: &str = fixture!("docs-curtail-sleep.json");
+    pub const CURTAIL_WAKEUP: &str = fixture!("docs-curtail-wakeup.json");
+    pub const SESSION_BUSY: &str = fixture!("logon-session-busy.json");
+    pub const INVALID_SESSION: &str = fixture!("curtail-invalid-session.json");
+    pub const ALREADY_SLEEPING: &str = fixture!("curtail-already-sleeping.json");
+    pub const ALREADY_ACTIVE: &str = fixture!("curtail-already-active.json");
+}
+
+/// A captured reply as JSON. The fixtures are checked by this module's tests, so a broken one
+/// fails there; here it degrades to an empty object rather than a panic in a server task.
+fn template(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| json!({}))
+}
+
+/// `reply[section][index][key] = value`, when that object exists.
+fn patch(reply: &mut Value, section: &str, index: usize, key: &str, value: Value) {
+    if let Some(obj) = reply
+        .get_mut(section)
+        .and_then(|s| s.get_mut(index))
+        .and_then(Value::as_object_mut)
+    {
+        obj.insert(key.to_owned(), value);
+    }
+}
+
+/// Every `GHS ...` rate of `reply[section][index]` set to `ghs` (the averages too: the
+/// simulated rig has one rate at a time).
+fn patch_rates(reply: &mut Value, section: &str, index: usize, ghs: f64) {
+    if let Some(obj) = reply
+        .get_mut(section)
+        .and_then(|s| s.get_mut(index))
+        .and_then(Value::as_object_mut)
+    {
+        for (key, value) in obj.iter_mut() {
+            if key.starts_with("GHS ") {
+                *value = json!(ghs);
+            }
+        }
+    }
+}
+
+/// A captured reply with its session id replaced.
+fn with_session(text: &str, id: &str) -> String {
+    let mut reply = template(text);
+    patch(&mut reply, "SESSION", 0, "SessionID", json!(id));
+    reply.to_string()
+}
 
 /// How a [`FakeLuxos`] behaves.
 #[derive(Clone, Debug)]
@@ -275,31 +345,21 @@ fn answer(shared: &Shared, request: &Value) -> String {
     let mut inner = shared.lock();
     let known = matches!(
         command,
-        "logon" | "logoff" | "session" | "curtail" | "config" | "power" | "summary"
+        "logon" | "logoff" | "session" | "curtail" | "config" | "power" | "summary" | "stats"
     );
     inner.counters.bump(if known { command } else { "<other>" });
     expire(&mut inner, now, shared.config.session_ttl);
     match command {
         "logon" => {
             if inner.session.is_some() {
-                return error(306, "Another session is active");
+                return template(capture::SESSION_BUSY).to_string();
             }
             let id = new_session(&mut inner, now);
-            json!({
-                "STATUS": status_obj("S", 305, "Logon"),
-                "SESSION": [{ "SessionID": id }],
-                "id": 1
-            })
-            .to_string()
+            with_session(capture::LOGON, &id)
         }
         "session" => {
             let id = inner.session.as_ref().map_or("", |s| s.id.as_str());
-            json!({
-                "STATUS": status_obj("S", 307, "Session"),
-                "SESSION": [{ "SessionID": id }],
-                "id": 1
-            })
-            .to_string()
+            with_session(capture::SESSION, id)
         }
         "logoff" | "curtail" => {
             let (sid, arg) = parameter.split_once(',').unwrap_or((parameter, ""));
@@ -307,9 +367,9 @@ fn answer(shared: &Shared, request: &Value) -> String {
                 Some(s) if s.id == sid && !s.doomed => s.last_used = now,
                 Some(s) if s.id == sid => {
                     inner.session = None;
-                    return error(304, "Invalid session id");
+                    return template(capture::INVALID_SESSION).to_string();
                 }
-                _ => return error(304, "Invalid session id"),
+                _ => return template(capture::INVALID_SESSION).to_string(),
             }
             if command == "logoff" {
                 inner.session = None;
@@ -321,13 +381,13 @@ fn answer(shared: &Shared, request: &Value) -> String {
                 "wakeup" => stuck || inner.rig.wake(now),
                 _ => return error(14, "Invalid curtail mode"),
             };
-            match (accepted, arg) {
-                (true, _) => {
-                    json!({ "STATUS": status_obj("S", 340, "Curtail"), "id": 1 }).to_string()
-                }
-                (false, "sleep") => error(341, "Miner is already in sleep mode"),
-                (false, _) => error(341, "Miner is already active"),
-            }
+            let reply = match (accepted, arg) {
+                (true, "sleep") => capture::CURTAIL_SLEEP,
+                (true, _) => capture::CURTAIL_WAKEUP,
+                (false, "sleep") => capture::ALREADY_SLEEPING,
+                (false, _) => capture::ALREADY_ACTIVE,
+            };
+            template(reply).to_string()
         }
         "config" => {
             let snap = reported(shared, inner.rig.snapshot(now));
@@ -335,29 +395,28 @@ fn answer(shared: &Shared, request: &Value) -> String {
                 FakePhase::Stopping | FakePhase::Sleeping => "Sleep",
                 FakePhase::Mining | FakePhase::Waking => "None",
             };
-            json!({
-                "STATUS": status_obj("S", 33, "LUXminer config"),
-                "CONFIG": [{
-                    "CurtailMode": mode,
-                    "IsPowerSupplyOn": true,
-                    "Model": "Antminer S19 (fake)",
-                    "OS": "LuxOS",
-                    "SystemStatus": "Normal"
-                }],
-                "id": 1
-            })
-            .to_string()
+            let mut reply = template(capture::CONFIG);
+            patch(&mut reply, "CONFIG", 0, "CurtailMode", json!(mode));
+            reply.to_string()
         }
         "power" => {
             let snap = reported(shared, inner.rig.snapshot(now));
-            json!({
-                "STATUS": status_obj("S", 311, "Power usage"),
-                "POWER": [{ "PSU": false, "Watts": snap.power_w.round() as i64 }],
-                "id": 1
-            })
-            .to_string()
+            let mut reply = template(capture::POWER);
+            // LuxOS reports whole watts.
+            patch(
+                &mut reply,
+                "POWER",
+                0,
+                "Watts",
+                json!(snap.power_w.round() as i64),
+            );
+            reply.to_string()
         }
         "summary" => summary(
+            reported(shared, inner.rig.snapshot(now)),
+            shared.config.quirks,
+        ),
+        "stats" => stats(
             reported(shared, inner.rig.snapshot(now)),
             shared.config.quirks,
         ),
@@ -382,29 +441,49 @@ fn reported(shared: &Shared, mut snap: RigSnapshot) -> RigSnapshot {
     snap
 }
 
+/// Marks a value for a bare non-finite number, written after serialisation.
+const INF_MARK: &str = "@INF@";
+const NAN_MARK: &str = "@NAN@";
+
+/// The S19k Pro's `summary` at the simulated rig's rate. With quirks on and no hashrate, the
+/// ratios cgminer divides by the rate are written as bare `inf`/`nan`.
 fn summary(snap: RigSnapshot, quirks: bool) -> String {
     let ghs = snap.hashrate_ths * 1000.0;
-    let main = json!({
-        "GHS 5s": ghs,
-        "GHS av": ghs,
-        "Accepted": 1483,
-        "Elapsed": 3453,
-        // Replaced by a bare inf/nan below when the rig is idle and quirks are on.
-        "Work Utility": if ghs > 0.0 { json!(11.5) } else { json!("@NONFINITE@") },
-        "Device Hardware%": if ghs > 0.0 { json!(0.0) } else { json!("@NAN@") },
-    });
-    let extra = json!({ "Pool Rejected%": 0.0773 });
-    let sep = if quirks { "" } else { "," };
-    let text = format!(
-        "{{\"STATUS\":{},\"SUMMARY\":[{main}{sep}{extra}],\"id\":1}}",
-        status_obj("S", 11, "Summary")
-    );
+    let mut reply = template(capture::SUMMARY);
+    patch_rates(&mut reply, "SUMMARY", 0, ghs);
+    if quirks && ghs <= 0.0 {
+        patch(&mut reply, "SUMMARY", 0, "Work Utility", json!(INF_MARK));
+        patch(
+            &mut reply,
+            "SUMMARY",
+            0,
+            "Device Hardware%",
+            json!(NAN_MARK),
+        );
+    }
+    reply
+        .to_string()
+        .replace(&format!("\"{INF_MARK}\""), "inf")
+        .replace(&format!("\"{NAN_MARK}\""), "nan")
+}
+
+/// The S19k Pro's `stats` at the simulated rig's rate; with quirks on, bmminer's missing comma
+/// between the version object and the device object.
+fn stats(snap: RigSnapshot, quirks: bool) -> String {
+    let mut reply = template(capture::STATS);
+    patch_rates(&mut reply, "STATS", 1, snap.hashrate_ths * 1000.0);
+    let text = reply.to_string();
     if quirks {
-        text.replace("\"@NONFINITE@\"", "inf")
-            .replace("\"@NAN@\"", "nan")
+        // The first `},{` in the STATS array is the one between its two objects.
+        match text
+            .find("\"STATS\":[")
+            .and_then(|at| text[at..].find("},{").map(|rel| at + rel))
+        {
+            Some(at) => format!("{}}}{{{}", &text[..at], &text[at + 3..]),
+            None => text,
+        }
     } else {
-        text.replace("\"@NONFINITE@\"", "0")
-            .replace("\"@NAN@\"", "0")
+        text
     }
 }
 
@@ -427,6 +506,118 @@ mod tests {
     fn field(reply: &str, section: &str, key: &str) -> Value {
         let v: Value = serde_json::from_str(reply).unwrap_or_default();
         v[section][0][key].clone()
+    }
+
+    /// One request with a parameter, the reply parsed as the adapter parses it.
+    async fn ask_with(addr: SocketAddr, command: &str, parameter: &str) -> std::io::Result<Value> {
+        let mut s = TcpStream::connect(addr).await?;
+        let req = json!({ "command": command, "parameter": parameter });
+        s.write_all(req.to_string().as_bytes()).await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        assert_eq!(buf.last(), Some(&0), "{command}: NUL-terminated");
+        hashshift_proxy::firmware::cgminer::parse_reply(&buf)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    }
+
+    /// The captured reply with the patched fields removed, for comparison.
+    fn without(mut v: Value, section: &str, index: usize, keys: &[&str]) -> Value {
+        if let Some(obj) = v[section][index].as_object_mut() {
+            obj.retain(|k, _| !keys.contains(&k.as_str()) && !k.starts_with("GHS "));
+        }
+        v
+    }
+
+    #[test]
+    fn every_template_is_json() {
+        for text in [
+            capture::CONFIG,
+            capture::POWER,
+            capture::SUMMARY,
+            capture::STATS,
+            capture::LOGON,
+            capture::SESSION,
+            capture::CURTAIL_SLEEP,
+            capture::CURTAIL_WAKEUP,
+            capture::SESSION_BUSY,
+            capture::INVALID_SESSION,
+            capture::ALREADY_SLEEPING,
+            capture::ALREADY_ACTIVE,
+        ] {
+            let v: Value = serde_json::from_str(text).expect("a fixture that is JSON");
+            assert!(v["STATUS"][0]["STATUS"].is_string(), "{text}");
+        }
+    }
+
+    /// The fake's replies are the captures, changed only in the fields that follow the rig.
+    #[tokio::test]
+    async fn answers_are_the_captures_patched() -> std::io::Result<()> {
+        let fake = FakeLuxos::start(FakeLuxosConfig {
+            profile: RigProfile {
+                sleep_delay: Duration::ZERO,
+                ..RigProfile::default()
+            },
+            ..FakeLuxosConfig::default()
+        })
+        .await?;
+        let addr = fake.addr();
+
+        let config = ask_with(addr, "config", "").await?;
+        assert_eq!(config["CONFIG"][0]["CurtailMode"], "None");
+        assert_eq!(
+            without(config, "CONFIG", 0, &["CurtailMode"]),
+            without(template(capture::CONFIG), "CONFIG", 0, &["CurtailMode"])
+        );
+        let power = ask_with(addr, "power", "").await?;
+        assert_eq!(power["POWER"][0]["Watts"], 3250);
+        assert_eq!(
+            without(power, "POWER", 0, &["Watts"]),
+            without(template(capture::POWER), "POWER", 0, &["Watts"])
+        );
+        let summary = ask_with(addr, "summary", "").await?;
+        assert_eq!(summary["SUMMARY"][0]["GHS 5s"], 95000.0);
+        assert_eq!(
+            without(summary, "SUMMARY", 0, &[]),
+            without(template(capture::SUMMARY), "SUMMARY", 0, &[])
+        );
+        // stats crosses bmminer's `}{` and still reads as the capture's two objects.
+        let stats = ask_with(addr, "stats", "").await?;
+        assert_eq!(stats["STATS"].as_array().map(Vec::len), Some(2));
+        assert_eq!(stats["STATS"][1]["GHS 5s"], 95000.0);
+
+        // Sessions and curtail: Luxor's codes and messages, our ids.
+        let logon = ask_with(addr, "logon", "").await?;
+        assert_eq!(logon["STATUS"][0]["Code"], 316);
+        let sid = logon["SESSION"][0]["SessionID"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        assert!(!sid.is_empty() && sid != "yJN2nlj1");
+        assert_eq!(
+            ask_with(addr, "session", "").await?["SESSION"][0]["SessionID"],
+            sid
+        );
+        let busy = ask_with(addr, "logon", "").await?;
+        assert_eq!(
+            (&busy["STATUS"][0]["Code"], &busy["STATUS"][0]["Msg"]),
+            (&json!(402), &json!("Another session is active"))
+        );
+        let slept = ask_with(addr, "curtail", &format!("{sid},sleep")).await?;
+        assert_eq!(slept["CURTAIL"][0]["Action"], "sleep mode");
+        let again = ask_with(addr, "curtail", &format!("{sid},sleep")).await?;
+        assert_eq!(again["STATUS"][0]["Msg"], "Miner is already in sleep mode");
+        let expired = ask_with(addr, "curtail", "nope,wakeup").await?;
+        assert_eq!(expired["STATUS"][0]["Msg"], "Invalid session id");
+
+        // Asleep: no hashrate, so the quirky ratios are bare inf/nan, read as null.
+        assert_eq!(fake.phase(), FakePhase::Sleeping);
+        let summary = ask_with(addr, "summary", "").await?;
+        assert_eq!(summary["SUMMARY"][0]["GHS 5s"], 0.0);
+        assert!(summary["SUMMARY"][0]["Work Utility"].is_null());
+        let config = ask_with(addr, "config", "").await?;
+        assert_eq!(config["CONFIG"][0]["CurtailMode"], "Sleep");
+        fake.shutdown().await;
+        Ok(())
     }
 
     #[tokio::test]
