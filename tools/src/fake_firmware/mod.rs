@@ -5,7 +5,7 @@
 //! hashrate follow the commands with configurable delays:
 //! - [`FakeLuxos`]: the LuxOS 4028 JSON API — one request per connection, `logon` sessions that
 //!   expire when idle, "session in use" while another session holds the rig, `curtail`,
-//!   `config`/`power`/`summary`/`session`/`logoff`, replies with cgminer's quirks (trailing NUL,
+//!   `config`/`power`/`summary`/`stats`/`session`/`logoff`, replies with cgminer's quirks (trailing NUL,
 //!   `inf`/`nan`, `}{`).
 //! - [`FakeBraiins`]: the Braiins OS+ REST API — token login, `actions/pause`/`resume`,
 //!   `miner/details`/`miner/stats`, chunked and Content-Length bodies.
