@@ -55,10 +55,17 @@ impl SimRig {
 
     /// Starts mining into the proxy at `proxy` (whenever the firmware says it hashes).
     pub fn mine(&mut self, proxy: SocketAddr) {
+        let firmware = self.firmware.clone();
+        self.mine_while(proxy, Arc::new(move || firmware.phase()));
+    }
+
+    /// Starts mining into the proxy at `proxy` whenever `phase` says the rig hashes (a rig
+    /// whose management API is not the fake LuxOS, or whose power is cut at a PDU).
+    pub fn mine_while(&mut self, proxy: SocketAddr, phase: PhaseFn) {
         self.task = Some(tokio::spawn(run(
             proxy,
             self.worker.clone(),
-            self.firmware.clone(),
+            phase,
             self.connects.clone(),
             self.accepted.clone(),
             self.errors.clone(),
@@ -80,10 +87,13 @@ impl SimRig {
     }
 }
 
+/// What a simulated rig is doing, read afresh on every turn of its miner loop.
+pub type PhaseFn = Arc<dyn Fn() -> FakePhase + Send + Sync>;
+
 async fn run(
     proxy: SocketAddr,
     worker: String,
-    firmware: Arc<FakeLuxos>,
+    phase: PhaseFn,
     connects: Arc<AtomicU64>,
     accepted: Arc<AtomicU64>,
     errors: Arc<Mutex<Vec<String>>>,
@@ -105,7 +115,7 @@ async fn run(
         }
     };
     loop {
-        let hashing = matches!(firmware.phase(), FakePhase::Mining | FakePhase::Stopping);
+        let hashing = matches!(phase(), FakePhase::Mining | FakePhase::Stopping);
         match (miner.take(), hashing) {
             (None, true) => {
                 if let Ok(m) = Honest::start(proxy, &worker).await {
@@ -128,5 +138,45 @@ async fn run(
     }
     if let Some(m) = miner {
         end(m, &mut base).await;
+    }
+}
+
+/// A miner that hashes whenever its rig does, for rigs other than [`SimRig`]'s LuxOS ones.
+pub struct Miner {
+    /// Shares the proxy accepted, over every connection it made.
+    pub accepted: Arc<AtomicU64>,
+    /// Times it connected.
+    pub connects: Arc<AtomicU64>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Miner {
+    /// Mines into `proxy` as `worker` whenever `phase` says the rig hashes.
+    pub fn spawn(proxy: SocketAddr, worker: &str, phase: PhaseFn) -> Miner {
+        let accepted = Arc::new(AtomicU64::new(0));
+        let connects = Arc::new(AtomicU64::new(0));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(
+            proxy,
+            worker.to_owned(),
+            phase,
+            connects.clone(),
+            accepted.clone(),
+            Arc::new(Mutex::new(Vec::new())),
+            stop.clone(),
+        ));
+        Miner {
+            accepted,
+            connects,
+            stop,
+            task,
+        }
+    }
+
+    /// Stops it.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
     }
 }
