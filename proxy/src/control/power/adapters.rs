@@ -82,7 +82,7 @@ impl RigControl for Firmware {
 /// next rig that connects).
 pub fn firmware_factory() -> ControlFactory {
     Arc::new(|group: &RigGroup, addr: SocketAddr| {
-        let kind = group.firmware?;
+        let kind = group.firmware?.firmware()?;
         let password = group
             .password_env
             .as_deref()

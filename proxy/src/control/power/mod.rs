@@ -13,7 +13,10 @@
 pub mod adapters;
 pub mod controller;
 mod error;
+#[cfg(test)]
+pub(crate) mod fakes;
 pub mod ops;
+pub mod path;
 pub mod persist;
 pub mod ports;
 pub mod rigs;

@@ -8,7 +8,7 @@ fn group(firmware: bool) -> RigGroup {
         model: String::new(),
         rated_w: 3250.0,
         j_per_th: Some(34.0),
-        firmware: firmware.then_some(crate::firmware::FirmwareKind::Luxos),
+        firmware: firmware.then_some(crate::firmware::FirmwareKind::Luxos.into()),
         api_port: None,
         username: None,
         password_env: None,
@@ -174,6 +174,8 @@ fn credentials_go_only_where_the_config_allows() {
         group: Some("g".into()),
         management: Some("10.0.9.17:14028".parse().unwrap()),
         rated_w: None,
+        pdu: None,
+        outlet: None,
     };
     let mut reg = registry(vec![hall()], &[listed]);
     reg.sync(
@@ -311,6 +313,8 @@ fn listed_rigs_count_before_they_connect_and_share_times_are_read_live() {
         group: None,
         management: Some("10.0.1.30:4028".parse().unwrap()),
         rated_w: None,
+        pdu: None,
+        outlet: None,
     };
     let mut reg = registry(vec![hall()], &[listed]);
     assert_eq!(reg.ensure_listed(now), vec![RigId("farm.z".into())]);
