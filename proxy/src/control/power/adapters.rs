@@ -96,6 +96,13 @@ pub fn firmware_factory() -> ControlFactory {
     })
 }
 
+/// The outlets of the `[[pdu]]`s, for `[[rig]]` `pdu`/`outlet` (`None`: no PDU configured).
+// The SNMP adapter (`pdu_adapter::outlet_factory`) plugs in here.
+pub fn outlets(config: &crate::config::Config) -> Option<super::ports::OutletFactory> {
+    let _ = &config.pdu;
+    None
+}
+
 impl GpuControl for GpuScheduler {
     fn set_budget_kw(&self, kw: f64) -> BoxFuture<'_, Result<(), PortError>> {
         Box::pin(async move {

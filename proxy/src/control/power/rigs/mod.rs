@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::ports::RigControl;
+use super::path::{PathBounds, PowerPath};
+use super::ports::{ControlPath, OutletFactory, RigControl};
 use crate::config::{Rig as RigOverride, RigGroup};
 use crate::control::arbiter::{MAX_RIGS, RigId, RigInfo};
 use crate::pool_link::ConnId;
@@ -205,6 +206,10 @@ pub struct Registry {
     groups: Vec<RigGroup>,
     overrides: HashMap<String, RigOverride>,
     factory: ControlFactory,
+    /// The PDU outlets of `[[rig]]` `pdu`/`outlet` (`None`: no PDU configured).
+    outlets: Option<OutletFactory>,
+    /// The composite's waits.
+    path_bounds: PathBounds,
     /// A firmware power figure older than this is not used.
     fresh_for: Duration,
     identity: IdentitySettings,
@@ -230,11 +235,41 @@ impl Registry {
                 .map(|r| (r.worker.clone(), r.clone()))
                 .collect(),
             factory,
+            outlets: None,
+            path_bounds: PathBounds::default(),
             fresh_for,
             identity,
             reported: HashSet::new(),
             rigs: HashMap::new(),
         }
+    }
+
+    /// Gives `[[rig]]` entries with `pdu` and `outlet` their outlet, through `outlets`, with
+    /// the composite's waits `bounds`.
+    pub fn with_outlets(mut self, outlets: Option<OutletFactory>, bounds: PathBounds) -> Self {
+        self.outlets = outlets;
+        self.path_bounds = bounds;
+        self
+    }
+
+    /// A rig's control: its management API (at `management`, with its group's firmware)
+    /// and its `[[rig]]` outlet, whichever exist. Only a rig listed under its own worker
+    /// name gets an outlet: a `WORKER@ADDRESS` claimant never reaches the real rig's.
+    fn make_control(
+        &self,
+        id: &RigId,
+        group: Option<usize>,
+        management: Option<SocketAddr>,
+    ) -> Option<Arc<dyn RigControl>> {
+        let firmware = match (group.and_then(|g| self.groups.get(g)), management) {
+            (Some(g), Some(addr)) => (self.factory)(g, addr),
+            _ => None,
+        };
+        let outlet = match (&self.outlets, self.overrides.get(&id.0)) {
+            (Some(make), Some(o)) => o.outlet().and_then(|(pdu, n)| make(pdu, n)),
+            _ => None,
+        };
+        PowerPath::compose(firmware, outlet, self.path_bounds)
     }
 
     /// The configured groups.
@@ -438,17 +473,17 @@ impl Registry {
         let Some(entry) = self.rigs.get(id) else {
             return;
         };
-        if entry.control.is_some() || id.0.starts_with(OVERFLOW_PREFIX) {
+        // A rig known by its outlet alone (listed, not connected yet) gains its management
+        // API once it connects from an address its group allows.
+        let outlet_only = entry
+            .control
+            .as_ref()
+            .is_some_and(|c| c.path() == ControlPath::Pdu);
+        if (entry.control.is_some() && !outlet_only) || id.0.starts_with(OVERFLOW_PREFIX) {
             return;
         }
         let group = entry.group;
-        let control = match (
-            group.and_then(|g| self.groups.get(g)),
-            self.management_address(&id.0, group, ip),
-        ) {
-            (Some(g), Some(addr)) => (self.factory)(g, addr),
-            _ => None,
-        };
+        let control = self.make_control(id, group, self.management_address(&id.0, group, ip));
         if let Some(e) = self.rigs.get_mut(id) {
             e.control = control;
         }
@@ -544,13 +579,7 @@ impl Registry {
             Some(ip) => self.bind_control(id, ip),
             None => {
                 // Without a known address only a `[[rig]]` management address can be used.
-                let control = match (
-                    group.and_then(|g| self.groups.get(g)),
-                    self.overrides.get(&id.0).and_then(|o| o.management),
-                ) {
-                    (Some(g), Some(addr)) => (self.factory)(g, addr),
-                    _ => None,
-                };
+                let control = self.make_control(id, group, management);
                 if let Some(e) = self.rigs.get_mut(id) {
                     e.control = control;
                 }
@@ -558,14 +587,15 @@ impl Registry {
         }
     }
 
-    /// Makes sure every `[[rig]]` with a `management` address has an entry, connected or not:
-    /// the operator says it is a machine, so it counts as drawing until its firmware says it
-    /// sleeps (after a lost plan above all: an asleep rig never connects). Returns the new ones.
+    /// Makes sure every `[[rig]]` with a `management` address or a PDU outlet has an entry,
+    /// connected or not: the operator says it is a machine, so it counts as drawing until its
+    /// firmware or outlet says it sleeps (after a lost plan above all: an asleep rig never
+    /// connects). Returns the new ones.
     pub fn ensure_listed(&mut self, now: Instant) -> Vec<RigId> {
         let listed: Vec<RigId> = self
             .overrides
             .values()
-            .filter(|o| o.management.is_some())
+            .filter(|o| o.management.is_some() || o.outlet().is_some())
             .map(|o| RigId(o.worker.clone()))
             .filter(|id| !self.rigs.contains_key(id))
             .collect();
