@@ -17,9 +17,12 @@ pub struct Sim {
     pub firmware_mining: bool,
     /// Firmware accepts sleep but keeps mining (it lies).
     pub ignores_sleep: bool,
-    /// Firmware API calls refused with a retryable error this many more times after power
-    /// comes back (it boots).
+    /// Firmware API calls refused with a retryable error this many more times (it boots).
     pub booting_calls: u32,
+    /// What `booting_calls` becomes when the outlet comes back on.
+    pub boots_for: u32,
+    /// Firmware refuses wake for good (a changed password).
+    pub wake_refused: bool,
     /// The PDU refuses to switch.
     pub outlet_stuck: bool,
     /// Reads after an off switch that still show the load (the PSU's capacitors draining).
@@ -35,6 +38,8 @@ impl Default for Sim {
             firmware_mining: true,
             ignores_sleep: false,
             booting_calls: 0,
+            boots_for: 2,
+            wake_refused: false,
             outlet_stuck: false,
             load_lingers: 0,
             calls: Vec::new(),
@@ -92,6 +97,9 @@ impl RigControl for FakeFirmware {
         s.calls.push("wake");
         let r = match booting(&mut s) {
             Some(e) => Err(e),
+            None if s.wake_refused => {
+                Err(PortError::new(Side::Firmware, Retry::No, "bad password"))
+            }
             None => {
                 s.firmware_mining = true;
                 Ok(())
@@ -136,7 +144,7 @@ impl OutletControl for FakeOutlet {
                 s.firmware_mining = true;
             }
             if !s.outlet_on && on {
-                s.booting_calls = s.booting_calls.max(2);
+                s.booting_calls = s.booting_calls.max(s.boots_for);
             }
             s.outlet_on = on;
             Ok(())

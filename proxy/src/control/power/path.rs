@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::ports::{
-    BoxFuture, ControlPath, FirmwareState, FirmwareStatus, OutletControl, OutletReading,
-    PortError, RigControl,
+    BoxFuture, ControlPath, FirmwareState, FirmwareStatus, OutletControl, OutletReading, PortError,
+    RigControl,
 };
 use crate::error::{Classify, Retry, Side};
 

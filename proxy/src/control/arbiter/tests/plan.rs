@@ -220,7 +220,14 @@ fn the_control_path_ranks_before_priority_and_efficiency() {
     let order: Vec<String> = a.drain_order().into_iter().map(|r| r.0).collect();
     assert_eq!(
         order,
-        ["fw-pdu", "fw", "fw-vip", "pdu-worst", "pdu-good", "none-worst"]
+        [
+            "fw-pdu",
+            "fw",
+            "fw-vip",
+            "pdu-worst",
+            "pdu-good",
+            "none-worst"
+        ]
     );
     // Draining 7 kW takes the three firmware rigs first (9 kW), no PDU rig.
     a.handle_operator(

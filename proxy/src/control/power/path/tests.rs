@@ -15,7 +15,10 @@ fn bounds() -> PathBounds {
 
 fn both(sim: Sim) -> (crate::control::power::fakes::SharedSim, Arc<dyn RigControl>) {
     let (sim, fw, outlet) = rig(sim);
-    (sim, PowerPath::compose(Some(fw), Some(outlet), bounds()).unwrap())
+    (
+        sim,
+        PowerPath::compose(Some(fw), Some(outlet), bounds()).unwrap(),
+    )
 }
 
 #[test]
@@ -103,7 +106,13 @@ async fn cut_reports_a_pdu_that_refuses() {
         outlet_stuck: true,
         ..Sim::default()
     });
-    assert!(c.cut().await.unwrap_err().message().contains("pdu timed out"));
+    assert!(
+        c.cut()
+            .await
+            .unwrap_err()
+            .message()
+            .contains("pdu timed out")
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -632,9 +632,10 @@ impl Registry {
         if !g.allows_address(ip) {
             return None;
         }
-        let port = g
-            .api_port
-            .or(g.firmware.and_then(|c| c.firmware()).map(|k| k.default_port()))?;
+        let port = g.api_port.or(g
+            .firmware
+            .and_then(|c| c.firmware())
+            .map(|k| k.default_port()))?;
         Some(SocketAddr::new(ip, port))
     }
 }

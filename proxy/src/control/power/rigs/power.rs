@@ -100,10 +100,7 @@ impl Registry {
             priority: group.map_or(0, |g| g.priority),
             power: Watts::from_kw(watts / 1000.0),
             efficiency: group.and_then(|g| g.j_per_th),
-            path: rig
-                .control
-                .as_ref()
-                .map_or(ControlPath::None, |c| c.path()),
+            path: rig.control.as_ref().map_or(ControlPath::None, |c| c.path()),
         }
     }
 }
