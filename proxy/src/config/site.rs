@@ -517,6 +517,80 @@ mod tests {
         assert!(glob_match("a*bc", "abc-bc"));
     }
 
+    fn pdu_site(rigs: &str) -> Result<(), String> {
+        #[derive(Deserialize)]
+        struct Site {
+            #[serde(default)]
+            rig_group: Vec<RigGroup>,
+            #[serde(default)]
+            rig: Vec<Rig>,
+            #[serde(default)]
+            pdu: Vec<super::super::Pdu>,
+        }
+        let text = format!(
+            "[[pdu]]\nname = \"pdu-a\"\n\
+             [[rig_group]]\nname = \"fw\"\nrated_w = 3000.0\nfirmware = \"luxos\"\n\
+             [[rig_group]]\nname = \"dumb\"\nrated_w = 3000.0\nfirmware = \"pdu\"\n{rigs}"
+        );
+        let site: Site = toml::from_str(&text).map_err(|e| e.to_string())?;
+        validate(None, &site.rig_group, &site.rig, &site.pdu).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn group_control_reads_firmware_kinds_and_pdu() {
+        let g: RigGroup =
+            toml::from_str("name = \"a\"\nrated_w = 1.0\nfirmware = \"pdu\"").unwrap();
+        assert_eq!(g.firmware, Some(GroupControl::Pdu));
+        assert_eq!(g.firmware.unwrap().firmware(), None);
+        let g: RigGroup =
+            toml::from_str("name = \"a\"\nrated_w = 1.0\nfirmware = \"luxos\"").unwrap();
+        let luxos = GroupControl::Firmware(crate::firmware::FirmwareKind::Luxos);
+        assert_eq!(g.firmware, Some(luxos));
+        assert_eq!(
+            toml::to_string(&g)
+                .unwrap()
+                .contains("firmware = \"luxos\""),
+            true
+        );
+        let e = toml::from_str::<RigGroup>("name = \"a\"\nrated_w = 1.0\nfirmware = \"ipmi\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ipmi") && e.contains("luxos") && e.contains("pdu"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rig_outlets_are_validated() {
+        let rig = |extra: &str| format!("[[rig]]\nworker = \"w\"\ngroup = \"fw\"\n{extra}\n");
+        assert_eq!(pdu_site(&rig("pdu = \"pdu-a\"\noutlet = 7")), Ok(()));
+        assert_eq!(pdu_site(&rig("")), Ok(()), "a firmware rig needs no outlet");
+        for (extra, key, says) in [
+            ("pdu = \"pdu-a\"", "rig[0].outlet", "required"),
+            ("outlet = 7", "rig[0].pdu", "required"),
+            ("pdu = \"pdu-b\"\noutlet = 7", "rig[0].pdu", "no [[pdu]]"),
+            ("pdu = \"pdu-a\"\noutlet = 0", "rig[0].outlet", "from 1"),
+        ] {
+            let e = pdu_site(&rig(extra)).unwrap_err();
+            assert!(e.contains(key) && e.contains(says), "{extra}: {e}");
+        }
+        let two = format!(
+            "{}[[rig]]\nworker = \"v\"\npdu = \"pdu-a\"\noutlet = 7\n",
+            rig("pdu = \"pdu-a\"\noutlet = 7")
+        );
+        let e = pdu_site(&two).unwrap_err();
+        assert!(e.contains("rig[1].outlet") && e.contains("\"w\""), "{e}");
+        let dumb = "[[rig]]\nworker = \"d\"\ngroup = \"dumb\"\n";
+        let e = pdu_site(dumb).unwrap_err();
+        assert!(
+            e.contains("rig[0].pdu") && e.contains("firmware = \"pdu\""),
+            "{e}"
+        );
+        let dumb = format!("{dumb}pdu = \"pdu-a\"\noutlet = 1\n");
+        assert_eq!(pdu_site(&dumb), Ok(()));
+    }
+
     #[test]
     fn cidrs_contain_their_addresses() {
         let c = Cidr::parse("10.0.1.0/24").unwrap();
