@@ -68,6 +68,7 @@ impl RigControl for Firmware {
             Ok(FirmwareStatus {
                 state,
                 power_w: s.power_w,
+                metered: false,
             })
         })
     }

@@ -121,6 +121,7 @@ impl RigControl for FakeFirmware {
                 },
                 // The rig's own estimate, off by 10% (the PDU's meter is right).
                 power_w: Some(if s.firmware_mining { 2900.0 } else { 30.0 }),
+                metered: false,
             }),
         };
         Box::pin(async move { r })

@@ -184,6 +184,7 @@ impl RigControl for PowerPath {
                     return Ok(FirmwareStatus {
                         state: FirmwareState::Sleeping,
                         power_w: Some(r.power_w.unwrap_or(0.0)),
+                        metered: r.power_w.is_some(),
                     });
                 }
                 (_, Some(f)) => f,
@@ -192,6 +193,7 @@ impl RigControl for PowerPath {
                     return Ok(FirmwareStatus {
                         state: FirmwareState::Mining,
                         power_w: r.power_w,
+                        metered: r.power_w.is_some(),
                     });
                 }
                 (Err(e), None) => return Err(e.clone()),
@@ -200,6 +202,7 @@ impl RigControl for PowerPath {
             let mut status = firmware.status().await?;
             if let Some(w) = reading.ok().and_then(|r| r.power_w) {
                 status.power_w = Some(w);
+                status.metered = true;
             }
             Ok(status)
         })

@@ -84,6 +84,8 @@ pub struct FirmwareStatus {
     pub state: FirmwareState,
     /// Power the rig reports drawing (W), if it does.
     pub power_w: Option<f64>,
+    /// `power_w` is its PDU outlet's meter, not the rig's own estimate.
+    pub metered: bool,
 }
 
 /// One rig's controls: its management API, a switched PDU outlet, or both

@@ -357,7 +357,10 @@ impl Controller {
                         // A reading no mining rig can draw (NaN, 1 W, 1 MW) is garbage: keep
                         // the previous figure (or the estimate) instead.
                         match status.power_w.map(|w| limits::mining_power_w(w, nameplate)) {
-                            Some(Ok(w)) => entry.firmware_power = Some((w, Instant::now())),
+                            Some(Ok(w)) => {
+                                entry.firmware_power = Some((w, Instant::now()));
+                                entry.power_metered = status.metered;
+                            }
                             Some(Err(e)) => {
                                 debug!(rig = %rig, error = %e, "firmware power ignored")
                             }

@@ -13,7 +13,7 @@ use crate::control::arbiter::{RigId, RigState};
 use crate::control::audit::AuditLog;
 use crate::control::power::fakes::{FakeFirmware, FakeOutlet, SharedSim, Sim};
 use crate::control::power::ports::{OutletControl, OutletFactory, RigControl};
-use crate::control::power::rigs::ControlFactory;
+use crate::control::power::rigs::{ControlFactory, PowerSource};
 use crate::control::power::{PowerHandle, PowerView, adapters};
 use crate::pool_link::ConnId;
 use crate::pool_link::miner::MinerShared;
@@ -202,6 +202,11 @@ async fn a_sleep_the_firmware_ignores_is_cut_at_the_outlet_then_confirmed_quiet(
         rig(&site.power.view()).unwrap().management.as_deref(),
         Some("fake 127.0.0.1:4028 + pdu-a outlet 7")
     );
+    // The PDU's meter (3200 W) beats the firmware's own figure (2900 W).
+    site.until(5, "the PDU's reading counted", |v| {
+        rig(v).is_some_and(|r| r.power_source == Some(PowerSource::Pdu) && r.power_w == 3200.0)
+    })
+    .await;
     site.power.gpu_request(8.0).await.unwrap();
     site.until(3, "told to sleep", |v| {
         rig(v).is_some_and(|r| r.state == RigState::Draining)

@@ -124,6 +124,7 @@ async fn status_reads_the_outlet_first_and_prefers_its_meter() {
         (s.state, s.power_w),
         (FirmwareState::Mining, Some(MINING_W))
     );
+    assert!(s.metered);
     c.sleep().await.unwrap();
     let s = c.status().await.unwrap();
     assert_eq!(

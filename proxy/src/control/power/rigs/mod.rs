@@ -95,8 +95,10 @@ pub struct RigEntry {
     pub hashrate: f64,
     /// Unix ms of its last accepted share.
     pub last_share_unix_ms: u64,
-    /// Last power the firmware reported, and when.
+    /// Last power the firmware (or the PDU outlet's meter) reported, and when.
     pub firmware_power: Option<(f64, Instant)>,
+    /// That figure is the PDU outlet's meter.
+    pub power_metered: bool,
     /// When the registry first saw it (a hashrate estimate needs time to mean anything).
     pub first_seen: Instant,
     /// When its last connection closed (`None` while connected).
@@ -130,6 +132,7 @@ impl RigEntry {
             hashrate: 0.0,
             last_share_unix_ms: 0,
             firmware_power: None,
+            power_metered: false,
             first_seen: now,
             disconnected_since: None,
             conflicts: 0,

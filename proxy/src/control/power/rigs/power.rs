@@ -24,6 +24,8 @@ pub const DEFAULT_J_PER_TH: f64 = 34.0;
 pub enum PowerSource {
     /// The rig's firmware reported it.
     Firmware,
+    /// The rig's PDU outlet metered it (beats the rig's own figure).
+    Pdu,
     /// Live hashrate × the group's J/TH.
     Efficiency,
     /// The nameplate.
@@ -74,7 +76,12 @@ impl Registry {
         if let Some((w, at)) = rig.firmware_power {
             let age = now.saturating_duration_since(at);
             if age <= self.fresh_for && w > 0.0 {
-                return (w, PowerSource::Firmware, Some(age));
+                let source = if rig.power_metered {
+                    PowerSource::Pdu
+                } else {
+                    PowerSource::Firmware
+                };
+                return (w, source, Some(age));
             }
         }
         let mature = now.saturating_duration_since(rig.first_seen) >= ESTIMATE_MATURE;

@@ -30,6 +30,7 @@ fn rig(seen: Instant, control: Option<Arc<dyn RigControl>>) -> RigEntry {
         hashrate: 50e12,
         last_share_unix_ms: 0,
         firmware_power: None,
+        power_metered: false,
         first_seen: seen,
         disconnected_since: None,
         conflicts: 0,
