@@ -280,3 +280,39 @@ async fn a_failed_wake_is_never_cut() {
         s.calls
     );
 }
+
+/// A cut the PDU refuses is audited and counted; the rig stays escalated and drawing.
+#[tokio::test]
+async fn a_failed_cut_leaves_the_rig_escalated_and_drawing() {
+    let site = start(Sim {
+        ignores_sleep: true,
+        outlet_stuck: true,
+        ..Sim::default()
+    });
+    site.until(5, "rig counted", |v| {
+        rig(v).is_some_and(|r| r.state == RigState::Mining && r.control == "luxos+pdu")
+    })
+    .await;
+    site.power.gpu_request(8.0).await.unwrap();
+    site.until(8, "the cut failed", |v| v.pdu_cuts.failed == 1)
+        .await;
+    let view = site.power.view();
+    let r = rig(&view).unwrap();
+    assert!(r.escalated && r.state != RigState::Asleep, "{r:?}");
+    assert_eq!(r.control, "luxos+pdu", "not cut");
+    assert!(
+        view.snapshot.gpu_granted.kw() < 8.0,
+        "no grant into power still drawn"
+    );
+    let audits = site.pdu_cut_audits();
+    assert_eq!(audits.len(), 2, "{audits:?}");
+    assert!(audits[0].starts_with("r1 started"));
+    assert_eq!(audits[1], "r1 failed");
+    let why = site
+        .audit
+        .recent(200)
+        .into_iter()
+        .rfind(|e| e.what == "pdu-cut")
+        .and_then(|e| e.why);
+    assert!(why.is_some_and(|w| w.contains("pdu timed out")));
+}
