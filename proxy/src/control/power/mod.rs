@@ -512,7 +512,6 @@ pub fn start(
         asleep_at: HashMap::new(),
         told_to_sleep: HashSet::new(),
         cutting: HashSet::new(),
-        cut_at: HashMap::new(),
         pdu_cuts: PduCuts::default(),
         shed: shed::ShedTracker::new(
             config.gpu_scheduler.as_ref().map_or(

@@ -83,7 +83,7 @@ impl Controller {
             wait = wait.max(self.quiet.saturating_sub(commanded.elapsed()));
         }
         // After a PDU cut, quiet counts from the cut: shares sent before it prove nothing.
-        if let Some(cut) = self.cut_at.get(rig) {
+        if let Some(cut) = entry.cut_at {
             wait = wait.max(self.quiet.saturating_sub(cut.elapsed()));
         }
         if !wait.is_zero() {

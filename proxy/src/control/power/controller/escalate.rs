@@ -58,7 +58,9 @@ impl Controller {
         match result {
             Ok(()) => {
                 self.pdu_cuts.done = self.pdu_cuts.done.saturating_add(1);
-                self.cut_at.insert(rig.clone(), Instant::now());
+                if let Some(e) = self.registry.rigs.get_mut(&rig) {
+                    e.cut_at = Some(Instant::now());
+                }
                 info!(rig = %rig, "PDU outlet cut and confirmed off");
                 self.audit.record(AuditEvent::now(
                     "pdu",

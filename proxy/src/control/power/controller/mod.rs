@@ -135,9 +135,6 @@ pub(super) struct Controller {
     pub told_to_sleep: HashSet<RigId>,
     /// Rigs whose PDU cut is in flight (their status polls are not news meanwhile).
     pub cutting: HashSet<RigId>,
-    /// Rigs whose outlet hashshift cut, and when (until they are woken): shown as `pdu-cut`,
-    /// and their quiet period counts from the cut.
-    pub cut_at: HashMap<RigId, Instant>,
     /// PDU cuts so far (metrics).
     pub pdu_cuts: super::PduCuts,
 }
@@ -286,7 +283,6 @@ impl Controller {
         }
         self.last_status.remove(rig);
         self.sleep_commanded.remove(rig);
-        self.cut_at.remove(rig);
         self.told_to_sleep.remove(rig);
         self.identity.forgotten_operator.fetch_add(1, Relaxed);
         info!(rig = %rig, by = %operator.who, "rig forgotten by an operator");
@@ -331,7 +327,9 @@ impl Controller {
             }
             Done::Woke(rig, Ok(())) => {
                 self.answered(&rig);
-                self.cut_at.remove(&rig);
+                if let Some(e) = self.registry.rigs.get_mut(&rig) {
+                    e.cut_at = None;
+                }
                 self.confirm(&rig, Confirmation::Awake)
             }
             Done::Cut(rig, r) => self.on_cut(rig, r),

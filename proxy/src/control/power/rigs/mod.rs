@@ -99,6 +99,9 @@ pub struct RigEntry {
     pub firmware_power: Option<(f64, Instant)>,
     /// That figure is the PDU outlet's meter.
     pub power_metered: bool,
+    /// When hashshift cut its PDU outlet (an escalated sleep), until it is woken: shown as
+    /// `pdu-cut`, and its quiet period counts from the cut. Kept across a restart.
+    pub cut_at: Option<Instant>,
     /// When the registry first saw it (a hashrate estimate needs time to mean anything).
     pub first_seen: Instant,
     /// When its last connection closed (`None` while connected).
@@ -133,6 +136,7 @@ impl RigEntry {
             last_share_unix_ms: 0,
             firmware_power: None,
             power_metered: false,
+            cut_at: None,
             first_seen: now,
             disconnected_since: None,
             conflicts: 0,
@@ -164,6 +168,9 @@ pub struct KnownRig {
     /// Identity conflicts so far.
     #[serde(default)]
     pub conflicts: u64,
+    /// Its PDU outlet is off because hashshift cut it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cut: bool,
 }
 
 /// Why a worker did not become a rig of its own.
@@ -577,6 +584,7 @@ impl Registry {
         // Not connected (yet): a known rig stays, an unverified one is forgotten in time.
         entry.disconnected_since = Some(now);
         entry.conflicts = known.map_or(0, |k| k.conflicts);
+        entry.cut_at = known.filter(|k| k.cut).map(|_| now);
         self.rigs.insert(id.clone(), entry);
         match home {
             Some(ip) => self.bind_control(id, ip),
@@ -618,6 +626,7 @@ impl Registry {
                 identity: r.identity,
                 home: r.home,
                 conflicts: r.conflicts,
+                cut: r.cut_at.is_some(),
             })
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));

@@ -31,6 +31,7 @@ fn rig(seen: Instant, control: Option<Arc<dyn RigControl>>) -> RigEntry {
         last_share_unix_ms: 0,
         firmware_power: None,
         power_metered: false,
+        cut_at: None,
         first_seen: seen,
         disconnected_since: None,
         conflicts: 0,
@@ -422,4 +423,31 @@ fn listed_outlets_make_each_rig_s_control_path() {
     let alias = RigId("farm.7@10.0.1.99".into());
     assert_ne!(path(&reg, &alias.0), Some(ControlPath::FirmwareAndPdu));
     assert_ne!(path(&reg, &alias.0), Some(ControlPath::Pdu));
+}
+
+/// A rig whose outlet hashshift cut is still known as cut after a restart (its outlet stays
+/// off until it is woken), and plans from before cuts existed read as not cut.
+#[test]
+fn a_cut_outlet_is_kept_across_a_restart() {
+    let now = Instant::now();
+    let mut reg = registry(vec![hall()], &[]);
+    let id = RigId("farm.1".into());
+    let known = KnownRig {
+        id: id.clone(),
+        identity: Identity::Answered,
+        home: Some("10.0.1.1".parse().unwrap()),
+        conflicts: 0,
+        cut: true,
+    };
+    reg.ensure(&id, Some(&known), now);
+    assert!(reg.rigs[&id].cut_at.is_some());
+    assert_eq!(reg.known(), [known.clone()]);
+    let json = serde_json::to_string(&reg.known()).unwrap();
+    assert!(json.contains(r#""cut":true"#), "{json}");
+    let old: KnownRig =
+        serde_json::from_str(r#"{"id":"farm.1","identity":"answered","home":"10.0.1.1"}"#).unwrap();
+    assert!(!old.cut);
+    reg.rigs.get_mut(&id).unwrap().cut_at = None;
+    let json = serde_json::to_string(&reg.known()).unwrap();
+    assert!(!json.contains("cut"), "not written when false: {json}");
 }
