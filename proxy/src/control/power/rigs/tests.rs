@@ -441,7 +441,7 @@ fn a_cut_outlet_is_kept_across_a_restart() {
     };
     reg.ensure(&id, Some(&known), now);
     assert!(reg.rigs[&id].cut_at.is_some());
-    assert_eq!(reg.known(), [known.clone()]);
+    assert_eq!(reg.known(), std::slice::from_ref(&known));
     let json = serde_json::to_string(&reg.known()).unwrap();
     assert!(json.contains(r#""cut":true"#), "{json}");
     let old: KnownRig =
