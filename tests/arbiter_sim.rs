@@ -238,6 +238,7 @@ impl Sim {
                 priority: model.4,
                 power,
                 efficiency,
+                path: Default::default(),
             };
             arbiter
                 .handle_rig(Duration::ZERO, info, Observed::Mining)

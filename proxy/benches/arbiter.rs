@@ -27,6 +27,7 @@ fn fleet() -> (Arbiter, Watts) {
                 priority: (i % 3) as i32,
                 power: Watts(w + (i as u64 % 50)),
                 efficiency: Some(eff),
+                path: Default::default(),
             }
         })
         .collect();

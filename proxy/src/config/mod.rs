@@ -24,7 +24,7 @@ pub use metrics::Metrics;
 pub use miners::{Downstream, DownstreamProtocol, Vardiff};
 pub use pdu::Pdu;
 pub use pools::{Aggregation, Failover, Upstream, WorkerIdentity};
-pub use site::{Cidr, Power, Rig, RigGroup, glob_match};
+pub use site::{Cidr, GroupControl, Power, Rig, RigGroup, glob_match};
 pub use url::{PoolUrl, UpstreamProtocol};
 
 /// Why a configuration could not be used. The message always names the offending key.

@@ -125,10 +125,12 @@ pub struct RigGroup {
     /// efficient first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub j_per_th: Option<f64>,
-    /// Management API kind (`luxos`, `braiins`); absent: these rigs cannot be slept by
-    /// hashshift (their power still counts).
+    /// How its rigs are controlled: a management API kind (`luxos`, `braiins`, `antminer`,
+    /// `whatsminer`, `vnish`), or `pdu` (no management API: each rig's `[[rig]]` outlet is its
+    /// only control); absent: these rigs cannot be slept by hashshift (their power still
+    /// counts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub firmware: Option<crate::firmware::FirmwareKind>,
+    pub firmware: Option<GroupControl>,
     /// Port of the management API on the rig's address (default: the firmware's own, 4028
     /// for LuxOS, 80 for Braiins OS+).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -165,6 +167,77 @@ pub struct Rig {
     /// Its nameplate power (W), overriding the group's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rated_w: Option<f64>,
+    /// The `[[pdu]]` (by name) whose outlet feeds it: the escalation when it does not confirm
+    /// a sleep, and its only control when its group says `firmware = "pdu"`. With `outlet`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pdu: Option<String>,
+    /// Its outlet on that PDU (from 1, as the PDU numbers them). With `pdu`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlet: Option<u16>,
+}
+
+impl Rig {
+    /// Its (pdu, outlet), when it has both (validation refuses one without the other).
+    pub fn outlet(&self) -> Option<(&str, u16)> {
+        Some((self.pdu.as_deref()?, self.outlet?))
+    }
+}
+
+/// How a group's rigs are controlled: `firmware = "luxos"` etc. in the config, or
+/// `firmware = "pdu"` for rigs whose only control is their switched outlet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GroupControl {
+    /// A management API: sleep and wake through the firmware (a mapped outlet, if any, is the
+    /// escalation).
+    Firmware(crate::firmware::FirmwareKind),
+    /// No management API: the PDU outlet is the only control (a hard power cut).
+    Pdu,
+}
+
+impl GroupControl {
+    /// The firmware kind, if the group has one.
+    pub fn firmware(self) -> Option<crate::firmware::FirmwareKind> {
+        match self {
+            GroupControl::Firmware(k) => Some(k),
+            GroupControl::Pdu => None,
+        }
+    }
+
+    /// The name used in config (`luxos`, `pdu`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupControl::Firmware(k) => k.as_str(),
+            GroupControl::Pdu => "pdu",
+        }
+    }
+}
+
+impl From<crate::firmware::FirmwareKind> for GroupControl {
+    fn from(k: crate::firmware::FirmwareKind) -> Self {
+        GroupControl::Firmware(k)
+    }
+}
+
+impl Serialize for GroupControl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for GroupControl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, IntoDeserializer};
+        let name = String::deserialize(d)?;
+        if name == "pdu" {
+            return Ok(GroupControl::Pdu);
+        }
+        // The firmware kinds' own names (and their error for an unknown one, which lists
+        // them); "pdu" is named on top.
+        let de: serde::de::value::StrDeserializer<'_, D::Error> = name.as_str().into_deserializer();
+        crate::firmware::FirmwareKind::deserialize(de)
+            .map(GroupControl::Firmware)
+            .map_err(|e| D::Error::custom(format!("{e}, or `pdu`")))
+    }
 }
 
 /// An address range: `10.0.1.0/24`, or one address.
@@ -258,7 +331,7 @@ pub(super) fn validate(
     power: Option<&Power>,
     groups: &[RigGroup],
     rigs: &[Rig],
-    _pdus: &[super::Pdu],
+    pdus: &[super::Pdu],
 ) -> Result<(), ConfigError> {
     if let Some(p) = power {
         if !(p.site_cap_kw.is_finite() && p.site_cap_kw > 0.0 && p.site_cap_kw <= MAX_SITE_KW) {
@@ -377,6 +450,53 @@ pub(super) fn validate(
         if rigs[..i].iter().any(|o| o.worker == r.worker) {
             return Err(invalid(format!("rig[{i}].worker"), "listed twice"));
         }
+        validate_outlet(i, r, groups, &rigs[..i], pdus)?;
+    }
+    Ok(())
+}
+
+/// A `[[rig]]`'s PDU mapping: both keys or neither, a PDU that exists, an outlet from 1 that
+/// no earlier rig uses; a rig of a `firmware = "pdu"` group must have one (else nothing
+/// controls it).
+fn validate_outlet(
+    i: usize,
+    r: &Rig,
+    groups: &[RigGroup],
+    earlier: &[Rig],
+    pdus: &[super::Pdu],
+) -> Result<(), ConfigError> {
+    let key = |k: &str| format!("rig[{i}].{k}");
+    match (&r.pdu, r.outlet) {
+        (None, None) => {}
+        (Some(_), None) => return Err(invalid(key("outlet"), "required with `pdu`")),
+        (None, Some(_)) => return Err(invalid(key("pdu"), "required with `outlet`")),
+        (Some(name), Some(outlet)) => {
+            if !pdus.iter().any(|p| &p.name == name) {
+                return Err(invalid(key("pdu"), format!("no [[pdu]] named {name:?}")));
+            }
+            if outlet == 0 {
+                return Err(invalid(key("outlet"), "outlets are numbered from 1"));
+            }
+            if let Some(other) = earlier.iter().find(|o| o.outlet() == r.outlet()) {
+                return Err(invalid(
+                    key("outlet"),
+                    format!(
+                        "{name} outlet {outlet} is already rig {:?}'s: one outlet, one rig",
+                        other.worker
+                    ),
+                ));
+            }
+        }
+    }
+    let group = r
+        .group
+        .as_ref()
+        .and_then(|g| groups.iter().find(|o| &o.name == g));
+    if group.is_some_and(|g| g.firmware == Some(GroupControl::Pdu)) && r.outlet().is_none() {
+        return Err(invalid(
+            key("pdu"),
+            "its group has firmware = \"pdu\": the rig needs `pdu` and `outlet` (nothing else controls it)",
+        ));
     }
     Ok(())
 }
@@ -395,6 +515,79 @@ mod tests {
         assert!(!glob_match("farm.s19-*", "farm.s21-001"));
         assert!(!glob_match("a*bc", "abc-bc-x"));
         assert!(glob_match("a*bc", "abc-bc"));
+    }
+
+    fn pdu_site(rigs: &str) -> Result<(), String> {
+        #[derive(Deserialize)]
+        struct Site {
+            #[serde(default)]
+            rig_group: Vec<RigGroup>,
+            #[serde(default)]
+            rig: Vec<Rig>,
+            #[serde(default)]
+            pdu: Vec<super::super::Pdu>,
+        }
+        let text = format!(
+            "[[pdu]]\nname = \"pdu-a\"\n\
+             [[rig_group]]\nname = \"fw\"\nrated_w = 3000.0\nfirmware = \"luxos\"\n\
+             [[rig_group]]\nname = \"dumb\"\nrated_w = 3000.0\nfirmware = \"pdu\"\n{rigs}"
+        );
+        let site: Site = toml::from_str(&text).map_err(|e| e.to_string())?;
+        validate(None, &site.rig_group, &site.rig, &site.pdu).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn group_control_reads_firmware_kinds_and_pdu() {
+        let g: RigGroup =
+            toml::from_str("name = \"a\"\nrated_w = 1.0\nfirmware = \"pdu\"").unwrap();
+        assert_eq!(g.firmware, Some(GroupControl::Pdu));
+        assert_eq!(g.firmware.unwrap().firmware(), None);
+        let g: RigGroup =
+            toml::from_str("name = \"a\"\nrated_w = 1.0\nfirmware = \"luxos\"").unwrap();
+        let luxos = GroupControl::Firmware(crate::firmware::FirmwareKind::Luxos);
+        assert_eq!(g.firmware, Some(luxos));
+        assert!(
+            toml::to_string(&g)
+                .unwrap()
+                .contains("firmware = \"luxos\"")
+        );
+        let e = toml::from_str::<RigGroup>("name = \"a\"\nrated_w = 1.0\nfirmware = \"ipmi\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ipmi") && e.contains("luxos") && e.contains("pdu"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rig_outlets_are_validated() {
+        let rig = |extra: &str| format!("[[rig]]\nworker = \"w\"\ngroup = \"fw\"\n{extra}\n");
+        assert_eq!(pdu_site(&rig("pdu = \"pdu-a\"\noutlet = 7")), Ok(()));
+        assert_eq!(pdu_site(&rig("")), Ok(()), "a firmware rig needs no outlet");
+        for (extra, key, says) in [
+            ("pdu = \"pdu-a\"", "rig[0].outlet", "required"),
+            ("outlet = 7", "rig[0].pdu", "required"),
+            ("pdu = \"pdu-b\"\noutlet = 7", "rig[0].pdu", "no [[pdu]]"),
+            ("pdu = \"pdu-a\"\noutlet = 0", "rig[0].outlet", "from 1"),
+        ] {
+            let e = pdu_site(&rig(extra)).unwrap_err();
+            assert!(e.contains(key) && e.contains(says), "{extra}: {e}");
+        }
+        let two = format!(
+            "{}[[rig]]\nworker = \"v\"\npdu = \"pdu-a\"\noutlet = 7\n",
+            rig("pdu = \"pdu-a\"\noutlet = 7")
+        );
+        let e = pdu_site(&two).unwrap_err();
+        assert!(e.contains("rig[1].outlet") && e.contains("\"w\""), "{e}");
+        let dumb = "[[rig]]\nworker = \"d\"\ngroup = \"dumb\"\n";
+        let e = pdu_site(dumb).unwrap_err();
+        assert!(
+            e.contains("rig[0].pdu") && e.contains("firmware = \"pdu\""),
+            "{e}"
+        );
+        let dumb = format!("{dumb}pdu = \"pdu-a\"\noutlet = 1\n");
+        assert_eq!(pdu_site(&dumb), Ok(()));
     }
 
     #[test]

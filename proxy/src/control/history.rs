@@ -198,6 +198,7 @@ mod tests {
             rigs: Default::default(),
             conn_rigs: Default::default(),
             gpu_shed: Default::default(),
+            pdu_cuts: Default::default(),
         }));
         let h = PowerHistory::new(100);
         let stop = CancellationToken::new();

@@ -364,6 +364,7 @@ mod tests {
             priority: 0,
             power: Watts::from_kw(3.25),
             efficiency: None,
+            path: Default::default(),
         };
         a.handle_rig(now, rig("a"), Observed::Unknown).unwrap();
         a.handle_rig(now, rig("b"), Observed::Asleep).unwrap();

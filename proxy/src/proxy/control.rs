@@ -56,6 +56,7 @@ impl Control<'_> {
             self.manager.clone(),
             audit.clone(),
             crate::control::power::adapters::firmware_factory(),
+            crate::control::power::adapters::outlets(self.config),
             gpu,
             stage.stop.clone(),
             &stage.tasks,

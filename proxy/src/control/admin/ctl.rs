@@ -291,6 +291,7 @@ pub fn render(command: &CtlCommand, result: &Value) -> String {
             &[
                 ("ID", "id"),
                 ("STATE", "state"),
+                ("CONTROL", "control"),
                 ("GROUP", "group"),
                 ("MODEL", "model"),
                 ("TH/S", "hashrate_ths"),

@@ -24,14 +24,15 @@
 //!    is shed first (`Sleep` to enough rigs); the grant is cut at once, with `AskGpuShed`,
 //!    only by what the rigs the arbiter cannot shed (waking or unconfirmed ones excluded from
 //!    draining, fault, unknown, late, escalated) leave uncovered.
-//! 3. Drain order: lowest group priority first, then highest J/TH (least efficient), then
-//!    highest power, then id; a rig counted at 0 W frees nothing and is never drained
-//!    automatically. Only as many rigs as needed (the last one may overshoot by less
-//!    than its own power); when the site is over its budget (a cap cut, a rig appearing),
-//!    as many as cover the shortfall × (1 + `drain_margin`), so a few rigs that never answer
-//!    leave none of it uncovered. Resume is the reverse order and needs `hysteresis` spare on
-//!    top of the rig, so a rig is not drained again by a small demand rise right after it
-//!    woke. Drain and resume measure the same expected draw (sheddable + fixed, late rigs
+//! 3. Drain order: rigs a firmware sleeps first, then rigs only a PDU cut stops (the last
+//!    resort), rigs nothing controls last ([`ControlPath`]); within each, lowest group
+//!    priority first, then highest J/TH (least efficient), then highest power, then id; a
+//!    rig counted at 0 W frees nothing and is never drained automatically. Only as many
+//!    rigs as needed (the last one may overshoot by less than its own power); when the site
+//!    is over its budget (a cap cut, a rig appearing), as many as cover the shortfall × (1 +
+//!    `drain_margin`), so a few rigs that never answer leave none of it uncovered. Resume
+//!    is the reverse order and needs `hysteresis` spare on top of the rig, so a rig is not
+//!    drained again by a small demand rise right after it woke. Drain and resume measure the same expected draw (sheddable + fixed, late rigs
 //!    included), so the margin given back by a resume is never drained again by itself.
 //! 4. Resume is staggered: at most `resume_batch` `Wake`s in any `resume_interval`, and only
 //!    while the budget left after what the GPU side is owed covers them. GPU demand falling
@@ -77,7 +78,7 @@ use std::time::Duration;
 pub use outputs::{Action, AuditEvent, Event, Reason};
 pub use persist::PersistedState;
 pub use types::{
-    ArbiterError, Confirmation, Curtailment, GpuDemand, GroupId, Observed, Operator,
+    ArbiterError, Confirmation, ControlPath, Curtailment, GpuDemand, GroupId, Observed, Operator,
     OperatorCommand, RigId, RigInfo, RigState, Settings, Watts,
 };
 pub use view::{PowerSnapshot, RigCounts, RigView};

@@ -349,9 +349,13 @@ fn known_efficiency(e: Option<f64>) -> Option<f64> {
 fn drain_cmp(a: &Rig, b: &Rig, avg: f64) -> Ordering {
     let ea = known_efficiency(a.info.efficiency).unwrap_or(avg);
     let eb = known_efficiency(b.info.efficiency).unwrap_or(avg);
+    // A hard power cut is the last resort, and a rig nothing controls frees nothing: the
+    // control path ranks before priority and efficiency.
     a.info
-        .priority
-        .cmp(&b.info.priority)
+        .path
+        .drain_class()
+        .cmp(&b.info.path.drain_class())
+        .then(a.info.priority.cmp(&b.info.priority))
         .then(eb.total_cmp(&ea))
         .then(b.info.power.cmp(&a.info.power))
         .then(a.info.id.cmp(&b.info.id))

@@ -141,6 +141,7 @@ fn apply(a: &mut Arbiter, now: &mut Duration, op: &Op) {
                 priority: i32::from(prio),
                 power: Watts(u64::from(power)),
                 efficiency: eff.map(f64::from),
+                path: Default::default(),
             };
             let observed =
                 [Observed::Mining, Observed::Asleep, Observed::Unknown][observed as usize];

@@ -239,6 +239,43 @@ pub struct RigInfo {
     /// average of the known efficiencies of the fleet (as if the rig were a typical one),
     /// so it is neither always drained first nor always last.
     pub efficiency: Option<f64>,
+    /// How it can be slept: rigs a firmware sleeps are drained before rigs only a PDU cut
+    /// stops (the last resort), and rigs nothing controls last (they free nothing). Absent in
+    /// older persisted plans: [`ControlPath::Firmware`], the order they were planned in.
+    #[serde(default)]
+    pub path: ControlPath,
+}
+
+/// How a rig is put to sleep, as far as the drain order cares.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlPath {
+    /// Nothing hashshift can command (no management API, no outlet): it counts, but freeing
+    /// its power needs a person.
+    None,
+    /// Its management API.
+    #[default]
+    Firmware,
+    /// Its management API, and a switched PDU outlet as the escalation.
+    FirmwareAndPdu,
+    /// Only a switched PDU outlet: sleeping it is a hard power cut.
+    Pdu,
+}
+
+impl ControlPath {
+    /// Drain class: lower is drained first (firmware, then PDU only, then nothing).
+    pub fn drain_class(self) -> u8 {
+        match self {
+            ControlPath::Firmware | ControlPath::FirmwareAndPdu => 0,
+            ControlPath::Pdu => 1,
+            ControlPath::None => 2,
+        }
+    }
+
+    /// Whether a PDU outlet can cut it.
+    pub fn has_pdu(self) -> bool {
+        matches!(self, ControlPath::FirmwareAndPdu | ControlPath::Pdu)
+    }
 }
 
 /// What the integrator observed of a rig when it (re)appears.

@@ -68,6 +68,7 @@ impl RigControl for Firmware {
             Ok(FirmwareStatus {
                 state,
                 power_w: s.power_w,
+                metered: false,
             })
         })
     }
@@ -82,7 +83,7 @@ impl RigControl for Firmware {
 /// next rig that connects).
 pub fn firmware_factory() -> ControlFactory {
     Arc::new(|group: &RigGroup, addr: SocketAddr| {
-        let kind = group.firmware?;
+        let kind = group.firmware?.firmware()?;
         let password = group
             .password_env
             .as_deref()
@@ -94,6 +95,13 @@ pub fn firmware_factory() -> ControlFactory {
             endpoint: Endpoint::new(kind, addr, Credentials::new(user, password)),
         }) as Arc<dyn RigControl>)
     })
+}
+
+/// The outlets of the `[[pdu]]`s, for `[[rig]]` `pdu`/`outlet` (`None`: no PDU configured).
+// The SNMP adapter (`pdu_adapter::outlet_factory`) plugs in here.
+pub fn outlets(config: &crate::config::Config) -> Option<super::ports::OutletFactory> {
+    let _ = &config.pdu;
+    None
 }
 
 impl GpuControl for GpuScheduler {

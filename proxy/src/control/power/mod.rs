@@ -13,7 +13,10 @@
 pub mod adapters;
 pub mod controller;
 mod error;
+#[cfg(test)]
+pub(crate) mod fakes;
 pub mod ops;
+pub mod path;
 pub mod persist;
 pub mod ports;
 pub mod rigs;
@@ -33,7 +36,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use self::controller::{Controller, Reply};
-use self::ports::GpuControl;
+use self::ports::{GpuControl, OutletFactory};
 use self::rigs::{ControlFactory, Identity, IdentitySettings, PowerSource, Registry};
 use crate::config::Config;
 use crate::control::arbiter::{
@@ -68,8 +71,12 @@ pub struct RigPower {
     pub pinned: Option<String>,
     /// Whether its last command went unconfirmed.
     pub escalated: bool,
-    /// Its management API.
+    /// Its controls (`luxos 10.0.1.7:4028 + pdu-a outlet 7`).
     pub management: Option<String>,
+    /// How it is slept, for operators: the firmware kind (`luxos`), `antminer+pdu` (firmware,
+    /// and an outlet as the escalation), `pdu` (the outlet only), `none`; `pdu-cut` while its
+    /// outlet is off because hashshift cut it.
+    pub control: String,
     /// How it is known to be a machine (`listed`, `answered`, `unverified`).
     pub identity: Option<Identity>,
     /// Connections from another address that claimed its worker name.
@@ -133,6 +140,17 @@ pub struct PowerView {
     pub conn_rigs: HashMap<crate::pool_link::ConnId, RigId>,
     /// The GPU shed being carried through, and counts (metrics).
     pub gpu_shed: shed::ShedStatus,
+    /// PDU cuts so far (metrics).
+    pub pdu_cuts: PduCuts,
+}
+
+/// PDU cuts (escalations of sleeps the firmware did not carry out) since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PduCuts {
+    /// Outlets switched off and confirmed off.
+    pub done: u64,
+    /// Cuts that failed (the PDU refused, or the outlet did not read off in time).
+    pub failed: u64,
 }
 
 /// A request to the controller.
@@ -375,7 +393,8 @@ fn clamp_curtailment(arbiter: &mut Arbiter, now: Duration, audit: &AuditLog) {
     );
 }
 
-/// Starts power control when `[power]` is configured: restores the persisted plan from the
+/// Starts power control when `[power]` is configured (rigs' management APIs through
+/// `factory`, their `[[rig]]` PDU outlets through `outlets`): restores the persisted plan from the
 /// state directory, and runs the controller and the GPU budget writer on `tracker`, under
 /// `supervisor`: both are critical (`power-controller`, `gpu-budget`), the history sampler
 /// is watched only (`power-history`: a chart; see `crate::proxy` for why each).
@@ -389,6 +408,7 @@ pub fn start(
     manager: Arc<dyn Fleet>,
     audit: Arc<AuditLog>,
     factory: ControlFactory,
+    outlets: Option<OutletFactory>,
     gpu: Arc<dyn GpuControl>,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
@@ -448,6 +468,7 @@ pub fn start(
         rigs: HashMap::new(),
         conn_rigs: HashMap::new(),
         gpu_shed: shed::ShedStatus::default(),
+        pdu_cuts: PduCuts::default(),
     }));
     let identity = Arc::new(IdentityCounters::default());
     info!(cap_kw = p.site_cap_kw, gpu = %gpu.describe(), "power control started");
@@ -462,7 +483,8 @@ pub fn start(
                 forget_unverified: limits::secs(p.forget_unverified_secs),
                 max_per_address: usize::try_from(p.max_rigs_per_address).unwrap_or(usize::MAX),
             },
-        ),
+        )
+        .with_outlets(outlets, path::PathBounds::default()),
         manager,
         gpu: gpu.clone(),
         budget_tx,
@@ -488,6 +510,9 @@ pub fn start(
         unconfirmed: reset.then(HashSet::new),
         gpu_held: held_rx,
         asleep_at: HashMap::new(),
+        told_to_sleep: HashSet::new(),
+        cutting: HashSet::new(),
+        pdu_cuts: PduCuts::default(),
         shed: shed::ShedTracker::new(
             config.gpu_scheduler.as_ref().map_or(
                 Duration::from_secs_f64(crate::gpu::DEFAULT_SHED_DEADLINE_SECS),

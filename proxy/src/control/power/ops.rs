@@ -28,6 +28,8 @@ pub enum Done {
     Demand(Result<Option<GpuLoad>, PortError>),
     /// A shed request.
     Shed(f64, Result<(), PortError>),
+    /// A PDU cut (escalation): `Ok` once the outlet reads off and its load fell.
+    Cut(RigId, Result<(), PortError>),
 }
 
 /// A boxed piece of work.
@@ -74,6 +76,23 @@ pub fn command(rig: RigId, control: Arc<dyn RigControl>, sleep: bool, deadline: 
         } else {
             Done::Woke(rig, result)
         }
+    })
+}
+
+/// Cuts a rig's power at its PDU outlet ([`RigControl::cut`] confirms it), for at most
+/// `bound` (the composite bounds its own wait; this only catches one that would not stop).
+pub fn cut(rig: RigId, control: Arc<dyn RigControl>, bound: Duration) -> Op {
+    Box::pin(async move {
+        let r = tokio::time::timeout(bound, control.cut())
+            .await
+            .unwrap_or_else(|_| {
+                Err(PortError::new(
+                    Side::Firmware,
+                    Retry::Yes,
+                    format!("{} did not cut within {bound:?}", control.describe()),
+                ))
+            });
+        Done::Cut(rig, r)
     })
 }
 

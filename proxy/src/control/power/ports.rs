@@ -10,6 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+pub use crate::control::arbiter::ControlPath;
 use crate::error::{Classify, Retry, Side};
 
 /// A boxed future, for object-safe async methods.
@@ -83,9 +84,12 @@ pub struct FirmwareStatus {
     pub state: FirmwareState,
     /// Power the rig reports drawing (W), if it does.
     pub power_w: Option<f64>,
+    /// `power_w` is its PDU outlet's meter, not the rig's own estimate.
+    pub metered: bool,
 }
 
-/// One rig's management API.
+/// One rig's controls: its management API, a switched PDU outlet, or both
+/// ([`super::path::PowerPath`] puts them together).
 pub trait RigControl: Send + Sync {
     /// Commands sleep (returns once the rig accepted the command, not once it is asleep).
     fn sleep(&self) -> BoxFuture<'_, Result<(), PortError>>;
@@ -93,9 +97,29 @@ pub trait RigControl: Send + Sync {
     fn wake(&self) -> BoxFuture<'_, Result<(), PortError>>;
     /// Reads the rig's state and power.
     fn status(&self) -> BoxFuture<'_, Result<FirmwareStatus, PortError>>;
-    /// What it is, for logs (`luxos 10.0.1.17:4028`).
+    /// What it is, for logs (`luxos 10.0.1.17:4028`, `luxos 10.0.1.7:4028 + pdu-a outlet 7`).
     fn describe(&self) -> String;
+    /// How it can be slept (drain order, `ctl rigs`). A management API alone by default.
+    fn path(&self) -> ControlPath {
+        ControlPath::Firmware
+    }
+    /// Cuts its power at the PDU outlet and confirms the outlet is off (and, where metered,
+    /// that its load fell): the escalation of a sleep the firmware did not carry out. Without
+    /// an outlet: an error.
+    fn cut(&self) -> BoxFuture<'_, Result<(), PortError>> {
+        let e = PortError::new(
+            Side::Operator,
+            Retry::No,
+            format!("{}: no PDU outlet configured", self.describe()),
+        );
+        Box::pin(async move { Err(e) })
+    }
 }
+
+/// Makes the outlet control of `[[rig]]` `pdu = NAME`, `outlet = N` (`None`: no such PDU
+/// or outlet). The SNMP side provides it (`pdu_adapter::outlet_factory`); tests plug in fakes.
+pub type OutletFactory =
+    std::sync::Arc<dyn Fn(&str, u16) -> Option<std::sync::Arc<dyn OutletControl>> + Send + Sync>;
 
 /// What the GPU side wants and uses (kW).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

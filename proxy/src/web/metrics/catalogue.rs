@@ -158,6 +158,8 @@ specs! {
         "Shed requests sent to the GPU scheduler, retries included.";
     POWER_GPU_SHED_OVERDUE: "hashshift_power_gpu_shed_overdue_total", Counter, [],
         "GPU sheds escalated for running past shed_deadline_secs.";
+    POWER_PDU_CUTS: "hashshift_power_pdu_cuts_total", Counter, ["result"],
+        "PDU outlet cuts of rigs that did not confirm a sleep: done (outlet confirmed off) or failed.";
     DRAIN_TO_CONFIRMED: "hashshift_power_drain_to_confirmed_seconds", Histogram, [],
         "Sleep commanded until the rig is confirmed asleep (firmware state, then no shares).";
 }

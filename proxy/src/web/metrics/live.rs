@@ -149,6 +149,7 @@ impl SampleSource for LiveSource {
                 forgotten_operator: f.forgotten_operator,
             }
         });
+        let pdu_cuts = view.as_ref().map(|v| v.pdu_cuts).unwrap_or_default();
         let gpu_shed = view
             .map(|v| {
                 let s = &v.gpu_shed;
@@ -171,6 +172,7 @@ impl SampleSource for LiveSource {
             power,
             identity,
             gpu_shed,
+            pdu_cuts,
         }
     }
 }

@@ -98,6 +98,8 @@ pub struct Sample {
     pub identity: Option<IdentitySample>,
     /// The GPU shed follow-up (shown with the power families).
     pub gpu_shed: GpuShedSample,
+    /// PDU cuts so far (shown with the power families).
+    pub pdu_cuts: crate::control::power::PduCuts,
 }
 
 /// The rig registry's identity figures.
@@ -230,6 +232,10 @@ pub fn families(sample: Sample, top_workers: usize) -> Vec<MetricFamily> {
     if let Some((power, drain)) = &sample.power {
         out.extend(power_families(power, drain));
         out.extend(gpu_shed_families(&sample.gpu_shed));
+        let mut cuts = Family::new(&catalogue::POWER_PDU_CUTS);
+        cuts.add(&["done"], sample.pdu_cuts.done as f64);
+        cuts.add(&["failed"], sample.pdu_cuts.failed as f64);
+        out.push(cuts);
     }
     if let Some(i) = &sample.identity {
         out.extend(identity_families(i));

@@ -94,6 +94,7 @@ fn sample(workers: usize) -> Sample {
             calls_total: 3,
             overdue_total: 1,
         },
+        pdu_cuts: crate::control::power::PduCuts { done: 2, failed: 1 },
     }
 }
 
@@ -157,6 +158,8 @@ fn a_hundred_thousand_workers_stay_within_a_fixed_number_of_series() {
     assert!(text.contains("hashshift_power_gpu_shed_age_seconds 42"));
     assert!(text.contains("hashshift_power_gpu_shed_outstanding_watts 4000"));
     assert!(text.contains("hashshift_power_gpu_shed_overdue_total 1"));
+    assert!(text.contains(r#"hashshift_power_pdu_cuts_total{result="done"} 2"#));
+    assert!(text.contains(r#"hashshift_power_pdu_cuts_total{result="failed"} 1"#));
     eprintln!(
         "100k workers: {} series, {} bytes, rendered in {took:?}",
         lines.len(),

@@ -124,6 +124,8 @@
   const COLS = [
     { key: 'id', label: 'Rig', val: (r) => r.id },
     { key: 'state', label: 'State', val: (r) => r.state || '' },
+    // How it is slept: firmware kind, `antminer+pdu`, `pdu`, `none`; `pdu-cut` once we cut it.
+    { key: 'control', label: 'Control', val: (r) => r.control || '' },
     { key: 'group', label: 'Group', val: (r) => r.group || '' },
     { key: 'hashrate_ths', label: 'Hashrate', num: true, val: (r) => r.hashrate_ths || 0, text: (r) => hashrate(r.hashrate_ths) },
     { key: 'power_w', label: 'Power', num: true, val: (r) => (typeof r.power_w === 'number' ? r.power_w : -1),
@@ -203,6 +205,10 @@
         td.textContent = c.text ? c.text(r) : c.val(r);
       }
       if (c.key === 'id' && r.address) td.title = r.address;
+      if (c.key === 'control') {
+        if (r.management) td.title = r.management;
+        if (r.control === 'pdu-cut') td.classList.add('cut');
+      }
       tr.appendChild(td);
     }
     const td = el('td', 'act');
@@ -249,7 +255,7 @@
 
   function setRigs(rigs) {
     for (const r of rigs) {
-      r._text = [r.id, r.worker, r.group, r.pool, r.address, r.model].filter(Boolean).join(' ').toLowerCase();
+      r._text = [r.id, r.worker, r.group, r.pool, r.address, r.model, r.control].filter(Boolean).join(' ').toLowerCase();
     }
     st.rigs = rigs;
     const groups = [...new Set(rigs.map((r) => r.group).filter(Boolean))].sort();

@@ -20,6 +20,7 @@ fn info(id: &str, group: &str, priority: i32, power_kw: f64, eff: Option<f64>) -
         priority,
         power: kw(power_kw),
         efficiency: eff,
+        path: Default::default(),
     }
 }
 

@@ -195,3 +195,60 @@ fn a_cut_grant_frees_power_for_wakes_only_once_applied() {
     a.handle_gpu_budget_applied(t(42), Watts::ZERO);
     assert_eq!(wakes(&actions(&mut a)), slept);
 }
+
+/// Issue 14 item 5: rigs a firmware sleeps are drained before rigs only a PDU cut stops (the
+/// last resort), whatever their priority or efficiency; rigs nothing controls come last; a
+/// mapped outlet as escalation does not change a firmware rig's class.
+#[test]
+fn the_control_path_ranks_before_priority_and_efficiency() {
+    let mut a = Arbiter::new(settings(100.0), t(0)).unwrap();
+    let rig = |id: &str, priority, eff, path| RigInfo {
+        path,
+        ..info(id, "g", priority, 3.0, Some(eff))
+    };
+    for r in [
+        // PDU only, the least efficient and least important: still after the firmware rigs.
+        rig("pdu-worst", -5, 90.0, ControlPath::Pdu),
+        rig("pdu-good", 0, 20.0, ControlPath::Pdu),
+        rig("none-worst", -9, 99.0, ControlPath::None),
+        rig("fw-vip", 9, 15.0, ControlPath::Firmware),
+        rig("fw-pdu", 0, 30.0, ControlPath::FirmwareAndPdu),
+        rig("fw", 0, 25.0, ControlPath::Firmware),
+    ] {
+        a.handle_rig(t(0), r, Observed::Mining).unwrap();
+    }
+    let order: Vec<String> = a.drain_order().into_iter().map(|r| r.0).collect();
+    assert_eq!(
+        order,
+        [
+            "fw-pdu",
+            "fw",
+            "fw-vip",
+            "pdu-worst",
+            "pdu-good",
+            "none-worst"
+        ]
+    );
+    // Draining 7 kW takes the three firmware rigs first (9 kW), no PDU rig.
+    a.handle_operator(
+        t(1),
+        Operator {
+            who: "op".into(),
+            why: "test".into(),
+        },
+        OperatorCommand::DrainPower { amount: kw(7.0) },
+    )
+    .unwrap();
+    let mut slept = sleeps(&actions(&mut a));
+    slept.sort();
+    assert_eq!(slept, ["fw", "fw-pdu", "fw-vip"]);
+}
+
+/// A plan persisted before rigs had a control path reads as firmware rigs (the order they
+/// were planned in).
+#[test]
+fn rig_info_without_a_path_reads_as_firmware() {
+    let json = r#"{"id":"a","group":"g","priority":0,"power":3000,"efficiency":null}"#;
+    let info: RigInfo = serde_json::from_str(json).unwrap();
+    assert_eq!(info.path, ControlPath::Firmware);
+}

@@ -82,6 +82,10 @@ impl Controller {
         if let Some(commanded) = self.sleep_commanded.get(rig) {
             wait = wait.max(self.quiet.saturating_sub(commanded.elapsed()));
         }
+        // After a PDU cut, quiet counts from the cut: shares sent before it prove nothing.
+        if let Some(cut) = entry.cut_at {
+            wait = wait.max(self.quiet.saturating_sub(cut.elapsed()));
+        }
         if !wait.is_zero() {
             self.ops.push(ops::quiet_check(rig.clone(), wait));
             return;

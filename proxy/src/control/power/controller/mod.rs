@@ -5,12 +5,16 @@
 //!
 //! This file holds the loop and what it dispatches on (requests, finished work, the tick, the
 //! arbiter's actions); `confirm.rs` what rigs and their shares say besides their firmware,
+//! `escalate.rs` a sleep not carried out, cut at the rig's PDU outlet,
 //! `gpu.rs` the shed follow-up and the budget writer, `publish.rs` the plan on disk and the
 //! operator view.
 
 mod confirm;
+mod escalate;
 mod gpu;
 mod publish;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -61,6 +65,9 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 const MAX_WAIT: Duration = Duration::from_secs(3600);
 /// After a reset, a rig counts as mining once a share of it was accepted this recently.
 const SHARE_FLOW: Duration = Duration::from_secs(60);
+/// The longest a PDU cut may take (the composite confirms within its own, shorter bound;
+/// this only catches one that would not stop).
+const CUT_BOUND: Duration = Duration::from_secs(90);
 
 /// The controller task's state: the arbiter it owns and everything it needs to act on it.
 pub(super) struct Controller {
@@ -123,6 +130,13 @@ pub(super) struct Controller {
     pub gpu_held: watch::Receiver<Option<f64>>,
     /// Rigs confirmed asleep, and when (unix ms): a share accepted later means it draws.
     pub asleep_at: HashMap<RigId, u64>,
+    /// Rigs whose last command was a sleep (a failed sleep may be escalated to a PDU cut; a
+    /// failed wake never is).
+    pub told_to_sleep: HashSet<RigId>,
+    /// Rigs whose PDU cut is in flight (their status polls are not news meanwhile).
+    pub cutting: HashSet<RigId>,
+    /// PDU cuts so far (metrics).
+    pub pdu_cuts: super::PduCuts,
 }
 
 impl Controller {
@@ -269,6 +283,7 @@ impl Controller {
         }
         self.last_status.remove(rig);
         self.sleep_commanded.remove(rig);
+        self.told_to_sleep.remove(rig);
         self.identity.forgotten_operator.fetch_add(1, Relaxed);
         info!(rig = %rig, by = %operator.who, "rig forgotten by an operator");
         self.audit.record(AuditEvent::now(
@@ -312,11 +327,19 @@ impl Controller {
             }
             Done::Woke(rig, Ok(())) => {
                 self.answered(&rig);
+                if let Some(e) = self.registry.rigs.get_mut(&rig) {
+                    e.cut_at = None;
+                }
                 self.confirm(&rig, Confirmation::Awake)
             }
+            Done::Cut(rig, r) => self.on_cut(rig, r),
             Done::Status(rig, r) => {
                 self.status_in_flight = self.status_in_flight.saturating_sub(1);
                 let Ok(status) = r else { return };
+                // A cut in flight settles the rig's state itself (outlet off, then quiet).
+                if self.cutting.contains(&rig) {
+                    return;
+                }
                 self.answered(&rig);
                 let nameplate = self
                     .registry
@@ -332,7 +355,10 @@ impl Controller {
                         // A reading no mining rig can draw (NaN, 1 W, 1 MW) is garbage: keep
                         // the previous figure (or the estimate) instead.
                         match status.power_w.map(|w| limits::mining_power_w(w, nameplate)) {
-                            Some(Ok(w)) => entry.firmware_power = Some((w, Instant::now())),
+                            Some(Ok(w)) => {
+                                entry.firmware_power = Some((w, Instant::now()));
+                                entry.power_metered = status.metered;
+                            }
                             Some(Err(e)) => {
                                 debug!(rig = %rig, error = %e, "firmware power ignored")
                             }
@@ -420,6 +446,7 @@ impl Controller {
             }
             self.last_status.remove(&rig);
             self.sleep_commanded.remove(&rig);
+            self.told_to_sleep.remove(&rig);
             if self.arbiter.handle_rig_removed(since_epoch(), &rig).is_ok() {
                 self.identity.forgotten_unverified.fetch_add(1, Relaxed);
                 info!(rig = %rig, away_secs = away.as_secs(), "unverified rig forgotten");
@@ -514,8 +541,10 @@ impl Controller {
                     let rig = rig.clone();
                     if sleep {
                         self.sleep_commanded.insert(rig.clone(), Instant::now());
+                        self.told_to_sleep.insert(rig.clone());
                     } else {
                         self.sleep_commanded.remove(&rig);
+                        self.told_to_sleep.remove(&rig);
                     }
                     let control = self.registry.rigs.get(&rig).and_then(|e| e.control.clone());
                     match control {
@@ -553,9 +582,7 @@ impl Controller {
                         format!("{reason:?}"),
                     );
                 }
-                Action::Escalate { rig, state, .. } => {
-                    warn!(rig = %rig, ?state, "rig did not confirm: needs a person (no PDU adapter configured)");
-                }
+                Action::Escalate { rig, state, .. } => self.escalate(rig, state),
             }
         }
         while let Some(event) = self.arbiter.poll_event() {

@@ -8,6 +8,7 @@ use std::time::Instant;
 use tracing::warn;
 
 use super::{Controller, PERSIST_EVERY, PUBLISH_EVERY};
+use crate::control::arbiter::ControlPath;
 use crate::control::power::persist;
 use crate::control::power::{PowerView, RigPower};
 
@@ -101,6 +102,7 @@ impl Controller {
                         pinned: v.pinned.map(|p| format!("{}: {}", p.who, p.why)),
                         escalated: v.escalated,
                         management: entry.and_then(|e| e.control.as_ref()).map(|c| c.describe()),
+                        control: control_label(group, entry),
                         identity,
                         identity_conflicts: entry.map_or(0, |e| e.conflicts),
                         last_conflict: entry.and_then(|e| e.last_conflict),
@@ -119,7 +121,29 @@ impl Controller {
             rigs,
             conn_rigs,
             gpu_shed: self.shed.status(),
+            pdu_cuts: self.pdu_cuts,
         })
+    }
+}
+
+/// How a rig is slept, for operators: `luxos`, `antminer+pdu`, `pdu`, `none`, and
+/// `pdu-cut` while its outlet is off because we cut it.
+fn control_label(
+    group: Option<&crate::config::RigGroup>,
+    entry: Option<&crate::control::power::rigs::RigEntry>,
+) -> String {
+    if entry.is_some_and(|e| e.cut_at.is_some()) {
+        return "pdu-cut".to_owned();
+    }
+    let kind = group
+        .and_then(|g| g.firmware)
+        .and_then(|c| c.firmware())
+        .map_or("firmware", |k| k.as_str());
+    match entry.and_then(|e| e.control.as_ref()).map(|c| c.path()) {
+        None | Some(ControlPath::None) => "none".to_owned(),
+        Some(ControlPath::Firmware) => kind.to_owned(),
+        Some(ControlPath::FirmwareAndPdu) => format!("{kind}+pdu"),
+        Some(ControlPath::Pdu) => "pdu".to_owned(),
     }
 }
 

@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::ports::RigControl;
+use super::path::{PathBounds, PowerPath};
+use super::ports::{ControlPath, OutletFactory, RigControl};
 use crate::config::{Rig as RigOverride, RigGroup};
 use crate::control::arbiter::{MAX_RIGS, RigId, RigInfo};
 use crate::pool_link::ConnId;
@@ -94,8 +95,13 @@ pub struct RigEntry {
     pub hashrate: f64,
     /// Unix ms of its last accepted share.
     pub last_share_unix_ms: u64,
-    /// Last power the firmware reported, and when.
+    /// Last power the firmware (or the PDU outlet's meter) reported, and when.
     pub firmware_power: Option<(f64, Instant)>,
+    /// That figure is the PDU outlet's meter.
+    pub power_metered: bool,
+    /// When hashshift cut its PDU outlet (an escalated sleep), until it is woken: shown as
+    /// `pdu-cut`, and its quiet period counts from the cut. Kept across a restart.
+    pub cut_at: Option<Instant>,
     /// When the registry first saw it (a hashrate estimate needs time to mean anything).
     pub first_seen: Instant,
     /// When its last connection closed (`None` while connected).
@@ -129,6 +135,8 @@ impl RigEntry {
             hashrate: 0.0,
             last_share_unix_ms: 0,
             firmware_power: None,
+            power_metered: false,
+            cut_at: None,
             first_seen: now,
             disconnected_since: None,
             conflicts: 0,
@@ -160,6 +168,9 @@ pub struct KnownRig {
     /// Identity conflicts so far.
     #[serde(default)]
     pub conflicts: u64,
+    /// Its PDU outlet is off because hashshift cut it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cut: bool,
 }
 
 /// Why a worker did not become a rig of its own.
@@ -205,6 +216,10 @@ pub struct Registry {
     groups: Vec<RigGroup>,
     overrides: HashMap<String, RigOverride>,
     factory: ControlFactory,
+    /// The PDU outlets of `[[rig]]` `pdu`/`outlet` (`None`: no PDU configured).
+    outlets: Option<OutletFactory>,
+    /// The composite's waits.
+    path_bounds: PathBounds,
     /// A firmware power figure older than this is not used.
     fresh_for: Duration,
     identity: IdentitySettings,
@@ -230,11 +245,41 @@ impl Registry {
                 .map(|r| (r.worker.clone(), r.clone()))
                 .collect(),
             factory,
+            outlets: None,
+            path_bounds: PathBounds::default(),
             fresh_for,
             identity,
             reported: HashSet::new(),
             rigs: HashMap::new(),
         }
+    }
+
+    /// Gives `[[rig]]` entries with `pdu` and `outlet` their outlet, through `outlets`, with
+    /// the composite's waits `bounds`.
+    pub fn with_outlets(mut self, outlets: Option<OutletFactory>, bounds: PathBounds) -> Self {
+        self.outlets = outlets;
+        self.path_bounds = bounds;
+        self
+    }
+
+    /// A rig's control: its management API (at `management`, with its group's firmware)
+    /// and its `[[rig]]` outlet, whichever exist. Only a rig listed under its own worker
+    /// name gets an outlet: a `WORKER@ADDRESS` claimant never reaches the real rig's.
+    fn make_control(
+        &self,
+        id: &RigId,
+        group: Option<usize>,
+        management: Option<SocketAddr>,
+    ) -> Option<Arc<dyn RigControl>> {
+        let firmware = match (group.and_then(|g| self.groups.get(g)), management) {
+            (Some(g), Some(addr)) => (self.factory)(g, addr),
+            _ => None,
+        };
+        let outlet = match (&self.outlets, self.overrides.get(&id.0)) {
+            (Some(make), Some(o)) => o.outlet().and_then(|(pdu, n)| make(pdu, n)),
+            _ => None,
+        };
+        PowerPath::compose(firmware, outlet, self.path_bounds)
     }
 
     /// The configured groups.
@@ -438,17 +483,17 @@ impl Registry {
         let Some(entry) = self.rigs.get(id) else {
             return;
         };
-        if entry.control.is_some() || id.0.starts_with(OVERFLOW_PREFIX) {
+        // A rig known by its outlet alone (listed, not connected yet) gains its management
+        // API once it connects from an address its group allows.
+        let outlet_only = entry
+            .control
+            .as_ref()
+            .is_some_and(|c| c.path() == ControlPath::Pdu);
+        if (entry.control.is_some() && !outlet_only) || id.0.starts_with(OVERFLOW_PREFIX) {
             return;
         }
         let group = entry.group;
-        let control = match (
-            group.and_then(|g| self.groups.get(g)),
-            self.management_address(&id.0, group, ip),
-        ) {
-            (Some(g), Some(addr)) => (self.factory)(g, addr),
-            _ => None,
-        };
+        let control = self.make_control(id, group, self.management_address(&id.0, group, ip));
         if let Some(e) = self.rigs.get_mut(id) {
             e.control = control;
         }
@@ -539,18 +584,13 @@ impl Registry {
         // Not connected (yet): a known rig stays, an unverified one is forgotten in time.
         entry.disconnected_since = Some(now);
         entry.conflicts = known.map_or(0, |k| k.conflicts);
+        entry.cut_at = known.filter(|k| k.cut).map(|_| now);
         self.rigs.insert(id.clone(), entry);
         match home {
             Some(ip) => self.bind_control(id, ip),
             None => {
                 // Without a known address only a `[[rig]]` management address can be used.
-                let control = match (
-                    group.and_then(|g| self.groups.get(g)),
-                    self.overrides.get(&id.0).and_then(|o| o.management),
-                ) {
-                    (Some(g), Some(addr)) => (self.factory)(g, addr),
-                    _ => None,
-                };
+                let control = self.make_control(id, group, management);
                 if let Some(e) = self.rigs.get_mut(id) {
                     e.control = control;
                 }
@@ -558,14 +598,15 @@ impl Registry {
         }
     }
 
-    /// Makes sure every `[[rig]]` with a `management` address has an entry, connected or not:
-    /// the operator says it is a machine, so it counts as drawing until its firmware says it
-    /// sleeps (after a lost plan above all: an asleep rig never connects). Returns the new ones.
+    /// Makes sure every `[[rig]]` with a `management` address or a PDU outlet has an entry,
+    /// connected or not: the operator says it is a machine, so it counts as drawing until its
+    /// firmware or outlet says it sleeps (after a lost plan above all: an asleep rig never
+    /// connects). Returns the new ones.
     pub fn ensure_listed(&mut self, now: Instant) -> Vec<RigId> {
         let listed: Vec<RigId> = self
             .overrides
             .values()
-            .filter(|o| o.management.is_some())
+            .filter(|o| o.management.is_some() || o.outlet().is_some())
             .map(|o| RigId(o.worker.clone()))
             .filter(|id| !self.rigs.contains_key(id))
             .collect();
@@ -585,6 +626,7 @@ impl Registry {
                 identity: r.identity,
                 home: r.home,
                 conflicts: r.conflicts,
+                cut: r.cut_at.is_some(),
             })
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
@@ -602,7 +644,10 @@ impl Registry {
         if !g.allows_address(ip) {
             return None;
         }
-        let port = g.api_port.or(g.firmware.map(|k| k.default_port()))?;
+        let port = g.api_port.or(g
+            .firmware
+            .and_then(|c| c.firmware())
+            .map(|k| k.default_port()))?;
         Some(SocketAddr::new(ip, port))
     }
 }

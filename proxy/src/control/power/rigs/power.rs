@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::{Identity, OVERFLOW_PREFIX, Registry, RigEntry, UNGROUPED};
-use crate::control::arbiter::{GroupId, RigInfo, Watts};
+use crate::control::arbiter::{ControlPath, GroupId, RigInfo, Watts};
 
 /// How long a rig must have been seen before its hashrate × J/TH is trusted as its power.
 pub const ESTIMATE_MATURE: Duration = Duration::from_secs(120);
@@ -24,6 +24,8 @@ pub const DEFAULT_J_PER_TH: f64 = 34.0;
 pub enum PowerSource {
     /// The rig's firmware reported it.
     Firmware,
+    /// The rig's PDU outlet metered it (beats the rig's own figure).
+    Pdu,
     /// Live hashrate × the group's J/TH.
     Efficiency,
     /// The nameplate.
@@ -74,7 +76,12 @@ impl Registry {
         if let Some((w, at)) = rig.firmware_power {
             let age = now.saturating_duration_since(at);
             if age <= self.fresh_for && w > 0.0 {
-                return (w, PowerSource::Firmware, Some(age));
+                let source = if rig.power_metered {
+                    PowerSource::Pdu
+                } else {
+                    PowerSource::Firmware
+                };
+                return (w, source, Some(age));
             }
         }
         let mature = now.saturating_duration_since(rig.first_seen) >= ESTIMATE_MATURE;
@@ -100,6 +107,7 @@ impl Registry {
             priority: group.map_or(0, |g| g.priority),
             power: Watts::from_kw(watts / 1000.0),
             efficiency: group.and_then(|g| g.j_per_th),
+            path: rig.control.as_ref().map_or(ControlPath::None, |c| c.path()),
         }
     }
 }
@@ -109,6 +117,7 @@ impl Registry {
 pub fn changed_enough(old: &RigInfo, new: &RigInfo) -> bool {
     let (a, b) = (old.power.0 as f64, new.power.0 as f64);
     old.group != new.group
+        || old.path != new.path
         || old.priority != new.priority
         || old.efficiency != new.efficiency
         || (a - b).abs() > 0.05 * a.max(b)

@@ -8,7 +8,7 @@ fn group(firmware: bool) -> RigGroup {
         model: String::new(),
         rated_w: 3250.0,
         j_per_th: Some(34.0),
-        firmware: firmware.then_some(crate::firmware::FirmwareKind::Luxos),
+        firmware: firmware.then_some(crate::firmware::FirmwareKind::Luxos.into()),
         api_port: None,
         username: None,
         password_env: None,
@@ -30,6 +30,8 @@ fn rig(seen: Instant, control: Option<Arc<dyn RigControl>>) -> RigEntry {
         hashrate: 50e12,
         last_share_unix_ms: 0,
         firmware_power: None,
+        power_metered: false,
+        cut_at: None,
         first_seen: seen,
         disconnected_since: None,
         conflicts: 0,
@@ -174,6 +176,8 @@ fn credentials_go_only_where_the_config_allows() {
         group: Some("g".into()),
         management: Some("10.0.9.17:14028".parse().unwrap()),
         rated_w: None,
+        pdu: None,
+        outlet: None,
     };
     let mut reg = registry(vec![hall()], &[listed]);
     reg.sync(
@@ -311,6 +315,8 @@ fn listed_rigs_count_before_they_connect_and_share_times_are_read_live() {
         group: None,
         management: Some("10.0.1.30:4028".parse().unwrap()),
         rated_w: None,
+        pdu: None,
+        outlet: None,
     };
     let mut reg = registry(vec![hall()], &[listed]);
     assert_eq!(reg.ensure_listed(now), vec![RigId("farm.z".into())]);
@@ -330,4 +336,118 @@ fn listed_rigs_count_before_they_connect_and_share_times_are_read_live() {
     );
     shared.touch();
     assert!(reg.rigs[&RigId("farm.z".into())].live_last_share_unix_ms() > 0);
+}
+
+/// Issue 14: a `[[rig]]` with `pdu`/`outlet` gets its outlet; a PDU-only rig is counted
+/// before it connects with its outlet as its only control, and gains nothing else; a
+/// firmware rig known by its outlet alone gains its management API once it connects; a
+/// claimant of its name from another address never reaches its outlet.
+#[test]
+fn listed_outlets_make_each_rig_s_control_path() {
+    use crate::control::power::fakes::{FakeOutlet, Sim};
+    use crate::control::power::path::PathBounds;
+    use crate::control::power::ports::{ControlPath, OutletControl, OutletFactory};
+    let now = Instant::now();
+    let pdu_group = RigGroup {
+        name: "dumb".into(),
+        firmware: Some(crate::config::GroupControl::Pdu),
+        workers: vec!["dumb.*".into()],
+        ..group(false)
+    };
+    let listed = |worker: &str, group: &str, outlet: u16| RigOverride {
+        worker: worker.into(),
+        group: Some(group.into()),
+        management: None,
+        rated_w: None,
+        pdu: Some("pdu-a".into()),
+        outlet: Some(outlet),
+    };
+    let sim = Arc::new(std::sync::Mutex::new(Sim::default()));
+    let outlets: OutletFactory = Arc::new(move |pdu: &str, n: u16| {
+        (pdu == "pdu-a")
+            .then(|| Arc::new(FakeOutlet(sim.clone())) as Arc<dyn OutletControl>)
+            .filter(|_| n < 100)
+    });
+    let mut reg = registry(
+        vec![hall(), pdu_group],
+        &[
+            listed("dumb.1", "dumb", 1),
+            listed("farm.7", "g", 7),
+            listed("farm.bad", "g", 100),
+        ],
+    )
+    .with_outlets(Some(outlets), PathBounds::default());
+    let mut new = reg.ensure_listed(now);
+    new.sort();
+    assert_eq!(
+        new,
+        [
+            RigId("dumb.1".into()),
+            RigId("farm.7".into()),
+            RigId("farm.bad".into())
+        ]
+    );
+    let path = |reg: &Registry, id: &str| {
+        reg.rigs[&RigId(id.into())]
+            .control
+            .as_ref()
+            .map(|c| c.path())
+    };
+    assert_eq!(path(&reg, "dumb.1"), Some(ControlPath::Pdu));
+    // Not connected yet: its outlet is all it has.
+    assert_eq!(path(&reg, "farm.7"), Some(ControlPath::Pdu));
+    // The factory knows no such outlet: nothing.
+    assert_eq!(path(&reg, "farm.bad"), None);
+    reg.sync(
+        &[
+            miner(1, "farm.7", "10.0.1.7:4000", 1e14),
+            miner(2, "dumb.1", "10.0.1.8:4000", 1e14),
+        ],
+        now,
+    );
+    assert_eq!(path(&reg, "farm.7"), Some(ControlPath::FirmwareAndPdu));
+    assert_eq!(path(&reg, "dumb.1"), Some(ControlPath::Pdu));
+    assert_eq!(
+        reg.info(&reg.rigs[&RigId("farm.7".into())], now).path,
+        ControlPath::FirmwareAndPdu
+    );
+    // Another address claims farm.7: its alias has the firmware of its own address at
+    // most, never the outlet.
+    reg.sync(
+        &[
+            miner(1, "farm.7", "10.0.1.7:4000", 1e14),
+            miner(3, "farm.7", "10.0.1.99:4000", 1e14),
+        ],
+        now,
+    );
+    let alias = RigId("farm.7@10.0.1.99".into());
+    assert_ne!(path(&reg, &alias.0), Some(ControlPath::FirmwareAndPdu));
+    assert_ne!(path(&reg, &alias.0), Some(ControlPath::Pdu));
+}
+
+/// A rig whose outlet hashshift cut is still known as cut after a restart (its outlet stays
+/// off until it is woken), and plans from before cuts existed read as not cut.
+#[test]
+fn a_cut_outlet_is_kept_across_a_restart() {
+    let now = Instant::now();
+    let mut reg = registry(vec![hall()], &[]);
+    let id = RigId("farm.1".into());
+    let known = KnownRig {
+        id: id.clone(),
+        identity: Identity::Answered,
+        home: Some("10.0.1.1".parse().unwrap()),
+        conflicts: 0,
+        cut: true,
+    };
+    reg.ensure(&id, Some(&known), now);
+    assert!(reg.rigs[&id].cut_at.is_some());
+    assert_eq!(reg.known(), std::slice::from_ref(&known));
+    let json = serde_json::to_string(&reg.known()).unwrap();
+    assert!(json.contains(r#""cut":true"#), "{json}");
+    let old: KnownRig =
+        serde_json::from_str(r#"{"id":"farm.1","identity":"answered","home":"10.0.1.1"}"#).unwrap();
+    assert!(!old.cut);
+    reg.rigs.get_mut(&id).unwrap().cut_at = None;
+    let json = serde_json::to_string(&reg.known()).unwrap();
+    assert!(!json.contains("cut"), "not written when false: {json}");
 }
