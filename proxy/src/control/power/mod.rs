@@ -14,6 +14,7 @@ pub mod adapters;
 pub mod controller;
 mod error;
 pub mod ops;
+pub mod pdu_adapter;
 pub mod persist;
 pub mod ports;
 pub mod rigs;
