@@ -212,7 +212,9 @@ pub struct Reading {
 #[non_exhaustive]
 pub enum PduError {
     /// No answer in time (after the retries). SNMP agents drop requests with a wrong v2c
-    /// community silently, so this is also what a wrong community looks like. Retryable.
+    /// community silently, and a v3 refusal (unknown user, wrong digest) comes back as an
+    /// unauthenticated report the client does not trust, so this is also what wrong
+    /// credentials look like: the message says so. Retryable.
     #[error("PDU {pdu} ({addr}): no answer after {after:?}: agent down or unreachable{hint}")]
     Timeout {
         /// The PDU's name.
@@ -221,7 +223,7 @@ pub enum PduError {
         addr: SocketAddr,
         /// How long we waited in all.
         after: Duration,
-        /// For v2c: the note that a wrong community looks the same.
+        /// The note that wrong credentials look the same.
         hint: &'static str,
     },
     /// The socket failed (unreachable, refused by ICMP). Retryable.
@@ -234,8 +236,9 @@ pub enum PduError {
         /// The OS or transport error.
         detail: String,
     },
-    /// The agent refused our credentials (v3 unknown user, wrong digest, decryption error;
-    /// an authorization error). Not retryable: fix the user or passwords.
+    /// The agent refused us in a way we can trust: an authenticated v3 report, a reply that
+    /// failed authentication, `noAccess` / `authorizationError` (a read-only community or
+    /// user). Not retryable: fix the user, passwords or the agent's access rules.
     #[error("PDU {pdu} ({addr}): login refused: {detail}")]
     Auth {
         /// The PDU's name.
@@ -591,7 +594,12 @@ impl PduClient {
                 Security::V2c { .. } => {
                     " (or a wrong community: v2c agents drop those without a reply)"
                 }
-                Security::V3 { .. } => "",
+                // The agent answers a wrong user or password with an unauthenticated
+                // report; async-snmp does not trust it (anyone could forge one), so the
+                // request runs out its time.
+                Security::V3 { .. } => {
+                    " (or the agent refused the v3 user or passwords: its unauthenticated refusal is not trusted, so it looks the same)"
+                }
             },
         }
     }
