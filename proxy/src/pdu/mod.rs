@@ -497,8 +497,9 @@ impl PduClient {
                     let raw = integer(v).ok_or_else(|| {
                         self.malformed(format!("outlet {n} meter is {v:?}, not a number"))
                     })?;
-                    // i64 → f64 is exact below 2^53; meters are far below.
-                    let x = raw as f64 * scale;
+                    // i64 → f64 is exact below 2^53; meters are far below. Rounded to a
+                    // millionth so tenths of amperes read as 10.0, not 10.000000000000002.
+                    let x = (raw as f64 * scale * 1e6).round() / 1e6;
                     if x.is_finite() && (0.0..=1.0e6).contains(&x) {
                         Ok(Some(x))
                     } else {
