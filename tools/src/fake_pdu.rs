@@ -41,6 +41,17 @@ struct Outlet {
     on: bool,
     current: CurrentSource,
     switched: u64,
+    bogus: Option<BogusState>,
+}
+
+/// A wrong answer for an outlet's state column (fault injection: a PDU that does not follow
+/// its MIB must be an error, never a guess).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BogusState {
+    /// An integer that is neither on (1) nor off (2).
+    Integer(i32),
+    /// A string where an INTEGER belongs.
+    Text(String),
 }
 
 struct Table {
@@ -58,7 +69,14 @@ impl Table {
         let (column, n) = oid.split_at(oid.len().checked_sub(1)?);
         let outlet = self.outlet(*n.first()?)?;
         let state = Value::Integer(if outlet.on { 1 } else { 2 });
-        if column == CONTROL || column == STATE {
+        if column == STATE
+            && let Some(b) = &outlet.bogus
+        {
+            Some(match b {
+                BogusState::Integer(i) => Value::Integer(*i),
+                BogusState::Text(t) => Value::OctetString(t.clone().into()),
+            })
+        } else if column == CONTROL || column == STATE {
             Some(state)
         } else if column == LOAD {
             let amps = if outlet.on { (outlet.current)() } else { 0.0 };
@@ -222,6 +240,7 @@ impl FakePdu {
                     on: true,
                     current: Arc::new(|| 0.0),
                     switched: 0,
+                    bogus: None,
                 })
                 .collect(),
         }));
@@ -292,6 +311,14 @@ impl FakePdu {
         lock(&self.table)
             .outlet(u32::from(n))
             .map(|o| o.current = source)
+            .is_some()
+    }
+
+    /// Makes outlet `n`'s state column answer `bogus` (`None`: the truth again).
+    pub fn answer_state_with(&self, n: u16, bogus: Option<BogusState>) -> bool {
+        lock(&self.table)
+            .outlet(u32::from(n))
+            .map(|o| o.bogus = bogus)
             .is_some()
     }
 
@@ -379,6 +406,30 @@ mod tests {
         let wide = PduClient::new(s).unwrap();
         let e = wide.read_outlet(6).await.unwrap_err();
         assert!(matches!(e, PduError::NoSuchObject { .. }), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_pdu_off_its_mib_is_an_error_not_a_guess() {
+        let pdu = FakePdu::start(2, "lab").await.unwrap();
+        let client = PduClient::new(pdu.settings("fake")).unwrap();
+        for bogus in [BogusState::Integer(7), BogusState::Text("on".into())] {
+            pdu.answer_state_with(1, Some(bogus.clone()));
+            let e = client.read_outlet(1).await.unwrap_err();
+            assert!(matches!(e, PduError::Malformed { .. }), "{bogus:?}: {e}");
+            assert_eq!(
+                hashshift_proxy::error::Classify::retry(&e),
+                hashshift_proxy::error::Retry::No
+            );
+        }
+        pdu.answer_state_with(1, None);
+        assert!(client.read_outlet(1).await.unwrap().on);
+        // A wrong value for the command column is refused by the agent: wrongValue.
+        let mut s = pdu.settings("fake");
+        s.profile.control_off = 9;
+        let odd = PduClient::new(s).unwrap();
+        let e = odd.set_outlet(1, false).await.unwrap_err();
+        assert!(matches!(e, PduError::Refused { .. }), "{e}");
+        assert_eq!(pdu.is_on(1), Some(true));
     }
 
     #[tokio::test]
