@@ -38,7 +38,12 @@ async fn bounded<F: Future<Output = Result<()>>>(f: F) -> Result<()> {
 /// Switches outlet 3 off and on over SNMP and checks the agent's table and the reads.
 async fn set_and_read(agent: &Snmpd, client: &PduClient) -> Result<()> {
     agent.set_current(3, 6.5)?;
+    let cold = Instant::now();
     let r = client.read_outlet(3).await?;
+    eprintln!(
+        "first read (v3: engine discovery and key localization): {:?}",
+        cold.elapsed()
+    );
     ensure!(r.on, "outlet 3 starts on: {r:?}");
     ensure!(r.current_a == Some(6.5), "{r:?}");
     ensure!(r.power_w == Some(6.5 * 230.0), "current × voltage_v: {r:?}");
