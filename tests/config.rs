@@ -92,8 +92,8 @@ fn power_mistakes_name_their_key() {
     assert!(error_of(&format!("{BASE}{admin}{power}{group}")).contains("rig_group[0].addresses"));
     let rig = "\n[[rig]]\nworker = \"w\"\ngroup = \"nope\"\n";
     assert!(error_of(&format!("{BASE}{admin}{power}{rig}")).contains("rig[0].group"));
-    let fw = "\n[[rig_group]]\nname = \"a\"\nrated_w = 3000.0\nfirmware = \"whatsminer\"\n";
-    assert!(error_of(&format!("{BASE}{admin}{power}{fw}")).contains("whatsminer"));
+    let fw = "\n[[rig_group]]\nname = \"a\"\nrated_w = 3000.0\nfirmware = \"avalon\"\n";
+    assert!(error_of(&format!("{BASE}{admin}{power}{fw}")).contains("avalon"));
 }
 
 /// Numbers that would overflow or panic once turned into durations or watts are refused by

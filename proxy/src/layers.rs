@@ -9,7 +9,7 @@
 //! downstream   upstream                   miners, pools
 //! pool_link                               what miners and pools share; what control reads
 //! config   http_server                    the configuration (names firmware and gpu sections); the HTTP loop
-//! firmware   gpu                          rig and scheduler adapters
+//! firmware   gpu   pdu                    rig, scheduler and PDU adapters
 //! telemetry supervisor time error http_client noise_tcp keyfile sys
 //! ```
 //!
@@ -58,15 +58,17 @@ mod tests {
 
     /// Modules that may name only the parts listed (an empty list: a leaf).
     ///
-    /// `config` names `firmware` (`FirmwareKind`) and `gpu` (`GpuSchedulerConfig`, validated
-    /// by the adapter that will run it, so `check-config` refuses what `run` would): both sit
-    /// below `config` and name nothing above it.
+    /// `config` names `firmware` (`FirmwareKind`), `gpu` (`GpuSchedulerConfig`, validated
+    /// by the adapter that will run it, so `check-config` refuses what `run` would) and `pdu`
+    /// (vendor profiles and SNMP protocol names, checked by the code that uses them): all sit
+    /// below `config` and name nothing above it; `pdu` names only `error`.
     const ONLY: &[(&str, &[&str])] = &[
         ("telemetry", &[]),
         ("supervisor", &[]),
         ("time", &[]),
         ("error", &[]),
-        ("config", &["firmware", "gpu"]),
+        ("config", &["firmware", "gpu", "pdu"]),
+        ("pdu", &["error"]),
         ("pool_link", &["telemetry", "time"]),
     ];
 

@@ -15,6 +15,7 @@
 //! | [`http_server`] | the one HTTP/1.1 server loop (API and metrics): connection cap, header and idle timeouts |
 //! | [`keyfile`] | the SV2 authority key file (`hashshift keygen`) |
 //! | [`noise_tcp`] | the Noise NX handshake over TCP, responder and initiator sides |
+//! | [`pdu`] | switched PDUs over SNMP (v2c, v3 authPriv): outlet on/off, state and load; vendor profiles as data |
 //! | [`pool_link`] | what miners and pools share: work, shares and verdicts, assignments, the miner's record |
 //! | [`upstream`] | pools: connections, work, extranonce splitting, the failover/split router and manager |
 //! | [`proxy`] | the whole proxy assembled, with graceful shutdown |
@@ -42,6 +43,7 @@ pub mod http_server;
 pub mod keyfile;
 mod layers;
 pub mod noise_tcp;
+pub mod pdu;
 pub mod pool_link;
 pub mod proxy;
 pub mod supervisor;

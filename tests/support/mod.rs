@@ -13,6 +13,7 @@ pub mod process;
 pub mod rig;
 pub mod site;
 pub mod slurm;
+pub mod snmpd;
 pub mod sv2_miner;
 pub mod sv2_site;
 pub mod template_provider;

@@ -471,11 +471,17 @@ fn validate_outlet(
         (Some(_), None) => return Err(invalid(key("outlet"), "required with `pdu`")),
         (None, Some(_)) => return Err(invalid(key("pdu"), "required with `outlet`")),
         (Some(name), Some(outlet)) => {
-            if !pdus.iter().any(|p| &p.name == name) {
+            let Some(pdu) = pdus.iter().find(|p| &p.name == name) else {
                 return Err(invalid(key("pdu"), format!("no [[pdu]] named {name:?}")));
-            }
+            };
             if outlet == 0 {
                 return Err(invalid(key("outlet"), "outlets are numbered from 1"));
+            }
+            if outlet > pdu.outlets {
+                return Err(invalid(
+                    key("outlet"),
+                    format!("{name} has {} outlets (its `outlets`)", pdu.outlets),
+                ));
             }
             if let Some(other) = earlier.iter().find(|o| o.outlet() == r.outlet()) {
                 return Err(invalid(
@@ -528,7 +534,8 @@ mod tests {
             pdu: Vec<super::super::Pdu>,
         }
         let text = format!(
-            "[[pdu]]\nname = \"pdu-a\"\n\
+            "[[pdu]]\nname = \"pdu-a\"\naddress = \"127.0.0.1\"\nprofile = \"apc-rpdu\"\noutlets = 24\n\
+             version = \"2c\"\ncommunity_env = \"C\"\ninsecure_v2c = true\n\
              [[rig_group]]\nname = \"fw\"\nrated_w = 3000.0\nfirmware = \"luxos\"\n\
              [[rig_group]]\nname = \"dumb\"\nrated_w = 3000.0\nfirmware = \"pdu\"\n{rigs}"
         );
@@ -570,6 +577,11 @@ mod tests {
             ("outlet = 7", "rig[0].pdu", "required"),
             ("pdu = \"pdu-b\"\noutlet = 7", "rig[0].pdu", "no [[pdu]]"),
             ("pdu = \"pdu-a\"\noutlet = 0", "rig[0].outlet", "from 1"),
+            (
+                "pdu = \"pdu-a\"\noutlet = 25",
+                "rig[0].outlet",
+                "has 24 outlets",
+            ),
         ] {
             let e = pdu_site(&rig(extra)).unwrap_err();
             assert!(e.contains(key) && e.contains(says), "{extra}: {e}");

@@ -97,11 +97,10 @@ pub fn firmware_factory() -> ControlFactory {
     })
 }
 
-/// The outlets of the `[[pdu]]`s, for `[[rig]]` `pdu`/`outlet` (`None`: no PDU configured).
-// The SNMP adapter (`pdu_adapter::outlet_factory`) plugs in here.
+/// The outlets of the `[[pdu]]`s over SNMP, for `[[rig]]` `pdu`/`outlet` (`None`: no PDU
+/// configured).
 pub fn outlets(config: &crate::config::Config) -> Option<super::ports::OutletFactory> {
-    let _ = &config.pdu;
-    None
+    (!config.pdu.is_empty()).then(|| super::pdu_adapter::outlet_factory(&config.pdu))
 }
 
 impl GpuControl for GpuScheduler {

@@ -17,6 +17,7 @@ mod error;
 pub(crate) mod fakes;
 pub mod ops;
 pub mod path;
+pub mod pdu_adapter;
 pub mod persist;
 pub mod ports;
 pub mod rigs;
