@@ -513,6 +513,7 @@ pub fn start(
         asleep_at: HashMap::new(),
         told_to_sleep: HashSet::new(),
         cutting: HashSet::new(),
+        status_failing: HashSet::new(),
         pdu_cuts: PduCuts::default(),
         shed: shed::ShedTracker::new(
             config.gpu_scheduler.as_ref().map_or(

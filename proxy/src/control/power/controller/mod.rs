@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::ops::{self, Done, Op};
-use super::ports::{FirmwareState, GpuControl};
+use super::ports::{FirmwareState, GpuControl, PortError};
 use super::rigs::{KnownRig, Registry, changed_enough};
 use super::shed::ShedTracker;
 use super::{IdentityCounters, PowerView, Request};
@@ -135,6 +135,8 @@ pub(super) struct Controller {
     pub told_to_sleep: HashSet<RigId>,
     /// Rigs whose PDU cut is in flight (their status polls are not news meanwhile).
     pub cutting: HashSet<RigId>,
+    /// Rigs whose last status poll failed (audited once per streak, not on every poll).
+    pub status_failing: HashSet<RigId>,
     /// PDU cuts so far (metrics).
     pub pdu_cuts: super::PduCuts,
 }
@@ -282,6 +284,7 @@ impl Controller {
                 .map_err(|e| e.to_string())?;
         }
         self.last_status.remove(rig);
+        self.status_failing.remove(rig);
         self.sleep_commanded.remove(rig);
         self.told_to_sleep.remove(rig);
         self.identity.forgotten_operator.fetch_add(1, Relaxed);
@@ -298,6 +301,21 @@ impl Controller {
     fn confirm(&mut self, rig: &RigId, c: Confirmation) {
         if let Err(e) = self.arbiter.handle_confirmation(since_epoch(), rig, c) {
             debug!(rig = %rig, error = %e, "late confirmation");
+        }
+    }
+
+    /// A status poll failed (unreachable, refused, a reply that cannot be read): the rig keeps
+    /// the state it had (a rig we cannot read is never taken to be asleep), and the first
+    /// failure of a streak is warned and audited with the adapter's words.
+    fn status_failed(&mut self, rig: &RigId, e: &PortError) {
+        if self.status_failing.insert(rig.clone()) {
+            warn!(rig = %rig, error = %e, side = %e.side(), retry = %e.retry(), "rig status failed");
+            self.audit.record(AuditEvent::now(
+                "firmware",
+                "status-failed",
+                rig.0.clone(),
+                Some(e.to_string()),
+            ));
         }
     }
 
@@ -335,7 +353,19 @@ impl Controller {
             Done::Cut(rig, r) => self.on_cut(rig, r),
             Done::Status(rig, r) => {
                 self.status_in_flight = self.status_in_flight.saturating_sub(1);
-                let Ok(status) = r else { return };
+                let status = match r {
+                    Ok(status) => status,
+                    Err(e) => return self.status_failed(&rig, &e),
+                };
+                if self.status_failing.remove(&rig) {
+                    info!(rig = %rig, "rig's management API answers again");
+                    self.audit.record(AuditEvent::now(
+                        "firmware",
+                        "status-recovered",
+                        rig.0.clone(),
+                        None,
+                    ));
+                }
                 // A cut in flight settles the rig's state itself (outlet off, then quiet).
                 if self.cutting.contains(&rig) {
                     return;
@@ -445,6 +475,7 @@ impl Controller {
                 u.remove(&rig);
             }
             self.last_status.remove(&rig);
+            self.status_failing.remove(&rig);
             self.sleep_commanded.remove(&rig);
             self.told_to_sleep.remove(&rig);
             if self.arbiter.handle_rig_removed(since_epoch(), &rig).is_ok() {

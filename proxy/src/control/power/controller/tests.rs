@@ -100,6 +100,12 @@ firmware = "luxos"
 addresses = ["127.0.0.1/32"]
 [[pdu]]
 name = "pdu-a"
+address = "127.0.0.1:16100"
+profile = "apc-rpdu"
+outlets = 24
+version = "2c"
+community_env = "HASHSHIFT_TEST_NO_SUCH_VAR"
+insecure_v2c = true
 [[rig]]
 worker = "r1"
 group = "g"
@@ -315,4 +321,44 @@ async fn a_failed_cut_leaves_the_rig_escalated_and_drawing() {
         .rfind(|e| e.what == "pdu-cut")
         .and_then(|e| e.why);
     assert!(why.is_some_and(|w| w.contains("pdu timed out")));
+}
+
+/// A rig whose management API stops answering (here: every call refused while it "boots") is
+/// never taken to be asleep; the first failure is audited with the adapter's words, once per
+/// streak, and the recovery too.
+#[tokio::test]
+async fn failed_status_polls_are_audited_once_and_never_read_as_asleep() {
+    let site = start(Sim::default());
+    site.until(5, "rig counted", |v| {
+        rig(v).is_some_and(|r| r.state == RigState::Mining)
+    })
+    .await;
+    site.sim.lock().unwrap().booting_calls = u32::MAX;
+    let audits = |what: &str| {
+        site.audit
+            .recent(200)
+            .into_iter()
+            .filter(|e| e.what == what)
+            .collect::<Vec<_>>()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while audits("status-failed").is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no status-failed audit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Several more polls fail meanwhile: still one audit, and the rig still counts as mining.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let failed = audits("status-failed");
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    assert!(
+        failed[0].why.as_deref().is_some_and(|r| r.contains("booting")),
+        "{failed:#?}"
+    );
+    assert_eq!(rig(&site.power.view()).unwrap().state, RigState::Mining);
+    site.sim.lock().unwrap().booting_calls = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while audits("status-recovered").is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no status-recovered audit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
