@@ -24,6 +24,7 @@ use hashshift_tools::fake_firmware::{
     FakeAntminer, FakeAntminerConfig, FakeLuxos, FakeLuxosConfig, FakePhase, FakeVnish,
     FakeVnishConfig, FakeWhatsminer, FakeWhatsminerConfig,
 };
+use hashshift_tools::testpool::TestPool;
 use serde_json::Value;
 use support::power_site::{DIFF, ask_at, confirmed_asleep, position, quick, until_at};
 use support::process::{Running, run_command};
@@ -94,6 +95,58 @@ fn rig<'a>(rigs: &'a Value, id: &str) -> &'a Value {
 fn all_mining(rigs: &Value, ids: &[&str]) -> bool {
     ids.iter()
         .all(|id| rig(rigs, id)["state"] == "mining" && !rig(rigs, id)["conn"].is_null())
+}
+
+/// Index of the audit event granting the GPU side `watts`.
+fn grant(events: &Value, watts: &str) -> Option<usize> {
+    position(events, |e| {
+        e["what"] == "action"
+            && e["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("set_gpu_budget") && d.contains(watts))
+    })
+}
+
+/// The GPU job ends: every rig in `ids` is counted mining again, and each miner gets a share
+/// accepted after the wake (not one left over from before the sleep).
+async fn job_ends_and_rigs_mine(socket: &Path, ids: &[&str], miners: &[Miner]) -> Result<()> {
+    let before: Vec<u64> = miners
+        .iter()
+        .map(|m| m.accepted.load(Ordering::Relaxed))
+        .collect();
+    ask_at(
+        socket,
+        Command::GpuRequest {
+            kw: 0.0,
+            reason: None,
+        },
+    )
+    .await?;
+    until_at(socket, "every rig mining again", 90, Command::Rigs, |r| {
+        all_mining(r, ids)
+    })
+    .await?;
+    for ((id, m), before) in ids.iter().zip(miners).zip(&before) {
+        tokio::time::timeout(STEP, async {
+            while m.accepted.load(Ordering::Relaxed) <= *before {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .with_context(|| format!("{id}: no share accepted after the wake"))?;
+    }
+    Ok(())
+}
+
+/// Stops the miners, the proxy and the pool, and removes the test's folder.
+async fn finish(miners: Vec<Miner>, proxy: Running, pool: TestPool, dir: &Path) -> Result<()> {
+    for m in miners {
+        m.stop().await;
+    }
+    drop(proxy);
+    pool.shutdown().await;
+    std::fs::remove_dir_all(dir)?;
+    Ok(())
 }
 
 fn hashing(phase: FakePhase) -> bool {
@@ -200,52 +253,19 @@ async fn stock_antminer_whatsminer_vnish_and_luxos_rigs_sleep_for_the_gpu_and_wa
     }
     let events = ask_at(&socket, Command::Events { limit: Some(1000) }).await?;
     let confirmed = confirmed_asleep(&events);
-    let grant = position(&events, |e| {
-        e["what"] == "action"
-            && e["detail"]
-                .as_str()
-                .is_some_and(|d| d.contains("set_gpu_budget") && d.contains("13000"))
-    });
+    let grant = grant(&events, "13000");
     assert_eq!(confirmed.len(), 4, "{events:#}");
     assert!(
         grant.is_some_and(|g| confirmed.iter().all(|c| *c < g)),
         "every sleep confirmed before the grant: {events:#}"
     );
-    let asleep: Vec<u64> = miners
-        .iter()
-        .map(|m| m.accepted.load(Ordering::Relaxed))
-        .collect();
 
     // The job ends: every rig is woken through its own API and mines again.
-    ask_at(
-        &socket,
-        Command::GpuRequest {
-            kw: 0.0,
-            reason: None,
-        },
-    )
-    .await?;
-    until_at(&socket, "every rig mining again", 90, Command::Rigs, |r| {
-        all_mining(r, &ids)
-    })
-    .await?;
-    for ((worker, _, _, phase), (m, before)) in rigs.iter().zip(miners.iter().zip(&asleep)) {
+    job_ends_and_rigs_mine(&socket, &ids, &miners).await?;
+    for (worker, _, _, phase) in &rigs {
         assert!(hashing(phase()), "{worker}");
-        tokio::time::timeout(STEP, async {
-            while m.accepted.load(Ordering::Relaxed) <= *before {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-        .await
-        .with_context(|| format!("{worker}: no share accepted after the wake"))?;
     }
-    for m in miners {
-        m.stop().await;
-    }
-    drop(proxy);
-    pool.shutdown().await;
-    std::fs::remove_dir_all(&dir)?;
-    Ok(())
+    finish(miners, proxy, pool, &dir).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -368,12 +388,7 @@ async fn a_rig_that_ignores_its_sleep_is_cut_at_its_snmp_outlet_and_woken_throug
             && e.to_string().contains("farm.rig0")
             && e.to_string().contains("done")
     });
-    let grant = position(&events, |e| {
-        e["what"] == "action"
-            && e["detail"]
-                .as_str()
-                .is_some_and(|d| d.contains("set_gpu_budget") && d.contains("6500"))
-    });
+    let grant = grant(&events, "6500");
     let confirmed = confirmed_asleep(&events);
     assert!(cut_done.is_some(), "the cut is audited: {events:#}");
     assert_eq!(confirmed.len(), 2, "{events:#}");
@@ -381,39 +396,9 @@ async fn a_rig_that_ignores_its_sleep_is_cut_at_its_snmp_outlet_and_woken_throug
         grant.is_some_and(|g| cut_done.is_some_and(|c| c < g) && confirmed.iter().all(|c| *c < g)),
         "break before make: the cut and both confirmations come before the grant: {events:#}"
     );
-    let accepted: Vec<u64> = miners
-        .iter()
-        .map(|m| m.accepted.load(Ordering::Relaxed))
-        .collect();
 
     // The job ends: both outlets come back on and both rigs mine again.
-    ask_at(
-        &socket,
-        Command::GpuRequest {
-            kw: 0.0,
-            reason: None,
-        },
-    )
-    .await?;
-    until_at(&socket, "both rigs mining again", 90, Command::Rigs, |r| {
-        all_mining(r, &ids)
-    })
-    .await?;
+    job_ends_and_rigs_mine(&socket, &ids, &miners).await?;
     assert!(snmpd.outlet(3)?.on && snmpd.outlet(5)?.on);
-    for ((id, m), before) in ids.iter().zip(&miners).zip(&accepted) {
-        tokio::time::timeout(STEP, async {
-            while m.accepted.load(Ordering::Relaxed) <= *before {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-        .await
-        .with_context(|| format!("{id}: no share accepted after the wake"))?;
-    }
-    for m in miners {
-        m.stop().await;
-    }
-    drop(proxy);
-    pool.shutdown().await;
-    std::fs::remove_dir_all(&dir)?;
-    Ok(())
+    finish(miners.into(), proxy, pool, &dir).await
 }

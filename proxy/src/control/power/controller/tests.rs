@@ -343,7 +343,10 @@ async fn failed_status_polls_are_audited_once_and_never_read_as_asleep() {
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while audits("status-failed").is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "no status-failed audit");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no status-failed audit"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Several more polls fail meanwhile: still one audit, and the rig still counts as mining.
@@ -351,14 +354,20 @@ async fn failed_status_polls_are_audited_once_and_never_read_as_asleep() {
     let failed = audits("status-failed");
     assert_eq!(failed.len(), 1, "{failed:#?}");
     assert!(
-        failed[0].why.as_deref().is_some_and(|r| r.contains("booting")),
+        failed[0]
+            .why
+            .as_deref()
+            .is_some_and(|r| r.contains("booting")),
         "{failed:#?}"
     );
     assert_eq!(rig(&site.power.view()).unwrap().state, RigState::Mining);
     site.sim.lock().unwrap().booting_calls = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while audits("status-recovered").is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "no status-recovered audit");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no status-recovered audit"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
