@@ -12,6 +12,12 @@ mkdir -p "corpus/$target"
 if [ -d "seeds/$target" ]; then
     cp seeds/"$target"/* "corpus/$target/"
 fi
+if [ "$target" = firmware_replies ]; then
+    # Replies captured from real machines (the adapters' own fixtures) are its realistic seeds.
+    for f in ../tools/fixtures/firmware/*/*; do
+        case "$f" in */sources.toml) ;; *) cp "$f" "corpus/$target/$(basename "$(dirname "$f")")-$(basename "$f")" ;; esac
+    done
+fi
 if [ "$target" = config_toml ]; then
     # The shipped configurations are the realistic seeds of the loader.
     cp ../config.example.toml "corpus/$target/config.example.toml"
