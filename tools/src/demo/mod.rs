@@ -7,14 +7,23 @@
 //! and per pool (state, miners, shares as the pool judged them). `--failover-at` kills the
 //! primary pool mid-run to show miners moving to the standby and back.
 //!
-//! The workload switch: every rig also answers a fake LuxOS management API
-//! (`firmware::fake`), and the proxy runs power control under a site cap a little above the
-//! fleet's draw, with its admin socket in a temporary directory (printed, so `hashshift ctl`
-//! can watch it from another terminal) and the NOC page on an HTTP port (printed, with a
-//! fresh token for its drain and resume buttons). At `--gpu-at` a simulated GPU job asks for half the
-//! site's power: rigs are put to sleep (a sleeping rig stops hashing), confirmed, and only
-//! then is the budget granted; after `--gpu-for` seconds the job ends and the rigs resume,
-//! staggered.
+//! The workload switch: every control path hashshift has, one rig each, cycling with
+//! `--rigs`: a LuxOS management API ([`FakeLuxos`]), a stock Antminer web API
+//! ([`FakeAntminer`]), a Whatsminer API ([`FakeWhatsminer`]), a rig with no management API on
+//! an outlet of a switched PDU that speaks SNMP ([`FakePdu`]), a VNish web API ([`FakeVnish`]),
+//! and a LuxOS rig whose firmware takes the sleep command and keeps hashing, on a PDU outlet
+//! too: hashshift cuts that outlet after `confirm_deadline_secs` (12 s here). A rig hashes
+//! while its outlet (if any) is on and its firmware (if any) says it mines. The proxy runs
+//! power control under a site cap a little above the fleet's draw, with its admin socket in a
+//! temporary directory (printed, so `hashshift ctl` can watch it from another terminal) and
+//! the NOC page on an HTTP port (printed, with a fresh token for its drain and resume
+//! buttons). At `--gpu-at` a simulated GPU job asks for half the site's power: rigs are put
+//! to sleep (a sleeping rig stops hashing), confirmed, and only then is the budget granted.
+//! Halfway through the job an operator drains the PDU-only rig (hashshift drains such a rig
+//! by itself only as the last resort); after `--gpu-for` seconds the job ends, that rig is
+//! resumed and the rigs wake, staggered. The rigs' password and the PDU's community are fresh
+//! per run, in the environment variables [`PASSWORD_ENV`] and [`COMMUNITY_ENV`] (`main` sets
+//! them, see [`secrets`]), which the proxy reads as it would on a real site.
 
 mod summary;
 
@@ -316,10 +325,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("hashshift-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).context("demo state directory")?;
     // The proxy reads these from the environment, as it would on a real site; `main` set
-    // them. Run in-process without them (a test calling `run`), fixed lab values are used
-    // for both sides instead, and the groups and the PDU simply fail to log in.
-    let password = std::env::var(PASSWORD_ENV).unwrap_or_default();
-    let community = std::env::var(COMMUNITY_ENV).unwrap_or_default();
+    // them before its runtime started.
+    let secret = |var: &str| {
+        std::env::var(var)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .with_context(|| format!("{var} is not set (`hashshift demo` sets it)"))
+    };
+    let password = secret(PASSWORD_ENV)?;
+    let community = secret(COMMUNITY_ENV)?;
     let outlets = (0..args.rigs).filter(|&i| Kind::of(i).outlet()).count();
     let pdu = if outlets > 0 {
         let outlets = u16::try_from(outlets).context("too many PDU outlets")?;
