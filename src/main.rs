@@ -101,6 +101,15 @@ fn main() -> ExitCode {
         Command::Bench(args) => hashshift_tools::bench::main(args),
         Command::Ctl(args) => hashshift_proxy::control::admin::ctl::main(args),
         Command::Demo(args) => {
+            // The demo's rigs and PDU get fresh secrets, which its in-process proxy reads from
+            // the environment (`password_env`, `community_env`) as a real one does.
+            for (var, value) in hashshift_tools::demo::secrets() {
+                // SAFETY: `set_var` is unsound only while another thread may read or write
+                // the environment. None exists yet: the process is still on its main thread
+                // (argument parsing and the tracing subscriber start none; the tokio runtime,
+                // the first to spawn threads, is built on the next line, after this loop).
+                unsafe { std::env::set_var(var, value) };
+            }
             match runtime().and_then(|rt| rt.block_on(hashshift_tools::demo::run(args))) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

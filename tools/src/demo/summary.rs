@@ -1,5 +1,5 @@
-//! The demo's periodic report: rigs (firmware style, power state, difficulty, hashrate,
-//! shares), pools (state, miners, shares as the pools judged them) and the power budget.
+//! The demo's periodic report: rigs (the management API it speaks, how hashshift controls it
+//! — the `control` of `ctl rigs` — power state, difficulty, hashrate, shares), pools (state, miners, shares as the pools judged them) and the power budget.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -26,24 +26,32 @@ pub fn summary(
     );
     let _ = writeln!(
         out,
-        "{:<26} {:<10} {:<9} {:>10} {:>12} {:>9} {:>9}",
-        "worker", "firmware", "power", "difficulty", "hashrate", "accepted", "rejected"
+        "{:<26} {:<10} {:<14} {:<9} {:>10} {:>12} {:>9} {:>9}",
+        "worker", "api", "control", "power", "difficulty", "hashrate", "accepted", "rejected"
     );
     for rig in rigs {
         let s = rig.stats();
         let hashrate = s.accepted_difficulty * 4_294_967_296.0 / secs;
-        let state = power
-            .and_then(|p| {
-                p.rigs.get(&hashshift_proxy::control::arbiter::RigId(
-                    rig.worker.clone(),
-                ))
-            })
-            .map_or("-".to_owned(), |r| format!("{:?}", r.state).to_lowercase());
+        let side = power.and_then(|p| {
+            p.rigs.get(&hashshift_proxy::control::arbiter::RigId(
+                rig.worker.clone(),
+            ))
+        });
+        let state = side.map_or("-".to_owned(), |r| format!("{:?}", r.state).to_lowercase());
+        // `escalated`: its last command went unconfirmed (a cut may follow).
+        let control = side.map_or("-".to_owned(), |r| {
+            if r.escalated && r.control != "pdu-cut" {
+                format!("{}!", r.control)
+            } else {
+                r.control.clone()
+            }
+        });
         let _ = writeln!(
             out,
-            "{:<26} {:<10} {:<9} {:>10.6} {:>12} {:>9} {:>9}{}",
+            "{:<26} {:<10} {:<14} {:<9} {:>10.6} {:>12} {:>9} {:>9}{}",
             rig.worker,
             rig.kind,
+            control,
             state,
             s.difficulty,
             human_rate(hashrate),
@@ -96,6 +104,13 @@ pub fn summary(
             s.gpu_wanted.kw(),
             (s.budget.kw() - s.mining.kw() - s.gpu_granted.kw()).max(0.0),
         );
+        if p.pdu_cuts.done + p.pdu_cuts.failed > 0 {
+            let _ = writeln!(
+                out,
+                "PDU cuts (sleeps not confirmed, escalated to the outlet): {} done, {} failed",
+                p.pdu_cuts.done, p.pdu_cuts.failed
+            );
+        }
     }
     out.push('\n');
     out
