@@ -75,8 +75,9 @@ pub fn repair(raw: &[u8]) -> Vec<u8> {
                 out.extend_from_slice(b"null");
                 i += 4;
             }
-            // `,}` / `,]`: a trailing comma; `[,`: a leading one. Both dropped.
-            b',' if next_significant(&raw[i + 1..]).is_some_and(|c| c == b'}' || c == b']')
+            // `,}` / `,]`: a trailing comma (a run of them: `,,}`); `[,`: a leading one. All
+            // dropped, so a second repair finds nothing left to change.
+            b',' if next_past_commas(&raw[i + 1..]).is_some_and(|c| c == b'}' || c == b']')
                 || last_significant(&out) == Some(b'[') =>
             {
                 i += 1;
@@ -106,9 +107,11 @@ fn starts_word(s: &[u8], word: &[u8]) -> bool {
     s.starts_with(word) && s.get(word.len()).is_none_or(|c| !c.is_ascii_alphanumeric())
 }
 
-/// The first byte of `s` that is not whitespace.
-fn next_significant(s: &[u8]) -> Option<u8> {
-    s.iter().copied().find(|c| !c.is_ascii_whitespace())
+/// The first byte of `s` that is neither whitespace nor a comma.
+fn next_past_commas(s: &[u8]) -> Option<u8> {
+    s.iter()
+        .copied()
+        .find(|c| !c.is_ascii_whitespace() && *c != b',')
 }
 
 /// The last byte of `s` that is not whitespace.
@@ -433,6 +436,11 @@ mod tests {
         // Inside strings they are data.
         let v = parse_reply(br#"{"Msg":"a,}[,b"}"#).unwrap();
         assert_eq!(v["Msg"], "a,}[,b");
+        // A run of them goes at once: a second repair changes nothing (found by the
+        // firmware_replies fuzz target).
+        let once = repair(b"{\"a\":[1,, ,,  ],\"b\":2,,,}");
+        assert_eq!(repair(&once), once);
+        assert_eq!(once, br#"{"a":[1   ],"b":2}"#.to_vec());
     }
 
     /// A reply ended by a newline on a connection the peer keeps open is read at once, not
