@@ -184,6 +184,18 @@ impl Suite {
         }
     }
 
+    /// The truth at the moment the proxy died: what a live proxy commanded up to its last
+    /// instant (a wake acknowledged between the last sample and the kill) is its own doing;
+    /// only a rig that wakes after this, with nothing left to command it, is a violation.
+    pub(super) fn baseline_at_kill(&mut self) {
+        let up = self
+            .rigs
+            .iter()
+            .filter(|r| r.phase() != FakePhase::Sleeping)
+            .count();
+        self.watch.true_up = Some(up);
+    }
+
     /// While the proxy is down only the truth can be checked: nothing may wake.
     pub(super) fn check_truth_only(&mut self, it: u64) {
         let up = self

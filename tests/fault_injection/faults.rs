@@ -74,6 +74,9 @@ impl Suite {
         let op_age = self.last_op_at.elapsed();
         let proc = self.proc.take().context("no proxy to kill")?;
         let signal = proc.kill9()?;
+        // A command the proxy wrote just before it died still reaches its rig: let it land.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.baseline_at_kill();
         if signal == Some(9) {
             *self.tally.verified.entry("Kill9".into()).or_default() += 1;
         } else {
