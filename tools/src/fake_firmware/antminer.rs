@@ -135,11 +135,6 @@ impl FakeAntminer {
         })
     }
 
-    /// The web API's address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// An [`Endpoint`] for this rig with the credentials it accepts.
     pub fn endpoint(&self) -> Endpoint {
         Endpoint::new(
@@ -147,21 +142,6 @@ impl FakeAntminer {
             self.addr,
             self.shared.config.credentials.clone(),
         )
-    }
-
-    /// The simulated rig now.
-    pub fn snapshot(&self) -> RigSnapshot {
-        self.shared.lock().rig.snapshot(Instant::now())
-    }
-
-    /// The simulated rig's phase now.
-    pub fn phase(&self) -> FakePhase {
-        self.snapshot().phase
-    }
-
-    /// Requests received so far, by `METHOD path` (`401` counts challenges sent).
-    pub fn counters(&self) -> Counters {
-        self.shared.lock().counters.clone()
     }
 
     /// The stored miner config (what `get_miner_conf.cgi` answers).
@@ -184,32 +164,13 @@ impl FakeAntminer {
     pub fn expire_next_nonces(&self, n: u32) {
         self.shared.lock().doom_next = n;
     }
-
-    /// Hang: read requests, never answer.
-    pub fn set_silent(&self, on: bool) {
-        self.shared.faults.set_silent(on);
-    }
-
-    /// Answer every authenticated request with a truncated JSON body.
-    pub fn set_malformed(&self, on: bool) {
-        self.shared.faults.set_malformed(on);
-    }
-
-    /// Accept config writes but leave the rig as it is (tests confirmation deadlines).
-    pub fn set_stuck(&self, on: bool) {
-        self.shared.faults.set_stuck(on);
-    }
-
-    /// Replies a fault altered or withheld so far.
-    pub fn fault_hits(&self) -> u64 {
-        self.shared.faults.hits()
-    }
-
-    /// Stop serving and wait for open connections to end.
-    pub async fn shutdown(&self) {
-        self.server.shutdown().await;
-    }
 }
+
+fake_accessors!(
+    FakeAntminer,
+    "by `METHOD path` (`401` counts challenges sent)",
+    fault_hits
+);
 
 async fn serve(stream: TcpStream, shared: Arc<Shared>, cancel: CancellationToken) {
     let service = service_fn(move |req| handle(req, shared.clone(), cancel.clone()));

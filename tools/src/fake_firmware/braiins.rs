@@ -126,11 +126,6 @@ impl FakeBraiins {
         })
     }
 
-    /// The API's address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// An [`Endpoint`] for this rig with the credentials it accepts.
     pub fn endpoint(&self) -> Endpoint {
         Endpoint::new(
@@ -138,21 +133,6 @@ impl FakeBraiins {
             self.addr,
             self.shared.config.credentials.clone(),
         )
-    }
-
-    /// The simulated rig now.
-    pub fn snapshot(&self) -> RigSnapshot {
-        self.shared.lock().rig.snapshot(Instant::now())
-    }
-
-    /// The simulated rig's phase now.
-    pub fn phase(&self) -> FakePhase {
-        self.snapshot().phase
-    }
-
-    /// Requests received so far, by `METHOD path`.
-    pub fn counters(&self) -> Counters {
-        self.shared.lock().counters.clone()
     }
 
     /// Invalidate every token handed out so far (as a firmware restart does).
@@ -164,27 +144,9 @@ impl FakeBraiins {
     pub fn expire_next_tokens(&self, n: u32) {
         self.shared.lock().doom_next = n;
     }
-
-    /// Hang: read requests, never answer.
-    pub fn set_silent(&self, on: bool) {
-        self.shared.faults.set_silent(on);
-    }
-
-    /// Answer every request with a truncated JSON body.
-    pub fn set_malformed(&self, on: bool) {
-        self.shared.faults.set_malformed(on);
-    }
-
-    /// Acknowledge sleep/wake but leave the rig as it is (tests confirmation deadlines).
-    pub fn set_stuck(&self, on: bool) {
-        self.shared.faults.set_stuck(on);
-    }
-
-    /// Stop serving and wait for open connections to end.
-    pub async fn shutdown(&self) {
-        self.server.shutdown().await;
-    }
 }
+
+fake_accessors!(FakeBraiins, "by `METHOD path`");
 
 /// A reply body: `Content-Length` or chunked.
 pub(super) type Body = BoxBody<Bytes, Infallible>;

@@ -161,29 +161,9 @@ impl FakeLuxos {
         })
     }
 
-    /// The API's address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// An [`Endpoint`] for this rig (LuxOS `logon` needs no credentials).
     pub fn endpoint(&self) -> Endpoint {
         Endpoint::new(FirmwareKind::Luxos, self.addr, Credentials::default())
-    }
-
-    /// The simulated rig now.
-    pub fn snapshot(&self) -> RigSnapshot {
-        self.shared.lock().rig.snapshot(Instant::now())
-    }
-
-    /// The simulated rig's phase now.
-    pub fn phase(&self) -> FakePhase {
-        self.snapshot().phase
-    }
-
-    /// Commands received so far.
-    pub fn counters(&self) -> Counters {
-        self.shared.lock().counters.clone()
     }
 
     /// Whether a live (unexpired) session is open.
@@ -205,21 +185,6 @@ impl FakeLuxos {
         self.shared.lock().doom_next = n;
     }
 
-    /// Hang: read requests, never answer.
-    pub fn set_silent(&self, on: bool) {
-        self.shared.faults.set_silent(on);
-    }
-
-    /// Answer every request with truncated JSON.
-    pub fn set_malformed(&self, on: bool) {
-        self.shared.faults.set_malformed(on);
-    }
-
-    /// Reset every connection after reading its request, without answering.
-    pub fn set_reset(&self, on: bool) {
-        self.shared.faults.set_reset(on);
-    }
-
     /// Report the rig asleep in `config`, `power` and `summary` whatever it really does (the
     /// simulated rig, [`FakeLuxos::phase`], keeps its real state).
     pub fn set_lie_asleep(&self, on: bool) {
@@ -230,22 +195,9 @@ impl FakeLuxos {
     pub fn set_lie_watts(&self, watts: Option<u64>) {
         self.shared.faults.set_lie_watts(watts);
     }
-
-    /// Replies a fault altered or withheld so far.
-    pub fn fault_hits(&self) -> u64 {
-        self.shared.faults.hits()
-    }
-
-    /// Acknowledge sleep/wake but leave the rig as it is (tests confirmation deadlines).
-    pub fn set_stuck(&self, on: bool) {
-        self.shared.faults.set_stuck(on);
-    }
-
-    /// Stop serving and wait for open connections to end.
-    pub async fn shutdown(&self) {
-        self.server.shutdown().await;
-    }
 }
+
+fake_accessors!(FakeLuxos, "by command", reset, fault_hits);
 
 fn expire(inner: &mut Inner, now: Instant, ttl: Duration) {
     if inner

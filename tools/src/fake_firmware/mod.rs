@@ -31,6 +31,75 @@
 //! Each fake keeps its state behind one `std::sync::Mutex`, never held across an `.await`:
 //! the fakes are per-rig, so there is no contention between rigs.
 
+/// The accessors every fake has, over its `addr`, `shared` (state with `rig` and `counters`)
+/// and `server` fields: `addr`, `snapshot`, `phase`, `counters`, `set_silent`,
+/// `set_malformed`, `set_stuck` and `shutdown`; `reset` adds `set_reset`, `fault_hits` adds
+/// `fault_hits` (for the fakes that count their faults' hits). `$counted` says what the
+/// counters count.
+macro_rules! fake_accessors {
+    ($fake:ident, $counted:literal $(, $extra:ident)*) => {
+        impl $fake {
+            /// The API's address.
+            pub fn addr(&self) -> SocketAddr {
+                self.addr
+            }
+
+            /// The simulated rig now.
+            pub fn snapshot(&self) -> RigSnapshot {
+                self.shared.lock().rig.snapshot(Instant::now())
+            }
+
+            /// The simulated rig's phase now.
+            pub fn phase(&self) -> FakePhase {
+                self.snapshot().phase
+            }
+
+            #[doc = concat!("Requests received so far, ", $counted, ".")]
+            pub fn counters(&self) -> Counters {
+                self.shared.lock().counters.clone()
+            }
+
+            /// Hang: read requests, never answer.
+            pub fn set_silent(&self, on: bool) {
+                self.shared.faults.set_silent(on);
+            }
+
+            /// Answer requests with truncated JSON.
+            pub fn set_malformed(&self, on: bool) {
+                self.shared.faults.set_malformed(on);
+            }
+
+            /// Acknowledge sleep/wake commands but leave the rig as it is (tests confirmation
+            /// deadlines).
+            pub fn set_stuck(&self, on: bool) {
+                self.shared.faults.set_stuck(on);
+            }
+
+            /// Stop serving and wait for open connections to end.
+            pub async fn shutdown(&self) {
+                self.server.shutdown().await;
+            }
+        }
+        $(fake_accessors!(@ $fake $extra);)*
+    };
+    (@ $fake:ident reset) => {
+        impl $fake {
+            /// Reset every connection after reading its request, without answering.
+            pub fn set_reset(&self, on: bool) {
+                self.shared.faults.set_reset(on);
+            }
+        }
+    };
+    (@ $fake:ident fault_hits) => {
+        impl $fake {
+            /// Replies a fault altered or withheld so far.
+            pub fn fault_hits(&self) -> u64 {
+                self.shared.faults.hits()
+            }
+        }
+    };
+}
+
 mod antminer;
 mod braiins;
 pub mod fixtures;

@@ -142,11 +142,6 @@ impl FakeVnish {
         })
     }
 
-    /// The API's address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// An [`Endpoint`] for this rig with the password it accepts.
     pub fn endpoint(&self) -> Endpoint {
         Endpoint::new(
@@ -154,21 +149,6 @@ impl FakeVnish {
             self.addr,
             self.shared.config.credentials.clone(),
         )
-    }
-
-    /// The simulated rig now.
-    pub fn snapshot(&self) -> RigSnapshot {
-        self.shared.lock().rig.snapshot(Instant::now())
-    }
-
-    /// The simulated rig's phase now.
-    pub fn phase(&self) -> FakePhase {
-        self.snapshot().phase
-    }
-
-    /// Requests received so far, by `METHOD path` (`<other>` for unknown routes).
-    pub fn counters(&self) -> Counters {
-        self.shared.lock().counters.clone()
     }
 
     /// Invalidate every token handed out so far (as a firmware restart does).
@@ -192,27 +172,9 @@ impl FakeVnish {
     pub fn set_summary_locked(&self, on: bool) {
         self.shared.lock().summary_locked = on;
     }
-
-    /// Hang: read requests, never answer.
-    pub fn set_silent(&self, on: bool) {
-        self.shared.faults.set_silent(on);
-    }
-
-    /// Answer every request with a truncated JSON body.
-    pub fn set_malformed(&self, on: bool) {
-        self.shared.faults.set_malformed(on);
-    }
-
-    /// Acknowledge stop/start but leave the rig as it is (tests confirmation deadlines).
-    pub fn set_stuck(&self, on: bool) {
-        self.shared.faults.set_stuck(on);
-    }
-
-    /// Stop serving and wait for open connections to end.
-    pub async fn shutdown(&self) {
-        self.server.shutdown().await;
-    }
 }
+
+fake_accessors!(FakeVnish, "by `METHOD path` (`<other>` for unknown routes)");
 
 async fn serve(stream: TcpStream, shared: Arc<Shared>, cancel: CancellationToken) {
     let service = service_fn(move |req| handle(req, shared.clone(), cancel.clone()));

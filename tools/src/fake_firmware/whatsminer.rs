@@ -141,11 +141,6 @@ impl FakeWhatsminer {
         })
     }
 
-    /// The API's address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// An [`Endpoint`] for this rig with its admin password.
     pub fn endpoint(&self) -> Endpoint {
         Endpoint::new(
@@ -153,22 +148,6 @@ impl FakeWhatsminer {
             self.addr,
             Credentials::new("admin", self.shared.config.password.clone()),
         )
-    }
-
-    /// The simulated rig now.
-    pub fn snapshot(&self) -> RigSnapshot {
-        self.shared.lock().rig.snapshot(Instant::now())
-    }
-
-    /// The simulated rig's phase now.
-    pub fn phase(&self) -> FakePhase {
-        self.snapshot().phase
-    }
-
-    /// Commands received so far (`get_token`, `status`, `summary`, `power_off`, `power_on`,
-    /// `<other>`; encrypted commands counted by their `cmd` once decrypted).
-    pub fn counters(&self) -> Counters {
-        self.shared.lock().counters.clone()
     }
 
     /// Enable or disable API write access (as in WhatsMinerTool).
@@ -194,37 +173,14 @@ impl FakeWhatsminer {
     pub fn set_summary_down(&self, on: bool) {
         self.shared.lock().summary_down = on;
     }
-
-    /// Hang: read requests, never answer.
-    pub fn set_silent(&self, on: bool) {
-        self.shared.faults.set_silent(on);
-    }
-
-    /// Answer every request with truncated JSON.
-    pub fn set_malformed(&self, on: bool) {
-        self.shared.faults.set_malformed(on);
-    }
-
-    /// Reset every connection after reading its request, without answering.
-    pub fn set_reset(&self, on: bool) {
-        self.shared.faults.set_reset(on);
-    }
-
-    /// Acknowledge power_off/power_on but leave the rig as it is.
-    pub fn set_stuck(&self, on: bool) {
-        self.shared.faults.set_stuck(on);
-    }
-
-    /// Replies a fault altered or withheld so far.
-    pub fn fault_hits(&self) -> u64 {
-        self.shared.faults.hits()
-    }
-
-    /// Stop serving and wait for open connections to end.
-    pub async fn shutdown(&self) {
-        self.server.shutdown().await;
-    }
 }
+
+fake_accessors!(
+    FakeWhatsminer,
+    "by command (`get_token`, `status`, `summary`, `power_off`, `power_on`, `<other>`; encrypted commands counted by their `cmd` once decrypted)",
+    reset,
+    fault_hits
+);
 
 async fn serve(mut stream: TcpStream, shared: Arc<Shared>, cancel: CancellationToken) {
     let request = match tokio::time::timeout(READ_TIMEOUT, read_request(&mut stream)).await {
