@@ -26,20 +26,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::StatusCode;
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::rig::{FakePhase, RigModel, RigProfile, RigSnapshot};
-use super::{Counters, READ_TIMEOUT, Server};
+use super::{Counters, Server};
 use hashshift_proxy::firmware::antminer::{Mode, digest};
 use hashshift_proxy::firmware::{Credentials, Endpoint, FirmwareKind};
 
@@ -53,8 +50,6 @@ const CONF_TEMPLATE: &str =
 const SET_OK: &str = include_str!("../../fixtures/firmware/antminer/set_miner_conf-ok.json");
 const SET_ERROR: &str = include_str!("../../fixtures/firmware/antminer/set_miner_conf-error.json");
 
-/// Largest request body the fake reads.
-const MAX_BODY: usize = 16 * 1024;
 /// Live nonces remembered (older ones turn stale).
 const MAX_NONCES: usize = 256;
 
@@ -173,13 +168,10 @@ fake_accessors!(
 );
 
 async fn serve(stream: TcpStream, shared: Arc<Shared>, cancel: CancellationToken) {
-    let service = service_fn(move |req| handle(req, shared.clone(), cancel.clone()));
-    let _ = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(READ_TIMEOUT)
-        .keep_alive(false)
-        .serve_connection(TokioIo::new(stream), service)
-        .await;
+    super::serve_http(stream, move |req| {
+        handle(req, shared.clone(), cancel.clone())
+    })
+    .await;
 }
 
 type Reply = hyper::Response<Full<Bytes>>;
@@ -198,11 +190,9 @@ async fn handle(
     cancel: CancellationToken,
 ) -> Result<Reply, Infallible> {
     let (parts, body) = req.into_parts();
-    let body =
-        match tokio::time::timeout(READ_TIMEOUT, Limited::new(body, MAX_BODY).collect()).await {
-            Ok(Ok(body)) => body.to_bytes(),
-            _ => return Ok(reply(400, "bad body")),
-        };
+    let Some(body) = super::read_body(body).await else {
+        return Ok(reply(400, "bad body"));
+    };
     if shared.faults.silent() {
         shared.faults.hit();
         cancel.cancelled().await;

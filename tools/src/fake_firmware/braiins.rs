@@ -13,7 +13,7 @@
 //! the login reply). A refused login answers the `login-refused.json` body.
 //!
 //! HTTP is `hyper`'s server (one request per connection, no keep-alive); this file holds only
-//! the routes. The request head must arrive within [`READ_TIMEOUT`], the body too, and a body
+//! the routes. The request head must arrive within [`READ_TIMEOUT`](super::READ_TIMEOUT), the body too, and a body
 //! over 16 KiB is refused.
 
 use std::collections::HashSet;
@@ -23,24 +23,19 @@ use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::StatusCode;
 use hyper::body::{Frame, Incoming};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::rig::{FakePhase, RigModel, RigProfile, RigSnapshot};
-use super::{Counters, READ_TIMEOUT, Server};
+use super::{Counters, Server};
 use hashshift_proxy::firmware::{Credentials, Endpoint, FirmwareKind};
 
-/// Largest request body the fake reads.
-const MAX_BODY: usize = 16 * 1024;
 /// Tokens remembered at once (older ones are forgotten: the client logs in again).
 const MAX_TOKENS: usize = 1024;
 
@@ -152,14 +147,10 @@ fake_accessors!(FakeBraiins, "by `METHOD path`");
 pub(super) type Body = BoxBody<Bytes, Infallible>;
 
 async fn serve(stream: TcpStream, shared: Arc<Shared>, cancel: CancellationToken) {
-    let service = service_fn(move |req| handle(req, shared.clone(), cancel.clone()));
-    // Errors (a client that sent garbage or went away) only end this connection.
-    let _ = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(READ_TIMEOUT)
-        .keep_alive(false)
-        .serve_connection(TokioIo::new(stream), service)
-        .await;
+    super::serve_http(stream, move |req| {
+        handle(req, shared.clone(), cancel.clone())
+    })
+    .await;
 }
 
 async fn handle(
@@ -168,17 +159,13 @@ async fn handle(
     cancel: CancellationToken,
 ) -> Result<hyper::Response<Body>, Infallible> {
     let (parts, body) = req.into_parts();
-    let body =
-        match tokio::time::timeout(READ_TIMEOUT, Limited::new(body, MAX_BODY).collect()).await {
-            Ok(Ok(body)) => body.to_bytes(),
-            _ => {
-                return Ok(reply(
-                    400,
-                    json!({ "message": "bad body" }).to_string(),
-                    false,
-                ));
-            }
-        };
+    let Some(body) = super::read_body(body).await else {
+        return Ok(reply(
+            400,
+            json!({ "message": "bad body" }).to_string(),
+            false,
+        ));
+    };
     if shared.faults.silent() {
         // Hang until the fake shuts down (its server drops this connection then).
         cancel.cancelled().await;

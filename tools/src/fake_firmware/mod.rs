@@ -116,12 +116,19 @@ pub use vnish::{FakeVnish, FakeVnishConfig};
 pub use whatsminer::{FakeWhatsminer, FakeWhatsminerConfig, WhatsminerModel};
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -133,6 +140,9 @@ const MAX_CONNECTIONS: usize = 64;
 
 /// How long a fake waits for a complete request before dropping the connection.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Largest request body an HTTP fake reads.
+const MAX_REQUEST: usize = 16 * 1024;
 
 /// Fault switches shared by the fakes (set from tests at any time).
 #[derive(Debug)]
@@ -351,5 +361,32 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.cancel.cancel();
+    }
+}
+
+/// Serves one connection of an HTTP fake with `hyper`'s server: one request, no keep-alive,
+/// the request head within [`READ_TIMEOUT`]. Errors (a client that sent garbage or went away)
+/// only end this connection.
+async fn serve_http<F, Fut, B>(stream: TcpStream, handle: F)
+where
+    F: Fn(hyper::Request<Incoming>) -> Fut,
+    Fut: Future<Output = Result<hyper::Response<B>, Infallible>>,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let _ = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(READ_TIMEOUT)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), service_fn(handle))
+        .await;
+}
+
+/// An HTTP request's body, whole within [`READ_TIMEOUT`] and at most [`MAX_REQUEST`] bytes;
+/// `None` when it is not.
+async fn read_body(body: Incoming) -> Option<Bytes> {
+    match tokio::time::timeout(READ_TIMEOUT, Limited::new(body, MAX_REQUEST).collect()).await {
+        Ok(Ok(body)) => Some(body.to_bytes()),
+        _ => None,
     }
 }

@@ -16,7 +16,7 @@
 //! mining → `mining`, stopping → `shutting-down`, asleep → `stopped`, waking → `starting`.
 //!
 //! HTTP is `hyper`'s server (one request per connection, no keep-alive) like the Braiins OS+
-//! fake; the request head and body must arrive within [`READ_TIMEOUT`], a body over 16 KiB is
+//! fake; the request head and body must arrive within [`READ_TIMEOUT`](super::READ_TIMEOUT), a body over 16 KiB is
 //! refused.
 
 use std::collections::HashSet;
@@ -24,12 +24,8 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::AUTHORIZATION;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -37,11 +33,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::braiins::{Body, reply};
 use super::rig::{FakePhase, RigModel, RigProfile, RigSnapshot};
-use super::{Counters, READ_TIMEOUT, Server};
+use super::{Counters, Server};
 use hashshift_proxy::firmware::{Credentials, Endpoint, FirmwareKind};
 
-/// Largest request body the fake reads.
-const MAX_BODY: usize = 16 * 1024;
 /// Tokens remembered at once (older ones are forgotten: the client unlocks again).
 const MAX_TOKENS: usize = 1024;
 
@@ -177,14 +171,10 @@ impl FakeVnish {
 fake_accessors!(FakeVnish, "by `METHOD path` (`<other>` for unknown routes)");
 
 async fn serve(stream: TcpStream, shared: Arc<Shared>, cancel: CancellationToken) {
-    let service = service_fn(move |req| handle(req, shared.clone(), cancel.clone()));
-    // Errors (a client that sent garbage or went away) only end this connection.
-    let _ = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(READ_TIMEOUT)
-        .keep_alive(false)
-        .serve_connection(TokioIo::new(stream), service)
-        .await;
+    super::serve_http(stream, move |req| {
+        handle(req, shared.clone(), cancel.clone())
+    })
+    .await;
 }
 
 async fn handle(
@@ -193,11 +183,9 @@ async fn handle(
     cancel: CancellationToken,
 ) -> Result<hyper::Response<Body>, Infallible> {
     let (parts, body) = req.into_parts();
-    let body =
-        match tokio::time::timeout(READ_TIMEOUT, Limited::new(body, MAX_BODY).collect()).await {
-            Ok(Ok(body)) => body.to_bytes(),
-            _ => return Ok(reply(400, json!({ "err": "bad body" }).to_string(), false)),
-        };
+    let Some(body) = super::read_body(body).await else {
+        return Ok(reply(400, json!({ "err": "bad body" }).to_string(), false));
+    };
     if shared.faults.silent() {
         shared.faults.hit();
         // Hang until the fake shuts down (its server drops this connection then).
