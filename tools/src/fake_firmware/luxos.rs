@@ -25,17 +25,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::rig::{FakePhase, RigModel, RigProfile, RigSnapshot};
-use super::{Counters, READ_TIMEOUT, Server};
+use super::{Counters, Server};
 use hashshift_proxy::firmware::{Credentials, Endpoint, FirmwareKind};
-
-/// Largest request the fake reads.
-const MAX_REQUEST: usize = 16 * 1024;
 
 /// The captured replies the fake answers with (see the module docs).
 mod capture {
@@ -225,55 +221,12 @@ fn new_session(inner: &mut Inner, now: Instant) -> String {
     id
 }
 
-async fn serve(mut stream: TcpStream, shared: Arc<Shared>, cancel: CancellationToken) {
-    let mut buf = Vec::with_capacity(256);
-    let request =
-        match tokio::time::timeout(READ_TIMEOUT, read_request(&mut stream, &mut buf)).await {
-            Ok(Some(v)) => v,
-            _ => return,
-        };
-    if shared.faults.silent() {
-        shared.faults.hit();
-        cancel.cancelled().await;
-        return;
-    }
-    if shared.faults.reset() {
-        shared.faults.hit();
-        // A zero linger makes the close a reset (RST), as a crashing API server's does. Tokio
-        // deprecates it because a non-zero linger blocks the thread on drop; zero never does.
-        #[allow(deprecated)]
-        let _ = stream.set_linger(Some(Duration::ZERO));
-        return;
-    }
-    let reply = if shared.faults.malformed() {
-        shared.faults.hit();
-        b"{\"STATUS\":[{\"STATUS\":\"S\",\"Msg\":\"Summ".to_vec()
-    } else {
-        let mut r = answer(&shared, &request).into_bytes();
-        r.push(0);
-        r
-    };
-    let _ = stream.write_all(&reply).await;
-    let _ = stream.shutdown().await;
-}
-
-/// Read until the buffer holds one complete JSON value (the client does not close its side).
-async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Value> {
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 || buf.len() + n > MAX_REQUEST {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let text = buf.strip_suffix(b"\n").unwrap_or(buf);
-        match serde_json::from_slice::<Value>(text) {
-            Ok(v) => return Some(v),
-            Err(e) if e.is_eof() => continue,
-            // Not JSON: answer as LuxOS does, with an error status.
-            Err(_) => return Some(Value::Null),
-        }
-    }
+async fn serve(stream: TcpStream, shared: Arc<Shared>, cancel: CancellationToken) {
+    let malformed = b"{\"STATUS\":[{\"STATUS\":\"S\",\"Msg\":\"Summ";
+    super::serve_json_once(stream, &shared, &cancel, malformed, |request| {
+        Some(answer(&shared, request))
+    })
+    .await;
 }
 
 fn status_obj(letter: &str, code: u32, msg: &str) -> Value {
@@ -442,6 +395,7 @@ fn stats(snap: RigSnapshot, quirks: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// One request over the wire, the reply as it came (NUL stripped), or the I/O error.
     async fn ask(addr: SocketAddr, command: &str) -> std::io::Result<String> {

@@ -129,6 +129,8 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -141,7 +143,7 @@ const MAX_CONNECTIONS: usize = 64;
 /// How long a fake waits for a complete request before dropping the connection.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Largest request body an HTTP fake reads.
+/// Largest request (HTTP body, or 4028 JSON request) a fake reads.
 const MAX_REQUEST: usize = 16 * 1024;
 
 /// Fault switches shared by the fakes (set from tests at any time).
@@ -388,5 +390,68 @@ async fn read_body(body: Incoming) -> Option<Bytes> {
     match tokio::time::timeout(READ_TIMEOUT, Limited::new(body, MAX_REQUEST).collect()).await {
         Ok(Ok(body)) => Some(body.to_bytes()),
         _ => None,
+    }
+}
+
+/// One exchange of a 4028 JSON API fake (LuxOS, Whatsminer): read one JSON request within
+/// [`READ_TIMEOUT`], apply the faults (`silent` hangs, `reset` closes with RST, `malformed`
+/// sends `malformed` as the reply), else send `answer`'s reply with a trailing NUL, then
+/// close. `answer` returning `None` closes without a reply.
+async fn serve_json_once<C, S>(
+    mut stream: TcpStream,
+    shared: &Shared<C, S>,
+    cancel: &CancellationToken,
+    malformed: &[u8],
+    answer: impl FnOnce(&Value) -> Option<String>,
+) {
+    let request = match tokio::time::timeout(READ_TIMEOUT, read_json_request(&mut stream)).await {
+        Ok(Some(v)) => v,
+        _ => return,
+    };
+    if shared.faults.silent() {
+        shared.faults.hit();
+        cancel.cancelled().await;
+        return;
+    }
+    if shared.faults.reset() {
+        shared.faults.hit();
+        // A zero linger makes the close a reset (RST), as a crashing API server's does. Tokio
+        // deprecates it because a non-zero linger blocks the thread on drop; zero never does.
+        #[allow(deprecated)]
+        let _ = stream.set_linger(Some(Duration::ZERO));
+        return;
+    }
+    let reply = if shared.faults.malformed() {
+        shared.faults.hit();
+        malformed.to_vec()
+    } else {
+        let Some(reply) = answer(&request) else {
+            return;
+        };
+        let mut r = reply.into_bytes();
+        r.push(0);
+        r
+    };
+    let _ = stream.write_all(&reply).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Reads until the buffer holds one complete JSON value (the client does not close its side);
+/// a request that is not JSON reads as `null` (the fakes answer it with an error status).
+async fn read_json_request(stream: &mut TcpStream) -> Option<Value> {
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 || buf.len() + n > MAX_REQUEST {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        match serde_json::from_slice::<Value>(text) {
+            Ok(v) => return Some(v),
+            Err(e) if e.is_eof() => continue,
+            Err(_) => return Some(Value::Null),
+        }
     }
 }
