@@ -78,7 +78,7 @@ fn rejected(endpoint: &Endpoint, command: &str, resp: &Response) -> FirmwareErro
 }
 
 /// [`HttpError`] → [`FirmwareError`], keeping the step and the retry semantics (shared with
-/// the VNish adapter).
+/// the VNish and Antminer adapters).
 pub(super) fn firmware_error(addr: SocketAddr, command: String, e: HttpError) -> FirmwareError {
     match e {
         HttpError::Connect(source) => FirmwareError::Connect { addr, source },
