@@ -16,7 +16,6 @@
 //! the routes. The request head must arrive within [`READ_TIMEOUT`](super::READ_TIMEOUT), the body too, and a body
 //! over 16 KiB is refused.
 
-use std::collections::HashSet;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
@@ -33,11 +32,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::rig::{FakePhase, RigModel, RigProfile, RigSnapshot};
-use super::{Counters, Server};
+use super::{Counters, Server, Tokens};
 use hashshift_proxy::firmware::{Credentials, Endpoint, FirmwareKind};
-
-/// Tokens remembered at once (older ones are forgotten: the client logs in again).
-const MAX_TOKENS: usize = 1024;
 
 /// A captured reply, parsed once. The files are checked JSON (the adapter's unit tests parse
 /// them too); should one ever be broken, the fake answers `null` and those tests say why.
@@ -88,9 +84,7 @@ impl Default for FakeBraiinsConfig {
 
 struct Inner {
     rig: RigModel,
-    tokens: HashSet<String>,
-    next_token: u64,
-    doom_next: u32,
+    tokens: Tokens,
     counters: Counters,
 }
 
@@ -108,9 +102,7 @@ impl FakeBraiins {
     pub async fn start(config: FakeBraiinsConfig) -> std::io::Result<FakeBraiins> {
         let state = Inner {
             rig: RigModel::new(config.profile),
-            tokens: HashSet::new(),
-            next_token: 1,
-            doom_next: 0,
+            tokens: Tokens::default(),
             counters: Counters::default(),
         };
         let (addr, shared, server) = super::listen(config, state, serve).await?;
@@ -132,12 +124,12 @@ impl FakeBraiins {
 
     /// Invalidate every token handed out so far (as a firmware restart does).
     pub fn expire_tokens(&self) {
-        self.shared.lock().tokens.clear();
+        self.shared.lock().tokens.live.clear();
     }
 
     /// The next `n` tokens handed out are refused on first use.
     pub fn expire_next_tokens(&self, n: u32) {
-        self.shared.lock().doom_next = n;
+        self.shared.lock().tokens.doom_next = n;
     }
 }
 
@@ -240,19 +232,7 @@ fn answer(
         {
             return (401, LOGIN_REFUSED.clone(), false);
         }
-        let token = format!(
-            "tok{:016x}",
-            inner.next_token.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-        );
-        inner.next_token += 1;
-        if inner.doom_next > 0 {
-            inner.doom_next -= 1;
-        } else {
-            if inner.tokens.len() >= MAX_TOKENS {
-                inner.tokens.clear();
-            }
-            inner.tokens.insert(token.clone());
-        }
+        let token = inner.tokens.issue("tok", 16);
         let mut body = LOGIN.clone();
         body["token"] = json!(token);
         return (200, body, false);
@@ -260,9 +240,8 @@ fn answer(
     if !known {
         return (404, json!({ "message": "Not found" }), false);
     }
-    match authorization {
-        Some(t) if inner.tokens.contains(t) => {}
-        _ => return unauthorized(),
+    if !inner.tokens.accepts(authorization) {
+        return unauthorized();
     }
     match route {
         "PUT /api/v1/actions/pause" => {

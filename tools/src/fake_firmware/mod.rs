@@ -115,7 +115,7 @@ pub use rig::{FakePhase, RigModel, RigProfile, RigSnapshot};
 pub use vnish::{FakeVnish, FakeVnishConfig};
 pub use whatsminer::{FakeWhatsminer, FakeWhatsminerConfig, WhatsminerModel};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -262,6 +262,42 @@ impl Counters {
     /// All counts.
     pub fn all(&self) -> &BTreeMap<String, u64> {
         &self.0
+    }
+}
+
+/// Tokens remembered at once by [`Tokens`] (past that all are forgotten: clients log in again).
+const MAX_TOKENS: usize = 1024;
+
+/// The login tokens an HTTP fake hands out and accepts (Braiins OS+, VNish). The next
+/// `doom_next` handed out are never remembered, so they are refused on first use.
+#[derive(Default)]
+struct Tokens {
+    live: HashSet<String>,
+    /// Tokens handed out so far (the next one's seed).
+    issued: u64,
+    doom_next: u32,
+}
+
+impl Tokens {
+    /// A new token, `prefix` then `width` hex digits, remembered unless doomed.
+    fn issue(&mut self, prefix: &str, width: usize) -> String {
+        self.issued = self.issued.wrapping_add(1);
+        let seed = self.issued.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let token = format!("{prefix}{seed:0width$x}");
+        if self.doom_next > 0 {
+            self.doom_next -= 1;
+        } else {
+            if self.live.len() >= MAX_TOKENS {
+                self.live.clear();
+            }
+            self.live.insert(token.clone());
+        }
+        token
+    }
+
+    /// Whether `token` is one handed out and still remembered.
+    fn accepts(&self, token: Option<&str>) -> bool {
+        token.is_some_and(|t| self.live.contains(t))
     }
 }
 

@@ -19,7 +19,6 @@
 //! fake; the request head and body must arrive within [`READ_TIMEOUT`](super::READ_TIMEOUT), a body over 16 KiB is
 //! refused.
 
-use std::collections::HashSet;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
@@ -33,11 +32,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::braiins::{Body, reply};
 use super::rig::{FakePhase, RigModel, RigProfile, RigSnapshot};
-use super::{Counters, Server};
+use super::{Counters, Server, Tokens};
 use hashshift_proxy::firmware::{Credentials, Endpoint, FirmwareKind};
-
-/// Tokens remembered at once (older ones are forgotten: the client unlocks again).
-const MAX_TOKENS: usize = 1024;
 
 /// A captured reply, parsed once. The files are checked JSON (the adapter's unit tests parse
 /// them too); should one ever be broken, the fake answers `null` and those tests say why.
@@ -99,9 +95,7 @@ impl Default for FakeVnishConfig {
 
 struct Inner {
     rig: RigModel,
-    tokens: HashSet<String>,
-    next_token: u64,
-    doom_next: u32,
+    tokens: Tokens,
     busy: bool,
     summary_locked: bool,
     counters: Counters,
@@ -121,9 +115,7 @@ impl FakeVnish {
     pub async fn start(config: FakeVnishConfig) -> std::io::Result<FakeVnish> {
         let state = Inner {
             rig: RigModel::new(config.profile),
-            tokens: HashSet::new(),
-            next_token: 1,
-            doom_next: 0,
+            tokens: Tokens::default(),
             busy: false,
             summary_locked: false,
             counters: Counters::default(),
@@ -147,12 +139,12 @@ impl FakeVnish {
 
     /// Invalidate every token handed out so far (as a firmware restart does).
     pub fn expire_tokens(&self) {
-        self.shared.lock().tokens.clear();
+        self.shared.lock().tokens.live.clear();
     }
 
     /// The next `n` tokens handed out are refused on first use.
     pub fn expire_next_tokens(&self, n: u32) {
-        self.shared.lock().doom_next = n;
+        self.shared.lock().tokens.doom_next = n;
     }
 
     /// Answer every request with HTTP 500 and the firmware's `{"err":..}` body (a rig
@@ -247,25 +239,13 @@ fn answer(
                 return (403, Some(WRONG_PASSWORD.clone()), false);
             }
             // 32 characters like the firmware's tokens.
-            let token = format!(
-                "vn{:030x}",
-                inner.next_token.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            );
-            inner.next_token = inner.next_token.wrapping_add(1);
-            if inner.doom_next > 0 {
-                inner.doom_next -= 1;
-            } else {
-                if inner.tokens.len() >= MAX_TOKENS {
-                    inner.tokens.clear();
-                }
-                inner.tokens.insert(token.clone());
-            }
+            let token = inner.tokens.issue("vn", 30);
             let mut reply = UNLOCK.clone();
             reply["token"] = json!(token);
             (200, Some(reply), false)
         }
         "GET /api/v1/summary" => {
-            let allowed = bearer.is_some_and(|t| inner.tokens.contains(t));
+            let allowed = inner.tokens.accepts(bearer);
             if inner.summary_locked && !allowed {
                 return (401, None, false);
             }
@@ -273,9 +253,8 @@ fn answer(
             (200, Some(summary(snap)), true)
         }
         command => {
-            match bearer {
-                Some(t) if inner.tokens.contains(t) => {}
-                _ => return (401, None, false),
+            if !inner.tokens.accepts(bearer) {
+                return (401, None, false);
             }
             let stop = command == "POST /api/v1/mining/stop";
             if shared.faults.stuck() {
