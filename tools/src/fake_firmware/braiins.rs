@@ -37,7 +37,8 @@ use hashshift_proxy::firmware::{Credentials, Endpoint, FirmwareKind};
 
 /// A captured reply, parsed once. The files are checked JSON (the adapter's unit tests parse
 /// them too); should one ever be broken, the fake answers `null` and those tests say why.
-fn template(text: &str) -> Value {
+/// Shared with the VNish fake.
+pub(super) fn template(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or(Value::Null)
 }
 

@@ -30,16 +30,10 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::braiins::{Body, reply};
+use super::braiins::{Body, reply, template};
 use super::rig::{FakePhase, RigModel, RigProfile, RigSnapshot};
 use super::{Counters, Server, Tokens};
 use hashshift_proxy::firmware::{Credentials, Endpoint, FirmwareKind};
-
-/// A captured reply, parsed once. The files are checked JSON (the adapter's unit tests parse
-/// them too); should one ever be broken, the fake answers `null` and those tests say why.
-fn template(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or(Value::Null)
-}
 
 static SUMMARY: LazyLock<Value> = LazyLock::new(|| {
     template(include_str!(
