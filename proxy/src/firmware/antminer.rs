@@ -42,15 +42,14 @@
 
 pub mod digest;
 
-use std::net::SocketAddr;
-
 use bytes::Bytes;
 use hyper::Method;
 use hyper::header::{AUTHORIZATION, HeaderName};
 use serde_json::{Map, Value};
 
+use super::braiins::firmware_error;
 use super::{Endpoint, FirmwareClient, FirmwareError, RigState, RigStatus};
-use crate::http_client::{self, HttpError, Limits, Response};
+use crate::http_client::{self, Limits, Response};
 
 /// `GET` the whole miner config.
 pub const GET_CONF: &str = "/cgi-bin/get_miner_conf.cgi";
@@ -254,29 +253,6 @@ struct Session {
 
 fn cnonce() -> String {
     format!("{:016x}", rand::random::<u64>())
-}
-
-/// [`HttpError`] → [`FirmwareError`], keeping the step and the retry semantics.
-fn firmware_error(addr: SocketAddr, command: String, e: HttpError) -> FirmwareError {
-    match e {
-        HttpError::Connect(source) => FirmwareError::Connect { addr, source },
-        HttpError::Timeout { step, after } => FirmwareError::Timeout { addr, step, after },
-        HttpError::Io(source) => FirmwareError::Io {
-            addr,
-            command,
-            source,
-        },
-        HttpError::TooLarge { limit, .. } => FirmwareError::Malformed {
-            addr,
-            command,
-            detail: format!("reply larger than {limit} bytes"),
-        },
-        other => FirmwareError::Malformed {
-            addr,
-            command,
-            detail: other.to_string(),
-        },
-    }
 }
 
 fn short(body: &[u8]) -> String {
@@ -532,6 +508,7 @@ pub async fn status(
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::net::SocketAddr;
 
     const DIR: &str = "../../../tools/fixtures/firmware/antminer/";
     const S19PROPLUS_STATS: &str =

@@ -78,7 +78,7 @@ fn rejected(endpoint: &Endpoint, command: &str, resp: &Response) -> FirmwareErro
 }
 
 /// [`HttpError`] → [`FirmwareError`], keeping the step and the retry semantics (shared with
-/// the VNish adapter).
+/// the VNish and Antminer adapters).
 pub(super) fn firmware_error(addr: SocketAddr, command: String, e: HttpError) -> FirmwareError {
     match e {
         HttpError::Connect(source) => FirmwareError::Connect { addr, source },
@@ -101,18 +101,22 @@ pub(super) fn firmware_error(addr: SocketAddr, command: String, e: HttpError) ->
     }
 }
 
-/// One request to the rig's API, with the token if there is one.
-async fn send(
+/// One request to the rig's API, with this `Authorization` value if there is one (Braiins
+/// OS+ takes the bare token; shared with the VNish adapter, which sends `Bearer <token>`).
+pub(super) async fn send(
     client: &FirmwareClient,
     endpoint: &Endpoint,
     method: Method,
     path: &str,
-    token: Option<&str>,
+    authorization: Option<&str>,
     body: Bytes,
 ) -> Result<Response, FirmwareError> {
     let command = format!("{method} {path}");
     let host = endpoint.addr.to_string();
-    let auth: Vec<(HeaderName, &str)> = token.map(|t| (AUTHORIZATION, t)).into_iter().collect();
+    let auth: Vec<(HeaderName, &str)> = authorization
+        .map(|t| (AUTHORIZATION, t))
+        .into_iter()
+        .collect();
     let req = http_client::Request {
         method,
         host: &host,
@@ -130,7 +134,12 @@ async fn send(
         .map_err(|e| firmware_error(endpoint.addr, command, e))
 }
 
-fn json(endpoint: &Endpoint, command: &str, body: &[u8]) -> Result<Value, FirmwareError> {
+/// A reply body as JSON, or [`FirmwareError::Malformed`] (shared with the VNish adapter).
+pub(super) fn json(
+    endpoint: &Endpoint,
+    command: &str,
+    body: &[u8],
+) -> Result<Value, FirmwareError> {
     serde_json::from_slice(body).map_err(|e| FirmwareError::Malformed {
         addr: endpoint.addr,
         command: command.to_owned(),

@@ -42,12 +42,11 @@
 
 use bytes::Bytes;
 use hyper::Method;
-use hyper::header::{AUTHORIZATION, HeaderName};
 use serde_json::Value;
 
-use super::braiins::{firmware_error, login_token};
+use super::braiins::{json, login_token};
 use super::{Endpoint, FirmwareClient, FirmwareError, RigState, RigStatus};
-use crate::http_client::{self, Limits, Response};
+use crate::http_client::Response;
 
 const UNLOCK: &str = "/api/v1/unlock";
 const SUMMARY: &str = "/api/v1/summary";
@@ -161,14 +160,6 @@ fn rejected(endpoint: &Endpoint, command: &str, resp: &Response) -> FirmwareErro
     }
 }
 
-fn json(endpoint: &Endpoint, command: &str, body: &[u8]) -> Result<Value, FirmwareError> {
-    serde_json::from_slice(body).map_err(|e| FirmwareError::Malformed {
-        addr: endpoint.addr,
-        command: command.to_owned(),
-        detail: format!("not JSON: {e}"),
-    })
-}
-
 /// One request, with the bearer token if there is one.
 async fn send(
     client: &FirmwareClient,
@@ -178,29 +169,8 @@ async fn send(
     token: Option<&str>,
     body: Bytes,
 ) -> Result<Response, FirmwareError> {
-    let command = format!("{method} {path}");
-    let host = endpoint.addr.to_string();
     let bearer = token.map(|t| format!("Bearer {t}"));
-    let auth: Vec<(HeaderName, &str)> = bearer
-        .as_deref()
-        .map(|b| (AUTHORIZATION, b))
-        .into_iter()
-        .collect();
-    let req = http_client::Request {
-        method,
-        host: &host,
-        path,
-        headers: &auth,
-        body,
-    };
-    let limits = Limits {
-        connect_timeout: client.timeouts.connect,
-        request_timeout: client.timeouts.request,
-        max_body: client.max_reply_bytes,
-    };
-    http_client::request(endpoint.addr, req, limits)
-        .await
-        .map_err(|e| firmware_error(endpoint.addr, command, e))
+    super::braiins::send(client, endpoint, method, path, bearer.as_deref(), body).await
 }
 
 async fn unlock(client: &FirmwareClient, endpoint: &Endpoint) -> Result<String, FirmwareError> {

@@ -26,20 +26,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::StatusCode;
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::rig::{FakePhase, RigModel, RigProfile, RigSnapshot};
-use super::{Counters, READ_TIMEOUT, Server};
+use super::{Counters, Server};
 use hashshift_proxy::firmware::antminer::{Mode, digest};
 use hashshift_proxy::firmware::{Credentials, Endpoint, FirmwareKind};
 
@@ -53,8 +50,6 @@ const CONF_TEMPLATE: &str =
 const SET_OK: &str = include_str!("../../fixtures/firmware/antminer/set_miner_conf-ok.json");
 const SET_ERROR: &str = include_str!("../../fixtures/firmware/antminer/set_miner_conf-error.json");
 
-/// Largest request body the fake reads.
-const MAX_BODY: usize = 16 * 1024;
 /// Live nonces remembered (older ones turn stale).
 const MAX_NONCES: usize = 256;
 
@@ -135,11 +130,6 @@ impl FakeAntminer {
         })
     }
 
-    /// The web API's address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// An [`Endpoint`] for this rig with the credentials it accepts.
     pub fn endpoint(&self) -> Endpoint {
         Endpoint::new(
@@ -147,21 +137,6 @@ impl FakeAntminer {
             self.addr,
             self.shared.config.credentials.clone(),
         )
-    }
-
-    /// The simulated rig now.
-    pub fn snapshot(&self) -> RigSnapshot {
-        self.shared.lock().rig.snapshot(Instant::now())
-    }
-
-    /// The simulated rig's phase now.
-    pub fn phase(&self) -> FakePhase {
-        self.snapshot().phase
-    }
-
-    /// Requests received so far, by `METHOD path` (`401` counts challenges sent).
-    pub fn counters(&self) -> Counters {
-        self.shared.lock().counters.clone()
     }
 
     /// The stored miner config (what `get_miner_conf.cgi` answers).
@@ -184,41 +159,19 @@ impl FakeAntminer {
     pub fn expire_next_nonces(&self, n: u32) {
         self.shared.lock().doom_next = n;
     }
-
-    /// Hang: read requests, never answer.
-    pub fn set_silent(&self, on: bool) {
-        self.shared.faults.set_silent(on);
-    }
-
-    /// Answer every authenticated request with a truncated JSON body.
-    pub fn set_malformed(&self, on: bool) {
-        self.shared.faults.set_malformed(on);
-    }
-
-    /// Accept config writes but leave the rig as it is (tests confirmation deadlines).
-    pub fn set_stuck(&self, on: bool) {
-        self.shared.faults.set_stuck(on);
-    }
-
-    /// Replies a fault altered or withheld so far.
-    pub fn fault_hits(&self) -> u64 {
-        self.shared.faults.hits()
-    }
-
-    /// Stop serving and wait for open connections to end.
-    pub async fn shutdown(&self) {
-        self.server.shutdown().await;
-    }
 }
 
+fake_accessors!(
+    FakeAntminer,
+    "by `METHOD path` (`401` counts challenges sent)",
+    fault_hits
+);
+
 async fn serve(stream: TcpStream, shared: Arc<Shared>, cancel: CancellationToken) {
-    let service = service_fn(move |req| handle(req, shared.clone(), cancel.clone()));
-    let _ = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(READ_TIMEOUT)
-        .keep_alive(false)
-        .serve_connection(TokioIo::new(stream), service)
-        .await;
+    super::serve_http(stream, move |req| {
+        handle(req, shared.clone(), cancel.clone())
+    })
+    .await;
 }
 
 type Reply = hyper::Response<Full<Bytes>>;
@@ -237,11 +190,9 @@ async fn handle(
     cancel: CancellationToken,
 ) -> Result<Reply, Infallible> {
     let (parts, body) = req.into_parts();
-    let body =
-        match tokio::time::timeout(READ_TIMEOUT, Limited::new(body, MAX_BODY).collect()).await {
-            Ok(Ok(body)) => body.to_bytes(),
-            _ => return Ok(reply(400, "bad body")),
-        };
+    let Some(body) = super::read_body(body).await else {
+        return Ok(reply(400, "bad body"));
+    };
     if shared.faults.silent() {
         shared.faults.hit();
         cancel.cancelled().await;

@@ -13,40 +13,32 @@
 //! the login reply). A refused login answers the `login-refused.json` body.
 //!
 //! HTTP is `hyper`'s server (one request per connection, no keep-alive); this file holds only
-//! the routes. The request head must arrive within [`READ_TIMEOUT`], the body too, and a body
+//! the routes. The request head must arrive within [`READ_TIMEOUT`](super::READ_TIMEOUT), the body too, and a body
 //! over 16 KiB is refused.
 
-use std::collections::HashSet;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::StatusCode;
 use hyper::body::{Frame, Incoming};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::rig::{FakePhase, RigModel, RigProfile, RigSnapshot};
-use super::{Counters, READ_TIMEOUT, Server};
+use super::{Counters, Server, Tokens};
 use hashshift_proxy::firmware::{Credentials, Endpoint, FirmwareKind};
-
-/// Largest request body the fake reads.
-const MAX_BODY: usize = 16 * 1024;
-/// Tokens remembered at once (older ones are forgotten: the client logs in again).
-const MAX_TOKENS: usize = 1024;
 
 /// A captured reply, parsed once. The files are checked JSON (the adapter's unit tests parse
 /// them too); should one ever be broken, the fake answers `null` and those tests say why.
-fn template(text: &str) -> Value {
+/// Shared with the VNish fake.
+pub(super) fn template(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or(Value::Null)
 }
 
@@ -93,9 +85,7 @@ impl Default for FakeBraiinsConfig {
 
 struct Inner {
     rig: RigModel,
-    tokens: HashSet<String>,
-    next_token: u64,
-    doom_next: u32,
+    tokens: Tokens,
     counters: Counters,
 }
 
@@ -113,9 +103,7 @@ impl FakeBraiins {
     pub async fn start(config: FakeBraiinsConfig) -> std::io::Result<FakeBraiins> {
         let state = Inner {
             rig: RigModel::new(config.profile),
-            tokens: HashSet::new(),
-            next_token: 1,
-            doom_next: 0,
+            tokens: Tokens::default(),
             counters: Counters::default(),
         };
         let (addr, shared, server) = super::listen(config, state, serve).await?;
@@ -124,11 +112,6 @@ impl FakeBraiins {
             shared,
             server,
         })
-    }
-
-    /// The API's address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
     }
 
     /// An [`Endpoint`] for this rig with the credentials it accepts.
@@ -140,64 +123,27 @@ impl FakeBraiins {
         )
     }
 
-    /// The simulated rig now.
-    pub fn snapshot(&self) -> RigSnapshot {
-        self.shared.lock().rig.snapshot(Instant::now())
-    }
-
-    /// The simulated rig's phase now.
-    pub fn phase(&self) -> FakePhase {
-        self.snapshot().phase
-    }
-
-    /// Requests received so far, by `METHOD path`.
-    pub fn counters(&self) -> Counters {
-        self.shared.lock().counters.clone()
-    }
-
     /// Invalidate every token handed out so far (as a firmware restart does).
     pub fn expire_tokens(&self) {
-        self.shared.lock().tokens.clear();
+        self.shared.lock().tokens.live.clear();
     }
 
     /// The next `n` tokens handed out are refused on first use.
     pub fn expire_next_tokens(&self, n: u32) {
-        self.shared.lock().doom_next = n;
-    }
-
-    /// Hang: read requests, never answer.
-    pub fn set_silent(&self, on: bool) {
-        self.shared.faults.set_silent(on);
-    }
-
-    /// Answer every request with a truncated JSON body.
-    pub fn set_malformed(&self, on: bool) {
-        self.shared.faults.set_malformed(on);
-    }
-
-    /// Acknowledge sleep/wake but leave the rig as it is (tests confirmation deadlines).
-    pub fn set_stuck(&self, on: bool) {
-        self.shared.faults.set_stuck(on);
-    }
-
-    /// Stop serving and wait for open connections to end.
-    pub async fn shutdown(&self) {
-        self.server.shutdown().await;
+        self.shared.lock().tokens.doom_next = n;
     }
 }
+
+fake_accessors!(FakeBraiins, "by `METHOD path`");
 
 /// A reply body: `Content-Length` or chunked.
 pub(super) type Body = BoxBody<Bytes, Infallible>;
 
 async fn serve(stream: TcpStream, shared: Arc<Shared>, cancel: CancellationToken) {
-    let service = service_fn(move |req| handle(req, shared.clone(), cancel.clone()));
-    // Errors (a client that sent garbage or went away) only end this connection.
-    let _ = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(READ_TIMEOUT)
-        .keep_alive(false)
-        .serve_connection(TokioIo::new(stream), service)
-        .await;
+    super::serve_http(stream, move |req| {
+        handle(req, shared.clone(), cancel.clone())
+    })
+    .await;
 }
 
 async fn handle(
@@ -206,17 +152,13 @@ async fn handle(
     cancel: CancellationToken,
 ) -> Result<hyper::Response<Body>, Infallible> {
     let (parts, body) = req.into_parts();
-    let body =
-        match tokio::time::timeout(READ_TIMEOUT, Limited::new(body, MAX_BODY).collect()).await {
-            Ok(Ok(body)) => body.to_bytes(),
-            _ => {
-                return Ok(reply(
-                    400,
-                    json!({ "message": "bad body" }).to_string(),
-                    false,
-                ));
-            }
-        };
+    let Some(body) = super::read_body(body).await else {
+        return Ok(reply(
+            400,
+            json!({ "message": "bad body" }).to_string(),
+            false,
+        ));
+    };
     if shared.faults.silent() {
         // Hang until the fake shuts down (its server drops this connection then).
         cancel.cancelled().await;
@@ -291,19 +233,7 @@ fn answer(
         {
             return (401, LOGIN_REFUSED.clone(), false);
         }
-        let token = format!(
-            "tok{:016x}",
-            inner.next_token.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-        );
-        inner.next_token += 1;
-        if inner.doom_next > 0 {
-            inner.doom_next -= 1;
-        } else {
-            if inner.tokens.len() >= MAX_TOKENS {
-                inner.tokens.clear();
-            }
-            inner.tokens.insert(token.clone());
-        }
+        let token = inner.tokens.issue("tok", 16);
         let mut body = LOGIN.clone();
         body["token"] = json!(token);
         return (200, body, false);
@@ -311,9 +241,8 @@ fn answer(
     if !known {
         return (404, json!({ "message": "Not found" }), false);
     }
-    match authorization {
-        Some(t) if inner.tokens.contains(t) => {}
-        _ => return unauthorized(),
+    if !inner.tokens.accepts(authorization) {
+        return unauthorized();
     }
     match route {
         "PUT /api/v1/actions/pause" => {

@@ -25,17 +25,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::rig::{FakePhase, RigModel, RigProfile, RigSnapshot};
-use super::{Counters, READ_TIMEOUT, Server};
+use super::{Counters, Server};
 use hashshift_proxy::firmware::{Credentials, Endpoint, FirmwareKind};
-
-/// Largest request the fake reads.
-const MAX_REQUEST: usize = 16 * 1024;
 
 /// The captured replies the fake answers with (see the module docs).
 mod capture {
@@ -161,29 +157,9 @@ impl FakeLuxos {
         })
     }
 
-    /// The API's address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// An [`Endpoint`] for this rig (LuxOS `logon` needs no credentials).
     pub fn endpoint(&self) -> Endpoint {
         Endpoint::new(FirmwareKind::Luxos, self.addr, Credentials::default())
-    }
-
-    /// The simulated rig now.
-    pub fn snapshot(&self) -> RigSnapshot {
-        self.shared.lock().rig.snapshot(Instant::now())
-    }
-
-    /// The simulated rig's phase now.
-    pub fn phase(&self) -> FakePhase {
-        self.snapshot().phase
-    }
-
-    /// Commands received so far.
-    pub fn counters(&self) -> Counters {
-        self.shared.lock().counters.clone()
     }
 
     /// Whether a live (unexpired) session is open.
@@ -205,21 +181,6 @@ impl FakeLuxos {
         self.shared.lock().doom_next = n;
     }
 
-    /// Hang: read requests, never answer.
-    pub fn set_silent(&self, on: bool) {
-        self.shared.faults.set_silent(on);
-    }
-
-    /// Answer every request with truncated JSON.
-    pub fn set_malformed(&self, on: bool) {
-        self.shared.faults.set_malformed(on);
-    }
-
-    /// Reset every connection after reading its request, without answering.
-    pub fn set_reset(&self, on: bool) {
-        self.shared.faults.set_reset(on);
-    }
-
     /// Report the rig asleep in `config`, `power` and `summary` whatever it really does (the
     /// simulated rig, [`FakeLuxos::phase`], keeps its real state).
     pub fn set_lie_asleep(&self, on: bool) {
@@ -230,22 +191,9 @@ impl FakeLuxos {
     pub fn set_lie_watts(&self, watts: Option<u64>) {
         self.shared.faults.set_lie_watts(watts);
     }
-
-    /// Replies a fault altered or withheld so far.
-    pub fn fault_hits(&self) -> u64 {
-        self.shared.faults.hits()
-    }
-
-    /// Acknowledge sleep/wake but leave the rig as it is (tests confirmation deadlines).
-    pub fn set_stuck(&self, on: bool) {
-        self.shared.faults.set_stuck(on);
-    }
-
-    /// Stop serving and wait for open connections to end.
-    pub async fn shutdown(&self) {
-        self.server.shutdown().await;
-    }
 }
+
+fake_accessors!(FakeLuxos, "by command", reset, fault_hits);
 
 fn expire(inner: &mut Inner, now: Instant, ttl: Duration) {
     if inner
@@ -273,55 +221,12 @@ fn new_session(inner: &mut Inner, now: Instant) -> String {
     id
 }
 
-async fn serve(mut stream: TcpStream, shared: Arc<Shared>, cancel: CancellationToken) {
-    let mut buf = Vec::with_capacity(256);
-    let request =
-        match tokio::time::timeout(READ_TIMEOUT, read_request(&mut stream, &mut buf)).await {
-            Ok(Some(v)) => v,
-            _ => return,
-        };
-    if shared.faults.silent() {
-        shared.faults.hit();
-        cancel.cancelled().await;
-        return;
-    }
-    if shared.faults.reset() {
-        shared.faults.hit();
-        // A zero linger makes the close a reset (RST), as a crashing API server's does. Tokio
-        // deprecates it because a non-zero linger blocks the thread on drop; zero never does.
-        #[allow(deprecated)]
-        let _ = stream.set_linger(Some(Duration::ZERO));
-        return;
-    }
-    let reply = if shared.faults.malformed() {
-        shared.faults.hit();
-        b"{\"STATUS\":[{\"STATUS\":\"S\",\"Msg\":\"Summ".to_vec()
-    } else {
-        let mut r = answer(&shared, &request).into_bytes();
-        r.push(0);
-        r
-    };
-    let _ = stream.write_all(&reply).await;
-    let _ = stream.shutdown().await;
-}
-
-/// Read until the buffer holds one complete JSON value (the client does not close its side).
-async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Value> {
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 || buf.len() + n > MAX_REQUEST {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let text = buf.strip_suffix(b"\n").unwrap_or(buf);
-        match serde_json::from_slice::<Value>(text) {
-            Ok(v) => return Some(v),
-            Err(e) if e.is_eof() => continue,
-            // Not JSON: answer as LuxOS does, with an error status.
-            Err(_) => return Some(Value::Null),
-        }
-    }
+async fn serve(stream: TcpStream, shared: Arc<Shared>, cancel: CancellationToken) {
+    let malformed = b"{\"STATUS\":[{\"STATUS\":\"S\",\"Msg\":\"Summ";
+    super::serve_json_once(stream, &shared, &cancel, malformed, |request| {
+        Some(answer(&shared, request))
+    })
+    .await;
 }
 
 fn status_obj(letter: &str, code: u32, msg: &str) -> Value {
@@ -490,6 +395,7 @@ fn stats(snap: RigSnapshot, quirks: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// One request over the wire, the reply as it came (NUL stripped), or the I/O error.
     async fn ask(addr: SocketAddr, command: &str) -> std::io::Result<String> {

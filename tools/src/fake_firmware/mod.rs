@@ -31,6 +31,75 @@
 //! Each fake keeps its state behind one `std::sync::Mutex`, never held across an `.await`:
 //! the fakes are per-rig, so there is no contention between rigs.
 
+/// The accessors every fake has, over its `addr`, `shared` (state with `rig` and `counters`)
+/// and `server` fields: `addr`, `snapshot`, `phase`, `counters`, `set_silent`,
+/// `set_malformed`, `set_stuck` and `shutdown`; `reset` adds `set_reset`, `fault_hits` adds
+/// `fault_hits` (for the fakes that count their faults' hits). `$counted` says what the
+/// counters count.
+macro_rules! fake_accessors {
+    ($fake:ident, $counted:literal $(, $extra:ident)*) => {
+        impl $fake {
+            /// The API's address.
+            pub fn addr(&self) -> SocketAddr {
+                self.addr
+            }
+
+            /// The simulated rig now.
+            pub fn snapshot(&self) -> RigSnapshot {
+                self.shared.lock().rig.snapshot(Instant::now())
+            }
+
+            /// The simulated rig's phase now.
+            pub fn phase(&self) -> FakePhase {
+                self.snapshot().phase
+            }
+
+            #[doc = concat!("Requests received so far, ", $counted, ".")]
+            pub fn counters(&self) -> Counters {
+                self.shared.lock().counters.clone()
+            }
+
+            /// Hang: read requests, never answer.
+            pub fn set_silent(&self, on: bool) {
+                self.shared.faults.set_silent(on);
+            }
+
+            /// Answer requests with truncated JSON.
+            pub fn set_malformed(&self, on: bool) {
+                self.shared.faults.set_malformed(on);
+            }
+
+            /// Acknowledge sleep/wake commands but leave the rig as it is (tests confirmation
+            /// deadlines).
+            pub fn set_stuck(&self, on: bool) {
+                self.shared.faults.set_stuck(on);
+            }
+
+            /// Stop serving and wait for open connections to end.
+            pub async fn shutdown(&self) {
+                self.server.shutdown().await;
+            }
+        }
+        $(fake_accessors!(@ $fake $extra);)*
+    };
+    (@ $fake:ident reset) => {
+        impl $fake {
+            /// Reset every connection after reading its request, without answering.
+            pub fn set_reset(&self, on: bool) {
+                self.shared.faults.set_reset(on);
+            }
+        }
+    };
+    (@ $fake:ident fault_hits) => {
+        impl $fake {
+            /// Replies a fault altered or withheld so far.
+            pub fn fault_hits(&self) -> u64 {
+                self.shared.faults.hits()
+            }
+        }
+    };
+}
+
 mod antminer;
 mod braiins;
 pub mod fixtures;
@@ -46,13 +115,22 @@ pub use rig::{FakePhase, RigModel, RigProfile, RigSnapshot};
 pub use vnish::{FakeVnish, FakeVnishConfig};
 pub use whatsminer::{FakeWhatsminer, FakeWhatsminerConfig, WhatsminerModel};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -64,6 +142,9 @@ const MAX_CONNECTIONS: usize = 64;
 
 /// How long a fake waits for a complete request before dropping the connection.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Largest request (HTTP body, or 4028 JSON request) a fake reads.
+const MAX_REQUEST: usize = 16 * 1024;
 
 /// Fault switches shared by the fakes (set from tests at any time).
 #[derive(Debug)]
@@ -184,6 +265,42 @@ impl Counters {
     }
 }
 
+/// Tokens remembered at once by [`Tokens`] (past that all are forgotten: clients log in again).
+const MAX_TOKENS: usize = 1024;
+
+/// The login tokens an HTTP fake hands out and accepts (Braiins OS+, VNish). The next
+/// `doom_next` handed out are never remembered, so they are refused on first use.
+#[derive(Default)]
+struct Tokens {
+    live: HashSet<String>,
+    /// Tokens handed out so far (the next one's seed).
+    issued: u64,
+    doom_next: u32,
+}
+
+impl Tokens {
+    /// A new token, `prefix` then `width` hex digits, remembered unless doomed.
+    fn issue(&mut self, prefix: &str, width: usize) -> String {
+        self.issued = self.issued.wrapping_add(1);
+        let seed = self.issued.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let token = format!("{prefix}{seed:0width$x}");
+        if self.doom_next > 0 {
+            self.doom_next -= 1;
+        } else {
+            if self.live.len() >= MAX_TOKENS {
+                self.live.clear();
+            }
+            self.live.insert(token.clone());
+        }
+        token
+    }
+
+    /// Whether `token` is one handed out and still remembered.
+    fn accepts(&self, token: Option<&str>) -> bool {
+        token.is_some_and(|t| self.live.contains(t))
+    }
+}
+
 /// What a fake's connection tasks share: its config, its state under one std mutex (never held
 /// across an `.await`) and its fault switches.
 struct Shared<C, S> {
@@ -282,5 +399,95 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.cancel.cancel();
+    }
+}
+
+/// Serves one connection of an HTTP fake with `hyper`'s server: one request, no keep-alive,
+/// the request head within [`READ_TIMEOUT`]. Errors (a client that sent garbage or went away)
+/// only end this connection.
+async fn serve_http<F, Fut, B>(stream: TcpStream, handle: F)
+where
+    F: Fn(hyper::Request<Incoming>) -> Fut,
+    Fut: Future<Output = Result<hyper::Response<B>, Infallible>>,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let _ = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(READ_TIMEOUT)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), service_fn(handle))
+        .await;
+}
+
+/// An HTTP request's body, whole within [`READ_TIMEOUT`] and at most [`MAX_REQUEST`] bytes;
+/// `None` when it is not.
+async fn read_body(body: Incoming) -> Option<Bytes> {
+    match tokio::time::timeout(READ_TIMEOUT, Limited::new(body, MAX_REQUEST).collect()).await {
+        Ok(Ok(body)) => Some(body.to_bytes()),
+        _ => None,
+    }
+}
+
+/// One exchange of a 4028 JSON API fake (LuxOS, Whatsminer): read one JSON request within
+/// [`READ_TIMEOUT`], apply the faults (`silent` hangs, `reset` closes with RST, `malformed`
+/// sends `malformed` as the reply), else send `answer`'s reply with a trailing NUL, then
+/// close. `answer` returning `None` closes without a reply.
+async fn serve_json_once<C, S>(
+    mut stream: TcpStream,
+    shared: &Shared<C, S>,
+    cancel: &CancellationToken,
+    malformed: &[u8],
+    answer: impl FnOnce(&Value) -> Option<String>,
+) {
+    let request = match tokio::time::timeout(READ_TIMEOUT, read_json_request(&mut stream)).await {
+        Ok(Some(v)) => v,
+        _ => return,
+    };
+    if shared.faults.silent() {
+        shared.faults.hit();
+        cancel.cancelled().await;
+        return;
+    }
+    if shared.faults.reset() {
+        shared.faults.hit();
+        // A zero linger makes the close a reset (RST), as a crashing API server's does. Tokio
+        // deprecates it because a non-zero linger blocks the thread on drop; zero never does.
+        #[allow(deprecated)]
+        let _ = stream.set_linger(Some(Duration::ZERO));
+        return;
+    }
+    let reply = if shared.faults.malformed() {
+        shared.faults.hit();
+        malformed.to_vec()
+    } else {
+        let Some(reply) = answer(&request) else {
+            return;
+        };
+        let mut r = reply.into_bytes();
+        r.push(0);
+        r
+    };
+    let _ = stream.write_all(&reply).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Reads until the buffer holds one complete JSON value (the client does not close its side);
+/// a request that is not JSON reads as `null` (the fakes answer it with an error status).
+async fn read_json_request(stream: &mut TcpStream) -> Option<Value> {
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 || buf.len() + n > MAX_REQUEST {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        match serde_json::from_slice::<Value>(text) {
+            Ok(v) => return Some(v),
+            Err(e) if e.is_eof() => continue,
+            Err(_) => return Some(Value::Null),
+        }
     }
 }

@@ -16,40 +16,24 @@
 //! mining → `mining`, stopping → `shutting-down`, asleep → `stopped`, waking → `starting`.
 //!
 //! HTTP is `hyper`'s server (one request per connection, no keep-alive) like the Braiins OS+
-//! fake; the request head and body must arrive within [`READ_TIMEOUT`], a body over 16 KiB is
+//! fake; the request head and body must arrive within [`READ_TIMEOUT`](super::READ_TIMEOUT), a body over 16 KiB is
 //! refused.
 
-use std::collections::HashSet;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::AUTHORIZATION;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::braiins::{Body, reply};
+use super::braiins::{Body, reply, template};
 use super::rig::{FakePhase, RigModel, RigProfile, RigSnapshot};
-use super::{Counters, READ_TIMEOUT, Server};
+use super::{Counters, Server, Tokens};
 use hashshift_proxy::firmware::{Credentials, Endpoint, FirmwareKind};
-
-/// Largest request body the fake reads.
-const MAX_BODY: usize = 16 * 1024;
-/// Tokens remembered at once (older ones are forgotten: the client unlocks again).
-const MAX_TOKENS: usize = 1024;
-
-/// A captured reply, parsed once. The files are checked JSON (the adapter's unit tests parse
-/// them too); should one ever be broken, the fake answers `null` and those tests say why.
-fn template(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or(Value::Null)
-}
 
 static SUMMARY: LazyLock<Value> = LazyLock::new(|| {
     template(include_str!(
@@ -105,9 +89,7 @@ impl Default for FakeVnishConfig {
 
 struct Inner {
     rig: RigModel,
-    tokens: HashSet<String>,
-    next_token: u64,
-    doom_next: u32,
+    tokens: Tokens,
     busy: bool,
     summary_locked: bool,
     counters: Counters,
@@ -127,9 +109,7 @@ impl FakeVnish {
     pub async fn start(config: FakeVnishConfig) -> std::io::Result<FakeVnish> {
         let state = Inner {
             rig: RigModel::new(config.profile),
-            tokens: HashSet::new(),
-            next_token: 1,
-            doom_next: 0,
+            tokens: Tokens::default(),
             busy: false,
             summary_locked: false,
             counters: Counters::default(),
@@ -142,11 +122,6 @@ impl FakeVnish {
         })
     }
 
-    /// The API's address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// An [`Endpoint`] for this rig with the password it accepts.
     pub fn endpoint(&self) -> Endpoint {
         Endpoint::new(
@@ -156,29 +131,14 @@ impl FakeVnish {
         )
     }
 
-    /// The simulated rig now.
-    pub fn snapshot(&self) -> RigSnapshot {
-        self.shared.lock().rig.snapshot(Instant::now())
-    }
-
-    /// The simulated rig's phase now.
-    pub fn phase(&self) -> FakePhase {
-        self.snapshot().phase
-    }
-
-    /// Requests received so far, by `METHOD path` (`<other>` for unknown routes).
-    pub fn counters(&self) -> Counters {
-        self.shared.lock().counters.clone()
-    }
-
     /// Invalidate every token handed out so far (as a firmware restart does).
     pub fn expire_tokens(&self) {
-        self.shared.lock().tokens.clear();
+        self.shared.lock().tokens.live.clear();
     }
 
     /// The next `n` tokens handed out are refused on first use.
     pub fn expire_next_tokens(&self, n: u32) {
-        self.shared.lock().doom_next = n;
+        self.shared.lock().tokens.doom_next = n;
     }
 
     /// Answer every request with HTTP 500 and the firmware's `{"err":..}` body (a rig
@@ -192,37 +152,15 @@ impl FakeVnish {
     pub fn set_summary_locked(&self, on: bool) {
         self.shared.lock().summary_locked = on;
     }
-
-    /// Hang: read requests, never answer.
-    pub fn set_silent(&self, on: bool) {
-        self.shared.faults.set_silent(on);
-    }
-
-    /// Answer every request with a truncated JSON body.
-    pub fn set_malformed(&self, on: bool) {
-        self.shared.faults.set_malformed(on);
-    }
-
-    /// Acknowledge stop/start but leave the rig as it is (tests confirmation deadlines).
-    pub fn set_stuck(&self, on: bool) {
-        self.shared.faults.set_stuck(on);
-    }
-
-    /// Stop serving and wait for open connections to end.
-    pub async fn shutdown(&self) {
-        self.server.shutdown().await;
-    }
 }
 
+fake_accessors!(FakeVnish, "by `METHOD path` (`<other>` for unknown routes)");
+
 async fn serve(stream: TcpStream, shared: Arc<Shared>, cancel: CancellationToken) {
-    let service = service_fn(move |req| handle(req, shared.clone(), cancel.clone()));
-    // Errors (a client that sent garbage or went away) only end this connection.
-    let _ = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(READ_TIMEOUT)
-        .keep_alive(false)
-        .serve_connection(TokioIo::new(stream), service)
-        .await;
+    super::serve_http(stream, move |req| {
+        handle(req, shared.clone(), cancel.clone())
+    })
+    .await;
 }
 
 async fn handle(
@@ -231,11 +169,9 @@ async fn handle(
     cancel: CancellationToken,
 ) -> Result<hyper::Response<Body>, Infallible> {
     let (parts, body) = req.into_parts();
-    let body =
-        match tokio::time::timeout(READ_TIMEOUT, Limited::new(body, MAX_BODY).collect()).await {
-            Ok(Ok(body)) => body.to_bytes(),
-            _ => return Ok(reply(400, json!({ "err": "bad body" }).to_string(), false)),
-        };
+    let Some(body) = super::read_body(body).await else {
+        return Ok(reply(400, json!({ "err": "bad body" }).to_string(), false));
+    };
     if shared.faults.silent() {
         shared.faults.hit();
         // Hang until the fake shuts down (its server drops this connection then).
@@ -297,25 +233,13 @@ fn answer(
                 return (403, Some(WRONG_PASSWORD.clone()), false);
             }
             // 32 characters like the firmware's tokens.
-            let token = format!(
-                "vn{:030x}",
-                inner.next_token.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            );
-            inner.next_token = inner.next_token.wrapping_add(1);
-            if inner.doom_next > 0 {
-                inner.doom_next -= 1;
-            } else {
-                if inner.tokens.len() >= MAX_TOKENS {
-                    inner.tokens.clear();
-                }
-                inner.tokens.insert(token.clone());
-            }
+            let token = inner.tokens.issue("vn", 30);
             let mut reply = UNLOCK.clone();
             reply["token"] = json!(token);
             (200, Some(reply), false)
         }
         "GET /api/v1/summary" => {
-            let allowed = bearer.is_some_and(|t| inner.tokens.contains(t));
+            let allowed = inner.tokens.accepts(bearer);
             if inner.summary_locked && !allowed {
                 return (401, None, false);
             }
@@ -323,9 +247,8 @@ fn answer(
             (200, Some(summary(snap)), true)
         }
         command => {
-            match bearer {
-                Some(t) if inner.tokens.contains(t) => {}
-                _ => return (401, None, false),
+            if !inner.tokens.accepts(bearer) {
+                return (401, None, false);
             }
             let stop = command == "POST /api/v1/mining/stop";
             if shared.faults.stuck() {

@@ -17,18 +17,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::rig::{FakePhase, RigModel, RigProfile, RigSnapshot};
-use super::{Counters, READ_TIMEOUT, Server};
+use super::{Counters, MAX_REQUEST, Server};
 use hashshift_proxy::firmware::whatsminer::crypto::{self, TokenKeys};
 use hashshift_proxy::firmware::{Credentials, Endpoint, FirmwareKind};
-
-/// Largest request the fake reads.
-const MAX_REQUEST: usize = 16 * 1024;
 
 /// Most live tokens btminer hands one client (API v2 document: 32 per IP).
 const MAX_TOKENS: usize = 32;
@@ -141,11 +137,6 @@ impl FakeWhatsminer {
         })
     }
 
-    /// The API's address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// An [`Endpoint`] for this rig with its admin password.
     pub fn endpoint(&self) -> Endpoint {
         Endpoint::new(
@@ -153,22 +144,6 @@ impl FakeWhatsminer {
             self.addr,
             Credentials::new("admin", self.shared.config.password.clone()),
         )
-    }
-
-    /// The simulated rig now.
-    pub fn snapshot(&self) -> RigSnapshot {
-        self.shared.lock().rig.snapshot(Instant::now())
-    }
-
-    /// The simulated rig's phase now.
-    pub fn phase(&self) -> FakePhase {
-        self.snapshot().phase
-    }
-
-    /// Commands received so far (`get_token`, `status`, `summary`, `power_off`, `power_on`,
-    /// `<other>`; encrypted commands counted by their `cmd` once decrypted).
-    pub fn counters(&self) -> Counters {
-        self.shared.lock().counters.clone()
     }
 
     /// Enable or disable API write access (as in WhatsMinerTool).
@@ -194,67 +169,21 @@ impl FakeWhatsminer {
     pub fn set_summary_down(&self, on: bool) {
         self.shared.lock().summary_down = on;
     }
-
-    /// Hang: read requests, never answer.
-    pub fn set_silent(&self, on: bool) {
-        self.shared.faults.set_silent(on);
-    }
-
-    /// Answer every request with truncated JSON.
-    pub fn set_malformed(&self, on: bool) {
-        self.shared.faults.set_malformed(on);
-    }
-
-    /// Reset every connection after reading its request, without answering.
-    pub fn set_reset(&self, on: bool) {
-        self.shared.faults.set_reset(on);
-    }
-
-    /// Acknowledge power_off/power_on but leave the rig as it is.
-    pub fn set_stuck(&self, on: bool) {
-        self.shared.faults.set_stuck(on);
-    }
-
-    /// Replies a fault altered or withheld so far.
-    pub fn fault_hits(&self) -> u64 {
-        self.shared.faults.hits()
-    }
-
-    /// Stop serving and wait for open connections to end.
-    pub async fn shutdown(&self) {
-        self.server.shutdown().await;
-    }
 }
 
-async fn serve(mut stream: TcpStream, shared: Arc<Shared>, cancel: CancellationToken) {
-    let request = match tokio::time::timeout(READ_TIMEOUT, read_request(&mut stream)).await {
-        Ok(Some(v)) => v,
-        _ => return,
-    };
-    if shared.faults.silent() {
-        shared.faults.hit();
-        cancel.cancelled().await;
-        return;
-    }
-    if shared.faults.reset() {
-        shared.faults.hit();
-        // Zero linger: the close is a reset (see the LuxOS fake).
-        #[allow(deprecated)]
-        let _ = stream.set_linger(Some(Duration::ZERO));
-        return;
-    }
-    let reply = if shared.faults.malformed() {
-        shared.faults.hit();
-        b"{\"STATUS\":\"S\",\"When\":1594179080,\"Code\":13".to_vec()
-    } else if summary_down(&shared, &request) {
-        return;
-    } else {
-        let mut r = answer(&shared, &request).into_bytes();
-        r.push(0);
-        r
-    };
-    let _ = stream.write_all(&reply).await;
-    let _ = stream.shutdown().await;
+fake_accessors!(
+    FakeWhatsminer,
+    "by command (`get_token`, `status`, `summary`, `power_off`, `power_on`, `<other>`; encrypted commands counted by their `cmd` once decrypted)",
+    reset,
+    fault_hits
+);
+
+async fn serve(stream: TcpStream, shared: Arc<Shared>, cancel: CancellationToken) {
+    let malformed = b"{\"STATUS\":\"S\",\"When\":1594179080,\"Code\":13";
+    super::serve_json_once(stream, &shared, &cancel, malformed, |request| {
+        (!summary_down(&shared, request)).then(|| answer(&shared, request))
+    })
+    .await;
 }
 
 /// A `summary` request while the boards are off and `summary_down_when_off` is set.
@@ -274,25 +203,6 @@ fn summary_down(shared: &Shared, request: &Value) -> bool {
         true
     } else {
         false
-    }
-}
-
-/// Read until the buffer holds one complete JSON value (the client does not close its side).
-async fn read_request(stream: &mut TcpStream) -> Option<Value> {
-    let mut buf = Vec::with_capacity(256);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 || buf.len() + n > MAX_REQUEST {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let text = buf.strip_suffix(b"\n").unwrap_or(&buf);
-        match serde_json::from_slice::<Value>(text) {
-            Ok(v) => return Some(v),
-            Err(e) if e.is_eof() => continue,
-            Err(_) => return Some(Value::Null),
-        }
     }
 }
 
