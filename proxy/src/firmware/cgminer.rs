@@ -98,6 +98,13 @@ pub fn repair(raw: &[u8]) -> Vec<u8> {
             }
         }
     }
+    // A dropped comma may have been the last significant byte: trim again what it exposed.
+    while out
+        .last()
+        .is_some_and(|&b| b == 0 || b.is_ascii_whitespace())
+    {
+        out.pop();
+    }
     out
 }
 
@@ -441,6 +448,10 @@ mod tests {
         let once = repair(b"{\"a\":[1,, ,,  ],\"b\":2,,,}");
         assert_eq!(repair(&once), once);
         assert_eq!(once, br#"{"a":[1   ],"b":2}"#.to_vec());
+        // A leading comma that was the last byte leaves no whitespace behind it.
+        let once = repair(b"ok\0,[\r\r,");
+        assert_eq!(repair(&once), once);
+        assert_eq!(once, b"ok\0,[".to_vec());
     }
 
     /// A reply ended by a newline on a connection the peer keeps open is read at once, not
