@@ -59,20 +59,46 @@ pub fn derive_state(status: Option<u64>, hashrate_ths: Option<f64>) -> RigState 
     }
 }
 
+/// Braiins reports errors as {"message": ".."}.
+const ERROR_KEYS: &[&str] = &["message"];
+
 fn short(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
-    // Braiins reports errors as {"message": ".."}; fall back to the raw text.
-    serde_json::from_str::<Value>(&text)
-        .ok()
-        .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
-        .unwrap_or_else(|| text.into_owned())
+    error_text(body, ERROR_KEYS)
 }
 
 fn rejected(endpoint: &Endpoint, command: &str, resp: &Response) -> FirmwareError {
+    rejected_with(endpoint, command, resp, ERROR_KEYS)
+}
+
+/// The firmware's own words from an error body (its first 200 bytes): the first of `keys`
+/// holding text, trimmed; else the raw text. Shared with the VNish adapter, whose bodies say
+/// `{"err": ..}`.
+pub(super) fn error_text(body: &[u8], keys: &[&str]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+    serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| {
+            keys.iter().find_map(|k| {
+                v.get(*k)
+                    .and_then(Value::as_str)
+                    .map(|s| s.trim().to_owned())
+            })
+        })
+        .unwrap_or_else(|| text.into_owned())
+}
+
+/// An HTTP status the firmware refused with, in its own words (`keys` as for
+/// [`error_text`]); retryable as the status says.
+pub(super) fn rejected_with(
+    endpoint: &Endpoint,
+    command: &str,
+    resp: &Response,
+    keys: &[&str],
+) -> FirmwareError {
     FirmwareError::Rejected {
         addr: endpoint.addr,
         command: command.to_owned(),
-        detail: format!("HTTP {}: {}", resp.status, short(&resp.body)),
+        detail: format!("HTTP {}: {}", resp.status, error_text(&resp.body, keys)),
         retryable: crate::error::Retry::for_http_status(resp.status).is_retryable(),
     }
 }

@@ -137,27 +137,15 @@ pub async fn command(
 
 /// The firmware's error text: `{"err": ".."}` (or `{"message": ..}`), else the raw body,
 /// at most 200 bytes of it.
+/// VNish reports errors as {"err": ..} (some versions {"message": ..}).
+const ERROR_KEYS: &[&str] = &["err", "message"];
+
 fn short(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
-    serde_json::from_str::<Value>(&text)
-        .ok()
-        .and_then(|v| {
-            ["err", "message"].into_iter().find_map(|k| {
-                v.get(k)
-                    .and_then(Value::as_str)
-                    .map(|s| s.trim().to_owned())
-            })
-        })
-        .unwrap_or_else(|| text.into_owned())
+    super::braiins::error_text(body, ERROR_KEYS)
 }
 
 fn rejected(endpoint: &Endpoint, command: &str, resp: &Response) -> FirmwareError {
-    FirmwareError::Rejected {
-        addr: endpoint.addr,
-        command: command.to_owned(),
-        detail: format!("HTTP {}: {}", resp.status, short(&resp.body)),
-        retryable: crate::error::Retry::for_http_status(resp.status).is_retryable(),
-    }
+    super::braiins::rejected_with(endpoint, command, resp, ERROR_KEYS)
 }
 
 /// One request, with the bearer token if there is one.
