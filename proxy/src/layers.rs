@@ -50,6 +50,17 @@ mod tests {
         ("pool_link", "downstream", "pool_link is below both sides"),
         ("pool_link", "upstream", "pool_link is below both sides"),
         (
+            "control",
+            "cluster",
+            "power control is below the cluster: it sees ports, a plan store and a Fleet",
+        ),
+        (
+            "downstream",
+            "cluster",
+            "the share path never waits on etcd",
+        ),
+        ("upstream", "cluster", "the share path never waits on etcd"),
+        (
             "supervisor",
             "control",
             "the supervisor is below what it supervises",

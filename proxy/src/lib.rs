@@ -32,6 +32,7 @@
 
 pub use hashshift_protocol as protocol;
 
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod downstream;

@@ -5,6 +5,7 @@
 //! the rest of the proxy can rely on the invariants listed on each field.
 
 mod admin;
+pub mod cluster;
 mod limits;
 mod metrics;
 mod miners;
@@ -19,6 +20,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use admin::{Admin, Http};
+pub use cluster::Cluster;
 pub use limits::Limits;
 pub use metrics::Metrics;
 pub use miners::{Downstream, DownstreamProtocol, Vardiff};
@@ -109,6 +111,10 @@ pub struct Config {
     /// only recorded in the audit log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_scheduler: Option<crate::gpu::GpuSchedulerConfig>,
+    /// Several instances serve this site, with one power leader elected on etcd
+    /// (docs/cluster.md). Absent: one instance, its plan in `[admin] state_dir`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<Cluster>,
 }
 
 impl Config {
@@ -187,6 +193,16 @@ impl Config {
                 "http",
                 "needs [admin] (the control plane it serves)",
             ));
+        }
+        if let Some(c) = &self.cluster {
+            c.validate()?;
+            // The leader keeps its audit log in the state directory, like a single instance.
+            if self.power.is_none() || self.admin.is_none() {
+                return Err(invalid(
+                    "cluster",
+                    "needs [power] and [admin] (the cluster elects the site's power leader)",
+                ));
+            }
         }
         // Fail closed: without a state directory a restart would forget which rigs were put
         // to sleep, the curtailment and the GPU grant.

@@ -12,9 +12,10 @@ use super::admin::protocol::{Command, Request, Response};
 use super::admin::server::{Caller, Handler};
 use super::arbiter::{GroupId, Operator, OperatorCommand, RigId, Watts};
 use super::audit::{AuditEvent, AuditLog};
+use super::cluster_link::ClusterLink;
 use super::inventory::{self, RigView};
 use super::limits;
-use super::power::PowerHandle;
+use super::power::{PowerHandle, PowerSlot};
 use crate::pool_link::report::Fleet;
 use crate::time::unix_ms;
 
@@ -22,26 +23,40 @@ use crate::time::unix_ms;
 pub struct ControlPlane {
     manager: Arc<dyn Fleet>,
     audit: Arc<AuditLog>,
-    power: Option<PowerHandle>,
+    power: PowerSlot,
+    cluster: Option<Arc<dyn ClusterLink>>,
 }
 
 impl ControlPlane {
-    /// A control plane over the proxy's pool manager, with power control if configured.
+    /// A control plane over the proxy's pool manager (a single instance's, or the whole
+    /// site's in a cluster), with power control where it runs, and the cluster if any.
     pub fn new(
         manager: Arc<dyn Fleet>,
         audit: Arc<AuditLog>,
-        power: Option<PowerHandle>,
+        power: PowerSlot,
+        cluster: Option<Arc<dyn ClusterLink>>,
     ) -> Arc<Self> {
         Arc::new(ControlPlane {
             manager,
             audit,
             power,
+            cluster,
         })
     }
 
-    /// Power control, when configured.
-    pub fn power(&self) -> Option<&PowerHandle> {
-        self.power.as_ref()
+    /// Power control, when it runs on this instance (configured, and in a cluster: leading).
+    pub fn power(&self) -> Option<PowerHandle> {
+        self.power.get()
+    }
+
+    /// Where power control is found (metrics follow it across leadership changes).
+    pub fn power_slot(&self) -> &PowerSlot {
+        &self.power
+    }
+
+    /// The cluster, when `[cluster]` is configured.
+    pub fn cluster(&self) -> Option<&Arc<dyn ClusterLink>> {
+        self.cluster.as_ref()
     }
 
     /// The audit log.
@@ -51,7 +66,7 @@ impl ControlPlane {
 
     /// Every rig now.
     pub fn rigs(&self) -> Vec<RigView> {
-        let view = self.power.as_ref().map(|p| p.view());
+        let view = self.power().map(|p| p.view());
         inventory::rigs(
             &self.manager.miner_reports(),
             &self.manager.pool_urls(),
@@ -63,7 +78,7 @@ impl ControlPlane {
     async fn answer(&self, request: Request, caller: Caller) -> Response {
         // Every field is range-checked before anything acts on it, for the admin socket and
         // the HTTP API alike: a refusal moves no power and records no action.
-        let site_cap_kw = self.power.as_ref().map(|p| p.view().snapshot.site_cap.kw());
+        let site_cap_kw = self.power().map(|p| p.view().snapshot.site_cap.kw());
         let request = match limits::check_request(request, site_cap_kw, unix_ms() / 1000) {
             Ok(r) => r,
             Err(e) => return Response::error(e),
@@ -115,10 +130,10 @@ impl ControlPlane {
                 Response::ok(json!({"kicked": id}))
             }
             command => {
-                let Some(power) = &self.power else {
+                let Some(power) = self.power() else {
                     return Response::error("power control is not configured (no [power] section)");
                 };
-                self.power_command(power, command, caller).await
+                self.power_command(&power, command, caller).await
             }
         }
     }

@@ -64,7 +64,12 @@ impl Control<'_> {
             supervisor,
         )
         .map_err(|e| std::io::Error::other(format!("[power]: {e}")))?;
-        let plane = ControlPlane::new(self.manager.clone(), audit, power);
+        let plane = ControlPlane::new(
+            self.manager.clone(),
+            audit,
+            crate::control::power::PowerSlot::fixed(power),
+            None,
+        );
         let socket = AdminSocket::bind(&a.socket).await?;
         supervisor.spawn_critical(
             &stage.tasks,
@@ -108,7 +113,7 @@ impl Control<'_> {
         let Some(m) = &self.config.metrics else {
             return Ok(None);
         };
-        let power = plane.and_then(|c| c.power().cloned());
+        let power = plane.map(|c| c.power_slot().clone()).unwrap_or_default();
         let source = crate::web::metrics::live::LiveSource::new(
             self.config,
             self.manager.clone(),

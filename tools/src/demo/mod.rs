@@ -520,7 +520,7 @@ quiet_secs = 2.0
             }
         })
         .collect();
-    let power = proxy.control().and_then(|c| c.power()).cloned();
+    let power = proxy.control().and_then(|c| c.power());
     let gpu_kw = (RIG_KW * args.rigs as f64 / 2.0).floor();
     let mut gpu_started: Option<Instant> = None;
     let mut gpu_done = false;

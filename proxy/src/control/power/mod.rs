@@ -307,6 +307,30 @@ impl PowerHandle {
     }
 }
 
+/// Where the control plane finds power control: fixed for a single instance; in a cluster,
+/// filled while this instance leads and emptied when it stops leading.
+#[derive(Clone, Default)]
+pub struct PowerSlot(Arc<std::sync::RwLock<Option<PowerHandle>>>);
+
+impl PowerSlot {
+    /// A slot holding `handle` (a single instance: set once, at start).
+    pub fn fixed(handle: Option<PowerHandle>) -> Self {
+        PowerSlot(Arc::new(std::sync::RwLock::new(handle)))
+    }
+
+    /// Power control here now, if it runs on this instance.
+    pub fn get(&self) -> Option<PowerHandle> {
+        self.0.read().ok().and_then(|h| h.clone())
+    }
+
+    /// Sets (or empties) it.
+    pub fn set(&self, handle: Option<PowerHandle>) {
+        if let Ok(mut h) = self.0.write() {
+            *h = handle;
+        }
+    }
+}
+
 /// The arbiter's settings from `[power]`.
 pub fn settings(p: &crate::config::Power) -> Settings {
     Settings {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::workers::WorkerSample;
 use super::{DownstreamSample, PoolSample, Sample, SampleSource};
 use crate::config::{Config, RigGroup};
-use crate::control::power::PowerHandle;
+use crate::control::power::PowerSlot;
 use crate::control::power::rigs::UNGROUPED;
 use crate::telemetry::{DownstreamStats, Instruments, RejectReason, ShareCounters};
 use crate::upstream::manager::PoolManager;
@@ -20,7 +20,7 @@ use crate::upstream::manager::PoolManager;
 /// See the module docs.
 pub struct LiveSource {
     manager: Arc<PoolManager>,
-    power: Option<PowerHandle>,
+    power: PowerSlot,
     instruments: Arc<Instruments>,
     groups: Vec<RigGroup>,
     /// Worker name → group index, from `[[rig]] group` overrides.
@@ -33,7 +33,7 @@ impl LiveSource {
     pub fn new(
         config: &Config,
         manager: Arc<PoolManager>,
-        power: Option<PowerHandle>,
+        power: PowerSlot,
         instruments: Arc<Instruments>,
     ) -> Self {
         let groups = config.rig_group.clone();
@@ -127,13 +127,13 @@ impl SampleSource for LiveSource {
                 submit_latency: p.submit_latency,
             })
             .collect();
-        let view = self.power.as_ref().map(|h| h.view());
-        let power = self
-            .power
+        let handle = self.power.get();
+        let view = handle.as_ref().map(|h| h.view());
+        let power = handle
             .as_ref()
             .zip(view.as_ref())
             .map(|(h, v)| (v.snapshot.clone(), h.drain_to_confirmed()));
-        let identity = self.power.as_ref().zip(view.as_ref()).map(|(h, v)| {
+        let identity = handle.as_ref().zip(view.as_ref()).map(|(h, v)| {
             let f = h.identity();
             let unverified = v
                 .rigs
