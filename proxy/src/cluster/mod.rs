@@ -30,6 +30,8 @@ pub mod forward;
 pub mod inventory;
 #[cfg(feature = "etcd")]
 pub mod leader;
+#[cfg(feature = "etcd")]
+pub mod node;
 
 use serde::{Deserialize, Serialize};
 
