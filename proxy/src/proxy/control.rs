@@ -60,7 +60,9 @@ impl Control<'_> {
             gpu,
             stage.stop.clone(),
             &stage.tasks,
-            options.reset_power_state,
+            crate::control::power::persist::Storage::File {
+                reset: options.reset_power_state,
+            },
             supervisor,
         )
         .map_err(|e| std::io::Error::other(format!("[power]: {e}")))?;
