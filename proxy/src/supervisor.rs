@@ -205,6 +205,20 @@ impl Supervisor {
         self.spawn_in(tracker, name, true, Some(scope), task);
     }
 
+    /// [`Supervisor::spawn_watched`] for as long as `scope` lasts (its end with the scope is
+    /// not even logged as an early end).
+    pub fn spawn_watched_scoped<F>(
+        &self,
+        tracker: &TaskTracker,
+        name: &str,
+        scope: CancellationToken,
+        task: F,
+    ) where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.spawn_in(tracker, name, false, Some(scope), task);
+    }
+
     /// Runs the task `name` on `tracker`; its early end or panic is logged but does not stop
     /// the process (for tasks whose death leaves nothing unsafe, such as the NOC chart).
     pub fn spawn_watched<F>(&self, tracker: &TaskTracker, name: &str, task: F)

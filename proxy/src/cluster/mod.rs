@@ -25,6 +25,8 @@ pub mod keys;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 #[cfg(feature = "etcd")]
+pub mod fenced;
+#[cfg(feature = "etcd")]
 pub mod forward;
 #[cfg(feature = "etcd")]
 pub mod inventory;

@@ -589,13 +589,14 @@ pub fn start(
         )),
     );
     let history = PowerHistory::standard();
-    supervisor.spawn_watched(
-        tracker,
-        "power-history",
-        history
-            .clone()
-            .run(view.clone(), SAMPLE_EVERY, shutdown.clone()),
-    );
+    let sampler = history
+        .clone()
+        .run(view.clone(), SAMPLE_EVERY, shutdown.clone());
+    if scoped {
+        supervisor.spawn_watched_scoped(tracker, "power-history", shutdown.clone(), sampler);
+    } else {
+        supervisor.spawn_watched(tracker, "power-history", sampler);
+    }
     critical(
         "power-controller",
         Box::pin(controller.run(requests, shutdown.clone())),
