@@ -206,3 +206,81 @@ impl GpuControl for FencedGpu {
         self.inner.call_bound()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::cluster::{LeaderRecord, Role};
+
+    /// Counts the sleeps that reached it.
+    struct Rig(Arc<AtomicU32>);
+
+    impl RigControl for Rig {
+        fn sleep(&self) -> BoxFuture<'_, Result<(), PortError>> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Ok(()) })
+        }
+        fn wake(&self) -> BoxFuture<'_, Result<(), PortError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn status(&self) -> BoxFuture<'_, Result<FirmwareStatus, PortError>> {
+            Box::pin(async { Err(PortError::new(Side::Firmware, Retry::Yes, "n/a")) })
+        }
+        fn describe(&self) -> String {
+            "test rig".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn nothing_reaches_a_rig_unless_this_instance_leads_within_its_lease() {
+        // A lazy client: no etcd is needed to check the gate.
+        let config = crate::config::Cluster {
+            etcd: vec!["http://127.0.0.1:1".into()],
+            site: "s".into(),
+            instance: "a".into(),
+            lease_ttl_secs: 2,
+            timeout_ms: 200,
+            username: None,
+            password_env: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+        };
+        let etcd = crate::cluster::etcd::Etcd::connect(&config).await.unwrap();
+        let node = Node::new(
+            etcd,
+            config,
+            crate::cluster::fence::Fence::closed(Duration::from_millis(100)),
+        );
+        let gate = Gate::new(node.clone());
+        let reached = Arc::new(AtomicU32::new(0));
+        let inner = reached.clone();
+        let factory: ControlFactory =
+            Arc::new(move |_, _| Some(Arc::new(Rig(inner.clone())) as Arc<dyn RigControl>));
+        let group: RigGroup =
+            toml::from_str("name = \"g\"\nworkers = [\"*\"]\nrated_w = 3000").unwrap();
+        let rig = gate.rigs(factory)(&group, "127.0.0.1:4028".parse().unwrap()).unwrap();
+
+        // Not leading: refused, nothing sent.
+        assert!(rig.sleep().await.is_err());
+        // Leading, lease fresh: sent.
+        node.set_role(Role::Leader {
+            record: LeaderRecord {
+                instance: "a".into(),
+                lease: 1,
+                since_unix_ms: 0,
+            },
+        });
+        node.fence.renewed(Instant::now(), Duration::from_secs(2));
+        rig.sleep().await.unwrap();
+        // Leading by role, but the lease ran out unrenewed (a frozen process): refused.
+        node.fence.close();
+        let e = rig.sleep().await.unwrap_err();
+        assert!(e.message().contains("not the power leader"), "{e}");
+        assert_eq!(reached.load(Ordering::SeqCst), 1);
+        assert_eq!(gate.refusals().count(), 2);
+    }
+}

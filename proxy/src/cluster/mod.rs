@@ -34,6 +34,8 @@ pub mod inventory;
 pub mod leader;
 #[cfg(feature = "etcd")]
 pub mod node;
+#[cfg(all(test, feature = "etcd"))]
+pub(crate) mod testing;
 
 use serde::{Deserialize, Serialize};
 
