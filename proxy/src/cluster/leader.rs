@@ -687,3 +687,38 @@ lease_ttl_secs = 2
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+#[cfg(test)]
+mod plan_size {
+    use std::time::Duration;
+
+    use crate::control::arbiter::{Arbiter, GroupId, Observed, RigId, RigInfo, Settings, Watts};
+
+    /// The plan is one etcd value, and etcd refuses a request over `--max-request-bytes`
+    /// (1.5 MiB by default): docs/cluster.md sizes it from this figure.
+    #[test]
+    fn a_plan_costs_under_four_hundred_bytes_per_rig() {
+        let rigs = 1_000u64;
+        let mut a = Arbiter::new(Settings::new(Watts(rigs * 3_500 + 1)), Duration::ZERO).unwrap();
+        for i in 0..rigs {
+            let info = RigInfo {
+                id: RigId(format!(
+                    "hall-a.row-{:02}.rack-{:02}.s19xp-{i:05}",
+                    i / 100,
+                    i % 100
+                )),
+                group: GroupId(format!("s19xp-{}", i % 10)),
+                priority: 0,
+                power: Watts(3_010 + i % 50),
+                efficiency: Some(21.5),
+                path: Default::default(),
+            };
+            a.handle_rig(Duration::ZERO, info, Observed::Mining)
+                .unwrap();
+        }
+        let bytes = serde_json::to_vec(&a.persist()).unwrap().len() as u64;
+        let per_rig = bytes / rigs;
+        println!("plan: {bytes} bytes for {rigs} rigs, {per_rig} bytes per rig");
+        assert!((50..=400).contains(&per_rig), "{per_rig} bytes per rig");
+    }
+}
