@@ -79,39 +79,137 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 /// Bit 63 marks a remote miner's [`ConnId`].
 pub const REMOTE_BIT: u64 = 1 << 63;
 
-/// One miner as published (short field names: the value is bounded by etcd's request size).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// One miner as published. On the wire it is a row (a JSON array, no field names: the value
+/// is bounded by etcd's request size), in this order: `[conn, worker|null, "ip:port", pool,
+/// hashrate (H/s, whole), difficulty, ms from the last share to publication|null, accepted,
+/// rejected, connected_secs]`. Readers ignore elements past these (a later format may add).
+#[derive(Clone, Debug, PartialEq)]
 pub struct WireMiner {
     /// Its connection id on the publishing instance.
-    #[serde(rename = "c")]
     pub conn: u64,
     /// Worker name, once authorized.
-    #[serde(rename = "w", default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
     /// The miner's address.
-    #[serde(rename = "a")]
     pub peer: SocketAddr,
     /// The pool it is on (index in the config).
-    #[serde(rename = "p")]
     pub pool: PoolId,
     /// Estimated hashrate (H/s).
-    #[serde(rename = "h")]
     pub hashrate: f64,
     /// Current difficulty.
-    #[serde(rename = "d")]
     pub difficulty: f64,
     /// Unix ms of its last accepted share (0: none yet).
-    #[serde(rename = "l")]
     pub last_share_unix_ms: u64,
     /// Shares accepted.
-    #[serde(rename = "ok")]
     pub accepted: u64,
     /// Shares rejected.
-    #[serde(rename = "rj")]
     pub rejected: u64,
     /// Seconds connected when published.
-    #[serde(rename = "s")]
     pub connected_secs: u64,
+}
+
+/// A row as written (see [`WireMiner`]).
+#[derive(Serialize)]
+struct RowOut<'a>(
+    u64,
+    Option<&'a str>,
+    SocketAddr,
+    PoolId,
+    u64,
+    f64,
+    Option<u64>,
+    u64,
+    u64,
+    u64,
+);
+
+impl WireMiner {
+    /// The row for a value published at `t` (Unix ms).
+    fn row(&self, t: u64) -> RowOut<'_> {
+        // Whole H/s: a rig's estimate has no meaningful fraction, and `.0` costs two bytes.
+        // (Finite and >= 0 here; `as` saturates above u64::MAX.)
+        let hashrate = finite_or_zero(self.hashrate).round() as u64;
+        RowOut(
+            self.conn,
+            self.worker.as_deref(),
+            self.peer,
+            self.pool,
+            hashrate,
+            finite_or_zero(self.difficulty),
+            (self.last_share_unix_ms != 0).then(|| t.saturating_sub(self.last_share_unix_ms)),
+            self.accepted,
+            self.rejected,
+            self.connected_secs,
+        )
+    }
+}
+
+/// A row as read: every element typed, extra trailing ones ignored.
+struct RowIn {
+    conn: u64,
+    worker: Option<String>,
+    peer: SocketAddr,
+    pool: PoolId,
+    hashrate: u64,
+    difficulty: f64,
+    share_ago_ms: Option<u64>,
+    accepted: u64,
+    rejected: u64,
+    connected_secs: u64,
+}
+
+impl RowIn {
+    /// The miner, its last share placed on the publication time `t`.
+    fn miner(self, t: u64) -> WireMiner {
+        WireMiner {
+            conn: self.conn,
+            worker: self.worker,
+            peer: self.peer,
+            pool: self.pool,
+            hashrate: self.hashrate as f64,
+            difficulty: self.difficulty,
+            // A share "before 1970" (ago > t) is garbage: counted as no share.
+            last_share_unix_ms: self.share_ago_ms.map_or(0, |ago| t.saturating_sub(ago)),
+            accepted: self.accepted,
+            rejected: self.rejected,
+            connected_secs: self.connected_secs,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RowIn {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Row;
+        impl<'de> Visitor<'de> for Row {
+            type Value = RowIn;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a miner row")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RowIn, A::Error> {
+                fn next<'de, T: Deserialize<'de>, A: SeqAccess<'de>>(
+                    seq: &mut A,
+                    i: usize,
+                ) -> Result<T, A::Error> {
+                    seq.next_element()?
+                        .ok_or_else(|| serde::de::Error::invalid_length(i, &"10 elements"))
+                }
+                let row = RowIn {
+                    conn: next(&mut seq, 0)?,
+                    worker: next(&mut seq, 1)?,
+                    peer: next(&mut seq, 2)?,
+                    pool: next(&mut seq, 3)?,
+                    hashrate: next(&mut seq, 4)?,
+                    difficulty: next(&mut seq, 5)?,
+                    share_ago_ms: next(&mut seq, 6)?,
+                    accepted: next(&mut seq, 7)?,
+                    rejected: next(&mut seq, 8)?,
+                    connected_secs: next(&mut seq, 9)?,
+                };
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(row)
+            }
+        }
+        d.deserialize_seq(Row)
+    }
 }
 
 impl WireMiner {
@@ -123,7 +221,7 @@ impl WireMiner {
             worker: s.worker().map(|w| truncate(w, MAX_WORKER_BYTES)),
             peer: s.peer,
             pool: r.pool,
-            hashrate: finite_or_zero(r.hashrate).round(),
+            hashrate: finite_or_zero(r.hashrate),
             difficulty: finite_or_zero(s.difficulty.get()),
             last_share_unix_ms: s.last_share_unix_ms(),
             accepted: s.counters.accepted.load(Relaxed),
@@ -199,7 +297,7 @@ pub fn encode(
         if included >= max_count {
             break;
         }
-        let Ok(one) = serde_json::to_vec(m) else {
+        let Ok(one) = serde_json::to_vec(&m.row(now_ms)) else {
             continue;
         };
         let sep = usize::from(included > 0);
@@ -248,7 +346,6 @@ pub struct Decoded {
 #[derive(Deserialize)]
 struct RawInventory {
     v: u32,
-    #[serde(default)]
     t: u64,
     #[serde(default)]
     n: u64,
@@ -260,14 +357,14 @@ struct RawInventory {
 /// whole value, and entries past the cap are skipped without being kept.
 #[derive(Default)]
 struct Capped {
-    ok: Vec<WireMiner>,
+    ok: Vec<RowIn>,
     skipped: usize,
 }
 
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum Item {
-    Good(WireMiner),
+    Good(RowIn),
     Bad(IgnoredAny),
 }
 
@@ -309,10 +406,12 @@ pub fn decode(bytes: &[u8], now_ms: u64) -> Result<Decoded, DecodeError> {
     if raw.v != FORMAT_VERSION {
         return Err(DecodeError::Version(raw.v));
     }
+    let published_unix_ms = raw.t.min(now_ms);
     let mut skipped = raw.m.skipped;
     let mut seen = HashSet::new();
     let mut miners = Vec::with_capacity(raw.m.ok.len());
-    for mut m in raw.m.ok {
+    for row in raw.m.ok {
+        let mut m = row.miner(published_unix_ms);
         if m.check(now_ms) && seen.insert(m.conn) {
             miners.push(m);
         } else {
@@ -321,7 +420,7 @@ pub fn decode(bytes: &[u8], now_ms: u64) -> Result<Decoded, DecodeError> {
     }
     Ok(Decoded {
         miners,
-        published_unix_ms: raw.t.min(now_ms),
+        published_unix_ms,
         declared: raw.n,
         skipped,
     })

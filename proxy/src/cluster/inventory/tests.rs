@@ -40,18 +40,15 @@ fn encode_then_decode_gives_the_miners_back_sorted_by_worker() {
     let d = decode(&enc.bytes, NOW_MS).unwrap();
     assert_eq!(d.miners, vec![b, a, c]);
     assert_eq!((d.declared, d.skipped, d.published_unix_ms), (3, 0, NOW_MS));
-    // Short field names: the value's size is what bounds a site.
+    // Rows without field names: the value's size is what bounds a site.
     let text = String::from_utf8(enc.bytes).unwrap();
-    assert!(text.starts_with("{\"v\":1,\"t\":"), "{text}");
-    assert!(
-        !text.contains("worker") && text.contains("\"w\":\"a.rig\""),
-        "{text}"
-    );
+    let first = r#"{"v":1,"t":1796000000000,"n":3,"m":[[1000001,"a.rig","10.1.0.1:40001",1,140123456789012,65536.0,1,123456,123,86401],"#;
+    assert!(text.starts_with(first), "{text}");
 }
 
 #[test]
 fn a_list_too_large_for_one_value_keeps_the_first_by_worker() {
-    let per = serde_json::to_vec(&realistic(12_345)).unwrap().len() + 1;
+    let per = row(&realistic(12_345)).to_string().len() + 1;
     let fit = MAX_PUBLISH_BYTES / per;
     println!(
         "inventory: {per} bytes per miner; about {fit} miners fit in {MAX_PUBLISH_BYTES} bytes"
@@ -86,41 +83,67 @@ fn a_list_too_large_for_one_value_keeps_the_first_by_worker() {
     assert!(decode(&enc.bytes, NOW_MS).unwrap().miners.is_empty());
 }
 
+fn row(m: &WireMiner) -> serde_json::Value {
+    serde_json::to_value(m.row(NOW_MS)).unwrap()
+}
+
 #[test]
 fn hostile_entries_are_skipped_one_by_one() {
-    let good = serde_json::to_value(realistic(1)).unwrap();
-    let with = |k: &str, v: serde_json::Value| {
+    let good = row(&realistic(1));
+    let with = |i: usize, v: serde_json::Value| {
         let mut e = good.clone();
-        e[k] = v;
+        e[i] = v;
         e
     };
-    let mut no_peer = good.clone();
-    no_peer.as_object_mut().unwrap().remove("a");
-    let mut future = realistic(2);
-    future.last_share_unix_ms = NOW_MS + 3_600_000;
-    let list = serde_json::json!({"v": 1, "t": NOW_MS + 99, "n": 12, "m": [
+    let mut short = good.clone();
+    short.as_array_mut().unwrap().pop();
+    let mut longer = row(&realistic(2));
+    longer
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"later": "field"}));
+    let mut never = realistic(3);
+    never.last_share_unix_ms = 0;
+    let list = serde_json::json!({"v": 1, "t": NOW_MS, "n": 15, "m": [
         good,
-        with("h", serde_json::json!(-1.0)),
-        with("h", serde_json::json!(1e300)),
-        with("d", serde_json::json!("x")),
-        with("w", serde_json::json!("x".repeat(MAX_WORKER_BYTES + 1))),
-        with("w", serde_json::json!("bad\nname")),
-        with("w", serde_json::json!("")),
-        with("a", serde_json::json!("not an address")),
-        with("c", serde_json::json!(-5)),
-        no_peer,
+        with(4, serde_json::json!(-1)),
+        with(4, serde_json::json!(1.5)),
+        with(5, serde_json::json!(1e300)),
+        with(5, serde_json::json!("x")),
+        with(1, serde_json::json!("x".repeat(MAX_WORKER_BYTES + 1))),
+        with(1, serde_json::json!("bad\nname")),
+        with(1, serde_json::json!("")),
+        with(2, serde_json::json!("not an address")),
+        with(0, serde_json::json!(-5)),
+        with(3, serde_json::json!(MAX_POOL_INDEX + 1)),
+        short,
+        {"c": 1},
         [[["deep"]]],
         good.clone(),
-        serde_json::to_value(&future).unwrap(),
+        longer,
+        row(&never),
     ]});
     let d = decode(list.to_string().as_bytes(), NOW_MS).unwrap();
-    assert_eq!(d.miners.len(), 2, "{:?}", d.miners);
-    assert_eq!(d.skipped, 11);
-    assert_eq!(
-        d.miners[1].last_share_unix_ms, NOW_MS,
-        "a future share is clamped"
-    );
+    assert_eq!(d.miners, vec![realistic(1), realistic(2), never]);
+    assert_eq!(d.skipped, 14);
+}
+
+#[test]
+fn times_from_another_clock_are_clamped() {
+    // Published "in the future" (the other host's clock is ahead): shares are placed no later
+    // than now, so a skewed clock cannot make a rig look alive for ever.
+    let later = NOW_MS + 3_600_000;
+    let mut m = realistic(0);
+    m.last_share_unix_ms = later - 1_000;
+    let enc = encode(vec![m], later, 10_000, 10);
+    let d = decode(&enc.bytes, NOW_MS).unwrap();
     assert_eq!(d.published_unix_ms, NOW_MS);
+    assert_eq!(d.miners[0].last_share_unix_ms, NOW_MS - 1_000);
+    // A share "before 1970" is no share.
+    let mut v: serde_json::Value = serde_json::from_slice(&enc.bytes).unwrap();
+    v["m"][0][6] = serde_json::json!(u64::MAX);
+    let d = decode(v.to_string().as_bytes(), NOW_MS).unwrap();
+    assert_eq!(d.miners[0].last_share_unix_ms, 0);
 }
 
 #[test]
@@ -130,6 +153,7 @@ fn malformed_values_are_errors_not_panics() {
         b"null",
         b"[]",
         b"{\"m\":[]}",
+        b"{\"v\":1,\"m\":[]}",
         b"{\"v\":1,\"m\":{}}",
         b"{\"v\":1,\"m\":[",
         b"\xff\xfe",
@@ -140,7 +164,7 @@ fn malformed_values_are_errors_not_panics() {
         );
     }
     assert_eq!(
-        decode(b"{\"v\":2,\"m\":[]}", NOW_MS).unwrap_err(),
+        decode(b"{\"v\":2,\"t\":0,\"m\":[]}", NOW_MS).unwrap_err(),
         DecodeError::Version(2)
     );
     let deep = format!(
@@ -150,24 +174,19 @@ fn malformed_values_are_errors_not_panics() {
     );
     assert!(decode(deep.as_bytes(), NOW_MS).is_err());
     // Fields this build does not know are ignored (a newer instance may add some).
-    let newer = format!(
-        "{{\"v\":1,\"x\":7,\"m\":[{}]}}",
-        serde_json::to_string(&realistic(1))
-            .unwrap()
-            .replacen('{', "{\"zz\":[1,2],", 1)
-    );
-    assert_eq!(decode(newer.as_bytes(), NOW_MS).unwrap().miners.len(), 1);
+    let newer = format!("{{\"v\":1,\"t\":{NOW_MS},\"x\":7,\"m\":[]}}");
+    assert!(decode(newer.as_bytes(), NOW_MS).unwrap().miners.is_empty());
 }
 
 #[test]
 fn entries_past_the_per_instance_cap_are_skipped() {
-    let one = serde_json::to_string(&realistic(1)).unwrap();
-    let mut text = String::from("{\"v\":1,\"m\":[");
+    let one = row(&realistic(1)).to_string();
+    let mut text = format!("{{\"v\":1,\"t\":{NOW_MS},\"m\":[");
     for i in 0..MAX_REMOTE_PER_INSTANCE + 10 {
         if i > 0 {
             text.push(',');
         }
-        text.push_str(&one.replacen("\"c\":1000001", &format!("\"c\":{i}"), 1));
+        text.push_str(&one.replacen("[1000001,", &format!("[{i},"), 1));
     }
     text.push_str("]}");
     let d = decode(text.as_bytes(), NOW_MS).unwrap();
