@@ -8,8 +8,14 @@
 //!   a dead proxy does not mean a sleeping rig). Written at most once a second and only when
 //!   something the power controller or an operator reads changed; the lease keeps the key, so
 //!   there is no periodic rewrite. A new lease (after an expiry) is published to at once.
+//!   The value is `{"v":1,"t":<publication, Unix ms>,"n":<miners connected>,"m":[rows]}`,
+//!   one row per miner ([`WireMiner`]): about 120 bytes for a 40-character worker name, so
+//!   some 12,600 miners fit in etcd's default 1.5 MiB request; past that, the first by
+//!   worker name are published and a warning says so. (etcd keeps every revision until it
+//!   compacts: run it with `--auto-compaction-retention`.)
 //! - **Read** (every ~500 ms): a keys-only listing of `miners/`, then one read per instance
-//!   whose revision moved. Every value is hostile: entries are capped per instance and in
+//!   whose revision moved: unchanged values are not downloaded again, and no single answer
+//!   carries every instance's value (the client refuses answers over 4 MiB). Every value is hostile: entries are capped per instance and in
 //!   total, malformed ones skipped and counted, nothing panics.
 //! - **Synthesized records**: a remote miner gets an `Arc<MinerShared>` whose [`ConnId`] has
 //!   bit 63 set (local ids count up from 0 and never reach it), 31 bits of a hash of the
