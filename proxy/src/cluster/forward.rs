@@ -25,6 +25,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -39,7 +40,7 @@ use super::{InstanceRecord, Role};
 use crate::config::cluster::valid_name;
 use crate::control::admin::protocol::{Request, Response};
 use crate::control::admin::server::{Caller, Origin};
-use crate::control::cluster_link::{BoxFuture, ClusterLink};
+use crate::control::cluster_link::{BoxFuture, ClusterGauges, ClusterLink};
 use crate::control::plane::ControlPlane;
 use crate::time::unix_ms;
 
@@ -215,7 +216,21 @@ pub fn decode_reply(bytes: &[u8]) -> Result<Reply, MessageError> {
 pub struct Forwarder {
     node: Arc<Node>,
     deadline: Duration,
+    instances: Arc<InstanceCount>,
 }
+
+/// How many instances etcd holds records of, for the metrics endpoint: read again, in the
+/// background, by a scrape that finds it older than [`INSTANCES_EVERY`] (one read at a time,
+/// bounded by the etcd timeout), so a scrape never waits on etcd.
+#[derive(Default)]
+struct InstanceCount {
+    count: AtomicU64,
+    read_unix_ms: AtomicU64,
+    reading: AtomicBool,
+}
+
+/// How old the instance count may grow before a scrape has it read again.
+const INSTANCES_EVERY: Duration = Duration::from_secs(5);
 
 impl Forwarder {
     /// A forwarder over `node`, waiting [`DEADLINE`] for answers.
@@ -225,7 +240,40 @@ impl Forwarder {
 
     /// A forwarder waiting `deadline` for answers (tests).
     pub fn with_deadline(node: Arc<Node>, deadline: Duration) -> Arc<Forwarder> {
-        Arc::new(Forwarder { node, deadline })
+        Arc::new(Forwarder {
+            node,
+            deadline,
+            instances: Arc::default(),
+        })
+    }
+
+    /// Reads the instance count again in the background if it is stale and no read is under
+    /// way (and a runtime runs: metrics are scraped on it).
+    fn refresh_instances(&self) {
+        let stale = unix_ms().saturating_sub(self.instances.read_unix_ms.load(Relaxed))
+            >= u64::try_from(INSTANCES_EVERY.as_millis()).unwrap_or(u64::MAX);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if !stale || self.instances.reading.swap(true, Relaxed) {
+            return;
+        }
+        let (node, shared) = (self.node.clone(), self.instances.clone());
+        runtime.spawn(async move {
+            let prefix = node.keys().instances();
+            if let Ok(records) = node.etcd.get_prefix(&prefix).await {
+                let n = records
+                    .iter()
+                    .filter(|e| {
+                        Keys::name_under(&prefix, &e.key)
+                            .is_some_and(|name| instance_record(name, &e.value).is_some())
+                    })
+                    .count();
+                shared.count.store(n as u64, Relaxed);
+            }
+            shared.read_unix_ms.store(unix_ms(), Relaxed);
+            shared.reading.store(false, Relaxed);
+        });
     }
 
     /// Sends `request` to the leader and waits for its answer; `None` when this instance
@@ -353,6 +401,10 @@ impl Forwarder {
                 }))
             })
             .collect();
+        if records_error.is_none() {
+            self.instances.count.store(instances.len() as u64, Relaxed);
+            self.instances.read_unix_ms.store(unix_ms(), Relaxed);
+        }
         let etcd = match health {
             Ok((version, db_size)) => json!({
                 "endpoints": node.etcd.endpoints(),
@@ -410,6 +462,16 @@ impl ClusterLink for Forwarder {
 
     fn status(&self) -> BoxFuture<'_, Value> {
         Box::pin(self.status_json())
+    }
+
+    fn gauges(&self) -> ClusterGauges {
+        self.refresh_instances();
+        ClusterGauges {
+            leader: self.node.is_leader(),
+            etcd_writes: self.node.etcd.writes(),
+            instances: self.instances.count.load(Relaxed),
+            lease_remaining_secs: self.node.fence.remaining().as_secs_f64(),
+        }
     }
 }
 

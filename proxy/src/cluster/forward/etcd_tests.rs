@@ -201,6 +201,25 @@ async fn a_follower_reaches_the_leader_and_a_deposed_leader_writes_nothing() {
     p2.set_role(Role::Follower {
         leader: Some(record.clone()),
     });
+    // Their presence records (leader.rs writes them in the proxy), and a malformed one.
+    for n in [&p1, &p2] {
+        let r = InstanceRecord {
+            instance: n.keys().instance().to_owned(),
+            version: "0.1.0".into(),
+            started_unix_ms: unix_ms(),
+            http: None,
+        };
+        let value = serde_json::to_vec(&r).unwrap();
+        n.etcd
+            .put(&n.keys().my_instance(), value, n.lease())
+            .await
+            .unwrap();
+    }
+    let junk = format!("{}p3", p2.keys().instances());
+    p2.etcd
+        .put(&junk, b"{not json".to_vec(), p2.lease())
+        .await
+        .unwrap();
 
     let miner = Arc::new(MinerShared::new(
         7,
@@ -294,11 +313,36 @@ async fn a_follower_reaches_the_leader_and_a_deposed_leader_writes_nothing() {
             .is_some_and(|v| v.starts_with('3'))
     );
     assert!(s["etcd"]["db_size"].as_i64().is_some_and(|d| d > 0));
-    assert!(s["instances"].as_array().is_some_and(Vec::is_empty), "{s}");
+    assert_eq!(
+        s["instances"].as_array().map(|a| a
+            .iter()
+            .map(|i| (i["instance"].clone(), i["leader"].clone()))
+            .collect::<Vec<_>>()),
+        Some(vec![
+            (json!("p1"), json!(true)),
+            (json!("p2"), json!(false))
+        ]),
+        "{s}"
+    );
     assert!(s["etcd_writes"].as_u64().is_some_and(|w| w >= 4));
     let s1 = link_status(&plane1).await;
     assert_eq!(s1["role"], "leader");
     assert!(s1["fence_remaining_ms"].as_u64().is_some_and(|ms| ms > 0));
+    // The metrics' figures, read without waiting on etcd.
+    let g = link2.gauges();
+    assert!(
+        !g.leader && g.lease_remaining_secs == 0.0 && g.etcd_writes >= 3,
+        "{g:?}"
+    );
+    assert_eq!(g.instances, 2, "the status read counted them");
+    let g = plane1.cluster().unwrap().gauges();
+    assert!(g.leader && g.lease_remaining_secs > 0.0, "{g:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        plane1.cluster().unwrap().gauges().instances,
+        2,
+        "read in the background"
+    );
 
     // Latency of one forwarded request (a read: nothing to undo).
     let mut took = Vec::new();
