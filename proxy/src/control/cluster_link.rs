@@ -38,6 +38,6 @@ pub struct ClusterGauges {
     pub etcd_writes: u64,
     /// Instances present in etcd (their records under live leases), as last read.
     pub instances: u64,
-    /// How long this instance may still command hardware as the leader (0 when following).
+    /// How long this instance's lease is surely alive (its fence; 0 when lost).
     pub lease_remaining_secs: f64,
 }

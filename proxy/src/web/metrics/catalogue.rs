@@ -167,7 +167,7 @@ specs! {
     CLUSTER_INSTANCES: "hashshift_cluster_instances", Gauge, [],
         "Instances of the site present in etcd, as last read (every few seconds) ([cluster] only).";
     CLUSTER_LEASE_REMAINING: "hashshift_cluster_lease_remaining_seconds", Gauge, [],
-        "How long this instance may still command hardware as leader before its lease must be renewed (0 when following).";
+        "How long this instance's etcd lease is surely alive (its fence: a leader commands hardware only while it is open); 0 when lost.";
     DRAIN_TO_CONFIRMED: "hashshift_power_drain_to_confirmed_seconds", Histogram, [],
         "Sleep commanded until the rig is confirmed asleep (firmware state, then no shares).";
 }
