@@ -1,17 +1,12 @@
-//! Forwarding against a real etcd: a private one-member etcd on free loopback ports, two
-//! nodes (`p1` leads, `p2` follows), each with its control plane. Needs `etcd` on `PATH`;
-//! without it the test says why and passes, unless `HASHSHIFT_ETCD=1` (CI), where it fails.
+//! Forwarding against a real etcd ([`crate::cluster::testing`]: skipped without an `etcd`
+//! binary unless `HASHSHIFT_ETCD=1`, where it fails): two nodes (`p1` leads, `p2` follows),
+//! each with its control plane.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command as Process, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
-use crate::cluster::LeaderRecord;
-use crate::cluster::etcd::Etcd;
-use crate::cluster::fence::Fence;
-use crate::config::Cluster;
+use crate::cluster::testing::TestEtcd;
 use crate::control::admin::protocol::Command;
 use crate::control::admin::server::Handler;
 use crate::control::audit::AuditLog;
@@ -20,95 +15,12 @@ use crate::pool_link::ConnId;
 use crate::pool_link::miner::MinerShared;
 use crate::pool_link::report::{Fleet, MinerReport, PoolSnapshot};
 
-/// A private etcd, killed and its data removed on drop.
-struct PrivateEtcd {
-    child: Child,
-    dir: PathBuf,
-    url: String,
-}
-
-impl Drop for PrivateEtcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-/// Starts etcd, or `None` (with the reason printed) when it is not installed and
-/// `HASHSHIFT_ETCD` is not `1`.
-fn start_etcd() -> Option<PrivateEtcd> {
-    let required = std::env::var("HASHSHIFT_ETCD").is_ok_and(|v| v == "1");
-    let (client, peer) = (free_port(), free_port());
-    let dir = std::env::temp_dir().join(format!("hashshift-fwd-{}-{client}", std::process::id()));
-    let url = format!("http://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let spawned = Process::new("etcd")
-        .args(["--name", "t", "--data-dir"])
-        .arg(&dir)
-        .args([
-            "--listen-client-urls",
-            &url,
-            "--advertise-client-urls",
-            &url,
-        ])
-        .args(["--listen-peer-urls", &peer_url])
-        .args(["--initial-advertise-peer-urls", &peer_url])
-        .args(["--initial-cluster", &format!("t={peer_url}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    match spawned {
-        Ok(child) => Some(PrivateEtcd { child, dir, url }),
-        Err(e) if required => panic!("HASHSHIFT_ETCD=1 but etcd cannot be started: {e}"),
-        Err(e) => {
-            eprintln!("skipped: etcd cannot be started ({e}); set HASHSHIFT_ETCD=1 to require it");
-            None
-        }
-    }
-}
-
-fn config(url: &str, instance: &str) -> Cluster {
-    Cluster {
-        etcd: vec![url.to_owned()],
-        site: "hall-a".into(),
-        instance: instance.into(),
-        lease_ttl_secs: 10,
-        timeout_ms: 2000,
-        username: None,
-        password_env: None,
-        ca_file: None,
-        cert_file: None,
-        key_file: None,
-    }
-}
-
-/// A node joined to etcd with a lease of its own (waits for etcd to answer).
-async fn node(url: &str, instance: &str) -> Arc<Node> {
-    let config = config(url, instance);
-    let started = Instant::now();
-    loop {
-        if let Ok(etcd) = Etcd::connect(&config).await {
-            if etcd.health().await.is_ok() {
-                let node = Node::new(etcd, config, Fence::closed(Duration::from_millis(500)));
-                let (lease, _) = node.etcd.grant(Duration::from_secs(10)).await.unwrap();
-                node.set_lease(lease);
-                return node;
-            }
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "etcd did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// A node of `instance` with a lease of its own (a follower until told otherwise).
+async fn node(etcd: &TestEtcd, instance: &str) -> Arc<Node> {
+    let node = etcd.node("hall-a", instance, 10).await;
+    let (lease, _) = node.etcd.grant(Duration::from_secs(10)).await.unwrap();
+    node.set_lease(lease);
+    node
 }
 
 /// One connected rig, `rig-1`; counts kicks.
@@ -177,27 +89,16 @@ fn ask(command: Command) -> Request {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_reaches_the_leader_and_a_deposed_leader_writes_nothing() {
-    let Some(etcd) = start_etcd() else {
+    let Some(etcd) = TestEtcd::start() else {
         return;
     };
-    let p1 = node(&etcd.url, "p1").await;
-    let p2 = node(&etcd.url, "p2").await;
     // p1 leads: the leader key under its lease, its fence open.
-    let record = LeaderRecord {
-        instance: "p1".into(),
-        lease: p1.lease(),
-        since_unix_ms: unix_ms(),
+    let p1 = etcd.node("hall-a", "p1", 10).await;
+    TestEtcd::lead(&p1).await;
+    let Role::Leader { record } = p1.role() else {
+        panic!("p1 leads");
     };
-    let won = p1
-        .etcd
-        .campaign(p1.lease(), serde_json::to_vec(&record).unwrap())
-        .await
-        .unwrap();
-    assert!(won);
-    p1.set_role(Role::Leader {
-        record: record.clone(),
-    });
-    p1.fence.renewed(Instant::now(), Duration::from_secs(10));
+    let p2 = node(&etcd, "p2").await;
     p2.set_role(Role::Follower {
         leader: Some(record.clone()),
     });
