@@ -398,6 +398,7 @@ impl Forwarder {
                     "started_unix_ms": r.started_unix_ms,
                     "http": r.http,
                     "leader": leads,
+                    "power_config": r.power_config,
                 }))
             })
             .collect();
@@ -447,7 +448,8 @@ fn instance_record(name: &str, value: &[u8]) -> Option<InstanceRecord> {
     (r.instance == name
         && valid_name(&r.instance)
         && field_ok(&r.version)
-        && r.http.as_deref().is_none_or(field_ok))
+        && r.http.as_deref().is_none_or(field_ok)
+        && r.power_config.as_deref().is_none_or(field_ok))
     .then_some(r)
 }
 

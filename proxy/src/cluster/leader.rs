@@ -108,6 +108,7 @@ pub async fn run(node: Arc<Node>, leading: Leading, shutdown: CancellationToken)
             version: env!("CARGO_PKG_VERSION").to_owned(),
             started_unix_ms,
             http: leading.http.clone(),
+            power_config: Some(super::power_digest(&leading.config)),
         };
         let lost = CancellationToken::new();
         let keeper = tokio::spawn(keep_alive(
@@ -343,6 +344,7 @@ async fn lead(
             "no plan stored (a new site, or etcd's data lost): every rig starts unknown until confirmed, GPU grant 0".into()
         }),
     ));
+    check_configs(node, leading).await;
     let term = shutdown.child_token();
     let tracker = TaskTracker::new();
     let (sink, plans) = EtcdPlanSink::new();
@@ -415,6 +417,33 @@ async fn lead(
             () = tokio::time::sleep(MAX_BACKOFF) => {}
         }
     }
+}
+
+/// Audits every instance whose power sections differ from the leader's (by digest): it
+/// would lead the site differently if it took over. Not fatal: the leader's own config rules
+/// while it leads, and the operator is told which instance to fix.
+async fn check_configs(node: &Node, leading: &Leading) {
+    let mine = super::power_digest(&leading.config);
+    let prefix = node.keys().instances();
+    let Ok(records) = node.etcd.get_prefix(&prefix).await else {
+        return;
+    };
+    let differ: Vec<String> = records
+        .iter()
+        .filter_map(|e| serde_json::from_slice::<InstanceRecord>(&e.value).ok())
+        .filter(|r| r.power_config.as_deref().is_some_and(|d| d != mine))
+        .map(|r| format!("{} ({})", r.instance, r.power_config.unwrap_or_default()))
+        .collect();
+    if differ.is_empty() {
+        return;
+    }
+    warn!(instances = ?differ, leader = %mine, "cluster: instances with different power sections");
+    leading.audit.record(AuditEvent::now(
+        format!("cluster {}", node.keys().instance()),
+        "config-mismatch",
+        format!("leader {mine}; differ: {}", differ.join(", ")),
+        Some("every instance needs the same [power], [[rig_group]], [[rig]], [[pdu]], [gpu_scheduler]: any may lead".into()),
+    ));
 }
 
 /// The stored plan: `Ok(None)` when there is none, an error when it cannot be read or parsed.

@@ -62,6 +62,27 @@ pub struct InstanceRecord {
     /// Its HTTP API address, if it serves one (operators' links).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<String>,
+    /// A digest of its power sections ([`power_digest`]): any instance may lead, so they must
+    /// all agree; `ctl cluster` and the leader flag one that differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_config: Option<String>,
+}
+
+/// A short digest (16 hex digits of SHA-256) of what decides power: `[power]`,
+/// `[[rig_group]]`, `[[rig]]`, `[[pdu]]` and `[gpu_scheduler]`, secrets redacted. Instances
+/// whose digests differ would each lead the site differently.
+pub fn power_digest(config: &crate::config::Config) -> String {
+    use sha2::{Digest, Sha256};
+    let c = config.redacted();
+    let sections = serde_json::json!({
+        "power": c.power,
+        "rig_group": c.rig_group,
+        "rig": c.rig,
+        "pdu": c.pdu,
+        "gpu_scheduler": c.gpu_scheduler,
+    });
+    let hash = Sha256::digest(sections.to_string().as_bytes());
+    hex::encode(&hash[..8])
 }
 
 /// This instance's part in the cluster now.

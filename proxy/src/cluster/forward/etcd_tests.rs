@@ -109,6 +109,7 @@ async fn a_follower_reaches_the_leader_and_a_deposed_leader_writes_nothing() {
             version: "0.1.0".into(),
             started_unix_ms: unix_ms(),
             http: None,
+            power_config: None,
         };
         let value = serde_json::to_vec(&r).unwrap();
         n.etcd

@@ -86,7 +86,7 @@ mod with_etcd {
         assert_eq!(stored.value, b"b1");
     }
 
-    fn config(etcd: &TestEtcd, instance: &str, dir: &std::path::Path) -> Arc<Config> {
+    pub(super) fn config(etcd: &TestEtcd, instance: &str, dir: &std::path::Path) -> Arc<Config> {
         let toml = format!(
             r#"
 [[downstream]]
@@ -128,7 +128,7 @@ lease_ttl_secs = 2
         }
     }
 
-    fn leading(config: Arc<Config>, slot: PowerSlot, audit: Arc<AuditLog>) -> Leading {
+    pub(super) fn leading(config: Arc<Config>, slot: PowerSlot, audit: Arc<AuditLog>) -> Leading {
         Leading {
             config,
             fleet: Arc::new(NoMiners),
@@ -287,5 +287,55 @@ mod plan_size {
         let per_rig = bytes / rigs;
         println!("plan: {bytes} bytes for {rigs} rigs, {per_rig} bytes per rig");
         assert!((50..=400).contains(&per_rig), "{per_rig} bytes per rig");
+    }
+}
+
+mod configs {
+    use super::super::*;
+    use crate::cluster::testing::TestEtcd;
+
+    #[tokio::test]
+    async fn a_leader_audits_instances_whose_power_sections_differ() {
+        let Some(etcd) = TestEtcd::start() else {
+            return;
+        };
+        let dir = std::env::temp_dir().join(format!("hashshift-cfg-{:x}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = etcd.node("s", "a", 2).await;
+        let other = InstanceRecord {
+            instance: "x".into(),
+            version: "0.1.0".into(),
+            started_unix_ms: 1,
+            http: None,
+            power_config: Some("0123456789abcdef".into()),
+        };
+        let key = format!("{}x", a.keys().instances());
+        a.etcd
+            .put(&key, serde_json::to_vec(&other).unwrap(), 0)
+            .await
+            .unwrap();
+        let audit = AuditLog::in_memory();
+        let stop = CancellationToken::new();
+        let leading = super::with_etcd::leading(
+            super::with_etcd::config(&etcd, "a", &dir),
+            PowerSlot::default(),
+            audit.clone(),
+        );
+        tokio::spawn(run(a.clone(), leading, stop.clone()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let found = loop {
+            let hit = audit
+                .recent(20)
+                .into_iter()
+                .find(|e| e.what == "config-mismatch");
+            if hit.is_some() || Instant::now() > deadline {
+                break hit;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let e = found.expect("a config-mismatch entry");
+        assert!(e.detail.contains("x (0123456789abcdef)"), "{}", e.detail);
+        stop.cancel();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

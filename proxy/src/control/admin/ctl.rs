@@ -404,6 +404,17 @@ fn cluster(v: &Value) -> String {
         "etcd writes by this instance: {}\n\n",
         s("etcd_writes")
     ));
+    // Every instance may lead, so their power sections must agree with the leader's.
+    let leaders_config = v
+        .get("instances")
+        .and_then(Value::as_array)
+        .and_then(|a| {
+            a.iter()
+                .find(|i| i.get("leader").and_then(Value::as_bool) == Some(true))
+        })
+        .and_then(|i| i.get("power_config"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     let instances: Vec<Value> = v
         .get("instances")
         .and_then(Value::as_array)
@@ -412,6 +423,15 @@ fn cluster(v: &Value) -> String {
                 .map(|i| {
                     let mut i = i.clone();
                     if let Some(map) = i.as_object_mut() {
+                        if let Some(d) = map.get("power_config").and_then(Value::as_str) {
+                            let differs = leaders_config.as_deref().is_some_and(|l| l != d);
+                            let shown = if differs {
+                                format!("{d} DIFFERS FROM THE LEADER'S")
+                            } else {
+                                d.to_owned()
+                            };
+                            map.insert("config".to_owned(), json!(shown));
+                        }
                         let started = map
                             .get("started_unix_ms")
                             .and_then(Value::as_u64)
@@ -433,6 +453,7 @@ fn cluster(v: &Value) -> String {
             ("VERSION", "version"),
             ("STARTED", "started"),
             ("HTTP", "http"),
+            ("POWER CONFIG", "config"),
         ],
     ));
     out
@@ -550,9 +571,11 @@ mod tests {
                      "version": "3.4.23", "db_size": 20480, "error": null},
             "instances": [
                 {"instance": "p1", "version": "0.1.0", "started_unix_ms": 1_800_000_000_000u64,
-                 "http": null, "leader": true},
+                 "http": null, "leader": true, "power_config": "abcd"},
                 {"instance": "p2", "version": "0.1.0", "started_unix_ms": 1_800_000_000_000u64,
-                 "http": "127.0.0.1:8080", "leader": false}
+                 "http": "127.0.0.1:8080", "leader": false, "power_config": "00ff"},
+                {"instance": "p3", "version": "0.1.0", "started_unix_ms": 1_800_000_000_000u64,
+                 "http": null, "leader": false, "power_config": "abcd"}
             ],
             "etcd_writes": 12
         });
@@ -567,9 +590,13 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("p1        *       0.1.0    2027-01-15T08:00:00Z  -\n"),
+            text.contains(
+                "p1        *       0.1.0    2027-01-15T08:00:00Z  -               abcd\n"
+            ),
             "{text}"
         );
+        assert!(text.contains("00ff DIFFERS FROM THE LEADER'S"), "{text}");
+        assert!(!text.contains("abcd DIFFERS"), "{text}");
         // Whatever the proxy sends, the rendering does not panic.
         for odd in [Value::Null, serde_json::json!({"etcd": 1, "instances": {}})] {
             let _ = render(&CtlCommand::Cluster, &odd);
