@@ -44,6 +44,10 @@ use crate::time::unix_ms;
 pub const FOLLOW_EVERY: Duration = Duration::from_millis(250);
 /// Longest wait between attempts to reach etcd.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Largest plan written to etcd: the client reads at most 4 MiB in one answer (tonic's
+/// default), and a plan that cannot be read back would leave the next leader without one.
+/// ~16,000 rigs at ~250 bytes each (etcd itself must also take it: `--max-request-bytes`).
+pub const MAX_PLAN_BYTES: usize = 3_800_000;
 /// How long a term's tasks get to stop.
 const TERM_STOP: Duration = Duration::from_secs(5);
 
@@ -353,8 +357,8 @@ async fn lead(
         node.clone(),
         lease,
         plans,
-        term.clone(),
-        refused.clone(),
+        (term.clone(), refused.clone()),
+        audit.clone(),
     ));
     let started = power::start(
         &leading.config,
@@ -497,10 +501,11 @@ async fn write_plans(
     node: Arc<Node>,
     lease: LeaseId,
     mut plans: watch::Receiver<Option<String>>,
-    term: CancellationToken,
-    refused: CancellationToken,
+    (term, refused): (CancellationToken, CancellationToken),
+    audit: Arc<AuditLog>,
 ) {
     let key = node.keys().plan();
+    let mut too_large_told = false;
     loop {
         let ending = tokio::select! {
             changed = plans.changed() => changed.is_err(),
@@ -512,6 +517,26 @@ async fn write_plans(
             // (The guard must not live across the write's await.)
             let newest = plans.borrow_and_update().clone();
             let Some(plan) = newest else { break };
+            if plan.len() > MAX_PLAN_BYTES {
+                // Keep the last plan that fits: a successor can read it, and its rigs confirm
+                // their state again. Said loudly, once per term.
+                error!(
+                    bytes = plan.len(),
+                    max = MAX_PLAN_BYTES,
+                    "cluster: plan too large for etcd; not written"
+                );
+                if !std::mem::replace(&mut too_large_told, true) {
+                    audit.record(AuditEvent::now(
+                        format!("cluster {}", node.keys().instance()),
+                        "plan-too-large",
+                        format!("{} bytes, at most {MAX_PLAN_BYTES}", plan.len()),
+                        Some(
+                            "split the site into several [cluster] sites (docs/cluster.md)".into(),
+                        ),
+                    ));
+                }
+                break;
+            }
             let write = vec![Write::Put {
                 key: key.clone(),
                 value: plan.into_bytes(),
