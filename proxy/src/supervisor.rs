@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, warn};
 
@@ -189,6 +190,35 @@ impl Supervisor {
         self.spawn(tracker, name, true, task);
     }
 
+    /// Runs the critical task `name` on `tracker` for as long as `scope` lasts (a cluster
+    /// leader's term): its panic, or its return before `scope` is cancelled or
+    /// [`Supervisor::stopping`], is a failure that stops the process.
+    pub fn spawn_critical_scoped<F>(
+        &self,
+        tracker: &TaskTracker,
+        name: &str,
+        scope: CancellationToken,
+        task: F,
+    ) where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.spawn_in(tracker, name, true, Some(scope), task);
+    }
+
+    /// [`Supervisor::spawn_watched`] for as long as `scope` lasts (its end with the scope is
+    /// not even logged as an early end).
+    pub fn spawn_watched_scoped<F>(
+        &self,
+        tracker: &TaskTracker,
+        name: &str,
+        scope: CancellationToken,
+        task: F,
+    ) where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.spawn_in(tracker, name, false, Some(scope), task);
+    }
+
     /// Runs the task `name` on `tracker`; its early end or panic is logged but does not stop
     /// the process (for tasks whose death leaves nothing unsafe, such as the NOC chart).
     pub fn spawn_watched<F>(&self, tracker: &TaskTracker, name: &str, task: F)
@@ -200,6 +230,19 @@ impl Supervisor {
 
     fn spawn<F>(&self, tracker: &TaskTracker, name: &str, critical: bool, task: F)
     where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.spawn_in(tracker, name, critical, None, task);
+    }
+
+    fn spawn_in<F>(
+        &self,
+        tracker: &TaskTracker,
+        name: &str,
+        critical: bool,
+        scope: Option<CancellationToken>,
+        task: F,
+    ) where
         F: Future<Output = ()> + Send + 'static,
     {
         let fault = self
@@ -225,6 +268,11 @@ impl Supervisor {
             // The task's state is dropped, never reused, after a panic: nothing observes it
             // half-updated, so asserting unwind safety is sound here.
             let outcome = AssertUnwindSafe(run).catch_unwind().await;
+            let scope_ended = scope.as_ref().is_some_and(CancellationToken::is_cancelled);
+            if outcome.is_ok() && scope_ended {
+                debug!(task = name, "task ended with its scope");
+                return;
+            }
             inner.ended(&name, critical, outcome.err()).await;
         });
     }
@@ -407,6 +455,15 @@ mod tests {
         let s = Supervisor::new(None);
         s.spawn_critical(&tracker, "quitter", async {});
         assert_eq!(first_failure(&s).await.why, "returned before shutdown");
+
+        // A scoped task may end with its scope (a leader's term), not before it.
+        let s = Supervisor::new(None);
+        let scope = CancellationToken::new();
+        scope.cancel();
+        s.spawn_critical_scoped(&tracker, "term", scope, async {});
+        let early = CancellationToken::new();
+        s.spawn_critical_scoped(&tracker, "term-quitter", early, async {});
+        assert_eq!(first_failure(&s).await.task, "term-quitter");
 
         let s = Supervisor::new(None);
         let stop = tokio_util::sync::CancellationToken::new();

@@ -25,6 +25,8 @@ pub mod keys;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 #[cfg(feature = "etcd")]
+pub mod fenced;
+#[cfg(feature = "etcd")]
 pub mod forward;
 #[cfg(feature = "etcd")]
 pub mod inventory;
@@ -32,6 +34,8 @@ pub mod inventory;
 pub mod leader;
 #[cfg(feature = "etcd")]
 pub mod node;
+#[cfg(all(test, feature = "etcd"))]
+pub(crate) mod testing;
 
 use serde::{Deserialize, Serialize};
 

@@ -200,7 +200,8 @@ mod tests {
 
     #[test]
     fn bad_settings_name_their_key() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Cluster)>)> = vec![
+        type Change = Box<dyn Fn(&mut Cluster)>;
+        let cases: Vec<(&str, Change)> = vec![
             ("cluster.etcd", Box::new(|c| c.etcd.clear())),
             (
                 "cluster.etcd",

@@ -51,6 +51,12 @@ impl Control<'_> {
         supervisor.set_audit(audit.clone());
         let gpu = crate::control::power::adapters::gpu(self.config)
             .map_err(|e| std::io::Error::other(format!("[gpu_scheduler]: {e}")))?;
+        #[cfg(feature = "etcd")]
+        if let Some(cluster) = &self.config.cluster {
+            let plane = self.cluster_plane(cluster, audit, gpu).await?;
+            self.admin_socket(a, &plane).await?;
+            return Ok(Some(plane));
+        }
         let power = crate::control::power::start(
             self.config,
             self.manager.clone(),
@@ -60,7 +66,9 @@ impl Control<'_> {
             gpu,
             stage.stop.clone(),
             &stage.tasks,
-            options.reset_power_state,
+            crate::control::power::persist::Storage::File {
+                reset: options.reset_power_state,
+            },
             supervisor,
         )
         .map_err(|e| std::io::Error::other(format!("[power]: {e}")))?;
@@ -70,19 +78,87 @@ impl Control<'_> {
             crate::control::power::PowerSlot::fixed(power),
             None,
         );
+        self.admin_socket(a, &plane).await?;
+        Ok(Some(plane))
+    }
+
+    /// The admin socket, serving `plane`.
+    async fn admin_socket(
+        &self,
+        a: &crate::config::Admin,
+        plane: &Arc<ControlPlane>,
+    ) -> std::io::Result<()> {
         let socket = AdminSocket::bind(&a.socket).await?;
-        supervisor.spawn_critical(
-            &stage.tasks,
+        self.supervisor.spawn_critical(
+            &self.stage.tasks,
             "admin-socket",
             socket.serve(
                 plane.clone(),
                 a.allowed_uids.clone(),
                 Duration::from_secs(a.idle_timeout_secs),
-                stage.stop.clone(),
-                stage.tasks.clone(),
+                self.stage.stop.clone(),
+                self.stage.tasks.clone(),
             ),
         );
-        Ok(Some(plane))
+        Ok(())
+    }
+
+    /// The control plane of one instance of a cluster (`[cluster]`): the site's miners
+    /// through etcd, power control only while this instance leads, requests forwarded to
+    /// the leader. etcd being down at start is no error: miners are served, power control
+    /// waits for an election.
+    #[cfg(feature = "etcd")]
+    async fn cluster_plane(
+        &self,
+        cluster: &crate::config::Cluster,
+        audit: Arc<AuditLog>,
+        gpu: Arc<dyn crate::control::power::ports::GpuControl>,
+    ) -> std::io::Result<Arc<ControlPlane>> {
+        use crate::cluster::{fence::Fence, forward, inventory, leader, node::Node};
+        let (supervisor, stage) = (self.supervisor, self.stage);
+        let etcd = crate::cluster::etcd::Etcd::connect(cluster)
+            .await
+            .map_err(|e| std::io::Error::other(format!("[cluster]: {e}")))?;
+        let ttl = Duration::from_secs(cluster.lease_ttl_secs);
+        let node = Node::new(
+            etcd,
+            cluster.clone(),
+            Fence::closed(leader::fence_margin(ttl)),
+        );
+        let local: Arc<dyn crate::pool_link::report::Fleet> = self.manager.clone();
+        let fleet = inventory::ClusterFleet::new(node.clone(), local);
+        // The leader's view of miners on other instances: its quiet checks read it, so a
+        // dead inventory task stops the process rather than leave a stale view.
+        supervisor.spawn_critical(
+            &stage.tasks,
+            "cluster-inventory",
+            inventory::run(fleet.clone(), stage.stop.clone()),
+        );
+        let slot = crate::control::power::PowerSlot::default();
+        let forwarder = forward::Forwarder::new(node.clone());
+        let plane = ControlPlane::new(fleet.clone(), audit.clone(), slot.clone(), Some(forwarder));
+        supervisor.spawn_critical(
+            &stage.tasks,
+            "cluster-requests",
+            forward::serve(node.clone(), plane.clone(), stage.stop.clone()),
+        );
+        let leading = leader::Leading {
+            config: Arc::new(self.config.clone()),
+            fleet,
+            audit,
+            factory: crate::control::power::adapters::firmware_factory(),
+            outlets: crate::control::power::adapters::outlets(self.config),
+            gpu,
+            slot,
+            supervisor: supervisor.clone(),
+            http: self.config.http.as_ref().map(|h| h.listen.to_string()),
+        };
+        supervisor.spawn_critical(
+            &stage.tasks,
+            "cluster-leader",
+            leader::run(node, leading, stage.stop.clone()),
+        );
+        Ok(plane)
     }
 
     /// The HTTP API, when `[http]` is configured (it serves the control plane, so config

@@ -24,6 +24,7 @@ pub mod rigs;
 pub mod shed;
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -437,27 +438,50 @@ pub fn start(
     gpu: Arc<dyn GpuControl>,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
-    reset: bool,
+    storage: persist::Storage,
     supervisor: &crate::supervisor::Supervisor,
 ) -> Result<Option<PowerHandle>, StartError> {
     let Some(p) = &config.power else {
         return Ok(None);
     };
     let settings = settings(p);
-    let state_file = config
-        .admin
-        .as_ref()
-        .and_then(|a| a.state_dir.as_deref())
-        .map(|d| d.join(persist::FILE_NAME))
-        .ok_or(StartError::NoStateDir)?;
-    if reset {
-        reset_state(&state_file, &audit)?;
-    }
-    let bad = |problem: String| StartError::BadState {
-        path: state_file.clone(),
-        problem,
+    // A cluster leader's term: its tasks end with `shutdown` (the term), which is no failure.
+    let scoped = matches!(storage, persist::Storage::Sink { .. });
+    let (restored, target, reset, bad): (_, _, _, Box<dyn Fn(String) -> StartError>) = match storage
+    {
+        persist::Storage::File { reset } => {
+            let state_file = config
+                .admin
+                .as_ref()
+                .and_then(|a| a.state_dir.as_deref())
+                .map(|d| d.join(persist::FILE_NAME))
+                .ok_or(StartError::NoStateDir)?;
+            if reset {
+                reset_state(&state_file, &audit)?;
+            }
+            let path = state_file.clone();
+            let bad = move |problem: String| StartError::BadState {
+                path: path.clone(),
+                problem,
+            };
+            let restored = controller::restore_state(&state_file).map_err(&bad)?;
+            (
+                restored,
+                persist::PlanTarget::File(state_file),
+                reset,
+                Box::new(bad),
+            )
+        }
+        persist::Storage::Sink { restored, sink } => (
+            restored,
+            persist::PlanTarget::Sink(sink),
+            false,
+            Box::new(|problem: String| StartError::BadState {
+                path: "etcd plan".into(),
+                problem,
+            }),
+        ),
     };
-    let restored = controller::restore_state(&state_file).map_err(bad)?;
     let now = since_epoch();
     let (restored, restored_known) = match restored {
         Some(file) => (Some(file.plan), file.registry),
@@ -514,7 +538,7 @@ pub fn start(
         gpu: gpu.clone(),
         budget_tx,
         audit: audit.clone(),
-        state_file: Some(state_file),
+        plan_target: Some(target),
         view_tx,
         confirm_deadline: limits::secs(p.confirm_deadline_secs),
         wake_deadline: limits::secs(p.wake_deadline_secs),
@@ -547,23 +571,35 @@ pub fn start(
             controller::DEMAND_EVERY * 2,
         ),
     };
-    supervisor.spawn_critical(
-        tracker,
+    let critical = |name: &str, task: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>| {
+        if scoped {
+            supervisor.spawn_critical_scoped(tracker, name, shutdown.clone(), task);
+        } else {
+            supervisor.spawn_critical(tracker, name, task);
+        }
+    };
+    critical(
         "gpu-budget",
-        controller::apply_budgets(gpu, budget_rx, held_tx, audit, shutdown.clone()),
+        Box::pin(controller::apply_budgets(
+            gpu,
+            budget_rx,
+            held_tx,
+            audit,
+            shutdown.clone(),
+        )),
     );
     let history = PowerHistory::standard();
-    supervisor.spawn_watched(
-        tracker,
-        "power-history",
-        history
-            .clone()
-            .run(view.clone(), SAMPLE_EVERY, shutdown.clone()),
-    );
-    supervisor.spawn_critical(
-        tracker,
+    let sampler = history
+        .clone()
+        .run(view.clone(), SAMPLE_EVERY, shutdown.clone());
+    if scoped {
+        supervisor.spawn_watched_scoped(tracker, "power-history", shutdown.clone(), sampler);
+    } else {
+        supervisor.spawn_watched(tracker, "power-history", sampler);
+    }
+    critical(
         "power-controller",
-        controller.run(requests, shutdown),
+        Box::pin(controller.run(requests, shutdown.clone())),
     );
     Ok(Some(PowerHandle {
         tx,

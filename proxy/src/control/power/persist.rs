@@ -1,6 +1,8 @@
-//! Writing the power plan so that a crash at any instant leaves either the old file or the
-//! new one, never half of one: write a temporary file beside it, `fsync` it, rename it over
-//! the old one, `fsync` the directory.
+//! Where the power plan is kept. A single instance writes `power.json` so that a crash at any
+//! instant leaves either the old file or the new one, never half of one: write a temporary
+//! file beside it, `fsync` it, rename it over the old one, `fsync` the directory. A cluster's
+//! leader hands each new plan to a [`PlanSink`] instead (etcd, written in transactions only
+//! its lease can pass; see `crate::cluster`).
 
 use std::io::Write;
 use std::path::Path;
@@ -25,6 +27,39 @@ pub struct PlanFile {
     /// How each rig is known.
     #[serde(default)]
     pub registry: Vec<KnownRig>,
+}
+
+/// Where a plan that changed goes, when it is not a local file.
+pub trait PlanSink: Send + Sync {
+    /// Takes the newest plan (its JSON text). Latest wins: a sink may skip a plan that a newer
+    /// one replaced before it was written. An error is logged; the next change tries again.
+    fn save(&self, plan: String) -> Result<(), String>;
+}
+
+/// Where power control keeps its plan.
+pub enum Storage {
+    /// `power.json` in `[admin] state_dir` (a single instance); with `reset`, the plan there is
+    /// moved aside first (`run --reset-power-state`).
+    File {
+        /// Start with every rig unknown and GPU grant 0.
+        reset: bool,
+    },
+    /// A plan read by the caller (a cluster leader, from etcd; `None`: there is none yet) and
+    /// the sink its changes go to.
+    Sink {
+        /// The plan to continue from.
+        restored: Option<PlanFile>,
+        /// Where changes go.
+        sink: std::sync::Arc<dyn PlanSink>,
+    },
+}
+
+/// Where the running controller writes (resolved from [`Storage`] at start).
+pub enum PlanTarget {
+    /// A local file, replaced atomically.
+    File(std::path::PathBuf),
+    /// A sink.
+    Sink(std::sync::Arc<dyn PlanSink>),
 }
 
 /// Replaces `path` with `bytes` atomically and durably.

@@ -16,8 +16,8 @@ mod publish;
 #[cfg(test)]
 mod tests;
 
+use crate::control::power::persist;
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -84,7 +84,7 @@ pub(super) struct Controller {
     /// Where every decision is recorded.
     pub audit: Arc<AuditLog>,
     /// Where the plan is persisted (`None`: not persisted, tests).
-    pub state_file: Option<PathBuf>,
+    pub plan_target: Option<persist::PlanTarget>,
     /// The operator view, published for the admin socket and the web API.
     pub view_tx: watch::Sender<Arc<PowerView>>,
     /// Time a sleep command has to be confirmed.

@@ -16,7 +16,9 @@ impl Controller {
     /// Writes the plan if it changed and `PERSIST_EVERY` passed since the last write (at once
     /// with `force`).
     pub(super) fn persist(&mut self, force: bool) {
-        let Some(path) = &self.state_file else { return };
+        if self.plan_target.is_none() {
+            return;
+        }
         let now = Instant::now();
         if !force
             && self
@@ -51,9 +53,17 @@ impl Controller {
         if let Err(e) = self.audit.flush() {
             warn!(error = %e, "audit log write failed before persisting the power plan");
         }
-        match persist::write_atomically(path, stamped.to_string().as_bytes()) {
+        let written = match self.plan_target.as_ref() {
+            Some(persist::PlanTarget::File(path)) => {
+                persist::write_atomically(path, stamped.to_string().as_bytes())
+                    .map_err(|e| format!("{}: {e}", path.display()))
+            }
+            Some(persist::PlanTarget::Sink(sink)) => sink.save(stamped.to_string()),
+            None => return,
+        };
+        match written {
             Ok(()) => self.last_persisted = Some(plan),
-            Err(e) => warn!(error = %e, path = %path.display(), "cannot persist the power plan"),
+            Err(e) => warn!(error = %e, "cannot persist the power plan"),
         }
     }
 

@@ -142,7 +142,7 @@ outlet = 7
         Arc::new(adapters::SocketOnly),
         stop.clone(),
         &TaskTracker::new(),
-        false,
+        crate::control::power::persist::Storage::File { reset: false },
         &crate::supervisor::Supervisor::new(None),
     )
     .unwrap()
