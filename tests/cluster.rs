@@ -141,6 +141,27 @@ fn audited(site: &ClusterSite, what: &str) -> Vec<(usize, Value)> {
         .collect()
 }
 
+/// Whether an audit event is the GPU grant set to `watts`.
+fn grant_of(e: &Value, watts: u64) -> bool {
+    e["what"] == "action"
+        && e["detail"].as_str().is_some_and(|d| {
+            d.contains("set_gpu_budget") && d.contains(&format!("\"budget\":{watts},"))
+        })
+}
+
+/// Instance `i`'s audit log once it holds an event matching `pred` (it is synced to disk
+/// every 200 ms), or as it is after 3 s.
+async fn audit_until(site: &ClusterSite, i: usize, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let events = site.instances[i].audit();
+        if events.iter().any(&pred) || Instant::now() > deadline {
+            return Value::Array(events);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Writes each instance made between two `etcd_writes` readings.
 fn write_deltas(before: &[Option<u64>], after: &[Option<u64>]) -> String {
     let parts: Vec<String> = (0..3)
@@ -198,7 +219,7 @@ async fn gpu_request_body(site: &ClusterSite) -> Result<()> {
     every_instance_lists(site, "asleep").await?;
 
     // Only the leader acted, once, and named the follower the request came through.
-    tokio::time::sleep(Duration::from_millis(500)).await; // the audit log syncs every 200 ms
+    audit_until(site, leader, |e| e["what"] == "gpu-request").await;
     let requests = audited(site, "gpu-request");
     ensure!(
         requests.len() == 1 && requests[0].0 == leader,
@@ -211,14 +232,9 @@ async fn gpu_request_body(site: &ClusterSite) -> Result<()> {
         NAMES[follower],
         requests[0].1
     );
-    let events = Value::Array(site.instances[leader].audit());
+    let events = audit_until(site, leader, |e| grant_of(e, 9000)).await;
     let confirmed = confirmed_asleep(&events);
-    let grant = position(&events, |e| {
-        e["what"] == "action"
-            && e["detail"]
-                .as_str()
-                .is_some_and(|d| d.contains("set_gpu_budget") && d.contains("9000"))
-    });
+    let grant = position(&events, |e| grant_of(e, 9000));
     ensure!(
         confirmed.len() == 3 && grant.is_some_and(|g| confirmed.iter().all(|c| *c < g)),
         "three sleeps confirmed before the grant: {events:#}"
@@ -299,17 +315,41 @@ async fn takeover_body(site: &mut ClusterSite) -> Result<()> {
         },
     )
     .await?;
-    // Mid-drain: a sleep went out, nothing confirmed yet.
-    let deadline = Instant::now() + STEP;
-    while !site.phases().contains(&FakePhase::Stopping) {
+    // Mid-drain: a sleep went out, nothing confirmed yet, and the demand is stored (the plan
+    // is written at most every 200 ms, after the commands of the same turn).
+    let asked = Instant::now();
+    let deadline = asked + STEP;
+    let mut first_sleep = None;
+    loop {
+        let stored = site
+            .plan()?
+            .and_then(|p| p.json().ok())
+            .is_some_and(|p| p["demand"]["wanted"] == 9000);
+        if first_sleep.is_none() && site.phases().contains(&FakePhase::Stopping) {
+            first_sleep = Some(asked.elapsed());
+        }
+        if stored && first_sleep.is_some() {
+            break;
+        }
         ensure!(
             Instant::now() < deadline,
-            "no sleep sent: {:?}",
+            "no sleep sent or no demand stored: {:?}",
             site.phases()
         );
         check_grant(site, follower).await?;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    println!(
+        "first sleep {:?} after the request, demand stored after {:?}; phases at the kill {:?}",
+        first_sleep.unwrap_or_default(),
+        asked.elapsed(),
+        site.phases()
+    );
+    ensure!(
+        site.phases().contains(&FakePhase::Stopping),
+        "too late for a kill mid-drain: {:?}",
+        site.phases()
+    );
     let (new, first) = kill_leader(site, leader).await?;
     ensure!(
         first <= bound,
@@ -318,22 +358,22 @@ async fn takeover_body(site: &mut ClusterSite) -> Result<()> {
     // The new leader carries the stored plan through: every rig asleep, the grant after.
     grant_reaches(site, new, 9.0).await?;
     fakes_reach(site, &[FakePhase::Sleeping; 3]).await?;
-    let events = Value::Array(site.instances[new].audit());
-    let grant = position(&events, |e| {
-        e["what"] == "action"
-            && e["detail"]
-                .as_str()
-                .is_some_and(|d| d.contains("set_gpu_budget") && d.contains("9000"))
-    });
+    let events = audit_until(site, new, |e| grant_of(e, 9000)).await;
+    let grant = position(&events, |e| grant_of(e, 9000));
+    let confirmed = confirmed_asleep(&events);
     ensure!(
-        grant.is_some(),
-        "the new leader {} made the grant: {events:#}",
+        grant.is_some_and(|g| confirmed.len() == 3 && confirmed.iter().all(|c| *c < g)),
+        "the new leader {} confirmed every sleep, then made the grant: {events:#}",
         NAMES[new]
     );
     site.instances[leader].start()?;
     site.wait_up(leader, STEP).await?;
 
     // Now again and again, whoever leads. Nothing may wake a rig or drop the grant.
+    println!(
+        "kill   0: {} -> {} in {first:?} (mid-drain)",
+        NAMES[leader], NAMES[new]
+    );
     let mut times = vec![first];
     let commands = site.commands();
     for round in 1..kills() {
@@ -400,7 +440,11 @@ async fn frozen_body(site: &mut ClusterSite) -> Result<()> {
         rig(r, "farm.rig0")["state"] == "asleep"
     })
     .await?;
-    let old_writes = site.cluster(old).await?["etcd_writes"].as_u64();
+    let old_writes = site
+        .cluster(old)
+        .await
+        .ok()
+        .and_then(|v| v["etcd_writes"].as_u64());
 
     site.instances[old].freeze(true)?;
     let frozen = Instant::now();
