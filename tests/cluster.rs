@@ -745,3 +745,55 @@ async fn dead_instance_body(site: &mut ClusterSite) -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_one_etcd_member_of_three_changes_nothing() -> Result<()> {
+    let options = Options {
+        etcd_members: 3,
+        ..Options::default()
+    };
+    let Some(mut site) = ClusterSite::start(options).await? else {
+        return Ok(());
+    };
+    let r = etcd_member_body(&mut site).await;
+    site.finish(r).await
+}
+
+async fn etcd_member_body(site: &mut ClusterSite) -> Result<()> {
+    use FakePhase::{Mining, Sleeping};
+    let leader = site.leader(&[0, 1, 2], STEP).await?;
+    every_instance_lists(site, "mining").await?;
+    let leader_key = site.leader_key()?.context("no leader key")?;
+    // The member Raft leads with: the harder loss (an election among the other two).
+    let member = site.etcd.raft_leader()?;
+    site.etcd.kill_member(member)?;
+    let killed = Instant::now();
+    // For three TTLs the same instance leads under the same lease, and a change goes through.
+    site.ask_ok(others(leader)[0], drain("farm.rig0")).await?;
+    let until = killed + site.ttl * 3;
+    while Instant::now() < until {
+        let views: Vec<_> = [0, 1, 2].iter().map(|i| site.leader_per(*i)).collect();
+        for (i, v) in futures_util::future::join_all(views)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            ensure!(
+                v.as_ref().is_some_and(|(_, l)| l == NAMES[leader]),
+                "{} after etcd member m{member} died ({:?} in): {v:?}",
+                NAMES[i],
+                killed.elapsed()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    fakes_reach(site, &[Sleeping, Mining, Mining]).await?;
+    ensure!(
+        site.leader_key()? == Some(leader_key.clone()),
+        "the leader key changed: {leader_key:?} -> {:?}",
+        site.leader_key()?
+    );
+    let rigs = site.ask_ok(leader, Command::Rigs).await?;
+    ensure!(rig(&rigs, "farm.rig0")["state"] == "asleep", "{rigs:#}");
+    Ok(())
+}

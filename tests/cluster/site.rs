@@ -41,6 +41,8 @@ pub struct Options {
     /// Rig `i`'s pool list as instance indexes, given the first leader's index (default: one
     /// instance each, round robin).
     pub pools: fn(usize, usize) -> Vec<usize>,
+    /// etcd members (1 or 3).
+    pub etcd_members: usize,
 }
 
 impl Default for Options {
@@ -55,6 +57,7 @@ impl Default for Options {
                 ..RigProfile::default()
             },
             pools: |i, _| vec![i % 3],
+            etcd_members: 1,
         }
     }
 }
@@ -189,10 +192,10 @@ fn config(
 pub const NAMES: [&str; 3] = ["hs-a", "hs-b", "hs-c"];
 
 impl ClusterSite {
-    /// Starts etcd (1 member), the pool, the rigs' APIs, the three instances, and waits for a
+    /// Starts etcd, the pool, the rigs' APIs, the three instances, and waits for a
     /// leader; then the rigs mine. `None` when etcd is not installed (and not required).
     pub async fn start(options: Options) -> Result<Option<ClusterSite>> {
-        let Some(etcd) = Etcd::start(1)? else {
+        let Some(etcd) = Etcd::start(options.etcd_members)? else {
             return Ok(None);
         };
         let pool = crate::support::site::pool_at("a", DIFF).await?;

@@ -244,6 +244,33 @@ impl Etcd {
         Ok(())
     }
 
+    /// `kill -9` member `i` alone (of three: the other two keep a quorum).
+    pub fn kill_member(&mut self, i: usize) -> Result<()> {
+        let m = self.members.get_mut(i).context("no such member")?;
+        if let Some(mut c) = m.child.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// The member Raft elected to lead, by index (`etcdctl endpoint status`).
+    pub fn raft_leader(&self) -> Result<usize> {
+        let out = self.ctl(&["endpoint", "status", "-w", "json"])?;
+        let v: Value = serde_json::from_str(&out).context("etcdctl's JSON")?;
+        for (i, m) in self.members.iter().enumerate() {
+            let mine = v.as_array().into_iter().flatten().find(|s| {
+                s["Endpoint"].as_str() == Some(&format!("http://127.0.0.1:{}", m.client))
+            });
+            if let Some(s) = mine {
+                if s["Status"]["leader"] == s["Status"]["header"]["member_id"] {
+                    return Ok(i);
+                }
+            }
+        }
+        bail!("no member says it leads: {out}")
+    }
+
     /// Starts every member again on its data and ports, and waits until it serves.
     pub fn restart(&mut self) -> Result<()> {
         for i in 0..self.members.len() {
