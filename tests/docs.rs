@@ -266,6 +266,60 @@ fn the_configuration_page_names_every_key_of_the_example() {
     );
 }
 
+/// `[cluster]` is shown commented out in the example, since a build without the `etcd` feature
+/// refuses the section and the example must load in every build. Uncommented, it is still a
+/// section the loader takes (whole, with the feature; without it, refused only for the
+/// missing feature), it sets every key the section has, and the configuration page names each.
+#[test]
+fn the_examples_commented_cluster_section_loads_and_is_documented() {
+    let example = read(&root().join("config.example.toml"));
+    let block: String = example
+        .lines()
+        .skip_while(|l| l.trim() != "# [cluster]")
+        .take_while(|l| l.starts_with("# "))
+        .map(|l| format!("{}\n", &l[2..]))
+        .collect();
+    assert!(
+        block.starts_with("[cluster]\n"),
+        "config.example.toml shows the section as `# [cluster]`"
+    );
+    let section: toml::Value = toml::from_str(&block)
+        .unwrap_or_else(|e| panic!("the commented [cluster] section: {e}\n{block}"));
+    let mut shown = BTreeSet::new();
+    key_paths("", &section, &mut shown);
+
+    // Every field of the section, read back from the section itself (all optional ones set).
+    let cluster: hashshift_proxy::config::Cluster = section["cluster"]
+        .clone()
+        .try_into()
+        .unwrap_or_else(|e| panic!("the commented [cluster] section: {e}"));
+    let mut fields = BTreeSet::new();
+    let effective = toml::Value::try_from(&cluster).expect("serializes");
+    key_paths("cluster", &effective, &mut fields);
+    assert_eq!(shown, fields, "the example's [cluster] sets every key");
+    assert!(fields.len() >= 10, "{fields:?}");
+
+    let page = read(&root().join("docs/configuration.md"));
+    let missing: Vec<&String> = shown
+        .iter()
+        .filter(|path| !page.contains(&format!("`{path}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/configuration.md does not name these [cluster] keys: {missing:?}"
+    );
+
+    let whole = format!("{example}\n{block}");
+    let loaded = hashshift_proxy::config::Config::from_toml(&whole);
+    if cfg!(feature = "etcd") {
+        let config = loaded.unwrap_or_else(|e| panic!("the example with [cluster]: {e}"));
+        assert_eq!(config.cluster.map(|c| c.etcd.len()), Some(3));
+    } else {
+        let e = loaded.expect_err("a build without etcd refuses [cluster]");
+        assert!(e.to_string().contains("--features etcd"), "{e}");
+    }
+}
+
 #[test]
 fn the_readme_links_every_page() {
     let readme = read(&root().join("README.md"));

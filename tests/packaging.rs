@@ -5,9 +5,11 @@
 //! What holds after these pass: the compose stack's config loads as `hashshift run` loads it;
 //! every port the proxy listens on is published or exposed, and nothing else is; Prometheus
 //! scrapes the compose service on the metrics port; every dashboard query is valid PromQL over
-//! `hashshift_` metrics of the agreed names; the Dockerfile builds with the README's command,
-//! covers every workspace member and bench target, runs as non-root and checks health the way
-//! compose does; the systemd unit is hardened and its directories are the config's.
+//! `hashshift_` metrics of the agreed names; the Dockerfile builds with the README's command
+//! (plus `--features etcd`), covers every workspace member and bench target, runs as non-root
+//! and checks health the way compose does; the `cluster` profile's two instances are one site
+//! on the profile's etcd, each wired like the single one, and leave the default stack as it
+//! was; the systemd unit is hardened and its directories are the config's.
 //! External linters (`promtool`, `hadolint`, `docker compose`/`docker-compose`,
 //! `systemd-analyze`) run when installed; `HASHSHIFT_PACKAGING_TOOLS=1` makes a missing one a
 //! failure instead of a skip.
@@ -25,8 +27,13 @@ mod dashboard;
 #[path = "packaging/systemd.rs"]
 mod systemd;
 
-/// The build command of the README, which the Dockerfile must use verbatim.
+/// The build command of the README.
 const BUILD: &str = "cargo build --release --locked";
+/// The image's build: the README's, with the cluster feature (docs/cluster.md), so one image
+/// runs a single instance or one of a site's several.
+const IMAGE_BUILD: &str = "cargo build --release --locked --features etcd";
+/// The services of the compose profile `cluster`: one etcd member and two instances.
+const CLUSTER_SERVICES: [&str; 3] = ["etcd", "hashshift-a", "hashshift-b"];
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -65,7 +72,13 @@ fn strings(v: &Value) -> Vec<String> {
 /// The ports the stack's proxy listens on, from the raw TOML (so `[metrics]` is read even
 /// before the config loader knows it): (downstream listeners + HTTP API, metrics).
 fn stack_ports() -> (BTreeSet<u16>, u16) {
-    let raw: toml::Value = toml::from_str(&read("docker/hashshift.toml")).unwrap();
+    config_ports("docker/hashshift.toml")
+}
+
+/// The ports the proxy configured by `rel` listens on: (downstream listeners + HTTP API,
+/// metrics).
+fn config_ports(rel: &str) -> (BTreeSet<u16>, u16) {
+    let raw: toml::Value = toml::from_str(&read(rel)).unwrap();
     let port = |v: &toml::Value| -> u16 {
         v.as_str()
             .and_then(|s| s.parse::<std::net::SocketAddr>().ok())
@@ -197,19 +210,7 @@ fn compose_services_ports_volumes_and_healthcheck() {
 
     // Published (or, for metrics, exposed to the compose network only): exactly what the proxy serves.
     let (served, metrics) = stack_ports();
-    let published: BTreeSet<u16> = strings(&hs["ports"])
-        .iter()
-        .map(|p| {
-            p.rsplit(':')
-                .next()
-                .unwrap()
-                .split('/')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        })
-        .collect();
+    let published = container_ports(hs);
     assert_eq!(
         published, served,
         "published container ports = the stack's listeners"
@@ -270,6 +271,173 @@ fn compose_services_ports_volumes_and_healthcheck() {
     assert_eq!(strings(&hs["healthcheck"]["test"]), expected);
 }
 
+/// The container side of a service's published ports (`"127.0.0.1:8080:8080"` → 8080).
+fn container_ports(service: &Value) -> BTreeSet<u16> {
+    strings(&service["ports"])
+        .iter()
+        .map(|p| {
+            p.rsplit(':')
+                .next()
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// The host side of a service's published ports (`"127.0.0.1:8081:8080"` → 8081).
+fn host_ports(service: &Value) -> Vec<u16> {
+    strings(&service["ports"])
+        .iter()
+        .map(|p| {
+            let parts: Vec<&str> = p.split(':').collect();
+            parts[parts.len() - 2].parse().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn the_cluster_profile_is_two_instances_of_one_site() {
+    let compose = compose();
+    let services = compose["services"].as_object().unwrap();
+    // The default stack is untouched: its services have no profile, the cluster's all have it.
+    for (name, s) in services {
+        if CLUSTER_SERVICES.contains(&name.as_str()) {
+            assert_eq!(
+                strings(&s["profiles"]),
+                vec!["cluster"],
+                "{name}'s profiles"
+            );
+        } else {
+            assert!(
+                s.get("profiles").is_none(),
+                "{name} must stay in the default stack"
+            );
+        }
+    }
+    let etcd = service(&compose, "etcd");
+    let image = etcd["image"].as_str().unwrap();
+    let (repo, tag) = image
+        .rsplit_once(':')
+        .expect("the etcd image is pinned by tag");
+    assert!(
+        ["gcr.io/etcd-development/etcd", "quay.io/coreos/etcd"].contains(&repo)
+            && tag.starts_with("v3.5."),
+        "an official etcd 3.5 image: {image}"
+    );
+    assert!(etcd.pointer("/healthcheck/test").is_some());
+    assert!(etcd.get("ports").is_none(), "etcd is not published");
+    let etcd_exposed = strings(&etcd["expose"]);
+
+    let single = service(&compose, "hashshift");
+    let cmd = exec_form(&instructions("CMD")[0]);
+    let config_path = &cmd[cmd.iter().position(|a| a == "--config").unwrap() + 1];
+    let probe = exec_form(&instructions("HEALTHCHECK")[0]);
+    let mut hosts: Vec<u16> = host_ports(single);
+    let mut raws = Vec::new();
+    let mut state_volumes = BTreeSet::from(["hashshift-state".to_owned()]);
+    for name in ["hashshift-a", "hashshift-b"] {
+        let s = service(&compose, name);
+        let rel = format!("docker/{name}.toml");
+        // The same image as the single instance, wired the same way.
+        assert_eq!(s["image"], single["image"], "{name} runs the stack's image");
+        for key in [
+            "read_only",
+            "cap_drop",
+            "security_opt",
+            "tmpfs",
+            "ulimits",
+            "restart",
+        ] {
+            assert_eq!(
+                s[key], single[key],
+                "{name}: {key} as the single instance's"
+            );
+        }
+        let mut expected = vec!["CMD".to_owned()];
+        expected.extend(probe.clone());
+        assert_eq!(
+            strings(&s["healthcheck"]["test"]),
+            expected,
+            "{name} healthcheck"
+        );
+        let volumes = strings(&s["volumes"]);
+        assert!(
+            volumes.contains(&format!("./{name}.toml:{config_path}:ro")),
+            "{name}: its own config at {config_path}: {volumes:?}"
+        );
+        let state = volumes
+            .iter()
+            .find_map(|v| v.strip_suffix(":/var/lib/hashshift"))
+            .unwrap_or_else(|| panic!("{name}: a volume at state_dir"));
+        assert!(
+            state_volumes.insert(state.to_owned()),
+            "{name}: a state volume of its own, not {state}"
+        );
+        assert!(strings(&s["depends_on"]).contains(&"etcd".to_owned()));
+        // Published (and exposed): exactly what its config serves.
+        let (served, metrics) = config_ports(&rel);
+        assert_eq!(container_ports(s), served, "{name}: published = listeners");
+        assert_eq!(strings(&s["expose"]), vec![metrics.to_string()]);
+        hosts.extend(host_ports(s));
+
+        // Its config: [cluster] on the profile's etcd, named after the service.
+        let raw: toml::Value = toml::from_str(&read(&rel)).unwrap();
+        let cluster = &raw["cluster"];
+        assert_eq!(cluster["instance"].as_str(), Some(name), "{rel}: instance");
+        for endpoint in cluster["etcd"].as_array().expect("cluster.etcd") {
+            let url = endpoint.as_str().unwrap();
+            let (host, port) = url
+                .strip_prefix("http://")
+                .and_then(|r| r.split_once(':'))
+                .unwrap_or_else(|| panic!("{rel}: {url}"));
+            assert!(
+                CLUSTER_SERVICES.contains(&host) && host != name,
+                "{rel}: {url} names a service of the profile"
+            );
+            assert!(
+                etcd_exposed.contains(&port.to_owned()),
+                "etcd exposes {port}"
+            );
+        }
+        raws.push(raw);
+    }
+    // Two instances may run beside the default stack without fighting over host ports.
+    let distinct: BTreeSet<u16> = hosts.iter().copied().collect();
+    assert_eq!(distinct.len(), hosts.len(), "host ports collide: {hosts:?}");
+    // One site: the two configs differ only in the instance's name.
+    for raw in &mut raws {
+        raw["cluster"].as_table_mut().unwrap().remove("instance");
+    }
+    assert_eq!(
+        raws[0], raws[1],
+        "hashshift-a.toml and -b.toml differ beyond `instance`"
+    );
+
+    // Each loads as `hashshift run` (and `check-config`) loads it. Without the `etcd` feature
+    // the loader refuses [cluster] only for the feature (everything else checked first), so the
+    // rest is loaded without the section; CI loads them whole in its `--features etcd` run.
+    for name in ["hashshift-a", "hashshift-b"] {
+        let rel = format!("docker/{name}.toml");
+        let loaded = Config::load(&root().join(&rel));
+        if cfg!(feature = "etcd") {
+            let config = loaded.unwrap_or_else(|e| panic!("{rel}: {e}"));
+            assert_eq!(config.cluster.map(|c| c.instance), Some(name.to_owned()));
+        } else {
+            let e = loaded.expect_err("a build without etcd refuses [cluster]");
+            assert!(e.to_string().contains("--features etcd"), "{rel}: {e}");
+            let mut raw: toml::Value = toml::from_str(&read(&rel)).unwrap();
+            raw.as_table_mut().unwrap().remove("cluster");
+            let config = Config::from_toml(&toml::to_string(&raw).unwrap())
+                .unwrap_or_else(|e| panic!("{rel} without [cluster]: {e}"));
+            assert!(config.power.is_some() && config.admin.is_some());
+        }
+    }
+}
+
 #[test]
 fn prometheus_scrapes_the_hashshift_service() {
     let prom = yaml("docker/prometheus.yml");
@@ -312,7 +480,10 @@ fn dockerfile_builds_like_the_readme() {
     assert!(!readme_builds.is_empty(), "the README shows how to build");
     for l in &readme_builds {
         let cmd = l.split('#').next().unwrap().trim();
-        assert_eq!(cmd, BUILD, "README build command");
+        assert!(
+            cmd == BUILD || cmd == IMAGE_BUILD,
+            "README build command: {cmd}"
+        );
     }
     let runs = instructions("RUN").join(" && ");
     let builds: Vec<&str> = runs
@@ -322,13 +493,19 @@ fn dockerfile_builds_like_the_readme() {
         .collect();
     assert!(!builds.is_empty());
     for b in builds {
-        assert_eq!(b, BUILD, "Dockerfile build command");
+        assert_eq!(b, IMAGE_BUILD, "Dockerfile build command");
     }
+    // etcd-client's build needs protoc: the builder installs it before the first build.
+    let first_build = runs.find(IMAGE_BUILD).unwrap();
+    assert!(
+        runs[..first_build].contains("install -y --no-install-recommends protobuf-compiler"),
+        "the builder installs protoc before building: {runs}"
+    );
     // COPY keeps the context's timestamps, which may be older than the stub build: without a
     // touch cargo keeps the stub crates and the image ships `fn main() {}` (checked by hand).
     let real_build = instructions("RUN").pop().unwrap();
     assert!(
-        real_build.contains("touch") && real_build.contains(BUILD),
+        real_build.contains("touch") && real_build.contains(IMAGE_BUILD),
         "the sources are touched before the real build: {real_build}"
     );
 

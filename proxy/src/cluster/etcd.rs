@@ -249,7 +249,18 @@ impl Etcd {
     /// Becomes the leader if no one is: puts `value` at the leader key under `lease` only if
     /// the key does not exist. Returns whether it won.
     pub async fn campaign(&self, lease: LeaseId, value: Vec<u8>) -> Result<bool, EtcdError> {
-        let key = self.keys.leader();
+        self.create(&self.keys.leader(), value, lease).await
+    }
+
+    /// Puts `value` at `key` under `lease` only if the key does not exist. Returns whether
+    /// it did.
+    pub async fn create(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        lease: LeaseId,
+    ) -> Result<bool, EtcdError> {
+        let key = key.to_owned();
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(

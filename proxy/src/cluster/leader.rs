@@ -102,7 +102,6 @@ pub async fn run(node: Arc<Node>, leading: Leading, shutdown: CancellationToken)
             }
         };
         backoff = Duration::from_millis(200);
-        node.set_lease(lease);
         info!(lease, "cluster: lease granted");
         let presence = InstanceRecord {
             instance: node.keys().instance().to_owned(),
@@ -119,14 +118,11 @@ pub async fn run(node: Arc<Node>, leading: Leading, shutdown: CancellationToken)
             shutdown.clone(),
         ));
         let presence = serde_json::to_vec(&presence).unwrap_or_default();
-        if let Err(e) = node
-            .etcd
-            .put(&node.keys().my_instance(), presence, lease)
-            .await
-        {
-            warn!(error = %e, "cluster: cannot publish this instance's presence");
+        if claim_name(&node, lease, presence, &lost, &shutdown).await {
+            // From here this instance's records (its inventory) may be written under it.
+            node.set_lease(lease);
+            follow_and_lead(&node, lease, &leading, &gate, &lost, &shutdown).await;
         }
-        follow_and_lead(&node, lease, &leading, &gate, &lost, &shutdown).await;
         lost.cancel();
         let _ = keeper.await;
         node.fence.close();
@@ -137,6 +133,48 @@ pub async fn run(node: Arc<Node>, leading: Leading, shutdown: CancellationToken)
             info!(lease, "cluster: lease revoked at shutdown");
         } else {
             node.set_role(Role::Follower { leader: None });
+        }
+    }
+}
+
+/// Claims this instance's name: its presence record is created only if no live lease holds
+/// it. A second instance configured with the same name would otherwise overwrite the first's
+/// inventory; a restart after a crash waits at most the TTL for its old lease to expire.
+/// Returns false if `lost` or `shutdown` came first.
+async fn claim_name(
+    node: &Node,
+    lease: LeaseId,
+    presence: Vec<u8>,
+    lost: &CancellationToken,
+    shutdown: &CancellationToken,
+) -> bool {
+    let key = node.keys().my_instance();
+    let mut warned = false;
+    loop {
+        match node.etcd.create(&key, presence.clone(), lease).await {
+            Ok(true) => return true,
+            Ok(false) if !warned => {
+                warned = true;
+                warn!(
+                    instance = node.keys().instance(),
+                    "cluster: another live instance holds this instance name (a previous run \
+                     whose lease has not expired yet, or a second instance configured with the \
+                     same name): waiting for it to go"
+                );
+                node.set_role(Role::Unreachable {
+                    error: format!(
+                        "instance name {:?} held by another live lease",
+                        node.keys().instance()
+                    ),
+                });
+            }
+            Ok(false) => {}
+            Err(e) => warn!(error = %e, "cluster: cannot publish this instance's presence"),
+        }
+        tokio::select! {
+            () = lost.cancelled() => return false,
+            () = shutdown.cancelled() => return false,
+            () = tokio::time::sleep(FOLLOW_EVERY) => {}
         }
     }
 }
@@ -302,7 +340,7 @@ async fn lead(
         Some(if restored.is_some() {
             "continues from the stored plan".into()
         } else {
-            "no plan stored yet: the first leader of this site".into()
+            "no plan stored (a new site, or etcd's data lost): every rig starts unknown until confirmed, GPU grant 0".into()
         }),
     ));
     let term = shutdown.child_token();
@@ -685,5 +723,89 @@ lease_ttl_secs = 2
         assert!(events.contains(&"leader-elected".to_owned()), "{events:?}");
         stop_b.cancel();
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_second_instance_with_the_same_name_waits_and_never_leads() {
+        let Some(etcd) = TestEtcd::start() else {
+            return;
+        };
+        let dir = std::env::temp_dir().join(format!("hashshift-dup-{:x}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (first, second) = (etcd.node("s", "a", 2).await, etcd.node("s", "a", 2).await);
+        let stop = CancellationToken::new();
+        let slot = PowerSlot::default();
+        tokio::spawn(run(
+            first.clone(),
+            leading(
+                config(&etcd, "a", &dir),
+                slot.clone(),
+                AuditLog::in_memory(),
+            ),
+            stop.clone(),
+        ));
+        until("the first leads", Duration::from_secs(10), || {
+            first.is_leader()
+        })
+        .await;
+        let slot2 = PowerSlot::default();
+        tokio::spawn(run(
+            second.clone(),
+            leading(
+                config(&etcd, "a", &dir),
+                slot2.clone(),
+                AuditLog::in_memory(),
+            ),
+            stop.clone(),
+        ));
+        until("the second sees the clash", Duration::from_secs(5), || {
+            matches!(second.role(), Role::Unreachable { error } if error.contains("held by another live lease"))
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(first.is_leader() && !second.is_leader());
+        assert_eq!(
+            second.lease(),
+            0,
+            "the second publishes nothing under a lease"
+        );
+        assert!(slot2.get().is_none());
+        stop.cancel();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod plan_size {
+    use std::time::Duration;
+
+    use crate::control::arbiter::{Arbiter, GroupId, Observed, RigId, RigInfo, Settings, Watts};
+
+    /// The plan is one etcd value, and etcd refuses a request over `--max-request-bytes`
+    /// (1.5 MiB by default): docs/cluster.md sizes it from this figure.
+    #[test]
+    fn a_plan_costs_under_four_hundred_bytes_per_rig() {
+        let rigs = 1_000u64;
+        let mut a = Arbiter::new(Settings::new(Watts(rigs * 3_500 + 1)), Duration::ZERO).unwrap();
+        for i in 0..rigs {
+            let info = RigInfo {
+                id: RigId(format!(
+                    "hall-a.row-{:02}.rack-{:02}.s19xp-{i:05}",
+                    i / 100,
+                    i % 100
+                )),
+                group: GroupId(format!("s19xp-{}", i % 10)),
+                priority: 0,
+                power: Watts(3_010 + i % 50),
+                efficiency: Some(21.5),
+                path: Default::default(),
+            };
+            a.handle_rig(Duration::ZERO, info, Observed::Mining)
+                .unwrap();
+        }
+        let bytes = serde_json::to_vec(&a.persist()).unwrap().len() as u64;
+        let per_rig = bytes / rigs;
+        println!("plan: {bytes} bytes for {rigs} rigs, {per_rig} bytes per rig");
+        assert!((50..=400).contains(&per_rig), "{per_rig} bytes per rig");
     }
 }

@@ -472,15 +472,20 @@ pub fn start(
                 Box::new(bad),
             )
         }
-        persist::Storage::Sink { restored, sink } => (
-            restored,
-            persist::PlanTarget::Sink(sink),
-            false,
-            Box::new(|problem: String| StartError::BadState {
-                path: "etcd plan".into(),
-                problem,
-            }),
-        ),
+        // No stored plan (a new site, or etcd's data lost): nothing can be assumed of any
+        // rig, as after `--reset-power-state`.
+        persist::Storage::Sink { restored, sink } => {
+            let reset = restored.is_none();
+            (
+                restored,
+                persist::PlanTarget::Sink(sink),
+                reset,
+                Box::new(|problem: String| StartError::BadState {
+                    path: "etcd plan".into(),
+                    problem,
+                }),
+            )
+        }
     };
     let now = since_epoch();
     let (restored, restored_known) = match restored {
