@@ -556,84 +556,9 @@ async fn etcd_down_body(site: &mut ClusterSite) -> Result<()> {
     .await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let plan = site.plan()?.context("no plan")?;
-    let commands = site.commands();
 
     site.etcd.kill()?;
-    let down = Instant::now();
-    // Within the lease nobody may still act as leader.
-    let bound = site.ttl + TAKEOVER_SLACK;
-    loop {
-        let mut leading = Vec::new();
-        for (i, name) in NAMES.iter().enumerate() {
-            if let Some((role, _)) = site.leader_per(i).await {
-                if role == "leader" {
-                    leading.push(name);
-                }
-            }
-        }
-        if leading.is_empty() {
-            break;
-        }
-        ensure!(
-            down.elapsed() <= bound,
-            "{leading:?} still leading {:?} after etcd went down",
-            down.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    println!("no leader {:?} after etcd went down", down.elapsed());
-    let accepted = site.accepted();
-    for (i, name) in NAMES.iter().enumerate() {
-        let status = site.cluster(i).await?;
-        ensure!(
-            status["role"] != "leader" && status["etcd"]["healthy"] != true,
-            "{name}: {status:#}"
-        );
-        for command in [
-            drain("farm.rig1"),
-            Command::GpuRequest {
-                kw: 5.0,
-                reason: None,
-            },
-            resume("farm.rig0"),
-        ] {
-            let asked = Instant::now();
-            let r = site.ask(i, command.clone()).await?;
-            let error = r.error.clone().unwrap_or_default().to_lowercase();
-            ensure!(
-                !r.ok && (error.contains("leader") || error.contains("etcd")),
-                "{name}: {command:?} while etcd is down: {r:?}"
-            );
-            ensure!(
-                asked.elapsed() < Duration::from_secs(5),
-                "{name}: the refusal took {:?}",
-                asked.elapsed()
-            );
-        }
-    }
-    // Mining goes on (shares accepted on rig1 and rig2's instances); power holds.
-    let until = Instant::now() + site.ttl * 2;
-    while Instant::now() < until {
-        ensure!(
-            site.phases() == [Sleeping, Mining, Mining],
-            "a rig moved with etcd down: {:?}",
-            site.phases()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    for r in [1, 2] {
-        let now = site.accepted()[r];
-        ensure!(
-            now > accepted[r],
-            "farm.rig{r}: no share accepted with etcd down ({} -> {now})",
-            accepted[r]
-        );
-    }
-    ensure!(
-        site.commands() == commands,
-        "firmware commands with etcd down: {commands:?} -> {:?}",
-        site.commands()
-    );
+    etcd_is_down(site, "killed").await?;
 
     // etcd back: a leader again, the plan as it was, and changes go through again.
     site.etcd.restart()?;
@@ -656,8 +581,106 @@ async fn etcd_down_body(site: &mut ClusterSite) -> Result<()> {
         plan.value,
         plan_now.value
     );
+
+    // etcd frozen (SIGSTOP: connections open, nothing answers) is the same outage.
+    site.etcd.pause()?;
+    etcd_is_down(site, "frozen").await?;
+    site.etcd.resume()?;
+    let back = Instant::now();
+    let leader = site.leader(&[0, 1, 2], STEP).await?;
+    println!(
+        "etcd thawed: {} leads after {:?}",
+        NAMES[leader],
+        back.elapsed()
+    );
     site.ask_ok(others(leader)[0], resume("farm.rig0")).await?;
     fakes_reach(site, &[Mining, Mining, Mining]).await?;
+    Ok(())
+}
+
+/// With etcd just taken down (`how`: killed, frozen) and rig0 drained: within the lease no
+/// instance leads any more, every instance refuses changes promptly with an error that says
+/// why, nothing is sent to a rig, and rig1 and rig2 keep getting shares accepted.
+async fn etcd_is_down(site: &ClusterSite, how: &str) -> Result<()> {
+    use FakePhase::{Mining, Sleeping};
+    let down = Instant::now();
+    // (A request the fakes had not counted yet at this instant was sent before the outage.)
+    let commands = site.commands();
+    // Within the lease nobody may still act as leader.
+    let bound = site.ttl + TAKEOVER_SLACK;
+    loop {
+        let mut leading = Vec::new();
+        for (i, name) in NAMES.iter().enumerate() {
+            if let Some((role, _)) = site.leader_per(i).await {
+                if role == "leader" {
+                    leading.push(name);
+                }
+            }
+        }
+        if leading.is_empty() {
+            break;
+        }
+        ensure!(
+            down.elapsed() <= bound,
+            "{leading:?} still leading {:?} after etcd was {how}",
+            down.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("etcd {how}: no leader after {:?}", down.elapsed());
+    let accepted = site.accepted();
+    for (i, name) in NAMES.iter().enumerate() {
+        let status = site.cluster(i).await?;
+        ensure!(
+            status["role"] != "leader" && status["etcd"]["healthy"] != true,
+            "{name}: {status:#}"
+        );
+        for command in [
+            drain("farm.rig1"),
+            Command::GpuRequest {
+                kw: 5.0,
+                reason: None,
+            },
+            resume("farm.rig0"),
+        ] {
+            let asked = Instant::now();
+            let r = site.ask(i, command.clone()).await?;
+            let error = r.error.clone().unwrap_or_default().to_lowercase();
+            ensure!(
+                !r.ok && (error.contains("leader") || error.contains("etcd")),
+                "{name}: {command:?} with etcd {how}: {r:?}"
+            );
+            ensure!(
+                asked.elapsed() < Duration::from_secs(5),
+                "{name}: the refusal took {:?}",
+                asked.elapsed()
+            );
+        }
+    }
+    // Mining goes on (shares accepted on rig1 and rig2's instances); power holds.
+    let until = Instant::now() + site.ttl * 2;
+    while Instant::now() < until {
+        ensure!(
+            site.phases() == [Sleeping, Mining, Mining],
+            "a rig moved with etcd {how}: {:?}",
+            site.phases()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for r in [1, 2] {
+        let now = site.accepted()[r];
+        ensure!(
+            now > accepted[r],
+            "farm.rig{r}: no share accepted with etcd {how} ({} -> {now})",
+            accepted[r]
+        );
+    }
+    ensure!(
+        site.commands() == commands,
+        "firmware commands with etcd {how}: {commands:?} -> {:?}",
+        site.commands()
+    );
+
     Ok(())
 }
 
