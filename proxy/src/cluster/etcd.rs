@@ -246,6 +246,18 @@ impl Etcd {
         r.kvs().iter().map(entry).collect()
     }
 
+    /// Every key under `prefix` (at most [`MAX_KEYS`]) with its revision and lease but no
+    /// value: a cheap poll, after which only the keys that changed are read.
+    pub async fn get_prefix_keys(&self, prefix: &str) -> Result<Vec<Entry>, EtcdError> {
+        let mut kv = self.client.kv_client();
+        let options = GetOptions::new()
+            .with_prefix()
+            .with_keys_only()
+            .with_limit(MAX_KEYS);
+        let r = self.bounded(kv.get(prefix, Some(options))).await?;
+        r.kvs().iter().map(entry).collect()
+    }
+
     /// Becomes the leader if no one is: puts `value` at the leader key under `lease` only if
     /// the key does not exist. Returns whether it won.
     pub async fn campaign(&self, lease: LeaseId, value: Vec<u8>) -> Result<bool, EtcdError> {

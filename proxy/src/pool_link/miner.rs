@@ -88,6 +88,12 @@ impl MinerShared {
         self.last_share_unix_ms.store(ms, Ordering::Relaxed);
     }
 
+    /// Sets the time of the last accepted share: the record of a miner another instance holds
+    /// (`cluster::inventory`), whose shares this process never sees.
+    pub fn set_last_share_unix_ms(&self, ms: u64) {
+        self.last_share_unix_ms.store(ms, Ordering::Relaxed);
+    }
+
     /// Unix time in ms of the last accepted share, 0 if none.
     pub fn last_share_unix_ms(&self) -> u64 {
         self.last_share_unix_ms.load(Ordering::Relaxed)
