@@ -28,7 +28,7 @@ use anyhow::{Context, Result, bail, ensure};
 use hashshift_proxy::control::admin::protocol::{Command, Target};
 use hashshift_tools::fake_firmware::{FakePhase, RigProfile};
 use serde_json::Value;
-use site::{ClusterSite, NAMES, Options, all_in, decided, on_instance, rig};
+use site::{ClusterSite, NAMES, Options, all_in, connected, decided, rig};
 use support::power_site::{confirmed_asleep, position};
 
 /// Rounding slack for kW comparisons.
@@ -187,14 +187,14 @@ async fn gpu_request_body(site: &ClusterSite) -> Result<()> {
     let follower = others(leader)[0];
     // Each rig mines through its own instance; every instance shows all three.
     every_instance_lists(site, "mining").await?;
-    let rigs = site.ask_ok(leader, Command::Rigs).await?;
-    for (r, name) in NAMES.iter().enumerate() {
-        let row = rig(&rigs, &format!("farm.rig{r}"));
-        ensure!(
-            on_instance(row, name),
-            "farm.rig{r} mines through {name}: {row}"
-        );
+    for r in 0..3 {
+        site.until_published(&format!("farm.rig{r}"), &[r]).await?;
     }
+    let rigs = site.ask_ok(leader, Command::Rigs).await?;
+    ensure!(
+        (0..3).all(|r| connected(rig(&rigs, &format!("farm.rig{r}")))),
+        "the leader lists every rig connected: {rigs:#}"
+    );
     let writes_before = site.etcd_writes().await;
     let plan_before = site.plan()?;
     let revision_before = site.etcd.revision()?;
@@ -709,33 +709,39 @@ async fn dead_instance_body(site: &mut ClusterSite) -> Result<()> {
     fakes_reach(site, &[Sleeping, Mining, Mining]).await?;
     site.until(
         leader,
-        "rig1 and rig2 mining on A",
+        "rig0 asleep, rig1 and rig2 mining",
         STEP,
         Command::Rigs,
         |r| {
             rig(r, "farm.rig0")["state"] == "asleep"
                 && ["farm.rig1", "farm.rig2"]
                     .iter()
-                    .all(|id| rig(r, id)["state"] == "mining" && on_instance(rig(r, id), NAMES[a]))
+                    .all(|id| rig(r, id)["state"] == "mining" && connected(rig(r, id)))
         },
     )
     .await?;
+    for id in ["farm.rig1", "farm.rig2"] {
+        site.until_published(id, &[a]).await?;
+    }
     let commands = site.commands();
     let accepted = site.accepted();
 
     site.instances[a].kill9()?;
     let killed = Instant::now();
+    for id in ["farm.rig1", "farm.rig2"] {
+        site.until_published(id, &[b]).await?;
+    }
     let rigs = site
         .until(
             leader,
-            "rig1 and rig2 mining on B",
+            "rig1 and rig2 mining again",
             STEP,
             Command::Rigs,
             |r| {
                 rig(r, "farm.rig0")["state"] == "asleep"
-                    && ["farm.rig1", "farm.rig2"].iter().all(|id| {
-                        rig(r, id)["state"] == "mining" && on_instance(rig(r, id), NAMES[b])
-                    })
+                    && ["farm.rig1", "farm.rig2"]
+                        .iter()
+                        .all(|id| rig(r, id)["state"] == "mining" && connected(rig(r, id)))
             },
         )
         .await?;

@@ -401,6 +401,39 @@ impl ClusterSite {
         self.etcd.get(&format!("/hashshift/{SITE}/plan"))
     }
 
+    /// The instances whose published inventory (`miners/<instance>` in etcd) lists
+    /// `worker` as connected.
+    pub fn published_on(&self, worker: &str) -> Result<Vec<usize>> {
+        let quoted = format!("{worker:?}");
+        let mut on = Vec::new();
+        for (i, name) in NAMES.iter().enumerate() {
+            let key = format!("/hashshift/{SITE}/miners/{name}");
+            if self
+                .etcd
+                .get(&key)?
+                .is_some_and(|kv| kv.value.contains(&quoted))
+            {
+                on.push(i);
+            }
+        }
+        Ok(on)
+    }
+
+    /// Waits until `worker` is published as connected on exactly `instances`.
+    pub async fn until_published(&self, worker: &str, instances: &[usize]) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let on = self.published_on(worker)?;
+            if on == instances {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{worker} published on {on:?}, expected {instances:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The leader key as stored in etcd.
     pub fn leader_key(&self) -> Result<Option<Kv>> {
         self.etcd.get(&format!("/hashshift/{SITE}/leader"))
@@ -485,8 +518,7 @@ pub fn all_in(rigs: &Value, n: usize, state: &str) -> bool {
     (0..n).all(|i| rig(rigs, &format!("farm.rig{i}"))["state"] == state)
 }
 
-/// Whether a rig row names `instance` in one of its fields (where it is connected).
-pub fn on_instance(row: &Value, instance: &str) -> bool {
-    row.as_object()
-        .is_some_and(|o| o.values().any(|v| v.as_str() == Some(instance)))
+/// Whether a `ctl rigs` row has a live connection (on whichever instance).
+pub fn connected(row: &Value) -> bool {
+    !row["conn"].is_null()
 }
