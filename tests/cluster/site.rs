@@ -105,6 +105,11 @@ impl Instance {
         Ok(())
     }
 
+    /// How it ended, if its process ended without our kill.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.proc.as_mut().and_then(Proc::exited)
+    }
+
     /// `kill -STOP` (true) or `kill -CONT` (false).
     pub fn freeze(&mut self, on: bool) -> Result<()> {
         let pid = self.proc.as_ref().context("not running")?.pid();
@@ -469,6 +474,19 @@ impl ClusterSite {
     /// Ends the test: on success stops everything and removes the folder; on failure thaws
     /// any frozen instance, keeps the folder and adds the logs to the error.
     pub async fn finish(mut self, result: Result<()>) -> Result<()> {
+        // An instance is only ever stopped by the test (kill -9, then restarted or left
+        // down): one that ended by itself is a failure whatever the test saw.
+        let mut exits = Vec::new();
+        for i in &mut self.instances {
+            if let Some(status) = i.exited() {
+                exits.push(format!("{} exited by itself: {status}", i.name));
+            }
+        }
+        let result = match result {
+            Ok(()) if !exits.is_empty() => Err(anyhow::anyhow!("{}", exits.join("; "))),
+            Err(e) if !exits.is_empty() => Err(e.context(exits.join("; "))),
+            other => other,
+        };
         for i in &mut self.instances {
             if i.frozen {
                 let _ = i.freeze(false);
