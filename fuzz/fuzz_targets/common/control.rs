@@ -37,7 +37,7 @@ fn assert_within(r: &Request, cap: Option<f64>) {
         Target::All => true,
     };
     let ok = match &r.command {
-        Command::Rigs | Command::Pools | Command::Power => true,
+        Command::Rigs | Command::Pools | Command::Power | Command::Cluster => true,
         Command::Rig { id } | Command::Kick { id } => name_ok(id),
         Command::Events { limit } => limit.is_none_or(|l| l <= MAX_EVENTS),
         Command::Drain { target, reason } | Command::Resume { target, reason } => {

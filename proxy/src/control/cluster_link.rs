@@ -22,4 +22,22 @@ pub trait ClusterLink: Send + Sync {
 
     /// `ctl cluster`: instances, the leader, lease age, etcd health.
     fn status(&self) -> BoxFuture<'_, serde_json::Value>;
+
+    /// The cluster's figures for the metrics endpoint, read without waiting on etcd.
+    fn gauges(&self) -> ClusterGauges {
+        ClusterGauges::default()
+    }
+}
+
+/// What the metrics endpoint shows of a cluster (`hashshift_cluster_*`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ClusterGauges {
+    /// Whether this instance leads now (and its fence is open).
+    pub leader: bool,
+    /// etcd writes this instance sent (puts, deletes, transactions, lease grants).
+    pub etcd_writes: u64,
+    /// Instances present in etcd (their records under live leases), as last read.
+    pub instances: u64,
+    /// How long this instance's lease is surely alive (its fence; 0 when lost).
+    pub lease_remaining_secs: f64,
 }

@@ -145,7 +145,7 @@ pub fn check_request(
         Target::All => Ok(()),
     };
     match &mut request.command {
-        Command::Rigs | Command::Pools | Command::Power => {}
+        Command::Rigs | Command::Pools | Command::Power | Command::Cluster => {}
         Command::Rig { id } | Command::Kick { id } => check_name("rig", id)?,
         Command::Events { limit } => {
             *limit = limit.map(|l| l.min(MAX_EVENTS));

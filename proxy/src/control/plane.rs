@@ -1,5 +1,13 @@
 //! The control plane behind the admin socket: answers requests from the proxy's live state
 //! and records every action in the audit log.
+//!
+//! In a cluster (`[cluster]`), operators may ask any instance: every command but the two about
+//! the instance asked (`pools`, `cluster`) goes to the power leader through the
+//! [`ClusterLink`], which carries it out and records it once, naming the instance that
+//! received it; the instance asked records nothing. When no leader can be reached, a change
+//! is refused with the reason and nothing moves; a read (`rigs`, `rig`, `power`, `events`) is
+//! answered from this instance's own view, marked `"degraded"` with the reason, so the NOC
+//! keeps its eyes during an election or an etcd outage.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -75,14 +83,61 @@ impl ControlPlane {
         )
     }
 
-    async fn answer(&self, request: Request, caller: Caller) -> Response {
-        // Every field is range-checked before anything acts on it, for the admin socket and
-        // the HTTP API alike: a refusal moves no power and records no action.
+    /// Every field is range-checked before anything acts on it, for the admin socket and the
+    /// HTTP API alike: a refusal moves no power and records no action. (Without power control
+    /// here, kW figures are checked against the site cap by the leader that answers.)
+    fn check(&self, request: Request) -> Result<Request, String> {
         let site_cap_kw = self.power().map(|p| p.view().snapshot.site_cap.kw());
-        let request = match limits::check_request(request, site_cap_kw, unix_ms() / 1000) {
+        limits::check_request(request, site_cap_kw, unix_ms() / 1000)
+    }
+
+    async fn answer(&self, request: Request, caller: Caller) -> Response {
+        let request = match self.check(request) {
             Ok(r) => r,
             Err(e) => return Response::error(e),
         };
+        let Some(cluster) = self
+            .cluster
+            .as_ref()
+            .filter(|_| !request.command.is_local())
+        else {
+            return self.answer_checked(request, caller).await;
+        };
+        match cluster.forward(&request, &caller.to_string()).await {
+            // This instance leads: answer here.
+            None => self.answer_checked(request, caller).await,
+            Some(refused) if refused.unreached && request.command.is_read() => {
+                let why = refused.error.clone().unwrap_or_default();
+                let local = self.answer_checked(request, caller).await;
+                if local.ok {
+                    Response {
+                        degraded: Some(format!(
+                            "answered by this instance alone ({why}); the site's view may differ"
+                        )),
+                        ..local
+                    }
+                } else {
+                    refused
+                }
+            }
+            Some(answer) => Response {
+                unreached: false,
+                ..answer
+            },
+        }
+    }
+
+    /// Answers `request` on this instance, never forwarding it: the power leader's side of a
+    /// request another instance forwarded (`caller` then names both the operator and that
+    /// instance, [`super::admin::server::Origin::Forwarded`]). Range-checks it first.
+    pub async fn answer_here(&self, request: Request, caller: Caller) -> Response {
+        match self.check(request) {
+            Ok(r) => self.answer_checked(r, caller).await,
+            Err(e) => Response::error(e),
+        }
+    }
+
+    async fn answer_checked(&self, request: Request, caller: Caller) -> Response {
         match request.command {
             Command::Rigs => Response::ok(json!(self.rigs())),
             Command::Rig { id } => match self.rigs().into_iter().find(|r| r.id == id) {
@@ -129,8 +184,17 @@ impl ControlPlane {
                 ));
                 Response::ok(json!({"kicked": id}))
             }
+            Command::Cluster => match &self.cluster {
+                Some(cluster) => Response::ok(cluster.status().await),
+                None => Response::error("not clustered (no [cluster] section): a single instance"),
+            },
             command => {
                 let Some(power) = self.power() else {
+                    if self.cluster.is_some() {
+                        return Response::error(
+                            "power control runs on the power leader, and this instance does not lead now",
+                        );
+                    }
                     return Response::error("power control is not configured (no [power] section)");
                 };
                 self.power_command(&power, command, caller).await

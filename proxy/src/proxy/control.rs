@@ -195,7 +195,8 @@ impl Control<'_> {
             self.manager.clone(),
             power,
             instruments.clone(),
-        );
+        )
+        .with_cluster(plane.and_then(|p| p.cluster().cloned()));
         let registry = crate::web::metrics::registry(Arc::new(source), m.top_workers)
             .map_err(|e| std::io::Error::other(format!("[metrics]: {e}")))?;
         let server = crate::web::metrics::server::MetricsServer::bind(

@@ -7,6 +7,7 @@
 //! | `GET /api/pools` | | pools: state, miners, shares (as `ctl pools`) |
 //! | `GET /api/events?limit=N` | | the audit log |
 //! | `GET /api/power/history` | | the power chart: samples of mining, GPU and cap (kW) for the last hours |
+//! | `GET /api/cluster` | | instances, the power leader, lease age, etcd health (as `ctl cluster`; `[cluster]` only) |
 //! | `POST /api/drain` | `{"rig":..}` or `{"group":..}`, `"reason"` | drain rigs (as `ctl drain`) |
 //! | `POST /api/resume` | `{"rig":..}` or `{"group":..}`, `"reason"` | resume them (as `ctl resume`) |
 //! | `POST /api/curtail` | `{"kw":N,"until_unix":T}` or `{"kw":N,"minutes":M}`, `"reason"` | grid curtailment |
@@ -41,6 +42,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/pools", get(pools))
         .route("/api/events", get(events))
         .route("/api/power/history", get(power_history))
+        .route("/api/cluster", get(cluster))
         .route("/api/drain", post(drain))
         .route("/api/resume", post(resume))
         .route("/api/curtail", post(curtail))
@@ -103,6 +105,10 @@ async fn rigs(State(s): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAd
 
 async fn pools(State(s): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Answer {
     run(&s, peer, Command::Pools, None).await
+}
+
+async fn cluster(State(s): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Answer {
+    run(&s, peer, Command::Cluster, None).await
 }
 
 /// The recorded samples, then one for now (so a chart has a point even right after start).

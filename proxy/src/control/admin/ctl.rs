@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use futures_util::{SinkExt, StreamExt};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::net::UnixStream;
 use tokio_util::codec::{Framed, LinesCodec};
 
@@ -147,6 +147,9 @@ pub enum CtlCommand {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// The cluster as this instance sees it: instances, the power leader, lease age, etcd
+    /// health (`[cluster]` only).
+    Cluster,
 }
 
 /// A time given as a duration from now or an RFC 3339 timestamp, in Unix seconds.
@@ -211,6 +214,7 @@ fn request(command: &CtlCommand) -> Result<Command> {
             id: id.clone(),
             reason: reason.clone(),
         },
+        CtlCommand::Cluster => Command::Cluster,
     })
 }
 
@@ -276,7 +280,12 @@ pub fn main(args: CtlArgs) -> ExitCode {
             eprintln!("hashshift ctl: {}", error.unwrap_or_default());
             ExitCode::from(1)
         }
-        Ok(Response { result, .. }) => {
+        Ok(Response {
+            result, degraded, ..
+        }) => {
+            if let Some(why) = degraded {
+                eprintln!("hashshift ctl: degraded: {why}");
+            }
             print!("{}", render(&args.command, &result.unwrap_or(Value::Null)));
             ExitCode::SUCCESS
         }
@@ -329,8 +338,114 @@ pub fn render(command: &CtlCommand, result: &Value) -> String {
                 ("WHY", "why"),
             ],
         ),
+        CtlCommand::Cluster => cluster(result),
         _ => fields(result, ""),
     }
+}
+
+/// `ctl cluster`: who leads, this instance's lease, etcd, then the instances.
+fn cluster(v: &Value) -> String {
+    let s = |k: &str| cell(v.get(k));
+    let mut out = format!(
+        "site: {}  instance: {}  role: {}\n",
+        s("site"),
+        s("instance"),
+        s("role")
+    );
+    let leader = v.get("leader").filter(|l| !l.is_null());
+    match leader {
+        Some(l) => out.push_str(&format!(
+            "leader: {} (lease {}, since {})\n",
+            cell(l.get("instance")),
+            cell(l.get("lease")),
+            l.get("since_unix_ms")
+                .and_then(Value::as_u64)
+                .map_or_else(|| "-".to_owned(), unix_ms_text)
+        )),
+        None => out.push_str("leader: none (election under way, or etcd unreachable)\n"),
+    }
+    let age = v.get("lease_age_ms").and_then(Value::as_u64).map_or_else(
+        || "-".to_owned(),
+        |ms| format!("{:.1} s", ms as f64 / 1000.0),
+    );
+    let fence = v
+        .get("fence_remaining_ms")
+        .and_then(Value::as_u64)
+        .map_or_else(
+            || "-".to_owned(),
+            |ms| format!("{:.1} s", ms as f64 / 1000.0),
+        );
+    out.push_str(&format!(
+        "lease: {}  age: {age}  fence open for: {fence}\n",
+        s("lease")
+    ));
+    let etcd = v.get("etcd").cloned().unwrap_or(Value::Null);
+    let e = |k: &str| cell(etcd.get(k));
+    let endpoints = etcd
+        .get("endpoints")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|x| cell(Some(x)))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    if etcd.get("healthy").and_then(Value::as_bool) == Some(true) {
+        out.push_str(&format!(
+            "etcd: healthy, version {}, db {} bytes ({endpoints})\n",
+            e("version"),
+            e("db_size")
+        ));
+    } else {
+        out.push_str(&format!("etcd: UNHEALTHY: {} ({endpoints})\n", e("error")));
+    }
+    out.push_str(&format!(
+        "etcd writes by this instance: {}\n\n",
+        s("etcd_writes")
+    ));
+    let instances: Vec<Value> = v
+        .get("instances")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|i| {
+                    let mut i = i.clone();
+                    if let Some(map) = i.as_object_mut() {
+                        let started = map
+                            .get("started_unix_ms")
+                            .and_then(Value::as_u64)
+                            .map(unix_ms_text);
+                        map.insert("started".to_owned(), json!(started));
+                        let leads = map.get("leader").and_then(Value::as_bool) == Some(true);
+                        map.insert("leads".to_owned(), json!(if leads { "*" } else { "" }));
+                    }
+                    i
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.push_str(&table(
+        &Value::Array(instances),
+        &[
+            ("INSTANCE", "instance"),
+            ("LEADER", "leads"),
+            ("VERSION", "version"),
+            ("STARTED", "started"),
+            ("HTTP", "http"),
+        ],
+    ));
+    out
+}
+
+/// A Unix time in ms as RFC 3339 (UTC, seconds).
+fn unix_ms_text(ms: u64) -> String {
+    std::time::UNIX_EPOCH
+        .checked_add(Duration::from_millis(ms))
+        .map_or_else(
+            || ms.to_string(),
+            |t| humantime::format_rfc3339_seconds(t).to_string(),
+        )
 }
 
 fn cell(v: Option<&Value>) -> String {
@@ -423,6 +538,42 @@ mod tests {
             parse_until("500000000000y", now).is_err(),
             "no overflow panic"
         );
+    }
+
+    #[test]
+    fn cluster_status_reads_as_a_summary_and_a_table() {
+        let status = serde_json::json!({
+            "site": "hall-a", "instance": "p2", "role": "follower",
+            "leader": {"instance": "p1", "lease": 7, "since_unix_ms": 1_800_000_000_000u64},
+            "lease": 9, "lease_age_ms": 1500, "fence_remaining_ms": 0,
+            "etcd": {"endpoints": ["http://127.0.0.1:2379"], "healthy": true,
+                     "version": "3.4.23", "db_size": 20480, "error": null},
+            "instances": [
+                {"instance": "p1", "version": "0.1.0", "started_unix_ms": 1_800_000_000_000u64,
+                 "http": null, "leader": true},
+                {"instance": "p2", "version": "0.1.0", "started_unix_ms": 1_800_000_000_000u64,
+                 "http": "127.0.0.1:8080", "leader": false}
+            ],
+            "etcd_writes": 12
+        });
+        let text = render(&CtlCommand::Cluster, &status);
+        assert!(
+            text.starts_with(
+                "site: hall-a  instance: p2  role: follower\n\
+                 leader: p1 (lease 7, since 2027-01-15T08:00:00Z)\n\
+                 lease: 9  age: 1.5 s  fence open for: 0.0 s\n\
+                 etcd: healthy, version 3.4.23, db 20480 bytes (http://127.0.0.1:2379)\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("p1        *       0.1.0    2027-01-15T08:00:00Z  -\n"),
+            "{text}"
+        );
+        // Whatever the proxy sends, the rendering does not panic.
+        for odd in [Value::Null, serde_json::json!({"etcd": 1, "instances": {}})] {
+            let _ = render(&CtlCommand::Cluster, &odd);
+        }
     }
 
     #[test]

@@ -113,6 +113,34 @@ pub enum Command {
         #[serde(default)]
         reason: Option<String>,
     },
+    /// The cluster as this instance sees it: instances, the power leader, this instance's
+    /// lease, etcd's health (`[cluster]` only; answered by the instance asked, never
+    /// forwarded).
+    Cluster,
+}
+
+impl Command {
+    /// Whether the command only reads (`rigs`, `rig`, `pools`, `power`, `events`,
+    /// `cluster`): one an instance may answer from its own view when the power leader cannot
+    /// be reached, saying so. Every other command changes something and must reach the leader.
+    pub fn is_read(&self) -> bool {
+        matches!(
+            self,
+            Command::Rigs
+                | Command::Rig { .. }
+                | Command::Pools
+                | Command::Power
+                | Command::Events { .. }
+                | Command::Cluster
+        )
+    }
+
+    /// Whether the command is about the instance asked, not the site: `pools` (its own pool
+    /// connections) and `cluster` (its view of the cluster). These are never forwarded to the
+    /// power leader.
+    pub fn is_local(&self) -> bool {
+        matches!(self, Command::Pools | Command::Cluster)
+    }
 }
 
 /// A request line: the command and who claims to send it.
@@ -138,6 +166,15 @@ pub struct Response {
     /// What went wrong, when not `ok`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Set when the instance asked answered a read from its own view because the power leader
+    /// could not be reached (why, and that the site's view may differ). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<String>,
+    /// In process only, never on the wire: the answer is not the power leader's but the
+    /// forwarder's own refusal (no leader, etcd unreachable, no answer in time). The control
+    /// plane may then answer a read itself, marked [`Response::degraded`].
+    #[serde(skip)]
+    pub unreached: bool,
 }
 
 impl Response {
@@ -147,6 +184,8 @@ impl Response {
             ok: true,
             result: Some(result),
             error: None,
+            degraded: None,
+            unreached: false,
         }
     }
 
@@ -156,6 +195,16 @@ impl Response {
             ok: false,
             result: None,
             error: Some(error.into()),
+            degraded: None,
+            unreached: false,
+        }
+    }
+
+    /// The forwarder's refusal: no power leader could be reached (see [`Response::unreached`]).
+    pub fn unreached(error: impl Into<String>) -> Self {
+        Response {
+            unreached: true,
+            ..Response::error(error)
         }
     }
 }
@@ -182,6 +231,14 @@ mod tests {
         );
         let r: Request = serde_json::from_str(r#"{"cmd":"rigs"}"#).unwrap();
         assert_eq!(r.command, Command::Rigs);
+        let r: Request = serde_json::from_str(r#"{"cmd":"cluster"}"#).unwrap();
+        assert_eq!(r.command, Command::Cluster);
+        assert!(r.command.is_local() && r.command.is_read());
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"cmd":"cluster"}"#,
+            "as `ctl cluster` sends it"
+        );
         let r: Request = serde_json::from_str(r#"{"cmd":"resume","target":"all"}"#).unwrap();
         assert_eq!(
             r.command,
@@ -209,6 +266,21 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&err).unwrap(),
             r#"{"ok":false,"error":"no such rig"}"#
+        );
+        // The forwarder's mark never reaches the wire; a degraded read says so.
+        let unreached = Response::unreached("no power leader");
+        assert!(unreached.unreached);
+        assert_eq!(
+            serde_json::to_string(&unreached).unwrap(),
+            r#"{"ok":false,"error":"no power leader"}"#
+        );
+        let degraded = Response {
+            degraded: Some("no power leader".into()),
+            ..Response::ok(serde_json::json!([]))
+        };
+        assert_eq!(
+            serde_json::to_string(&degraded).unwrap(),
+            r#"{"ok":true,"result":[],"degraded":"no power leader"}"#
         );
     }
 }

@@ -44,6 +44,15 @@ pub enum Origin {
         /// The client's address.
         peer: std::net::SocketAddr,
     },
+    /// Another instance of the site's cluster received it and forwarded it to this one, the
+    /// power leader. The audit log names both the operator and that instance.
+    Forwarded {
+        /// The original caller as the receiving instance wrote it (`alice (uid 1000)`);
+        /// checked for length and control characters by the forwarder.
+        caller: String,
+        /// The instance that received it.
+        instance: String,
+    },
 }
 
 /// Who sent a request: where it came from and the name the client claims.
@@ -61,6 +70,7 @@ impl std::fmt::Display for Caller {
         match &self.origin {
             Origin::Socket { uid, .. } => write!(f, "{name} (uid {uid})"),
             Origin::Http { peer } => write!(f, "{name} (http {})", peer.ip()),
+            Origin::Forwarded { caller, instance } => write!(f, "{caller} via {instance}"),
         }
     }
 }

@@ -160,6 +160,14 @@ specs! {
         "GPU sheds escalated for running past shed_deadline_secs.";
     POWER_PDU_CUTS: "hashshift_power_pdu_cuts_total", Counter, ["result"],
         "PDU outlet cuts of rigs that did not confirm a sleep: done (outlet confirmed off) or failed.";
+    CLUSTER_LEADER: "hashshift_cluster_leader", Gauge, [],
+        "1 while this instance is the site's power leader (its lease fence open), else 0 ([cluster] only).";
+    CLUSTER_ETCD_WRITES: "hashshift_cluster_etcd_writes_total", Counter, [],
+        "etcd writes this instance sent: puts, deletes, transactions and lease grants ([cluster] only).";
+    CLUSTER_INSTANCES: "hashshift_cluster_instances", Gauge, [],
+        "Instances of the site present in etcd, as last read (every few seconds) ([cluster] only).";
+    CLUSTER_LEASE_REMAINING: "hashshift_cluster_lease_remaining_seconds", Gauge, [],
+        "How long this instance's etcd lease is surely alive (its fence: a leader commands hardware only while it is open); 0 when lost.";
     DRAIN_TO_CONFIRMED: "hashshift_power_drain_to_confirmed_seconds", Histogram, [],
         "Sleep commanded until the rig is confirmed asleep (firmware state, then no shares).";
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use super::workers::WorkerSample;
 use super::{DownstreamSample, PoolSample, Sample, SampleSource};
 use crate::config::{Config, RigGroup};
+use crate::control::cluster_link::ClusterLink;
 use crate::control::power::PowerSlot;
 use crate::control::power::rigs::UNGROUPED;
 use crate::telemetry::{DownstreamStats, Instruments, RejectReason, ShareCounters};
@@ -26,6 +27,7 @@ pub struct LiveSource {
     /// Worker name → group index, from `[[rig]] group` overrides.
     overrides: HashMap<String, usize>,
     names: Vec<String>,
+    cluster: Option<Arc<dyn ClusterLink>>,
 }
 
 impl LiveSource {
@@ -54,7 +56,14 @@ impl LiveSource {
             groups,
             overrides,
             names,
+            cluster: None,
         }
+    }
+
+    /// Shows the cluster's figures too (`[cluster]`).
+    pub fn with_cluster(mut self, cluster: Option<Arc<dyn ClusterLink>>) -> Self {
+        self.cluster = cluster;
+        self
     }
 
     /// The group index of a worker (the last index: ungrouped), as the power controller's
@@ -173,6 +182,7 @@ impl SampleSource for LiveSource {
             identity,
             gpu_shed,
             pdu_cuts,
+            cluster: self.cluster.as_ref().map(|c| c.gauges()),
         }
     }
 }

@@ -100,6 +100,8 @@ pub struct Sample {
     pub gpu_shed: GpuShedSample,
     /// PDU cuts so far (shown with the power families).
     pub pdu_cuts: crate::control::power::PduCuts,
+    /// The cluster's figures, when `[cluster]` is on.
+    pub cluster: Option<crate::control::cluster_link::ClusterGauges>,
 }
 
 /// The rig registry's identity figures.
@@ -239,6 +241,19 @@ pub fn families(sample: Sample, top_workers: usize) -> Vec<MetricFamily> {
     }
     if let Some(i) = &sample.identity {
         out.extend(identity_families(i));
+    }
+    if let Some(c) = &sample.cluster {
+        let gauges = [
+            (&catalogue::CLUSTER_LEADER, if c.leader { 1.0 } else { 0.0 }),
+            (&catalogue::CLUSTER_ETCD_WRITES, c.etcd_writes as f64),
+            (&catalogue::CLUSTER_INSTANCES, c.instances as f64),
+            (&catalogue::CLUSTER_LEASE_REMAINING, c.lease_remaining_secs),
+        ];
+        for (spec, v) in gauges {
+            let mut f = Family::new(spec);
+            f.add(&[], v);
+            out.push(f);
+        }
     }
     out.into_iter().map(Family::finish).collect()
 }

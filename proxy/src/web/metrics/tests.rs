@@ -95,6 +95,12 @@ fn sample(workers: usize) -> Sample {
             overdue_total: 1,
         },
         pdu_cuts: crate::control::power::PduCuts { done: 2, failed: 1 },
+        cluster: Some(crate::control::cluster_link::ClusterGauges {
+            leader: true,
+            etcd_writes: 12,
+            instances: 3,
+            lease_remaining_secs: 4.5,
+        }),
     }
 }
 
@@ -160,6 +166,10 @@ fn a_hundred_thousand_workers_stay_within_a_fixed_number_of_series() {
     assert!(text.contains("hashshift_power_gpu_shed_overdue_total 1"));
     assert!(text.contains(r#"hashshift_power_pdu_cuts_total{result="done"} 2"#));
     assert!(text.contains(r#"hashshift_power_pdu_cuts_total{result="failed"} 1"#));
+    assert!(text.contains("hashshift_cluster_leader 1\n"));
+    assert!(text.contains("hashshift_cluster_etcd_writes_total 12\n"));
+    assert!(text.contains("hashshift_cluster_instances 3\n"));
+    assert!(text.contains("hashshift_cluster_lease_remaining_seconds 4.5\n"));
     eprintln!(
         "100k workers: {} series, {} bytes, rendered in {took:?}",
         lines.len(),
@@ -172,9 +182,14 @@ fn without_power_the_power_families_are_absent() {
     let mut s = sample(10);
     s.power = None;
     s.identity = None;
+    s.cluster = None;
     let text =
         render(&registry(std::sync::Arc::new(Fixed(s)), 5).expect("registry")).expect("render");
     assert!(!text.contains("hashshift_power_"));
+    assert!(
+        !text.contains("hashshift_cluster_"),
+        "a single instance shows no cluster"
+    );
     assert!(text.contains("hashshift_pool_shares_rejected_total{pool=\"1\""));
     assert!(
         text.contains("hashshift_share_round_trip_seconds_bucket{protocol=\"sv2\",le=\"+Inf\"} 0")
