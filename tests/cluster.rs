@@ -845,17 +845,16 @@ async fn etcd_member_body(site: &mut ClusterSite) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    println!("followers not naming the leader meanwhile: {lapses:#?}");
+    println!(
+        "followers not naming the leader meanwhile: {lapses:#?}\n\
+         a drain accepted after {accepted:?}; refused before: {refusals:#?}"
+    );
     ensure!(
         last.iter()
             .all(|v| v.as_ref().is_some_and(|(_, l)| l == NAMES[leader])),
         "after {:?} not every instance names {}: {last:?}",
         site.ttl * 3,
         NAMES[leader]
-    );
-    println!(
-        "etcd member m{member} (Raft leader) killed: a drain accepted after {accepted:?}; \
-         refused before: {refusals:#?}"
     );
     ensure!(
         accepted.is_some_and(|t| t <= site.ttl * 2),
