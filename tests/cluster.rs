@@ -620,26 +620,38 @@ async fn etcd_is_down(site: &ClusterSite, how: &str) -> Result<()> {
     let commands = site.commands();
     // Within the lease nobody may still act as leader.
     let bound = site.ttl + TAKEOVER_SLACK;
+    let mut last_claim = None;
     loop {
+        // `ctl cluster` is how an operator sees the outage: it must answer promptly (an
+        // instance that does not answer is not "not leading"). Its role is read when asked.
+        let asked = down.elapsed();
+        let answers = futures_util::future::join_all((0..3).map(|i| site.cluster(i))).await;
+        ensure!(
+            down.elapsed() - asked < Duration::from_secs(5),
+            "`cluster` took {:?} with etcd {how}",
+            down.elapsed() - asked
+        );
         let mut leading = Vec::new();
-        for (i, name) in NAMES.iter().enumerate() {
-            if let Some((role, _)) = site.leader_per(i).await {
-                if role == "leader" {
-                    leading.push(name);
-                }
+        for (name, status) in NAMES.iter().zip(answers) {
+            let status = status.with_context(|| format!("{name}: `cluster` with etcd {how}"))?;
+            if status["role"] == "leader" {
+                leading.push(name);
             }
         }
         if leading.is_empty() {
             break;
         }
         ensure!(
-            down.elapsed() <= bound,
-            "{leading:?} still leading {:?} after etcd was {how}",
-            down.elapsed()
+            asked <= bound,
+            "{leading:?} still leading {asked:?} after etcd was {how}"
         );
+        last_claim = Some(asked);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    println!("etcd {how}: no leader after {:?}", down.elapsed());
+    println!(
+        "etcd {how}: last leader claim {last_claim:?} after, none {:?} after",
+        down.elapsed()
+    );
     let accepted = site.accepted();
     for (i, name) in NAMES.iter().enumerate() {
         let status = site.cluster(i).await?;
