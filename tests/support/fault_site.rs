@@ -71,6 +71,12 @@ impl Proc {
         Ok(self.child.wait()?.signal())
     }
 
+    /// Its process id (for `kill -STOP` and `kill -CONT`).
+    #[allow(dead_code)] // tests/cluster.rs freezes instances; the fault suite does not
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether it is still running; if not, how it ended.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()

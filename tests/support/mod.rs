@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod browser;
+pub mod etcd;
 pub mod failover;
 pub mod honest;
 pub mod logs;

@@ -55,15 +55,29 @@ impl SimRig {
 
     /// Starts mining into the proxy at `proxy` (whenever the firmware says it hashes).
     pub fn mine(&mut self, proxy: SocketAddr) {
+        self.mine_any(vec![proxy]);
+    }
+
+    /// Starts mining with a pool list, as firmware does: each (re)connect tries `proxies` in
+    /// order and mines on the first that takes it.
+    pub fn mine_any(&mut self, proxies: Vec<SocketAddr>) {
         let firmware = self.firmware.clone();
-        self.mine_while(proxy, Arc::new(move || firmware.phase()));
+        self.task = Some(tokio::spawn(run(
+            proxies,
+            self.worker.clone(),
+            Arc::new(move || firmware.phase()),
+            self.connects.clone(),
+            self.accepted.clone(),
+            self.errors.clone(),
+            self.stop.clone(),
+        )));
     }
 
     /// Starts mining into the proxy at `proxy` whenever `phase` says the rig hashes (a rig
     /// whose management API is not the fake LuxOS, or whose power is cut at a PDU).
     pub fn mine_while(&mut self, proxy: SocketAddr, phase: PhaseFn) {
         self.task = Some(tokio::spawn(run(
-            proxy,
+            vec![proxy],
             self.worker.clone(),
             phase,
             self.connects.clone(),
@@ -91,7 +105,7 @@ impl SimRig {
 pub type PhaseFn = Arc<dyn Fn() -> FakePhase + Send + Sync>;
 
 async fn run(
-    proxy: SocketAddr,
+    proxies: Vec<SocketAddr>,
     worker: String,
     phase: PhaseFn,
     connects: Arc<AtomicU64>,
@@ -118,9 +132,12 @@ async fn run(
         let hashing = matches!(phase(), FakePhase::Mining | FakePhase::Stopping);
         match (miner.take(), hashing) {
             (None, true) => {
-                if let Ok(m) = Honest::start(proxy, &worker).await {
-                    connects.fetch_add(1, Ordering::Relaxed);
-                    miner = Some(m);
+                for proxy in &proxies {
+                    if let Ok(m) = Honest::start(*proxy, &worker).await {
+                        connects.fetch_add(1, Ordering::Relaxed);
+                        miner = Some(m);
+                        break;
+                    }
                 }
             }
             (Some(m), false) => end(m, &mut base).await,
@@ -158,7 +175,7 @@ impl Miner {
         let connects = Arc::new(AtomicU64::new(0));
         let stop = CancellationToken::new();
         let task = tokio::spawn(run(
-            proxy,
+            vec![proxy],
             worker.to_owned(),
             phase,
             connects.clone(),
