@@ -395,10 +395,12 @@ async fn lead(
             "power control could not start"
         }
     };
-    // Fenced calls fail from this instant; then power control stops.
+    // Fenced calls fail from this instant; then power control stops: its term first, and
+    // only then its handle is dropped (the last handle gone closes the controller's request
+    // channel, and a controller that ends before its term would be a failure).
     node.set_role(Role::Follower { leader: None });
-    leading.slot.set(None);
     term.cancel();
+    leading.slot.set(None);
     tracker.close();
     if tokio::time::timeout(TERM_STOP, tracker.wait())
         .await

@@ -555,6 +555,7 @@ pub fn start(
         last_demand: None,
         last_persisted: None,
         last_persist_at: None,
+        persist_held: false,
         last_publish_at: None,
         polled_demand: true,
         sleep_commanded: HashMap::new(),

@@ -107,6 +107,8 @@ pub(super) struct Controller {
     pub last_persisted: Option<serde_json::Value>,
     /// When the plan was last written.
     pub last_persist_at: Option<Instant>,
+    /// A write was held back by `PERSIST_EVERY` (the loop wakes when it is due).
+    pub persist_held: bool,
     /// When the operator view was last published.
     pub last_publish_at: Option<Instant>,
     /// Whether the GPU side reports its own demand (else it comes through `gpu-request`).
@@ -172,6 +174,11 @@ impl Controller {
                 tokio::time::Instant::now() + from_now
             });
             let shed_at = self.shed.poll_at();
+            // A write held back by `PERSIST_EVERY` is due then, not at the next event.
+            let persist_at = self
+                .last_persist_at
+                .filter(|_| self.persist_held)
+                .map(|t| tokio::time::Instant::from_std(t + PERSIST_EVERY));
             let mut answered = false;
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -191,9 +198,12 @@ impl Controller {
                 }
                 // The shed follow-up's next call or escalation (`carry_out` does it).
                 _ = async { if let Some(t) = shed_at { tokio::time::sleep_until(t).await } }, if shed_at.is_some() => {}
+                _ = async { if let Some(t) = persist_at { tokio::time::sleep_until(t).await } }, if persist_at.is_some() => {}
             }
             self.carry_out();
-            self.persist(false);
+            // What an operator or the GPU side was told is accepted reaches the plan at once:
+            // a crash right after the answer must not lose it.
+            self.persist(answered);
             self.publish(answered);
         }
         // Requests already answered "accepted" (a curtailment, a drain) are applied and

@@ -25,8 +25,10 @@ impl Controller {
                 .last_persist_at
                 .is_some_and(|t| now.saturating_duration_since(t) < PERSIST_EVERY)
         {
+            self.persist_held = true;
             return;
         }
+        self.persist_held = false;
         let Ok(mut plan) = serde_json::to_value(self.arbiter.persist()) else {
             return;
         };
