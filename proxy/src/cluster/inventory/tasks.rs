@@ -62,6 +62,23 @@ fn ticker(every: Duration) -> tokio::time::Interval {
     t
 }
 
+/// Waits for `tick`, then runs `step` (not polled before the tick); `None` when `shutdown`
+/// comes first, the step dropped if it was under way. The loop of every task here.
+async fn after_tick<F: Future>(
+    tick: &mut tokio::time::Interval,
+    shutdown: &CancellationToken,
+    step: F,
+) -> Option<F::Output> {
+    tokio::select! {
+        _ = shutdown.cancelled() => return None,
+        _ = tick.tick() => {}
+    }
+    tokio::select! {
+        _ = shutdown.cancelled() => None,
+        r = step => Some(r),
+    }
+}
+
 #[derive(Default)]
 struct Publisher {
     /// The lease the last write went under (0: none yet).
@@ -77,16 +94,10 @@ struct Publisher {
 async fn publisher(f: &ClusterFleet, shutdown: &CancellationToken) {
     let mut st = Publisher::default();
     let mut tick = ticker(PUBLISH_TICK);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = publish_once(f, &mut st) => {}
-        }
-    }
+    while after_tick(&mut tick, shutdown, publish_once(f, &mut st))
+        .await
+        .is_some()
+    {}
 }
 
 async fn publish_once(f: &ClusterFleet, st: &mut Publisher) {
@@ -158,17 +169,10 @@ async fn refresher(f: &ClusterFleet, shutdown: &CancellationToken) {
     let mut warn = Throttle::default();
     let mut bad = Throttle::default();
     let mut tick = ticker(REFRESH_EVERY);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = refresh_once(f, &mut bad) => if let Err(e) = r {
-                if let Some(held) = warn.ready() {
-                    tracing::warn!(error = %e, held, "cluster: cannot read the other instances' miners");
-                }
+    while let Some(r) = after_tick(&mut tick, shutdown, refresh_once(f, &mut bad)).await {
+        if let Err(e) = r {
+            if let Some(held) = warn.ready() {
+                tracing::warn!(error = %e, held, "cluster: cannot read the other instances' miners");
             }
         }
     }
@@ -324,17 +328,10 @@ async fn send_order(f: &ClusterFleet, kick: Kick, warn: &mut Throttle) {
 async fn order_executor(f: &ClusterFleet, shutdown: &CancellationToken) {
     let mut warn = Throttle::default();
     let mut tick = ticker(ORDERS_EVERY);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = execute_orders(f) => if let Err(e) = r {
-                if let Some(held) = warn.ready() {
-                    tracing::warn!(error = %e, held, "cluster: cannot read this instance's orders");
-                }
+    while let Some(r) = after_tick(&mut tick, shutdown, execute_orders(f)).await {
+        if let Err(e) = r {
+            if let Some(held) = warn.ready() {
+                tracing::warn!(error = %e, held, "cluster: cannot read this instance's orders");
             }
         }
     }
