@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -167,19 +168,28 @@ fn check_len(what: &'static str, len: usize) -> Result<(), MessageError> {
     Ok(())
 }
 
+/// `value` as JSON, refused past [`MAX_MESSAGE_BYTES`].
+fn to_json<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, MessageError> {
+    let bytes = serde_json::to_vec(value).map_err(|e| malformed(what, e.to_string()))?;
+    check_len(what, bytes.len())?;
+    Ok(bytes)
+}
+
+/// `bytes` as JSON, refused unread past [`MAX_MESSAGE_BYTES`].
+fn from_json<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, MessageError> {
+    check_len(what, bytes.len())?;
+    serde_json::from_slice(bytes).map_err(|e| malformed(what, e.to_string()))
+}
+
 /// The bytes of `envelope` (checked as [`decode_request`] checks them).
 pub fn encode_request(envelope: &Envelope) -> Result<Vec<u8>, MessageError> {
-    let bytes = serde_json::to_vec(envelope).map_err(|e| malformed("request", e.to_string()))?;
-    check_len("request", bytes.len())?;
-    Ok(bytes)
+    to_json("request", envelope)
 }
 
 /// Reads a queued request: at most [`MAX_MESSAGE_BYTES`], its id a key segment, its instance
 /// a valid name, its caller fit for the audit log.
 pub fn decode_request(bytes: &[u8]) -> Result<Envelope, MessageError> {
-    check_len("request", bytes.len())?;
-    let e: Envelope =
-        serde_json::from_slice(bytes).map_err(|e| malformed("request", e.to_string()))?;
+    let e: Envelope = from_json("request", bytes)?;
     if !valid_id(&e.id) {
         return Err(malformed("request", "bad id"));
     }
@@ -197,15 +207,12 @@ pub fn decode_request(bytes: &[u8]) -> Result<Envelope, MessageError> {
 
 /// The bytes of `reply`.
 pub fn encode_reply(reply: &Reply) -> Result<Vec<u8>, MessageError> {
-    let bytes = serde_json::to_vec(reply).map_err(|e| malformed("reply", e.to_string()))?;
-    check_len("reply", bytes.len())?;
-    Ok(bytes)
+    to_json("reply", reply)
 }
 
 /// Reads a reply: at most [`MAX_MESSAGE_BYTES`], its id and leader valid.
 pub fn decode_reply(bytes: &[u8]) -> Result<Reply, MessageError> {
-    check_len("reply", bytes.len())?;
-    let r: Reply = serde_json::from_slice(bytes).map_err(|e| malformed("reply", e.to_string()))?;
+    let r: Reply = from_json("reply", bytes)?;
     if !valid_id(&r.id) || !valid_name(&r.leader) {
         return Err(malformed("reply", "bad id or leader"));
     }

@@ -173,20 +173,8 @@ async fn a_follower_reaches_the_leader_and_a_deposed_leader_writes_nothing() {
         "the follower records nothing"
     );
     // Nothing is left behind in etcd.
-    assert!(
-        p2.etcd
-            .get_prefix(&p2.keys().requests())
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(
-        p2.etcd
-            .get_prefix(&p2.keys().replies())
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(nothing_under(&p2, &p2.keys().requests()).await);
+    assert!(nothing_under(&p2, &p2.keys().replies()).await);
 
     // On the leader itself nothing is forwarded.
     let r = plane1
@@ -323,13 +311,7 @@ async fn a_follower_reaches_the_leader_and_a_deposed_leader_writes_nothing() {
             ..Round::default()
         }
     );
-    assert!(
-        p1.etcd
-            .get_prefix(&p1.keys().replies())
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(nothing_under(&p1, &p1.keys().replies()).await);
     let r = asking.await.unwrap();
     assert!(!r.ok);
     assert_eq!(
@@ -344,13 +326,12 @@ async fn a_follower_reaches_the_leader_and_a_deposed_leader_writes_nothing() {
         "the follower still records nothing"
     );
     // The follower withdrew its request.
-    assert!(
-        p2.etcd
-            .get_prefix(&p2.keys().requests())
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(nothing_under(&p2, &p2.keys().requests()).await);
+}
+
+/// Whether `node`'s etcd holds no key under `prefix`.
+async fn nothing_under(node: &Node, prefix: &str) -> bool {
+    node.etcd.get_prefix(prefix).await.unwrap().is_empty()
 }
 
 async fn link_status(plane: &ControlPlane) -> Value {

@@ -1,4 +1,9 @@
+use super::tasks::Throttle;
+use super::wire::{
+    MAX_ORDER_BYTES, MAX_POOL_INDEX, OrderAction, changed, fnv1a, marks_of, order_action,
+};
 use super::*;
+use std::collections::HashSet;
 
 const NOW_MS: u64 = 1_796_000_000_000;
 

@@ -4,6 +4,7 @@
 use super::super::*;
 use crate::cluster::testing::TestEtcd;
 use crate::cluster::{LeaderRecord, Role};
+use tokio_util::sync::CancellationToken;
 
 /// A node with a fresh lease (TTL 10 s).
 async fn node(etcd: &TestEtcd, instance: &str) -> Arc<Node> {
