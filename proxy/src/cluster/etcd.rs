@@ -82,10 +82,26 @@ pub struct Entry {
     pub lease: LeaseId,
 }
 
+/// One configured endpoint, its client made at first use (with etcd's authentication the
+/// client logs in as it connects, which needs the member up).
+struct Member {
+    url: String,
+    client: tokio::sync::OnceCell<Client>,
+}
+
 /// A connection to the site's etcd cluster.
+///
+/// One client per endpoint, not one balanced over all of them: a balanced channel kept a dead
+/// member in its rotation, so one call in three failed while etcd itself still had its
+/// majority (and a leader lost its lease over it). Calls stick to the member that last
+/// answered and move on to the next one on a transport error, an `Unavailable` answer (a
+/// member cut off from its quorum says so, with `require_leader`) or a stall, all within the
+/// call's one timeout.
 #[derive(Clone)]
 pub struct Etcd {
-    client: Client,
+    members: Arc<[Member]>,
+    current: Arc<std::sync::atomic::AtomicUsize>,
+    options: ConnectOptions,
     keys: Keys,
     timeout: Duration,
     writes: Arc<AtomicU64>,
@@ -93,8 +109,8 @@ pub struct Etcd {
 }
 
 impl Etcd {
-    /// Connects (lazily: a down etcd is an error at the first call, not here, so an instance
-    /// starts and serves miners while etcd is away).
+    /// Prepares the clients (they connect at first use: a down etcd is an error at the first
+    /// call, not here, so an instance starts and serves miners while etcd is away).
     pub async fn connect(config: &Cluster) -> Result<Etcd, EtcdError> {
         let timeout = Duration::from_millis(config.timeout_ms);
         let mut options = ConnectOptions::new()
@@ -128,12 +144,18 @@ impl Etcd {
             }
             options = options.with_tls(tls);
         }
-        let connect = Client::connect(&config.etcd, Some(options));
-        let client = tokio::time::timeout(timeout, connect)
-            .await
-            .map_err(|_| EtcdError::Timeout(timeout))??;
+        let members: Vec<Member> = config
+            .etcd
+            .iter()
+            .map(|url| Member {
+                url: url.clone(),
+                client: tokio::sync::OnceCell::new(),
+            })
+            .collect();
         Ok(Etcd {
-            client,
+            members: members.into(),
+            current: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            options,
             keys: Keys::new(&config.site, &config.instance),
             timeout,
             writes: Arc::new(AtomicU64::new(0)),
@@ -161,21 +183,60 @@ impl Etcd {
         self.writes.load(Relaxed)
     }
 
-    async fn bounded<T>(
-        &self,
-        f: impl Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, EtcdError> {
-        match tokio::time::timeout(self.timeout, f).await {
-            Ok(r) => Ok(r?),
-            Err(_) => Err(EtcdError::Timeout(self.timeout)),
+    /// Runs `op` on the member that last answered, moving on to the next on a failure that
+    /// another member may not share, until one answers or the call's timeout runs out.
+    async fn call<T, F, Fut>(&self, op: F) -> Result<T, EtcdError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let n = self.members.len().max(1);
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        // Each member gets a fair share of the timeout, so one that stalls leaves time for
+        // the others (a refused connection fails at once and costs nothing).
+        let share = self.timeout / u32::try_from(n).unwrap_or(1);
+        let first = self.current.load(Relaxed);
+        let mut last = EtcdError::Timeout(self.timeout);
+        for k in 0..n {
+            let i = (first + k) % n;
+            let Some(member) = self.members.get(i) else {
+                break;
+            };
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let attempt = async {
+                let client = member
+                    .client
+                    .get_or_try_init(|| {
+                        Client::connect([member.url.as_str()], Some(self.options.clone()))
+                    })
+                    .await?
+                    .clone();
+                op(client).await
+            };
+            // The last member tried gets whatever time is left.
+            let bound = if k + 1 == n { left } else { left.min(share) };
+            match tokio::time::timeout(bound, attempt).await {
+                Ok(Ok(v)) => {
+                    self.current.store(i, Relaxed);
+                    return Ok(v);
+                }
+                Ok(Err(e)) if another_member_may_answer(&e) => last = EtcdError::Client(e),
+                Ok(Err(e)) => return Err(EtcdError::Client(e)),
+                Err(_) => last = EtcdError::Timeout(self.timeout),
+            }
         }
+        Err(last)
     }
 
     /// A new lease of `ttl`; returns its id and the TTL etcd granted.
     pub async fn grant(&self, ttl: Duration) -> Result<(LeaseId, Duration), EtcdError> {
         let secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX).max(1);
-        let mut lease = self.client.lease_client();
-        let r = self.bounded(lease.grant(secs, None)).await?;
+        let r = self
+            .call(|c| async move { c.lease_client().grant(secs, None).await })
+            .await?;
         self.writes.fetch_add(1, Relaxed);
         Ok((
             r.id(),
@@ -190,13 +251,13 @@ impl Etcd {
         lease: LeaseId,
     ) -> Result<Option<(Instant, Duration)>, EtcdError> {
         let sent = Instant::now();
-        let mut client = self.client.lease_client();
-        let once = async move {
-            let (mut keeper, mut stream) = client.keep_alive(lease).await?;
-            keeper.keep_alive().await?;
-            stream.message().await
-        };
-        let reply = self.bounded(once).await?;
+        let reply = self
+            .call(|c| async move {
+                let (mut keeper, mut stream) = c.lease_client().keep_alive(lease).await?;
+                keeper.keep_alive().await?;
+                stream.message().await
+            })
+            .await?;
         Ok(reply.filter(|r| r.ttl() > 0).map(|r| {
             (
                 sent,
@@ -207,8 +268,10 @@ impl Etcd {
 
     /// Gives `lease` up (its keys go at once). Best effort.
     pub async fn revoke(&self, lease: LeaseId) {
-        let mut client = self.client.lease_client();
-        if self.bounded(client.revoke(lease)).await.is_ok() {
+        let revoked = self
+            .call(|c| async move { c.lease_client().revoke(lease).await })
+            .await;
+        if revoked.is_ok() {
             self.writes.fetch_add(1, Relaxed);
         }
     }
@@ -216,45 +279,55 @@ impl Etcd {
     /// Puts `value` at `key`, attached to `lease` (0: none). Unfenced: for an instance's own
     /// records (presence, inventory, requests).
     pub async fn put(&self, key: &str, value: Vec<u8>, lease: LeaseId) -> Result<(), EtcdError> {
-        let mut kv = self.client.kv_client();
         let options = (lease != 0).then(|| PutOptions::new().with_lease(lease));
-        self.bounded(kv.put(key, value, options)).await?;
+        self.call(|c| {
+            let (value, options) = (value.clone(), options.clone());
+            async move { c.kv_client().put(key, value, options).await }
+        })
+        .await?;
         self.writes.fetch_add(1, Relaxed);
         Ok(())
     }
 
     /// Deletes `key` (unfenced: an instance's own records).
     pub async fn delete(&self, key: &str) -> Result<(), EtcdError> {
-        let mut kv = self.client.kv_client();
-        self.bounded(kv.delete(key, None)).await?;
+        self.call(|c| async move { c.kv_client().delete(key, None).await })
+            .await?;
         self.writes.fetch_add(1, Relaxed);
         Ok(())
     }
 
     /// The value at `key`, if any.
     pub async fn get(&self, key: &str) -> Result<Option<Entry>, EtcdError> {
-        let mut kv = self.client.kv_client();
-        let r = self.bounded(kv.get(key, None)).await?;
+        let r = self
+            .call(|c| async move { c.kv_client().get(key, None).await })
+            .await?;
         r.kvs().first().map(entry).transpose()
     }
 
     /// Every key under `prefix` (at most [`MAX_KEYS`]), in key order.
     pub async fn get_prefix(&self, prefix: &str) -> Result<Vec<Entry>, EtcdError> {
-        let mut kv = self.client.kv_client();
-        let options = GetOptions::new().with_prefix().with_limit(MAX_KEYS);
-        let r = self.bounded(kv.get(prefix, Some(options))).await?;
+        let r = self
+            .call(|c| async move {
+                let options = GetOptions::new().with_prefix().with_limit(MAX_KEYS);
+                c.kv_client().get(prefix, Some(options)).await
+            })
+            .await?;
         r.kvs().iter().map(entry).collect()
     }
 
     /// Every key under `prefix` (at most [`MAX_KEYS`]) with its revision and lease but no
     /// value: a cheap poll, after which only the keys that changed are read.
     pub async fn get_prefix_keys(&self, prefix: &str) -> Result<Vec<Entry>, EtcdError> {
-        let mut kv = self.client.kv_client();
-        let options = GetOptions::new()
-            .with_prefix()
-            .with_keys_only()
-            .with_limit(MAX_KEYS);
-        let r = self.bounded(kv.get(prefix, Some(options))).await?;
+        let r = self
+            .call(|c| async move {
+                let options = GetOptions::new()
+                    .with_prefix()
+                    .with_keys_only()
+                    .with_limit(MAX_KEYS);
+                c.kv_client().get(prefix, Some(options)).await
+            })
+            .await?;
         r.kvs().iter().map(entry).collect()
     }
 
@@ -280,8 +353,12 @@ impl Etcd {
                 value,
                 Some(PutOptions::new().with_lease(lease)),
             )]);
-        let mut kv = self.client.kv_client();
-        let r = self.bounded(kv.txn(txn)).await?;
+        let r = self
+            .call(|c| {
+                let txn = txn.clone();
+                async move { c.kv_client().txn(txn).await }
+            })
+            .await?;
         self.writes.fetch_add(1, Relaxed);
         Ok(r.succeeded())
     }
@@ -303,17 +380,34 @@ impl Etcd {
         let txn = Txn::new()
             .when([Compare::lease(self.keys.leader(), CompareOp::Equal, lease)])
             .and_then(ops);
-        let mut kv = self.client.kv_client();
-        let r = self.bounded(kv.txn(txn)).await?;
+        let r = self
+            .call(|c| {
+                let txn = txn.clone();
+                async move { c.kv_client().txn(txn).await }
+            })
+            .await?;
         self.writes.fetch_add(1, Relaxed);
         Ok(r.succeeded())
     }
 
     /// Whether etcd answers, and its version and database size (`ctl cluster`).
     pub async fn health(&self) -> Result<(String, i64), EtcdError> {
-        let mut m = self.client.maintenance_client();
-        let s = self.bounded(m.status()).await?;
+        let s = self
+            .call(|c| async move { c.maintenance_client().status().await })
+            .await?;
         Ok((s.version().to_owned(), s.db_size()))
+    }
+}
+
+/// Whether another member may answer where this one failed: it could not be reached, it is
+/// cut off from its quorum or shutting down (`Unavailable`), or it ran out of time.
+fn another_member_may_answer(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        // gRPC status codes (the client does not re-export tonic's `Code`): Unknown (2),
+        // DeadlineExceeded (4), Unavailable (14).
+        etcd_client::Error::GRpcStatus(s) => matches!(s.code() as i32, 2 | 4 | 14),
+        _ => false,
     }
 }
 
