@@ -446,12 +446,7 @@ async fn frozen_body(site: &mut ClusterSite) -> Result<()> {
     let old = site.leader(&[0, 1, 2], STEP).await?;
     every_instance_lists(site, "mining").await?;
     // The old leader drains rig0: in its memory rig0 is pinned asleep, rig1 mines.
-    site.ask_ok(old, drain("farm.rig0")).await?;
-    fakes_reach(site, &[Sleeping, Mining, Mining]).await?;
-    site.until(old, "rig0 asleep", STEP, Command::Rigs, |r| {
-        rig(r, "farm.rig0")["state"] == "asleep"
-    })
-    .await?;
+    drain_rig0(site, old).await?;
     let old_writes = site
         .cluster(old)
         .await
@@ -540,6 +535,19 @@ fn drain(id: &str) -> Command {
     }
 }
 
+/// Drains rig0 through instance `at`: its fake sleeps, the others mine, and `ctl rigs` on
+/// `at` shows it asleep.
+async fn drain_rig0(site: &ClusterSite, at: usize) -> Result<()> {
+    use FakePhase::{Mining, Sleeping};
+    site.ask_ok(at, drain("farm.rig0")).await?;
+    fakes_reach(site, &[Sleeping, Mining, Mining]).await?;
+    site.until(at, "rig0 asleep", STEP, Command::Rigs, |r| {
+        rig(r, "farm.rig0")["state"] == "asleep"
+    })
+    .await
+    .map(drop)
+}
+
 fn resume(id: &str) -> Command {
     Command::Resume {
         target: Target::Rig(id.into()),
@@ -557,15 +565,10 @@ async fn with_etcd_down_power_holds_and_changes_are_refused() -> Result<()> {
 }
 
 async fn etcd_down_body(site: &mut ClusterSite) -> Result<()> {
-    use FakePhase::{Mining, Sleeping};
+    use FakePhase::Mining;
     let leader = site.leader(&[0, 1, 2], STEP).await?;
     every_instance_lists(site, "mining").await?;
-    site.ask_ok(leader, drain("farm.rig0")).await?;
-    fakes_reach(site, &[Sleeping, Mining, Mining]).await?;
-    site.until(leader, "rig0 asleep", STEP, Command::Rigs, |r| {
-        rig(r, "farm.rig0")["state"] == "asleep"
-    })
-    .await?;
+    drain_rig0(site, leader).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let plan = site.plan()?.context("no plan")?;
 

@@ -353,14 +353,7 @@ impl Etcd {
                 value,
                 Some(PutOptions::new().with_lease(lease)),
             )]);
-        let r = self
-            .call(|c| {
-                let txn = txn.clone();
-                async move { c.kv_client().txn(txn).await }
-            })
-            .await?;
-        self.writes.fetch_add(1, Relaxed);
-        Ok(r.succeeded())
+        self.txn(txn).await
     }
 
     /// Applies `writes` only if the leader key is attached to `lease`, in one transaction.
@@ -380,6 +373,11 @@ impl Etcd {
         let txn = Txn::new()
             .when([Compare::lease(self.keys.leader(), CompareOp::Equal, lease)])
             .and_then(ops);
+        self.txn(txn).await
+    }
+
+    /// Runs `txn`; returns whether its condition held (and its writes were applied).
+    async fn txn(&self, txn: Txn) -> Result<bool, EtcdError> {
         let r = self
             .call(|c| {
                 let txn = txn.clone();
