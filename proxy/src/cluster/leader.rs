@@ -557,7 +557,9 @@ async fn write_plans(
                 Err(e) => {
                     tries += 1;
                     warn!(error = %e, tries, "cluster: plan write failed; retrying");
-                    if ending || tries >= 50 {
+                    // At the term's end one attempt is all: the next leader reads what was
+                    // written last, and a deposed leader must not keep calling etcd.
+                    if ending || term.is_cancelled() || tries >= 50 {
                         break;
                     }
                     tokio::select! {
