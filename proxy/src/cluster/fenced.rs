@@ -238,16 +238,8 @@ mod tests {
     async fn nothing_reaches_a_rig_unless_this_instance_leads_within_its_lease() {
         // A lazy client: no etcd is needed to check the gate.
         let config = crate::config::Cluster {
-            etcd: vec!["http://127.0.0.1:1".into()],
-            site: "s".into(),
-            instance: "a".into(),
-            lease_ttl_secs: 2,
             timeout_ms: 200,
-            username: None,
-            password_env: None,
-            ca_file: None,
-            cert_file: None,
-            key_file: None,
+            ..crate::config::Cluster::plain("http://127.0.0.1:1", "s", "a", 2)
         };
         let etcd = crate::cluster::etcd::Etcd::connect(&config).await.unwrap();
         let node = Node::new(

@@ -78,18 +78,7 @@ impl TestEtcd {
 
     /// A `[cluster]` section for `instance` on this etcd.
     pub fn cluster(&self, site: &str, instance: &str, ttl_secs: u64) -> Cluster {
-        Cluster {
-            etcd: vec![self.url.clone()],
-            site: site.into(),
-            instance: instance.into(),
-            lease_ttl_secs: ttl_secs,
-            timeout_ms: 1500,
-            username: None,
-            password_env: None,
-            ca_file: None,
-            cert_file: None,
-            key_file: None,
-        }
+        Cluster::plain(&self.url, site, instance, ttl_secs)
     }
 
     /// A node for `instance`, connected, with no lease yet.

@@ -70,6 +70,24 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 impl Cluster {
+    /// A plain-`http://`, unauthenticated section on one endpoint, the other keys at their
+    /// defaults (tests).
+    #[cfg(test)]
+    pub(crate) fn plain(url: &str, site: &str, instance: &str, ttl_secs: u64) -> Cluster {
+        Cluster {
+            etcd: vec![url.to_owned()],
+            site: site.into(),
+            instance: instance.into(),
+            lease_ttl_secs: ttl_secs,
+            timeout_ms: default_etcd_timeout_ms(),
+            username: None,
+            password_env: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+        }
+    }
+
     /// Whether every endpoint is `https://`.
     pub fn tls(&self) -> bool {
         self.etcd.iter().all(|e| e.starts_with("https://"))
@@ -174,18 +192,7 @@ mod tests {
     use super::*;
 
     fn cluster() -> Cluster {
-        Cluster {
-            etcd: vec!["http://127.0.0.1:2379".into()],
-            site: "hall-a".into(),
-            instance: "proxy-1".into(),
-            lease_ttl_secs: 6,
-            timeout_ms: 1500,
-            username: None,
-            password_env: None,
-            ca_file: None,
-            cert_file: None,
-            key_file: None,
-        }
+        Cluster::plain("http://127.0.0.1:2379", "hall-a", "proxy-1", 6)
     }
 
     #[test]
