@@ -15,8 +15,12 @@
 //! prints the tail of every log (set `SRI_KEEP_LOGS=1` to keep them after a pass). Ports SRI must listen on are picked by binding
 //! 127.0.0.1:0 and releasing the port just before the child binds it.
 
+#[path = "sri_interop/chain.rs"]
+mod chain;
 #[path = "sri_interop/harness.rs"]
 mod harness;
+#[path = "sri_interop/monitor.rs"]
+mod monitor;
 mod support;
 
 use std::net::SocketAddr;
@@ -24,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures_util::{SinkExt, StreamExt};
-use harness::{FLOW, Harness, connect_when_listening, free_port, sri_bin, until};
+use harness::{FLOW, Harness, connect_when_listening, free_port, until};
 use hashshift_protocol::noise::{AuthorityKeypair, Initiator, NoiseCodec};
 use hashshift_protocol::sv1::{ClientRequest, Notify, ServerNotification, Subscribe};
 use hashshift_protocol::sv2::types::{Reader, Sv2Decode, Sv2Encode};
@@ -100,15 +104,16 @@ async fn sv1_start(m: &mut Miner, worker: &str) -> Result<Notify> {
 const MD_POOL_DIFF: f64 = 1e-3;
 
 #[tokio::test]
-#[ignore = "needs SRI binaries: scripts/sri-interop.sh"]
 async fn sri_mining_device_mines_through_the_sv2_downstream() -> Result<()> {
-    let mut h = Harness::new("mining-device")?;
+    let Some(mut h) = Harness::new("mining-device", &["mining_device"]).await? else {
+        return Ok(());
+    };
     let r = tokio::time::timeout(FLOW, mining_device_flow(&mut h)).await;
     h.finish(r).await
 }
 
 async fn mining_device_flow(h: &mut Harness) -> Result<()> {
-    let bin = sri_bin("mining_device")?;
+    let bin = h.bin("mining_device")?;
     let pool = TestPool::start(TestPoolConfig {
         difficulty: MD_POOL_DIFF,
         name: "a".into(),
@@ -193,15 +198,16 @@ async fn mining_device_flow(h: &mut Harness) -> Result<()> {
 const TP_DIFF: f64 = 1e-6;
 
 #[tokio::test]
-#[ignore = "needs SRI binaries: scripts/sri-interop.sh"]
 async fn sri_translator_uses_the_sv2_downstream_as_its_pool() -> Result<()> {
-    let mut h = Harness::new("translator")?;
+    let Some(mut h) = Harness::new("translator", &["translator_sv2"]).await? else {
+        return Ok(());
+    };
     let r = tokio::time::timeout(FLOW, translator_flow(&mut h)).await;
     h.finish(r).await
 }
 
 async fn translator_flow(h: &mut Harness) -> Result<()> {
-    let bin = sri_bin("translator_sv2")?;
+    let bin = h.bin("translator_sv2")?;
     let pool = TestPool::start(TestPoolConfig {
         difficulty: TP_DIFF,
         name: "a".into(),
@@ -296,9 +302,10 @@ async fn translator_flow(h: &mut Harness) -> Result<()> {
 
 // Multi-threaded: the honest miners search nonces in `block_in_place`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs SRI binaries: scripts/sri-interop.sh"]
 async fn sv2_upstream_mines_into_sri_pool() -> Result<()> {
-    let mut h = Harness::new("pool")?;
+    let Some(mut h) = Harness::new("pool", &["pool_sv2"]).await? else {
+        return Ok(());
+    };
     let r = tokio::time::timeout(FLOW, pool_flow(&mut h)).await;
     h.finish(r).await
 }
@@ -309,7 +316,7 @@ const POOL_SIGNATURE: &str = "hashshift-interop";
 /// Our template provider, pool_sv2 set up with it, and hashshift (SV1 listener) with
 /// pool_sv2 as its SV2 pool, channel open. Returns the proxy and pool_sv2's process index.
 async fn sri_pool_and_proxy(h: &mut Harness, tp: &TemplateProvider) -> Result<(Proxy, usize)> {
-    let bin = sri_bin("pool_sv2")?;
+    let bin = h.bin("pool_sv2")?;
     let authority = AuthorityKeypair::generate(&mut rand::rng());
     let pool_port = free_port()?;
     let config = h.write(
@@ -455,9 +462,10 @@ async fn pool_flow(h: &mut Harness) -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs SRI binaries: scripts/sri-interop.sh"]
 async fn a_block_found_through_the_sv2_upstream_reaches_the_template_provider() -> Result<()> {
-    let mut h = Harness::new("block")?;
+    let Some(mut h) = Harness::new("block", &["pool_sv2"]).await? else {
+        return Ok(());
+    };
     let r = tokio::time::timeout(FLOW, block_flow(&mut h)).await;
     h.finish(r).await
 }

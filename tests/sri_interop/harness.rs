@@ -11,20 +11,81 @@ use anyhow::{Context, Result, bail};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
-/// Upper bound of one whole flow, SRI start-up included.
+/// Upper bound of one whole flow, SRI start-up included (waiting for another flow to finish
+/// is not counted: flows run one at a time, see [`Harness::new`]).
 pub const FLOW: Duration = Duration::from_secs(120);
 
-const BUILD_HINT: &str = "build SRI's binaries first: `scripts/sri-interop.sh` does it, or \
-     `cargo install --locked --root DIR pool_sv2 translator_sv2 integration_tests_sv2` \
-     (needs Debian packages capnproto libcapnp-dev), then set SRI_BIN=DIR/bin";
+/// The pinned SRI releases: `crate version binary...` per line.
+const VERSIONS: &str = include_str!("sri-versions.txt");
 
-/// Where SRI's binary `name` is: `$SRI_BIN/name` (default `/work/sri/bin`).
-pub fn sri_bin(name: &str) -> Result<PathBuf> {
-    let dir =
-        std::env::var_os("SRI_BIN").map_or_else(|| PathBuf::from("/work/sri/bin"), PathBuf::from);
+const BUILD_HINT: &str = "install the pinned SRI binaries with `scripts/sri-install.sh` \
+     (cargo install --locked --version ..., about 25 minutes the first time; needs Debian's \
+     capnproto and libcapnp-dev), or point SRI_BIN at a folder made by it";
+
+/// Whether the SRI flows must run (`HASHSHIFT_SRI=1`, exported by `.ci/run`): a missing
+/// binary, or one of another version than pinned, then fails the flow instead of skipping it.
+pub fn required() -> bool {
+    std::env::var("HASHSHIFT_SRI").is_ok_and(|v| v == "1")
+}
+
+/// The folder holding SRI's binaries: `$SRI_BIN`, else `bin/` of the cache that
+/// `scripts/sri-install.sh` fills (`$HASHSHIFT_SRI_CACHE`, default `~/.cache/hashshift/sri`).
+fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SRI_BIN") {
+        return PathBuf::from(dir);
+    }
+    let cache = std::env::var_os("HASHSHIFT_SRI_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("hashshift/sri"))
+        })
+        .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/hashshift/sri")))
+        .unwrap_or_else(|| PathBuf::from("/nonexistent"));
+    cache.join("bin")
+}
+
+/// The pinned `(crate, version)` that provides binary `name`.
+fn pin(name: &str) -> Result<(&'static str, &'static str)> {
+    VERSIONS
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .find_map(|l| {
+            let mut words = l.split_whitespace();
+            let (krate, version) = (words.next()?, words.next()?);
+            words.any(|b| b == name).then_some((krate, version))
+        })
+        .with_context(|| format!("no SRI binary {name} in sri-versions.txt"))
+}
+
+/// Where SRI's binary `name` is, checked to be the pinned release: cargo's install record
+/// (`.crates.toml` beside `bin/`) must list its crate at the pinned version.
+fn sri_bin(name: &str) -> Result<PathBuf> {
+    let (krate, version) = pin(name)?;
+    let dir = bin_dir();
     let path = dir.join(name);
     if !path.is_file() {
         bail!("SRI binary {} not found: {BUILD_HINT}", path.display());
+    }
+    let record = dir.parent().map(|root| root.join(".crates.toml"));
+    let text = record
+        .as_ref()
+        .and_then(|r| std::fs::read_to_string(r).ok())
+        .with_context(|| {
+            format!(
+                "{}: no cargo install record beside it, version unknown: {BUILD_HINT}",
+                path.display()
+            )
+        })?;
+    let wanted = format!("\"{krate} {version} (registry+");
+    if !text.lines().any(|l| l.starts_with(&wanted)) {
+        let found: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with(&format!("\"{krate} ")))
+            .collect();
+        bail!(
+            "{}: not {krate} {version} as pinned (installed: {found:?}): {BUILD_HINT}",
+            path.display()
+        );
     }
     Ok(path)
 }
@@ -61,24 +122,54 @@ impl SriProcess {
     }
 }
 
-/// A flow's temporary directory (configs, logs) and its SRI processes.
+/// A flow's temporary directory (configs, logs), its SRI binaries and processes.
 pub struct Harness {
     pub dir: PathBuf,
     pub procs: Vec<SriProcess>,
+    bins: Vec<(&'static str, PathBuf)>,
+    /// Held for the whole flow: one flow at a time (SRI's CPU miner and pool want the cores).
+    _serial: tokio::sync::MutexGuard<'static, ()>,
 }
 
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 impl Harness {
-    pub fn new(flow: &str) -> Result<Harness> {
+    /// A harness for `flow`, which runs `needs` (SRI binary names). `None` when a binary is
+    /// missing and the flows are not [`required`]: the test then passes, having said so.
+    pub async fn new(flow: &str, needs: &[&'static str]) -> Result<Option<Harness>> {
+        let mut bins = Vec::new();
+        for &name in needs {
+            match sri_bin(name) {
+                Ok(path) => bins.push((name, path)),
+                Err(e) if required() => return Err(e.context("HASHSHIFT_SRI=1")),
+                Err(e) => {
+                    eprintln!("skipped (set HASHSHIFT_SRI=1 to fail instead): {e:#}");
+                    return Ok(None);
+                }
+            }
+        }
+        let serial = SERIAL.lock().await;
         let dir = std::env::temp_dir().join(format!(
             "hashshift-sri-{flow}-{}-{}",
             std::process::id(),
             rand::random::<u32>()
         ));
         std::fs::create_dir_all(&dir)?;
-        Ok(Harness {
+        Ok(Some(Harness {
             dir,
             procs: Vec::new(),
-        })
+            bins,
+            _serial: serial,
+        }))
+    }
+
+    /// The path of binary `name`, one of the flow's `needs`.
+    pub fn bin(&self, name: &str) -> Result<PathBuf> {
+        self.bins
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, p)| p.clone())
+            .with_context(|| format!("{name} is not among this flow's needs"))
     }
 
     pub fn write(&self, name: &str, text: &str) -> Result<PathBuf> {
