@@ -21,6 +21,8 @@ mod chain;
 mod harness;
 #[path = "sri_interop/monitor.rs"]
 mod monitor;
+#[path = "sri_interop/pool.rs"]
+mod pool;
 mod support;
 
 use std::net::SocketAddr;
@@ -29,7 +31,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use futures_util::{SinkExt, StreamExt};
 use harness::{FLOW, Harness, connect_when_listening, free_port, until};
-use hashshift_protocol::noise::{AuthorityKeypair, Initiator, NoiseCodec};
+use hashshift_protocol::noise::{Initiator, NoiseCodec};
 use hashshift_protocol::sv1::{ClientRequest, Notify, ServerNotification, Subscribe};
 use hashshift_protocol::sv2::types::{Reader, Sv2Decode, Sv2Encode};
 use hashshift_protocol::sv2::{B064K, Message, Protocol, SetupConnection, Str0255};
@@ -43,6 +45,8 @@ use support::template_provider::{TemplateProvider, TpConfig, msg_type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
+
+use pool::{POOL_SIGNATURE, SriPool};
 
 fn fast_manager() -> ManagerSettings {
     ManagerSettings {
@@ -310,55 +314,17 @@ async fn sv2_upstream_mines_into_sri_pool() -> Result<()> {
     h.finish(r).await
 }
 
-/// pool_sv2's signature, found in every coinbase it builds.
-const POOL_SIGNATURE: &str = "hashshift-interop";
-
 /// Our template provider, pool_sv2 set up with it, and hashshift (SV1 listener) with
-/// pool_sv2 as its SV2 pool, channel open. Returns the proxy and pool_sv2's process index.
-async fn sri_pool_and_proxy(h: &mut Harness, tp: &TemplateProvider) -> Result<(Proxy, usize)> {
-    let bin = h.bin("pool_sv2")?;
-    let authority = AuthorityKeypair::generate(&mut rand::rng());
-    let pool_port = free_port()?;
-    let config = h.write(
-        "pool.toml",
-        &format!(
-            "authority_public_key = \"{}\"\nauthority_secret_key = \"{}\"\n\
-             cert_validity_sec = 3600\nlisten_address = \"127.0.0.1:{pool_port}\"\n\
-             coinbase_reward_script = \"addr(tb1qa0sm0hxzj0x25rh8gw5xlzwlsfvvyz8u96w3p8)\"\n\
-             server_id = 1\npool_signature = \"{POOL_SIGNATURE}\"\n\
-             shares_per_minute = 600.0\nshare_batch_size = 1\n\
-             [template_provider_type.Sv2Tp]\naddress = \"{}\"\npublic_key = \"{}\"\n",
-            authority.public_key(),
-            authority.secret_key().to_base58check(),
-            tp.addr(),
-            tp.authority_public_key(),
-        ),
-    )?;
-    let config = config.display().to_string();
-    let pool_proc = h.spawn("pool_sv2", &bin, &["-c", &config])?;
-    until(
-        h,
-        "pool_sv2 set up with the template provider",
-        Duration::from_secs(20),
-        || {
-            let s = tp.stats();
-            s.setups >= 1 && s.prev_hashes >= 1
-        },
-    )
-    .await?;
-    let tp_stats = tp.stats();
-    assert!(
-        tp_stats.constraints.is_some(),
-        "pool_sv2 sent CoinbaseOutputConstraints: {tp_stats:?}"
-    );
+/// pool_sv2 as its SV2 pool, channel open.
+async fn sri_pool_and_proxy(h: &mut Harness, tp: &TemplateProvider) -> Result<(Proxy, SriPool)> {
+    let pool = SriPool::start(h, tp).await?;
     // Not probed with a bare connect (pool_sv2 would log a failed handshake): the proxy
     // retries until pool_sv2 accepts.
-    let pool_addr: SocketAddr = format!("127.0.0.1:{pool_port}").parse()?;
     let text = format!(
         "[[downstream]]\nprotocol = \"sv1\"\nlisten = \"127.0.0.1:0\"\n\
-         [[upstream]]\nurl = \"stratum2+tcp://{pool_addr}/{}\"\nuser = \"hashshift-interop\"\n\
+         [[upstream]]\nurl = \"stratum2+tcp://{}/{}\"\nuser = \"hashshift-interop\"\n\
          [vardiff]\ninitial = 1e-6\nmin = 1e-9\nmax = 1.0\nshares_per_minute = 600.0\n",
-        authority.public_key(),
+        pool.addr, pool.authority,
     );
     let proxy = Proxy::start_with(&Config::from_toml(&text)?, fast_manager()).await?;
     until(
@@ -368,13 +334,14 @@ async fn sri_pool_and_proxy(h: &mut Harness, tp: &TemplateProvider) -> Result<(P
         || proxy.pools()[0].up,
     )
     .await?;
-    Ok((proxy, pool_proc))
+    Ok((proxy, pool))
 }
 
 async fn pool_flow(h: &mut Harness) -> Result<()> {
     let tp = TemplateProvider::start(TpConfig::default()).await?;
     let started = Instant::now();
-    let (proxy, pool_proc) = sri_pool_and_proxy(h, &tp).await?;
+    let (proxy, pool) = sri_pool_and_proxy(h, &tp).await?;
+    let pool_proc = pool.proc;
     let mut m = Miner::connect(proxy.listen_addrs()[0]).await?;
     let job = sv1_start(&mut m, "rig1").await?;
     let channel_up = started.elapsed();
@@ -433,6 +400,18 @@ async fn pool_flow(h: &mut Harness) -> Result<()> {
     .await?;
     let reports = stop_all(miners).await?;
     let up = proxy.pools()[0].shares;
+    let mut counted = pool.monitor.snapshot().await?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while counted.accepted() < up.accepted && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        counted = pool.monitor.snapshot().await?;
+    }
+    eprintln!("[c] pool_sv2's own count: {counted:?}");
+    assert_eq!(
+        (counted.accepted(), counted.rejected()),
+        (up.accepted, 0),
+        "pool_sv2 counted what it acknowledged to the proxy"
+    );
     let log = &h.procs[pool_proc];
     eprintln!(
         "[c] pool_sv2: channel up and first job at the miner {:.1} s after spawn; first share \
@@ -480,7 +459,8 @@ async fn block_flow(h: &mut Harness) -> Result<()> {
         ..TpConfig::default()
     })
     .await?;
-    let (proxy, pool_proc) = sri_pool_and_proxy(h, &tp).await?;
+    let (proxy, pool) = sri_pool_and_proxy(h, &tp).await?;
+    let pool_proc = pool.proc;
     let mut m = Miner::connect(proxy.listen_addrs()[0]).await?;
     let job = sv1_start(&mut m, "rig1").await?;
     assert_eq!(job.nbits, 0x207f_ffff);
