@@ -110,6 +110,11 @@ impl Miner {
 
     pub async fn call(&mut self, request: ClientRequest) -> Result<Response> {
         let id = self.send(request).await?;
+        self.response(id).await
+    }
+
+    /// Waits for the response to `id` (sent earlier), keeping notifications for later.
+    pub async fn response(&mut self, id: Id) -> Result<Response> {
         within("response", async {
             loop {
                 match self
@@ -249,18 +254,30 @@ impl Miner {
     }
 
     pub fn search(&self, job: &Notify, seed: u64, bits: Option<u32>, want: bool) -> Share {
+        let target = Target::from_difficulty(self.difficulty).expect("difficulty");
+        self.search_by(job, seed, bits, |hash| target.is_met_by(hash) == want)
+    }
+
+    /// Searches nonces for a share whose header hash `wanted` accepts (e.g. one that meets
+    /// the network target but not the pool's).
+    pub fn search_by(
+        &self,
+        job: &Notify,
+        seed: u64,
+        bits: Option<u32>,
+        wanted: impl Fn(&[u8; 32]) -> bool,
+    ) -> Share {
         let mut extranonce2 = vec![0u8; self.extranonce2_size];
         let seed = seed.to_le_bytes();
         let n = seed.len().min(extranonce2.len());
         extranonce2[..n].copy_from_slice(&seed[..n]);
         let root = self.merkle_root(job, &extranonce2);
         let version = bits.map_or(job.version, |b| job.version | b);
-        let target = Target::from_difficulty(self.difficulty).expect("difficulty");
         let nonce = (0..=u32::MAX)
             .find(|nonce| {
                 let header =
                     build_header(version, &job.prev_hash, &root, job.ntime, job.nbits, *nonce);
-                target.is_met_by(&sha256d_80(&header)) == want
+                wanted(&sha256d_80(&header))
             })
             .expect("a nonce");
         Share {

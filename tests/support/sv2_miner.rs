@@ -98,6 +98,21 @@ impl MiningJob {
         miss: bool,
     ) -> FoundShare {
         let target = Target::from_le_bytes(*target);
+        self.find_by(prefix, extranonce, version, seed, |hash| {
+            target.is_met_by(hash) != miss
+        })
+    }
+
+    /// Searches nonces from `seed << 20` for a share whose header hash `wanted` accepts
+    /// (e.g. one that meets the network target but not the pool's).
+    pub fn find_by(
+        &self,
+        prefix: &[u8],
+        extranonce: Vec<u8>,
+        version: u32,
+        seed: u32,
+        wanted: impl Fn(&[u8; 32]) -> bool,
+    ) -> FoundShare {
         let mut share = FoundShare {
             job_id: self.job_id,
             nonce: seed << 20,
@@ -106,7 +121,7 @@ impl MiningJob {
             extranonce,
         };
         loop {
-            if target.is_met_by(&self.hash(prefix, &share)) != miss {
+            if wanted(&self.hash(prefix, &share)) {
                 return share;
             }
             share.nonce = share.nonce.wrapping_add(1);
