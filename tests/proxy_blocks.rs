@@ -7,6 +7,8 @@
 //! reach the pool before the miner sends anything else (the pool counts it while the miner
 //! still waits for its verdict), be accepted there as a block, and be counted once by the
 //! proxy, in `pools()` and in `hashshift_pool_blocks_found_total`, agreeing with the pool.
+//! A last block meets the pool's target as well (every share that does is a block here) and
+//! is counted once.
 //! An ordinary share (miner target only) is answered by the proxy and never reaches the
 //! pool, for contrast. Both upstream kinds are covered: the SV1 test pool and the test pool
 //! in SV2 mode (the proxy's extended-channel upstream path).
@@ -231,6 +233,24 @@ async fn blocks_reach_the_pool_at_once(
     credited(&site.pool, upstream_worker("farm.sv2"), &mut expected);
     assert_eq!(sv2.verdict(ch.id, seq).await?, Ok(()), "the pool's verdict");
     site.blocks_agree(2).await?;
+
+    // SV1 again, on the block after: a block that meets the pool's share target too (as on
+    // mainnet, where every block does) goes up and is counted once, not as a share and a block.
+    let job = loop {
+        let n = sv1.next_job().await?;
+        if n.clean_jobs && n.prev_hash != next.prev_hash {
+            break n;
+        }
+    };
+    let pool_target = Target::from_difficulty(POOL_DIFF)?;
+    let share = sv1.search_by(&job, 3, None, |hash| pool_target.is_met_by(hash));
+    let sent = Instant::now();
+    let id = sv1.send(share.request("farm.sv1")).await?;
+    let took = pool_counts_block(&site.pool, 3, sent).await?;
+    eprintln!("{kind} pool, SV1 miner's block at the pool's target: counted in {took:?}");
+    credited(&site.pool, upstream_worker("farm.sv1"), &mut expected);
+    assert!(sv1.response(id).await?.as_bool()?, "the pool's verdict");
+    site.blocks_agree(3).await?;
 
     site.proxy.shutdown(Duration::from_secs(2)).await;
     site.pool.shutdown().await;
