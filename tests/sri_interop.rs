@@ -590,9 +590,13 @@ async fn block_flow(h: &mut Harness) -> Result<()> {
     let tp = regtest_tp().await?;
     let (proxy, pool) = sri_pool_and_proxy(h, &tp, SV1_DOWNSTREAM).await?;
     let mut m = Miner::connect(proxy.listen_addrs()[0]).await?;
-    let job = sv1_start(&mut m, "rig1").await?;
+    // The miner rolls version bits (BIP320), as ASICs do: the block's version is the job's
+    // with the miner's bits.
+    let (mask, job) = m.handshake("rig1", Some(0x1fff_e000)).await?;
+    let rolled = mask & 0x0000_6000;
+    assert_ne!(rolled, 0, "version rolling granted: mask {mask:#x}");
     assert_eq!(job.nbits, REGTEST_NBITS);
-    let share = m.find_share(&job, 1, None);
+    let share = m.find_share(&job, 1, Some(rolled));
     let mined = Instant::now();
     assert_eq!(
         m.submit(&share, "rig1").await?,
@@ -619,7 +623,7 @@ async fn block_flow(h: &mut Harness) -> Result<()> {
     .concat();
     let root = merkle_root(&sha256d(&coinbase), &job.merkle_branch);
     let header = build_header(
-        job.version,
+        job.version | rolled,
         &job.prev_hash,
         &root,
         share.ntime,
@@ -643,8 +647,8 @@ async fn block_flow(h: &mut Harness) -> Result<()> {
             solution.header_timestamp,
             solution.header_nonce
         ),
-        (job.version, share.ntime, share.nonce),
-        "version (no rolling), ntime and nonce of the miner's share"
+        (job.version | rolled, share.ntime, share.nonce),
+        "version (with the miner's rolled bits), ntime and nonce of the miner's share"
     );
     assert_eq!(
         hex::encode(without_witness(&solution.coinbase_tx)?),
