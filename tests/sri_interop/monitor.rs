@@ -10,9 +10,10 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use hashshift_protocol::share::Target;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -38,6 +39,14 @@ pub struct Channel {
     /// Set when read: pool_sv2's id of the connection.
     #[serde(skip)]
     pub client_id: usize,
+}
+
+impl Channel {
+    /// The channel's share target (pool_sv2 prints it as 64 big-endian hex digits).
+    pub fn target(&self) -> Result<Target> {
+        Target::from_be_hex(&self.target_hex)
+            .map_err(|e| anyhow::anyhow!("target_hex {:?}: {e:?}", self.target_hex))
+    }
 }
 
 /// Every channel of every client, and their sums.
@@ -109,6 +118,28 @@ impl PoolMonitor {
             }
         }
         Ok(Snapshot { channels })
+    }
+
+    /// Polls [`PoolMonitor::snapshot`] every 200 ms until `done` holds and returns that
+    /// snapshot; fails after `limit` with the last one (or at once if the pool stops
+    /// answering).
+    pub async fn until(
+        &self,
+        what: &str,
+        limit: Duration,
+        mut done: impl FnMut(&Snapshot) -> bool,
+    ) -> Result<Snapshot> {
+        let start = Instant::now();
+        loop {
+            let snapshot = self.snapshot().await?;
+            if done(&snapshot) {
+                return Ok(snapshot);
+            }
+            if start.elapsed() > limit {
+                bail!("timed out after {limit:?}: {what}; pool_sv2 reports {snapshot:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// A GET of `path`, its JSON body decoded (HTTP/1.0: one request per connection, no

@@ -14,6 +14,11 @@
 //! have no transactions to reveal: the merkle path is made of fake txids), and every
 //! `SubmitSolution` recorded.
 //!
+//! Every template sent is recorded with the tip it builds on ([`SentTemplate`]), so a test can
+//! rebuild the header of a solution from the TP's side alone ([`TpStats::header_of`]): the
+//! template's prev hash and nBits, the merkle root of the solution's coinbase txid up the
+//! template's merkle path, and the solution's version, time and nonce.
+//!
 //! Invariants: the chain tip is published through a `watch` (latest wins), so a connection
 //! never sends a `SetNewPrevHash` for a tip older than one it already sent; every
 //! `SetNewPrevHash` follows the future template it activates on the same connection; peer
@@ -32,7 +37,9 @@ use hashshift_protocol::noise::{
     AuthorityKeypair, AuthorityPublicKey, NoiseCodec, ResponderConfig, SecretKey,
 };
 use hashshift_protocol::share::Target;
-use hashshift_protocol::share::hash::sha256;
+use hashshift_protocol::share::hash::{sha256, sha256d};
+use hashshift_protocol::share::job::build_header;
+use hashshift_protocol::share::merkle::merkle_root;
 use hashshift_protocol::sv2::types::{Reader, Sv2Decode, Sv2Encode};
 use hashshift_protocol::sv2::{
     B064K, B0255, Frame, Message, Protocol, Seq064K, Seq0255, SetupConnectionError,
@@ -92,11 +99,35 @@ impl Default for TpConfig {
 /// A `SubmitSolution` as received.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Solution {
+    /// The connection it came on (see [`SentTemplate::conn`]).
+    pub conn: u64,
     pub template_id: u64,
     pub version: u32,
     pub header_timestamp: u32,
     pub header_nonce: u32,
     pub coinbase_tx: Vec<u8>,
+}
+
+/// A `NewTemplate` as sent, with the tip it builds on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SentTemplate {
+    /// The connection it went to: 1 for the first accepted, and so on (template ids are
+    /// counted per connection).
+    pub conn: u64,
+    pub template_id: u64,
+    pub future: bool,
+    pub version: u32,
+    /// The coinbase scriptSig's start (the BIP34 height push).
+    pub coinbase_prefix: Vec<u8>,
+    /// Siblings of the coinbase on its way to the merkle root (internal byte order).
+    pub merkle_path: Vec<[u8; 32]>,
+    /// The block's height.
+    pub height: u32,
+    /// The header's prev hash: the tip the template builds on (internal byte order, as in
+    /// `SetNewPrevHash`).
+    pub prev_hash: [u8; 32],
+    /// The header's nBits.
+    pub nbits: u32,
 }
 
 /// What the TP saw and sent, over all connections.
@@ -112,6 +143,8 @@ pub struct TpStats {
     pub constraints: Option<(u32, u16)>,
     /// `NewTemplate` messages sent (future and not).
     pub templates: u64,
+    /// Every `NewTemplate` sent, in order.
+    pub sent: Vec<SentTemplate>,
     /// `SetNewPrevHash` messages sent.
     pub prev_hashes: u64,
     /// `RequestTransactionData` received.
@@ -120,6 +153,112 @@ pub struct TpStats {
     pub solutions: Vec<Solution>,
     /// Why connections ended abnormally.
     pub errors: Vec<String>,
+}
+
+impl TpStats {
+    /// The template `solution` names, as sent on its connection.
+    pub fn template_of(&self, solution: &Solution) -> Option<&SentTemplate> {
+        self.sent
+            .iter()
+            .find(|t| t.conn == solution.conn && t.template_id == solution.template_id)
+    }
+
+    /// The 80-byte header `solution` claims, rebuilt from what this TP sent: the prev hash and
+    /// nBits of the template's tip, the merkle root of the coinbase's txid up the template's
+    /// merkle path, the solution's version, time and nonce.
+    pub fn header_of(&self, solution: &Solution) -> Result<[u8; 80]> {
+        let t = self.template_of(solution).with_context(|| {
+            format!(
+                "no template {} was sent on connection {}",
+                solution.template_id, solution.conn
+            )
+        })?;
+        let root = merkle_root(&txid(&solution.coinbase_tx)?, &t.merkle_path);
+        Ok(build_header(
+            solution.version,
+            &t.prev_hash,
+            &root,
+            solution.header_timestamp,
+            t.nbits,
+            solution.header_nonce,
+        ))
+    }
+}
+
+/// A transaction's txid: sha256d of its serialization without witness (BIP141: a segwit
+/// serialization's marker, flag and witnesses are left out). Fails on bytes that are not one
+/// whole transaction.
+pub fn txid(tx: &[u8]) -> Result<[u8; 32]> {
+    Ok(sha256d(&without_witness(tx)?))
+}
+
+/// `tx` in its non-witness serialization (a copy when it has none).
+pub fn without_witness(tx: &[u8]) -> Result<Vec<u8>> {
+    let mut r = TxReader { tx, at: 0 };
+    let version = r.take(4)?;
+    let segwit = tx.get(4..6) == Some(&[0x00, 0x01][..]);
+    if segwit {
+        r.take(2)?;
+    }
+    let body_start = r.at;
+    let inputs = r.var_int()?;
+    for _ in 0..inputs {
+        r.take(36)?; // outpoint
+        let script = r.var_int()?;
+        r.take(script)?;
+        r.take(4)?; // sequence
+    }
+    let outputs = r.var_int()?;
+    for _ in 0..outputs {
+        r.take(8)?; // value
+        let script = r.var_int()?;
+        r.take(script)?;
+    }
+    let body_end = r.at;
+    if segwit {
+        for _ in 0..inputs {
+            for _ in 0..r.var_int()? {
+                let item = r.var_int()?;
+                r.take(item)?;
+            }
+        }
+    }
+    let locktime = r.take(4)?;
+    if r.at != tx.len() {
+        bail!("{} bytes after the transaction", tx.len() - r.at);
+    }
+    Ok([version, &tx[body_start..body_end], locktime].concat())
+}
+
+/// Reads a serialized transaction front to back.
+struct TxReader<'a> {
+    tx: &'a [u8],
+    at: usize,
+}
+
+impl<'a> TxReader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let end = self.at.checked_add(n).context("length overflow")?;
+        let bytes = self.tx.get(self.at..end).with_context(|| {
+            format!(
+                "transaction cut short at byte {} (wanted {n} more)",
+                self.at
+            )
+        })?;
+        self.at = end;
+        Ok(bytes)
+    }
+
+    /// Bitcoin's CompactSize.
+    fn var_int(&mut self) -> Result<usize> {
+        let n = match self.take(1)?[0] {
+            0xfd => u64::from(u16::from_le_bytes(self.take(2)?.try_into()?)),
+            0xfe => u64::from(u32::from_le_bytes(self.take(4)?.try_into()?)),
+            0xff => u64::from_le_bytes(self.take(8)?.try_into()?),
+            n => u64::from(n),
+        };
+        Ok(usize::try_from(n)?)
+    }
 }
 
 /// The chain tip every connection follows.
@@ -185,8 +324,13 @@ impl TemplateProvider {
                         }
                     },
                 };
-                lock(&stats).connections += 1;
+                let id = {
+                    let mut stats = lock(&stats);
+                    stats.connections += 1;
+                    stats.connections
+                };
                 let conn = Connection {
+                    id,
                     config: config.clone(),
                     stats: stats.clone(),
                     tips: tips.subscribe(),
@@ -251,6 +395,8 @@ fn lock(stats: &Mutex<TpStats>) -> std::sync::MutexGuard<'_, TpStats> {
 
 /// One client connection; owns its template-id counter.
 struct Connection {
+    /// Its number among accepted connections (from 1).
+    id: u64,
     config: Arc<TpConfig>,
     stats: Arc<Mutex<TpStats>>,
     tips: watch::Receiver<Tip>,
@@ -340,7 +486,6 @@ impl Connection {
                     let Some(tip) = self.sent_tip else { continue };
                     let t = self.new_template(&tip, false)?;
                     wire.send(t).await?;
-                    lock(&self.stats).templates += 1;
                 }
                 frame = wire.next() => {
                     let Some(frame) = frame else { return Ok(()) };
@@ -379,6 +524,7 @@ impl Connection {
             }
             (0, msg_type::SUBMIT_SOLUTION) => {
                 let solution = Solution {
+                    conn: self.id,
                     template_id: u64::decode(&mut r)?,
                     version: u32::decode(&mut r)?,
                     header_timestamp: u32::decode(&mut r)?,
@@ -412,13 +558,12 @@ impl Connection {
             .encode(&mut p);
         wire.send(frame_of(msg_type::SET_NEW_PREV_HASH, p)?).await?;
         self.sent_tip = Some(tip);
-        let mut stats = lock(&self.stats);
-        stats.templates += 1;
-        stats.prev_hashes += 1;
+        lock(&self.stats).prev_hashes += 1;
         Ok(())
     }
 
-    /// A `NewTemplate` frame for the block after `tip`.
+    /// A `NewTemplate` frame for the block after `tip`, recorded as sent (the caller sends
+    /// it next).
     fn new_template(&mut self, tip: &Tip, future: bool) -> Result<Frame> {
         self.template_id += 1;
         let id = self.template_id;
@@ -433,10 +578,26 @@ impl Connection {
         let path: Vec<U256> = (0..self.config.transactions)
             .map(|i| sha256(&[&id.to_le_bytes()[..], &(i as u64).to_le_bytes()].concat()))
             .collect();
+        let version = 0x2000_0000u32; // BIP9 top bits, nothing signalled
+        {
+            let mut stats = lock(&self.stats);
+            stats.templates += 1;
+            stats.sent.push(SentTemplate {
+                conn: self.id,
+                template_id: id,
+                future,
+                version,
+                coinbase_prefix: coinbase_prefix.clone(),
+                merkle_path: path.clone(),
+                height,
+                prev_hash: tip.prev_hash,
+                nbits: self.config.nbits,
+            });
+        }
         let mut p = BytesMut::new();
         id.encode(&mut p);
         future.encode(&mut p);
-        0x2000_0000u32.encode(&mut p); // version: BIP9 top bits, nothing signalled
+        version.encode(&mut p);
         2u32.encode(&mut p); // coinbase_tx_version
         B0255::try_from(coinbase_prefix)?.encode(&mut p);
         0xffff_ffffu32.encode(&mut p); // coinbase_tx_input_sequence
