@@ -32,7 +32,7 @@ use hashshift_tools::testpool::{TestPool, TestPoolConfig};
 use super::harness::{FLOW, Harness, connect_when_listening, free_port, until};
 use super::monitor::Snapshot;
 use super::pool::{POOL_SIGNATURE, SriPool};
-use super::support::miner::Miner;
+use super::support::miner::{Miner, Share};
 use super::support::sv2_miner::{
     MiningJob, OpenedChannel, REQUIRES_STANDARD_JOBS, Received, Sv2Miner,
 };
@@ -361,6 +361,85 @@ async fn chain_flow(h: &mut Harness) -> Result<()> {
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_found_behind_hashshift_goes_through_the_translator_to_the_template_provider()
+-> Result<()> {
+    let Some(mut h) = Harness::new("chain-block", &["pool_sv2", "translator_sv2"]).await? else {
+        return Ok(());
+    };
+    let r = tokio::time::timeout(FLOW, chain_block_flow(&mut h)).await;
+    h.finish(r).await
+}
+
+/// Regtest nBits (0x207fffff: about every other hash is a block): the SV1 miner's first share
+/// is a block, which pool_sv2 must find valid by its own hashing, after the proxy and the
+/// translator rebuilt it, to send `SubmitSolution` to our TP.
+async fn chain_block_flow(h: &mut Harness) -> Result<()> {
+    let chain = Chain::start(
+        h,
+        TpConfig {
+            nbits: 0x207f_ffff,
+            template_every: None,
+            ..TpConfig::default()
+        },
+    )
+    .await?;
+    let mut sv1 = Sv1Rig::start(chain.sv1_addr(), SV1_WORKER).await?;
+    ensure!(
+        sv1.job.nbits == 0x207f_ffff,
+        "the TP's nBits: {:08x}",
+        sv1.job.nbits
+    );
+    let mined = Instant::now();
+    let share = sv1.accepted("that is a block").await?;
+    until(
+        h,
+        "SubmitSolution at the TP",
+        Duration::from_secs(10),
+        || !chain.tp.stats().solutions.is_empty(),
+    )
+    .await?;
+    let at_tp = mined.elapsed();
+    let snap = chain
+        .pool_counts(h, "the block", 1, Snapshot::blocks)
+        .await?;
+    let solutions = chain.tp.stats().solutions;
+    let up = chain.proxy.pools()[0].shares;
+    eprintln!(
+        "[d2] block: SubmitSolution at the TP {:.0} ms after the miner's submit; proxy chain \
+         counters {up:?}; pool_sv2 {snap:?}",
+        at_tp.as_secs_f64() * 1e3,
+    );
+    ensure!(solutions.len() == 1, "one solution: {solutions:?}");
+    let solution = &solutions[0];
+    ensure!(
+        (solution.header_nonce, solution.header_timestamp) == (share.nonce, share.ntime),
+        "the solution is the miner's share: {solution:?}"
+    );
+    ensure!(
+        contains(&solution.coinbase_tx, POOL_SIGNATURE.as_bytes()),
+        "the solution's coinbase is pool_sv2's"
+    );
+    let extranonce = [sv1.m.extranonce1.as_slice(), &share.extranonce2].concat();
+    ensure!(
+        contains(&solution.coinbase_tx, &extranonce),
+        "and carries the miner's extranonce1 (the translator's, then the proxy's slot) and \
+         extranonce2 {}: {}",
+        hex::encode(&extranonce),
+        hex::encode(&solution.coinbase_tx)
+    );
+    ensure!(
+        snap.blocks() == 1 && snap.accepted() == 1 && snap.rejected() == 0,
+        "pool_sv2 counted one share, a block: {snap:?}"
+    );
+    ensure!(
+        up.blocks == 1 && up.accepted == 1,
+        "the proxy counted the block as pool_sv2 did: {up:?}"
+    );
+    chain.stop().await;
+    Ok(())
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -399,7 +478,8 @@ impl Sv1Rig {
             job,
             job_difficulty: difficulty,
             difficulty,
-            seed: 0,
+            // Extranonce2 starts with these bytes (little-endian): easy to find in a coinbase.
+            seed: 0x5eed_0000,
             moves: 0,
             jobs: 1,
             jobs_at_move: 0,
@@ -435,8 +515,8 @@ impl Sv1Rig {
         Ok(())
     }
 
-    /// Mines a share on the newest job and returns the proxy's verdict.
-    async fn mine_one(&mut self) -> Result<Result<(), String>> {
+    /// Mines a share on the newest job and returns it with the proxy's verdict.
+    async fn mine_one(&mut self) -> Result<(Share, Result<(), String>)> {
         self.apply_queued()?;
         self.m.difficulty = self.job_difficulty;
         let seed = self.seed;
@@ -444,18 +524,19 @@ impl Sv1Rig {
         let share = tokio::task::block_in_place(|| self.m.find_share(&self.job, seed, None));
         let r = self.m.call(share.request(&self.worker)).await?;
         self.apply_queued()?;
-        Ok(match r.error {
+        let verdict = match r.error {
             Some(e) => Err(format!("{} {}", e.code, e.message)),
             None if r.as_bool()? => Ok(()),
             None => Err("false".into()),
-        })
+        };
+        Ok((share, verdict))
     }
 
     /// Mines a share and fails unless the proxy accepts it (`when` says where, for the error).
-    async fn accepted(&mut self, when: &str) -> Result<()> {
+    async fn accepted(&mut self, when: &str) -> Result<Share> {
         match self.mine_one().await? {
-            Ok(()) => Ok(()),
-            Err(e) => bail!("{}: share {when} refused: {e}", self.worker),
+            (share, Ok(())) => Ok(share),
+            (_, Err(e)) => bail!("{}: share {when} refused: {e}", self.worker),
         }
     }
 
