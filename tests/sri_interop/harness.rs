@@ -102,6 +102,8 @@ pub struct SriProcess {
     name: String,
     child: Child,
     log: PathBuf,
+    /// Killed by the flow on purpose ([`Harness::kill`]): no longer expected to run.
+    killed: bool,
 }
 
 impl SriProcess {
@@ -115,6 +117,9 @@ impl SriProcess {
 
     /// Fails if the process has exited (it should run until the test kills it).
     fn check_alive(&mut self) -> Result<()> {
+        if self.killed {
+            return Ok(());
+        }
         if let Some(status) = self.child.try_wait()? {
             bail!("{} exited early: {status}", self.name);
         }
@@ -198,12 +203,30 @@ impl Harness {
             name: name.into(),
             child,
             log,
+            killed: false,
         });
         Ok(self.procs.len() - 1)
     }
 
+    /// Kills process `index` (SIGKILL, as a crash would end it) and waits for it to exit;
+    /// from then on [`until`] no longer expects it to run. Its log stays readable.
+    pub async fn kill(&mut self, index: usize) -> Result<()> {
+        let p = self.procs.get_mut(index).context("no such SRI process")?;
+        p.killed = true;
+        p.child
+            .kill()
+            .await
+            .with_context(|| format!("killing {}", p.name))
+    }
+
     fn check_alive(&mut self) -> Result<()> {
         self.procs.iter_mut().try_for_each(SriProcess::check_alive)
+    }
+
+    /// Fails if an SRI process has exited that the flow did not kill (for waits that
+    /// [`until`] cannot express, such as polling an API).
+    pub fn ensure_alive(&mut self) -> Result<()> {
+        self.check_alive()
     }
 
     /// The flow's verdict; on failure, the tail of every SRI log goes to stderr.

@@ -290,7 +290,7 @@ impl Task {
                         extranonce2: share.extranonce2,
                         ntime: share.ntime,
                         nonce: share.nonce,
-                        version_bits: share.version_bits,
+                        version_bits: submit_version_bits(share.version_bits, share.job.job.version, state.version_mask),
                     });
                     calls.insert(id, Call::Submit { reply: share.reply, difficulty: share.difficulty, block: share.block, sent: Instant::now() });
                     // Answered with the rest of `calls` if this write fails or stalls.
@@ -557,6 +557,23 @@ impl Task {
     }
 }
 
+/// The `version_bits` of a share's `mining.submit` on a session where the pool granted
+/// `session_mask` (0: no rolling). Once rolling is negotiated every submit carries them
+/// (BIP310's 6-parameter form; SRI's translator, on sv1_api, refuses a 5-parameter submit on
+/// such a session as "other" error): a miner that did not roll sends the job's own bits, so
+/// the pool rebuilds `(job & !mask) | (bits & mask)` = the job's version. Without a grant,
+/// none (a pool that did not negotiate rolling may refuse the sixth parameter).
+fn submit_version_bits(
+    share_bits: Option<u32>,
+    job_version: u32,
+    session_mask: u32,
+) -> Option<u32> {
+    if session_mask == 0 {
+        return None;
+    }
+    Some(share_bits.unwrap_or(job_version) & session_mask)
+}
+
 struct SessionState {
     session: u64,
     extranonce1: bytes::Bytes,
@@ -598,5 +615,31 @@ mod tests {
         assert_eq!(SessionEnd::Timeout.retry(), Retry::Yes);
         assert_eq!(SessionEnd::Extranonce(too_small).retry(), Retry::No);
         assert_eq!(SessionEnd::Shutdown.side(), Side::Internal);
+    }
+
+    /// On a rolling session every submit carries version bits, a non-rolling miner's being
+    /// the job's own, and the pool rebuilds the version the miner hashed; without rolling,
+    /// none are sent.
+    #[test]
+    fn submits_carry_version_bits_exactly_when_rolling_was_negotiated() {
+        use crate::upstream::connection::rolled_version;
+        let mask = 0x1fff_e000;
+        for job in [0x2000_0000u32, 0x2000_4004] {
+            let bits = submit_version_bits(None, job, mask);
+            assert_eq!(bits, Some(job & mask));
+            assert_eq!(
+                rolled_version(job, bits, mask),
+                job,
+                "the header the miner hashed"
+            );
+        }
+        let rolled = submit_version_bits(Some(0x0012_2000), 0x2000_0000, mask);
+        assert_eq!(rolled, Some(0x0012_2000));
+        assert_eq!(
+            submit_version_bits(Some(0xffff_ffff), 0x2000_0000, mask),
+            Some(mask),
+            "never outside the session's mask"
+        );
+        assert_eq!(submit_version_bits(None, 0x2000_0000, 0), None);
     }
 }
