@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures_util::{SinkExt, StreamExt};
-use harness::{FLOW, Harness, connect_when_listening, free_port, until};
+use harness::{Harness, connect_when_listening, free_port, until};
 use hashshift_protocol::noise::{Initiator, NoiseCodec};
 use hashshift_protocol::share::Target;
 use hashshift_protocol::share::hash::{sha256d, sha256d_80};
@@ -130,11 +130,7 @@ const MD_POOL_DIFF: f64 = 1e-3;
 
 #[tokio::test]
 async fn sri_mining_device_mines_through_the_sv2_downstream() -> Result<()> {
-    let Some(mut h) = Harness::new("mining-device", &["mining_device"]).await? else {
-        return Ok(());
-    };
-    let r = tokio::time::timeout(FLOW, mining_device_flow(&mut h)).await;
-    h.finish(r).await
+    harness::run("mining-device", &["mining_device"], mining_device_flow).await
 }
 
 async fn mining_device_flow(h: &mut Harness) -> Result<()> {
@@ -241,11 +237,7 @@ const TP_DIFF: f64 = 1e-6;
 
 #[tokio::test]
 async fn sri_translator_uses_the_sv2_downstream_as_its_pool() -> Result<()> {
-    let Some(mut h) = Harness::new("translator", &["translator_sv2"]).await? else {
-        return Ok(());
-    };
-    let r = tokio::time::timeout(FLOW, translator_flow(&mut h)).await;
-    h.finish(r).await
+    harness::run("translator", &["translator_sv2"], translator_flow).await
 }
 
 async fn translator_flow(h: &mut Harness) -> Result<()> {
@@ -357,11 +349,7 @@ async fn translator_flow(h: &mut Harness) -> Result<()> {
 // Multi-threaded: the honest miners search nonces in `block_in_place`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sv2_upstream_mines_into_sri_pool() -> Result<()> {
-    let Some(mut h) = Harness::new("pool", &["pool_sv2"]).await? else {
-        return Ok(());
-    };
-    let r = tokio::time::timeout(FLOW, pool_flow(&mut h)).await;
-    h.finish(r).await
+    harness::run("pool", &["pool_sv2"], pool_flow).await
 }
 
 /// hashshift's miners' side for [`sri_pool_and_proxy`]: an SV1 listener.
@@ -576,11 +564,7 @@ async fn regtest_tp() -> Result<TemplateProvider> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_block_found_through_the_sv2_upstream_reaches_the_template_provider() -> Result<()> {
-    let Some(mut h) = Harness::new("block", &["pool_sv2"]).await? else {
-        return Ok(());
-    };
-    let r = tokio::time::timeout(FLOW, block_flow(&mut h)).await;
-    h.finish(r).await
+    harness::run("block", &["pool_sv2"], block_flow).await
 }
 
 /// Regtest nBits: the proxy forwards the first share as a block candidate although pool_sv2's
@@ -672,11 +656,7 @@ async fn block_flow(h: &mut Harness) -> Result<()> {
 
 #[tokio::test]
 async fn an_sv2_miners_block_goes_through_both_sv2_sides_to_the_template_provider() -> Result<()> {
-    let Some(mut h) = Harness::new("sv2-block", &["pool_sv2"]).await? else {
-        return Ok(());
-    };
-    let r = tokio::time::timeout(FLOW, sv2_block_flow(&mut h)).await;
-    h.finish(r).await
+    harness::run("sv2-block", &["pool_sv2"], sv2_block_flow).await
 }
 
 /// An SV2 miner (SRI's crates, standard channel) on hashshift's SV2 listener, hashshift's SV2

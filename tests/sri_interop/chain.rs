@@ -29,7 +29,7 @@ use hashshift_proxy::config::Config;
 use hashshift_proxy::proxy::Proxy;
 use hashshift_tools::testpool::{TestPool, TestPoolConfig};
 
-use super::harness::{FLOW, Harness, connect_when_listening, free_port, until};
+use super::harness::{self, Harness, connect_when_listening, free_port, until};
 use super::monitor::Snapshot;
 use super::pool::{POOL_SIGNATURE, SriPool};
 use super::support::miner::{Miner, Share};
@@ -67,11 +67,7 @@ const SV2_WORKER: &str = "farm.sv2";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sv1_upstream_mines_through_sri_translator_into_pool_sv2_and_fails_over() -> Result<()> {
-    let Some(mut h) = Harness::new("chain", &["pool_sv2", "translator_sv2"]).await? else {
-        return Ok(());
-    };
-    let r = tokio::time::timeout(FLOW, chain_flow(&mut h)).await;
-    h.finish(r).await
+    harness::run("chain", &["pool_sv2", "translator_sv2"], chain_flow).await
 }
 
 /// The SRI side and the proxy in front of it, with the backup pool.
@@ -364,11 +360,12 @@ async fn chain_flow(h: &mut Harness) -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_block_found_behind_hashshift_goes_through_the_translator_to_the_template_provider()
 -> Result<()> {
-    let Some(mut h) = Harness::new("chain-block", &["pool_sv2", "translator_sv2"]).await? else {
-        return Ok(());
-    };
-    let r = tokio::time::timeout(FLOW, chain_block_flow(&mut h)).await;
-    h.finish(r).await
+    harness::run(
+        "chain-block",
+        &["pool_sv2", "translator_sv2"],
+        chain_block_flow,
+    )
+    .await
 }
 
 /// Regtest nBits (0x207fffff: about every other hash is a block): the SV1 miner's first share

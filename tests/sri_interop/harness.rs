@@ -259,6 +259,21 @@ impl Harness {
     }
 }
 
+/// Runs `flow` in a harness of its own ([`Harness::new`]): it passes, saying it skipped, when
+/// one of `needs` is missing and the flows are not [`required`]; it is bounded by [`FLOW`];
+/// if it fails, the tail of every SRI log is printed.
+pub async fn run(
+    name: &str,
+    needs: &[&'static str],
+    flow: impl AsyncFnOnce(&mut Harness) -> Result<()>,
+) -> Result<()> {
+    let Some(mut h) = Harness::new(name, needs).await? else {
+        return Ok(());
+    };
+    let r = tokio::time::timeout(FLOW, flow(&mut h)).await;
+    h.finish(r).await
+}
+
 /// Polls `done` every 50 ms until it holds; fails after `limit` or as soon as an SRI child
 /// has exited.
 pub async fn until(
