@@ -33,6 +33,8 @@ mod monitor;
 #[path = "sri_interop/pool.rs"]
 mod pool;
 mod support;
+#[path = "sri_interop/translator.rs"]
+mod translator;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -68,6 +70,7 @@ use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
 use pool::{POOL_SIGNATURE, SriPool};
+use translator::Translator;
 
 fn fast_manager() -> ManagerSettings {
     ManagerSettings {
@@ -241,7 +244,6 @@ async fn sri_translator_uses_the_sv2_downstream_as_its_pool() -> Result<()> {
 }
 
 async fn translator_flow(h: &mut Harness) -> Result<()> {
-    let bin = h.bin("translator_sv2")?;
     let pool = TestPool::start(TestPoolConfig {
         difficulty: TP_DIFF,
         name: "a".into(),
@@ -251,25 +253,17 @@ async fn translator_flow(h: &mut Harness) -> Result<()> {
     let (proxy, authority) = sv2_proxy(h, &pool, TP_DIFF, 600.0).await?;
     let up = proxy.listen_addrs()[0];
     let sv1_port = free_port()?;
-    // min_individual_miner_hashrate 10 kH/s at 60 shares a minute: SV1 difficulty ~2.3e-6,
-    // above the pool's, so every share the miner finds is a pool share too.
-    let config = h.write(
-        "tproxy.toml",
-        &format!(
-            "downstream_address = \"127.0.0.1\"\ndownstream_port = {sv1_port}\n\
-             max_supported_version = 2\nmin_supported_version = 2\n\
-             downstream_extranonce2_size = 4\nverify_payout = false\naggregate_channels = true\n\
-             supported_extensions = []\n\
-             [downstream_difficulty_config]\nmin_individual_miner_hashrate = 10000.0\n\
-             shares_per_minute = 60.0\nenable_vardiff = true\njob_keepalive_interval_secs = 60\n\
-             [[upstreams]]\naddress = \"127.0.0.1\"\nport = {}\nauthority_pubkey = \"{authority}\"\n\
-             user_identity = \"sri-tproxy\"\n",
-            up.port()
-        ),
-    )?;
+    // The translator's SV1 difficulty (~2.3e-6) is above the pool's, so every share the miner
+    // finds is a pool share too.
     let started = Instant::now();
-    let config = config.display().to_string();
-    h.spawn("translator_sv2", &bin, &["-c", &config])?;
+    Translator {
+        sv1_port,
+        upstream: up,
+        authority,
+        extranonce2_size: 4,
+        vardiff: true,
+    }
+    .spawn(h, "translator_sv2")?;
     let sv1: SocketAddr = format!("127.0.0.1:{sv1_port}").parse()?;
     let mut m = Miner::from_stream(connect_when_listening(h, sv1, Duration::from_secs(30)).await?);
     let job = sv1_start(&mut m, "rig1").await?;

@@ -20,7 +20,6 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -37,16 +36,13 @@ use super::support::sv2_miner::{
     MiningJob, OpenedChannel, REQUIRES_STANDARD_JOBS, Received, Sv2Miner,
 };
 use super::support::template_provider::{TemplateProvider, TpConfig};
+use super::translator::Translator;
 
 /// The translator's `downstream_extranonce2_size`: the extranonce2 its SV1 downstream (the
 /// proxy) may roll. The proxy keeps 2 bytes of it per miner
 /// (`aggregation.proxy_extranonce2_bytes`) and needs 2 more left for each miner
 /// (`MIN_MINER_EXTRANONCE2`), so 4 is the least it accepts; 8 leaves its miners 6 bytes.
 const TRANSLATOR_EXTRANONCE2: usize = 8;
-
-/// The translator's `min_individual_miner_hashrate` at 60 shares a minute: ~10,000 hashes a
-/// share (difficulty ~2.3e-6), quick for the test miners in a debug build.
-const TRANSLATOR_HASHRATE: f64 = 10_000.0;
 
 /// The backup test pool's difficulty: ~4,300 hashes a share.
 const BACKUP_DIFF: f64 = 1e-6;
@@ -78,9 +74,9 @@ struct Chain {
     proxy: Proxy,
     /// The proxy's authority public key, for the SV2 miner.
     authority: [u8; 32],
-    /// The translator's config file (its SV1 port is fixed there) and its index in
+    /// How the translator was started (its SV1 port is fixed there) and its index in
     /// `Harness::procs`.
-    translator_config: PathBuf,
+    translator_setup: Translator,
     translator: usize,
 }
 
@@ -89,23 +85,14 @@ impl Chain {
         let tp = TemplateProvider::start(tp).await?;
         let pool = SriPool::start(h, &tp).await?;
         let sv1_port = free_port()?;
-        let translator_config = h.write(
-            "tproxy.toml",
-            &format!(
-                "downstream_address = \"127.0.0.1\"\ndownstream_port = {sv1_port}\n\
-                 max_supported_version = 2\nmin_supported_version = 2\n\
-                 downstream_extranonce2_size = {TRANSLATOR_EXTRANONCE2}\nverify_payout = false\n\
-                 aggregate_channels = true\nsupported_extensions = []\n\
-                 [downstream_difficulty_config]\n\
-                 min_individual_miner_hashrate = {TRANSLATOR_HASHRATE:.1}\n\
-                 shares_per_minute = 60.0\nenable_vardiff = false\njob_keepalive_interval_secs = 60\n\
-                 [[upstreams]]\naddress = \"127.0.0.1\"\nport = {}\nauthority_pubkey = \"{}\"\n\
-                 user_identity = \"sri-tproxy\"\n",
-                pool.addr.port(),
-                pool.authority,
-            ),
-        )?;
-        let translator = spawn_translator(h, &translator_config, "translator_sv2")?;
+        let translator_setup = Translator {
+            sv1_port,
+            upstream: pool.addr,
+            authority: pool.authority.to_string(),
+            extranonce2_size: TRANSLATOR_EXTRANONCE2,
+            vardiff: false,
+        };
+        let translator = translator_setup.spawn(h, "translator_sv2")?;
         // Listening means the translator is up with pool_sv2 (it binds after its upstream
         // connection). The probe connection is an SV1 peer that says nothing and leaves.
         let sv1: SocketAddr = ([127, 0, 0, 1], sv1_port).into();
@@ -152,7 +139,7 @@ impl Chain {
             backup,
             proxy,
             authority: authority.to_bytes(),
-            translator_config,
+            translator_setup,
             translator,
         })
     }
@@ -200,12 +187,6 @@ impl Chain {
         self.backup.shutdown().await;
         self.tp.shutdown().await;
     }
-}
-
-fn spawn_translator(h: &mut Harness, config: &std::path::Path, name: &str) -> Result<usize> {
-    let bin = h.bin("translator_sv2")?;
-    let config = config.display().to_string();
-    h.spawn(name, &bin, &["-c", &config])
 }
 
 async fn chain_flow(h: &mut Harness) -> Result<()> {
@@ -304,7 +285,9 @@ async fn chain_flow(h: &mut Harness) -> Result<()> {
 
     // Failback: the translator comes back on the same port; the miners return to pool_sv2.
     let restarted = Instant::now();
-    spawn_translator(h, &chain.translator_config, "translator_sv2-restarted")?;
+    chain
+        .translator_setup
+        .spawn(h, "translator_sv2-restarted")?;
     until(h, "the chain in use again", Duration::from_secs(30), || {
         chain.proxy.pools()[0].active
     })
