@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use hashshift_protocol::sv1::{ClientRequest, Notify, ServerNotification};
+use hashshift_protocol::sv1::{Notify, ServerNotification};
 use hashshift_proxy::config::Config;
 use hashshift_proxy::proxy::Proxy;
 use hashshift_tools::testpool::{TestPool, TestPoolConfig};
@@ -31,6 +31,7 @@ use hashshift_tools::testpool::{TestPool, TestPoolConfig};
 use super::harness::{self, Harness, connect_when_listening, free_port, until};
 use super::monitor::Snapshot;
 use super::pool::{POOL_SIGNATURE, SriPool};
+use super::support::failover::subscribed_miner;
 use super::support::miner::{Miner, Share};
 use super::support::sv2_miner::{
     MiningJob, OpenedChannel, REQUIRES_STANDARD_JOBS, Received, Sv2Miner,
@@ -144,10 +145,6 @@ impl Chain {
         })
     }
 
-    fn sv1_addr(&self) -> SocketAddr {
-        self.proxy.listen_addrs()[0]
-    }
-
     fn sv2_addr(&self) -> SocketAddr {
         self.proxy.listen_addrs()[1]
     }
@@ -212,7 +209,7 @@ async fn chain_flow(h: &mut Harness) -> Result<()> {
 
     // Then the SV1 miner, on pool_sv2's work: pool_sv2's count grows by its shares. One more
     // SV2 share after them: the two miners' shares interleave on the one translator session.
-    let mut sv1 = Sv1Rig::start(chain.sv1_addr(), SV1_WORKER).await?;
+    let mut sv1 = Sv1Rig::start(&chain.proxy, SV1_WORKER).await?;
     ensure!(
         contains(&sv1.job.coinb1, POOL_SIGNATURE.as_bytes()),
         "the SV1 miner's job is pool_sv2's, through the translator"
@@ -364,7 +361,7 @@ async fn chain_block_flow(h: &mut Harness) -> Result<()> {
         },
     )
     .await?;
-    let mut sv1 = Sv1Rig::start(chain.sv1_addr(), SV1_WORKER).await?;
+    let mut sv1 = Sv1Rig::start(&chain.proxy, SV1_WORKER).await?;
     ensure!(
         sv1.job.nbits == 0x207f_ffff,
         "the TP's nBits: {:08x}",
@@ -442,15 +439,9 @@ struct Sv1Rig {
 }
 
 impl Sv1Rig {
-    async fn start(addr: SocketAddr, worker: &str) -> Result<Sv1Rig> {
-        let mut m = Miner::connect(addr).await?;
-        let (_, job) = m.handshake(worker, None).await?;
-        ensure!(
-            m.call(ClientRequest::ExtranonceSubscribe)
-                .await?
-                .as_bool()?,
-            "extranonce.subscribe refused"
-        );
+    /// On the proxy's SV1 listener (its first).
+    async fn start(proxy: &Proxy, worker: &str) -> Result<Sv1Rig> {
+        let (m, job) = subscribed_miner(proxy, worker).await?;
         let difficulty = m.difficulty;
         let mut rig = Sv1Rig {
             m,
