@@ -205,6 +205,12 @@ async fn the_noc_page_shows_the_sites_rigs_pool_and_power_chart_in_chromium() ->
         all_mining_on_firmware_figures(r, 3)
     })
     .await?;
+    // The firmware's figures can say "mining" before the rigs' Stratum sessions reach the
+    // proxy (seen on a loaded CI machine): the pool serves miners once they have.
+    site.until("the pool serving the rigs", 30, Command::Pools, |p| {
+        p[0]["active"] == true
+    })
+    .await?;
 
     // The page and its assets: embedded, typed, locked down.
     let (status, head, page) = http(web, "GET", "/", None, "").await?;
