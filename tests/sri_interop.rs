@@ -8,7 +8,12 @@
 //! - c. an SV1 test miner → hashshift SV2 upstream → SRI `pool_sv2`, fed by our test template
 //!   provider (`support::template_provider`); c2 and c3: a block found by an SV1 miner, and by
 //!   an SV2 miner (`support::sv2_miner`, standard channel) on hashshift's SV2 downstream, goes
-//!   through pool_sv2 to the template provider as `SubmitSolution`.
+//!   through pool_sv2 to the template provider as `SubmitSolution`;
+//! - d. SV1 and SV2 miners → hashshift SV1 upstream → SRI `translator_sv2` → `pool_sv2`, with
+//!   failover to our test pool and back (`sri_interop/chain.rs`); d2: a block that way;
+//! - e. a fleet of SV1 miners → hashshift SV2 upstream → `pool_sv2`, through new templates and
+//!   new blocks: pool_sv2 refuses nothing but tip-change stales, and counts what it
+//!   acknowledged.
 //!
 //! Assertions are on outcomes we observe ourselves: verdicts the miners received, the test
 //! pool's counts, the proxy's counters (its API and Prometheus endpoint), pool_sv2's
@@ -538,6 +543,103 @@ async fn pool_flow(h: &mut Harness) -> Result<()> {
     );
     assert_eq!((up.rejected, up.lost), (0, 0), "{up:?}");
     assert!(tp.stats().solutions.is_empty(), "shares are not blocks");
+    proxy.shutdown(Duration::from_secs(2)).await;
+    tp.shutdown().await;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// e. A fleet through new templates and new blocks into pool_sv2
+// ---------------------------------------------------------------------------------------
+
+/// Honest SV1 miners in flow e.
+const FLEET: usize = 12;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_mines_into_sri_pool_through_new_templates_and_blocks() -> Result<()> {
+    harness::run("fleet", &["pool_sv2"], fleet_flow).await
+}
+
+/// What a pool operator checks before pointing a farm at a proxy: many miners on one channel,
+/// a new template every second and two new blocks while they mine, and still no share
+/// pool_sv2 refuses but a tip-change stale (a share on a replaced job is answered by the
+/// proxy, not sent up), pool_sv2's count equal to what it acknowledged, nothing lost, every
+/// miner paid.
+async fn fleet_flow(h: &mut Harness) -> Result<()> {
+    let tp = TemplateProvider::start(TpConfig {
+        template_every: Some(Duration::from_secs(1)),
+        ..TpConfig::default()
+    })
+    .await?;
+    let (proxy, pool) = sri_pool_and_proxy(h, &tp, SV1_DOWNSTREAM).await?;
+    let miners = Honest::start_many(proxy.listen_addrs()[0], "fleet", FLEET).await?;
+    until(
+        h,
+        "pool_sv2 accepting the fleet's shares",
+        Duration::from_secs(60),
+        || proxy.pools()[0].shares.accepted >= 3,
+    )
+    .await?;
+    let mining = Instant::now();
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        h.ensure_alive()?;
+        tp.new_block();
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let reports = stop_all(miners).await?;
+    let mined = mining.elapsed();
+    let up = proxy.pools()[0].shares;
+    let counted = pool
+        .monitor
+        .until(
+            "pool_sv2's monitoring counting the shares it acknowledged",
+            Duration::from_secs(5),
+            |s| s.accepted() >= up.accepted,
+        )
+        .await?;
+    let channel = only_channel(&counted)?;
+    let stats = tp.stats();
+    let stale: u64 = reports.iter().map(|r| r.stale).sum();
+    eprintln!(
+        "[e] {FLEET} miners for {:.1} s through {} templates and 2 new blocks: pool_sv2 \
+         accepted {} (proxy counted {up:?}), rejected {} {:?}; miners' own verdicts: {:?} \
+         accepted, {stale} answered stale by the proxy",
+        mined.as_secs_f64(),
+        stats.templates,
+        channel.shares_accepted,
+        channel.shares_rejected,
+        channel.shares_rejected_by_reason,
+        reports.iter().map(|r| r.accepted).collect::<Vec<_>>(),
+    );
+    // The one refusal a proxy cannot always avoid: a share sent up in the milliseconds before
+    // pool_sv2's SetNewPrevHash arrives is stale by then. Any other reason (duplicate, low
+    // difficulty, unknown job, bad extranonce) would be the proxy's fault.
+    assert!(
+        channel
+            .shares_rejected_by_reason
+            .keys()
+            .all(|reason| reason == "stale-share"),
+        "pool_sv2 refused nothing but tip-change stales: {channel:?}"
+    );
+    assert_eq!(
+        (u64::from(channel.shares_rejected), up.lost),
+        (up.rejected, 0),
+        "the proxy saw pool_sv2's refusals as pool_sv2 counted them, and lost nothing"
+    );
+    assert_eq!(
+        u64::from(channel.shares_accepted),
+        up.accepted,
+        "pool_sv2 counted what it acknowledged"
+    );
+    assert!(
+        reports.iter().all(|r| r.accepted >= 1),
+        "every miner had shares accepted: {reports:?}"
+    );
+    assert!(
+        stats.prev_hashes >= 3,
+        "two new blocks reached pool_sv2: {stats:?}"
+    );
     proxy.shutdown(Duration::from_secs(2)).await;
     tp.shutdown().await;
     Ok(())
