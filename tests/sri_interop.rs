@@ -45,7 +45,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use futures_util::{SinkExt, StreamExt};
 use harness::{Harness, connect_when_listening, free_port, until};
 use hashshift_protocol::noise::{Initiator, NoiseCodec};
@@ -663,6 +663,37 @@ async fn a_block_found_through_the_sv2_upstream_reaches_the_template_provider() 
     harness::run("block", &["pool_sv2"], block_flow).await
 }
 
+/// Waits for the first `SubmitSolution` at our TP; returns how long after `mined` it came.
+async fn solution_at_tp(
+    h: &mut Harness,
+    tp: &TemplateProvider,
+    mined: Instant,
+) -> Result<Duration> {
+    until(
+        h,
+        "SubmitSolution at the TP",
+        Duration::from_secs(10),
+        || !tp.stats().solutions.is_empty(),
+    )
+    .await?;
+    Ok(mined.elapsed())
+}
+
+/// The solution's header fields are the miner's share's.
+fn header_fields_are(solution: &Solution, version: u32, ntime: u32, nonce: u32) -> Result<()> {
+    let got = (
+        solution.version,
+        solution.header_timestamp,
+        solution.header_nonce,
+    );
+    ensure!(
+        got == (version, ntime, nonce),
+        "SubmitSolution's (version, ntime, nonce) {got:x?} are not the miner's share's {:x?}",
+        (version, ntime, nonce)
+    );
+    Ok(())
+}
+
 /// Regtest nBits: the proxy forwards the first share as a block candidate although pool_sv2's
 /// channel target is far harder, and pool_sv2 must find the block valid by its own hashing
 /// to send `SubmitSolution` to our TP.
@@ -684,14 +715,7 @@ async fn block_flow(h: &mut Harness) -> Result<()> {
         "pool_sv2 took the block"
     );
     let answered = mined.elapsed();
-    until(
-        h,
-        "SubmitSolution at the TP",
-        Duration::from_secs(10),
-        || !tp.stats().solutions.is_empty(),
-    )
-    .await?;
-    let latency = mined.elapsed();
+    let latency = solution_at_tp(h, &tp, mined).await?;
     // The block as the miner hashed it: its coinbase (non-witness, as SV1 builds it) and
     // header.
     let coinbase = [
@@ -721,15 +745,8 @@ async fn block_flow(h: &mut Harness) -> Result<()> {
         proxy.pools()[0].shares,
         h.procs[pool.proc].count("Block Found"),
     );
-    assert_eq!(
-        (
-            solution.version,
-            solution.header_timestamp,
-            solution.header_nonce
-        ),
-        (job.version | rolled, share.ntime, share.nonce),
-        "version (with the miner's rolled bits), ntime and nonce of the miner's share"
-    );
+    // Version with the miner's rolled bits.
+    header_fields_are(solution, job.version | rolled, share.ntime, share.nonce)?;
     assert_eq!(
         hex::encode(without_witness(&solution.coinbase_tx)?),
         hex::encode(&coinbase),
@@ -788,14 +805,7 @@ async fn sv2_block_flow(h: &mut Harness) -> Result<()> {
         "pool_sv2 took the block"
     );
     let answered = mined.elapsed();
-    until(
-        h,
-        "SubmitSolution at the TP",
-        Duration::from_secs(10),
-        || !tp.stats().solutions.is_empty(),
-    )
-    .await?;
-    let latency = mined.elapsed();
+    let latency = solution_at_tp(h, &tp, mined).await?;
     let header = build_header(
         share.version,
         &job.prev_hash,
@@ -816,15 +826,7 @@ async fn sv2_block_flow(h: &mut Harness) -> Result<()> {
         hex::encode(&ch.prefix),
         proxy.pools()[0].shares,
     );
-    assert_eq!(
-        (
-            solution.version,
-            solution.header_timestamp,
-            solution.header_nonce
-        ),
-        (share.version, share.ntime, share.nonce),
-        "version, ntime and nonce of the miner's share"
-    );
+    header_fields_are(solution, share.version, share.ntime, share.nonce)?;
     assert!(
         contains(&solution.coinbase_tx, POOL_SIGNATURE.as_bytes()),
         "the solution's coinbase is pool_sv2's"
