@@ -175,11 +175,10 @@ fn write_deltas(before: &[Option<u64>], after: &[Option<u64>]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gpu_request_drains_rigs_on_all_three_instances() -> Result<()> {
-    let Some(site) = ClusterSite::start(Options::default()).await? else {
-        return Ok(());
-    };
-    let r = gpu_request_body(&site).await;
-    site.finish(r).await
+    ClusterSite::run(Options::default(), async |site: &mut ClusterSite| {
+        gpu_request_body(site).await
+    })
+    .await
 }
 
 async fn gpu_request_body(site: &ClusterSite) -> Result<()> {
@@ -307,11 +306,7 @@ async fn killing_the_leader_mid_drain_hands_over_within_ttl_plus_2s() -> Result<
         },
         ..Options::default()
     };
-    let Some(mut site) = ClusterSite::start(options).await? else {
-        return Ok(());
-    };
-    let r = takeover_body(&mut site).await;
-    site.finish(r).await
+    ClusterSite::run(options, takeover_body).await
 }
 
 async fn takeover_body(site: &mut ClusterSite) -> Result<()> {
@@ -434,11 +429,7 @@ async fn takeover_body(site: &mut ClusterSite) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_leader_issues_nothing_and_writes_nothing() -> Result<()> {
-    let Some(mut site) = ClusterSite::start(Options::default()).await? else {
-        return Ok(());
-    };
-    let r = frozen_body(&mut site).await;
-    site.finish(r).await
+    ClusterSite::run(Options::default(), frozen_body).await
 }
 
 async fn frozen_body(site: &mut ClusterSite) -> Result<()> {
@@ -557,11 +548,7 @@ fn resume(id: &str) -> Command {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_etcd_down_power_holds_and_changes_are_refused() -> Result<()> {
-    let Some(mut site) = ClusterSite::start(Options::default()).await? else {
-        return Ok(());
-    };
-    let r = etcd_down_body(&mut site).await;
-    site.finish(r).await
+    ClusterSite::run(Options::default(), etcd_down_body).await
 }
 
 async fn etcd_down_body(site: &mut ClusterSite) -> Result<()> {
@@ -718,11 +705,7 @@ async fn a_dead_instance_s_rigs_reconnect_elsewhere_and_keep_their_power_state()
         pools: |_, leader| others(leader),
         ..Options::default()
     };
-    let Some(mut site) = ClusterSite::start(options).await? else {
-        return Ok(());
-    };
-    let r = dead_instance_body(&mut site).await;
-    site.finish(r).await
+    ClusterSite::run(options, dead_instance_body).await
 }
 
 async fn dead_instance_body(site: &mut ClusterSite) -> Result<()> {
@@ -812,11 +795,7 @@ async fn losing_one_etcd_member_of_three_changes_nothing() -> Result<()> {
         ttl_secs: 6,
         ..Options::default()
     };
-    let Some(mut site) = ClusterSite::start(options).await? else {
-        return Ok(());
-    };
-    let r = etcd_member_body(&mut site).await;
-    site.finish(r).await
+    ClusterSite::run(options, etcd_member_body).await
 }
 
 async fn etcd_member_body(site: &mut ClusterSite) -> Result<()> {

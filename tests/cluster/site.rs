@@ -471,6 +471,21 @@ impl ClusterSite {
         out + &self.etcd.logs()
     }
 
+    /// Runs a test's `body` on a site started with `options` and ends it with [`finish`]
+    /// (`Ok` without running it when etcd is missing and not required: see [`Etcd::start`]).
+    ///
+    /// [`finish`]: ClusterSite::finish
+    pub async fn run(
+        options: Options,
+        body: impl AsyncFnOnce(&mut ClusterSite) -> Result<()>,
+    ) -> Result<()> {
+        let Some(mut site) = ClusterSite::start(options).await? else {
+            return Ok(());
+        };
+        let r = body(&mut site).await;
+        site.finish(r).await
+    }
+
     /// Ends the test: on success stops everything and removes the folder; on failure thaws
     /// any frozen instance, keeps the folder and adds the logs to the error.
     pub async fn finish(mut self, result: Result<()>) -> Result<()> {
