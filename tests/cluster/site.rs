@@ -16,7 +16,7 @@ use hashshift_tools::fake_firmware::{FakePhase, RigProfile};
 use hashshift_tools::testpool::TestPool;
 use serde_json::Value;
 
-use crate::fault_site::{Proc, RIG_KW, ask, ask_ok, free_port, raw};
+use crate::fault_site::{Proc, RIG_KW, ask, ask_ok, free_port};
 use crate::support::etcd::{Etcd, Kv};
 use crate::support::rig::SimRig;
 
@@ -259,36 +259,19 @@ impl ClusterSite {
 
     /// Waits until instance `i` answers `cluster` with a role other than `starting`.
     pub async fn wait_up(&self, i: usize, within: Duration) -> Result<Value> {
-        let deadline = Instant::now() + within;
-        loop {
-            let last = self.cluster(i).await;
-            if let Ok(v) = &last {
-                if v["role"].as_str().is_some_and(|r| r != "starting") {
-                    return Ok(v.clone());
-                }
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{} not up after {within:?}; last: {last:?}",
-                    self.instances[i].name
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.until(
+            i,
+            "a role other than starting",
+            within,
+            Command::Cluster,
+            |v| v["role"].as_str().is_some_and(|r| r != "starting"),
+        )
+        .await
     }
 
     /// `{"cmd":"cluster"}` on instance `i`: its result.
     pub async fn cluster(&self, i: usize) -> Result<Value> {
-        let line = raw(&self.instances[i].socket(), r#"{"cmd":"cluster"}"#).await?;
-        let r: Response = serde_json::from_str(&line).context("the answer is not a Response")?;
-        match r {
-            Response {
-                ok: true,
-                result: Some(v),
-                ..
-            } => Ok(v),
-            other => bail!("cluster refused: {other:?}"),
-        }
+        self.ask_ok(i, Command::Cluster).await
     }
 
     /// Who leads according to instance `i` (`None`: nobody, or it does not answer).
