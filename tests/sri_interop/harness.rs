@@ -13,7 +13,7 @@ use tokio::process::{Child, Command};
 
 /// Upper bound of one whole flow, SRI start-up included (waiting for another flow to finish
 /// is not counted: flows run one at a time, see [`Harness::new`]).
-pub const FLOW: Duration = Duration::from_secs(120);
+const FLOW: Duration = Duration::from_secs(120);
 
 /// The pinned SRI releases: `crate version binary...` per line.
 const VERSIONS: &str = include_str!("sri-versions.txt");
@@ -141,7 +141,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 impl Harness {
     /// A harness for `flow`, which runs `needs` (SRI binary names). `None` when a binary is
     /// missing and the flows are not [`required`]: the test then passes, having said so.
-    pub async fn new(flow: &str, needs: &[&'static str]) -> Result<Option<Harness>> {
+    async fn new(flow: &str, needs: &[&'static str]) -> Result<Option<Harness>> {
         let mut bins = Vec::new();
         for &name in needs {
             match sri_bin(name) {
