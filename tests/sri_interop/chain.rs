@@ -154,7 +154,8 @@ impl Chain {
         self.proxy.pools()[0].shares.accepted
     }
 
-    /// Waits until pool_sv2 counted `n` accepted shares on channels `counted` selects.
+    /// Waits until pool_sv2 counted `n` accepted shares on channels `counted` selects. If it
+    /// does not, an SRI process that died is named as the reason before the timeout.
     async fn pool_counts(
         &self,
         h: &mut Harness,
@@ -162,21 +163,19 @@ impl Chain {
         n: u64,
         counted: impl Fn(&Snapshot) -> u64,
     ) -> Result<Snapshot> {
-        let start = Instant::now();
-        loop {
-            let snap = self.pool.monitor.snapshot().await?;
-            if counted(&snap) >= n {
-                return Ok(snap);
-            }
-            if start.elapsed() > Duration::from_secs(20) {
-                bail!(
-                    "pool_sv2 counted {} of {n} for {what}: {snap:?}",
-                    counted(&snap)
-                );
-            }
+        let r = self
+            .pool
+            .monitor
+            .until(
+                &format!("pool_sv2 counting {n} for {what}"),
+                Duration::from_secs(20),
+                |s| counted(s) >= n,
+            )
+            .await;
+        if r.is_err() {
             h.ensure_alive()?;
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        r
     }
 
     async fn stop(self) {
